@@ -1,0 +1,33 @@
+//! The queue's one error type.
+
+use crate::QueueId;
+
+/// Errors callers act on. `Storage` means the disk or RocksDB failed: the
+/// operation did not happen (a session answers `451 4.3.0`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// RocksDB or the file system failed.
+    #[error("queue storage error: {0}")]
+    Storage(String),
+    /// The queue is above its high-water mark (`452 4.3.1`).
+    #[error("queue is full: {messages} messages, {bytes} bytes")]
+    Full { messages: u64, bytes: u64 },
+    /// Free disk space is below `queue_minfree` (`452 4.3.1`).
+    #[error("free disk space {free} bytes is below queue_minfree")]
+    DiskLow { free: u64 },
+    /// No such message (already delivered, deleted, or never existed).
+    #[error("no such message: {0}")]
+    NotFound(QueueId),
+    /// A stored record could not be decoded; it has been quarantined.
+    #[error("corrupt queue record {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// The queue was opened read-only.
+    #[error("queue is open read-only")]
+    ReadOnly,
+    /// The queue is closed (shutdown).
+    #[error("queue is closed")]
+    Closed,
+    /// The queue directory is locked by another process (a running daemon).
+    #[error("queue directory {0} is in use by another process")]
+    Locked(String),
+}

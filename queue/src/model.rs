@@ -1,0 +1,307 @@
+//! What the queue stores, in the words of mail: queue IDs, envelopes,
+//! recipients and their delivery state, and the per-backend state the
+//! delivery gate asks the queue to keep across restarts.
+//!
+//! This module owns no byte layout (that is `keys.rs` and `codec.rs`) and
+//! never touches RocksDB.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// A queue ID: a 64-bit count of microseconds since the Unix epoch at which
+/// the message was started, made unique and strictly increasing by the
+/// issuing [`IdGen`](crate::IdGen).
+///
+/// Printed in Postfix's long-queue-ID alphabet (base 52, no vowels): six
+/// digits of seconds then four of microseconds, so IDs sort by time both as
+/// numbers and as text, and tools that recognise Postfix queue IDs in logs
+/// recognise these.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId(u64);
+
+/// Postfix's long queue ID digits: `0-9`, then consonants upper then lower
+/// case. Ascending in ASCII, so fixed-width text sorts like the number.
+const ALPHABET: &[u8; 52] = b"0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz";
+const SECS_DIGITS: usize = 6;
+const MICROS_DIGITS: usize = 4;
+
+impl QueueId {
+    /// The ID for a raw microsecond value (used by the codec and tests).
+    pub const fn from_micros(micros: u64) -> Self {
+        QueueId(micros)
+    }
+
+    /// Microseconds since the Unix epoch when the message was started.
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// Unix time in whole seconds of the message's start.
+    pub const fn unix_secs(self) -> u64 {
+        self.0 / 1_000_000
+    }
+}
+
+fn push_base52(out: &mut String, mut v: u64, digits: usize) {
+    let mut buf = [0u8; 12];
+    for slot in buf[..digits].iter_mut().rev() {
+        *slot = ALPHABET[(v % 52) as usize];
+        v /= 52;
+    }
+    out.extend(buf[..digits].iter().map(|&b| b as char));
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(SECS_DIGITS + MICROS_DIGITS);
+        push_base52(&mut s, self.0 / 1_000_000, SECS_DIGITS);
+        push_base52(&mut s, self.0 % 1_000_000, MICROS_DIGITS);
+        f.write_str(&s)
+    }
+}
+
+impl fmt::Debug for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueueId({self})")
+    }
+}
+
+/// The text was not a queue ID this queue issues.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a queue ID: {0:?}")]
+pub struct BadQueueId(pub String);
+
+impl FromStr for QueueId {
+    type Err = BadQueueId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadQueueId(s.to_owned());
+        if s.len() != SECS_DIGITS + MICROS_DIGITS {
+            return Err(bad());
+        }
+        let digit = |c: u8| ALPHABET.iter().position(|&a| a == c).map(|p| p as u64);
+        let mut secs = 0u64;
+        for &c in &s.as_bytes()[..SECS_DIGITS] {
+            secs = secs * 52 + digit(c).ok_or_else(bad)?;
+        }
+        let mut micros = 0u64;
+        for &c in &s.as_bytes()[SECS_DIGITS..] {
+            micros = micros * 52 + digit(c).ok_or_else(bad)?;
+        }
+        if micros >= 1_000_000 {
+            return Err(bad());
+        }
+        secs.checked_mul(1_000_000).and_then(|v| v.checked_add(micros)).map(QueueId).ok_or_else(bad)
+    }
+}
+
+/// Milliseconds since the Unix epoch. The queue stores wall-clock times in
+/// this one unit; callers take "now" from their clock and pass it in, so the
+/// queue itself never reads the clock (tests control time).
+pub type UnixMillis = u64;
+
+/// `BODY=` from RFC 6152 / RFC 3030.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyType {
+    /// No BODY parameter was given.
+    #[default]
+    Unspecified,
+    SevenBit,
+    EightBitMime,
+    BinaryMime,
+}
+
+/// `RET=` from RFC 3461.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DsnRet {
+    #[default]
+    Unspecified,
+    Full,
+    Headers,
+}
+
+/// `NOTIFY=` from RFC 3461 as a set of flags; `NEVER` is its own value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Notify {
+    /// NOTIFY was given at all (RFC 3461 defaults differ when absent).
+    pub specified: bool,
+    pub never: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+/// Who handed us the message: enough for the `Received:` header, logs and
+/// `sluice queue show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's address, `None` for locally generated mail (bounces).
+    pub addr: Option<IpAddr>,
+    /// The reverse DNS name, or `unknown`.
+    pub name: String,
+    /// The `HELO`/`EHLO` argument.
+    pub helo: String,
+    /// `SMTP`, `ESMTP`, `ESMTPS`, `LOCAL`, ... as in the Received header.
+    pub protocol: String,
+}
+
+/// Delivery state of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptState {
+    /// Not yet attempted, or due again.
+    Pending,
+    /// Accepted by the next hop; final.
+    Delivered { at: UnixMillis, reply: String },
+    /// Temporarily failed; retry at the message's next due time.
+    Deferred { reply: String },
+    /// Permanently failed (5xx, or expired); final. `notified` is set once
+    /// the bounce for it has been queued.
+    Bounced { at: UnixMillis, reply: String, notified: bool },
+}
+
+impl RcptState {
+    /// Delivered or bounced: nothing more will be tried for this recipient.
+    pub fn is_final(&self) -> bool {
+        matches!(self, RcptState::Delivered { .. } | RcptState::Bounced { .. })
+    }
+}
+
+/// One envelope recipient with its RFC 3461 parameters and delivery state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as given in `RCPT TO` (without angle brackets).
+    pub address: String,
+    /// `ORCPT=` as given (`addr-type;xtext`), if any.
+    pub orcpt: Option<String>,
+    pub notify: Notify,
+    pub state: RcptState,
+    /// Delivery attempts that reached a verdict from the next hop (time spent
+    /// waiting on a rate limit or an open breaker does not count).
+    pub attempts: u32,
+}
+
+impl Recipient {
+    /// A new pending recipient with no DSN parameters.
+    pub fn new(address: impl Into<String>) -> Self {
+        Recipient {
+            address: address.into(),
+            orcpt: None,
+            notify: Notify::default(),
+            state: RcptState::Pending,
+            attempts: 0,
+        }
+    }
+}
+
+/// Everything about a message except its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The reverse path; empty for the null sender `<>`.
+    pub sender: String,
+    pub recipients: Vec<Recipient>,
+    /// When the message was accepted.
+    pub arrival: UnixMillis,
+    /// Body size in bytes as stored (after dot-unstuffing, with our
+    /// `Received:` header).
+    pub size: u64,
+    pub client: ClientInfo,
+    /// `SIZE=` declared by the client, if any.
+    pub declared_size: Option<u64>,
+    pub body_type: BodyType,
+    pub smtputf8: bool,
+    pub ret: DsnRet,
+    /// `ENVID=` (xtext as received).
+    pub envid: Option<String>,
+    /// Held by the administrator (`queue hold`): no schedule entry exists
+    /// while held.
+    pub held: bool,
+    /// Set once a delay warning (`delay_warning_time`) has been sent.
+    pub delay_warned: bool,
+    /// Set on bounces and delay notices that sluice itself generated, so a
+    /// failed notification is never itself answered with one.
+    pub is_notification: bool,
+}
+
+/// What the delivery layer learned about one recipient in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        reply: String,
+    },
+    Deferred {
+        reply: String,
+    },
+    Bounced {
+        reply: String,
+    },
+    /// Not attempted (rate limit, open breaker, paused backend): the state
+    /// and attempt count are unchanged; only the due time moves.
+    Postponed,
+}
+
+/// Circuit-breaker position as the queue stores it; the semantics live in
+/// the delivery gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BreakerPosition {
+    #[default]
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// Per-backend state that must survive a restart: the breaker (so a
+/// restarted MX host does not hammer a sick server it had already backed off
+/// from) and an administrator's pause.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendRecord {
+    pub breaker: BreakerPosition,
+    /// Consecutive failed probes; grows the cool-down.
+    pub failed_probes: u32,
+    /// When the breaker opened, if open.
+    pub opened_at: Option<UnixMillis>,
+    /// Next half-open probe time, if open.
+    pub probe_at: Option<UnixMillis>,
+    /// Paused by `sluice backend pause` until then (`u64::MAX`: until resumed).
+    pub paused_until: Option<UnixMillis>,
+    /// Last error seen from the backend, for `sluice backend list`.
+    pub last_error: Option<String>,
+}
+
+/// A message as the scheduler receives it from [`Queue::claim_due`](crate::Queue::claim_due).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub id: QueueId,
+    pub envelope: Envelope,
+    /// The due time it was claimed at.
+    pub due: UnixMillis,
+}
+
+/// Which messages `list` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only held (`Some(true)`) or only not held (`Some(false)`).
+    pub held: Option<bool>,
+    /// Only messages with a recipient in this domain (case-insensitive).
+    pub rcpt_domain: Option<String>,
+    /// Only messages with at least one deferred recipient.
+    pub deferred_only: bool,
+    /// Start after this ID (paging).
+    pub after: Option<QueueId>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// Queue-wide counters, kept current by the writer so reading them is cheap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub messages: u64,
+    pub bytes: u64,
+    pub held: u64,
+    /// Recipients not yet final.
+    pub recipients_pending: u64,
+    /// Age of the oldest message, from its arrival.
+    pub oldest_arrival: Option<UnixMillis>,
+    /// Records found corrupt and moved aside (see `Queue::quarantined`).
+    pub quarantined: u64,
+}

@@ -1,0 +1,2 @@
+//! Operating sluice: the command line, the admin socket, metrics and
+//! Postfix-style log lines. Never handles message bytes beyond headers.

@@ -1,0 +1,3 @@
+//! Delivery: the scheduler, the per-backend gate (rate limiter, adaptive
+//! concurrency, circuit breaker), the LMTP/SMTP client, bounces and DNS.
+//! Never touches inbound sessions.

@@ -1,0 +1,18 @@
+//! sluice: an inbound mail transfer agent for MX hosts.
+//!
+//! Mail arrives over SMTP (`smtp`), is made durable in the queue crate
+//! (`sluice_queue`) before it is acknowledged, and leaves for the mailbox
+//! servers over LMTP or SMTP through a gate per backend (`delivery`).
+//! `config` reads Postfix-style `main.cf`/`master.cf`; `admin` is the
+//! command line, admin socket, metrics and logs; `server` wires them
+//! together and owns the order of shutdown.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod reply;
+pub mod server;
+pub mod shutdown;
+pub mod smtp;

@@ -1,0 +1,212 @@
+//! SMTP replies: the one type both the inbound server and the delivery
+//! client speak, and the one place a queue error becomes an SMTP reply.
+
+use std::fmt;
+
+/// An SMTP reply: a three-digit code, an RFC 3463 enhanced status code, and
+/// one or more lines of text.
+///
+/// Every reply sluice sends carries an enhanced status code
+/// (`ENHANCEDSTATUSCODES` is always advertised); replies parsed from a peer
+/// may lack one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    code: u16,
+    status: Option<Status>,
+    lines: Vec<String>,
+}
+
+/// An RFC 3463 enhanced status code `class.subject.detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u8, pub u16, pub u16);
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+impl Status {
+    /// Parses `2.0.0`-style text.
+    pub fn parse(s: &str) -> Option<Status> {
+        let mut it = s.split('.');
+        let class: u8 = it.next()?.parse().ok()?;
+        let subject: u16 = it.next()?.parse().ok()?;
+        let detail: u16 = it.next()?.parse().ok()?;
+        if it.next().is_some() || !matches!(class, 2 | 4 | 5) || subject > 999 || detail > 999 {
+            return None;
+        }
+        Some(Status(class, subject, detail))
+    }
+}
+
+/// The class of a reply as the delivery layer acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// 2xx (and 3xx where a continuation is expected).
+    Positive,
+    /// 4xx: try again later.
+    Transient,
+    /// 5xx: give up on it.
+    Permanent,
+}
+
+impl Reply {
+    /// A reply with one line of text.
+    pub fn new(code: u16, status: Status, text: impl Into<String>) -> Reply {
+        Reply { code, status: Some(status), lines: vec![text.into()] }
+    }
+
+    /// A reply with several lines (sent as `code-` continuation lines).
+    pub fn multiline(code: u16, status: Option<Status>, lines: Vec<String>) -> Reply {
+        let lines = if lines.is_empty() { vec![String::new()] } else { lines };
+        Reply { code, status, lines }
+    }
+
+    /// The three-digit code.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// The enhanced status code, if the reply has one.
+    pub fn status(&self) -> Option<Status> {
+        self.status
+    }
+
+    /// The text lines, without code or status.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// How the reply is to be acted on.
+    pub fn class(&self) -> Class {
+        match self.code / 100 {
+            2 | 3 => Class::Positive,
+            4 => Class::Transient,
+            _ => Class::Permanent,
+        }
+    }
+
+    /// The status to report for this reply (DSN `dsn=` field): the enhanced
+    /// code if present, otherwise `class.0.0`.
+    pub fn dsn(&self) -> Status {
+        self.status.unwrap_or(Status((self.code / 100) as u8, 0, 0))
+    }
+
+    /// The reply as one line of text, as logs and `queue show` print it:
+    /// `451 4.3.0 text text`.
+    pub fn to_one_line(&self) -> String {
+        let mut s = self.code.to_string();
+        if let Some(st) = self.status {
+            s.push(' ');
+            s.push_str(&st.to_string());
+        }
+        for l in &self.lines {
+            if !l.is_empty() {
+                s.push(' ');
+                s.push_str(l);
+            }
+        }
+        s
+    }
+
+    /// Wire form: each line `code-status text\r\n`, the last with `code `.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        let last = self.lines.len() - 1;
+        for (i, line) in self.lines.iter().enumerate() {
+            out.extend_from_slice(self.code.to_string().as_bytes());
+            out.push(if i == last { b' ' } else { b'-' });
+            if let Some(st) = self.status {
+                out.extend_from_slice(st.to_string().as_bytes());
+                if !line.is_empty() {
+                    out.push(b' ');
+                }
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// Builds a reply from a peer's code and text lines (as parsed by
+    /// smtp-proto), taking the enhanced status code off the first line when
+    /// present and consistent with the code's class.
+    pub fn from_peer(code: u16, text_lines: Vec<String>) -> Reply {
+        let mut status = None;
+        let mut lines = text_lines;
+        if let Some(first) = lines.first() {
+            let (head, rest) = first.split_once(' ').unwrap_or((first.as_str(), ""));
+            if let Some(st) = Status::parse(head)
+                && u16::from(st.0) == code / 100
+            {
+                status = Some(st);
+                let rest = rest.to_owned();
+                lines[0] = rest;
+                for l in lines.iter_mut().skip(1) {
+                    if let Some(r) = l.strip_prefix(&format!("{st} ")) {
+                        *l = r.to_owned();
+                    }
+                }
+            }
+        }
+        Reply::multiline(code, status, lines)
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_one_line())
+    }
+}
+
+/// The one place a queue error becomes an SMTP reply (STYLE.md rule 8).
+impl From<&sluice_queue::Error> for Reply {
+    fn from(e: &sluice_queue::Error) -> Reply {
+        use sluice_queue::Error as E;
+        match e {
+            E::Full { .. } | E::DiskLow { .. } => {
+                Reply::new(452, Status(4, 3, 1), "Insufficient system storage")
+            }
+            _ => Reply::new(451, Status(4, 3, 0), "Error: queue file write error"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form_of_multiline_reply_uses_dash_then_space() {
+        let r = Reply::multiline(250, None, vec!["mx.example".into(), "PIPELINING".into(), "SIZE 10".into()]);
+        assert_eq!(r.to_wire(), b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    }
+
+    #[test]
+    fn wire_form_carries_enhanced_status() {
+        let r = Reply::new(550, Status(5, 1, 1), "User unknown");
+        assert_eq!(r.to_wire(), b"550 5.1.1 User unknown\r\n");
+        assert_eq!(r.to_one_line(), "550 5.1.1 User unknown");
+    }
+
+    #[test]
+    fn peer_reply_status_is_split_off_when_class_matches() {
+        let r = Reply::from_peer(452, vec!["4.2.2 Mailbox full".into()]);
+        assert_eq!(r.status(), Some(Status(4, 2, 2)));
+        assert_eq!(r.lines(), ["Mailbox full"]);
+        assert_eq!(r.class(), Class::Transient);
+        let r = Reply::from_peer(250, vec!["5.0.0 odd".into()]);
+        assert_eq!(r.status(), None);
+        assert_eq!(r.dsn(), Status(2, 0, 0));
+    }
+
+    #[test]
+    fn queue_full_is_452_and_storage_error_is_451() {
+        let full = sluice_queue::Error::Full { messages: 1, bytes: 2 };
+        assert_eq!(Reply::from(&full).to_one_line(), "452 4.3.1 Insufficient system storage");
+        let io = sluice_queue::Error::Storage("boom".into());
+        assert_eq!(Reply::from(&io).code(), 451);
+        assert_eq!(Reply::from(&io).status(), Some(Status(4, 3, 0)));
+    }
+}

@@ -1,3 +1,7 @@
 //! Delivery: the scheduler, the per-backend gate (rate limiter, adaptive
 //! concurrency, circuit breaker), the LMTP/SMTP client, bounces and DNS.
 //! Never touches inbound sessions.
+
+pub mod backoff;
+pub mod gate;
+pub mod settings;

@@ -1,0 +1,413 @@
+//! Typed delivery settings: the scheduler's ([`Settings`]) and one
+//! backend's ([`BackendSettings`]), built from a [`Config`] in one place so
+//! the rest of `delivery` never reads parameters by name, and unit tests
+//! build them directly.
+//!
+//! Owns the mapping from Postfix parameter names to meaning, including the
+//! few values sluice must parse itself because they come through
+//! [`Config::transport_param`] as text. Never opens sockets or the queue.
+//!
+//! Parameters read (all must be in the config crate's table):
+//! `minimal_backoff_time`, `maximal_backoff_time`, `maximal_queue_lifetime`,
+//! `bounce_queue_lifetime`, `delay_warning_time`, `qmgr_message_active_limit`,
+//! `initial_destination_concurrency`, `myhostname`; and per transport through
+//! `transport_param`: `destination_recipient_limit`,
+//! `destination_concurrency_limit`, `destination_rate_delay`,
+//! `destination_concurrency_failed_cohort_limit`, `connect_timeout`,
+//! `helo_timeout`, `mail_timeout`, `rcpt_timeout`, `data_init_timeout`,
+//! `data_xfer_timeout`, `data_done_timeout`, `quit_timeout`, `rset_timeout`,
+//! `connection_cache_time_limit`, `connection_reuse_time_limit`,
+//! `sluice_rate_limit`, `sluice_rate_burst`, `sluice_latency_target`,
+//! `sluice_breaker_failure_threshold`, `sluice_breaker_cooldown`,
+//! `sluice_breaker_max_cooldown`.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use crate::config::{Config, Protocol};
+
+/// Scheduler-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `minimal_backoff_time`: the first retry delay after a deferral.
+    pub minimal_backoff: Duration,
+    /// `maximal_backoff_time`: the retry delay never grows past this.
+    pub maximal_backoff: Duration,
+    /// `maximal_queue_lifetime`: a deferred recipient older than this bounces.
+    pub maximal_queue_lifetime: Duration,
+    /// `bounce_queue_lifetime`: the same for sluice's own notifications.
+    pub bounce_queue_lifetime: Duration,
+    /// `delay_warning_time`: send one delay notice after this long (`None`:
+    /// never, Postfix's default `0h`).
+    pub delay_warning: Option<Duration>,
+    /// `qmgr_message_active_limit`: messages held in memory at once (claimed
+    /// from the queue and not yet recorded). The rest stays on disk.
+    pub active_limit: usize,
+    /// Messages claimed from the queue per call (bounded by `active_limit`).
+    pub claim_batch: usize,
+    /// Jobs one backend may hold in memory waiting for its gate; more mail
+    /// for it is postponed (left on disk) rather than crowding out mail for
+    /// other backends.
+    pub backend_queue_limit: usize,
+    /// `myhostname`: our name in `LHLO`/`EHLO` and in bounces.
+    pub myhostname: String,
+    /// How long in-flight deliveries may run on after shutdown is asked for
+    /// before they are abandoned (their messages are then due at restart).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    /// Postfix's defaults.
+    fn default() -> Self {
+        Settings {
+            minimal_backoff: Duration::from_secs(300),
+            maximal_backoff: Duration::from_secs(4000),
+            maximal_queue_lifetime: Duration::from_secs(5 * 86400),
+            bounce_queue_lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: None,
+            active_limit: 20_000,
+            claim_batch: 256,
+            backend_queue_limit: 512,
+            myhostname: "localhost".into(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the scheduler's settings from a loaded configuration.
+    pub fn from_config(config: &Config) -> Settings {
+        let active_limit = usize::try_from(config.int("qmgr_message_active_limit")).unwrap_or(20_000).max(1);
+        let warn = config.time("delay_warning_time");
+        Settings {
+            minimal_backoff: config.time("minimal_backoff_time"),
+            maximal_backoff: config.time("maximal_backoff_time"),
+            maximal_queue_lifetime: config.time("maximal_queue_lifetime"),
+            bounce_queue_lifetime: config.time("bounce_queue_lifetime"),
+            delay_warning: (!warn.is_zero()).then_some(warn),
+            active_limit,
+            claim_batch: active_limit.clamp(1, 256),
+            backend_queue_limit: active_limit.clamp(1, 512),
+            myhostname: config.string("myhostname").to_owned(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A message rate: `count` deliveries per `per`, with a burst allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub per: Duration,
+    /// Deliveries that may start back to back after an idle spell.
+    pub burst: NonZeroU32,
+}
+
+impl Rate {
+    /// Parses `N/s`, `N/m` or `N/h` (`sluice_rate_limit`); empty or `0`
+    /// means no limit (`Ok(None)`).
+    pub fn parse(text: &str, burst: u32) -> Result<Option<Rate>, String> {
+        let text = text.trim();
+        if text.is_empty() || text == "0" {
+            return Ok(None);
+        }
+        let (n, unit) =
+            text.split_once('/').ok_or_else(|| format!("rate {text:?} is not N/s, N/m or N/h"))?;
+        let n: u32 = n.trim().parse().map_err(|_| format!("rate {text:?}: bad count"))?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            u => return Err(format!("rate {text:?}: unknown unit {u:?}")),
+        };
+        let Some(count) = NonZeroU32::new(n) else { return Ok(None) };
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        Ok(Some(Rate { count, per, burst }))
+    }
+
+    /// Deliveries per second.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.count.get()) / self.per.as_secs_f64()
+    }
+}
+
+/// Per-phase timeouts of one client conversation (Postfix's
+/// `lmtp_*_timeout` / `smtp_*_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP/unix connect; Postfix's `lmtp_connect_timeout = 0` (the system's
+    /// limit) is taken as 30 s so a silent peer cannot hold a slot for minutes.
+    pub connect: Duration,
+    /// Greeting and `LHLO`/`EHLO`/`HELO` replies.
+    pub helo: Duration,
+    pub mail: Duration,
+    pub rcpt: Duration,
+    /// Reply to `DATA` (the `354`).
+    pub data_init: Duration,
+    /// Writing the message body.
+    pub data_xfer: Duration,
+    /// Replies after the final dot.
+    pub data_done: Duration,
+    pub rset: Duration,
+    pub quit: Duration,
+}
+
+impl Default for Timeouts {
+    /// Postfix's `smtp_*` defaults.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            helo: Duration::from_secs(300),
+            mail: Duration::from_secs(300),
+            rcpt: Duration::from_secs(300),
+            data_init: Duration::from_secs(120),
+            data_xfer: Duration::from_secs(180),
+            data_done: Duration::from_secs(600),
+            rset: Duration::from_secs(20),
+            quit: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The same timeout for every phase (tests).
+    pub fn uniform(d: Duration) -> Timeouts {
+        Timeouts {
+            connect: d,
+            helo: d,
+            mail: d,
+            rcpt: d,
+            data_init: d,
+            data_xfer: d,
+            data_done: d,
+            rset: d,
+            quit: d,
+        }
+    }
+}
+
+/// Settings of one backend (transport + next hop), from its transport's
+/// parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSettings {
+    pub protocol: Protocol,
+    /// `<transport>_destination_recipient_limit`: recipients per delivery.
+    pub recipient_limit: usize,
+    /// `initial_destination_concurrency`: where the adaptive limit starts,
+    /// and where it restarts after the breaker closes.
+    pub initial_concurrency: u32,
+    /// `<transport>_destination_concurrency_limit`, capped by master.cf
+    /// `maxproc`, and forced to 1 by a non-zero `destination_rate_delay` (as
+    /// Postfix does).
+    pub concurrency_limit: u32,
+    /// `<transport>_sluice_rate_limit` (with `sluice_rate_burst`).
+    pub rate: Option<Rate>,
+    /// `<transport>_destination_rate_delay`: the pause between two delivery
+    /// starts to this backend.
+    pub rate_delay: Duration,
+    /// `<transport>_sluice_latency_target`: a smoothed delivery latency above
+    /// this shrinks the concurrency limit whatever the best latency was.
+    pub latency_target: Duration,
+    /// `<transport>_sluice_breaker_failure_threshold`: consecutive connection
+    /// failures, timeouts or `421`s that open the breaker.
+    pub failure_threshold: u32,
+    /// `<transport>_destination_concurrency_failed_cohort_limit`: the breaker
+    /// also opens once this many cohorts (the current concurrency limit's
+    /// worth of deliveries) failed in a row, whichever comes first.
+    pub failed_cohort_limit: u32,
+    /// `<transport>_sluice_breaker_cooldown`: the first open period.
+    pub cooldown: Duration,
+    /// `<transport>_sluice_breaker_max_cooldown`: the cool-down doubles per
+    /// failed probe up to this.
+    pub max_cooldown: Duration,
+    pub timeouts: Timeouts,
+    /// `<transport>_connection_cache_time_limit`: how long an idle
+    /// connection is kept for the next message.
+    pub idle_time: Duration,
+    /// `<transport>_connection_reuse_time_limit`: a connection older than
+    /// this is not reused.
+    pub reuse_time: Duration,
+    /// Our name in `LHLO`/`EHLO`.
+    pub helo_name: String,
+}
+
+impl BackendSettings {
+    /// Defaults for a protocol (Postfix's values; sluice's own where Postfix
+    /// has none). Tests start from here and change fields.
+    pub fn new(protocol: Protocol) -> BackendSettings {
+        BackendSettings {
+            protocol,
+            recipient_limit: 50,
+            initial_concurrency: 5,
+            concurrency_limit: 20,
+            rate: None,
+            rate_delay: Duration::ZERO,
+            latency_target: Duration::from_secs(2),
+            failure_threshold: 5,
+            failed_cohort_limit: 1,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(600),
+            timeouts: Timeouts::default(),
+            idle_time: Duration::from_secs(2),
+            reuse_time: Duration::from_secs(300),
+            helo_name: "localhost".into(),
+        }
+    }
+
+    /// Reads a transport's settings. Values that `transport_param` hands over
+    /// as text and that do not parse fall back to the default and are
+    /// returned as warnings (the config crate type-checks the ones it knows).
+    pub fn from_config(
+        config: &Config,
+        transport: &str,
+        protocol: Protocol,
+    ) -> (BackendSettings, Vec<String>) {
+        let mut warnings = Vec::new();
+        let d = BackendSettings::new(protocol);
+        let mut int = |suffix: &str, default: i64| -> i64 {
+            let raw = config.transport_param(transport, suffix);
+            match raw.trim().parse::<i64>() {
+                Ok(v) => v,
+                Err(_) if raw.trim().is_empty() => default,
+                Err(_) => {
+                    warnings.push(format!("{transport}_{suffix} = {raw:?}: not a number, using {default}"));
+                    default
+                }
+            }
+        };
+        let recipient_limit = int("destination_recipient_limit", 50).max(1) as usize;
+        let mut concurrency_limit =
+            u32::try_from(int("destination_concurrency_limit", 20)).unwrap_or(20).max(1);
+        let failure_threshold = u32::try_from(int("sluice_breaker_failure_threshold", 5)).unwrap_or(5).max(1);
+        let failed_cohort_limit =
+            u32::try_from(int("destination_concurrency_failed_cohort_limit", 1)).unwrap_or(1).max(1);
+        let burst = u32::try_from(int("sluice_rate_burst", 1)).unwrap_or(1);
+        let mut time = |suffix: &str, default: Duration| -> Duration {
+            let raw = config.transport_param(transport, suffix);
+            match parse_time(raw, 's') {
+                Some(v) => v,
+                None if raw.trim().is_empty() => default,
+                None => {
+                    warnings.push(format!("{transport}_{suffix} = {raw:?}: not a time, using {default:?}"));
+                    default
+                }
+            }
+        };
+        let rate_delay = time("destination_rate_delay", Duration::ZERO);
+        let latency_target = time("sluice_latency_target", d.latency_target);
+        let cooldown = time("sluice_breaker_cooldown", d.cooldown);
+        let max_cooldown = time("sluice_breaker_max_cooldown", d.max_cooldown).max(cooldown);
+        let idle_time = time("connection_cache_time_limit", d.idle_time);
+        let reuse_time = time("connection_reuse_time_limit", d.reuse_time);
+        let connect = time("connect_timeout", Duration::ZERO);
+        let timeouts = Timeouts {
+            connect: if connect.is_zero() { Duration::from_secs(30) } else { connect },
+            helo: time("helo_timeout", d.timeouts.helo),
+            mail: time("mail_timeout", d.timeouts.mail),
+            rcpt: time("rcpt_timeout", d.timeouts.rcpt),
+            data_init: time("data_init_timeout", d.timeouts.data_init),
+            data_xfer: time("data_xfer_timeout", d.timeouts.data_xfer),
+            data_done: time("data_done_timeout", d.timeouts.data_done),
+            rset: time("rset_timeout", d.timeouts.rset),
+            quit: time("quit_timeout", d.timeouts.quit),
+        };
+        let rate_text = config.transport_param(transport, "sluice_rate_limit").to_owned();
+        let rate = match Rate::parse(&rate_text, burst) {
+            Ok(r) => r,
+            Err(e) => {
+                warnings.push(format!("{transport}_sluice_rate_limit: {e}; no rate limit"));
+                None
+            }
+        };
+        if let Some(maxproc) =
+            config.transports().iter().find(|t| t.name == transport).and_then(|t| t.maxproc)
+            && maxproc > 0
+        {
+            concurrency_limit = concurrency_limit.min(maxproc);
+        }
+        if !rate_delay.is_zero() {
+            // Postfix: "with a non-zero delay, the concurrency is one".
+            concurrency_limit = 1;
+        }
+        let initial = u32::try_from(config.int("initial_destination_concurrency")).unwrap_or(5).max(1);
+        let settings = BackendSettings {
+            protocol,
+            recipient_limit,
+            initial_concurrency: initial.min(concurrency_limit),
+            concurrency_limit,
+            rate,
+            rate_delay,
+            latency_target,
+            failure_threshold,
+            failed_cohort_limit,
+            cooldown,
+            max_cooldown,
+            timeouts,
+            idle_time,
+            reuse_time,
+            helo_name: config.string("myhostname").to_owned(),
+        };
+        (settings, warnings)
+    }
+}
+
+/// Parses a Postfix time value: a number with an optional unit letter
+/// (`s`, `m`, `h`, `d`, `w`); a bare number is in `default_unit`.
+/// Fractions are accepted (`0.5s`) since sluice's latency targets need them.
+pub fn parse_time(text: &str, default_unit: char) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let (num, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&text[..i], &text[i..]),
+        None => (text, ""),
+    };
+    let value: f64 = num.parse().ok()?;
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    let unit = if unit.is_empty() { default_unit.to_string() } else { unit.to_owned() };
+    let secs = match unit.as_str() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        "w" => value * 7.0 * 86400.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postfix_time_values_parse_with_units_and_default_unit() {
+        assert_eq!(parse_time("300s", 's'), Some(Duration::from_secs(300)));
+        assert_eq!(parse_time("5m", 's'), Some(Duration::from_secs(300)));
+        assert_eq!(parse_time("1h", 's'), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_time("5d", 's'), Some(Duration::from_secs(5 * 86400)));
+        assert_eq!(parse_time("2", 'h'), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_time("250ms", 's'), Some(Duration::from_millis(250)));
+        assert_eq!(parse_time("0.5s", 's'), Some(Duration::from_millis(500)));
+        assert_eq!(parse_time("ten", 's'), None);
+        assert_eq!(parse_time("5x", 's'), None);
+        assert_eq!(parse_time("-1s", 's'), None);
+    }
+
+    #[test]
+    fn rates_parse_per_second_minute_hour() {
+        let r = Rate::parse("100/s", 10).unwrap().unwrap();
+        assert_eq!((r.count.get(), r.per, r.burst.get()), (100, Duration::from_secs(1), 10));
+        let r = Rate::parse("30/m", 0).unwrap().unwrap();
+        assert_eq!((r.count.get(), r.per, r.burst.get()), (30, Duration::from_secs(60), 1));
+        assert!((r.per_second() - 0.5).abs() < 1e-9);
+        assert_eq!(Rate::parse("", 1), Ok(None));
+        assert_eq!(Rate::parse("0/s", 1), Ok(None));
+        assert!(Rate::parse("fast", 1).is_err());
+        assert!(Rate::parse("5/fortnight", 1).is_err());
+    }
+}

@@ -3,5 +3,9 @@
 //! Never touches inbound sessions.
 
 pub mod backoff;
+pub mod bounce;
+pub mod client;
+pub mod dns;
 pub mod gate;
+pub mod log;
 pub mod settings;

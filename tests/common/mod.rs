@@ -81,3 +81,6 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(program))
         .find(|p| p.is_file())
 }
+
+pub mod backend;
+pub mod dovecot;

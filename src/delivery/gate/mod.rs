@@ -62,7 +62,8 @@ pub enum Admission {
 /// breaker's probe. Hand it back with [`Gate::report`].
 #[derive(Debug)]
 pub struct Permit {
-    slot: Slot,
+    /// Held for its `Drop`, which returns the slot.
+    _slot: Slot,
     probe: bool,
 }
 
@@ -78,8 +79,10 @@ impl Permit {
 pub enum Report {
     /// The backend completed the transaction (whatever it answered per
     /// recipient: a `452 4.2.2 mailbox full` is the mailbox's problem, not
-    /// the server's). `latency` is from `MAIL` to the last reply.
-    Completed { latency: Duration },
+    /// the server's). `latency` is the server's share of the transaction
+    /// time, `None` when the transaction ended before the body (a sample
+    /// that would not be comparable).
+    Completed { latency: Option<Duration> },
     /// The backend answered but is struggling: a `4xx` other than `421` at
     /// `MAIL` or `DATA`, or per-recipient `4.3.x`/`4.4.x` system errors.
     /// Shrinks concurrency; does not count towards the breaker (a failed
@@ -285,7 +288,7 @@ impl Gate {
         if let Some(t) = transition {
             self.log_transition(&st, t, now);
         }
-        Admission::Go(Permit { slot, probe })
+        Admission::Go(Permit { _slot: slot, probe })
     }
 
     /// Feeds back how a delivery went and returns the permit's slot.
@@ -297,7 +300,9 @@ impl Gate {
         let mut change = None;
         match report {
             Report::Completed { latency } => {
-                change = st.limit.on_sample(latency, in_flight, mono);
+                if let Some(latency) = latency {
+                    change = st.limit.on_sample(latency, in_flight, mono);
+                }
                 transition = st.breaker.on_success(permit.probe);
                 if transition == Some(Transition::Closed) {
                     let initial = st.settings.initial_concurrency;

@@ -32,7 +32,7 @@ fn never_more_permits_than_the_limit() {
     let b = go(g.admit(0));
     assert!(matches!(g.admit(0), Admission::WaitSlot));
     let mono = crate::clock::instant();
-    g.report(a, Report::Completed { latency: Duration::from_millis(10) }, 0, mono);
+    g.report(a, Report::Completed { latency: Some(Duration::from_millis(10)) }, 0, mono);
     let c = go(g.admit(0));
     assert!(matches!(g.admit(0), Admission::WaitSlot));
     assert_eq!(g.snapshot().in_flight, 2);
@@ -79,7 +79,7 @@ fn one_probe_then_close_restarts_concurrency_low_and_wakes_parked_mail() {
         let _p2 = go(g.admit(0));
         g.report(
             p,
-            Report::Completed { latency: Duration::from_millis(10) },
+            Report::Completed { latency: Some(Duration::from_millis(10)) },
             0,
             mono + Duration::from_millis(i),
         );
@@ -100,7 +100,7 @@ fn one_probe_then_close_restarts_concurrency_low_and_wakes_parked_mail() {
     assert!(matches!(g.admit(5001), Admission::WaitProbe));
     let fb = g.report(
         probe,
-        Report::Completed { latency: Duration::from_millis(10) },
+        Report::Completed { latency: Some(Duration::from_millis(10)) },
         5002,
         mono + Duration::from_secs(9),
     );
@@ -138,7 +138,7 @@ fn recipient_level_trouble_neither_trips_the_breaker_nor_cuts_concurrency() {
         let p = go(g.admit(0));
         let fb = g.report(
             p,
-            Report::Completed { latency: Duration::from_millis(5) },
+            Report::Completed { latency: Some(Duration::from_millis(5)) },
             0,
             mono + Duration::from_millis(i),
         );
@@ -169,10 +169,12 @@ fn a_clean_delivery_after_trouble_wakes_parked_mail_without_a_breaker() {
     g.report(p, Report::Overloaded { error: "451 4.3.0 busy".into() }, 0, mono);
     g.park(id(7));
     let p = go(g.admit(0));
-    let fb = g.report(p, Report::Completed { latency: Duration::from_millis(5) }, 0, mono);
+    let fb = g.report(p, Report::Completed { latency: Some(Duration::from_millis(5)) }, 0, mono);
     assert_eq!(fb.wake, vec![id(7)]);
     let p = go(g.admit(0));
-    assert!(g.report(p, Report::Completed { latency: Duration::from_millis(5) }, 0, mono).wake.is_empty());
+    assert!(
+        g.report(p, Report::Completed { latency: Some(Duration::from_millis(5)) }, 0, mono).wake.is_empty()
+    );
 }
 
 #[test]
@@ -251,7 +253,12 @@ async fn open_breaker_probes_after_cooldown_on_the_paused_clock() {
         }
     });
     tokio::time::sleep(Duration::from_millis(30)).await;
-    g.report(probe, Report::Completed { latency: Duration::from_millis(30) }, now(), crate::clock::instant());
+    g.report(
+        probe,
+        Report::Completed { latency: Some(Duration::from_millis(30)) },
+        now(),
+        crate::clock::instant(),
+    );
     assert!(!waiter.await.unwrap(), "after the probe, ordinary deliveries go");
     assert_eq!(start.elapsed(), Duration::from_millis(5030));
 }

@@ -10,7 +10,7 @@
 //! Parameters read (all must be in the config crate's table):
 //! `minimal_backoff_time`, `maximal_backoff_time`, `maximal_queue_lifetime`,
 //! `bounce_queue_lifetime`, `delay_warning_time`, `qmgr_message_active_limit`,
-//! `initial_destination_concurrency`, `myhostname`; and per transport through
+//! `initial_destination_concurrency`, `myhostname`, `sluice_shutdown_grace`; and per transport through
 //! `transport_param`: `destination_recipient_limit`,
 //! `destination_concurrency_limit`, `destination_rate_delay`,
 //! `destination_concurrency_failed_cohort_limit`, `connect_timeout`,
@@ -89,7 +89,7 @@ impl Settings {
             claim_batch: active_limit.clamp(1, 256),
             backend_queue_limit: active_limit.clamp(1, 512),
             myhostname: config.string("myhostname").to_owned(),
-            shutdown_grace: Duration::from_secs(10),
+            shutdown_grace: config.time("sluice_shutdown_grace"),
         }
     }
 }

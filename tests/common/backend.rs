@@ -136,7 +136,8 @@ impl Backend {
         *self.shared.mode.lock().unwrap() = mode;
         let running = self.acceptor.lock().unwrap().is_some();
         if refuse && running {
-            if let Some(h) = self.acceptor.lock().unwrap().take() {
+            let h = self.acceptor.lock().unwrap().take();
+            if let Some(h) = h {
                 h.abort();
                 let _ = h.await;
             }

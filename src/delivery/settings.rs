@@ -105,7 +105,7 @@ pub struct Rate {
 
 impl Rate {
     /// Parses `N/s`, `N/m` or `N/h` (`sluice_rate_limit`); empty or `0`
-    /// means no limit (`Ok(None)`).
+    /// means no limit (`Ok(None)`). A burst of 0 means the rate's count.
     pub fn parse(text: &str, burst: u32) -> Result<Option<Rate>, String> {
         let text = text.trim();
         if text.is_empty() || text == "0" {
@@ -121,7 +121,7 @@ impl Rate {
             u => return Err(format!("rate {text:?}: unknown unit {u:?}")),
         };
         let Some(count) = NonZeroU32::new(n) else { return Ok(None) };
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(count);
         Ok(Some(Rate { count, per, burst }))
     }
 
@@ -211,9 +211,8 @@ pub struct BackendSettings {
     /// `<transport>_sluice_breaker_failure_threshold`: consecutive connection
     /// failures, timeouts or `421`s that open the breaker.
     pub failure_threshold: u32,
-    /// `<transport>_destination_concurrency_failed_cohort_limit`: the breaker
-    /// also opens once this many cohorts (the current concurrency limit's
-    /// worth of deliveries) failed in a row, whichever comes first.
+    /// `<transport>_destination_concurrency_failed_cohort_limit`: multiplies
+    /// the failure threshold (Postfix's default of 1 leaves it as it is).
     pub failed_cohort_limit: u32,
     /// `<transport>_sluice_breaker_cooldown`: the first open period.
     pub cooldown: Duration,
@@ -281,7 +280,7 @@ impl BackendSettings {
         let failure_threshold = u32::try_from(int("sluice_breaker_failure_threshold", 5)).unwrap_or(5).max(1);
         let failed_cohort_limit =
             u32::try_from(int("destination_concurrency_failed_cohort_limit", 1)).unwrap_or(1).max(1);
-        let burst = u32::try_from(int("sluice_rate_burst", 1)).unwrap_or(1);
+        let burst = u32::try_from(int("sluice_rate_burst", 0)).unwrap_or(0);
         let mut time = |suffix: &str, default: Duration| -> Duration {
             let raw = config.transport_param(transport, suffix);
             match parse_time(raw, 's') {
@@ -403,7 +402,7 @@ mod tests {
         let r = Rate::parse("100/s", 10).unwrap().unwrap();
         assert_eq!((r.count.get(), r.per, r.burst.get()), (100, Duration::from_secs(1), 10));
         let r = Rate::parse("30/m", 0).unwrap().unwrap();
-        assert_eq!((r.count.get(), r.per, r.burst.get()), (30, Duration::from_secs(60), 1));
+        assert_eq!((r.count.get(), r.per, r.burst.get()), (30, Duration::from_secs(60), 30));
         assert!((r.per_second() - 0.5).abs() < 1e-9);
         assert_eq!(Rate::parse("", 1), Ok(None));
         assert_eq!(Rate::parse("0/s", 1), Ok(None));

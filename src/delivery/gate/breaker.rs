@@ -20,14 +20,11 @@ use sluice_queue::{BackendRecord, BreakerPosition, UnixMillis};
 /// When the breaker opens and how long it stays open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Consecutive failures that open a closed breaker.
+    /// Consecutive failures that open a closed breaker
+    /// (`sluice_breaker_failure_threshold` times Postfix's
+    /// `destination_concurrency_failed_cohort_limit`, whose default of 1
+    /// leaves the threshold as it is).
     pub threshold: u32,
-    /// Postfix's `destination_concurrency_failed_cohort_limit`: the breaker
-    /// also opens after this many cohorts (one cohort = the current
-    /// concurrency limit's worth of deliveries) failed in a row, whichever
-    /// count is reached first. At concurrency 1 and the default of 1, one
-    /// failure opens it, as Postfix marks such a destination dead.
-    pub cohort_limit: u32,
     /// First open period.
     pub cooldown: Duration,
     /// Cap on the open period as it doubles per failed probe.
@@ -191,13 +188,11 @@ impl Breaker {
 
     /// A delivery failed at the backend level (connection refused or timed
     /// out, `421`, a timeout in the conversation, a lost connection).
-    /// `limit` is the current concurrency limit (the cohort size).
-    pub fn on_failure(&mut self, probe: bool, limit: u32, now: UnixMillis) -> Option<Transition> {
+    pub fn on_failure(&mut self, probe: bool, now: UnixMillis) -> Option<Transition> {
         match self.state {
             State::Closed { failures } => {
                 let failures = failures.saturating_add(1);
-                let cohort = self.policy.cohort_limit.max(1).saturating_mul(limit.max(1));
-                if failures >= self.policy.threshold.max(1).min(cohort) {
+                if failures >= self.policy.threshold.max(1) {
                     let probe_at = now.saturating_add(self.cooldown(0).as_millis() as u64);
                     self.state = State::Open { probe_at };
                     self.opened_at = Some(now);
@@ -230,49 +225,33 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy {
-        threshold: 3,
-        cohort_limit: 1,
-        cooldown: Duration::from_secs(10),
-        max_cooldown: Duration::from_secs(60),
-    };
+    const POLICY: Policy =
+        Policy { threshold: 3, cooldown: Duration::from_secs(10), max_cooldown: Duration::from_secs(60) };
 
     #[test]
     fn opens_after_threshold_consecutive_failures_and_success_resets_the_count() {
         let mut b = Breaker::new(POLICY);
-        assert_eq!(b.on_failure(false, 10, 0), None);
-        assert_eq!(b.on_failure(false, 10, 0), None);
+        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.on_failure(false, 0), None);
         assert_eq!(b.on_success(false), None);
-        assert_eq!(b.on_failure(false, 10, 0), None);
-        assert_eq!(b.on_failure(false, 10, 0), None);
-        assert_eq!(
-            b.on_failure(false, 10, 1_000),
-            Some(Transition::Opened { failures: 3, probe_at: 11_000 })
-        );
+        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.on_failure(false, 1_000), Some(Transition::Opened { failures: 3, probe_at: 11_000 }));
         assert_eq!(b.position(), BreakerPosition::Open);
         assert_eq!(b.admit(5_000), (Admit::Wait { until: 11_000 }, None));
-    }
-
-    #[test]
-    fn a_failed_cohort_at_low_concurrency_opens_sooner() {
-        // Concurrency 2, one failed cohort allowed: two failures open it,
-        // before the threshold of 3.
-        let mut b = Breaker::new(POLICY);
-        assert_eq!(b.on_failure(false, 2, 0), None);
-        assert!(matches!(b.on_failure(false, 2, 0), Some(Transition::Opened { failures: 2, .. })));
     }
 
     #[test]
     fn one_probe_per_cooldown_and_success_closes() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 10, 0);
+            b.on_failure(false, 0);
         }
         assert_eq!(b.admit(10_000), (Admit::Probe, Some(Transition::HalfOpened)));
         assert_eq!(b.admit(10_001).0, Admit::ProbeInFlight);
         // A straggler that started before the breaker opened does not decide.
         assert_eq!(b.on_success(false), None);
-        assert_eq!(b.on_failure(false, 10, 10_002), None);
+        assert_eq!(b.on_failure(false, 10_002), None);
         assert_eq!(b.position(), BreakerPosition::HalfOpen);
         assert_eq!(b.on_success(true), Some(Transition::Closed));
         assert_eq!(b.admit(10_003).0, Admit::Go);
@@ -283,13 +262,13 @@ mod tests {
     fn cooldown_doubles_per_failed_probe_up_to_the_cap() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 10, 0);
+            b.on_failure(false, 0);
         }
         let mut now = 10_000;
         let mut periods = Vec::new();
         for _ in 0..5 {
             assert_eq!(b.admit(now).0, Admit::Probe);
-            match b.on_failure(true, 10, now) {
+            match b.on_failure(true, now) {
                 Some(Transition::Reopened { probe_at, .. }) => {
                     periods.push((probe_at - now) / 1000);
                     now = probe_at;
@@ -305,7 +284,7 @@ mod tests {
     fn state_survives_a_store_and_restore() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 10, 500);
+            b.on_failure(false, 500);
         }
         let mut rec = BackendRecord::default();
         b.store(&mut rec);
@@ -321,7 +300,7 @@ mod tests {
         let mut r = Breaker::restore(POLICY, &rec, 7_000);
         assert_eq!(r.admit(7_000).0, Admit::Probe);
         assert_eq!(
-            r.on_failure(true, 1, 7_000),
+            r.on_failure(true, 7_000),
             Some(Transition::Reopened { failed_probes: 3, probe_at: 67_000 })
         );
     }
@@ -330,7 +309,7 @@ mod tests {
     fn abandoned_probe_is_due_again() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 10, 0);
+            b.on_failure(false, 0);
         }
         assert_eq!(b.admit(10_000).0, Admit::Probe);
         b.probe_abandoned(10_500);
@@ -345,7 +324,7 @@ mod tests {
         let now = || start.elapsed().as_millis() as u64;
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 10, now());
+            b.on_failure(false, now());
         }
         let Admit::Wait { until } = b.admit(now()).0 else { panic!("breaker should be open") };
         tokio::time::sleep(Duration::from_millis(until - now() - 1)).await;

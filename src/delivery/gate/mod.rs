@@ -160,8 +160,7 @@ pub struct Gate {
 
 fn policy(s: &BackendSettings) -> breaker::Policy {
     breaker::Policy {
-        threshold: s.failure_threshold,
-        cohort_limit: s.failed_cohort_limit,
+        threshold: s.failure_threshold.max(1).saturating_mul(s.failed_cohort_limit.max(1)),
         cooldown: s.cooldown,
         max_cooldown: s.max_cooldown,
     }
@@ -316,16 +315,14 @@ impl Gate {
             Report::Overloaded { error } => {
                 change = st.limit.on_overload(mono);
                 if permit.probe {
-                    let limit = st.limit.current();
-                    transition = st.breaker.on_failure(true, limit, now);
+                    transition = st.breaker.on_failure(true, now);
                 }
                 st.troubled = true;
                 st.last_error = Some(error);
             }
             Report::Failed { error } => {
                 change = st.limit.on_overload(mono);
-                let limit = st.limit.current();
-                transition = st.breaker.on_failure(permit.probe, limit, now);
+                transition = st.breaker.on_failure(permit.probe, now);
                 st.troubled = true;
                 st.last_error = Some(error);
             }

@@ -8,7 +8,7 @@ fn settings(initial: u32, max: u32) -> Arc<BackendSettings> {
     s.initial_concurrency = initial;
     s.concurrency_limit = max;
     s.failure_threshold = 3;
-    s.failed_cohort_limit = 10;
+    s.failed_cohort_limit = 1;
     s.cooldown = Duration::from_secs(5);
     s.max_cooldown = Duration::from_secs(40);
     Arc::new(s)

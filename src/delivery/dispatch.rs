@@ -179,6 +179,13 @@ impl Backend {
             }
             if lock(&self.jobs).queue.is_empty() {
                 self.close_idle(false).await;
+                if let Some(id) = self.gate.probe_candidate(clock::unix_millis()) {
+                    tracing::info!(
+                        "backend {}: no mail waiting, retrying deferred {id} to test the backend",
+                        self.name
+                    );
+                    self.shared.requeue(id).await;
+                }
                 if clock::instant().saturating_duration_since(idle_since) >= EVICT_AFTER && self.retire() {
                     return;
                 }

@@ -267,6 +267,14 @@ impl Shared {
         }
     }
 
+    /// Makes one message due now (a self-probe of a quiet backend).
+    pub async fn requeue(&self, id: QueueId) {
+        if let Err(e) = self.queue.requeue(Some(&[id]), clock::unix_millis()).await {
+            tracing::error!("{id}: cannot requeue: {e}");
+        }
+        self.wake.notify_one();
+    }
+
     /// Persists a gate's record and makes its parked mail due.
     pub async fn apply_feedback(&self, name: &str, fb: Feedback) {
         if let Some(rec) = fb.persist {

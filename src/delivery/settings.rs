@@ -9,14 +9,13 @@
 //!
 //! Parameters read (all must be in the config crate's table):
 //! `minimal_backoff_time`, `maximal_backoff_time`, `maximal_queue_lifetime`,
-//! `bounce_queue_lifetime`, `delay_warning_time`, `qmgr_message_active_limit`,
-//! `initial_destination_concurrency`, `myhostname`, `sluice_shutdown_grace`; and per transport through
+//! `bounce_queue_lifetime`, `delay_warning_time`,
+//! `initial_destination_concurrency`, `myhostname`; and per transport through
 //! `transport_param`: `destination_recipient_limit`,
 //! `destination_concurrency_limit`, `destination_rate_delay`,
 //! `destination_concurrency_failed_cohort_limit`, `connect_timeout`,
 //! `helo_timeout`, `mail_timeout`, `rcpt_timeout`, `data_init_timeout`,
 //! `data_xfer_timeout`, `data_done_timeout`, `quit_timeout`, `rset_timeout`,
-//! `connection_cache_time_limit`, `connection_reuse_time_limit`,
 //! `sluice_rate_limit`, `sluice_rate_burst`, `sluice_latency_target`,
 //! `sluice_breaker_failure_threshold`, `sluice_breaker_cooldown`,
 //! `sluice_breaker_max_cooldown`.
@@ -77,7 +76,10 @@ impl Default for Settings {
 impl Settings {
     /// Reads the scheduler's settings from a loaded configuration.
     pub fn from_config(config: &Config) -> Settings {
-        let active_limit = usize::try_from(config.int("qmgr_message_active_limit")).unwrap_or(20_000).max(1);
+        // Postfix's qmgr_message_active_limit default; sluice does not read
+        // the parameter (queue-manager tuning is not supported), so the
+        // window is fixed.
+        let active_limit = Settings::default().active_limit;
         let warn = config.time("delay_warning_time");
         Settings {
             minimal_backoff: config.time("minimal_backoff_time"),
@@ -89,7 +91,7 @@ impl Settings {
             claim_batch: active_limit.clamp(1, 256),
             backend_queue_limit: active_limit.clamp(1, 512),
             myhostname: config.string("myhostname").to_owned(),
-            shutdown_grace: config.time("sluice_shutdown_grace"),
+            shutdown_grace: Settings::default().shutdown_grace,
         }
     }
 }
@@ -296,8 +298,9 @@ impl BackendSettings {
         let latency_target = time("sluice_latency_target", d.latency_target);
         let cooldown = time("sluice_breaker_cooldown", d.cooldown);
         let max_cooldown = time("sluice_breaker_max_cooldown", d.max_cooldown).max(cooldown);
-        let idle_time = time("connection_cache_time_limit", d.idle_time);
-        let reuse_time = time("connection_reuse_time_limit", d.reuse_time);
+        // Postfix's smtp_connection_cache_time_limit and
+        // smtp_connection_reuse_time_limit defaults (not configurable here).
+        let (idle_time, reuse_time) = (d.idle_time, d.reuse_time);
         let connect = time("connect_timeout", Duration::ZERO);
         let timeouts = Timeouts {
             connect: if connect.is_zero() { Duration::from_secs(30) } else { connect },

@@ -83,4 +83,5 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
 }
 
 pub mod backend;
+pub mod delivery;
 pub mod dovecot;

@@ -146,6 +146,9 @@ struct State {
     troubled: bool,
     parked: VecDeque<QueueId>,
     parked_set: HashSet<QueueId>,
+    /// When a delivery last started or a parked message was last sent as a
+    /// probe (wall clock), to space self-probes.
+    last_activity: UnixMillis,
 }
 
 /// One backend's gate. Shared as `Arc<Gate>` by the dispatcher and the
@@ -203,6 +206,7 @@ impl Gate {
             troubled: false,
             parked: VecDeque::new(),
             parked_set: HashSet::new(),
+            last_activity: now,
         };
         Gate { name, state: Mutex::new(state), slots, changed: Notify::new() }
     }
@@ -287,6 +291,7 @@ impl Gate {
         if let Some(t) = transition {
             self.log_transition(&st, t, now);
         }
+        st.last_activity = now;
         Admission::Go(Permit { _slot: slot, probe })
     }
 
@@ -350,6 +355,31 @@ impl Gate {
         if st.parked.len() < PARK_LIMIT && st.parked_set.insert(id) {
             st.parked.push_back(id);
         }
+    }
+
+    /// A parked message to send as a probe when no mail is coming for this
+    /// backend: the breaker's probe time has come, or the backend has been
+    /// troubled and quiet for a cool-down. Without it, a backend whose only
+    /// mail was deferred (parked) would wait out the backoff even after it
+    /// recovered, because nothing would try it. At most one per cool-down.
+    pub fn probe_candidate(&self, now: UnixMillis) -> Option<QueueId> {
+        let mut st = self.state();
+        if st.parked.is_empty() || st.paused_until.is_some_and(|u| u > now) {
+            return None;
+        }
+        let quiet = now.saturating_sub(st.last_activity) >= st.settings.cooldown.as_millis() as u64;
+        let due = match st.breaker.peek(now) {
+            Admit::Probe => quiet,
+            Admit::Go => st.troubled && quiet,
+            Admit::ProbeInFlight | Admit::Wait { .. } => false,
+        };
+        if !due {
+            return None;
+        }
+        st.last_activity = now;
+        let id = st.parked.pop_front()?;
+        st.parked_set.remove(&id);
+        Some(id)
     }
 
     fn unpark(st: &mut State) -> Vec<QueueId> {

@@ -262,3 +262,32 @@ async fn open_breaker_probes_after_cooldown_on_the_paused_clock() {
     assert!(!waiter.await.unwrap(), "after the probe, ordinary deliveries go");
     assert_eq!(start.elapsed(), Duration::from_millis(5030));
 }
+
+#[test]
+fn a_quiet_troubled_backend_offers_one_parked_message_per_cooldown_as_probe() {
+    let g = Gate::new("b", settings(2, 2), None, 0);
+    let mono = crate::clock::instant();
+    assert_eq!(g.probe_candidate(100_000), None, "nothing parked");
+    let p = go(g.admit(1_000));
+    g.report(p, Report::Failed { error: "refused".into() }, 1_000, mono);
+    g.park(id(1));
+    g.park(id(2));
+    assert_eq!(g.probe_candidate(2_000), None, "not quiet for a cool-down yet");
+    assert_eq!(g.probe_candidate(6_000), Some(id(1)));
+    assert_eq!(g.probe_candidate(6_001), None, "one per cool-down");
+    assert_eq!(g.probe_candidate(11_001), Some(id(2)));
+    assert_eq!(g.snapshot().parked, 0);
+}
+
+#[test]
+fn an_open_breaker_with_only_parked_mail_probes_with_it_at_the_probe_time() {
+    let g = Gate::new("b", settings(2, 2), None, 0);
+    let mono = crate::clock::instant();
+    for _ in 0..3 {
+        let p = go(g.admit(0));
+        g.report(p, Report::Failed { error: "refused".into() }, 0, mono);
+    }
+    g.park(id(9));
+    assert_eq!(g.probe_candidate(4_999), None);
+    assert_eq!(g.probe_candidate(5_000), Some(id(9)));
+}

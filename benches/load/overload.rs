@@ -46,7 +46,14 @@ struct Opts {
 
 impl Opts {
     fn parse(args: &[String]) -> Opts {
-        let mut o = Opts { capacity: 10, base: Duration::from_millis(100), rate: 0.0, seconds: 20, size: 4096, port: 0 };
+        let mut o = Opts {
+            capacity: 10,
+            base: Duration::from_millis(100),
+            rate: 0.0,
+            seconds: 20,
+            size: 4096,
+            port: 0,
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let v = it.next().map(String::as_str).unwrap_or("");
@@ -78,12 +85,10 @@ impl Opts {
 
 fn message_id(data: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(data);
-    text.lines()
-        .take_while(|l| !l.is_empty() && *l != "\r")
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("message-id").then(|| value.trim().to_owned())
-        })
+    text.lines().take_while(|l| !l.is_empty() && *l != "\r").find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("message-id").then(|| value.trim().to_owned())
+    })
 }
 
 fn unique_delivered(b: &Backend) -> HashSet<String> {
@@ -131,7 +136,8 @@ async fn run_sluice(o: Opts) {
     let b = Backend::start(Proto::Lmtp).await;
     b.set_mode(o.slow()).await;
     let dir = tempfile::Builder::new().prefix("sluice-overload-").tempdir().expect("temp dir");
-    let queue = Queue::open(&dir.path().join("queue"), &Options::default(), sluice::clock::unix_millis()).expect("queue");
+    let queue = Queue::open(&dir.path().join("queue"), &Options::default(), sluice::clock::unix_millis())
+        .expect("queue");
     let main_cf = format!(
         "myhostname = mx.bench.test\nrelay_domains = dev.test\n\
          transport_maps = inline:{{ dev.test=lmtp:[127.0.0.1]:{} }}\n",
@@ -159,7 +165,9 @@ async fn run_sluice(o: Opts) {
         while sent < due {
             let q = queue.clone();
             let data = body(sent, o.size);
-            batch.push(tokio::spawn(async move { q.enqueue(envelope(), &data, sluice::clock::unix_millis()).await }));
+            batch.push(tokio::spawn(async move {
+                q.enqueue(envelope(), &data, sluice::clock::unix_millis()).await
+            }));
             sent += 1;
         }
         for t in batch {
@@ -197,12 +205,30 @@ async fn run_sluice(o: Opts) {
 
     let goodput = during as f64 / phase.as_secs_f64();
     println!("overload scenario, sluice");
-    println!("  server: capacity C = {} concurrent, {} ms each ({:.0} msg/s), 421 past {} connections", o.capacity, o.base.as_millis(), o.capacity_per_sec(), 2 * o.capacity);
-    println!("  offered: {sent} messages of {} bytes at {:.0} msg/s for {:.1} s", o.size, o.rate, phase.as_secs_f64());
-    println!("  peak concurrency at the server: {peak_tx} transactions ({:.2} C), {peak_conn} connections ({:.2} C)", peak_tx as f64 / o.capacity as f64, peak_conn as f64 / o.capacity as f64);
+    println!(
+        "  server: capacity C = {} concurrent, {} ms each ({:.0} msg/s), 421 past {} connections",
+        o.capacity,
+        o.base.as_millis(),
+        o.capacity_per_sec(),
+        2 * o.capacity
+    );
+    println!(
+        "  offered: {sent} messages of {} bytes at {:.0} msg/s for {:.1} s",
+        o.size,
+        o.rate,
+        phase.as_secs_f64()
+    );
+    println!(
+        "  peak concurrency at the server: {peak_tx} transactions ({:.2} C), {peak_conn} connections ({:.2} C)",
+        peak_tx as f64 / o.capacity as f64,
+        peak_conn as f64 / o.capacity as f64
+    );
     println!("  gate limit during overload: mean {avg_limit:.1}");
     println!("  421 answers: {refused}");
-    println!("  goodput during overload: {goodput:.1} msg/s = {:.0} % of capacity", 100.0 * goodput / o.capacity_per_sec());
+    println!(
+        "  goodput during overload: {goodput:.1} msg/s = {:.0} % of capacity",
+        100.0 * goodput / o.capacity_per_sec()
+    );
     println!("  lost: {lost}");
     println!("  drain after recovery: {:.2} s", drain.as_secs_f64());
 }
@@ -246,7 +272,10 @@ async fn run_backend(o: Opts) {
     println!("peak_transactions={peak_tx} ({:.2} C)", peak_tx as f64 / o.capacity as f64);
     println!("peak_connections={peak_conn} ({:.2} C)", peak_conn as f64 / o.capacity as f64);
     println!("refused_421={refused}");
-    println!("goodput={goodput:.1} msg/s ({:.0} % of capacity over {phase:.1} s)", 100.0 * goodput / o.capacity_per_sec());
+    println!(
+        "goodput={goodput:.1} msg/s ({:.0} % of capacity over {phase:.1} s)",
+        100.0 * goodput / o.capacity_per_sec()
+    );
     println!("delivered_unique={total}");
 }
 

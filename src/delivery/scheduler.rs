@@ -46,9 +46,9 @@ use crate::config::{Config, Protocol, Route};
 use crate::reply::Status;
 use crate::shutdown::Stage;
 
-/// The longest the loop sleeps without looking at the queue again, so a
-/// missed wake-up costs at most this much latency.
-const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// The longest the loop sleeps without looking at the queue again (a
+/// safety net; new mail and recoveries wake it at once).
+const MAX_SLEEP: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -482,20 +482,25 @@ async fn run(shared: &Arc<Shared>) {
                 Err(_) => break,
             }
         }
+        // Listen for new mail before looking, so a message committed between
+        // the look and the sleep still wakes us.
+        let changed = shared.queue.changed();
+        tokio::pin!(changed);
+        let _ = futures::poll!(&mut changed);
         let now = clock::unix_millis();
         let claimed = match shared.queue.claim_due(now, permits.len()).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("cannot read the queue schedule: {e}");
                 drop(permits);
-                sleep_or_wake(shared, Some(now + 5_000)).await;
+                sleep_or_wake(shared, Some(now + 5_000), changed).await;
                 continue;
             }
         };
         if claimed.is_empty() {
             drop(permits);
             let next = shared.queue.next_due().await.unwrap_or(None);
-            sleep_or_wake(shared, next).await;
+            sleep_or_wake(shared, next, changed).await;
             continue;
         }
         let config = shared.config.load_full();
@@ -507,7 +512,11 @@ async fn run(shared: &Arc<Shared>) {
 }
 
 /// Sleeps until `next` (capped), a queue change, a wake-up, or shutdown.
-async fn sleep_or_wake(shared: &Shared, next: Option<UnixMillis>) {
+async fn sleep_or_wake(
+    shared: &Shared,
+    next: Option<UnixMillis>,
+    changed: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) {
     let now = clock::unix_millis();
     let wait = next.map(|t| clock::until(now, t)).unwrap_or(MAX_SLEEP).min(MAX_SLEEP);
     if wait.is_zero() {
@@ -515,7 +524,7 @@ async fn sleep_or_wake(shared: &Shared, next: Option<UnixMillis>) {
     }
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
-        _ = shared.queue.changed() => {}
+        _ = changed => {}
         _ = shared.wake.notified() => {}
         _ = shared.token.cancelled() => {}
     }
@@ -696,12 +705,13 @@ async fn record(
     let mut postpone_at: Option<UnixMillis> = None;
     let mut expired_any = false;
     let mut open = false;
+    let mut abandoned = false;
 
     for RcptDone { index, done } in results {
         let Some(rcpt) = env.recipients.get(index) else { continue };
         let orcpt = rcpt.orcpt.clone();
         match done {
-            Done::Abandoned => {}
+            Done::Abandoned => abandoned = true,
             Done::Attempted { verdict: Verdict::Sent, dsn, text, remote, dsn_passed, lmtp, .. } => {
                 if bounce::wanted(Kind::Success, &rcpt.notify) && !dsn_passed {
                     let action = if remote.is_none() || lmtp { Action::Delivered } else { Action::Relayed };
@@ -807,8 +817,14 @@ async fn record(
         }
     }
     if outcomes.is_empty() {
-        // Nothing to record (abandoned): the message stays in flight and is
-        // due again at the next start.
+        if !abandoned {
+            // No open recipient was found (they were final already): let the
+            // queue settle the message (it removes one with no open recipient).
+            if let Err(e) = shared.queue.record(id, &[], now + policy.min.as_millis() as u64, now).await {
+                tracing::error!("{id}: cannot record: {e}");
+            }
+        }
+        // Abandoned (the message vanished): nothing to record.
         return;
     }
 

@@ -48,6 +48,12 @@ async fn outage_and_recovery(mode: Mode, extra: &str) {
     let subjects = load(&h, "outage").await;
 
     eventually("the breaker opens", Duration::from_secs(30), || h.breaker(&name) == Some("open")).await;
+    // Stay down through a few probes: while open, only the probes (one per
+    // cool-down of 0.5 s, then 1 s, 2 s) reach the server.
+    let before = b.accepted_connections();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let during = b.accepted_connections() - before;
+    assert!(during <= 3, "{during} connections while the breaker was open");
     assert!(b.received().is_empty(), "nothing delivered during the outage in {mode:?}");
     let snap = h.handle.list().into_iter().find(|s| s.snapshot.name == name).unwrap();
     assert!(snap.snapshot.last_error.is_some());

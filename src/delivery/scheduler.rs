@@ -178,6 +178,9 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Messages recorded so far (for tests and the bench).
     recorded: AtomicU64,
+    /// When the claim loop will look at the queue next (wall clock), so a
+    /// result recorded with an earlier due time can wake it.
+    sleeping_until: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -431,6 +434,7 @@ pub(crate) fn spawn(
         token: stage.token().child_token(),
         tracker: TaskTracker::new(),
         recorded: AtomicU64::new(0),
+        sleeping_until: AtomicU64::new(u64::MAX),
     });
     for (name, rec) in lock(&shared.stored).iter() {
         if rec.breaker != sluice_queue::BreakerPosition::Closed || rec.paused_until.is_some() {
@@ -453,6 +457,9 @@ pub(crate) fn spawn(
         if tokio::time::timeout(grace, s.tracker.wait()).await.is_err() {
             tracing::warn!("delivery: grace period over, leaving unfinished deliveries to the next start");
         }
+        // Backends point back at the shared state: break the cycle so the
+        // queue handle they hold is released.
+        lock(&s.backends).clear();
         drop(guard);
     });
     Handle { shared }
@@ -486,21 +493,28 @@ async fn run(shared: &Arc<Shared>) {
         // the look and the sleep still wakes us.
         let changed = shared.queue.changed();
         tokio::pin!(changed);
-        let _ = futures::poll!(&mut changed);
+        let fired = futures::poll!(&mut changed).is_ready();
+        // Awake: any result recorded from now on may be due before the
+        // next sleep ends, so it wakes us (see `record`).
+        shared.sleeping_until.store(u64::MAX, Ordering::Release);
         let now = clock::unix_millis();
         let claimed = match shared.queue.claim_due(now, permits.len()).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("cannot read the queue schedule: {e}");
                 drop(permits);
-                sleep_or_wake(shared, Some(now + 5_000), changed).await;
+                if !fired {
+                    sleep_or_wake(shared, Some(now + 5_000), changed).await;
+                }
                 continue;
             }
         };
         if claimed.is_empty() {
             drop(permits);
             let next = shared.queue.next_due().await.unwrap_or(None);
-            sleep_or_wake(shared, next, changed).await;
+            if !fired {
+                sleep_or_wake(shared, next, changed).await;
+            }
             continue;
         }
         let config = shared.config.load_full();
@@ -859,10 +873,14 @@ async fn record(
         (None, None) => now,
     };
     match shared.queue.record(id, &outcomes, next_due, now).await {
-        Ok(Recorded::Removed) => tracing::info!("{id}: removed"),
-        Ok(Recorded::Scheduled(_)) => {
+        // The queue logs "removed" itself.
+        Ok(Recorded::Removed) => {}
+        Ok(Recorded::Scheduled(due)) => {
             for b in park_on {
                 b.park(id);
+            }
+            if due < shared.sleeping_until.load(Ordering::Acquire) {
+                shared.wake.notify_one();
             }
         }
         Err(sluice_queue::Error::NotFound(_)) => {}

@@ -230,18 +230,33 @@ fn spawn_acceptor(
             let Ok((stream, _)) = listener.accept().await else { continue };
             let shared = Arc::clone(&shared);
             let h = tokio::spawn(async move {
-                let c = &shared.counters;
-                let n = c.connections.fetch_add(1, Ordering::SeqCst) + 1;
-                c.peak_connections.fetch_max(n, Ordering::SeqCst);
-                c.accepted_connections.fetch_add(1, Ordering::SeqCst);
-                let _ = serve(stream, &shared, n).await;
-                c.connections.fetch_sub(1, Ordering::SeqCst);
+                let _ = serve(stream, &shared).await;
             });
             let mut v = conns.lock().unwrap();
             v.retain(|h| !h.is_finished());
             v.push(h);
         }
     })
+}
+
+/// Counts a connection while it is open. Declared after the socket, so it
+/// is dropped (and the count goes down) before the socket closes: the
+/// client never sees the close while the connection still counts.
+struct Connected<'a>(&'a Counters);
+
+impl<'a> Connected<'a> {
+    fn new(c: &'a Counters) -> (Self, usize) {
+        let n = c.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak_connections.fetch_max(n, Ordering::SeqCst);
+        c.accepted_connections.fetch_add(1, Ordering::SeqCst);
+        (Connected(c), n)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Counts a transaction while it runs.
@@ -271,10 +286,11 @@ fn angle(arg: &str) -> String {
     arg[start..end].to_owned()
 }
 
-async fn serve(stream: TcpStream, shared: &Shared, open_now: usize) -> std::io::Result<()> {
+async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
+    let (_connected, open_now) = Connected::new(&shared.counters);
     match mode(shared) {
         Mode::Silent => {
             // Hold the connection open without a word until the peer leaves.

@@ -72,6 +72,7 @@ impl Harness {
 
     /// Starts delivery on the queue in `dir` (a restart when it exists).
     pub async fn start_in(dir: tempfile::TempDir, main_cf: &str) -> Harness {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
         let opts = Options { recovery_spread: Duration::from_millis(100), ..Options::default() };
         let queue =
             Queue::open(&dir.path().join("queue"), &opts, sluice::clock::unix_millis()).expect("queue opens");
@@ -91,9 +92,12 @@ impl Harness {
     /// Stops delivery (as at shutdown) and closes the queue; returns the
     /// directory for a restart.
     pub async fn stop(self) -> (tempfile::TempDir, String) {
-        self.stage.stop().await;
-        self.queue.close().await.expect("queue closes");
-        (self.dir, self.main_cf)
+        let Harness { dir, queue, config, handle, stage, main_cf } = self;
+        stage.stop().await;
+        drop((handle, config));
+        queue.close().await.expect("queue closes");
+        drop(queue);
+        (dir, main_cf)
     }
 
     /// Queues a message as the inbound server would.

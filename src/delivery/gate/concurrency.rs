@@ -36,6 +36,10 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 const CONFIRM: f64 = 1.1;
 /// Shortest re-measuring period.
 const MIN_PROBE: Duration = Duration::from_millis(200);
+/// Latency differences below this are scheduling noise, not queueing: a
+/// backend answering in a fraction of a millisecond must not look congested
+/// because one answer took 0.4 ms instead of 0.2 ms.
+const NOISE: f64 = 0.002;
 /// Weight of a new sample in the smoothed latency.
 const SMOOTHING: f64 = 0.2;
 /// Multiplicative decrease when latency passes the target.
@@ -240,7 +244,7 @@ impl AdaptiveLimit {
             return self.cut(LATENCY_BACKOFF, now, Reason::LatencyTarget);
         }
         // Deliveries queueing inside the backend, by Little's law.
-        let queued = self.limit * (1.0 - min / sample);
+        let queued = self.limit * ((sample - min - NOISE).max(0.0) / sample);
         let alpha = (self.limit * 0.05).max(1.0);
         let beta = (self.limit * 0.1).max(2.0);
         if queued < alpha {

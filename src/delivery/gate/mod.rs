@@ -471,7 +471,10 @@ impl Gate {
     fn apply(&self, st: &State, change: Option<Change>) {
         if let Some(c) = change {
             self.slots.set_limit(c.to);
-            if c.to < c.from || c.reason == concurrency::Reason::Reset {
+            use concurrency::Reason;
+            // Cuts and resets are news; the one-step moves of the steady
+            // state are not worth a line each.
+            if matches!(c.reason, Reason::LatencyTarget | Reason::Overload | Reason::Reset) {
                 tracing::info!(
                     "backend {}: concurrency {} -> {} ({}), latency {}",
                     self.name,

@@ -32,6 +32,8 @@ cargo build --release ${SLUICE_CARGO_FEATURES:-} --bin sluice
 SLUICE=$PWD/target/release/sluice
 
 WORK=$(mktemp -d /tmp/sluice-deliver-bench.XXXXXX)
+# Postfix's daemons run as the postfix user and must reach the private queue.
+chmod 755 "$WORK"
 pids=()
 cleanup() {
     postfix_ctl "$WORK/pf" stop >/dev/null 2>&1 || true

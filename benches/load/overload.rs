@@ -159,6 +159,7 @@ async fn run_sluice(o: Opts) {
     let start = sluice::clock::instant();
     let mut sent = 0usize;
     let mut limit_samples = Vec::new();
+    let (mut gate_peak, mut limit_max) = (0, 0);
     while sent < total {
         let due = ((start.elapsed().as_secs_f64() * o.rate) as usize).min(total);
         let mut batch = Vec::new();
@@ -175,6 +176,8 @@ async fn run_sluice(o: Opts) {
         }
         if let Some(s) = handle.list().first() {
             limit_samples.push(s.snapshot.limit);
+            gate_peak = gate_peak.max(s.snapshot.peak);
+            limit_max = limit_max.max(s.snapshot.limit);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -223,7 +226,9 @@ async fn run_sluice(o: Opts) {
         peak_tx as f64 / o.capacity as f64,
         peak_conn as f64 / o.capacity as f64
     );
-    println!("  gate limit during overload: mean {avg_limit:.1}");
+    println!(
+        "  gate limit during overload: mean {avg_limit:.1}, max {limit_max}; most deliveries at once: {gate_peak}"
+    );
     println!("  421 answers: {refused}");
     println!(
         "  goodput during overload: {goodput:.1} msg/s = {:.0} % of capacity",
@@ -283,6 +288,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let (mode, rest) = args.split_first().map(|(m, r)| (m.as_str(), r)).unwrap_or(("sluice", &[]));
     let o = Opts::parse(rest);
+    if let Ok(filter) = std::env::var("SLUICE_BENCH_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     match mode {
         "sluice" => rt.block_on(run_sluice(o)),

@@ -206,8 +206,12 @@ impl Backend {
                         self.apply(fb).await;
                         continue;
                     };
+                    // The idle connection goes with the slot, in the same
+                    // step: a slot in use and an idle connection are never
+                    // both counted for one delivery, nor neither.
+                    let pooled = lock(&self.pool).pop();
                     let me = Arc::clone(&self);
-                    self.shared.tracker.spawn(async move { me.deliver(job, permit).await });
+                    self.shared.tracker.spawn(async move { me.deliver(job, permit, pooled).await });
                 }
                 Admission::WaitSlot | Admission::WaitProbe => {
                     tokio::select! {
@@ -288,46 +292,64 @@ impl Backend {
         }
     }
 
-    /// Closes idle connections that are too old, or all of them, or those
-    /// beyond what the limit allows next to the busy ones.
+    /// Closes idle connections: all of them (`all`), those beyond what the
+    /// limit leaves next to the busy ones (after the limit fell), and stale
+    /// ones (idle longer than the cache time, or older than the reuse time).
+    ///
+    /// The open connections the backend sees are the busy ones plus the
+    /// idle ones plus those being closed. A stale connection is closed
+    /// holding a spare slot for its `QUIT`, so that sum stays within the
+    /// limit; without a spare slot it waits (it fits within the limit as it
+    /// is). Connections beyond the limit are dropped at once.
     async fn close_idle(&self, all: bool) {
         let settings = self.gate.settings();
-        let expired: Vec<Session> = {
+        let (excess, stale): (Vec<Session>, Vec<Session>) = {
             let mut pool = lock(&self.pool);
-            let now = clock::instant();
-            let snap_busy = self.gate.snapshot();
-            let room = snap_busy.limit.saturating_sub(snap_busy.in_flight) as usize;
-            let mut keep = Vec::new();
-            let mut gone = Vec::new();
-            for s in pool.drain(..) {
-                let stale = now.saturating_duration_since(s.idle_since()) >= settings.idle_time
-                    || now.saturating_duration_since(s.opened()) >= settings.reuse_time;
-                if all || stale || keep.len() >= room {
-                    gone.push(s);
-                } else {
-                    keep.push(s);
-                }
+            if all {
+                (pool.drain(..).collect(), Vec::new())
+            } else {
+                let snap = self.gate.snapshot();
+                let room = snap.limit.saturating_sub(snap.in_flight) as usize;
+                // Oldest first in the pool; keep the most recently used.
+                let over = pool.len().saturating_sub(room);
+                let excess: Vec<Session> = pool.drain(..over).collect();
+                let now = clock::instant();
+                let (old, fresh): (Vec<Session>, Vec<Session>) = pool.drain(..).partition(|s| {
+                    now.saturating_duration_since(s.idle_since()) >= settings.idle_time
+                        || now.saturating_duration_since(s.opened()) >= settings.reuse_time
+                });
+                *pool = fresh;
+                (excess, old)
             }
-            *pool = keep;
-            gone
         };
-        for s in expired {
-            s.quit().await;
+        drop(excess);
+        for s in stale {
+            match self.gate.spare_slot() {
+                Some(slot) => {
+                    s.quit().await;
+                    drop(slot);
+                }
+                None => lock(&self.pool).insert(0, s),
+            }
         }
     }
 
     /// A pooled session still alive, or a new one.
-    async fn session(&self, settings: &BackendSettings) -> Result<(Session, bool), Failure> {
-        loop {
-            let candidate = lock(&self.pool).pop();
-            let Some(mut s) = candidate else { break };
+    async fn session(
+        &self,
+        settings: &BackendSettings,
+        pooled: Option<Session>,
+    ) -> Result<(Session, bool), Failure> {
+        if let Some(mut s) = pooled {
             let now = clock::instant();
             let fresh = now.saturating_duration_since(s.idle_since()) < settings.idle_time
                 && now.saturating_duration_since(s.opened()) < settings.reuse_time;
             if fresh && s.reset().await {
                 return Ok((s, true));
             }
-            // Dead or stale: drop it (a dead peer needs no QUIT).
+            // Dead or stale: close it (a dead peer needs no QUIT) before
+            // opening another, still within this delivery's slot.
+            drop(s);
         }
         let targets = dns::targets(self.shared.resolver.as_ref(), &self.id.nexthop).await.map_err(|e| {
             let permanent = e.is_permanent();
@@ -361,44 +383,51 @@ impl Backend {
         }
     }
 
+    /// The message body could not be read: abandon (deleted meanwhile) or
+    /// postpone (storage error) without asking the backend.
+    async fn no_body(self: &Arc<Self>, job: Job, permit: Permit, e: sluice_queue::Error) {
+        let msg = Arc::clone(&job.msg);
+        let fb = self.gate.report(permit, Report::Abandoned, clock::unix_millis(), clock::instant());
+        self.apply(fb).await;
+        let done = match e {
+            // Deleted by the administrator meanwhile: nothing to deliver and
+            // nothing to record.
+            sluice_queue::Error::NotFound(_) => {
+                job.rcpts.iter().map(|&index| RcptDone { index, done: Done::Abandoned }).collect()
+            }
+            e => {
+                tracing::error!("{}: cannot read message body: {e}", msg.id());
+                let until = clock::unix_millis() + 60_000;
+                job.rcpts
+                    .iter()
+                    .map(|&index| RcptDone {
+                        index,
+                        done: Done::Postponed { until, reason: "queue file read error".into(), park: false },
+                    })
+                    .collect()
+            }
+        };
+        msg.complete(Some(Arc::clone(self)), done);
+    }
+
     /// One delivery, start to finish.
-    async fn deliver(self: Arc<Self>, job: Job, permit: Permit) {
+    async fn deliver(self: Arc<Self>, job: Job, permit: Permit, pooled: Option<Session>) {
         let dispatched = clock::instant();
         let settings = self.gate.settings();
         let msg = Arc::clone(&job.msg);
         let body = match msg.body(&self.shared.queue).await {
             Ok(b) => b,
-            Err(sluice_queue::Error::NotFound(_)) => {
-                // Deleted by the administrator meanwhile: nothing to deliver
-                // and nothing to record.
-                let fb = self.gate.report(permit, Report::Abandoned, clock::unix_millis(), clock::instant());
-                self.apply(fb).await;
-                let done = job.rcpts.iter().map(|&index| RcptDone { index, done: Done::Abandoned }).collect();
-                msg.complete(Some(Arc::clone(&self)), done);
-                return;
-            }
             Err(e) => {
-                tracing::error!("{}: cannot read message body: {e}", msg.id());
-                let fb = self.gate.report(permit, Report::Abandoned, clock::unix_millis(), clock::instant());
-                self.apply(fb).await;
-                let done = job
-                    .rcpts
-                    .iter()
-                    .map(|&index| RcptDone {
-                        index,
-                        done: Done::Postponed {
-                            until: clock::unix_millis() + 60_000,
-                            reason: "queue file read error".into(),
-                            park: false,
-                        },
-                    })
-                    .collect();
-                msg.complete(Some(Arc::clone(&self)), done);
+                // The idle connection that came with the slot goes back.
+                if let Some(s) = pooled {
+                    self.keep(s).await;
+                }
+                self.no_body(job, permit, e).await;
                 return;
             }
         };
 
-        let (mut session, reused) = match self.session(&settings).await {
+        let (mut session, reused) = match self.session(&settings, pooled).await {
             Ok(x) => x,
             Err(f) => {
                 let fb = self.gate.report(
@@ -463,7 +492,10 @@ impl Backend {
         if out.reusable {
             self.keep(session).await;
         } else {
-            tokio::spawn(session.quit());
+            // Broken or closing (421, timeout, lost): no QUIT conversation,
+            // close it now, while the slot is still held, so the backend is
+            // never left with a connection the gate no longer counts.
+            drop(session);
         }
         let report = match out.health {
             Health::Completed { latency } => Report::Completed { latency },

@@ -46,6 +46,10 @@ use crate::config::{Config, Protocol, Route};
 use crate::reply::Status;
 use crate::shutdown::Stage;
 
+/// The longest mail for a backend with a full in-memory queue is left on
+/// disk before it is looked at again.
+const MAX_POSTPONE_FULL: Duration = Duration::from_secs(2);
+
 /// The longest the loop sleeps without looking at the queue again (a
 /// safety net; new mail and recoveries wake it at once).
 const MAX_SLEEP: Duration = Duration::from_secs(5);
@@ -614,7 +618,10 @@ fn plan(
                 Ok(()) => {}
                 Err(PushError::Closed(j)) => job = Some(j),
                 Err(PushError::Full(j, wait)) => {
-                    let until = spread(now, now + (wait.as_millis() as u64).max(1000));
+                    // Back within seconds even if the estimate is longer: the
+                    // backend may speed up (recover) meanwhile.
+                    let wait = wait.clamp(Duration::from_secs(1), MAX_POSTPONE_FULL);
+                    let until = spread(now, now + wait.as_millis() as u64);
                     postpone(j, Some(b), until, "too much mail waiting for the backend");
                 }
             }

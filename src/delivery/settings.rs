@@ -44,9 +44,10 @@ pub struct Settings {
     pub active_limit: usize,
     /// Messages claimed from the queue per call (bounded by `active_limit`).
     pub claim_batch: usize,
-    /// Jobs one backend may hold in memory waiting for its gate; more mail
-    /// for it is postponed (left on disk) rather than crowding out mail for
-    /// other backends.
+    /// Jobs one backend may hold in memory waiting for its gate (a quarter
+    /// of the window); more mail for it is postponed (left on disk, looked at
+    /// again within seconds) rather than crowding out mail for other
+    /// backends.
     pub backend_queue_limit: usize,
     /// `myhostname`: our name in `LHLO`/`EHLO` and in bounces.
     pub myhostname: String,
@@ -66,7 +67,7 @@ impl Default for Settings {
             delay_warning: None,
             active_limit: 20_000,
             claim_batch: 256,
-            backend_queue_limit: 512,
+            backend_queue_limit: 5_000,
             myhostname: "localhost".into(),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -89,7 +90,7 @@ impl Settings {
             delay_warning: (!warn.is_zero()).then_some(warn),
             active_limit,
             claim_batch: active_limit.clamp(1, 256),
-            backend_queue_limit: active_limit.clamp(1, 512),
+            backend_queue_limit: (active_limit / 4).max(1),
             myhostname: config.string("myhostname").to_owned(),
             shutdown_grace: Settings::default().shutdown_grace,
         }

@@ -73,6 +73,11 @@ pub struct Received {
 #[derive(Debug, Default)]
 struct Counters {
     connections: AtomicUsize,
+    /// Bumped by `reset_peaks`; the peak counts only connections accepted
+    /// since (one left over from before, e.g. a timed-out probe still being
+    /// closed, is not the gate's doing now).
+    generation: AtomicUsize,
+    generation_connections: AtomicUsize,
     peak_connections: AtomicUsize,
     transactions: AtomicUsize,
     peak_transactions: AtomicUsize,
@@ -201,10 +206,13 @@ impl Backend {
         self.shared.counters.refused_421.load(Ordering::SeqCst)
     }
 
-    /// Forgets the peaks (between phases of a test).
+    /// Forgets the peaks (between phases of a test): from now on the peak
+    /// counts only connections accepted after this call.
     pub fn reset_peaks(&self) {
         let c = &self.shared.counters;
-        c.peak_connections.store(c.connections.load(Ordering::SeqCst), Ordering::SeqCst);
+        c.generation.fetch_add(1, Ordering::SeqCst);
+        c.generation_connections.store(0, Ordering::SeqCst);
+        c.peak_connections.store(0, Ordering::SeqCst);
         c.peak_transactions.store(c.transactions.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
@@ -242,20 +250,25 @@ fn spawn_acceptor(
 /// Counts a connection while it is open. Declared after the socket, so it
 /// is dropped (and the count goes down) before the socket closes: the
 /// client never sees the close while the connection still counts.
-struct Connected<'a>(&'a Counters);
+struct Connected<'a>(&'a Counters, usize);
 
 impl<'a> Connected<'a> {
     fn new(c: &'a Counters) -> (Self, usize) {
         let n = c.connections.fetch_add(1, Ordering::SeqCst) + 1;
-        c.peak_connections.fetch_max(n, Ordering::SeqCst);
+        let generation = c.generation.load(Ordering::SeqCst);
+        let g = c.generation_connections.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak_connections.fetch_max(g, Ordering::SeqCst);
         c.accepted_connections.fetch_add(1, Ordering::SeqCst);
-        (Connected(c), n)
+        (Connected(c, generation), n)
     }
 }
 
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::SeqCst);
+        if self.0.generation.load(Ordering::SeqCst) == self.1 {
+            self.0.generation_connections.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -290,7 +303,7 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    let (_connected, open_now) = Connected::new(&shared.counters);
+    let (connected, open_now) = Connected::new(&shared.counters);
     match mode(shared) {
         Mode::Silent => {
             // Hold the connection open without a word until the peer leaves.
@@ -374,7 +387,7 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     w.write_all(b"503 5.5.1 Error: need RCPT command\r\n").await?;
                     continue;
                 }
-                let (_tx, _) = InTransaction::new(&shared.counters);
+                let (tx, _) = InTransaction::new(&shared.counters);
                 w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
                 let mut data = Vec::new();
                 loop {
@@ -434,6 +447,8 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     }
                 };
                 rcpts.clear();
+                // The work is done: stop counting before the client hears so.
+                drop(tx);
                 w.write_all(out.as_bytes()).await?;
             }
             "RSET" => {
@@ -444,6 +459,8 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             }
             "NOOP" => w.write_all(b"250 2.0.0 Ok\r\n").await?,
             "QUIT" => {
+                // Closing: stop counting before the client hears it.
+                drop(connected);
                 w.write_all(b"221 2.0.0 Bye\r\n").await?;
                 return Ok(());
             }

@@ -3,14 +3,24 @@
 //! ([`Slots`], a semaphore).
 //!
 //! The policy is delay-based, in the manner of TCP Vegas: the backend's best
-//! latency says what an unloaded delivery costs; a sample's
-//! excess over it, times the limit, estimates how many deliveries are
-//! queueing inside the backend. Few queued → the limit grows by one per
-//! limit's worth of samples (additive increase); more than a couple → it
-//! shrinks the same way; a smoothed latency past the configured target, or
-//! an overload answer (`421`, a `4xx` at connect/`MAIL`/`DATA`, a timeout)
-//! → it is cut multiplicatively, at most once per round trip. Latency comes
-//! first because an overloaded mailbox server slows down before it fails.
+//! latency says what an unloaded delivery costs, and the ratio of the
+//! (smoothed) latency to it says how far past its capacity the backend is
+//! being pushed — a server that can work on C deliveries at once and is
+//! given L > C makes each wait L/C times as long. While the ratio stays
+//! below [`GROW_BELOW`] the limit grows by one per round trip (additive
+//! increase; a step shows in the latency of deliveries started after it,
+//! one round trip later, so stepping faster overshoots); above
+//! [`SHRINK_ABOVE`] it shrinks the same way, so the limit settles between
+//! 1.1 and 1.2 times the backend's capacity whatever that is. A smoothed latency past the configured
+//! target, or an overload answer (`421`, a `4xx` at connect/`MAIL`/`DATA`,
+//! a timeout), cuts it multiplicatively, at most once per round trip.
+//! Latency comes first because an overloaded mailbox server slows down
+//! before it fails.
+//!
+//! (A first version estimated the number of queued deliveries, Vegas's
+//! `L·(1 − best/latency)`, against fixed thresholds of one or two; at small
+//! capacities two extra deliveries are already 25 % too many, so the ratio,
+//! which scales with the backend, replaced it.)
 //!
 //! The best latency must decay, or a backend whose baseline rose for good
 //! would look congested forever. It must not decay merely with time,
@@ -36,10 +46,16 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 const CONFIRM: f64 = 1.1;
 /// Shortest re-measuring period.
 const MIN_PROBE: Duration = Duration::from_millis(200);
-/// Latency differences below this are scheduling noise, not queueing: a
-/// backend answering in a fraction of a millisecond must not look congested
-/// because one answer took 0.4 ms instead of 0.2 ms.
-const NOISE: f64 = 0.002;
+/// The limit grows while smoothed latency stays below this multiple of the
+/// best ("near the best").
+pub const GROW_BELOW: f64 = 1.1;
+/// The limit shrinks while smoothed latency is above this multiple.
+pub const SHRINK_ABOVE: f64 = 1.2;
+/// Below this, a best latency counts as this much when excess latency is
+/// weighed: for a backend answering in half a millisecond, a millisecond of
+/// scheduling jitter is not 200 % of queueing. Its excess may reach 2 ms
+/// (10 % of the floor) before growth stops.
+const LATENCY_FLOOR: f64 = 0.020;
 /// Weight of a new sample in the smoothed latency.
 const SMOOTHING: f64 = 0.2;
 /// Multiplicative decrease when latency passes the target.
@@ -95,11 +111,13 @@ struct Probe {
     until: Instant,
     /// The limit to return to.
     saved: f64,
+    /// The smoothed latency at that limit, restored with it (the samples of
+    /// the quiet spell say nothing about the saved limit).
+    smoothed: f64,
     lowest: f64,
 }
 
-/// The adaptive limit. Fractional internally so additive steps of `1/limit`
-/// add up to one per round of `limit` deliveries.
+/// The adaptive limit.
 #[derive(Debug, Clone)]
 pub struct AdaptiveLimit {
     limit: f64,
@@ -113,6 +131,24 @@ pub struct AdaptiveLimit {
     /// Exponentially smoothed latency; seconds.
     smoothed: Option<f64>,
     last_decrease: Option<Instant>,
+    /// Start of the current decision round. A step shows only in the
+    /// latency of deliveries started after it, so each decision is made on
+    /// those alone (deciding on older samples overshoots: the limit keeps
+    /// climbing on latencies measured before the last climb).
+    epoch: Option<Instant>,
+    epoch_sum: f64,
+    epoch_n: u32,
+}
+
+/// One delivery's latency sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// The server's share of the transaction time.
+    pub latency: Duration,
+    /// Deliveries running when it finished (itself included).
+    pub in_flight: u32,
+    /// When the delivery started.
+    pub started: Instant,
 }
 
 impl AdaptiveLimit {
@@ -128,6 +164,9 @@ impl AdaptiveLimit {
             probe: None,
             smoothed: None,
             last_decrease: None,
+            epoch: None,
+            epoch_sum: 0.0,
+            epoch_n: 0,
         }
     }
 
@@ -187,6 +226,7 @@ impl AdaptiveLimit {
         }
         let from = self.current();
         self.limit = (self.limit * factor).max(1.0);
+        self.new_epoch(now);
         if let Some(p) = &mut self.probe {
             p.saved = (p.saved * factor).max(1.0);
         }
@@ -194,10 +234,21 @@ impl AdaptiveLimit {
         self.change(from, reason)
     }
 
-    /// One delivery's latency (from `MAIL` to its last reply), with
-    /// `in_flight` deliveries running when it finished (itself included).
-    pub fn on_sample(&mut self, rtt: Duration, in_flight: u32, now: Instant) -> Option<Change> {
+    /// Starts a new decision round at `now`.
+    fn new_epoch(&mut self, now: Instant) {
+        self.epoch = Some(now);
+        self.epoch_sum = 0.0;
+        self.epoch_n = 0;
+    }
+
+    /// One delivery's latency sample, reported at `now`.
+    pub fn on_sample(&mut self, s: Sample, now: Instant) -> Option<Change> {
+        let Sample { latency: rtt, in_flight, started } = s;
         let sample = rtt.as_secs_f64().max(1e-6);
+        if self.epoch.is_none_or(|e| started >= e) {
+            self.epoch_sum += sample;
+            self.epoch_n += 1;
+        }
         let smoothed = match self.smoothed {
             Some(s) => s + SMOOTHING * (sample - s),
             None => sample,
@@ -219,6 +270,8 @@ impl AdaptiveLimit {
             self.min_rtt = Some(p.lowest);
             self.confirmed_at = Some(now);
             self.limit = p.saved;
+            self.smoothed = Some(p.smoothed);
+            self.new_epoch(now);
             return self.change(from, Reason::Probe);
         }
 
@@ -233,9 +286,11 @@ impl AdaptiveLimit {
             self.confirmed_at = Some(now);
         }
         let stale = self.confirmed_at.is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
-        if stale && self.limit >= 2.0 && in_flight.saturating_mul(2) >= self.current() {
+        // At a limit of 1 there is nothing to halve: the samples are already
+        // uncontended, and the spell just collects the lowest of them.
+        if stale && in_flight.saturating_mul(2) >= self.current() {
             let length = Duration::from_secs_f64(3.0 * smoothed).max(MIN_PROBE);
-            self.probe = Some(Probe { until: now + length, saved: self.limit, lowest: sample });
+            self.probe = Some(Probe { until: now + length, saved: self.limit, smoothed, lowest: sample });
             self.limit = (self.limit / 2.0).max(1.0);
             return self.change(from, Reason::Probe);
         }
@@ -243,19 +298,25 @@ impl AdaptiveLimit {
         if smoothed > self.target.as_secs_f64() {
             return self.cut(LATENCY_BACKOFF, now, Reason::LatencyTarget);
         }
-        // Deliveries queueing inside the backend, by Little's law.
-        let queued = self.limit * ((sample - min - NOISE).max(0.0) / sample);
-        let alpha = (self.limit * 0.05).max(1.0);
-        let beta = (self.limit * 0.1).max(2.0);
-        if queued < alpha {
+        // How far past its capacity the backend is pushed: with L deliveries
+        // on a server that works on C at once, latency is L/C times the best.
+        // Decide once enough deliveries started in this round have reported
+        // (half the limit: a round trip's worth, roughly).
+        if self.epoch_n < (self.current() / 2).max(1) {
+            return None;
+        }
+        let mean = self.epoch_sum / f64::from(self.epoch_n);
+        let ratio = 1.0 + (mean - min).max(0.0) / min.max(LATENCY_FLOOR);
+        self.new_epoch(now);
+        if ratio < GROW_BELOW {
             // Grow only when the limit is actually in use; an idle backend
             // gives no evidence that more would fit.
-            if in_flight.saturating_mul(2) >= self.current() {
-                self.limit = (self.limit + 1.0 / self.limit).min(f64::from(self.max));
+            if in_flight.saturating_mul(2) >= self.current() && self.current() < self.max {
+                self.limit = (self.limit.floor() + 1.0).min(f64::from(self.max));
                 return self.change(from, Reason::LatencyNearBest);
             }
-        } else if queued > beta {
-            self.limit = (self.limit - 1.0 / self.limit).max(1.0);
+        } else if ratio > SHRINK_ABOVE && self.limit > 1.0 {
+            self.limit = (self.limit.floor() - 1.0).max(1.0);
             return self.change(from, Reason::Queueing);
         }
         None
@@ -397,19 +458,27 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A delivery that took `rtt` and finished at `now`.
+    fn sample(l: &mut AdaptiveLimit, rtt: Duration, in_flight: u32, now: Instant) -> Option<Change> {
+        l.on_sample(Sample { latency: rtt, in_flight, started: now - rtt }, now)
+    }
+
     #[test]
     fn grows_while_latency_stays_at_its_best() {
         let t0 = crate::clock::instant();
         let mut l = AdaptiveLimit::new(5, 20, ms(2000));
         let mut changes = 0;
-        for i in 0..200 {
-            if l.on_sample(ms(10), l.current(), t0 + ms(i)).is_some() {
+        // One sample a millisecond, each taking 10 ms: one step per round
+        // trip of 10 ms (plus the wait for half a limit of samples).
+        for i in 0..400 {
+            let n = l.current();
+            if sample(&mut l, ms(10), n, t0 + ms(i)).is_some() {
                 changes += 1;
             }
         }
         assert_eq!(l.current(), 20, "climbs to the ceiling");
-        assert_eq!(changes, 15);
-        assert!(l.on_sample(ms(10), 20, t0 + ms(300)).is_none(), "never above the ceiling");
+        assert_eq!(changes, 15, "one step at a time");
+        assert!(sample(&mut l, ms(10), 20, t0 + ms(500)).is_none(), "never above the ceiling");
     }
 
     #[test]
@@ -417,7 +486,7 @@ mod tests {
         let t0 = crate::clock::instant();
         let mut l = AdaptiveLimit::new(10, 50, ms(2000));
         for i in 0..500 {
-            l.on_sample(ms(10), 1, t0 + ms(i));
+            sample(&mut l, ms(10), 1, t0 + ms(i));
         }
         assert_eq!(l.current(), 10);
     }
@@ -434,7 +503,8 @@ mod tests {
         for i in 0..20_000u64 {
             let n = f64::from(l.current());
             let rtt = 0.020 * (n / C).max(1.0);
-            l.on_sample(Duration::from_secs_f64(rtt), l.current(), t0 + ms(i));
+            let n = l.current();
+            sample(&mut l, Duration::from_secs_f64(rtt), n, t0 + ms(i));
             if i > 2_000 {
                 peak = peak.max(l.current());
             }
@@ -444,14 +514,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_best_is_re_measured_at_half_the_limit() {
+        let t0 = crate::clock::instant();
+        let mut l = AdaptiveLimit::new(8, 8, ms(5000));
+        sample(&mut l, ms(10), 8, t0);
+        // Samples 30 % above the best: neither confirmation nor (at this
+        // limit) enough queueing to shrink by much.
+        let c = sample(&mut l, ms(13), 8, t0 + PROBE_INTERVAL).expect("probe starts");
+        assert_eq!((c.reason, c.to), (Reason::Probe, c.from / 2));
+        let c = sample(&mut l, ms(12), 4, t0 + PROBE_INTERVAL + Duration::from_secs(1)).expect("probe ends");
+        assert_eq!(c.reason, Reason::Probe);
+        assert_eq!(l.best_latency(), Some(ms(12)));
+    }
+
+    #[test]
     fn latency_above_target_cuts_once_per_round_trip() {
         let t0 = crate::clock::instant();
         let mut l = AdaptiveLimit::new(20, 20, ms(100));
-        let c = l.on_sample(ms(500), 20, t0).unwrap();
+        let c = sample(&mut l, ms(500), 20, t0).unwrap();
         assert_eq!((c.from, c.to, c.reason), (20, 14, Reason::LatencyTarget));
         // Same burst: no second cut within one smoothed round trip.
-        assert!(l.on_sample(ms(500), 20, t0 + ms(10)).is_none());
-        let c = l.on_sample(ms(500), 20, t0 + ms(600)).unwrap();
+        assert!(sample(&mut l, ms(500), 20, t0 + ms(10)).is_none());
+        let c = sample(&mut l, ms(500), 20, t0 + ms(600)).unwrap();
         assert_eq!(c.to, 9);
     }
 
@@ -475,20 +559,20 @@ mod tests {
     fn a_lasting_change_of_baseline_is_learned_by_re_measuring() {
         // The backend gets slower for good (40 ms instead of 10 ms at any
         // concurrency). At first that looks like queueing and the limit
-        // shrinks; after PROBE_INTERVAL the best is re-measured at half the
-        // limit, the new baseline is adopted and the limit climbs again.
+        // shrinks; after PROBE_INTERVAL the best is re-measured, the new
+        // baseline is adopted and the limit climbs again.
         let t0 = crate::clock::instant();
         let mut l = AdaptiveLimit::new(10, 20, ms(5000));
-        l.on_sample(ms(10), 10, t0);
+        sample(&mut l, ms(10), 10, t0);
         let mut t = t0;
-        let mut probed = false;
+        let mut lowest = u32::MAX;
         for _ in 0..3000 {
             t += ms(10);
-            if let Some(c) = l.on_sample(ms(40), l.current(), t) {
-                probed |= c.reason == Reason::Probe;
-            }
+            let n = l.current();
+            sample(&mut l, ms(40), n, t);
+            lowest = lowest.min(l.current());
         }
-        assert!(probed);
+        assert!(lowest < 10, "it did shrink at first");
         assert_eq!(l.best_latency(), Some(ms(40)));
         assert_eq!(l.current(), 20, "climbed back once the new baseline was learned");
     }

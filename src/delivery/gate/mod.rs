@@ -65,6 +65,9 @@ pub struct Permit {
     /// Held for its `Drop`, which returns the slot.
     _slot: Slot,
     probe: bool,
+    /// When the delivery was let through (its latency sample is only
+    /// compared with the limit in force from then on).
+    started: Instant,
 }
 
 impl Permit {
@@ -292,7 +295,14 @@ impl Gate {
             self.log_transition(&st, t, now);
         }
         st.last_activity = now;
-        Admission::Go(Permit { _slot: slot, probe })
+        Admission::Go(Permit { _slot: slot, probe, started: crate::clock::instant() })
+    }
+
+    /// A free concurrency slot for housekeeping (closing an idle connection
+    /// politely), without asking the breaker or the rate limit; `None` when
+    /// every slot is in use.
+    pub fn spare_slot(&self) -> Option<Slot> {
+        self.slots.try_acquire()
     }
 
     /// Feeds back how a delivery went and returns the permit's slot.
@@ -305,7 +315,8 @@ impl Gate {
         match report {
             Report::Completed { latency } => {
                 if let Some(latency) = latency {
-                    change = st.limit.on_sample(latency, in_flight, mono);
+                    let sample = concurrency::Sample { latency, in_flight, started: permit.started };
+                    change = st.limit.on_sample(sample, mono);
                 }
                 transition = st.breaker.on_success(permit.probe);
                 if transition == Some(Transition::Closed) {

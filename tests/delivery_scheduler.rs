@@ -207,3 +207,36 @@ async fn an_open_breaker_survives_a_restart() {
     assert_eq!(h.queued().await, 6, "nothing lost across the restart");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_deliveries_in_flight_finish_and_records_them() {
+    let b = Backend::start(Proto::Lmtp).await;
+    let sender_mx = Backend::start(Proto::Smtp).await;
+    let h = Harness::start(&main_cf(b.port(), sender_mx.port(), "")).await;
+    // Each delivery takes a second: the stop comes while some are under way
+    // and the rest wait for a slot.
+    b.set_mode(Mode::Slow { base: Duration::from_millis(1000), capacity: 100, overload_at: None }).await;
+    for i in 0..6 {
+        h.enqueue("sender@remote.test", &["x@dev.test"], &message(&format!("stop-{i}"))).await;
+    }
+    eventually("deliveries are under way", Duration::from_secs(30), || b.peak_transactions() > 0).await;
+    let (dir, cf) = h.stop().await;
+    let finished = b.received().len();
+    assert!(finished >= 1, "the deliveries in flight were let finish");
+    assert!(finished < 6, "the waiting ones were not started after the stop");
+
+    b.set_mode(Mode::Normal).await;
+    let h = Harness::start_in(dir, &cf).await;
+    eventually_async("the rest is delivered after the restart", Duration::from_secs(30), || async {
+        h.queued().await == 0
+    })
+    .await;
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for r in b.received() {
+        *seen.entry(subject(&r.data)).or_default() += 1;
+    }
+    for i in 0..6 {
+        assert_eq!(seen.get(&format!("stop-{i}")), Some(&1), "stop-{i} delivered exactly once: {seen:?}");
+    }
+    h.stop().await;
+}

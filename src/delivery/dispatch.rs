@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::client::{self, Health, OpenError, Session, Transaction, TxRcpt, Verdict};
 use super::gate::{Admission, Gate, Permit, Report};
-use super::log::{LogStatus, ResultLine};
+use super::log::{LogStatus, ResultLine, metric};
 use super::scheduler::{Done, InFlight, RcptDone, Shared};
 use super::settings::BackendSettings;
 use super::{BackendId, dns};
@@ -222,6 +222,7 @@ impl Backend {
                     }
                 }
                 Admission::WaitRate(wait) => {
+                    metrics::counter!(metric::RATE_LIMITED, "backend" => self.name.clone()).increment(1);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = token.cancelled() => {}
@@ -498,7 +499,13 @@ impl Backend {
             drop(session);
         }
         let report = match out.health {
-            Health::Completed { latency } => Report::Completed { latency },
+            Health::Completed { latency } => {
+                if let Some(l) = latency {
+                    metrics::histogram!(metric::LATENCY, "backend" => self.name.clone())
+                        .record(l.as_secs_f64());
+                }
+                Report::Completed { latency }
+            }
             Health::Untested => Report::Completed { latency: None },
             Health::Overloaded(error) => Report::Overloaded { error },
             Health::Failed(error) => Report::Failed { error },
@@ -536,6 +543,11 @@ impl Backend {
 
     fn log(&self, msg: &InFlight, index: usize, relay: &str, t: &Times, d: &Done) {
         let Done::Attempted { verdict, dsn, text, .. } = d else { return };
+        let status = match verdict {
+            Verdict::Sent => LogStatus::Sent,
+            Verdict::Deferred => LogStatus::Deferred,
+            Verdict::Bounced => LogStatus::Bounced,
+        };
         let env = msg.envelope();
         let r = &env.recipients[index];
         let now = clock::unix_millis();
@@ -549,14 +561,12 @@ impl Backend {
             delay: Duration::from_millis(now.saturating_sub(env.arrival)),
             delays: [before_qmgr, in_qmgr, t.setup, t.xfer],
             dsn: *dsn,
-            status: match verdict {
-                Verdict::Sent => LogStatus::Sent,
-                Verdict::Deferred => LogStatus::Deferred,
-                Verdict::Bounced => LogStatus::Bounced,
-            },
+            status,
             text,
         }
         .emit(self.id.protocol);
+        metrics::counter!(metric::DELIVERIES, "backend" => self.name.clone(), "result" => status.as_str())
+            .increment(1);
     }
 
     /// The protocol (for log lines about this backend's mail).

@@ -11,8 +11,8 @@
 //! increase; a step shows in the latency of deliveries started after it,
 //! one round trip later, so stepping faster overshoots); above
 //! [`SHRINK_ABOVE`] it shrinks the same way, so the limit settles between
-//! 1.1 and 1.2 times the backend's capacity whatever that is. A smoothed latency past the configured
-//! target, or an overload answer (`421`, a `4xx` at connect/`MAIL`/`DATA`,
+//! 1.05 and 1.2 times the backend's capacity whatever that is. A smoothed
+//! latency past the configured target, or an overload answer (`421`, a `4xx` at connect/`MAIL`/`DATA`,
 //! a timeout), cuts it multiplicatively, at most once per round trip.
 //! Latency comes first because an overloaded mailbox server slows down
 //! before it fails.
@@ -48,7 +48,7 @@ const CONFIRM: f64 = 1.1;
 const MIN_PROBE: Duration = Duration::from_millis(200);
 /// The limit grows while smoothed latency stays below this multiple of the
 /// best ("near the best").
-pub const GROW_BELOW: f64 = 1.1;
+pub const GROW_BELOW: f64 = 1.05;
 /// The limit shrinks while smoothed latency is above this multiple.
 pub const SHRINK_ABOVE: f64 = 1.2;
 /// Below this, a best latency counts as this much when excess latency is
@@ -298,13 +298,13 @@ impl AdaptiveLimit {
         if smoothed > self.target.as_secs_f64() {
             return self.cut(LATENCY_BACKOFF, now, Reason::LatencyTarget);
         }
-        // How far past its capacity the backend is pushed: with L deliveries
-        // on a server that works on C at once, latency is L/C times the best.
-        // Decide once enough deliveries started in this round have reported
-        // (half the limit: a round trip's worth, roughly).
-        if self.epoch_n < (self.current() / 2).max(1) {
+        // Decide once a limit's worth of deliveries started in this round
+        // have reported: a round trip of evidence at the current limit.
+        if self.epoch_n < self.current() {
             return None;
         }
+        // How far past its capacity the backend is pushed: with L deliveries
+        // on a server that works on C at once, latency is L/C times the best.
         let mean = self.epoch_sum / f64::from(self.epoch_n);
         let ratio = 1.0 + (mean - min).max(0.0) / min.max(LATENCY_FLOOR);
         self.new_epoch(now);

@@ -508,6 +508,13 @@ impl Gate {
 
     fn log_transition(&self, st: &State, t: Transition, now: UnixMillis) {
         let error = st.last_error.as_deref().unwrap_or("no error recorded");
+        let to = match t {
+            Transition::Opened { .. } | Transition::Reopened { .. } => "open",
+            Transition::HalfOpened => "half-open",
+            Transition::Closed => "closed",
+        };
+        metrics::counter!(crate::delivery::log::metric::BREAKER_TRANSITIONS, "backend" => self.name.clone(), "to" => to)
+            .increment(1);
         match t {
             Transition::Opened { failures, probe_at } => tracing::warn!(
                 "backend {}: circuit breaker open after {failures} consecutive failures ({error}); probe in {}s",

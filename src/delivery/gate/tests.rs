@@ -32,15 +32,20 @@ fn never_more_permits_than_the_limit() {
     let b = go(g.admit(0));
     assert!(matches!(g.admit(0), Admission::WaitSlot));
     let mono = crate::clock::instant();
-    // A completed delivery hands its slot back; a latency sample lets the
-    // limit grow by one (the backend answers at its best).
+    // A completed delivery hands its slot back (one sample is not yet a
+    // round of evidence to grow on).
     g.report(a, Report::Completed { latency: Some(Duration::from_millis(10)) }, 0, mono);
-    assert_eq!(g.snapshot().limit, 3);
+    assert_eq!(g.snapshot().limit, 2);
     let c = go(g.admit(0));
-    let d = go(g.admit(0));
     assert!(matches!(g.admit(0), Admission::WaitSlot));
-    assert_eq!(g.snapshot().in_flight, 3);
-    drop((b, c, d));
+    assert_eq!(g.snapshot().in_flight, 2);
+    // A second sample at the best latency completes the round: one more slot.
+    g.report(b, Report::Completed { latency: Some(Duration::from_millis(10)) }, 0, mono);
+    assert_eq!(g.snapshot().limit, 3);
+    let d = go(g.admit(0));
+    let e = go(g.admit(0));
+    assert!(matches!(g.admit(0), Admission::WaitSlot));
+    drop((c, d, e));
     assert_eq!(g.snapshot().in_flight, 0);
     assert_eq!(g.snapshot().peak, 3);
 }

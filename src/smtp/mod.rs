@@ -8,8 +8,9 @@
 //! turns the configuration into typed values once per load.
 //!
 //! Entry points: build an [`Inbound`] per listener (queue handle and
-//! [`Settings`]), then [`serve`] it on a bound `TcpListener` until the
-//! shutdown [`Stage`](crate::shutdown::Stage) is cancelled.
+//! [`Settings`]), bind the socket with [`bind`] (a backlog large enough for
+//! bursts), then [`serve`] it until the shutdown
+//! [`Stage`](crate::shutdown::Stage) is cancelled.
 
 mod bdat;
 pub mod data;
@@ -24,5 +25,5 @@ mod settings;
 pub mod tls;
 
 pub use data::BareNewline;
-pub use listener::{Inbound, serve, serve_stream};
+pub use listener::{Inbound, bind, serve, serve_stream};
 pub use settings::{Settings, SettingsError, TlsLevel};

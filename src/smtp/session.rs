@@ -204,6 +204,8 @@ pub(crate) struct Session<S> {
     /// `smtpd_forbid_bare_newline` as it applies to this client.
     pub(super) mode: BareNewline,
     pub(super) errors: u32,
+    /// The error count at the last error pause (one pause per error).
+    slept_for: u32,
     pub(super) junk: u32,
     pub(super) counts: Counts,
     /// The last command, for `timeout after DATA`-style log lines.
@@ -250,6 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             input: Input::Command,
             tx: Transaction::Idle,
             errors: 0,
+            slept_for: 0,
             junk: 0,
             counts: Counts::default(),
             last: "CONNECT",
@@ -377,11 +380,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn next_command(&mut self) -> Flow {
         let limit = self.settings.command_line_limit;
         let Some(nl) = memchr::memchr(b'\n', &self.rbuf) else {
-            if self.rbuf.len() > limit {
+            if self.rbuf.len() > limit + 2 {
                 self.rbuf.clear();
                 if matches!(self.input, Input::Command) {
                     self.input = Input::SkipLine;
-                    return self.line_too_long();
+                    return self.line_too_long().await;
                 }
             } else if matches!(self.input, Input::SkipLine) {
                 self.rbuf.clear();
@@ -394,19 +397,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Continue;
         }
         if line.len() > limit + 2 {
-            return self.line_too_long();
+            return self.line_too_long().await;
         }
         self.request_started = clock::instant();
         let flow = self.command(&line).await;
         if flow == Flow::Close {
             return flow;
         }
-        self.check_errors()
+        self.check_errors().await
     }
 
-    fn line_too_long(&mut self) -> Flow {
+    async fn line_too_long(&mut self) -> Flow {
         self.reply(&Reply::new(500, Status(5, 5, 2), "Error: command line too long"));
-        self.check_errors()
+        self.check_errors().await
     }
 
     /// Executes one command line (with its line end).
@@ -552,13 +555,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Ends the session after `smtpd_hard_error_limit` errors; slows it
-    /// down after `smtpd_soft_error_limit`.
-    fn check_errors(&mut self) -> Flow {
+    /// down after `smtpd_soft_error_limit` (the pause comes before the
+    /// reply is sent, as the replies are flushed later).
+    async fn check_errors(&mut self) -> Flow {
         if self.errors >= self.settings.hard_error_limit {
             warn!("too many errors after {} from {}", self.last, self.peer);
             let host = self.settings.myhostname.clone();
             self.reply(&Reply::new(421, Status(4, 7, 0), format!("{host} Error: too many errors")));
             return Flow::Close;
+        }
+        if self.errors > self.settings.soft_error_limit && self.errors > self.slept_for {
+            self.slept_for = self.errors;
+            tokio::time::sleep(self.settings.error_sleep).await;
         }
         Flow::Continue
     }
@@ -920,3 +928,6 @@ fn parse_error(e: smtp_proto::Error) -> Reply {
         _ => Reply::new(500, Status(5, 5, 2), "Error: bad syntax"),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -212,12 +212,14 @@ impl Settings {
     pub fn from_config(config: &Arc<Config>) -> Result<Settings, SettingsError> {
         let c = config.as_ref();
         let words = |name: &str| c.list(name);
-        let restrictions = |name: &'static str| policy::parse_restrictions(name, &words(name));
+        let restrictions = |name: &'static str| policy::parse_restrictions(name, &words(name), &|_| None);
         let policy = Policy {
             mynetworks: c.mynetworks().to_vec(),
             client: restrictions("smtpd_client_restrictions")?,
             relay: restrictions("smtpd_relay_restrictions")?,
             recipient: restrictions("smtpd_recipient_restrictions")?,
+            helo: restrictions("smtpd_helo_restrictions")?,
+            sender: restrictions("smtpd_sender_restrictions")?,
             reject_unlisted_recipient: c.bool("smtpd_reject_unlisted_recipient"),
             lookups: Arc::new(ConfigLookups { config: Arc::clone(config) }),
         };
@@ -353,22 +355,6 @@ impl Lookups for ConfigLookups {
             return Ok(None);
         }
         Ok(Some(maps.lookup_address(&self.config, "relay_recipient_maps", address)?.is_some()))
-    }
-
-    fn access_address(&self, table: &str, address: &str) -> Result<Option<String>, TableError> {
-        let _ = address;
-        Err(TableError {
-            table: table.to_owned(),
-            message: "access tables in restrictions are not available".into(),
-        })
-    }
-
-    fn access_keys(&self, table: &str, keys: &[String]) -> Result<Option<String>, TableError> {
-        let _ = keys;
-        Err(TableError {
-            table: table.to_owned(),
-            message: "access tables in restrictions are not available".into(),
-        })
     }
 }
 

@@ -214,8 +214,8 @@ pub struct StaticTable {
 }
 
 impl StaticTable {
-    /// A table named `name` holding `entries` (keys are lower-cased).
-    pub fn new<'a>(
+    /// A shareable table named `name` holding `entries` (keys are lower-cased).
+    pub fn shared<'a>(
         name: &str,
         entries: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Arc<dyn AccessTable> {

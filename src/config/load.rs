@@ -597,13 +597,12 @@ fn build_config(
         transports: Vec::new(),
         transport_info: info,
     };
-    let mut names: Vec<(String, Kind, bool)> =
-        PARAMS.iter().map(|p| (p.name.to_owned(), p.kind, false)).collect();
+    let mut names: Vec<(String, Kind)> = PARAMS.iter().map(|p| (p.name.to_owned(), p.kind)).collect();
     let mut derived: Vec<(&String, &&'static str)> = loader.derived.iter().collect();
     derived.sort();
     for (name, base) in derived {
         if let Some(b) = params::find(base) {
-            names.push((name.clone(), b.kind, true));
+            names.push((name.clone(), b.kind));
         }
     }
     // parent_domain_matches_subdomains first: the lists below need it.
@@ -611,7 +610,7 @@ fn build_config(
         config.parent_features = values::split_list(&v).unwrap_or_default();
     }
 
-    for (name, kind, is_derived) in names {
+    for (name, kind) in names {
         let raw = expand::Source::raw(scope, &name).map(Cow::into_owned).unwrap_or_default();
         let source = scope.source(&name);
         let is_default = source == Source::Default;
@@ -625,8 +624,12 @@ fn build_config(
                 continue;
             }
         };
-        // A derived default (`$default_...`) repeats its base's error.
-        let quiet = is_derived && is_default;
+        // A default that refers to other parameters (`$mynetworks`,
+        // `$default_destination_concurrency_limit`) can only be wrong
+        // because of them, and their own error says so: do not repeat it.
+        let quiet = is_default && raw.contains('$');
+        let mut local_errors: Vec<Diagnostic> = Vec::new();
+        let errors_here: &mut Vec<Diagnostic> = if quiet { &mut local_errors } else { &mut *errors };
         let origin_file = match &source {
             Source::File { file, .. } => file.clone(),
             Source::Default => loader.main_path.clone(),
@@ -684,19 +687,19 @@ fn build_config(
                     Ok(items) => {
                         for item in items {
                             if let Some(t) =
-                                tables::open(&item, &loader.dir, &origin, cache, errors, warnings)
+                                tables::open(&item, &loader.dir, &origin, cache, errors_here, warnings)
                             {
                                 maps.tables.push(t);
                             }
                         }
                     }
-                    Err(e) => errors.push(scope.diag(&name, e)),
+                    Err(e) => errors_here.push(scope.diag(&name, e)),
                 }
                 config.maps.insert(name.clone(), maps);
                 Ok(Typed::Text)
             }
             Kind::Restrictions => {
-                let r = restrictions::parse(&value, &origin, &loader.dir, cache, errors, warnings);
+                let r = restrictions::parse(&value, &origin, &loader.dir, cache, errors_here, warnings);
                 config.restrictions.insert(name.clone(), r);
                 Ok(Typed::Text)
             }
@@ -706,7 +709,7 @@ fn build_config(
                     origin: origin.clone(),
                     dir: &loader.dir,
                     cache: &mut *cache,
-                    errors: &mut *errors,
+                    errors: &mut *errors_here,
                     warnings: &mut *warnings,
                 };
                 let list: DomainList = b.domain_list(&value, parent);
@@ -718,7 +721,7 @@ fn build_config(
                     origin: origin.clone(),
                     dir: &loader.dir,
                     cache: &mut *cache,
-                    errors: &mut *errors,
+                    errors: &mut *errors_here,
                     warnings: &mut *warnings,
                 };
                 let list: HostList = b.host_list(&value);
@@ -747,10 +750,8 @@ fn build_config(
             }
         };
         let typed = typed.unwrap_or_else(|m| {
-            if !quiet {
-                let m = if is_default { format!("{m} (default \"{}\")", raw_text(scope, &name)) } else { m };
-                errors.push(scope.diag(&name, m));
-            }
+            let m = if is_default { format!("{m} (default \"{}\")", raw_text(scope, &name)) } else { m };
+            errors_here.push(scope.diag(&name, m));
             Typed::Text
         });
         config.settings.insert(name, Setting { raw, value, source, typed });
@@ -790,6 +791,10 @@ fn check_tls(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
     }
     for name in ["smtpd_tls_cert_file", "smtpd_tls_key_file"] {
         let path = config.string(name).trim();
+        if name == "smtpd_tls_key_file" && path == config.string("smtpd_tls_cert_file").trim() {
+            // The key is in the certificate file: already checked.
+            continue;
+        }
         if path.is_empty() {
             errors.push(scope.diag(name, format!("smtpd_tls_security_level = {level} needs {name}")));
         } else if let Err(e) = std::fs::File::open(path) {

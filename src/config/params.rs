@@ -542,7 +542,7 @@ pub static PARAMS: &[Param] = &[
         "0",
         Size,
         Queue,
-        "Free bytes the queue file system must keep; below it new mail gets 452 (0: only the size check).",
+        "Free bytes the queue file system must keep; below it new mail gets 452 4.3.1 (0: no minimum).",
     ),
     // Delivery scheduling.
     p(
@@ -578,7 +578,7 @@ pub static PARAMS: &[Param] = &[
         "1",
         INT1,
         Delivery,
-        "Failed connections in a row that mark a destination dead in Postfix; in sluice the breaker opens after max(this, sluice_breaker_failure_threshold).",
+        "Failed cohorts before a destination counts as dead: the breaker opens after this × sluice_breaker_failure_threshold failures in a row.",
     ),
     // LMTP/SMTP client.
     p("smtp_connect_timeout", "30s", SECS, Client, "SMTP client: time limit to connect (0: system default)."),

@@ -257,6 +257,27 @@ smtpd_recipient_restrictions = check_recipient_access regexp:$config_directory/r
     assert_eq!(maps[3].lookup("2001:db8::25").unwrap().as_deref(), Some("REJECT doc net"));
     assert_eq!(maps[3].lookup("203.0.113.1").unwrap().as_deref(), Some("DUNNO"));
     assert_eq!(maps[3].lookup("198.51.100.1").unwrap(), None);
+    assert_eq!(
+        maps[3].lookup_client("::ffff:192.0.2.9".parse().unwrap()).unwrap().as_deref(),
+        Some("REJECT test net")
+    );
+}
+
+#[test]
+fn client_lookups_try_shorter_ipv4_prefixes_in_text_tables() {
+    let d = tempfile::tempdir().unwrap();
+    let main = "smtpd_client_restrictions = check_client_access inline:{ { 192.0.2 = REJECT net }, 198.51.100.7=OK, 10=DUNNO }\n";
+    let c = load(d.path(), main, "");
+    let sluice::config::Restriction::CheckClientAccess(m) = &c.restrictions("smtpd_client_restrictions")[0]
+    else {
+        panic!("check_client_access")
+    };
+    let q = |a: &str| m.lookup_client(a.parse().unwrap()).unwrap();
+    assert_eq!(q("192.0.2.200").as_deref(), Some("REJECT net"));
+    assert_eq!(q("198.51.100.7").as_deref(), Some("OK"));
+    assert_eq!(q("198.51.100.8"), None);
+    assert_eq!(q("10.1.2.3").as_deref(), Some("DUNNO"));
+    assert_eq!(q("2001:db8::1"), None);
 }
 
 #[test]

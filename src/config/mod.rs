@@ -147,6 +147,36 @@ impl Maps {
         Ok(None)
     }
 
+    /// Looks up a client IP address as access(5) does for
+    /// `check_client_access`: the address, then for IPv4 its shorter
+    /// network prefixes (`192.0.2.1`, `192.0.2`, `192.0`, `192`) in the
+    /// text tables; cidr (and regexp) tables see the address only. Client
+    /// host names are not looked up (sluice does no reverse DNS here).
+    pub fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
+        let addr = match addr {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+            v4 => v4,
+        };
+        let mut keys = vec![addr.to_string()];
+        if let IpAddr::V4(a) = addr {
+            let o = a.octets();
+            keys.push(format!("{}.{}.{}", o[0], o[1], o[2]));
+            keys.push(format!("{}.{}", o[0], o[1]));
+            keys.push(format!("{}", o[0]));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            for t in &self.tables {
+                if i > 0 && t.is_pattern() {
+                    continue;
+                }
+                if let Some(v) = t.lookup(k)? {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Looks up a domain name (HELO names, `check_helo_access`): the name,
     /// then parent domains per `parent_domain_matches_subdomains` for
     /// `feature`.

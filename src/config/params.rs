@@ -223,7 +223,7 @@ pub static PARAMS: &[Param] = &[
         "3.6",
         Level,
         Identity,
-        "sluice always uses the defaults of Postfix compatibility level 2 and later; a lower setting is warned about.",
+        "sluice always uses the defaults of Postfix compatibility level 2 and later (Postfix's default level is 0); a lower setting is warned about.",
     ),
     computed(
         "config_directory",
@@ -237,7 +237,7 @@ pub static PARAMS: &[Param] = &[
         "/var/spool/sluice",
         Str,
         Identity,
-        "The queue (RocksDB) directory; a relative path is relative to sluice's working directory. Relative unix: next hops resolve against it.",
+        "The queue (RocksDB) directory (Postfix: /var/spool/postfix); a relative path is relative to sluice's working directory. Relative unix: next hops resolve against it.",
     ),
     p(
         "stress",

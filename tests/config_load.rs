@@ -404,3 +404,104 @@ fn a_stale_postmap_index_is_pointed_out() {
     let l = load(d.path(), "transport_maps = hash:$config_directory/transport\n", "");
     assert!(l.warnings.iter().any(|w| w.message.contains("is older than")), "{:?}", l.warnings);
 }
+
+/// The names `src/smtp`, `src/delivery` and `src/admin` read (their
+/// accessors panic on a name missing from params.rs, so this list guards
+/// the contract between the modules).
+#[test]
+fn every_parameter_the_other_modules_read_exists() {
+    let d = tmp();
+    let c = load(d.path(), "", "mbx unix - - n - - lmtp\n").config;
+    for name in [
+        "myhostname",
+        "mail_name",
+        "smtpd_banner",
+        "message_size_limit",
+        "smtpd_recipient_limit",
+        "line_length_limit",
+        "header_size_limit",
+        "hopcount_limit",
+        "smtpd_timeout",
+        "smtpd_starttls_timeout",
+        "smtpd_min_data_rate",
+        "smtpd_hard_error_limit",
+        "smtpd_soft_error_limit",
+        "smtpd_error_sleep_time",
+        "smtpd_junk_command_limit",
+        "smtpd_helo_required",
+        "disable_vrfy_command",
+        "smtputf8_enable",
+        "smtpd_forbid_bare_newline",
+        "smtpd_forbid_bare_newline_exclusions",
+        "smtpd_forbid_bare_newline_reject_code",
+        "smtpd_forbid_unauth_pipelining",
+        "smtpd_tls_security_level",
+        "smtpd_tls_cert_file",
+        "smtpd_tls_key_file",
+        "default_process_limit",
+        "smtpd_client_connection_count_limit",
+        "smtpd_client_connection_rate_limit",
+        "smtpd_client_message_rate_limit",
+        "anvil_rate_time_unit",
+        "smtpd_client_event_limit_exceptions",
+        "sluice_queue_high_water",
+        "sluice_queue_high_water_bytes",
+        "queue_minfree",
+        "smtpd_reject_unlisted_recipient",
+        "smtpd_client_restrictions",
+        "smtpd_relay_restrictions",
+        "smtpd_recipient_restrictions",
+        "relay_domains_reject_code",
+        "unknown_relay_recipient_reject_code",
+        "access_map_reject_code",
+        "access_map_defer_code",
+        "minimal_backoff_time",
+        "maximal_backoff_time",
+        "maximal_queue_lifetime",
+        "bounce_queue_lifetime",
+        "delay_warning_time",
+        "queue_run_delay",
+        "qmgr_message_active_limit",
+        "initial_destination_concurrency",
+        "sluice_shutdown_grace",
+        "sluice_log_format",
+        "maillog_file",
+        "sluice_admin_socket",
+        "sluice_metrics_listen",
+        "queue_directory",
+        "relayhost",
+    ] {
+        let _ = c.string(name);
+    }
+    let _ = c.maps("relay_recipient_maps");
+    let _ = c.list("smtpd_relay_restrictions");
+    for transport in ["mbx", "lmtp", "smtp", "relay"] {
+        for suffix in [
+            "destination_recipient_limit",
+            "destination_concurrency_limit",
+            "sluice_breaker_failure_threshold",
+            "destination_concurrency_failed_cohort_limit",
+            "sluice_rate_burst",
+            "destination_rate_delay",
+            "sluice_latency_target",
+            "sluice_breaker_cooldown",
+            "sluice_breaker_max_cooldown",
+            "connection_cache_time_limit",
+            "connection_reuse_time_limit",
+            "connect_timeout",
+            "helo_timeout",
+            "mail_timeout",
+            "rcpt_timeout",
+            "data_init_timeout",
+            "data_xfer_timeout",
+            "data_done_timeout",
+            "rset_timeout",
+            "quit_timeout",
+            "sluice_rate_limit",
+            "helo_name",
+            "initial_destination_concurrency",
+        ] {
+            let _ = c.transport_param(transport, suffix);
+        }
+    }
+}

@@ -22,6 +22,10 @@ const DIFFERENT_DEFAULTS: &[(&str, &str)] = &[
         "smtpd_forbid_bare_newline",
         "sluice uses Postfix 3.9's safe default (normalize); Debian 12's 3.7 backport says no",
     ),
+    (
+        "smtpd_forbid_unauth_pipelining",
+        "sluice uses Postfix 3.9's default (yes); Debian 12's 3.7 backport says no",
+    ),
 ];
 
 /// Defaults written differently that expand to the same value.

@@ -247,6 +247,13 @@ pub static PARAMS: &[Param] = &[
         "Postfix's master sets this under overload; sluice never does, so stress-dependent defaults take their normal value.",
     ),
     p(
+        "maillog_file",
+        "",
+        Str,
+        Identity,
+        "File the log lines are appended to; empty: standard error (the journal under systemd).",
+    ),
+    p(
         "service_name",
         "",
         Str,
@@ -394,6 +401,56 @@ pub static PARAMS: &[Param] = &[
         "Errors in one session after which the server disconnects.",
     ),
     p(
+        "smtpd_soft_error_limit",
+        "10",
+        INT0,
+        Limits,
+        "Errors in one session after which each further error reply is delayed by smtpd_error_sleep_time.",
+    ),
+    p(
+        "smtpd_error_sleep_time",
+        "1s",
+        SECS,
+        Limits,
+        "Delay before an error reply once smtpd_soft_error_limit is reached.",
+    ),
+    p(
+        "smtpd_junk_command_limit",
+        "${stress?{1}:{100}}",
+        INT1,
+        Limits,
+        "NOOP, VRFY, RSET and similar commands allowed in one session before disconnecting.",
+    ),
+    p(
+        "smtpd_min_data_rate",
+        "500",
+        INT0,
+        Limits,
+        "Least bytes per second a client must send during DATA/BDAT (0: no minimum); slower clients time out.",
+    ),
+    p(
+        "line_length_limit",
+        "2048",
+        Kind::Int { min: 512 },
+        Limits,
+        "Longest SMTP command line accepted, in bytes.",
+    ),
+    p(
+        "header_size_limit",
+        "102400",
+        INT1,
+        Limits,
+        "Most bytes of message headers examined (Received: count, loop detection).",
+    ),
+    p("smtputf8_enable", "yes", Bool, Limits, "Announce and accept SMTPUTF8 (RFC 6531)."),
+    p(
+        "smtpd_forbid_unauth_pipelining",
+        "yes",
+        Bool,
+        Limits,
+        "Disconnect a client that sends commands ahead of time without PIPELINING allowing it (default as in Postfix 3.9).",
+    ),
+    p(
         "smtpd_client_connection_count_limit",
         "50",
         INT0,
@@ -475,6 +532,13 @@ pub static PARAMS: &[Param] = &[
         Tls,
         "none (or empty): no STARTTLS; may: offer STARTTLS; encrypt: require it before MAIL.",
     ),
+    p(
+        "smtpd_starttls_timeout",
+        "${stress?{10}:{300}}s",
+        SECS,
+        Tls,
+        "Time limit for the TLS handshake after STARTTLS.",
+    ),
     // Routing.
     p(
         "transport_maps",
@@ -536,6 +600,13 @@ pub static PARAMS: &[Param] = &[
         Kind::Time { unit: 'h', ms: false },
         Queue,
         "Send the sender a delay notice after this long (0: never).",
+    ),
+    p(
+        "qmgr_message_active_limit",
+        "20000",
+        INT1,
+        Queue,
+        "Most messages the scheduler holds in memory at once; the rest stay on disk until there is room.",
     ),
     p(
         "queue_minfree",
@@ -609,6 +680,20 @@ pub static PARAMS: &[Param] = &[
         "SMTP client: time limit for the RSET reply on a reused connection.",
     ),
     p("smtp_helo_name", "$myhostname", Str, Client, "SMTP client: the name sent in EHLO."),
+    p(
+        "smtp_connection_cache_time_limit",
+        "2s",
+        SECS,
+        Client,
+        "SMTP client: how long an idle connection is kept open for reuse.",
+    ),
+    p(
+        "smtp_connection_reuse_time_limit",
+        "300s",
+        SECS,
+        Client,
+        "SMTP client: how long a connection may be reused before it is closed.",
+    ),
     p("lmtp_connect_timeout", "0s", SECS, Client, "LMTP client: time limit to connect (0: system default)."),
     p("lmtp_lhlo_timeout", "300s", SECS, Client, "LMTP client: time limit for the greeting and LHLO reply."),
     p("lmtp_mail_timeout", "300s", SECS, Client, "LMTP client: time limit for the MAIL FROM reply."),
@@ -637,6 +722,20 @@ pub static PARAMS: &[Param] = &[
         "LMTP client: time limit for the RSET reply on a reused connection.",
     ),
     p("lmtp_lhlo_name", "$myhostname", Str, Client, "LMTP client: the name sent in LHLO."),
+    p(
+        "lmtp_connection_cache_time_limit",
+        "2s",
+        SECS,
+        Client,
+        "LMTP client: how long an idle connection is kept open for reuse.",
+    ),
+    p(
+        "lmtp_connection_reuse_time_limit",
+        "300s",
+        SECS,
+        Client,
+        "LMTP client: how long a connection may be reused before it is closed.",
+    ),
     // sluice additions.
     p(
         "sluice_rate_limit",
@@ -714,6 +813,13 @@ pub static PARAMS: &[Param] = &[
         Enum(&["text", "json"]),
         Sluice,
         "Log lines as Postfix-style text or as JSON objects.",
+    ),
+    p(
+        "sluice_shutdown_grace",
+        "10s",
+        SECS_MS,
+        Sluice,
+        "On stop, how long SMTP sessions and deliveries may finish before the rest get 421 or are deferred.",
     ),
 ];
 

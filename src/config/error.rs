@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 /// Where a problem was found: file and line, and the parameter if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The file the problem is in (main.cf, master.cf or a table file).
     pub file: PathBuf,
     /// 1-based line, when the problem is on a line.
     pub line: Option<usize>,
+    /// The parameter concerned, when there is one.
     pub param: Option<String>,
+    /// What is wrong, lower case, no trailing period.
     pub message: String,
 }
 

@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
             client_connection_count_limit: 0,
             max_sessions: 100,
             policy: Policy {
-                mynetworks: vec!["192.0.2.0/24".parse()?],
+                mynetworks: vec!["192.0.2.0/24".parse()?].into(),
                 relay: vec![Restriction::PermitMynetworks, Restriction::RejectUnauthDestination],
                 lookups: Arc::new(StaticLookups {
                     relay_domains: vec![domain.clone()],

@@ -294,11 +294,60 @@ pub fn client_keys(addr: IpAddr) -> Vec<String> {
     keys
 }
 
+/// A client address list in `mynetworks` syntax.
+#[derive(Clone)]
+pub enum Networks {
+    /// Literal networks.
+    List(Vec<IpNet>),
+    /// A network-list parameter of a loaded configuration, with its tables,
+    /// negations and pattern files (`mynetworks`,
+    /// `smtpd_forbid_bare_newline_exclusions`, ...).
+    Param { config: Arc<crate::config::Config>, name: &'static str },
+}
+
+impl Networks {
+    /// True when `addr` is in the list (an IPv4-mapped IPv6 address
+    /// matches as its IPv4 form).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match self {
+            Networks::List(nets) => {
+                let v4 = match addr {
+                    IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4),
+                    IpAddr::V4(_) => None,
+                };
+                nets.iter().any(|n| n.contains(&addr) || v4.is_some_and(|a| n.contains(&a)))
+            }
+            Networks::Param { config, name } => config.matches_client(name, addr),
+        }
+    }
+}
+
+impl From<Vec<IpNet>> for Networks {
+    fn from(nets: Vec<IpNet>) -> Networks {
+        Networks::List(nets)
+    }
+}
+
+impl Default for Networks {
+    fn default() -> Networks {
+        Networks::List(Vec::new())
+    }
+}
+
+impl fmt::Debug for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Networks::List(n) => f.debug_tuple("List").field(n).finish(),
+            Networks::Param { name, .. } => write!(f, "Param({name})"),
+        }
+    }
+}
+
 /// The restriction lists and what they consult.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// `mynetworks`.
-    pub mynetworks: Vec<IpNet>,
+    pub mynetworks: Networks,
     /// `smtpd_client_restrictions`.
     pub client: Vec<Restriction>,
     /// `smtpd_helo_restrictions`.
@@ -320,7 +369,10 @@ impl Default for Policy {
     /// `relay_domains` (none), which is not an open relay.
     fn default() -> Self {
         Policy {
-            mynetworks: vec!["127.0.0.0/8".parse().expect("literal"), "::1/128".parse().expect("literal")],
+            mynetworks: Networks::List(vec![
+                "127.0.0.0/8".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ]),
             client: Vec::new(),
             helo: Vec::new(),
             sender: Vec::new(),
@@ -486,7 +538,7 @@ impl Policy {
                     None
                 }
                 Restriction::PermitMynetworks => {
-                    self.mynetworks.iter().any(|n| n.contains(&req.client.addr)).then_some(Step::Permit)
+                    self.mynetworks.contains(req.client.addr).then_some(Step::Permit)
                 }
                 Restriction::PermitSaslAuthenticated | Restriction::RejectUnauthPipelining => None,
                 Restriction::PermitAuthDestination => self.authorized(rcpt)?.then_some(Step::Permit),

@@ -49,7 +49,7 @@ pub fn relay_settings() -> Settings {
         client_connection_count_limit: 0,
         max_sessions: 2000,
         policy: Policy {
-            mynetworks: vec!["192.0.2.0/24".parse().expect("literal")],
+            mynetworks: vec!["192.0.2.0/24".parse().expect("literal")].into(),
             relay: vec![Restriction::PermitMynetworks, Restriction::RejectUnauthDestination],
             lookups: Arc::new(lookups),
             ..Policy::default()

@@ -45,7 +45,7 @@ fn table(name: &str) -> Option<Arc<dyn AccessTable>> {
 
 fn policy(relay: &str, recipient: &str) -> Policy {
     Policy {
-        mynetworks: vec!["10.0.0.0/8".parse().unwrap()],
+        mynetworks: vec!["10.0.0.0/8".parse().unwrap()].into(),
         relay: parse_restrictions("smtpd_relay_restrictions", &words(relay), &table).unwrap(),
         recipient: parse_restrictions("smtpd_recipient_restrictions", &words(recipient), &table).unwrap(),
         lookups: Arc::new(lookups()),
@@ -313,4 +313,11 @@ fn non_fqdn_recipients_and_auth_destination() {
         "504 5.5.2 <user@relay>: Recipient address rejected: need fully-qualified address"
     );
     assert!(reply(p.check_recipient(OUTSIDE, "user@elsewhere.example")).starts_with("554 5.7.1"));
+}
+
+#[test]
+fn ipv4_mapped_clients_match_ipv4_networks() {
+    let n = Networks::from(vec!["192.0.2.0/24".parse().unwrap()]);
+    assert!(n.contains("::ffff:192.0.2.9".parse().unwrap()));
+    assert!(!n.contains("2001:db8::1".parse().unwrap()));
 }

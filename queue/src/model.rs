@@ -223,6 +223,43 @@ pub struct Envelope {
     pub is_notification: bool,
 }
 
+impl Envelope {
+    /// Recipients not yet final (pending or deferred).
+    pub fn pending(&self) -> usize {
+        self.recipients.iter().filter(|r| !r.state.is_final()).count()
+    }
+
+    /// True when every recipient is final: the message is done and leaves
+    /// the queue. (An envelope without recipients is done too.)
+    pub fn is_done(&self) -> bool {
+        self.recipients.iter().all(|r| r.state.is_final())
+    }
+
+    /// Applies one attempt's outcome for recipient `idx` at `now`; returns
+    /// false (and changes nothing) when there is no such recipient.
+    ///
+    /// The transitions: a final recipient stays as it is (a duplicate or late
+    /// result never un-delivers or un-bounces anyone); `Delivered` and
+    /// `Bounced` are final and count an attempt; `Deferred` keeps the
+    /// recipient pending with the last reply and counts an attempt;
+    /// `Postponed` changes nothing (only the message's due time moves).
+    pub fn apply(&mut self, idx: usize, outcome: &Outcome, now: UnixMillis) -> bool {
+        let Some(r) = self.recipients.get_mut(idx) else { return false };
+        if r.state.is_final() {
+            return true;
+        }
+        let state = match outcome {
+            Outcome::Postponed => return true,
+            Outcome::Delivered { reply } => RcptState::Delivered { at: now, reply: reply.clone() },
+            Outcome::Bounced { reply } => RcptState::Bounced { at: now, reply: reply.clone(), notified: false },
+            Outcome::Deferred { reply } => RcptState::Deferred { reply: reply.clone() },
+        };
+        r.state = state;
+        r.attempts = r.attempts.saturating_add(1);
+        true
+    }
+}
+
 /// What the delivery layer learned about one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -304,4 +341,20 @@ pub struct Stats {
     pub oldest_arrival: Option<UnixMillis>,
     /// Records found corrupt and moved aside (see `Queue::quarantined`).
     pub quarantined: u64,
+}
+
+/// A record found undecodable and moved to the quarantine (see
+/// [`Queue::quarantined`](crate::Queue::quarantined)). Its original bytes
+/// are kept there untouched; a quarantined message's body chunks stay in
+/// place under its queue ID so it can be rebuilt by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The table it came from (`envelopes`, `meta`, ...).
+    pub table: String,
+    /// Its key there: the queue ID for messages, else the key as text.
+    pub key: String,
+    /// Why it could not be read.
+    pub reason: String,
+    /// Size of the original value in bytes.
+    pub size: usize,
 }

@@ -358,3 +358,93 @@ pub struct Quarantined {
     /// Size of the original value in bytes.
     pub size: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            "[a-z ]{0,8}".prop_map(|reply| Outcome::Delivered { reply }),
+            "[a-z ]{0,8}".prop_map(|reply| Outcome::Deferred { reply }),
+            "[a-z ]{0,8}".prop_map(|reply| Outcome::Bounced { reply }),
+            Just(Outcome::Postponed),
+        ]
+    }
+
+    fn envelope(n: usize) -> Envelope {
+        Envelope {
+            sender: String::new(),
+            recipients: (0..n).map(|i| Recipient::new(format!("r{i}@example.net"))).collect(),
+            arrival: 0,
+            size: 0,
+            client: ClientInfo { addr: None, name: String::new(), helo: String::new(), protocol: String::new() },
+            declared_size: None,
+            body_type: BodyType::Unspecified,
+            smtputf8: false,
+            ret: DsnRet::Unspecified,
+            envid: None,
+            held: false,
+            delay_warned: false,
+            is_notification: false,
+        }
+    }
+
+    proptest! {
+        /// Every sequence of results obeys the transition rules, checked
+        /// step by step against the state before it.
+        #[test]
+        fn recipient_state_transitions(
+            n in 0usize..5,
+            steps in proptest::collection::vec((0usize..6, outcome(), any::<u64>()), 0..40),
+        ) {
+            let mut env = envelope(n);
+            for (idx, o, now) in steps {
+                let before = env.clone();
+                let applied = env.apply(idx, &o, now);
+                prop_assert_eq!(applied, idx < n);
+                if !applied {
+                    prop_assert_eq!(&env, &before);
+                    continue;
+                }
+                let (b, a) = (&before.recipients[idx], &env.recipients[idx]);
+                // Only the addressed recipient changes.
+                for (i, (x, y)) in before.recipients.iter().zip(&env.recipients).enumerate() {
+                    if i != idx {
+                        prop_assert_eq!(x, y);
+                    }
+                }
+                if b.state.is_final() || o == Outcome::Postponed {
+                    prop_assert_eq!(a, b);
+                    continue;
+                }
+                prop_assert_eq!(a.attempts, b.attempts + 1);
+                match (&o, &a.state) {
+                    (Outcome::Delivered { reply }, RcptState::Delivered { at, reply: r }) => {
+                        prop_assert_eq!((at, r), (&now, reply));
+                    }
+                    (Outcome::Bounced { reply }, RcptState::Bounced { at, reply: r, notified }) => {
+                        prop_assert_eq!((at, r, notified), (&now, reply, &false));
+                    }
+                    (Outcome::Deferred { reply }, RcptState::Deferred { reply: r }) => prop_assert_eq!(r, reply),
+                    (o, s) => prop_assert!(false, "{o:?} led to {s:?}"),
+                }
+                prop_assert!(env.pending() <= before.pending());
+                prop_assert_eq!(env.is_done(), env.pending() == 0);
+            }
+        }
+    }
+
+    #[test]
+    fn queue_ids_print_in_postfix_long_form_and_sort_as_text() {
+        let a = QueueId::from_micros(1_700_000_000_123_456);
+        let b = QueueId::from_micros(1_700_000_000_123_457);
+        let (sa, sb) = (a.to_string(), b.to_string());
+        assert_eq!(sa.len(), 10);
+        assert!(sa < sb);
+        assert_eq!(sa.parse::<QueueId>(), Ok(a));
+        assert!("AAAAAAAAAA".parse::<QueueId>().is_err(), "vowels are not in the alphabet");
+        assert!("short".parse::<QueueId>().is_err());
+    }
+}

@@ -388,12 +388,8 @@ pub(crate) fn decode_record(buf: &[u8]) -> Result<Record, DecodeError> {
         }
         tag => return Err(DecodeError::Tag { field: "client address", tag }),
     };
-    let client = ClientInfo {
-        addr,
-        name: r.str("client name")?,
-        helo: r.str("helo")?,
-        protocol: r.str("protocol")?,
-    };
+    let client =
+        ClientInfo { addr, name: r.str("client name")?, helo: r.str("helo")?, protocol: r.str("protocol")? };
     let declared_size = r.opt_varint("declared size")?;
     let body_type = match r.u8()? {
         0 => BodyType::Unspecified,
@@ -562,8 +558,11 @@ pub(crate) mod tests {
             Just(RcptState::Pending),
             (any::<u64>(), text()).prop_map(|(at, reply)| RcptState::Delivered { at, reply }),
             text().prop_map(|reply| RcptState::Deferred { reply }),
-            (any::<u64>(), text(), any::<bool>())
-                .prop_map(|(at, reply, notified)| RcptState::Bounced { at, reply, notified }),
+            (any::<u64>(), text(), any::<bool>()).prop_map(|(at, reply, notified)| RcptState::Bounced {
+                at,
+                reply,
+                notified
+            }),
         ]
     }
 
@@ -592,7 +591,13 @@ pub(crate) mod tests {
         (
             (text(), proptest::collection::vec(recipient(), 0..6), any::<u64>(), any::<u64>()),
             (addr(), text(), text(), text()),
-            (proptest::option::of(any::<u64>()), 0u8..4, 0u8..3, any::<[bool; 4]>(), proptest::option::of(text())),
+            (
+                proptest::option::of(any::<u64>()),
+                0u8..4,
+                0u8..3,
+                any::<[bool; 4]>(),
+                proptest::option::of(text()),
+            ),
         )
             .prop_map(|((sender, recipients, arrival, size), (addr, name, helo, protocol), rest)| {
                 let (declared_size, body, ret, flags, envid) = rest;
@@ -628,13 +633,16 @@ pub(crate) mod tests {
             proptest::option::of(any::<u64>()),
             proptest::option::of(text()),
         )
-            .prop_map(|(b, failed_probes, opened_at, probe_at, paused_until, last_error)| BackendRecord {
-                breaker: [BreakerPosition::Closed, BreakerPosition::Open, BreakerPosition::HalfOpen][b as usize],
-                failed_probes,
-                opened_at,
-                probe_at,
-                paused_until,
-                last_error,
+            .prop_map(|(b, failed_probes, opened_at, probe_at, paused_until, last_error)| {
+                BackendRecord {
+                    breaker: [BreakerPosition::Closed, BreakerPosition::Open, BreakerPosition::HalfOpen]
+                        [b as usize],
+                    failed_probes,
+                    opened_at,
+                    probe_at,
+                    paused_until,
+                    last_error,
+                }
             })
     }
 

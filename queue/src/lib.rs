@@ -399,7 +399,11 @@ impl Inner {
                     if inner.is_inflight(m.id)? {
                         change.delete(Table::Inflight, keys::id_key(m.id).to_vec());
                         if !rec.envelope.held {
-                            change.put(Table::Schedule, keys::schedule_key(rec.due, m.id).to_vec(), Vec::new());
+                            change.put(
+                                Table::Schedule,
+                                keys::schedule_key(rec.due, m.id).to_vec(),
+                                Vec::new(),
+                            );
                         }
                     }
                 }
@@ -429,7 +433,8 @@ impl Inner {
 impl Queue {
     fn from_opened(o: recover::Opened, opts: &Options, writable: bool) -> Result<Queue> {
         let dir = o.store.dir().to_path_buf();
-        let writer = if writable { Some(Writer::start(Arc::clone(&o.store), Arc::clone(&o.shared))?) } else { None };
+        let writer =
+            if writable { Some(Writer::start(Arc::clone(&o.store), Arc::clone(&o.shared))?) } else { None };
         Ok(Queue {
             inner: Arc::new(Inner {
                 writer,
@@ -637,7 +642,8 @@ impl Queue {
                     }
                     Lookup::Found(r) => r,
                 };
-                let mut body = Vec::with_capacity(usize::try_from(rec.envelope.size).unwrap_or(0).min(64 << 20));
+                let mut body =
+                    Vec::with_capacity(usize::try_from(rec.envelope.size).unwrap_or(0).min(64 << 20));
                 let mut problem = None;
                 for n in 0..rec.chunks {
                     match inner.store.get(Table::Bodies, &keys::chunk_key(id, n))? {
@@ -649,7 +655,8 @@ impl Queue {
                     }
                 }
                 if problem.is_none() && body.len() as u64 != rec.envelope.size {
-                    problem = Some(format!("body has {} bytes, envelope says {}", body.len(), rec.envelope.size));
+                    problem =
+                        Some(format!("body has {} bytes, envelope says {}", body.len(), rec.envelope.size));
                 }
                 match problem {
                     None => Ok((change, Ok(body))),
@@ -896,7 +903,8 @@ impl Queue {
                     None => inner.shared.envelope_floor.get(),
                 };
                 let limit = filter.limit.unwrap_or(usize::MAX);
-                let domain = filter.rcpt_domain.as_deref().map(|d| d.trim_start_matches('@').to_ascii_lowercase());
+                let domain =
+                    filter.rcpt_domain.as_deref().map(|d| d.trim_start_matches('@').to_ascii_lowercase());
                 let mut found = Vec::new();
                 let mut corrupt = Vec::new();
                 if limit == 0 {
@@ -1060,6 +1068,9 @@ impl Queue {
     /// Waits until every write handed to the writer is on disk, then stops
     /// the writer thread. Later writes fail with [`Error::Closed`]. Closing
     /// twice, or a read-only queue, is fine.
+    ///
+    /// Also flushes RocksDB's memtables, so the next open has no log to
+    /// replay; this can take a moment with a large unflushed memtable.
     pub async fn close(&self) -> Result<()> {
         match &self.inner.writer {
             None => Ok(()),
@@ -1074,7 +1085,12 @@ impl Queue {
     /// `due` when given) without any checking, to exercise corruption
     /// handling. Not for production use.
     #[doc(hidden)]
-    pub async fn debug_put_raw_envelope(&self, id: QueueId, raw: &[u8], due: Option<UnixMillis>) -> Result<()> {
+    pub async fn debug_put_raw_envelope(
+        &self,
+        id: QueueId,
+        raw: &[u8],
+        due: Option<UnixMillis>,
+    ) -> Result<()> {
         let writer = self.inner.writer()?;
         let mut change = Change::new(Durability::Synced);
         change.put(Table::Envelopes, keys::id_key(id).to_vec(), raw.to_vec());
@@ -1168,7 +1184,8 @@ impl Draft {
             change.put(Table::Drafts, keys::id_key(self.id).to_vec(), Vec::new());
         }
         let n = self.chunks;
-        self.chunks = self.chunks.checked_add(1).ok_or_else(|| Error::Storage("body has too many chunks".into()))?;
+        self.chunks =
+            self.chunks.checked_add(1).ok_or_else(|| Error::Storage("body has too many chunks".into()))?;
         change.put(Table::Bodies, keys::chunk_key(self.id, n).to_vec(), data);
         writer.submit(change).await
     }
@@ -1219,7 +1236,12 @@ impl Draft {
         self.finished = true;
         writer.submit(change).await?;
         let e = &rec.envelope;
-        tracing::info!("{id}: from=<{}>, size={}, nrcpt={} (queue active)", e.sender, e.size, e.recipients.len());
+        tracing::info!(
+            "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+            e.sender,
+            e.size,
+            e.recipients.len()
+        );
         inner.wake();
         Ok(id)
     }

@@ -251,7 +251,9 @@ impl Envelope {
         let state = match outcome {
             Outcome::Postponed => return true,
             Outcome::Delivered { reply } => RcptState::Delivered { at: now, reply: reply.clone() },
-            Outcome::Bounced { reply } => RcptState::Bounced { at: now, reply: reply.clone(), notified: false },
+            Outcome::Bounced { reply } => {
+                RcptState::Bounced { at: now, reply: reply.clone(), notified: false }
+            }
             Outcome::Deferred { reply } => RcptState::Deferred { reply: reply.clone() },
         };
         r.state = state;
@@ -379,7 +381,12 @@ mod tests {
             recipients: (0..n).map(|i| Recipient::new(format!("r{i}@example.net"))).collect(),
             arrival: 0,
             size: 0,
-            client: ClientInfo { addr: None, name: String::new(), helo: String::new(), protocol: String::new() },
+            client: ClientInfo {
+                addr: None,
+                name: String::new(),
+                helo: String::new(),
+                protocol: String::new(),
+            },
             declared_size: None,
             body_type: BodyType::Unspecified,
             smtputf8: false,

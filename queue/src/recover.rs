@@ -94,7 +94,9 @@ fn load_counters(store: &Store, shared: &Shared) -> Result<(), Error> {
                 return Ok(());
             }
             Err(e) => {
-                tracing::error!("queue counters record is corrupt ({e}): quarantined, rebuilding from envelopes");
+                tracing::error!(
+                    "queue counters record is corrupt ({e}): quarantined, rebuilding from envelopes"
+                );
                 if !store.is_read_only() {
                     let change = quarantine_change(Table::Meta, COUNTERS_KEY, &raw, &e.to_string());
                     write_group(store, shared, [&change])?;
@@ -177,7 +179,12 @@ fn remove_drafts(store: &Store, shared: &Shared) -> Result<usize, Error> {
 
 /// Makes every in-flight message due again, spread evenly over `spread`
 /// from `now`. Returns how many.
-fn requeue_inflight(store: &Store, shared: &Shared, spread: Duration, now: UnixMillis) -> Result<usize, Error> {
+fn requeue_inflight(
+    store: &Store,
+    shared: &Shared,
+    spread: Duration,
+    now: UnixMillis,
+) -> Result<usize, Error> {
     let mut ids = Vec::new();
     store.scan(Table::Inflight, &[], None, |k, v| {
         // The claimed-at due time is only reported: the message is made due

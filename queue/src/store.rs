@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompactionStyle, DBRecoveryMode, Direction,
-    IteratorMode, Options as DbOptions, ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompactionStyle, DBRecoveryMode,
+    Direction, IteratorMode, Options as DbOptions, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::error::Error;
@@ -154,7 +154,9 @@ impl Store {
     pub(crate) fn cf(&self, t: Table) -> Result<&ColumnFamily, Error> {
         // Every table is created at open, so this only fails on a damaged
         // database.
-        self.db.cf_handle(t.name()).ok_or_else(|| Error::Storage(format!("missing column family {}", t.name())))
+        self.db
+            .cf_handle(t.name())
+            .ok_or_else(|| Error::Storage(format!("missing column family {}", t.name())))
     }
 
     /// One value.
@@ -195,7 +197,12 @@ impl Store {
     }
 
     /// The first key at or after `lower` (and before `upper`).
-    pub(crate) fn first_key(&self, t: Table, lower: &[u8], upper: Option<&[u8]>) -> Result<Option<Vec<u8>>, Error> {
+    pub(crate) fn first_key(
+        &self,
+        t: Table,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, Error> {
         let mut first = None;
         self.scan(t, lower, upper, |k, _| {
             first = Some(k.to_vec());
@@ -242,6 +249,19 @@ impl Store {
             return Ok(());
         }
         self.db.flush_wal(true).map_err(storage)
+    }
+
+    /// Flushes every table's memtable to disk files, so the next open has
+    /// no log to replay (a clean shutdown; after a crash the log is
+    /// replayed, bounded by `MAX_TOTAL_WAL`).
+    pub(crate) fn flush_all(&self) -> Result<(), Error> {
+        if self.read_only {
+            return Ok(());
+        }
+        for t in Table::ALL {
+            self.db.flush_cf(self.cf(t)?).map_err(storage)?;
+        }
+        Ok(())
     }
 
     /// Compacts the start of a table up to `end` (all of it for `None`):

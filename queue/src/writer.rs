@@ -398,7 +398,8 @@ fn run(store: Arc<Store>, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
                 }
             }
         }
-        if deletes_since_compaction >= COMPACT_AFTER_DELETES && maintenance.as_ref().is_none_or(|h| h.is_finished())
+        if deletes_since_compaction >= COMPACT_AFTER_DELETES
+            && maintenance.as_ref().is_none_or(|h| h.is_finished())
         {
             deletes_since_compaction = 0;
             if let Some(h) = maintenance.take() {
@@ -417,6 +418,13 @@ fn run(store: Arc<Store>, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
     }
     if let Some(a) = closing {
         let r = store.sync_wal();
+        // Not needed for durability (the log has it all): it spares the next
+        // open replaying the log, which holds recent bodies.
+        if r.is_ok()
+            && let Err(e) = store.flush_all()
+        {
+            tracing::warn!("queue: flush at close failed (the log will be replayed at open): {e}");
+        }
         // Release the database before answering, so a caller that closes
         // and drops the queue can reopen it at once.
         drop(store);
@@ -464,7 +472,12 @@ mod tests {
             recipients: (0..rcpts).map(|i| Recipient::new(format!("r{i}@x"))).collect(),
             arrival: 0,
             size,
-            client: ClientInfo { addr: None, name: String::new(), helo: String::new(), protocol: String::new() },
+            client: ClientInfo {
+                addr: None,
+                name: String::new(),
+                helo: String::new(),
+                protocol: String::new(),
+            },
             declared_size: None,
             body_type: Default::default(),
             smtputf8: false,

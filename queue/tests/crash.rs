@@ -37,7 +37,8 @@ fn options() -> Options {
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var(DIR_VAR) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let q = Queue::open(Path::new(&dir), &options(), wall_millis()).expect("child opens queue");
         for w in 0..WRITERS {
@@ -166,5 +167,8 @@ fn acknowledged_messages_survive_sigkill() {
     assert!(stored >= all.len());
     assert!(all.len() >= ROUNDS - ROUNDS / 6, "each normal round acknowledged at least one message");
     assert!(multi_chunk > 0, "some acknowledged bodies spanned several chunks");
-    eprintln!("crash test: {} acknowledged messages over {ROUNDS} kills, {multi_chunk} multi-chunk", all.len());
+    eprintln!(
+        "crash test: {} acknowledged messages over {ROUNDS} kills, {multi_chunk} multi-chunk",
+        all.len()
+    );
 }

@@ -121,8 +121,11 @@ async fn run(ops: Vec<Op>, dir: &Path) -> Result<(), TestCaseError> {
             }
             Op::Claim { limit } => {
                 let got = q.claim_due(now, limit).await.map_err(fail)?;
-                let mut due: Vec<_> =
-                    model.iter().filter(|(_, m)| m.scheduled() && m.due <= now).map(|(id, m)| (m.due, *id)).collect();
+                let mut due: Vec<_> = model
+                    .iter()
+                    .filter(|(_, m)| m.scheduled() && m.due <= now)
+                    .map(|(id, m)| (m.due, *id))
+                    .collect();
                 due.sort();
                 due.truncate(limit);
                 let got_keys: Vec<_> = got.iter().map(|m| (m.due, m.id)).collect();

@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use sluice_queue::{
-    Admission, BackendRecord, BreakerPosition, Error, Filter, Options, Outcome, Queue, QueueId, RcptState, Recorded,
+    Admission, BackendRecord, BreakerPosition, Error, Filter, Options, Outcome, Queue, QueueId, RcptState,
+    Recorded,
 };
 use support::{Rng, body_for, envelope};
 
@@ -193,7 +194,11 @@ async fn record_reschedules_until_every_recipient_is_final_then_removes() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path(), T0);
     let id = q
-        .enqueue(envelope("s@example.org", &["a@example.net", "b@example.net", "c@example.net"]), &[7; 3000], T0)
+        .enqueue(
+            envelope("s@example.org", &["a@example.net", "b@example.net", "c@example.net"]),
+            &[7; 3000],
+            T0,
+        )
         .await
         .unwrap();
     assert_eq!(q.claim_due(T0, 10).await.unwrap().len(), 1);
@@ -380,7 +385,11 @@ async fn requeue_makes_waiting_mail_due_now() {
         let deferred = [(0, Outcome::Deferred { reply: "451".into() })];
         q.record(m.id, &deferred, T0 + 3_600_000, T0).await.unwrap();
     }
-    assert_eq!(q.requeue(Some(&[ids[0], due_now]), T0 + 10).await.unwrap(), 1, "already-due mail is not moved");
+    assert_eq!(
+        q.requeue(Some(&[ids[0], due_now]), T0 + 10).await.unwrap(),
+        1,
+        "already-due mail is not moved"
+    );
     assert_eq!(q.envelope(ids[0]).await.unwrap().unwrap().1, Some(T0 + 10));
     assert_eq!(q.requeue(None, T0 + 20).await.unwrap(), 2);
     let due: Vec<_> = q.claim_due(T0 + 20, 10).await.unwrap().iter().map(|m| (m.id, m.due)).collect();
@@ -465,9 +474,15 @@ async fn admit_applies_high_water_marks_and_free_space() {
         q.admit(&Admission { max_messages: 1, ..Admission::default() }),
         Err(Error::Full { messages: 1, bytes: 100 })
     ));
-    assert!(matches!(q.admit(&Admission { max_bytes: 100, ..Admission::default() }), Err(Error::Full { .. })));
+    assert!(matches!(
+        q.admit(&Admission { max_bytes: 100, ..Admission::default() }),
+        Err(Error::Full { .. })
+    ));
     q.admit(&Admission { max_messages: 2, max_bytes: 101, min_free: 1 }).unwrap();
-    assert!(matches!(q.admit(&Admission { min_free: u64::MAX, ..Admission::default() }), Err(Error::DiskLow { .. })));
+    assert!(matches!(
+        q.admit(&Admission { min_free: u64::MAX, ..Admission::default() }),
+        Err(Error::DiskLow { .. })
+    ));
 }
 
 #[tokio::test]

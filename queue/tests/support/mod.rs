@@ -33,7 +33,10 @@ pub fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
 /// tests that need real time read it here.)
 #[allow(clippy::disallowed_methods)]
 pub fn wall_millis() -> UnixMillis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A small fast PRNG (xorshift64*), seeded per message.
@@ -59,9 +62,9 @@ impl Rng {
 pub fn body_for(id: QueueId, chunk: usize) -> Vec<u8> {
     let mut rng = Rng::new(id.as_micros());
     let pick = rng.next_u64();
-    let len = if pick % 8 == 0 {
+    let len = if pick.is_multiple_of(8) {
         let chunks = 1 + (rng.next_u64() % 4) as usize;
-        let rest = if pick % 3 == 0 { 0 } else { (rng.next_u64() % chunk as u64) as usize };
+        let rest = if pick.is_multiple_of(3) { 0 } else { (rng.next_u64() % chunk as u64) as usize };
         chunks * chunk + rest
     } else {
         100 + (rng.next_u64() % 6000) as usize

@@ -1166,10 +1166,12 @@ impl Draft {
             self.buf.extend_from_slice(&bytes[..room]);
             bytes = &bytes[room..];
             let full = std::mem::take(&mut self.buf);
-            if let Err(e) = self.write_chunk(full).await {
-                self.broken = true;
-                return Err(e);
-            }
+            // Broken until the write is confirmed: if this future is
+            // dropped mid-write, the draft cannot commit a body whose chunk
+            // may be missing.
+            self.broken = true;
+            self.write_chunk(full).await?;
+            self.broken = false;
         }
         self.buf.extend_from_slice(bytes);
         Ok(())

@@ -98,44 +98,48 @@ async fn run(dir: &Path, writers: usize, dur: Duration) -> Run {
     }
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() {
     let secs: u64 = std::env::var("SLUICE_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let dur = Duration::from_secs(secs);
-    let base = std::env::var_os("SLUICE_BENCH_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::PathBuf::from(option_env!("CARGO_TARGET_TMPDIR").unwrap_or("/tmp")));
+    let base = std::env::var_os("SLUICE_BENCH_DIR").map(Into::into).unwrap_or_else(|| {
+        std::path::PathBuf::from(option_env!("CARGO_TARGET_TMPDIR").unwrap_or("/tmp"))
+    });
     std::fs::create_dir_all(&base).expect("bench dir");
     let tmp = tempfile::tempdir_in(&base).expect("temp dir");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
 
-    let raw_before = fdatasync_rate(tmp.path(), dur).expect("fdatasync probe");
-    let mut runs = Vec::new();
+    println!("disk: {} ({secs} s per run, 4096-byte bodies, sync on); load average {}", base.display(), loadavg());
+    println!(
+        "{:>7} {:>11} {:>12} {:>10} {:>9} {:>9} {:>12} {:>13}",
+        "writers", "messages/s", "WAL syncs/s", "msgs/sync", "p50 ms", "p99 ms", "fdatasync/s", "× fdatasync"
+    );
+    // The raw rate is measured right before and after each run (the disk
+    // and the machine's load drift), and the ratio taken against their mean.
+    let probe = Duration::from_secs(secs.div_ceil(2).max(1));
     for writers in [1, 16, 64] {
+        let before = fdatasync_rate(tmp.path(), probe).expect("fdatasync probe");
         let dir = tmp.path().join(format!("queue-{writers}"));
-        runs.push(rt.block_on(run(&dir, writers, dur)));
-    }
-    let raw_after = fdatasync_rate(tmp.path(), dur).expect("fdatasync probe");
-    let raw = (raw_before + raw_after) / 2.0;
-
-    println!("disk: {} ({} s per run, 4096-byte bodies, sync on)", base.display(), secs);
-    println!(
-        "raw fdatasync of 4 KiB appends: {raw_before:.0}/s before, {raw_after:.0}/s after, {raw:.0}/s mean"
-    );
-    println!(
-        "{:>7} {:>11} {:>12} {:>10} {:>9} {:>9} {:>14}",
-        "writers", "messages/s", "WAL syncs/s", "msgs/sync", "p50 ms", "p99 ms", "× fdatasync/s"
-    );
-    for r in &runs {
+        let r = rt.block_on(run(&dir, writers, dur));
+        let after = fdatasync_rate(tmp.path(), probe).expect("fdatasync probe");
+        let raw = (before + after) / 2.0;
         let mps = r.messages as f64 / r.secs;
         println!(
-            "{:>7} {:>11.0} {:>12.0} {:>10.1} {:>9.2} {:>9.2} {:>14.1}",
+            "{:>7} {:>11.0} {:>12.0} {:>10.1} {:>9.2} {:>9.2} {:>12.0} {:>13.1}",
             r.writers,
             mps,
             r.syncs as f64 / r.secs,
             r.messages as f64 / r.syncs.max(1) as f64,
             r.p50_us as f64 / 1000.0,
             r.p99_us as f64 / 1000.0,
+            raw,
             mps / raw,
         );
     }
+    println!("load average at the end: {}", loadavg());
 }

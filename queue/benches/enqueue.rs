@@ -107,14 +107,18 @@ fn loadavg() -> String {
 fn main() {
     let secs: u64 = std::env::var("SLUICE_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let dur = Duration::from_secs(secs);
-    let base = std::env::var_os("SLUICE_BENCH_DIR").map(Into::into).unwrap_or_else(|| {
-        std::path::PathBuf::from(option_env!("CARGO_TARGET_TMPDIR").unwrap_or("/tmp"))
-    });
+    let base = std::env::var_os("SLUICE_BENCH_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from(option_env!("CARGO_TARGET_TMPDIR").unwrap_or("/tmp")));
     std::fs::create_dir_all(&base).expect("bench dir");
     let tmp = tempfile::tempdir_in(&base).expect("temp dir");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
 
-    println!("disk: {} ({secs} s per run, 4096-byte bodies, sync on); load average {}", base.display(), loadavg());
+    println!(
+        "disk: {} ({secs} s per run, 4096-byte bodies, sync on); load average {}",
+        base.display(),
+        loadavg()
+    );
     println!(
         "{:>7} {:>11} {:>12} {:>10} {:>9} {:>9} {:>12} {:>13}",
         "writers", "messages/s", "WAL syncs/s", "msgs/sync", "p50 ms", "p99 ms", "fdatasync/s", "× fdatasync"

@@ -109,9 +109,10 @@ struct Inner {
     ids: IdGen,
     body_chunk: usize,
     locks: Locks,
-    /// One claim at a time: two concurrent claims would only fight over the
-    /// same schedule entries.
-    claim: tokio::sync::Mutex<()>,
+    /// One claim at a time (two concurrent claims would only fight over the
+    /// same schedule entries), held until a cancelled claim has put its
+    /// messages back, so the next claim sees them.
+    claim: Arc<tokio::sync::Mutex<()>>,
     /// Serialises backend-record writes with the quarantine of a corrupt
     /// one, so a fresh record is never moved aside by mistake.
     backends: tokio::sync::Mutex<()>,
@@ -313,12 +314,11 @@ impl Inner {
         .await
     }
 
-    /// Claims up to `limit` due messages. Returns them with the stripes
-    /// still held, so a caller that went away can put them back before
-    /// anyone else touches them.
+    /// Claims up to `limit` due messages; the caller holds the claim lock.
+    /// Returns them with the stripes still held, so a caller that went away
+    /// can put them back before anyone else touches them.
     async fn claim(self: &Arc<Self>, now: UnixMillis, limit: usize) -> Result<(Vec<QueuedMessage>, Held)> {
         let writer = self.writer()?;
-        let _one_at_a_time = self.claim.lock().await;
         let scan = self.shared.schedule_floor.begin();
         let start = scan.start.clone();
         let upper = keys::schedule_upper(now);
@@ -444,7 +444,7 @@ impl Queue {
                 ids: IdGen::new(o.last_id),
                 body_chunk: opts.body_chunk.max(1),
                 locks: Locks::new(),
-                claim: tokio::sync::Mutex::new(()),
+                claim: Arc::new(tokio::sync::Mutex::new(())),
                 backends: tokio::sync::Mutex::new(()),
                 changed: tokio::sync::Notify::new(),
             }),
@@ -507,10 +507,17 @@ impl Queue {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
-            match inner.claim(now, limit).await {
+            let one_at_a_time = Arc::clone(&inner.claim).lock_owned().await;
+            let result = inner.claim(now, limit).await;
+            // Let go of the queue before answering, so a caller that then
+            // closes and drops it can reopen the directory at once.
+            let weak = Arc::downgrade(&inner);
+            drop(inner);
+            match result {
                 Ok((msgs, held)) => {
                     if let Err(Ok(msgs)) = tx.send(Ok(msgs))
                         && !msgs.is_empty()
+                        && let Some(inner) = weak.upgrade()
                     {
                         tracing::debug!("claim cancelled: returning {} messages to the schedule", msgs.len());
                         if let Err(e) = inner.unclaim(msgs).await {
@@ -523,6 +530,7 @@ impl Queue {
                     let _ = tx.send(Err(e));
                 }
             }
+            drop(one_at_a_time);
         });
         rx.await.map_err(|_| Error::Storage("queue claim task failed".into()))?
     }

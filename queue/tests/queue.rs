@@ -572,3 +572,24 @@ async fn concurrent_commits_share_fsyncs_and_all_land() {
         assert_eq!(q.body(id).await.unwrap(), body_for(id, 1000));
     }
 }
+
+#[tokio::test]
+async fn a_cancelled_claim_puts_its_messages_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), T0);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(q.enqueue(envelope("", &["r@example.net"]), b"x", T0).await.unwrap());
+    }
+    // Dropped after its first poll: the claim is under way and nobody is
+    // left to receive its messages.
+    let cancelled = tokio::time::timeout(Duration::ZERO, q.claim_due(T0, 10)).await;
+    assert!(cancelled.is_err());
+    let got = q.claim_due(T0, 10).await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| (m.id, m.due)).collect::<Vec<_>>(),
+        ids.iter().map(|id| (*id, T0)).collect::<Vec<_>>()
+    );
+    assert_eq!(q.debug_table_len("inflight").await.unwrap(), 5);
+    assert_eq!(q.debug_table_len("schedule").await.unwrap(), 0);
+}

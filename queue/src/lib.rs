@@ -1000,9 +1000,9 @@ impl Queue {
     /// Counters kept by the writer; no scan. `oldest_arrival` is one seek
     /// and one read (the first live envelope), done on the calling thread.
     ///
-    /// The counters are exact except after a corrupt envelope was
-    /// quarantined: its size and recipients could not be read, so `bytes`
-    /// and `recipients_pending` may keep counting them.
+    /// The counters are exact except after an undecodable envelope was
+    /// quarantined: its size, recipients and hold flag could not be read, so
+    /// `bytes`, `recipients_pending` and `held` may keep counting them.
     pub fn stats(&self) -> Stats {
         let c = self.inner.shared.counters();
         let oldest_arrival = self.inner.oldest_arrival().unwrap_or_else(|e| {

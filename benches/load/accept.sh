@@ -38,6 +38,7 @@ chmod 755 "$WORK" # Postfix's unprivileged processes must reach their dirs
 SLUICE_PID=
 PF_ETC=
 DRAIN_PID=
+QUEUED=
 
 cleanup() {
     if [ -n "$SLUICE_PID" ] && kill -0 "$SLUICE_PID" 2>/dev/null; then
@@ -116,11 +117,13 @@ start_sluice() {
     wait_port "$port"
 }
 
+# Stops sluice and sets QUEUED to the messages its queue holds. (Not run
+# in a command substitution: `wait` needs the server to be our child.)
 stop_sluice() {
     kill -TERM "$SLUICE_PID"
     wait "$SLUICE_PID"
     SLUICE_PID=
-    sed -n 's/.*queue holds \([0-9]*\) messages.*/\1/p' "$WORK/sluice.out"
+    QUEUED=$(sed -n 's/.*queue holds \([0-9]*\) messages.*/\1/p' "$WORK/sluice.out")
 }
 
 start_postfix() {
@@ -173,6 +176,7 @@ EOF
     wait_port "$port"
 }
 
+# Stops Postfix and sets QUEUED to the queue files in incoming/.
 stop_postfix() {
     local dir=$1
     script -qc "postfix -c $PF_ETC stop" /dev/null >/dev/null
@@ -180,7 +184,7 @@ stop_postfix() {
     wait "$DRAIN_PID" 2>/dev/null || true
     DRAIN_PID=
     PF_ETC=
-    find "$dir/spool/incoming" -type f | wc -l
+    QUEUED=$(find "$dir/spool/incoming" -type f | wc -l)
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -191,16 +195,16 @@ for round in $(seq 1 "$ROUNDS"); do
     port=$(free_port)
     start_sluice "$WORK/sluice-$round" "$port"
     t=$(load "$port")
-    n=$(stop_sluice)
-    [ "$n" = "$MSGS" ] || { echo "sluice queued $n of $MSGS messages" >&2; exit 1; }
+    stop_sluice
+    [ "$QUEUED" = "$MSGS" ] || { echo "sluice queued $QUEUED of $MSGS messages" >&2; exit 1; }
     echo "$t" >>"$WORK/sluice.times"
     printf 'round %d  sluice  %6.2fs  %8.0f msg/s\n' "$round" "$t" "$(echo "$MSGS / $t" | bc -l)" >&2
 
     port=$(free_port)
     start_postfix "$WORK/postfix-$round" "$port"
     t=$(load "$port")
-    n=$(stop_postfix "$WORK/postfix-$round")
-    [ "$n" = "$MSGS" ] || { echo "postfix queued $n of $MSGS messages" >&2; exit 1; }
+    stop_postfix "$WORK/postfix-$round"
+    [ "$QUEUED" = "$MSGS" ] || { echo "postfix queued $QUEUED of $MSGS messages" >&2; exit 1; }
     echo "$t" >>"$WORK/postfix.times"
     printf 'round %d  postfix %6.2fs  %8.0f msg/s\n' "$round" "$t" "$(echo "$MSGS / $t" | bc -l)" >&2
     rm -rf "$WORK/sluice-$round" "$WORK/postfix-$round"

@@ -689,3 +689,21 @@ async fn log_lines_read_like_postfix() {
         at += found.unwrap_or(0) + 1;
     }
 }
+
+#[tokio::test]
+async fn data_restrictions_are_applied_at_data_and_bdat() {
+    let mut settings = relay_settings();
+    settings.policy.data = vec![sluice::smtp::policy::Restriction::Reject];
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    assert_eq!(c.cmd("DATA").await.text(), "554 5.7.1 <DATA>: Data command rejected: Access denied");
+    c.send(b"BDAT 3 LAST\r\nabc").await;
+    assert_eq!(
+        c.reply().await.expect("reply").text(),
+        "554 5.7.1 <DATA>: Data command rejected: Access denied"
+    );
+    assert!(server.messages().await.is_empty());
+    server.stop().await;
+}

@@ -50,7 +50,11 @@ fn main() -> anyhow::Result<()> {
             for addr in &service.addrs {
                 let listener = sluice::smtp::bind(*addr, backlog)?;
                 println!("listening on {}", listener.local_addr()?);
-                servers.push(tokio::spawn(sluice::smtp::serve(listener, Arc::clone(&inbound), stage.clone())));
+                servers.push(tokio::spawn(sluice::smtp::serve(
+                    listener,
+                    Arc::clone(&inbound),
+                    stage.clone(),
+                )));
             }
         }
         anyhow::ensure!(!servers.is_empty(), "master.cf has no smtpd service");

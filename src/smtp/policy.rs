@@ -358,6 +358,9 @@ pub struct Policy {
     pub relay: Vec<Restriction>,
     /// `smtpd_recipient_restrictions`.
     pub recipient: Vec<Restriction>,
+    /// `smtpd_data_restrictions`, evaluated at `DATA` and at the first
+    /// `BDAT` of a message.
+    pub data: Vec<Restriction>,
     /// `smtpd_reject_unlisted_recipient`.
     pub reject_unlisted_recipient: bool,
     /// The tables.
@@ -382,6 +385,7 @@ impl Default for Policy {
                 Restriction::DeferUnauthDestination,
             ],
             recipient: Vec::new(),
+            data: Vec::new(),
             reject_unlisted_recipient: true,
             lookups: Arc::new(StaticLookups::default()),
         }
@@ -429,6 +433,7 @@ enum Class {
     Helo,
     Sender,
     Recipient,
+    Data,
 }
 
 /// `defer_if_permit` / `defer_if_reject` raised earlier in the evaluation.
@@ -470,6 +475,17 @@ impl Policy {
         }
     }
 
+    /// Decides whether message content may follow (`DATA`, first `BDAT`):
+    /// `smtpd_data_restrictions`, with `recipient` the last accepted one.
+    pub fn check_data(&self, req: &Request<'_>) -> Decision {
+        let mut pending = Pending::default();
+        match self.list(&self.data, Class::Data, req, &mut pending) {
+            Ok(Some(Step::Refuse(r))) => Decision::Refuse(soften(r, &pending)),
+            Ok(_) => pending.if_permit.map_or(Decision::Accept, Decision::Refuse),
+            Err(_) => Decision::Refuse(Reply::new(451, Status(4, 3, 0), "<DATA>: Temporary lookup failure")),
+        }
+    }
+
     fn evaluate(&self, req: &Request<'_>) -> Result<Decision, TableError> {
         let mut pending = Pending::default();
         for (list, class) in [
@@ -508,6 +524,7 @@ impl Policy {
             Class::Helo => format!("<{}>: Helo command", req.helo.unwrap_or("")),
             Class::Sender => format!("<{}>: Sender address", req.sender),
             Class::Recipient => format!("<{}>: Recipient address", req.recipient),
+            Class::Data => "<DATA>: Data command".to_owned(),
         };
         let rcpt = req.recipient;
         for r in list {

@@ -650,6 +650,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// `smtpd_data_restrictions` for the current transaction: the refusal,
+    /// if any (the caller logs it).
+    pub(super) fn data_refusal(&self) -> Option<Reply> {
+        let Transaction::Mail(m) = &self.tx else { return None };
+        if self.settings.policy.data.is_empty() {
+            return None;
+        }
+        let request = super::policy::Request {
+            client: super::policy::Client { addr: self.peer.addr, name: &self.peer.name },
+            helo: self.helo.as_ref().map(|h| h.name.as_str()),
+            sender: &m.from,
+            recipient: m.rcpts.last().map_or("", |r| r.address.as_str()),
+        };
+        match self.settings.policy.check_data(&request) {
+            super::policy::Decision::Accept => None,
+            super::policy::Decision::Refuse(r) => Some(r),
+        }
+    }
+
     /// Begins a message body (DATA or the first BDAT chunk): our
     /// `Received:` header goes into the draft first.
     pub(super) async fn begin_body(&mut self, decoder: Decoder) {

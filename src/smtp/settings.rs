@@ -216,6 +216,7 @@ impl Settings {
             sender: restrictions("smtpd_sender_restrictions"),
             relay: restrictions("smtpd_relay_restrictions"),
             recipient: restrictions("smtpd_recipient_restrictions"),
+            data: restrictions("smtpd_data_restrictions"),
             reject_unlisted_recipient: c.bool("smtpd_reject_unlisted_recipient"),
             lookups: Arc::new(ConfigLookups { config: Arc::clone(config) }),
         };

@@ -321,3 +321,26 @@ fn ipv4_mapped_clients_match_ipv4_networks() {
     assert!(n.contains("::ffff:192.0.2.9".parse().unwrap()));
     assert!(!n.contains("2001:db8::1".parse().unwrap()));
 }
+
+#[test]
+fn data_restrictions_apply_to_the_data_command() {
+    let mut p = policy("permit_mynetworks, reject_unauth_destination", "");
+    let r = |p: &Policy, addr: Client<'static>| match p.check_data(&req(
+        addr,
+        Some("h.example"),
+        "a@source.example",
+        "user@relay.example",
+    )) {
+        Decision::Accept => "accept".to_owned(),
+        Decision::Refuse(r) => r.to_one_line(),
+    };
+    assert_eq!(r(&p, OUTSIDE), "accept");
+    p.data = parse_restrictions(
+        "smtpd_data_restrictions",
+        &words("reject_unauth_pipelining permit_mynetworks reject"),
+        &table,
+    )
+    .unwrap();
+    assert_eq!(r(&p, OUTSIDE), "554 5.7.1 <DATA>: Data command rejected: Access denied");
+    assert_eq!(r(&p, INSIDE), "accept");
+}

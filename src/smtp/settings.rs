@@ -289,12 +289,19 @@ impl Settings {
             client_message_rate_limit: count("smtpd_client_message_rate_limit") as u32,
             rate_time_unit: c.time("anvil_rate_time_unit"),
             limit_exceptions: networks("smtpd_client_event_limit_exceptions"),
-            admission: sluice_queue::Admission {
-                max_messages: count("sluice_queue_high_water"),
-                max_bytes: c.size("sluice_queue_high_water_bytes"),
-                min_free: c.size("queue_minfree"),
-            },
+            admission: admission(c),
         })
+    }
+}
+
+/// The queue admission limits (`sluice_queue_high_water`,
+/// `sluice_queue_high_water_bytes`, `queue_minfree`) of a configuration,
+/// for `MAIL` and for the `/health` endpoint.
+pub fn admission(c: &Config) -> sluice_queue::Admission {
+    sluice_queue::Admission {
+        max_messages: u64::try_from(c.int("sluice_queue_high_water")).unwrap_or(0),
+        max_bytes: c.size("sluice_queue_high_water_bytes"),
+        min_free: c.size("queue_minfree"),
     }
 }
 

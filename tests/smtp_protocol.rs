@@ -707,3 +707,55 @@ async fn data_restrictions_are_applied_at_data_and_bdat() {
     assert!(server.messages().await.is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn reloaded_settings_apply_to_new_connections_only() {
+    let server = Server::start(relay_settings()).await;
+    let mut old = Raw::ehlo(server.addr).await;
+    server.inbound.reload(Settings {
+        banner: "mx.test ESMTP reloaded".to_owned(),
+        recipient_limit: 1,
+        ..relay_settings()
+    });
+    let mut new = Raw::connect_silent(server.addr).await;
+    assert_eq!(new.reply().await.expect("greeting").text(), "220 mx.test ESMTP reloaded");
+    new.cmd("EHLO client.test").await;
+    new.cmd("MAIL FROM:<a@source.test>").await;
+    assert_eq!(new.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    assert_eq!(new.cmd("RCPT TO:<other@relay.test>").await.code, 452);
+    // The session that started before the reload keeps its settings.
+    old.cmd("MAIL FROM:<a@source.test>").await;
+    assert_eq!(old.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    assert_eq!(old.cmd("RCPT TO:<other@relay.test>").await.code, 250);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_served_and_traced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue =
+        sluice_queue::Queue::open(&dir.path().join("q"), &Default::default(), sluice::clock::unix_millis())
+            .expect("queue");
+    let listener = sluice::smtp::bind("[::1]:0".parse().expect("literal"), 128).expect("bind ::1");
+    let addr = listener.local_addr().expect("addr");
+    let inbound = sluice::smtp::Inbound::new(queue.clone(), relay_settings());
+    let stage = sluice::shutdown::Stage::new();
+    let task = tokio::spawn(sluice::smtp::serve(listener, inbound, stage.clone()));
+    let mut c = Raw::ehlo(addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.cmd("DATA").await;
+    c.send(b"x\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    let list = queue.list(Default::default()).await.expect("list");
+    let body = queue.body(list[0].0).await.expect("body");
+    assert!(
+        body.starts_with(b"Received: from client.test (unknown [IPv6:::1])\r\n"),
+        "{}",
+        body.escape_ascii()
+    );
+    assert_eq!(list[0].1.client.addr, Some("::1".parse().expect("literal")));
+    stage.stop().await;
+    task.await.expect("server task");
+    queue.close().await.expect("close");
+}

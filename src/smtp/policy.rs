@@ -1,0 +1,703 @@
+//! Relay control and recipient validation: Postfix's
+//! `smtpd_client_restrictions`, `smtpd_helo_restrictions`,
+//! `smtpd_sender_restrictions`, `smtpd_relay_restrictions` and
+//! `smtpd_recipient_restrictions`, all evaluated at `RCPT` time (as Postfix
+//! does with `smtpd_delay_reject = yes`), then the implicit
+//! `smtpd_reject_unlisted_recipient` check.
+//!
+//! Pure: a decision is a function of the restriction lists, the request
+//! (client, HELO name, sender, recipient) and the lookup tables. It never
+//! touches the network, the queue or the clock, and logs only a table
+//! result it cannot act on (the session logs the reply).
+//!
+//! The reply texts are Postfix's, word for word, so log parsers and the
+//! humans who read bounces recognise them.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::config::TableError;
+use crate::reply::{Reply, Status};
+
+/// One element of a restriction list.
+#[derive(Debug, Clone)]
+pub enum Restriction {
+    /// `permit`: ends the list, accepting.
+    Permit,
+    /// `reject`: `554 5.7.1 ... Access denied`.
+    Reject,
+    /// `defer`: `450 4.7.1 ... Try again later`.
+    Defer,
+    /// `defer_if_permit`: should a later restriction (or the end of the
+    /// lists) permit, defer instead.
+    DeferIfPermit,
+    /// `defer_if_reject`: should a later restriction reject, defer instead.
+    DeferIfReject,
+    /// `permit_mynetworks`: accept clients in `mynetworks`.
+    PermitMynetworks,
+    /// `permit_sasl_authenticated`: sluice has no AUTH, so this never
+    /// matches; accepted so Postfix's default list parses.
+    PermitSaslAuthenticated,
+    /// `permit_auth_destination`: accept a recipient in `relay_domains`.
+    PermitAuthDestination,
+    /// `reject_unauth_destination`: `554 5.7.1 <addr>: Relay access denied`
+    /// unless the recipient domain is one of `relay_domains`.
+    RejectUnauthDestination,
+    /// `defer_unauth_destination`: the same with `454 4.7.1`.
+    DeferUnauthDestination,
+    /// `reject_unlisted_recipient`: `550 5.1.1` for a relay-domain address
+    /// not in `relay_recipient_maps` (when that is set).
+    RejectUnlistedRecipient,
+    /// `reject_non_fqdn_recipient`: `504 5.5.2` without a dotted domain.
+    RejectNonFqdnRecipient,
+    /// `reject_non_fqdn_sender`: `504 5.5.2` without a dotted domain (the
+    /// null sender passes).
+    RejectNonFqdnSender,
+    /// `reject_unauth_pipelining`: the session itself enforces pipelining
+    /// (`smtpd_forbid_unauth_pipelining`), so this never matches at RCPT.
+    RejectUnauthPipelining,
+    /// `check_client_access type:name`: the client address and networks.
+    CheckClientAccess(Arc<dyn AccessTable>),
+    /// `check_helo_access type:name`: the HELO/EHLO name and parents.
+    CheckHeloAccess(Arc<dyn AccessTable>),
+    /// `check_sender_access type:name`: the MAIL FROM address.
+    CheckSenderAccess(Arc<dyn AccessTable>),
+    /// `check_recipient_access type:name`: the RCPT TO address.
+    CheckRecipientAccess(Arc<dyn AccessTable>),
+}
+
+impl Restriction {
+    /// True for the restrictions that stop an open relay on their own
+    /// (Postfix refuses to start without one of them in the relay or
+    /// recipient list).
+    fn guards_relay(&self) -> bool {
+        matches!(
+            self,
+            Restriction::Reject
+                | Restriction::Defer
+                | Restriction::RejectUnauthDestination
+                | Restriction::DeferUnauthDestination
+        )
+    }
+}
+
+/// A restriction list that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A name sluice does not implement.
+    #[error("{param}: unsupported restriction \"{name}\"")]
+    Unknown { param: String, name: String },
+    /// `check_*_access` without its table, or a table that is not known.
+    #[error("{param}: \"{name}\" needs a known table argument")]
+    MissingTable { param: String, name: String },
+    /// Neither relay nor recipient restrictions can stop an open relay.
+    #[error(
+        "in smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one of \
+         reject_unauth_destination, defer_unauth_destination, reject or defer"
+    )]
+    OpenRelay,
+}
+
+/// Parses a restriction list written as text (the words of the parameter
+/// value); `table` opens the table a `check_*_access` names. The loaded
+/// configuration hands over lists it already parsed; this is for tools and
+/// tests that build settings by hand.
+pub fn parse_restrictions(
+    param: &str,
+    words: &[String],
+    table: &dyn Fn(&str) -> Option<Arc<dyn AccessTable>>,
+) -> Result<Vec<Restriction>, PolicyError> {
+    let mut out = Vec::with_capacity(words.len());
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        let name = w.to_ascii_lowercase();
+        let r = match name.as_str() {
+            "permit" => Restriction::Permit,
+            "reject" => Restriction::Reject,
+            "defer" => Restriction::Defer,
+            "defer_if_permit" => Restriction::DeferIfPermit,
+            "defer_if_reject" => Restriction::DeferIfReject,
+            "permit_mynetworks" => Restriction::PermitMynetworks,
+            "permit_sasl_authenticated" => Restriction::PermitSaslAuthenticated,
+            "permit_auth_destination" => Restriction::PermitAuthDestination,
+            "reject_unauth_destination" => Restriction::RejectUnauthDestination,
+            "defer_unauth_destination" => Restriction::DeferUnauthDestination,
+            "reject_unlisted_recipient" => Restriction::RejectUnlistedRecipient,
+            "reject_non_fqdn_recipient" => Restriction::RejectNonFqdnRecipient,
+            "reject_non_fqdn_sender" => Restriction::RejectNonFqdnSender,
+            "reject_unauth_pipelining" => Restriction::RejectUnauthPipelining,
+            "check_recipient_access"
+            | "check_client_access"
+            | "check_sender_access"
+            | "check_helo_access" => {
+                let t = it.next().and_then(|t| table(t)).ok_or_else(|| PolicyError::MissingTable {
+                    param: param.to_owned(),
+                    name: name.clone(),
+                })?;
+                match name.as_str() {
+                    "check_recipient_access" => Restriction::CheckRecipientAccess(t),
+                    "check_client_access" => Restriction::CheckClientAccess(t),
+                    "check_sender_access" => Restriction::CheckSenderAccess(t),
+                    _ => Restriction::CheckHeloAccess(t),
+                }
+            }
+            _ => return Err(PolicyError::Unknown { param: param.to_owned(), name: w.clone() }),
+        };
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// An access(5) table as restrictions consult it. The key order is the
+/// table's business (Postfix's, for the configuration's tables).
+pub trait AccessTable: Send + Sync + fmt::Debug {
+    /// `type:name` as configured, for logs.
+    fn name(&self) -> &str;
+    /// An email address: `user@domain`, `domain`, parent domains, `user@`.
+    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError>;
+    /// A client address, then its networks.
+    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError>;
+    /// A host name (HELO), then its parent domains.
+    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError>;
+}
+
+/// The tables a decision consults besides access tables. Implemented over
+/// the loaded configuration in `settings.rs`, and by [`StaticLookups`].
+pub trait Lookups: Send + Sync + fmt::Debug {
+    /// `relay_domains` membership (subdomains as
+    /// `parent_domain_matches_subdomains` says).
+    fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError>;
+    /// `relay_recipient_maps`: `None` when the parameter is empty (every
+    /// address in a relay domain is valid), else whether `address` is listed.
+    fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError>;
+}
+
+/// Lookups over in-memory data, for tools and tests without a
+/// configuration directory. Keys are compared case-insensitively, as
+/// Postfix's indexed tables do.
+#[derive(Debug, Clone, Default)]
+pub struct StaticLookups {
+    /// Relay domains; each also matches its subdomains.
+    pub relay_domains: Vec<String>,
+    /// `relay_recipient_maps` keys (`user@domain` or `@domain`); `None`
+    /// when the parameter is empty.
+    pub relay_recipients: Option<HashSet<String>>,
+}
+
+impl Lookups for StaticLookups {
+    fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        Ok(self.relay_domains.iter().any(|r| {
+            let r = r.to_ascii_lowercase();
+            d == r || d.strip_suffix(&r).is_some_and(|head| head.ends_with('.'))
+        }))
+    }
+
+    fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError> {
+        let Some(set) = &self.relay_recipients else { return Ok(None) };
+        let a = address.to_ascii_lowercase();
+        let at_domain = a.rfind('@').map(|i| a[i..].to_owned());
+        Ok(Some(set.contains(&a) || at_domain.is_some_and(|d| set.contains(&d))))
+    }
+}
+
+/// An access table over in-memory data, with Postfix's key orders.
+#[derive(Debug, Clone, Default)]
+pub struct StaticTable {
+    pub name: String,
+    /// Lower-case keys to results.
+    pub entries: HashMap<String, String>,
+}
+
+impl StaticTable {
+    /// A shareable table named `name` holding `entries` (keys are lower-cased).
+    pub fn shared<'a>(
+        name: &str,
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Arc<dyn AccessTable> {
+        Arc::new(StaticTable {
+            name: name.to_owned(),
+            entries: entries.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect(),
+        })
+    }
+
+    fn first(&self, keys: Vec<String>) -> Option<String> {
+        keys.into_iter().find_map(|k| self.entries.get(&k).cloned())
+    }
+}
+
+impl AccessTable for StaticTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError> {
+        Ok(self.first(address_keys(address)))
+    }
+
+    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
+        Ok(self.first(client_keys(addr)))
+    }
+
+    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut keys = vec![d.clone()];
+        let mut rest = d.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            keys.push(format!(".{parent}"));
+            keys.push(parent.to_owned());
+            rest = parent;
+        }
+        Ok(self.first(keys))
+    }
+}
+
+/// Postfix's access-table keys for an address: `user@domain`, `domain`,
+/// each parent domain as `.parent` and plain (`smtpd_access_maps` is in
+/// `parent_domain_matches_subdomains` by default), then `user@`.
+pub fn address_keys(address: &str) -> Vec<String> {
+    let a = address.to_ascii_lowercase();
+    let mut keys = vec![a.clone()];
+    if let Some((user, domain)) = a.rsplit_once('@') {
+        keys.push(domain.to_owned());
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            keys.push(format!(".{parent}"));
+            keys.push(parent.to_owned());
+            rest = parent;
+        }
+        keys.push(format!("{user}@"));
+    }
+    keys
+}
+
+/// The keys `check_client_access` tries for an address: the address, then
+/// the networks obtained by dropping least significant octets (IPv4) or
+/// groups (IPv6), as Postfix does.
+pub fn client_keys(addr: IpAddr) -> Vec<String> {
+    let text = addr.to_string();
+    let sep = if addr.is_ipv4() { '.' } else { ':' };
+    let mut keys = vec![text.clone()];
+    let mut rest = text.as_str();
+    while let Some((head, _)) = rest.rsplit_once(sep) {
+        let head = head.trim_end_matches(':');
+        if head.is_empty() {
+            break;
+        }
+        keys.push(head.to_owned());
+        rest = head;
+    }
+    keys
+}
+
+/// A client address list in `mynetworks` syntax.
+#[derive(Clone)]
+pub enum Networks {
+    /// Literal networks.
+    List(Vec<IpNet>),
+    /// A network-list parameter of a loaded configuration, with its tables,
+    /// negations and pattern files (`mynetworks`,
+    /// `smtpd_forbid_bare_newline_exclusions`, ...).
+    Param { config: Arc<crate::config::Config>, name: &'static str },
+}
+
+impl Networks {
+    /// True when `addr` is in the list (an IPv4-mapped IPv6 address
+    /// matches as its IPv4 form).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match self {
+            Networks::List(nets) => {
+                let v4 = match addr {
+                    IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4),
+                    IpAddr::V4(_) => None,
+                };
+                nets.iter().any(|n| n.contains(&addr) || v4.is_some_and(|a| n.contains(&a)))
+            }
+            Networks::Param { config, name } => config.matches_client(name, addr),
+        }
+    }
+}
+
+impl From<Vec<IpNet>> for Networks {
+    fn from(nets: Vec<IpNet>) -> Networks {
+        Networks::List(nets)
+    }
+}
+
+impl Default for Networks {
+    fn default() -> Networks {
+        Networks::List(Vec::new())
+    }
+}
+
+impl fmt::Debug for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Networks::List(n) => f.debug_tuple("List").field(n).finish(),
+            Networks::Param { name, .. } => write!(f, "Param({name})"),
+        }
+    }
+}
+
+/// The restriction lists and what they consult.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `mynetworks`.
+    pub mynetworks: Networks,
+    /// `smtpd_client_restrictions`.
+    pub client: Vec<Restriction>,
+    /// `smtpd_helo_restrictions`.
+    pub helo: Vec<Restriction>,
+    /// `smtpd_sender_restrictions`.
+    pub sender: Vec<Restriction>,
+    /// `smtpd_relay_restrictions`.
+    pub relay: Vec<Restriction>,
+    /// `smtpd_recipient_restrictions`.
+    pub recipient: Vec<Restriction>,
+    /// `smtpd_data_restrictions`, evaluated at `DATA` and at the first
+    /// `BDAT` of a message.
+    pub data: Vec<Restriction>,
+    /// `smtpd_reject_unlisted_recipient`.
+    pub reject_unlisted_recipient: bool,
+    /// The tables.
+    pub lookups: Arc<dyn Lookups>,
+}
+
+impl Default for Policy {
+    /// Postfix's defaults: relay only for `mynetworks` (loopback here) and
+    /// `relay_domains` (none), which is not an open relay.
+    fn default() -> Self {
+        Policy {
+            mynetworks: Networks::List(vec![
+                "127.0.0.0/8".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ]),
+            client: Vec::new(),
+            helo: Vec::new(),
+            sender: Vec::new(),
+            relay: vec![
+                Restriction::PermitMynetworks,
+                Restriction::PermitSaslAuthenticated,
+                Restriction::DeferUnauthDestination,
+            ],
+            recipient: Vec::new(),
+            data: Vec::new(),
+            reject_unlisted_recipient: true,
+            lookups: Arc::new(StaticLookups::default()),
+        }
+    }
+}
+
+/// The SMTP client as restrictions see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub addr: IpAddr,
+    /// Reverse name, or `unknown`.
+    pub name: &'a str,
+}
+
+/// Everything a recipient decision looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub client: Client<'a>,
+    /// The HELO/EHLO name, if given.
+    pub helo: Option<&'a str>,
+    /// The reverse path (empty for `<>`).
+    pub sender: &'a str,
+    /// The recipient, without angle brackets.
+    pub recipient: &'a str,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    /// Refuse with this reply (4xx: try later, 5xx: never).
+    Refuse(Reply),
+}
+
+/// What one restriction or list decided.
+enum Step {
+    Permit,
+    Refuse(Reply),
+}
+
+/// What a refusal names, as Postfix words it.
+#[derive(Clone, Copy)]
+enum Class {
+    Client,
+    Helo,
+    Sender,
+    Recipient,
+    Data,
+}
+
+/// `defer_if_permit` / `defer_if_reject` raised earlier in the evaluation.
+#[derive(Default)]
+struct Pending {
+    if_permit: Option<Reply>,
+    if_reject: bool,
+}
+
+impl Policy {
+    /// Checks that the relay and recipient lists together stop an open
+    /// relay, as Postfix insists before it starts.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.relay.iter().chain(&self.recipient).any(Restriction::guards_relay) {
+            Ok(())
+        } else {
+            Err(PolicyError::OpenRelay)
+        }
+    }
+
+    /// Decides whether `recipient` is accepted from `client` (HELO name and
+    /// sender unknown: for callers outside a session).
+    pub fn check_recipient(&self, client: Client<'_>, recipient: &str) -> Decision {
+        self.check(&Request { client, helo: None, sender: "", recipient })
+    }
+
+    /// Decides a recipient: the client, HELO, sender, relay and recipient
+    /// lists in that order (each list ends at its first permit or refusal;
+    /// a refusal ends everything), then the implicit unlisted-recipient
+    /// check.
+    pub fn check(&self, req: &Request<'_>) -> Decision {
+        match self.evaluate(req) {
+            Ok(d) => d,
+            Err(_) => Decision::Refuse(Reply::new(
+                451,
+                Status(4, 3, 0),
+                format!("<{}>: Temporary lookup failure", req.recipient),
+            )),
+        }
+    }
+
+    /// Decides whether message content may follow (`DATA`, first `BDAT`):
+    /// `smtpd_data_restrictions`, with `recipient` the last accepted one.
+    pub fn check_data(&self, req: &Request<'_>) -> Decision {
+        let mut pending = Pending::default();
+        match self.list(&self.data, Class::Data, req, &mut pending) {
+            Ok(Some(Step::Refuse(r))) => Decision::Refuse(soften(r, &pending)),
+            Ok(_) => pending.if_permit.map_or(Decision::Accept, Decision::Refuse),
+            Err(_) => Decision::Refuse(Reply::new(451, Status(4, 3, 0), "<DATA>: Temporary lookup failure")),
+        }
+    }
+
+    fn evaluate(&self, req: &Request<'_>) -> Result<Decision, TableError> {
+        let mut pending = Pending::default();
+        for (list, class) in [
+            (&self.client, Class::Client),
+            (&self.helo, Class::Helo),
+            (&self.sender, Class::Sender),
+            (&self.relay, Class::Recipient),
+            (&self.recipient, Class::Recipient),
+        ] {
+            if let Some(Step::Refuse(r)) = self.list(list, class, req, &mut pending)? {
+                return Ok(Decision::Refuse(soften(r, &pending)));
+            }
+        }
+        if self.reject_unlisted_recipient
+            && let Some(r) = self.unlisted(req.recipient)?
+        {
+            return Ok(Decision::Refuse(soften(r, &pending)));
+        }
+        // The end of the lists is an implicit permit.
+        Ok(match pending.if_permit {
+            Some(r) => Decision::Refuse(r),
+            None => Decision::Accept,
+        })
+    }
+
+    /// Evaluates one list; `None` when nothing in it decided.
+    fn list(
+        &self,
+        list: &[Restriction],
+        class: Class,
+        req: &Request<'_>,
+        pending: &mut Pending,
+    ) -> Result<Option<Step>, TableError> {
+        let what = |class: Class| match class {
+            Class::Client => format!("<{}[{}]>: Client host", req.client.name, req.client.addr),
+            Class::Helo => format!("<{}>: Helo command", req.helo.unwrap_or("")),
+            Class::Sender => format!("<{}>: Sender address", req.sender),
+            Class::Recipient => format!("<{}>: Recipient address", req.recipient),
+            Class::Data => "<DATA>: Data command".to_owned(),
+        };
+        let rcpt = req.recipient;
+        for r in list {
+            let step = match r {
+                Restriction::Permit => Some(Step::Permit),
+                Restriction::Reject => Some(Step::Refuse(Reply::new(
+                    554,
+                    Status(5, 7, 1),
+                    format!("{} rejected: Access denied", what(class)),
+                ))),
+                Restriction::Defer => Some(Step::Refuse(Reply::new(
+                    450,
+                    Status(4, 7, 1),
+                    format!("{} rejected: Try again later", what(class)),
+                ))),
+                Restriction::DeferIfPermit => {
+                    pending.if_permit.get_or_insert_with(|| {
+                        Reply::new(
+                            450,
+                            Status(4, 7, 1),
+                            format!("{} rejected: defer_if_permit requested", what(class)),
+                        )
+                    });
+                    None
+                }
+                Restriction::DeferIfReject => {
+                    pending.if_reject = true;
+                    None
+                }
+                Restriction::PermitMynetworks => {
+                    self.mynetworks.contains(req.client.addr).then_some(Step::Permit)
+                }
+                Restriction::PermitSaslAuthenticated | Restriction::RejectUnauthPipelining => None,
+                Restriction::PermitAuthDestination => self.authorized(rcpt)?.then_some(Step::Permit),
+                Restriction::RejectUnauthDestination => (!self.authorized(rcpt)?).then(|| {
+                    Step::Refuse(Reply::new(554, Status(5, 7, 1), format!("<{rcpt}>: Relay access denied")))
+                }),
+                Restriction::DeferUnauthDestination => (!self.authorized(rcpt)?).then(|| {
+                    Step::Refuse(Reply::new(454, Status(4, 7, 1), format!("<{rcpt}>: Relay access denied")))
+                }),
+                Restriction::RejectUnlistedRecipient => self.unlisted(rcpt)?.map(Step::Refuse),
+                Restriction::RejectNonFqdnRecipient => (!is_fqdn_address(rcpt)).then(|| {
+                    Step::Refuse(Reply::new(
+                        504,
+                        Status(5, 5, 2),
+                        format!("{} rejected: need fully-qualified address", what(Class::Recipient)),
+                    ))
+                }),
+                Restriction::RejectNonFqdnSender => (!req.sender.is_empty() && !is_fqdn_address(req.sender))
+                    .then(|| {
+                        Step::Refuse(Reply::new(
+                            504,
+                            Status(5, 5, 2),
+                            format!("{} rejected: need fully-qualified address", what(Class::Sender)),
+                        ))
+                    }),
+                Restriction::CheckRecipientAccess(t) => t
+                    .lookup_address(rcpt)?
+                    .and_then(|v| access_action(t.name(), &v, &what(Class::Recipient), pending)),
+                Restriction::CheckSenderAccess(t) if !req.sender.is_empty() => t
+                    .lookup_address(req.sender)?
+                    .and_then(|v| access_action(t.name(), &v, &what(Class::Sender), pending)),
+                Restriction::CheckSenderAccess(_) => None,
+                Restriction::CheckClientAccess(t) => t
+                    .lookup_client(req.client.addr)?
+                    .and_then(|v| access_action(t.name(), &v, &what(Class::Client), pending)),
+                Restriction::CheckHeloAccess(t) => match req.helo {
+                    Some(h) => t
+                        .lookup_domain(h)?
+                        .and_then(|v| access_action(t.name(), &v, &what(Class::Helo), pending)),
+                    None => None,
+                },
+            };
+            if step.is_some() {
+                return Ok(step);
+            }
+        }
+        Ok(None)
+    }
+
+    /// True when sluice relays for the recipient's domain: one of
+    /// `relay_domains`, and no sender-specified routing in the local part
+    /// (`user%other@domain`, `user!other@domain`), which a downstream
+    /// server might honour and so turn us into an open relay.
+    fn authorized(&self, rcpt: &str) -> Result<bool, TableError> {
+        let Some((local, domain)) = rcpt.rsplit_once('@') else { return Ok(false) };
+        if domain.is_empty() || local.contains(['%', '!', '@']) {
+            return Ok(false);
+        }
+        self.lookups.is_relay_domain(domain)
+    }
+
+    /// The `reject_unlisted_recipient` verdict: a reply when the address is
+    /// in a relay domain and `relay_recipient_maps` does not list it.
+    fn unlisted(&self, rcpt: &str) -> Result<Option<Reply>, TableError> {
+        let Some((_, domain)) = rcpt.rsplit_once('@') else { return Ok(None) };
+        if !self.lookups.is_relay_domain(domain)? {
+            return Ok(None);
+        }
+        Ok(match self.lookups.relay_recipient(rcpt)? {
+            Some(false) => Some(Reply::new(
+                550,
+                Status(5, 1, 1),
+                format!("<{rcpt}>: Recipient address rejected: User unknown in relay recipient table"),
+            )),
+            _ => None,
+        })
+    }
+}
+
+/// `user@host.domain`: a domain with a dot (or an address literal).
+fn is_fqdn_address(address: &str) -> bool {
+    address.rsplit_once('@').is_some_and(|(_, d)| d.starts_with('[') || d.trim_end_matches('.').contains('.'))
+}
+
+/// A permanent refusal becomes temporary after `defer_if_reject`.
+fn soften(r: Reply, pending: &Pending) -> Reply {
+    if pending.if_reject && r.code() >= 500 {
+        let st = r.status().unwrap_or(Status(5, 7, 1));
+        Reply::new(450, Status(4, st.1, st.2), r.lines().join(" "))
+    } else {
+        r
+    }
+}
+
+/// Turns an access(5) table result into a step; `None` is `DUNNO` (go on
+/// with the next restriction). `what` is `<thing>: Class`, e.g.
+/// `<a@b>: Recipient address`.
+fn access_action(table: &str, value: &str, what: &str, pending: &mut Pending) -> Option<Step> {
+    let value = value.trim();
+    let (word, text) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
+    let text = text.trim();
+    let refuse = |code: u16, default: Status, default_text: &str| {
+        // The text may start with its own enhanced status code.
+        let (status, text) = match text.split_once(' ').map(|(h, t)| (Status::parse(h), t)) {
+            Some((Some(s), t)) if u16::from(s.0) == code / 100 => (s, t),
+            _ => match Status::parse(text) {
+                Some(s) if u16::from(s.0) == code / 100 => (s, ""),
+                _ => (default, text),
+            },
+        };
+        let text = if text.is_empty() { default_text } else { text };
+        Some(Step::Refuse(Reply::new(code, status, format!("{what} rejected: {text}"))))
+    };
+    match word.to_ascii_uppercase().as_str() {
+        "OK" => Some(Step::Permit),
+        "DUNNO" => None,
+        "DEFER_IF_PERMIT" => {
+            let text = if text.is_empty() { "defer_if_permit requested" } else { text };
+            pending
+                .if_permit
+                .get_or_insert_with(|| Reply::new(450, Status(4, 7, 1), format!("{what} rejected: {text}")));
+            None
+        }
+        "DEFER_IF_REJECT" => {
+            pending.if_reject = true;
+            None
+        }
+        "REJECT" => refuse(554, Status(5, 7, 1), "Access denied"),
+        "DEFER" => refuse(450, Status(4, 7, 1), "Access denied"),
+        w if w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()) && matches!(&w[..1], "4" | "5") => {
+            let code: u16 = w.parse().unwrap_or(554);
+            let default = Status((code / 100) as u8, 7, 1);
+            refuse(code, default, "Access denied")
+        }
+        // An all-numerical result other than a reply code means OK.
+        w if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) => Some(Step::Permit),
+        _ => {
+            tracing::warn!("access table {table}: unsupported result \"{value}\"");
+            Some(Step::Refuse(Reply::new(451, Status(4, 3, 5), "Server configuration error")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,506 @@
+//! The inbound server's settings as plain typed values, built once per
+//! configuration load from `main.cf` (and a listener's `-o` overrides), so
+//! a session never parses configuration and tests can build settings
+//! directly.
+//!
+//! Owns the mapping from Postfix parameter names to typed fields; must not
+//! read files other than the TLS certificate and key, and never holds
+//! per-session state.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::data::BareNewline;
+use super::policy::{AccessTable, Lookups, Networks, Policy, PolicyError, Restriction};
+use super::tls::{self, TlsError};
+use crate::config::{self, Config, Maps, SmtpdService, TableError};
+
+/// `smtpd_tls_security_level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsLevel {
+    /// No STARTTLS.
+    #[default]
+    None,
+    /// STARTTLS offered, not required.
+    May,
+    /// STARTTLS required before `MAIL` (`530 5.7.0`).
+    Encrypt,
+}
+
+/// Why settings could not be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{param}: {message}")]
+    Value { param: &'static str, message: String },
+}
+
+/// Everything a listener and its sessions need to know, typed.
+///
+/// `Default` is Postfix's defaults with sluice's safer choices
+/// (`smtpd_forbid_bare_newline = normalize`,
+/// `smtpd_forbid_unauth_pipelining = yes`, VRFY off) and host name
+/// `localhost`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `myhostname`: in replies, the banner and `Received:`.
+    pub myhostname: String,
+    /// `smtpd_banner`: the greeting text after `220 `.
+    pub banner: String,
+    /// `mail_name`: in `Received:`.
+    pub mail_name: String,
+
+    /// `message_size_limit` in bytes; 0 means no limit.
+    pub message_size_limit: u64,
+    /// `smtpd_recipient_limit`.
+    pub recipient_limit: usize,
+    /// `line_length_limit`: longest command line accepted.
+    pub command_line_limit: usize,
+    /// Longest message content line before CRLF (RFC 5321: 998); `None`
+    /// accepts any length.
+    pub data_line_limit: Option<usize>,
+    /// `header_size_limit`: how much of the header section is examined.
+    pub header_size_limit: usize,
+    /// `hopcount_limit`: `Received:` headers (ours included) that mean a loop.
+    pub hopcount_limit: usize,
+
+    /// `smtpd_timeout`: to receive one command line or send one reply.
+    pub timeout: Duration,
+    /// `smtpd_starttls_timeout`: for the TLS handshake.
+    pub starttls_timeout: Duration,
+    /// `smtpd_min_data_rate` (bytes/s): DATA and BDAT must average at least
+    /// this after the first `smtpd_timeout`; stops a client trickling bytes.
+    pub min_data_rate: u64,
+    /// Upper bound on a whole session, however it behaves.
+    pub session_time_limit: Duration,
+    /// Pause before the greeting, to catch clients that talk first (0: none;
+    /// the check for early input is made either way).
+    pub greet_pause: Duration,
+
+    /// `smtpd_hard_error_limit`: errors after which the session is closed.
+    pub hard_error_limit: u32,
+    /// `smtpd_soft_error_limit`: errors after which each error reply is
+    /// delayed by `error_sleep`.
+    pub soft_error_limit: u32,
+    /// `smtpd_error_sleep_time`.
+    pub error_sleep: Duration,
+    /// `smtpd_junk_command_limit`: NOOP, VRFY, HELP and RSET beyond this
+    /// count as errors.
+    pub junk_command_limit: u32,
+
+    /// `smtpd_helo_required`.
+    pub helo_required: bool,
+    /// VRFY answered (`252`): only when `disable_vrfy_command = no` is set
+    /// explicitly; off by default.
+    pub vrfy: bool,
+    /// `smtputf8_enable`.
+    pub smtputf8: bool,
+    /// `smtpd_forbid_bare_newline`.
+    pub bare_newline: BareNewline,
+    /// `smtpd_forbid_bare_newline_exclusions`: clients treated as `no`.
+    pub bare_newline_exclusions: Networks,
+    /// `smtpd_forbid_bare_newline_reject_code` (521 also disconnects).
+    pub bare_newline_reject_code: u16,
+    /// `smtpd_forbid_unauth_pipelining`: disconnect clients that talk before
+    /// the greeting or pipeline where RFC 2920 forbids it.
+    pub forbid_unauth_pipelining: bool,
+
+    /// Relay and recipient restrictions.
+    pub policy: Policy,
+
+    /// `smtpd_tls_security_level`.
+    pub tls_level: TlsLevel,
+    /// Server TLS configuration from `smtpd_tls_cert_file`/`_key_file`;
+    /// required unless the level is `none`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+
+    /// Concurrent sessions on the listener (master.cf `maxproc`, else
+    /// `default_process_limit`).
+    pub max_sessions: usize,
+    /// `smtpd_client_connection_count_limit` (0: none).
+    pub client_connection_count_limit: u32,
+    /// `smtpd_client_connection_rate_limit` per `anvil_rate_time_unit` (0: none).
+    pub client_connection_rate_limit: u32,
+    /// `smtpd_client_message_rate_limit` per `anvil_rate_time_unit` (0: none).
+    pub client_message_rate_limit: u32,
+    /// `anvil_rate_time_unit`.
+    pub rate_time_unit: Duration,
+    /// `smtpd_client_event_limit_exceptions`: clients exempt from the
+    /// count and rate limits.
+    pub limit_exceptions: Networks,
+
+    /// Backpressure limits checked at every `MAIL`
+    /// (`sluice_queue_high_water`, `queue_minfree`).
+    pub admission: sluice_queue::Admission,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            myhostname: "localhost".to_owned(),
+            banner: "localhost ESMTP sluice".to_owned(),
+            mail_name: "sluice".to_owned(),
+            message_size_limit: 10_240_000,
+            recipient_limit: 1000,
+            command_line_limit: 2048,
+            data_line_limit: Some(super::data::MAX_LINE),
+            header_size_limit: 102_400,
+            hopcount_limit: 50,
+            timeout: Duration::from_secs(300),
+            starttls_timeout: Duration::from_secs(300),
+            min_data_rate: 500,
+            session_time_limit: Duration::from_secs(3600),
+            greet_pause: Duration::ZERO,
+            hard_error_limit: 20,
+            soft_error_limit: 10,
+            error_sleep: Duration::from_secs(1),
+            junk_command_limit: 100,
+            helo_required: false,
+            vrfy: false,
+            smtputf8: true,
+            bare_newline: BareNewline::Normalize,
+            bare_newline_exclusions: Networks::default(),
+            bare_newline_reject_code: 550,
+            forbid_unauth_pipelining: true,
+            policy: Policy::default(),
+            tls_level: TlsLevel::None,
+            tls: None,
+            max_sessions: 100,
+            client_connection_count_limit: 50,
+            client_connection_rate_limit: 0,
+            client_message_rate_limit: 0,
+            rate_time_unit: Duration::from_secs(60),
+            limit_exceptions: Networks::default(),
+            admission: sluice_queue::Admission::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The bare-newline mode that applies to a client (exclusions get `No`).
+    pub fn bare_newline_for(&self, addr: IpAddr) -> BareNewline {
+        if self.bare_newline_exclusions.contains(addr) { BareNewline::No } else { self.bare_newline }
+    }
+
+    /// True when `addr` is exempt from connection count and rate limits.
+    pub fn is_limit_exempt(&self, addr: IpAddr) -> bool {
+        self.limit_exceptions.contains(addr)
+    }
+
+    /// Settings for one master.cf `smtpd` listener: its own configuration
+    /// (main.cf with the line's `-o` overrides) and its `maxproc`.
+    pub fn from_service(service: &SmtpdService) -> Result<Settings, SettingsError> {
+        let mut s = Settings::from_config(&service.config)?;
+        if let Some(n) = service.maxproc.filter(|&n| n > 0) {
+            s.max_sessions = n as usize;
+        }
+        Ok(s)
+    }
+
+    /// Builds settings from a loaded configuration. Fails on restriction
+    /// lists that make an open relay, or a certificate that does not load
+    /// (everything else was checked when the configuration was loaded).
+    pub fn from_config(config: &Arc<Config>) -> Result<Settings, SettingsError> {
+        let c = config.as_ref();
+        let restrictions = |name: &str| -> Vec<Restriction> {
+            c.restrictions(name).iter().map(|r| restriction(r, config)).collect()
+        };
+        let policy = Policy {
+            mynetworks: Networks::Param { config: Arc::clone(config), name: "mynetworks" },
+            client: restrictions("smtpd_client_restrictions"),
+            helo: restrictions("smtpd_helo_restrictions"),
+            sender: restrictions("smtpd_sender_restrictions"),
+            relay: restrictions("smtpd_relay_restrictions"),
+            recipient: restrictions("smtpd_recipient_restrictions"),
+            data: restrictions("smtpd_data_restrictions"),
+            reject_unlisted_recipient: c.bool("smtpd_reject_unlisted_recipient"),
+            lookups: Arc::new(ConfigLookups { config: Arc::clone(config) }),
+        };
+        policy.validate()?;
+
+        let bare_newline = BareNewline::parse(c.string("smtpd_forbid_bare_newline")).ok_or_else(|| {
+            SettingsError::Value {
+                param: "smtpd_forbid_bare_newline",
+                message: format!("unknown value \"{}\"", c.string("smtpd_forbid_bare_newline")),
+            }
+        })?;
+        let tls_level = match c.string("smtpd_tls_security_level").trim().to_ascii_lowercase().as_str() {
+            "" | "none" => TlsLevel::None,
+            "may" => TlsLevel::May,
+            "encrypt" => TlsLevel::Encrypt,
+            other => {
+                return Err(SettingsError::Value {
+                    param: "smtpd_tls_security_level",
+                    message: format!("unsupported level \"{other}\" (none, may or encrypt)"),
+                });
+            }
+        };
+        let tls = match tls_level {
+            TlsLevel::None => None,
+            _ => Some(tls::server_config_from_files(
+                c.string("smtpd_tls_cert_file").as_ref(),
+                c.string("smtpd_tls_key_file").as_ref(),
+            )?),
+        };
+        // The configuration type-checked every value at load; a negative
+        // number is clamped to 0 rather than wrapped.
+        let count = |name: &str| u64::try_from(c.int(name)).unwrap_or(0);
+        let networks = |name: &'static str| Networks::Param { config: Arc::clone(config), name };
+
+        Ok(Settings {
+            myhostname: c.string("myhostname").to_owned(),
+            banner: c.string("smtpd_banner").to_owned(),
+            mail_name: c.string("mail_name").to_owned(),
+            message_size_limit: c.size("message_size_limit"),
+            recipient_limit: count("smtpd_recipient_limit") as usize,
+            // RFC 5321 4.5.3.1.4: at least 512 octets must be accepted.
+            command_line_limit: (count("line_length_limit") as usize).max(512),
+            data_line_limit: Some(super::data::MAX_LINE),
+            header_size_limit: count("header_size_limit") as usize,
+            hopcount_limit: count("hopcount_limit") as usize,
+            timeout: c.time("smtpd_timeout"),
+            starttls_timeout: c.time("smtpd_starttls_timeout"),
+            min_data_rate: count("smtpd_min_data_rate"),
+            session_time_limit: Settings::default().session_time_limit,
+            greet_pause: Duration::ZERO,
+            hard_error_limit: count("smtpd_hard_error_limit") as u32,
+            soft_error_limit: count("smtpd_soft_error_limit") as u32,
+            error_sleep: c.time("smtpd_error_sleep_time"),
+            junk_command_limit: count("smtpd_junk_command_limit") as u32,
+            helo_required: c.bool("smtpd_helo_required"),
+            // VRFY is off unless the administrator asks for it, whatever
+            // Postfix's default (`no`) says.
+            vrfy: c.is_set("disable_vrfy_command") && !c.bool("disable_vrfy_command"),
+            smtputf8: c.bool("smtputf8_enable"),
+            bare_newline,
+            bare_newline_exclusions: networks("smtpd_forbid_bare_newline_exclusions"),
+            bare_newline_reject_code: count("smtpd_forbid_bare_newline_reject_code") as u16,
+            forbid_unauth_pipelining: c.bool("smtpd_forbid_unauth_pipelining"),
+            policy,
+            tls_level,
+            tls,
+            max_sessions: count("default_process_limit").max(1) as usize,
+            client_connection_count_limit: count("smtpd_client_connection_count_limit") as u32,
+            client_connection_rate_limit: count("smtpd_client_connection_rate_limit") as u32,
+            client_message_rate_limit: count("smtpd_client_message_rate_limit") as u32,
+            rate_time_unit: c.time("anvil_rate_time_unit"),
+            limit_exceptions: networks("smtpd_client_event_limit_exceptions"),
+            admission: admission(c),
+        })
+    }
+}
+
+/// The queue admission limits (`sluice_queue_high_water`,
+/// `sluice_queue_high_water_bytes`, `queue_minfree`) of a configuration,
+/// for `MAIL` and for the `/health` endpoint.
+pub fn admission(c: &Config) -> sluice_queue::Admission {
+    sluice_queue::Admission {
+        max_messages: u64::try_from(c.int("sluice_queue_high_water")).unwrap_or(0),
+        max_bytes: c.size("sluice_queue_high_water_bytes"),
+        min_free: c.size("queue_minfree"),
+    }
+}
+
+/// A restriction as the configuration parsed it, with its tables.
+fn restriction(r: &config::Restriction, config: &Arc<Config>) -> Restriction {
+    use config::Restriction as C;
+    let table = |maps: &Maps| -> Arc<dyn AccessTable> {
+        let name = maps.tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
+        Arc::new(ConfigTable { maps: maps.clone(), config: Arc::clone(config), name })
+    };
+    match r {
+        C::Permit => Restriction::Permit,
+        C::Reject => Restriction::Reject,
+        C::Defer => Restriction::Defer,
+        C::DeferIfPermit => Restriction::DeferIfPermit,
+        C::DeferIfReject => Restriction::DeferIfReject,
+        C::PermitMynetworks => Restriction::PermitMynetworks,
+        C::PermitSaslAuthenticated => Restriction::PermitSaslAuthenticated,
+        C::RejectUnauthDestination => Restriction::RejectUnauthDestination,
+        C::DeferUnauthDestination => Restriction::DeferUnauthDestination,
+        C::PermitAuthDestination => Restriction::PermitAuthDestination,
+        C::RejectUnlistedRecipient => Restriction::RejectUnlistedRecipient,
+        C::RejectNonFqdnRecipient => Restriction::RejectNonFqdnRecipient,
+        C::RejectNonFqdnSender => Restriction::RejectNonFqdnSender,
+        C::RejectUnauthPipelining => Restriction::RejectUnauthPipelining,
+        C::CheckClientAccess(m) => Restriction::CheckClientAccess(table(m)),
+        C::CheckHeloAccess(m) => Restriction::CheckHeloAccess(table(m)),
+        C::CheckSenderAccess(m) => Restriction::CheckSenderAccess(table(m)),
+        C::CheckRecipientAccess(m) => Restriction::CheckRecipientAccess(table(m)),
+    }
+}
+
+/// [`Lookups`] over a loaded configuration.
+struct ConfigLookups {
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for ConfigLookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigLookups")
+    }
+}
+
+impl Lookups for ConfigLookups {
+    fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError> {
+        self.config.is_relay_domain(domain)
+    }
+
+    fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError> {
+        let maps = self.config.maps("relay_recipient_maps");
+        if maps.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(maps.lookup_address(&self.config, "relay_recipient_maps", address)?.is_some()))
+    }
+}
+
+/// An access table of the configuration, with Postfix's key orders
+/// (`smtpd_access_maps` decides parent-domain matching).
+struct ConfigTable {
+    maps: Maps,
+    config: Arc<Config>,
+    name: String,
+}
+
+impl std::fmt::Debug for ConfigTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigTable({})", self.name)
+    }
+}
+
+impl AccessTable for ConfigTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError> {
+        self.maps.lookup_address(&self.config, "smtpd_access_maps", address)
+    }
+
+    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
+        self.maps.lookup_client(addr)
+    }
+
+    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError> {
+        self.maps.lookup_domain(&self.config, "smtpd_access_maps", domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::policy::{Client, Decision};
+
+    fn load(main_cf: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<Config>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write table");
+        }
+        let main_cf = main_cf.replace("$DIR", dir.path().to_str().expect("utf-8"));
+        let loaded =
+            Config::from_texts(dir.path(), &main_cf, "smtp inet n - n - - smtpd\n").expect("config loads");
+        (dir, loaded.config)
+    }
+
+    fn decide(s: &Settings, addr: &str, rcpt: &str) -> String {
+        let client = Client { addr: addr.parse().expect("addr"), name: "unknown" };
+        match s.policy.check_recipient(client, rcpt) {
+            Decision::Accept => "accept".to_owned(),
+            Decision::Refuse(r) => r.to_one_line(),
+        }
+    }
+
+    #[test]
+    fn a_postfix_mx_relay_main_cf_maps_to_settings() {
+        let main_cf = "myhostname = mx1.example.net\n\
+            mynetworks = 127.0.0.0/8 [::1]/128 10.1.0.0/16\n\
+            relay_domains = example.org\n\
+            relay_recipient_maps = hash:$DIR/relay_recipients\n\
+            smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n\
+            smtpd_recipient_restrictions = check_recipient_access hash:$DIR/access\n\
+            message_size_limit = 52428800\n\
+            smtpd_recipient_limit = 200\n\
+            smtpd_timeout = 60s\n\
+            smtpd_forbid_bare_newline = reject\n\
+            smtpd_forbid_bare_newline_exclusions = 10.1.0.0/16\n\
+            smtpd_client_connection_rate_limit = 30\n\
+            sluice_queue_high_water = 5000\n\
+            queue_minfree = 1073741824\n";
+        let files = [
+            ("relay_recipients", "alice@example.org OK\nbob@example.org OK\n"),
+            ("access", "bob@example.org REJECT moved away\n"),
+        ];
+        let (_dir, config) = load(main_cf, &files);
+        let s = Settings::from_config(&config).expect("settings");
+        assert_eq!(s.myhostname, "mx1.example.net");
+        assert_eq!(s.banner, "mx1.example.net ESMTP sluice");
+        assert_eq!(s.message_size_limit, 52_428_800);
+        assert_eq!(s.recipient_limit, 200);
+        assert_eq!(s.timeout, Duration::from_secs(60));
+        assert_eq!(s.bare_newline, BareNewline::Reject);
+        assert_eq!(s.bare_newline_for("10.1.2.3".parse().expect("addr")), BareNewline::No);
+        assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Reject);
+        assert_eq!(s.client_connection_rate_limit, 30);
+        assert_eq!(s.admission.max_messages, 5000);
+        assert_eq!(s.admission.min_free, 1 << 30);
+        assert!(!s.vrfy, "{s:?}");
+        assert!(s.forbid_unauth_pipelining);
+        assert_eq!(s.tls_level, TlsLevel::None);
+
+        assert_eq!(decide(&s, "192.0.2.1", "alice@example.org"), "accept");
+        assert_eq!(
+            decide(&s, "192.0.2.1", "bob@example.org"),
+            "554 5.7.1 <bob@example.org>: Recipient address rejected: moved away"
+        );
+        assert_eq!(
+            decide(&s, "192.0.2.1", "carol@example.org"),
+            "550 5.1.1 <carol@example.org>: Recipient address rejected: User unknown in relay recipient table"
+        );
+        assert_eq!(
+            decide(&s, "192.0.2.1", "x@elsewhere.example"),
+            "554 5.7.1 <x@elsewhere.example>: Relay access denied"
+        );
+        assert_eq!(decide(&s, "10.1.9.9", "x@elsewhere.example"), "accept");
+    }
+
+    #[test]
+    fn postfix_defaults_are_not_an_open_relay() {
+        let (_dir, config) = load("mynetworks = 127.0.0.0/8\nrelay_domains = example.org\n", &[]);
+        let s = Settings::from_config(&config).expect("settings");
+        assert_eq!(
+            decide(&s, "192.0.2.1", "x@elsewhere.example"),
+            "454 4.7.1 <x@elsewhere.example>: Relay access denied"
+        );
+        assert_eq!(decide(&s, "192.0.2.1", "anyone@example.org"), "accept");
+        assert_eq!(s.bare_newline, BareNewline::Normalize);
+    }
+
+    #[test]
+    fn open_relay_lists_and_missing_certificates_are_refused() {
+        let (_dir, config) = load(
+            "smtpd_relay_restrictions = permit\nsmtpd_recipient_restrictions = permit_mynetworks\n",
+            &[],
+        );
+        assert!(matches!(Settings::from_config(&config), Err(SettingsError::Policy(PolicyError::OpenRelay))));
+        let (_dir, config) = load(
+            "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = $DIR/cert.pem\n",
+            &[("cert.pem", "not a certificate\n")],
+        );
+        assert!(matches!(Settings::from_config(&config), Err(SettingsError::Tls(_))));
+    }
+
+    #[test]
+    fn exclusions_turn_bare_newline_handling_off() {
+        let s = Settings {
+            bare_newline_exclusions: vec!["10.0.0.0/8".parse().expect("net")].into(),
+            ..Settings::default()
+        };
+        assert_eq!(s.bare_newline_for("10.1.1.1".parse().expect("addr")), BareNewline::No);
+        assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Normalize);
+    }
+}

@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
 done
 
 # shellcheck disable=SC2086
-cargo build --release ${SLUICE_CARGO_FEATURES:-} --bin sluice
+cargo build --release ${SLUICE_CARGO_FEATURES:-} --bin sluice 2>/dev/null
 SLUICE=$PWD/target/release/sluice
 
 WORK=$(mktemp -d /tmp/sluice-deliver-bench.XXXXXX)
@@ -38,7 +38,8 @@ pids=()
 cleanup() {
     postfix_ctl "$WORK/pf" stop >/dev/null 2>&1 || true
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 

@@ -233,11 +233,7 @@ impl Shared {
         if let Some(s) = d.transports.get(transport) {
             return Arc::clone(s);
         }
-        let (s, warnings) = BackendSettings::from_config(config, transport, protocol);
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
-        let s = Arc::new(s);
+        let s = Arc::new(BackendSettings::from_config(config, transport, protocol));
         d.transports.insert(transport.to_owned(), Arc::clone(&s));
         s
     }

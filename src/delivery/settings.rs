@@ -3,9 +3,8 @@
 //! the rest of `delivery` never reads parameters by name, and unit tests
 //! build them directly.
 //!
-//! Owns the mapping from Postfix parameter names to meaning, including the
-//! few values sluice must parse itself because they come through
-//! [`Config::transport_param`] as text. Never opens sockets or the queue.
+//! Owns the mapping from Postfix parameter names to meaning. Never opens
+//! sockets or the queue.
 //!
 //! Parameters read (all must be in the config crate's table):
 //! `minimal_backoff_time`, `maximal_backoff_time`, `maximal_queue_lifetime`,
@@ -256,150 +255,76 @@ impl BackendSettings {
         }
     }
 
-    /// Reads a transport's settings. Values that `transport_param` hands over
-    /// as text and that do not parse fall back to the default and are
-    /// returned as warnings (the config crate type-checks the ones it knows).
-    pub fn from_config(
-        config: &Config,
-        transport: &str,
-        protocol: Protocol,
-    ) -> (BackendSettings, Vec<String>) {
-        let mut warnings = Vec::new();
+    /// Reads a transport's settings through the configuration's typed
+    /// per-transport accessors (`<transport>_X`, else `default_X`, else
+    /// `lmtp_X`/`smtp_X`, else `X`), type-checked when the configuration
+    /// was loaded.
+    pub fn from_config(config: &Config, transport: &str, protocol: Protocol) -> BackendSettings {
         let d = BackendSettings::new(protocol);
-        let mut int = |suffix: &str, default: i64| -> i64 {
-            let raw = config.transport_param(transport, suffix);
-            match raw.trim().parse::<i64>() {
-                Ok(v) => v,
-                Err(_) if raw.trim().is_empty() => default,
-                Err(_) => {
-                    warnings.push(format!("{transport}_{suffix} = {raw:?}: not a number, using {default}"));
-                    default
-                }
-            }
-        };
-        let recipient_limit = int("destination_recipient_limit", 50).max(1) as usize;
-        let mut concurrency_limit =
-            u32::try_from(int("destination_concurrency_limit", 20)).unwrap_or(20).max(1);
-        let failure_threshold = u32::try_from(int("sluice_breaker_failure_threshold", 5)).unwrap_or(5).max(1);
-        let failed_cohort_limit =
-            u32::try_from(int("destination_concurrency_failed_cohort_limit", 1)).unwrap_or(1).max(1);
-        let burst = u32::try_from(int("sluice_rate_burst", 0)).unwrap_or(0);
-        let mut time = |suffix: &str, default: Duration| -> Duration {
-            let raw = config.transport_param(transport, suffix);
-            match parse_time(raw, 's') {
-                Some(v) => v,
-                None if raw.trim().is_empty() => default,
-                None => {
-                    warnings.push(format!("{transport}_{suffix} = {raw:?}: not a time, using {default:?}"));
-                    default
-                }
-            }
-        };
-        let rate_delay = time("destination_rate_delay", Duration::ZERO);
-        let latency_target = time("sluice_latency_target", d.latency_target);
-        let cooldown = time("sluice_breaker_cooldown", d.cooldown);
-        let max_cooldown = time("sluice_breaker_max_cooldown", d.max_cooldown).max(cooldown);
-        // Postfix's smtp_connection_cache_time_limit and
-        // smtp_connection_reuse_time_limit defaults (not configurable here).
-        let (idle_time, reuse_time) = (d.idle_time, d.reuse_time);
-        let connect = time("connect_timeout", Duration::ZERO);
-        let timeouts = Timeouts {
-            connect: if connect.is_zero() { Duration::from_secs(30) } else { connect },
-            helo: time("helo_timeout", d.timeouts.helo),
-            mail: time("mail_timeout", d.timeouts.mail),
-            rcpt: time("rcpt_timeout", d.timeouts.rcpt),
-            data_init: time("data_init_timeout", d.timeouts.data_init),
-            data_xfer: time("data_xfer_timeout", d.timeouts.data_xfer),
-            data_done: time("data_done_timeout", d.timeouts.data_done),
-            rset: time("rset_timeout", d.timeouts.rset),
-            quit: time("quit_timeout", d.timeouts.quit),
-        };
-        let rate_text = config.transport_param(transport, "sluice_rate_limit").to_owned();
-        let rate = match Rate::parse(&rate_text, burst) {
-            Ok(r) => r,
-            Err(e) => {
-                warnings.push(format!("{transport}_sluice_rate_limit: {e}; no rate limit"));
-                None
-            }
-        };
+        let int = |suffix: &str| config.transport_int(transport, suffix);
+        let time = |suffix: &str| config.transport_time(transport, suffix);
+        let count = |suffix: &str, min: u32| u32::try_from(int(suffix)).unwrap_or(u32::MAX).max(min);
+
+        let mut concurrency_limit = count("destination_concurrency_limit", 1);
         if let Some(maxproc) =
             config.transports().iter().find(|t| t.name == transport).and_then(|t| t.maxproc)
             && maxproc > 0
         {
             concurrency_limit = concurrency_limit.min(maxproc);
         }
+        let rate_delay = time("destination_rate_delay");
         if !rate_delay.is_zero() {
             // Postfix: "with a non-zero delay, the concurrency is one".
             concurrency_limit = 1;
         }
-        let initial = u32::try_from(config.int("initial_destination_concurrency")).unwrap_or(5).max(1);
-        let settings = BackendSettings {
+        let rate = config.transport_rate(transport, "sluice_rate_limit").and_then(|r| {
+            let count = NonZeroU32::new(r.count)?;
+            let burst = NonZeroU32::new(count_or_zero(int("sluice_rate_burst"))).unwrap_or(count);
+            Some(Rate { count, per: r.per, burst })
+        });
+        let cooldown = time("sluice_breaker_cooldown");
+        let connect = time("connect_timeout");
+        BackendSettings {
             protocol,
-            recipient_limit,
-            initial_concurrency: initial.min(concurrency_limit),
+            recipient_limit: count("destination_recipient_limit", 1) as usize,
+            initial_concurrency: count("initial_destination_concurrency", 1).min(concurrency_limit),
             concurrency_limit,
             rate,
             rate_delay,
-            latency_target,
-            failure_threshold,
-            failed_cohort_limit,
+            latency_target: time("sluice_latency_target"),
+            failure_threshold: count("sluice_breaker_failure_threshold", 1),
+            failed_cohort_limit: count("destination_concurrency_failed_cohort_limit", 1),
             cooldown,
-            max_cooldown,
-            timeouts,
-            idle_time,
-            reuse_time,
-            helo_name: config.string("myhostname").to_owned(),
-        };
-        (settings, warnings)
+            max_cooldown: time("sluice_breaker_max_cooldown").max(cooldown),
+            timeouts: Timeouts {
+                // 0 means the system's limit in Postfix; a silent peer must not
+                // hold a slot for minutes, so sluice uses 30 s then.
+                connect: if connect.is_zero() { Duration::from_secs(30) } else { connect },
+                helo: time("helo_timeout"),
+                mail: time("mail_timeout"),
+                rcpt: time("rcpt_timeout"),
+                data_init: time("data_init_timeout"),
+                data_xfer: time("data_xfer_timeout"),
+                data_done: time("data_done_timeout"),
+                rset: time("rset_timeout"),
+                quit: time("quit_timeout"),
+            },
+            // Postfix's smtp_connection_cache_time_limit and
+            // smtp_connection_reuse_time_limit defaults (not configurable).
+            idle_time: d.idle_time,
+            reuse_time: d.reuse_time,
+            helo_name: config.transport_param(transport, "helo_name").to_owned(),
+        }
     }
 }
 
-/// Parses a Postfix time value: a number with an optional unit letter
-/// (`s`, `m`, `h`, `d`, `w`); a bare number is in `default_unit`.
-/// Fractions are accepted (`0.5s`) since sluice's latency targets need them.
-pub fn parse_time(text: &str, default_unit: char) -> Option<Duration> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    let (num, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => (&text[..i], &text[i..]),
-        None => (text, ""),
-    };
-    let value: f64 = num.parse().ok()?;
-    if !value.is_finite() || value < 0.0 {
-        return None;
-    }
-    let unit = if unit.is_empty() { default_unit.to_string() } else { unit.to_owned() };
-    let secs = match unit.as_str() {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        "w" => value * 7.0 * 86400.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
+fn count_or_zero(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn postfix_time_values_parse_with_units_and_default_unit() {
-        assert_eq!(parse_time("300s", 's'), Some(Duration::from_secs(300)));
-        assert_eq!(parse_time("5m", 's'), Some(Duration::from_secs(300)));
-        assert_eq!(parse_time("1h", 's'), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_time("5d", 's'), Some(Duration::from_secs(5 * 86400)));
-        assert_eq!(parse_time("2", 'h'), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_time("250ms", 's'), Some(Duration::from_millis(250)));
-        assert_eq!(parse_time("0.5s", 's'), Some(Duration::from_millis(500)));
-        assert_eq!(parse_time("ten", 's'), None);
-        assert_eq!(parse_time("5x", 's'), None);
-        assert_eq!(parse_time("-1s", 's'), None);
-    }
 
     #[test]
     fn rates_parse_per_second_minute_hour() {
@@ -412,5 +337,69 @@ mod tests {
         assert_eq!(Rate::parse("0/s", 1), Ok(None));
         assert!(Rate::parse("fast", 1).is_err());
         assert!(Rate::parse("5/fortnight", 1).is_err());
+    }
+
+    fn load(main_cf: &str, master_cf: &str) -> std::sync::Arc<Config> {
+        let dir = std::env::temp_dir();
+        match Config::from_texts(&dir, main_cf, master_cf) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const MASTER: &str = "lmtp unix - - n - - lmtp\nmbx unix - - n - 3 lmtp\nslow unix - - n - - lmtp\n";
+
+    #[test]
+    fn transport_settings_follow_postfix_names_and_overrides() {
+        let cf = load(
+            "myhostname = mx.example.test\n\
+             mbx_destination_concurrency_limit = 7\n\
+             mbx_destination_recipient_limit = 10\n\
+             mbx_sluice_rate_limit = 30/m\n\
+             mbx_sluice_breaker_cooldown = 500ms\n\
+             lmtp_lhlo_timeout = 5s\n\
+             slow_destination_rate_delay = 2s\n",
+            MASTER,
+        );
+        let mbx = BackendSettings::from_config(&cf, "mbx", Protocol::Lmtp);
+        assert_eq!(mbx.concurrency_limit, 3, "master.cf maxproc caps the concurrency limit");
+        assert_eq!(mbx.recipient_limit, 10);
+        assert_eq!(
+            mbx.rate.map(|r| (r.count.get(), r.per, r.burst.get())),
+            Some((30, Duration::from_secs(60), 30))
+        );
+        assert_eq!(mbx.cooldown, Duration::from_millis(500));
+        assert_eq!(mbx.timeouts.helo, Duration::from_secs(5), "lmtp_lhlo_timeout is the LMTP helo timeout");
+        assert_eq!(
+            mbx.timeouts.connect,
+            Duration::from_secs(30),
+            "lmtp_connect_timeout = 0 is taken as 30 s"
+        );
+        assert_eq!(mbx.helo_name, "mx.example.test");
+        assert_eq!(mbx.initial_concurrency, 3, "never above the limit");
+
+        let slow = BackendSettings::from_config(&cf, "slow", Protocol::Lmtp);
+        assert_eq!(slow.rate_delay, Duration::from_secs(2));
+        assert_eq!(slow.concurrency_limit, 1, "a rate delay means one delivery at a time");
+
+        let lmtp = BackendSettings::from_config(&cf, "lmtp", Protocol::Lmtp);
+        assert_eq!((lmtp.concurrency_limit, lmtp.recipient_limit, lmtp.rate), (20, 50, None));
+        assert_eq!(lmtp.failure_threshold, 5);
+        assert_eq!(lmtp.latency_target, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn scheduler_settings_read_the_queue_parameters() {
+        let cf = load(
+            "minimal_backoff_time = 60s\nmaximal_queue_lifetime = 2d\ndelay_warning_time = 4h\n",
+            MASTER,
+        );
+        let s = Settings::from_config(&cf);
+        assert_eq!(s.minimal_backoff, Duration::from_secs(60));
+        assert_eq!(s.maximal_backoff, Duration::from_secs(4000));
+        assert_eq!(s.maximal_queue_lifetime, Duration::from_secs(2 * 86400));
+        assert_eq!(s.delay_warning, Some(Duration::from_secs(4 * 3600)));
+        let d = Settings::from_config(&load("", MASTER));
+        assert_eq!(d.delay_warning, None, "Postfix's default 0h: no warnings");
     }
 }

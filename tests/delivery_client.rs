@@ -172,21 +172,28 @@ async fn lmtp_over_a_unix_socket() {
     assert_eq!(dc.maildir("alice").len(), 1);
 }
 
-#[tokio::test]
-async fn smtp_to_postfix_smtp_sink() {
-    let Some(sink) = common::which("smtp-sink") else {
-        eprintln!("smtp-sink not installed; skipping");
-        return;
-    };
+/// Starts Postfix's smtp-sink with extra flags; `None` when not installed.
+fn smtp_sink(flags: &[&str]) -> Option<(common::ChildGuard, u16)> {
+    let sink = common::which("smtp-sink")?;
     let port = common::free_port();
     let mut cmd = Command::new(sink);
     if Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false) {
         cmd.args(["-u", "nobody"]);
     }
-    cmd.arg(format!("127.0.0.1:{port}")).arg("10");
-    let _sink = common::ChildGuard::spawn("smtp-sink", &mut cmd);
+    cmd.args(flags).arg(format!("127.0.0.1:{port}")).arg("10");
+    let guard = common::ChildGuard::spawn("smtp-sink", &mut cmd);
     assert!(common::wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(5)));
+    Some((guard, port))
+}
+
+#[tokio::test]
+async fn smtp_to_postfix_smtp_sink() {
+    let Some((_sink, port)) = smtp_sink(&[]) else {
+        eprintln!("smtp-sink not installed; skipping");
+        return;
+    };
     let mut s = open(port, Protocol::Smtp).await;
+    assert!(s.caps().pipelining);
     for i in 0..3 {
         let body = tricky_body(&format!("sink{i}"));
         let out =
@@ -196,6 +203,21 @@ async fn smtp_to_postfix_smtp_sink() {
     }
     assert!(s.reset().await, "RSET on a reused session");
     s.quit().await;
+}
+
+#[tokio::test]
+async fn smtp_falls_back_to_helo_and_works_without_pipelining() {
+    // -e: no ESMTP (EHLO is refused), -p: no PIPELINING.
+    let Some((_sink, port)) = smtp_sink(&["-e", "-p"]) else {
+        return;
+    };
+    let mut s = open(port, Protocol::Smtp).await;
+    assert_eq!(*s.caps(), client::wire::Caps::default(), "nothing offered after HELO");
+    let body = tricky_body("helo");
+    let out =
+        s.deliver(&tx("sender@remote.test", vec![rcpt("a@dest.test"), rcpt("b@dest.test")], &body)).await;
+    assert!(out.rcpts.iter().all(|r| r.verdict == Verdict::Sent), "{:?}", out.rcpts);
+    assert!(matches!(out.health, Health::Completed { latency: Some(_) }));
 }
 
 #[tokio::test]

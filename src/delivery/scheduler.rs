@@ -715,124 +715,87 @@ async fn record(
     let policy = Backoff { min: s.minimal_backoff, max: s.maximal_backoff };
 
     let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
+    // Recipients for each kind of notice (only those whose NOTIFY asks).
     let mut failed: Vec<ReportRcpt> = Vec::new();
     let mut succeeded: Vec<ReportRcpt> = Vec::new();
     let mut delayed: Vec<ReportRcpt> = Vec::new();
-    let mut retry_at: Option<UnixMillis> = None;
-    let mut postpone_at: Option<UnixMillis> = None;
+    // The message's next due time: the earliest of the deferred
+    // recipients' backoffs and the postponed ones' times.
+    let mut next: Option<UnixMillis> = None;
     let mut expired_any = false;
-    let mut open = false;
     let mut abandoned = false;
 
     for RcptDone { index, done } in results {
         let Some(rcpt) = env.recipients.get(index) else { continue };
-        let orcpt = rcpt.orcpt.clone();
+        let entry = |action, status, remote_mta, diagnostic, text: &str| ReportRcpt {
+            address: rcpt.address.clone(),
+            orcpt: rcpt.orcpt.clone(),
+            action,
+            status,
+            remote_mta,
+            diagnostic,
+            text: text.to_owned(),
+        };
+        // What a recipient that gets no verdict now is waiting on: its last
+        // deferral if it had one, else why it was not tried.
+        let waiting_on = |reason: String| match &rcpt.state {
+            RcptState::Deferred { reply } => reply.clone(),
+            _ => reason,
+        };
         match done {
             Done::Abandoned => abandoned = true,
             Done::Attempted { verdict: Verdict::Sent, dsn, text, remote, dsn_passed, lmtp, .. } => {
+                // A server that took NOTIFY itself reports success itself.
                 if bounce::wanted(Kind::Success, &rcpt.notify) && !dsn_passed {
                     let action = if remote.is_none() || lmtp { Action::Delivered } else { Action::Relayed };
-                    succeeded.push(ReportRcpt {
-                        address: rcpt.address.clone(),
-                        orcpt,
-                        action,
-                        status: dsn,
-                        remote_mta: remote,
-                        diagnostic: None,
-                        text: text.clone(),
-                    });
+                    succeeded.push(entry(action, dsn, remote, None, &text));
                 }
                 outcomes.push((index, Outcome::Delivered { reply: text }));
             }
             Done::Attempted { verdict: Verdict::Bounced, dsn, text, diagnostic, remote, .. } => {
                 if bounce::wanted(Kind::Failure, &rcpt.notify) {
-                    failed.push(ReportRcpt {
-                        address: rcpt.address.clone(),
-                        orcpt,
-                        action: Action::Failed,
-                        status: dsn,
-                        remote_mta: remote,
-                        diagnostic,
-                        text: text.clone(),
-                    });
+                    failed.push(entry(Action::Failed, dsn, remote, diagnostic, &text));
+                }
+                outcomes.push((index, Outcome::Bounced { reply: text }));
+            }
+            // A deferral past the message's lifetime is its last: it bounces
+            // with the reason it was deferred (Postfix keeps the 4.x.x status).
+            Done::Attempted { verdict: Verdict::Deferred, dsn, text, diagnostic, remote, .. } if expired => {
+                expired_any = true;
+                if bounce::wanted(Kind::Failure, &rcpt.notify) {
+                    failed.push(entry(Action::Failed, dsn, remote, diagnostic, &text));
                 }
                 outcomes.push((index, Outcome::Bounced { reply: text }));
             }
             Done::Attempted { verdict: Verdict::Deferred, dsn, text, diagnostic, remote, .. } => {
-                if expired {
-                    expired_any = true;
-                    if bounce::wanted(Kind::Failure, &rcpt.notify) {
-                        failed.push(ReportRcpt {
-                            address: rcpt.address.clone(),
-                            orcpt,
-                            action: Action::Failed,
-                            status: dsn,
-                            remote_mta: remote,
-                            diagnostic,
-                            text: text.clone(),
-                        });
-                    }
-                    outcomes.push((index, Outcome::Bounced { reply: text }));
-                } else {
-                    open = true;
-                    let due = policy.next_due(now, rcpt.attempts.saturating_add(1), rand::random::<f64>());
-                    retry_at = Some(retry_at.map_or(due, |t| t.min(due)));
-                    if bounce::wanted(Kind::Delay, &rcpt.notify) {
-                        delayed.push(ReportRcpt {
-                            address: rcpt.address.clone(),
-                            orcpt,
-                            action: Action::Delayed,
-                            status: dsn,
-                            remote_mta: remote,
-                            diagnostic,
-                            text: text.clone(),
-                        });
-                    }
-                    outcomes.push((index, Outcome::Deferred { reply: text }));
+                let due = policy.next_due(now, rcpt.attempts.saturating_add(1), rand::random::<f64>());
+                next = Some(next.map_or(due, |t| t.min(due)));
+                if bounce::wanted(Kind::Delay, &rcpt.notify) {
+                    delayed.push(entry(Action::Delayed, dsn, remote, diagnostic, &text));
                 }
+                outcomes.push((index, Outcome::Deferred { reply: text }));
+            }
+            // Never tried this time (breaker open, paused, backend busy):
+            // no attempt is counted, but the lifetime still runs out.
+            Done::Postponed { reason, .. } if expired => {
+                expired_any = true;
+                let text = waiting_on(reason);
+                if bounce::wanted(Kind::Failure, &rcpt.notify) {
+                    failed.push(entry(Action::Failed, bounce::status_in(&text), None, None, &text));
+                }
+                outcomes.push((index, Outcome::Bounced { reply: text }));
             }
             Done::Postponed { until, reason, .. } => {
-                if expired {
-                    expired_any = true;
-                    let text = match &rcpt.state {
-                        RcptState::Deferred { reply } => reply.clone(),
-                        _ => reason,
-                    };
-                    if bounce::wanted(Kind::Failure, &rcpt.notify) {
-                        failed.push(ReportRcpt {
-                            address: rcpt.address.clone(),
-                            orcpt,
-                            action: Action::Failed,
-                            status: bounce::status_in(&text),
-                            remote_mta: None,
-                            diagnostic: None,
-                            text: text.clone(),
-                        });
-                    }
-                    outcomes.push((index, Outcome::Bounced { reply: text }));
-                } else {
-                    open = true;
-                    postpone_at = Some(postpone_at.map_or(until, |t| t.min(until)));
-                    if bounce::wanted(Kind::Delay, &rcpt.notify) {
-                        let text = match &rcpt.state {
-                            RcptState::Deferred { reply } => reply.clone(),
-                            _ => reason,
-                        };
-                        delayed.push(ReportRcpt {
-                            address: rcpt.address.clone(),
-                            orcpt,
-                            action: Action::Delayed,
-                            status: bounce::status_in(&text),
-                            remote_mta: None,
-                            diagnostic: None,
-                            text,
-                        });
-                    }
-                    outcomes.push((index, Outcome::Postponed));
+                next = Some(next.map_or(until, |t| t.min(until)));
+                if bounce::wanted(Kind::Delay, &rcpt.notify) {
+                    let text = waiting_on(reason);
+                    delayed.push(entry(Action::Delayed, bounce::status_in(&text), None, None, &text));
                 }
+                outcomes.push((index, Outcome::Postponed));
             }
         }
     }
+    let open = next.is_some();
     if outcomes.is_empty() {
         if !abandoned {
             // No open recipient was found (they were final already): let the
@@ -870,11 +833,7 @@ async fn record(
         tracing::info!("{id}: from=<{}>, status=expired, returned to sender", env.sender);
     }
 
-    let next_due = match (retry_at, postpone_at) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => now,
-    };
+    let next_due = next.unwrap_or(now);
     match shared.queue.record(id, &outcomes, next_due, now).await {
         // The queue logs "removed" itself.
         Ok(Recorded::Removed) => {}

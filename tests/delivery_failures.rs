@@ -190,3 +190,35 @@ async fn a_slow_backend_never_sees_more_connections_than_the_gate_allows() {
     assert!(bounces.received().is_empty());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_memory_waits_on_disk_and_nothing_is_lost() {
+    let b = Backend::start(Proto::Lmtp).await;
+    let bounces = Backend::start(Proto::Smtp).await;
+    // At most 16 messages in memory, 4 waiting for this backend; the rest of
+    // the backlog stays on disk, parked on the backend, and is called back
+    // as it drains.
+    let tuning = sluice::delivery::Tuning { active_limit: Some(16), backend_queue_limit: Some(4) };
+    let h = Harness::start_tuned(&main_cf(b.port(), bounces.port(), ""), tuning).await;
+    let name = backend_name(&b);
+    b.set_mode(Mode::Slow { base: Duration::from_millis(30), capacity: 2, overload_at: None }).await;
+    let mut subjects = HashSet::new();
+    for i in 0..60 {
+        let s = format!("backlog-{i}");
+        h.enqueue("sender@remote.test", &["a@dev.test"], &message(&s)).await;
+        subjects.insert(s);
+    }
+    let mut most_waiting = 0;
+    eventually("the whole backlog is delivered", Duration::from_secs(120), || {
+        if let Some(s) = h.handle.list().into_iter().find(|s| s.snapshot.name == name) {
+            most_waiting = most_waiting.max(s.queued);
+        }
+        let got: HashSet<String> = b.received().iter().map(|r| subject(&r.data)).collect();
+        subjects.is_subset(&got)
+    })
+    .await;
+    assert!(most_waiting <= 4, "{most_waiting} deliveries waited in memory for the backend");
+    eventually_async("the queue is empty", Duration::from_secs(30), || async { h.queued().await == 0 }).await;
+    assert!(bounces.received().is_empty());
+    h.stop().await;
+}

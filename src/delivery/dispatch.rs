@@ -200,7 +200,13 @@ impl Backend {
             let now = clock::unix_millis();
             match self.gate.admit(now) {
                 Admission::Go(permit) => {
-                    let Some(job) = lock(&self.jobs).queue.pop_front() else {
+                    let (job, left) = {
+                        let mut jobs = lock(&self.jobs);
+                        let job = jobs.queue.pop_front();
+                        (job, jobs.queue.len())
+                    };
+                    self.refill(left).await;
+                    let Some(job) = job else {
                         // Nothing after all: the permit goes back unused.
                         let fb = self.gate.report(permit, Report::Abandoned, now, clock::instant());
                         self.apply(fb).await;
@@ -247,6 +253,17 @@ impl Backend {
                 }
             }
         }
+    }
+
+    /// Calls parked mail back while the in-memory queue is below half its
+    /// limit, so a backlog flows from disk at the pace the backend takes it.
+    async fn refill(&self, queued: usize) {
+        let limit = self.shared.settings().backend_queue_limit;
+        if queued >= limit / 2 {
+            return;
+        }
+        let ids = self.gate.take_parked(limit / 2 - queued, clock::unix_millis());
+        self.shared.requeue_many(&ids).await;
     }
 
     /// At shutdown, jobs that never started are due again at once (they are

@@ -35,7 +35,7 @@ use crate::config::{Config, NextHop, Protocol};
 use crate::shutdown::Stage;
 
 pub use self::gate::Snapshot;
-pub use self::scheduler::Handle;
+pub use self::scheduler::{Handle, Tuning};
 
 /// A backend: one transport's next hop. Each has its own gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +102,18 @@ pub async fn start_with_resolver(
     resolver: Arc<dyn dns::Resolver>,
     stage: Stage,
 ) -> Result<Handle, Error> {
+    start_tuned(queue, config, resolver, stage, Tuning::default()).await
+}
+
+/// [`start_with_resolver`] with in-memory limits set by the caller (tests
+/// and benches reach the overflow paths with small ones).
+pub async fn start_tuned(
+    queue: Queue,
+    config: Arc<ArcSwap<Config>>,
+    resolver: Arc<dyn dns::Resolver>,
+    stage: Stage,
+    tuning: Tuning,
+) -> Result<Handle, Error> {
     let stored = queue.backends().await?;
-    Ok(scheduler::spawn(queue, config, resolver, stage, stored))
+    Ok(scheduler::spawn(queue, config, resolver, stage, stored, tuning))
 }

@@ -47,8 +47,10 @@ use crate::reply::Status;
 use crate::shutdown::Stage;
 
 /// The longest mail for a backend with a full in-memory queue is left on
-/// disk before it is looked at again.
-const MAX_POSTPONE_FULL: Duration = Duration::from_secs(2);
+/// disk before it is looked at again. It is also parked on the backend, which
+/// calls it back as soon as its queue has room, so this is only the safety
+/// net (and the pace for mail beyond what a gate parks).
+const MAX_POSTPONE_FULL: Duration = Duration::from_secs(60);
 
 /// The longest the loop sleeps without looking at the queue again (a
 /// safety net; new mail and recoveries wake it at once).
@@ -182,6 +184,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Messages recorded so far (for tests and the bench).
     recorded: AtomicU64,
+    /// Limits set by the caller rather than the configuration.
+    tuning: Tuning,
     /// When the claim loop will look at the queue next (wall clock), so a
     /// result recorded with an earlier due time can wake it.
     sleeping_until: AtomicU64,
@@ -190,6 +194,32 @@ pub struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared").field("backends", &lock(&self.backends).len()).finish()
+    }
+}
+
+/// In-memory limits that have no configuration parameter (sluice does not
+/// read Postfix's queue-manager tuning); `None` keeps the default. Tests
+/// and benches shrink them to reach the overflow paths.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// Messages in memory at once (default 20,000).
+    pub active_limit: Option<usize>,
+    /// Deliveries one backend may hold in memory (default a quarter of the
+    /// active limit).
+    pub backend_queue_limit: Option<usize>,
+}
+
+impl Tuning {
+    fn apply(&self, mut s: Settings) -> Settings {
+        if let Some(n) = self.active_limit {
+            s.active_limit = n.max(1);
+            s.claim_batch = s.claim_batch.min(s.active_limit);
+            s.backend_queue_limit = (s.active_limit / 4).max(1);
+        }
+        if let Some(n) = self.backend_queue_limit {
+            s.backend_queue_limit = n.max(1);
+        }
+        s
     }
 }
 
@@ -208,7 +238,7 @@ impl Shared {
         let mut d = lock(&self.derived);
         if !Arc::ptr_eq(&d.from, &config) {
             *d = Derived {
-                settings: Arc::new(Settings::from_config(&config)),
+                settings: Arc::new(self.tuning.apply(Settings::from_config(&config))),
                 from: config,
                 transports: HashMap::new(),
             };
@@ -225,7 +255,7 @@ impl Shared {
         let mut d = lock(&self.derived);
         if !Arc::ptr_eq(&d.from, config) {
             *d = Derived {
-                settings: Arc::new(Settings::from_config(config)),
+                settings: Arc::new(self.tuning.apply(Settings::from_config(config))),
                 from: Arc::clone(config),
                 transports: HashMap::new(),
             };
@@ -268,6 +298,18 @@ impl Shared {
         } else {
             false
         }
+    }
+
+    /// Makes messages due now (a backend with room calls its parked mail
+    /// back).
+    pub async fn requeue_many(&self, ids: &[QueueId]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.queue.requeue(Some(ids), clock::unix_millis()).await {
+            tracing::error!("cannot requeue {} message(s): {e}", ids.len());
+        }
+        self.wake.notify_one();
     }
 
     /// Makes one message due now (a self-probe of a quiet backend).
@@ -419,9 +461,10 @@ pub(crate) fn spawn(
     resolver: Arc<dyn Resolver>,
     stage: Stage,
     stored: Vec<(String, BackendRecord)>,
+    tuning: Tuning,
 ) -> Handle {
     let cfg = config.load_full();
-    let settings = Arc::new(Settings::from_config(&cfg));
+    let settings = Arc::new(tuning.apply(Settings::from_config(&cfg)));
     let shared = Arc::new(Shared {
         queue,
         config,
@@ -434,6 +477,7 @@ pub(crate) fn spawn(
         token: stage.token().child_token(),
         tracker: TaskTracker::new(),
         recorded: AtomicU64::new(0),
+        tuning,
         sleeping_until: AtomicU64::new(u64::MAX),
     });
     for (name, rec) in lock(&shared.stored).iter() {
@@ -614,16 +658,18 @@ fn plan(
                 Ok(()) => {}
                 Err(PushError::Closed(j)) => job = Some(j),
                 Err(PushError::Full(j, wait)) => {
-                    // Back within seconds even if the estimate is longer: the
-                    // backend may speed up (recover) meanwhile.
+                    // Left on disk about until its turn, and parked so the
+                    // backend calls it back when its queue has room (a
+                    // backlog of a million does not cycle through the
+                    // window every few seconds).
                     let wait = wait.clamp(Duration::from_secs(1), MAX_POSTPONE_FULL);
                     let until = spread(now, now + wait.as_millis() as u64);
-                    postpone(j, Some(b), until, "too much mail waiting for the backend");
+                    postpone(j, Some(b), until, "too much mail waiting for the backend", true);
                 }
             }
         }
         if let Some(j) = job {
-            postpone(j, None, now + 1000, "backend restarting");
+            postpone(j, None, now + 1000, "backend restarting", false);
         }
     }
     // The scheduler's own results (error/discard routes) complete the last share.
@@ -647,15 +693,13 @@ fn plan(
     inflight.complete(None, done);
 }
 
-/// Completes a job as postponed (not attempted) until `until`.
-fn postpone(job: Job, backend: Option<Arc<Backend>>, until: UnixMillis, reason: &str) {
+/// Completes a job as postponed (not attempted) until `until`, parked on
+/// its backend when `park`.
+fn postpone(job: Job, backend: Option<Arc<Backend>>, until: UnixMillis, reason: &str, park: bool) {
     let done = job
         .rcpts
         .iter()
-        .map(|&index| RcptDone {
-            index,
-            done: Done::Postponed { until, reason: reason.to_owned(), park: false },
-        })
+        .map(|&index| RcptDone { index, done: Done::Postponed { until, reason: reason.to_owned(), park } })
         .collect();
     job.msg.complete(backend, done);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sluice::config::Config;
 use sluice::delivery::dns::StaticResolver;
-use sluice::delivery::{self, Handle};
+use sluice::delivery::{self, Handle, Tuning};
 use sluice::shutdown::Stage;
 use sluice_queue::{BodyType, ClientInfo, DsnRet, Envelope, Filter, Options, Queue, QueueId, Recipient};
 
@@ -70,8 +70,18 @@ impl Harness {
         Self::start_in(dir, main_cf).await
     }
 
+    /// Starts delivery with small in-memory limits.
+    pub async fn start_tuned(main_cf: &str, tuning: Tuning) -> Harness {
+        let dir = tempfile::Builder::new().prefix("sluice-delivery-").tempdir().expect("temp dir");
+        Self::start_in_tuned(dir, main_cf, tuning).await
+    }
+
     /// Starts delivery on the queue in `dir` (a restart when it exists).
     pub async fn start_in(dir: tempfile::TempDir, main_cf: &str) -> Harness {
+        Self::start_in_tuned(dir, main_cf, Tuning::default()).await
+    }
+
+    async fn start_in_tuned(dir: tempfile::TempDir, main_cf: &str, tuning: Tuning) -> Harness {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
         let opts = Options { recovery_spread: Duration::from_millis(100), ..Options::default() };
         let queue =
@@ -83,7 +93,7 @@ impl Harness {
         let config = Arc::new(ArcSwap::new(loaded.config));
         let stage = Stage::new();
         let handle =
-            delivery::start_with_resolver(queue.clone(), config.clone(), Arc::new(resolver()), stage.clone())
+            delivery::start_tuned(queue.clone(), config.clone(), Arc::new(resolver()), stage.clone(), tuning)
                 .await
                 .expect("delivery starts");
         Harness { dir, queue, config, handle, stage, main_cf: main_cf.to_owned() }

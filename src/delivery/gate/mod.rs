@@ -393,6 +393,22 @@ impl Gate {
         Some(id)
     }
 
+    /// Up to `n` parked messages to call back because the backend's
+    /// in-memory queue has room; none while the breaker is not closed or the
+    /// backend is paused (their mail waits for the probe or the resume).
+    pub fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId> {
+        let mut st = self.state();
+        if st.breaker.position() != BreakerPosition::Closed || st.paused_until.is_some_and(|u| u > now) {
+            return Vec::new();
+        }
+        let n = n.min(st.parked.len());
+        let ids: Vec<QueueId> = st.parked.drain(..n).collect();
+        for id in &ids {
+            st.parked_set.remove(id);
+        }
+        ids
+    }
+
     fn unpark(st: &mut State) -> Vec<QueueId> {
         st.parked_set.clear();
         st.parked.drain(..).collect()

@@ -1,3 +1,119 @@
-//! Delivery: the scheduler, the per-backend gate (rate limiter, adaptive
-//! concurrency, circuit breaker), the LMTP/SMTP client, bounces and DNS.
-//! Never touches inbound sessions.
+//! Delivery: mail leaves the queue for the mailbox servers named by
+//! `transport_maps`, through one gate per backend.
+//!
+//! - [`scheduler`] claims due messages from the queue in bounded batches,
+//!   routes each recipient, groups them per backend, records results,
+//!   retries with backoff, bounces and expires.
+//! - [`dispatch`] is one backend: its waiting jobs, its [`gate`] (rate
+//!   limiter, adaptive concurrency, circuit breaker) and its idle
+//!   connections; it starts deliveries through the [`client`].
+//! - [`bounce`] builds delivery status notifications; [`dns`] resolves next
+//!   hops; [`log`] formats the Postfix-style result lines; [`backoff`] and
+//!   [`settings`] are the plain policy and configuration.
+//!
+//! Never touches inbound sessions. The public entry point is [`start`]; it
+//! returns a [`Handle`] for the admin side (backend snapshots, pause,
+//! resume, wake).
+
+pub mod backoff;
+pub mod bounce;
+pub mod client;
+pub mod dispatch;
+pub mod dns;
+pub mod gate;
+pub mod log;
+pub mod scheduler;
+pub mod settings;
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sluice_queue::Queue;
+
+use crate::config::{Config, NextHop, Protocol};
+use crate::shutdown::Stage;
+
+pub use self::gate::Snapshot;
+pub use self::scheduler::{Handle, Tuning};
+
+/// A backend: one transport's next hop. Each has its own gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendId {
+    pub transport: String,
+    pub protocol: Protocol,
+    pub nexthop: NextHop,
+}
+
+impl std::hash::Hash for BackendId {
+    // The protocol follows from the transport; hashing the rest is enough.
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.transport.hash(h);
+        self.nexthop.hash(h);
+    }
+}
+
+impl fmt::Display for BackendId {
+    /// The name logs and `sluice backend` commands use, written the way a
+    /// transport map result would be: `lmtp:[mbx1]:24`, `smtp:example.org:25`,
+    /// `lmtp:unix:/run/dovecot/lmtp`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.transport;
+        match &self.nexthop {
+            NextHop::Host { host, port } => write!(f, "{t}:[{host}]:{port}"),
+            NextHop::Mx { domain, port } => write!(f, "{t}:{domain}:{port}"),
+            NextHop::Unix(path) => write!(f, "{t}:unix:{}", path.display()),
+        }
+    }
+}
+
+/// Why delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading stored backend records failed.
+    #[error("reading backend state from the queue: {0}")]
+    Queue(#[from] sluice_queue::Error),
+    /// The system resolver configuration could not be read.
+    #[error("DNS resolver: {0}")]
+    Resolver(String),
+}
+
+/// No backend by that name is known (neither running nor stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no such backend: {name}")]
+pub struct UnknownBackend {
+    pub name: String,
+}
+
+/// Starts delivery with the system's DNS resolver. `config` is the live
+/// configuration (a reload swaps it; the next decisions use the new one).
+/// Runs until `stage` is cancelled: then it stops claiming, lets deliveries
+/// in progress finish within the grace period, records their results, and
+/// drops its guard.
+pub async fn start(queue: Queue, config: Arc<ArcSwap<Config>>, stage: Stage) -> Result<Handle, Error> {
+    let resolver = dns::SystemResolver::new().map_err(Error::Resolver)?;
+    start_with_resolver(queue, config, Arc::new(resolver), stage).await
+}
+
+/// [`start`] with a given resolver (tests use [`dns::StaticResolver`]).
+pub async fn start_with_resolver(
+    queue: Queue,
+    config: Arc<ArcSwap<Config>>,
+    resolver: Arc<dyn dns::Resolver>,
+    stage: Stage,
+) -> Result<Handle, Error> {
+    start_tuned(queue, config, resolver, stage, Tuning::default()).await
+}
+
+/// [`start_with_resolver`] with in-memory limits set by the caller (tests
+/// and benches reach the overflow paths with small ones).
+pub async fn start_tuned(
+    queue: Queue,
+    config: Arc<ArcSwap<Config>>,
+    resolver: Arc<dyn dns::Resolver>,
+    stage: Stage,
+    tuning: Tuning,
+) -> Result<Handle, Error> {
+    let stored = queue.backends().await?;
+    Ok(scheduler::spawn(queue, config, resolver, stage, stored, tuning))
+}

@@ -86,3 +86,7 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(program))
         .find(|p| p.is_file())
 }
+
+pub mod backend;
+pub mod delivery;
+pub mod dovecot;

@@ -1,0 +1,96 @@
+# shellcheck shell=bash
+# Helpers for the load scripts: a private Postfix instance (own config and
+# queue directories, loopback high ports, `postfix -c DIR start/stop`),
+# waiting for ports and queues, and killing what we started by PID.
+#
+# Source it: `. benches/load/lib.sh`.
+
+# free_port: prints a free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_port PORT [SECONDS]: waits until 127.0.0.1:PORT accepts connections.
+wait_port() {
+    local port=$1 limit=${2:-15} i
+    for ((i = 0; i < limit * 10; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "port $port did not open" >&2
+    return 1
+}
+
+# now: seconds since the epoch with fractions.
+now() { date +%s.%N; }
+
+# postfix_private DIR SMTPD_PORT TRANSPORT: writes a private Postfix
+# configuration under DIR (DIR/conf, DIR/queue, DIR/data, log DIR/maillog)
+# listening on 127.0.0.1:SMTPD_PORT, relaying dev.test to TRANSPORT
+# (e.g. lmtp:[127.0.0.1]:2424), with Postfix's defaults otherwise.
+postfix_private() {
+    local dir=$1 port=$2 transport=$3
+    mkdir -p "$dir/conf" "$dir/queue" "$dir/data"
+    chown postfix "$dir/data" 2>/dev/null || true
+    cat >"$dir/conf/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $dir/queue
+data_directory = $dir/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.bench.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains = dev.test
+transport_maps = inline:{ dev.test=$transport }
+smtpd_relay_restrictions = permit_mynetworks reject_unauth_destination
+maillog_file = $dir/maillog
+maillog_file_prefixes = $dir
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+EOF
+    cat >"$dir/conf/master.cf" <<EOF
+127.0.0.1:$port inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOF
+}
+
+# postfix_ctl DIR start|stop: runs `postfix -c DIR/conf CMD` (under a
+# pseudo-terminal so its complaints are shown instead of going to syslog).
+postfix_ctl() {
+    script -qc "postfix -c $1/conf $2" /dev/null
+}
+
+# postfix_queued DIR: messages in the private instance's queue.
+postfix_queued() {
+    find "$1/queue/incoming" "$1/queue/active" "$1/queue/deferred" "$1/queue/maildrop" -type f 2>/dev/null | wc -l
+}
+
+# sink_user: smtp-sink refuses to run as root without -u.
+sink_user() {
+    if [ "$(id -u)" = 0 ]; then echo "-u nobody"; fi
+}

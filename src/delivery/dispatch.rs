@@ -1,0 +1,613 @@
+//! One backend at run time: the jobs waiting for it, its [`Gate`], its
+//! idle connections, and the dispatcher task that starts a delivery
+//! whenever the gate lets one through.
+//!
+//! Owns the order of a delivery: gate permit → connection (a pooled one,
+//! checked with `RSET`, or a new one through DNS) → transaction → feedback
+//! to the gate (and what the gate asks: persist its record, wake parked
+//! mail) → one log line per recipient → results to the scheduler. Also owns
+//! the connection pool's bound: open connections (busy plus idle) never
+//! exceed the gate's current limit, because a new connection is opened only
+//! by a delivery holding a slot when no idle one exists, and a finished
+//! connection is kept idle only while busy + idle stays within the limit.
+//!
+//! Never reads the queue's schedule or decides retries: that is the
+//! scheduler's.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sluice_queue::{QueueId, UnixMillis};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::client::{self, Health, OpenError, Session, Transaction, TxRcpt, Verdict};
+use super::gate::{Admission, Gate, Permit, Report};
+use super::log::{LogStatus, ResultLine, metric};
+use super::scheduler::{Done, InFlight, RcptDone, Shared};
+use super::settings::BackendSettings;
+use super::{BackendId, dns};
+use crate::clock;
+use crate::config::Protocol;
+use crate::reply::Status;
+
+/// How often an idle dispatcher closes expired idle connections.
+const REAP_EVERY: Duration = Duration::from_millis(500);
+/// A backend with nothing to do for this long (and nothing to remember) is
+/// dropped; it is created again by the next mail for it.
+const EVICT_AFTER: Duration = Duration::from_secs(600);
+/// Spread of postponed mail: up to this fraction of the wait is added at
+/// random, at most [`MAX_SPREAD`], so mail released together does not
+/// arrive together.
+const SPREAD: f64 = 0.1;
+const MAX_SPREAD: Duration = Duration::from_secs(5);
+
+/// Some recipients of one claimed message, for one backend.
+#[derive(Debug)]
+pub struct Job {
+    pub msg: Arc<InFlight>,
+    /// Indexes into the envelope's recipients.
+    pub rcpts: Vec<usize>,
+    /// When it was handed to the backend.
+    pub queued_at: Instant,
+}
+
+/// Why [`Backend::push`] did not take a job.
+#[derive(Debug)]
+pub enum PushError {
+    /// The backend's in-memory queue is full: postpone the job (the time
+    /// says roughly when its turn would have come).
+    Full(Job, Duration),
+    /// The backend was retired; ask the scheduler for a fresh one.
+    Closed(Job),
+}
+
+#[derive(Debug, Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    closed: bool,
+}
+
+/// One backend.
+#[derive(Debug)]
+pub struct Backend {
+    id: BackendId,
+    name: String,
+    gate: Gate,
+    jobs: Mutex<Jobs>,
+    job_ready: Notify,
+    pool: Mutex<Vec<Session>>,
+    shared: Arc<Shared>,
+    running: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `until` plus a little random spread.
+pub fn spread(now: UnixMillis, until: UnixMillis) -> UnixMillis {
+    let wait = until.saturating_sub(now) as f64;
+    let max = (wait * SPREAD).min(MAX_SPREAD.as_millis() as f64);
+    until + (rand::random::<f64>() * max) as u64
+}
+
+impl Backend {
+    /// A backend with its gate (restored from `record` when the queue kept
+    /// one). Its dispatcher is started by [`Backend::start`].
+    pub fn new(
+        id: BackendId,
+        settings: Arc<BackendSettings>,
+        shared: Arc<Shared>,
+        now: UnixMillis,
+    ) -> Backend {
+        let name = id.to_string();
+        let record = shared.stored_record(&name);
+        let gate = Gate::new(name.clone(), settings, record.as_ref(), now);
+        Backend {
+            id,
+            name,
+            gate,
+            jobs: Mutex::new(Jobs::default()),
+            job_ready: Notify::new(),
+            pool: Mutex::new(Vec::new()),
+            shared,
+            running: AtomicBool::new(false),
+        }
+    }
+
+    /// Spawns the dispatcher (once).
+    pub fn start(self: &Arc<Self>) {
+        if !self.running.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            self.shared.tracker.spawn(async move { me.dispatch().await });
+        }
+    }
+
+    pub fn id(&self) -> &BackendId {
+        &self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Jobs waiting in memory.
+    pub fn queued(&self) -> usize {
+        lock(&self.jobs).queue.len()
+    }
+
+    /// Hands a job to this backend.
+    pub fn push(&self, job: Job, limit: usize) -> Result<(), PushError> {
+        let mut jobs = lock(&self.jobs);
+        if jobs.closed {
+            return Err(PushError::Closed(job));
+        }
+        if jobs.queue.len() >= limit {
+            let wait = self.gate.time_for(jobs.queue.len());
+            return Err(PushError::Full(job, wait));
+        }
+        jobs.queue.push_back(job);
+        drop(jobs);
+        self.job_ready.notify_one();
+        Ok(())
+    }
+
+    /// Applies a gate's feedback: store its record, make parked mail due.
+    pub async fn apply(&self, fb: super::gate::Feedback) {
+        self.shared.apply_feedback(&self.name, fb).await;
+    }
+
+    /// The dispatcher: starts deliveries as the gate allows, postpones the
+    /// waiting jobs when the breaker is open or the backend paused, keeps
+    /// the idle pool within bounds, and retires the backend when it has been
+    /// idle for long.
+    async fn dispatch(self: Arc<Self>) {
+        let token = self.shared.token.clone();
+        let mut idle_since = clock::instant();
+        loop {
+            if token.is_cancelled() {
+                self.drain_on_shutdown();
+                self.close_idle(true).await;
+                return;
+            }
+            if lock(&self.jobs).queue.is_empty() {
+                self.close_idle(false).await;
+                if let Some(id) = self.gate.probe_candidate(clock::unix_millis()) {
+                    tracing::info!(
+                        "backend {}: no mail waiting, retrying deferred {id} to test the backend",
+                        self.name
+                    );
+                    self.shared.requeue(id).await;
+                }
+                if clock::instant().saturating_duration_since(idle_since) >= EVICT_AFTER && self.retire() {
+                    return;
+                }
+                tokio::select! {
+                    _ = self.job_ready.notified() => {}
+                    _ = token.cancelled() => {}
+                    _ = tokio::time::sleep(REAP_EVERY) => {}
+                }
+                continue;
+            }
+            idle_since = clock::instant();
+            let now = clock::unix_millis();
+            match self.gate.admit(now) {
+                Admission::Go(permit) => {
+                    let (job, left) = {
+                        let mut jobs = lock(&self.jobs);
+                        let job = jobs.queue.pop_front();
+                        (job, jobs.queue.len())
+                    };
+                    self.refill(left).await;
+                    let Some(job) = job else {
+                        // Nothing after all: the permit goes back unused.
+                        let fb = self.gate.report(permit, Report::Abandoned, now, clock::instant());
+                        self.apply(fb).await;
+                        continue;
+                    };
+                    // The idle connection goes with the slot, in the same
+                    // step: a slot in use and an idle connection are never
+                    // both counted for one delivery, nor neither.
+                    let pooled = lock(&self.pool).pop();
+                    let me = Arc::clone(&self);
+                    self.shared.tracker.spawn(async move { me.deliver(job, permit, pooled).await });
+                }
+                Admission::WaitSlot | Admission::WaitProbe => {
+                    tokio::select! {
+                        _ = self.gate.changed() => {}
+                        _ = token.cancelled() => {}
+                        // The pool may need trimming after the limit fell.
+                        _ = tokio::time::sleep(REAP_EVERY) => self.close_idle(false).await,
+                    }
+                }
+                Admission::WaitRate(wait) => {
+                    metrics::counter!(metric::RATE_LIMITED, "backend" => self.name.clone()).increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = token.cancelled() => {}
+                    }
+                }
+                Admission::Postpone { until, reason } => {
+                    let park = self.gate.is_paused(now);
+                    let jobs: Vec<Job> = lock(&self.jobs).queue.drain(..).collect();
+                    for job in jobs {
+                        let until = spread(now, until);
+                        let done = job
+                            .rcpts
+                            .iter()
+                            .map(|&index| RcptDone {
+                                index,
+                                done: Done::Postponed { until, reason: reason.clone(), park },
+                            })
+                            .collect();
+                        job.msg.complete(Some(Arc::clone(&self)), done);
+                    }
+                    self.close_idle(true).await;
+                }
+            }
+        }
+    }
+
+    /// Calls parked mail back while the in-memory queue is below half its
+    /// limit, so a backlog flows from disk at the pace the backend takes it.
+    async fn refill(&self, queued: usize) {
+        let limit = self.shared.settings().backend_queue_limit;
+        if queued >= limit / 2 {
+            return;
+        }
+        let ids = self.gate.take_parked(limit / 2 - queued, clock::unix_millis());
+        self.shared.requeue_many(&ids).await;
+    }
+
+    /// At shutdown, jobs that never started are due again at once (they are
+    /// recorded as postponed to now, so a restart takes them first).
+    fn drain_on_shutdown(self: &Arc<Self>) {
+        let now = clock::unix_millis();
+        let jobs: Vec<Job> = lock(&self.jobs).queue.drain(..).collect();
+        for job in jobs {
+            let done = job
+                .rcpts
+                .iter()
+                .map(|&index| RcptDone {
+                    index,
+                    done: Done::Postponed { until: now, reason: "shutdown".into(), park: false },
+                })
+                .collect();
+            job.msg.complete(Some(Arc::clone(self)), done);
+        }
+    }
+
+    /// Retires an idle backend with nothing to remember. True if retired.
+    fn retire(self: &Arc<Self>) -> bool {
+        let snap = self.gate.snapshot();
+        let quiet = snap.in_flight == 0
+            && snap.parked == 0
+            && snap.paused_until.is_none()
+            && snap.breaker == sluice_queue::BreakerPosition::Closed
+            && lock(&self.pool).is_empty();
+        if !quiet {
+            return false;
+        }
+        self.shared.retire(self)
+    }
+
+    /// Marks the backend closed if it has no jobs (called with the
+    /// scheduler's backend map locked, so no job can slip in after).
+    pub fn close_if_empty(&self) -> bool {
+        let mut jobs = lock(&self.jobs);
+        if jobs.queue.is_empty() {
+            jobs.closed = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Closes idle connections: all of them (`all`), those beyond what the
+    /// limit leaves next to the busy ones (after the limit fell), and stale
+    /// ones (idle longer than the cache time, or older than the reuse time).
+    ///
+    /// The open connections the backend sees are the busy ones plus the
+    /// idle ones plus those being closed. A stale connection is closed
+    /// holding a spare slot for its `QUIT`, so that sum stays within the
+    /// limit; without a spare slot it waits (it fits within the limit as it
+    /// is). Connections beyond the limit are dropped at once.
+    async fn close_idle(&self, all: bool) {
+        let settings = self.gate.settings();
+        let (excess, stale): (Vec<Session>, Vec<Session>) = {
+            let mut pool = lock(&self.pool);
+            if all {
+                (pool.drain(..).collect(), Vec::new())
+            } else {
+                let snap = self.gate.snapshot();
+                let room = snap.limit.saturating_sub(snap.in_flight) as usize;
+                // Oldest first in the pool; keep the most recently used.
+                let over = pool.len().saturating_sub(room);
+                let excess: Vec<Session> = pool.drain(..over).collect();
+                let now = clock::instant();
+                let (old, fresh): (Vec<Session>, Vec<Session>) = pool.drain(..).partition(|s| {
+                    now.saturating_duration_since(s.idle_since()) >= settings.idle_time
+                        || now.saturating_duration_since(s.opened()) >= settings.reuse_time
+                });
+                *pool = fresh;
+                (excess, old)
+            }
+        };
+        drop(excess);
+        for s in stale {
+            match self.gate.spare_slot() {
+                Some(slot) => {
+                    s.quit().await;
+                    drop(slot);
+                }
+                None => lock(&self.pool).insert(0, s),
+            }
+        }
+    }
+
+    /// A pooled session still alive, or a new one.
+    async fn session(
+        &self,
+        settings: &BackendSettings,
+        pooled: Option<Session>,
+    ) -> Result<(Session, bool), Failure> {
+        if let Some(mut s) = pooled {
+            let now = clock::instant();
+            let fresh = now.saturating_duration_since(s.idle_since()) < settings.idle_time
+                && now.saturating_duration_since(s.opened()) < settings.reuse_time;
+            if fresh && s.reset().await {
+                return Ok((s, true));
+            }
+            // Dead or stale: close it (a dead peer needs no QUIT) before
+            // opening another, still within this delivery's slot.
+            drop(s);
+        }
+        let targets = dns::targets(self.shared.resolver.as_ref(), &self.id.nexthop).await.map_err(|e| {
+            let permanent = e.is_permanent();
+            Failure {
+                text: e.to_string(),
+                dsn: if permanent { Status(5, 4, 4) } else { Status(4, 4, 3) },
+                permanent,
+            }
+        })?;
+        let s = client::open(&targets, self.id.protocol, &settings.helo_name, &settings.timeouts)
+            .await
+            .map_err(|OpenError { text, dsn }| Failure { text, dsn, permanent: false })?;
+        Ok((s, false))
+    }
+
+    /// Keeps a session for the next message if the bound allows; the caller
+    /// still holds its slot.
+    async fn keep(&self, s: Session) {
+        let snap = self.gate.snapshot();
+        let refused = {
+            let mut pool = lock(&self.pool);
+            if pool.len() + (snap.in_flight as usize) <= snap.limit as usize {
+                pool.push(s);
+                None
+            } else {
+                Some(s)
+            }
+        };
+        if let Some(s) = refused {
+            s.quit().await;
+        }
+    }
+
+    /// The message body could not be read: abandon (deleted meanwhile) or
+    /// postpone (storage error) without asking the backend.
+    async fn no_body(self: &Arc<Self>, job: Job, permit: Permit, e: sluice_queue::Error) {
+        let msg = Arc::clone(&job.msg);
+        let fb = self.gate.report(permit, Report::Abandoned, clock::unix_millis(), clock::instant());
+        self.apply(fb).await;
+        let done = match e {
+            // Deleted by the administrator meanwhile: nothing to deliver and
+            // nothing to record.
+            sluice_queue::Error::NotFound(_) => {
+                job.rcpts.iter().map(|&index| RcptDone { index, done: Done::Abandoned }).collect()
+            }
+            e => {
+                tracing::error!("{}: cannot read message body: {e}", msg.id());
+                let until = clock::unix_millis() + 60_000;
+                job.rcpts
+                    .iter()
+                    .map(|&index| RcptDone {
+                        index,
+                        done: Done::Postponed { until, reason: "queue file read error".into(), park: false },
+                    })
+                    .collect()
+            }
+        };
+        msg.complete(Some(Arc::clone(self)), done);
+    }
+
+    /// One delivery, start to finish.
+    async fn deliver(self: Arc<Self>, job: Job, permit: Permit, pooled: Option<Session>) {
+        let dispatched = clock::instant();
+        let settings = self.gate.settings();
+        let msg = Arc::clone(&job.msg);
+        let body = match msg.body(&self.shared.queue).await {
+            Ok(b) => b,
+            Err(e) => {
+                // The idle connection that came with the slot goes back.
+                if let Some(s) = pooled {
+                    self.keep(s).await;
+                }
+                self.no_body(job, permit, e).await;
+                return;
+            }
+        };
+
+        let (mut session, reused) = match self.session(&settings, pooled).await {
+            Ok(x) => x,
+            Err(f) => {
+                let fb = self.gate.report(
+                    permit,
+                    Report::Failed { error: f.text.clone() },
+                    clock::unix_millis(),
+                    clock::instant(),
+                );
+                self.apply(fb).await;
+                let verdict = if f.permanent { Verdict::Bounced } else { Verdict::Deferred };
+                let setup = clock::instant().saturating_duration_since(dispatched);
+                let times = Times { queued: job.queued_at, dispatched, setup, xfer: Duration::ZERO };
+                let done = job
+                    .rcpts
+                    .iter()
+                    .map(|&index| {
+                        let d = Done::Attempted {
+                            verdict,
+                            dsn: f.dsn,
+                            text: f.text.clone(),
+                            diagnostic: None,
+                            remote: None,
+                            dsn_passed: false,
+                            lmtp: self.id.protocol == Protocol::Lmtp,
+                            backend_trouble: true,
+                        };
+                        self.log(&msg, index, "none", &times, &d);
+                        RcptDone { index, done: d }
+                    })
+                    .collect();
+                msg.complete(Some(Arc::clone(&self)), done);
+                return;
+            }
+        };
+        let connected = clock::instant();
+        let setup = if reused { Duration::ZERO } else { connected.saturating_duration_since(dispatched) };
+
+        let env = msg.envelope();
+        let rcpts: Vec<TxRcpt<'_>> = job
+            .rcpts
+            .iter()
+            .map(|&i| {
+                let r = &env.recipients[i];
+                TxRcpt { address: &r.address, notify: r.notify, orcpt: r.orcpt.as_deref() }
+            })
+            .collect();
+        let tx = Transaction {
+            sender: &env.sender,
+            rcpts,
+            body: &body,
+            body_type: env.body_type,
+            smtputf8: env.smtputf8,
+            ret: env.ret,
+            envid: env.envid.as_deref(),
+        };
+        let out = session.deliver(&tx).await;
+        let finished = clock::instant();
+        let relay = session.target().to_string();
+        let remote = session.target().host();
+        let dsn_passed = session.caps().dsn;
+        let backend_trouble = matches!(out.health, Health::Overloaded(_) | Health::Failed(_));
+        if out.reusable {
+            self.keep(session).await;
+        } else {
+            // Broken or closing (421, timeout, lost): no QUIT conversation,
+            // close it now, while the slot is still held, so the backend is
+            // never left with a connection the gate no longer counts.
+            drop(session);
+        }
+        let report = match out.health {
+            Health::Completed { latency } => {
+                if let Some(l) = latency {
+                    metrics::histogram!(metric::LATENCY, "backend" => self.name.clone())
+                        .record(l.as_secs_f64());
+                }
+                Report::Completed { latency }
+            }
+            Health::Untested => Report::Completed { latency: None },
+            Health::Overloaded(error) => Report::Overloaded { error },
+            Health::Failed(error) => Report::Failed { error },
+        };
+        let fb = self.gate.report(permit, report, clock::unix_millis(), finished);
+        self.apply(fb).await;
+
+        let times = Times {
+            queued: job.queued_at,
+            dispatched,
+            setup,
+            xfer: finished.saturating_duration_since(connected),
+        };
+        let done = job
+            .rcpts
+            .iter()
+            .zip(out.rcpts)
+            .map(|(&index, r)| {
+                let d = Done::Attempted {
+                    verdict: r.verdict,
+                    dsn: r.dsn,
+                    text: r.text,
+                    diagnostic: r.diagnostic,
+                    remote: Some(remote.clone()),
+                    dsn_passed,
+                    lmtp: self.id.protocol == Protocol::Lmtp,
+                    backend_trouble: backend_trouble && r.verdict == Verdict::Deferred,
+                };
+                self.log(&msg, index, &relay, &times, &d);
+                RcptDone { index, done: d }
+            })
+            .collect();
+        msg.complete(Some(Arc::clone(&self)), done);
+    }
+
+    fn log(&self, msg: &InFlight, index: usize, relay: &str, t: &Times, d: &Done) {
+        let Done::Attempted { verdict, dsn, text, .. } = d else { return };
+        let status = match verdict {
+            Verdict::Sent => LogStatus::Sent,
+            Verdict::Deferred => LogStatus::Deferred,
+            Verdict::Bounced => LogStatus::Bounced,
+        };
+        let env = msg.envelope();
+        let r = &env.recipients[index];
+        let now = clock::unix_millis();
+        let before_qmgr = Duration::from_millis(msg.claimed_ms().saturating_sub(env.arrival));
+        let in_qmgr = t.dispatched.saturating_duration_since(msg.claimed_at().min(t.queued));
+        ResultLine {
+            queue_id: msg.id(),
+            to: &r.address,
+            orcpt: r.orcpt.as_deref(),
+            relay,
+            delay: Duration::from_millis(now.saturating_sub(env.arrival)),
+            delays: [before_qmgr, in_qmgr, t.setup, t.xfer],
+            dsn: *dsn,
+            status,
+            text,
+        }
+        .emit(self.id.protocol);
+        metrics::counter!(metric::DELIVERIES, "backend" => self.name.clone(), "result" => status.as_str())
+            .increment(1);
+    }
+
+    /// The protocol (for log lines about this backend's mail).
+    pub fn protocol(&self) -> Protocol {
+        self.id.protocol
+    }
+
+    /// Parks a message on this backend's gate (see [`Gate::park`]).
+    pub fn park(&self, id: QueueId) {
+        self.gate.park(id);
+    }
+}
+
+/// The timings of one delivery, for `delays=`.
+struct Times {
+    queued: Instant,
+    dispatched: Instant,
+    setup: Duration,
+    xfer: Duration,
+}
+
+/// A failure before any transaction.
+struct Failure {
+    text: String,
+    dsn: Status,
+    permanent: bool,
+}

@@ -1,0 +1,336 @@
+//! The circuit breaker of one backend: closed → open after repeated
+//! connection failures, timeouts or `421`s; open → half-open (one probe)
+//! after a cool-down that doubles with each failed probe up to a cap;
+//! half-open → closed when the probe succeeds.
+//!
+//! A pure state machine over wall-clock milliseconds given by the caller, so
+//! its state can be stored in the queue ([`BackendRecord`]) and restored
+//! after a restart, and tests drive it without sleeping. Owns only the
+//! decision; the gate acts on it (postpones mail, logs, persists). Never
+//! reads the clock, never touches the network.
+//!
+//! Why wall-clock and not monotonic time: the probe time must mean the same
+//! after a restart, and it is stored next to the queue's own due times,
+//! which are wall-clock.
+
+use std::time::Duration;
+
+use sluice_queue::{BackendRecord, BreakerPosition, UnixMillis};
+
+/// When the breaker opens and how long it stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Consecutive failures that open a closed breaker
+    /// (`sluice_breaker_failure_threshold` times Postfix's
+    /// `destination_concurrency_failed_cohort_limit`, whose default of 1
+    /// leaves the threshold as it is).
+    pub threshold: u32,
+    /// First open period.
+    pub cooldown: Duration,
+    /// Cap on the open period as it doubles per failed probe.
+    pub max_cooldown: Duration,
+}
+
+/// What the breaker allows right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Closed: deliver.
+    Go,
+    /// The cool-down is over: this one delivery is the half-open probe.
+    Probe,
+    /// A probe is in flight: wait for its verdict.
+    ProbeInFlight,
+    /// Open: nothing until this time (the next probe).
+    Wait { until: UnixMillis },
+}
+
+/// A change of position, for logs and for persisting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Closed → open after `failures` in a row; first probe at `probe_at`.
+    Opened { failures: u32, probe_at: UnixMillis },
+    /// Open → half-open: the probe delivery starts.
+    HalfOpened,
+    /// Half-open → open: the probe failed (`failed_probes` so far).
+    Reopened { failed_probes: u32, probe_at: UnixMillis },
+    /// Half-open → closed: the probe succeeded.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed { failures: u32 },
+    Open { probe_at: UnixMillis },
+    HalfOpen,
+}
+
+/// One backend's breaker.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    policy: Policy,
+    state: State,
+    /// Probes that failed since the breaker last closed; grows the cool-down.
+    failed_probes: u32,
+    opened_at: Option<UnixMillis>,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(policy: Policy) -> Breaker {
+        Breaker { policy, state: State::Closed { failures: 0 }, failed_probes: 0, opened_at: None }
+    }
+
+    /// A breaker in the state a stored record describes. A breaker that was
+    /// half-open when sluice stopped lost its probe: it is open with a probe
+    /// due at `now`.
+    pub fn restore(policy: Policy, record: &BackendRecord, now: UnixMillis) -> Breaker {
+        let state = match record.breaker {
+            BreakerPosition::Closed => State::Closed { failures: 0 },
+            BreakerPosition::Open => State::Open { probe_at: record.probe_at.unwrap_or(now) },
+            BreakerPosition::HalfOpen => State::Open { probe_at: now },
+        };
+        Breaker { policy, state, failed_probes: record.failed_probes, opened_at: record.opened_at }
+    }
+
+    /// Replaces the thresholds (configuration reload); the position stays.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// The position as the queue stores it.
+    pub fn position(&self) -> BreakerPosition {
+        match self.state {
+            State::Closed { .. } => BreakerPosition::Closed,
+            State::Open { .. } => BreakerPosition::Open,
+            State::HalfOpen => BreakerPosition::HalfOpen,
+        }
+    }
+
+    /// Next probe time while open.
+    pub fn probe_at(&self) -> Option<UnixMillis> {
+        match self.state {
+            State::Open { probe_at } => Some(probe_at),
+            _ => None,
+        }
+    }
+
+    /// When the breaker last opened, while it is not closed.
+    pub fn opened_at(&self) -> Option<UnixMillis> {
+        self.opened_at
+    }
+
+    /// Consecutive failed probes.
+    pub fn failed_probes(&self) -> u32 {
+        self.failed_probes
+    }
+
+    /// Writes the breaker's fields into a stored record.
+    pub fn store(&self, record: &mut BackendRecord) {
+        record.breaker = self.position();
+        record.failed_probes = self.failed_probes;
+        record.opened_at = self.opened_at;
+        record.probe_at = self.probe_at();
+    }
+
+    /// The open period after `failed_probes` failed probes: the cool-down,
+    /// doubled per failed probe, capped.
+    pub fn cooldown(&self, failed_probes: u32) -> Duration {
+        let base = self.policy.cooldown;
+        let doubled = base.checked_mul(1u32 << failed_probes.min(20)).unwrap_or(self.policy.max_cooldown);
+        doubled.min(self.policy.max_cooldown.max(base))
+    }
+
+    /// What [`Breaker::admit`] would answer at `now`, without changing state.
+    pub fn peek(&self, now: UnixMillis) -> Admit {
+        match self.state {
+            State::Closed { .. } => Admit::Go,
+            State::HalfOpen => Admit::ProbeInFlight,
+            State::Open { probe_at } if now >= probe_at => Admit::Probe,
+            State::Open { probe_at } => Admit::Wait { until: probe_at },
+        }
+    }
+
+    /// Asks whether a delivery may start at `now`. The first call after the
+    /// cool-down turns the breaker half-open and returns [`Admit::Probe`]
+    /// (with [`Transition::HalfOpened`] for the caller to log and store);
+    /// exactly one probe is handed out per cool-down.
+    pub fn admit(&mut self, now: UnixMillis) -> (Admit, Option<Transition>) {
+        match self.state {
+            State::Closed { .. } => (Admit::Go, None),
+            State::HalfOpen => (Admit::ProbeInFlight, None),
+            State::Open { probe_at } if now >= probe_at => {
+                self.state = State::HalfOpen;
+                (Admit::Probe, Some(Transition::HalfOpened))
+            }
+            State::Open { probe_at } => (Admit::Wait { until: probe_at }, None),
+        }
+    }
+
+    /// A delivery got through to the backend (a verdict from it, whatever
+    /// the per-recipient answers). `probe` is true for the probe delivery.
+    /// Results of deliveries that started before the breaker opened are
+    /// ignored while it is open: only the probe decides.
+    pub fn on_success(&mut self, probe: bool) -> Option<Transition> {
+        match self.state {
+            State::Closed { .. } => {
+                self.state = State::Closed { failures: 0 };
+                None
+            }
+            State::HalfOpen if probe => {
+                self.state = State::Closed { failures: 0 };
+                self.failed_probes = 0;
+                self.opened_at = None;
+                Some(Transition::Closed)
+            }
+            _ => None,
+        }
+    }
+
+    /// A delivery failed at the backend level (connection refused or timed
+    /// out, `421`, a timeout in the conversation, a lost connection).
+    pub fn on_failure(&mut self, probe: bool, now: UnixMillis) -> Option<Transition> {
+        match self.state {
+            State::Closed { failures } => {
+                let failures = failures.saturating_add(1);
+                if failures >= self.policy.threshold.max(1) {
+                    let probe_at = now.saturating_add(self.cooldown(0).as_millis() as u64);
+                    self.state = State::Open { probe_at };
+                    self.opened_at = Some(now);
+                    Some(Transition::Opened { failures, probe_at })
+                } else {
+                    self.state = State::Closed { failures };
+                    None
+                }
+            }
+            State::HalfOpen if probe => {
+                self.failed_probes = self.failed_probes.saturating_add(1);
+                let probe_at = now.saturating_add(self.cooldown(self.failed_probes).as_millis() as u64);
+                self.state = State::Open { probe_at };
+                Some(Transition::Reopened { failed_probes: self.failed_probes, probe_at })
+            }
+            _ => None,
+        }
+    }
+
+    /// The probe never reached a verdict (it was postponed or abandoned at
+    /// shutdown): the breaker goes back to open with the probe due again now.
+    pub fn probe_abandoned(&mut self, now: UnixMillis) {
+        if self.state == State::HalfOpen {
+            self.state = State::Open { probe_at: now };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: Policy =
+        Policy { threshold: 3, cooldown: Duration::from_secs(10), max_cooldown: Duration::from_secs(60) };
+
+    #[test]
+    fn opens_after_threshold_consecutive_failures_and_success_resets_the_count() {
+        let mut b = Breaker::new(POLICY);
+        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.on_success(false), None);
+        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.on_failure(false, 1_000), Some(Transition::Opened { failures: 3, probe_at: 11_000 }));
+        assert_eq!(b.position(), BreakerPosition::Open);
+        assert_eq!(b.admit(5_000), (Admit::Wait { until: 11_000 }, None));
+    }
+
+    #[test]
+    fn one_probe_per_cooldown_and_success_closes() {
+        let mut b = Breaker::new(POLICY);
+        for _ in 0..3 {
+            b.on_failure(false, 0);
+        }
+        assert_eq!(b.admit(10_000), (Admit::Probe, Some(Transition::HalfOpened)));
+        assert_eq!(b.admit(10_001).0, Admit::ProbeInFlight);
+        // A straggler that started before the breaker opened does not decide.
+        assert_eq!(b.on_success(false), None);
+        assert_eq!(b.on_failure(false, 10_002), None);
+        assert_eq!(b.position(), BreakerPosition::HalfOpen);
+        assert_eq!(b.on_success(true), Some(Transition::Closed));
+        assert_eq!(b.admit(10_003).0, Admit::Go);
+        assert_eq!(b.failed_probes(), 0);
+    }
+
+    #[test]
+    fn cooldown_doubles_per_failed_probe_up_to_the_cap() {
+        let mut b = Breaker::new(POLICY);
+        for _ in 0..3 {
+            b.on_failure(false, 0);
+        }
+        let mut now = 10_000;
+        let mut periods = Vec::new();
+        for _ in 0..5 {
+            assert_eq!(b.admit(now).0, Admit::Probe);
+            match b.on_failure(true, now) {
+                Some(Transition::Reopened { probe_at, .. }) => {
+                    periods.push((probe_at - now) / 1000);
+                    now = probe_at;
+                }
+                t => panic!("expected reopen, got {t:?}"),
+            }
+        }
+        assert_eq!(periods, vec![20, 40, 60, 60, 60]);
+        assert_eq!(b.failed_probes(), 5);
+    }
+
+    #[test]
+    fn state_survives_a_store_and_restore() {
+        let mut b = Breaker::new(POLICY);
+        for _ in 0..3 {
+            b.on_failure(false, 500);
+        }
+        let mut rec = BackendRecord::default();
+        b.store(&mut rec);
+        assert_eq!(rec.breaker, BreakerPosition::Open);
+        assert_eq!(rec.probe_at, Some(10_500));
+        assert_eq!(rec.opened_at, Some(500));
+        let mut r = Breaker::restore(POLICY, &rec, 2_000);
+        assert_eq!(r.admit(2_000).0, Admit::Wait { until: 10_500 });
+
+        // Half-open at shutdown: the probe is due again at start.
+        rec.breaker = BreakerPosition::HalfOpen;
+        rec.failed_probes = 2;
+        let mut r = Breaker::restore(POLICY, &rec, 7_000);
+        assert_eq!(r.admit(7_000).0, Admit::Probe);
+        assert_eq!(
+            r.on_failure(true, 7_000),
+            Some(Transition::Reopened { failed_probes: 3, probe_at: 67_000 })
+        );
+    }
+
+    #[test]
+    fn abandoned_probe_is_due_again() {
+        let mut b = Breaker::new(POLICY);
+        for _ in 0..3 {
+            b.on_failure(false, 0);
+        }
+        assert_eq!(b.admit(10_000).0, Admit::Probe);
+        b.probe_abandoned(10_500);
+        assert_eq!(b.admit(10_500).0, Admit::Probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cool_down_elapses_on_the_paused_clock() {
+        // The breaker takes wall-clock milliseconds; here tokio's paused
+        // clock stands in for them and the test sleeps through a cool-down.
+        let start = crate::clock::instant();
+        let now = || start.elapsed().as_millis() as u64;
+        let mut b = Breaker::new(POLICY);
+        for _ in 0..3 {
+            b.on_failure(false, now());
+        }
+        let Admit::Wait { until } = b.admit(now()).0 else { panic!("breaker should be open") };
+        tokio::time::sleep(Duration::from_millis(until - now() - 1)).await;
+        assert!(matches!(b.admit(now()).0, Admit::Wait { .. }), "still open 1 ms before the probe");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(b.admit(now()).0, Admit::Probe);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,575 @@
+//! The gate of one backend (transport + next hop): the one place that
+//! decides whether a delivery may start now, and that learns from how each
+//! delivery went.
+//!
+//! Three controls, asked in this order for every delivery:
+//! 1. a concurrency [`Slot`](concurrency::Slot) (the adaptive limit);
+//! 2. the circuit [`Breaker`](breaker::Breaker) (and an administrator's
+//!    pause);
+//! 3. the rate [`Limiter`](limiter::Limiter).
+//!
+//! The gate owns their state, the backend's last error, and a bounded list
+//! of queue IDs "parked" on it: mail deferred because of this backend's
+//! trouble, which is made due again the moment the backend is seen healthy
+//! (a breaker closing, a clean delivery after failures, a resume) instead of
+//! waiting out its backoff. It never sleeps, never touches the network or
+//! the queue: it returns what the caller must do (wait, postpone, persist a
+//! record, requeue parked mail) and logs its own state changes with the
+//! backend's name.
+
+pub mod breaker;
+pub mod concurrency;
+pub mod limiter;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sluice_queue::{BackendRecord, BreakerPosition, QueueId, UnixMillis};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use self::breaker::{Admit, Breaker, Transition};
+use self::concurrency::{AdaptiveLimit, Change, Slot, Slots};
+use self::limiter::Limiter;
+use crate::delivery::settings::BackendSettings;
+
+/// Queue IDs a gate remembers for an early wake-up. Mail beyond this waits
+/// for its normal retry time; nothing is lost either way.
+pub const PARK_LIMIT: usize = 10_000;
+
+/// How long mail for a backend paused "until resumed" is postponed at a
+/// time (it is also parked, so a resume wakes it at once).
+pub const PAUSE_RECHECK: Duration = Duration::from_secs(300);
+
+/// The answer to "may a delivery start now?".
+#[derive(Debug)]
+pub enum Admission {
+    /// Start it, holding this permit until it is reported.
+    Go(Permit),
+    /// Every slot is in use: wait for [`Gate::changed`].
+    WaitSlot,
+    /// The half-open probe is running: wait for [`Gate::changed`].
+    WaitProbe,
+    /// The rate limit allows the next start after this long.
+    WaitRate(Duration),
+    /// The breaker is open or the backend paused: leave the mail in the
+    /// queue until this time; it is not an attempt.
+    Postpone { until: UnixMillis, reason: String },
+}
+
+/// Held by a running delivery: its concurrency slot, and whether it is the
+/// breaker's probe. Hand it back with [`Gate::report`].
+#[derive(Debug)]
+pub struct Permit {
+    /// Held for its `Drop`, which returns the slot.
+    _slot: Slot,
+    probe: bool,
+    /// When the delivery was let through (its latency sample is only
+    /// compared with the limit in force from then on).
+    started: Instant,
+}
+
+impl Permit {
+    /// True for the half-open probe delivery.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
+/// How a delivery went, as far as the backend's health is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The backend completed the transaction (whatever it answered per
+    /// recipient: a `452 4.2.2 mailbox full` is the mailbox's problem, not
+    /// the server's). `latency` is the server's share of the transaction
+    /// time, `None` when the transaction ended before the body (a sample
+    /// that would not be comparable).
+    Completed { latency: Option<Duration> },
+    /// The backend answered but is struggling: a `4xx` other than `421` at
+    /// `MAIL` or `DATA`, or per-recipient `4.3.x`/`4.4.x` system errors.
+    /// Shrinks concurrency; does not count towards the breaker (a failed
+    /// probe, though, reopens it).
+    Overloaded { error: String },
+    /// The backend could not be reached or dropped us: connection refused or
+    /// timed out, `421`, a timeout or lost connection mid-conversation.
+    /// Shrinks concurrency and counts towards the breaker.
+    Failed { error: String },
+    /// The delivery never got to the backend (shutdown, no body): no
+    /// verdict either way.
+    Abandoned,
+}
+
+/// What the caller must do after a report or an administrator's command.
+#[derive(Debug, Default)]
+pub struct Feedback {
+    /// Store this record in the queue (the breaker or the pause changed).
+    pub persist: Option<BackendRecord>,
+    /// Make these messages due now: the backend is healthy again.
+    pub wake: Vec<QueueId>,
+}
+
+/// A read-only view of a gate, for `sluice backend list` and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub name: String,
+    pub breaker: BreakerPosition,
+    /// Paused until (Unix ms; `u64::MAX`: until resumed).
+    pub paused_until: Option<UnixMillis>,
+    /// Deliveries running now.
+    pub in_flight: u32,
+    /// The adaptive limit now.
+    pub limit: u32,
+    /// Its ceiling (`destination_concurrency_limit`, `maxproc`).
+    pub max_limit: u32,
+    /// Most deliveries ever running at once.
+    pub peak: u32,
+    /// Rate limit in deliveries per second (`0.0`: none).
+    pub rate: f64,
+    /// Smoothed delivery latency.
+    pub latency: Option<Duration>,
+    /// Best latency seen (decaying).
+    pub best_latency: Option<Duration>,
+    pub last_error: Option<String>,
+    /// Next half-open probe while open.
+    pub probe_at: Option<UnixMillis>,
+    /// Messages parked for an early wake-up.
+    pub parked: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    settings: Arc<BackendSettings>,
+    breaker: Breaker,
+    limit: AdaptiveLimit,
+    limiter: Limiter,
+    paused_until: Option<UnixMillis>,
+    last_error: Option<String>,
+    /// A backend-level failure happened since the last completed delivery.
+    troubled: bool,
+    parked: VecDeque<QueueId>,
+    parked_set: HashSet<QueueId>,
+    /// When a delivery last started or a parked message was last sent as a
+    /// probe (wall clock), to space self-probes.
+    last_activity: UnixMillis,
+}
+
+/// One backend's gate. Shared as `Arc<Gate>` by the dispatcher and the
+/// deliveries it starts.
+#[derive(Debug)]
+pub struct Gate {
+    name: String,
+    state: Mutex<State>,
+    slots: Slots,
+    changed: Notify,
+}
+
+fn policy(s: &BackendSettings) -> breaker::Policy {
+    breaker::Policy {
+        threshold: s.failure_threshold.max(1).saturating_mul(s.failed_cohort_limit.max(1)),
+        cooldown: s.cooldown,
+        max_cooldown: s.max_cooldown,
+    }
+}
+
+impl Gate {
+    /// A gate for the backend `name`, restoring its breaker and pause from
+    /// a stored record if there is one.
+    pub fn new(
+        name: impl Into<String>,
+        settings: Arc<BackendSettings>,
+        record: Option<&BackendRecord>,
+        now: UnixMillis,
+    ) -> Gate {
+        let name = name.into();
+        let breaker = match record {
+            Some(r) => Breaker::restore(policy(&settings), r, now),
+            None => Breaker::new(policy(&settings)),
+        };
+        let limit = AdaptiveLimit::new(
+            settings.initial_concurrency,
+            settings.concurrency_limit,
+            settings.latency_target,
+        );
+        if breaker.position() != BreakerPosition::Closed {
+            tracing::info!(
+                "backend {name}: circuit breaker restored {}, next probe in {}s",
+                position_name(breaker.position()),
+                breaker.probe_at().map(|p| p.saturating_sub(now) / 1000).unwrap_or(0)
+            );
+        }
+        let slots = Slots::new(limit.current());
+        let state = State {
+            limiter: Limiter::new(settings.rate, settings.rate_delay),
+            settings,
+            breaker,
+            limit,
+            paused_until: record.and_then(|r| r.paused_until).filter(|&u| u > now),
+            last_error: record.and_then(|r| r.last_error.clone()),
+            troubled: false,
+            parked: VecDeque::new(),
+            parked_set: HashSet::new(),
+            last_activity: now,
+        };
+        Gate { name, state: Mutex::new(state), slots, changed: Notify::new() }
+    }
+
+    /// The backend's name (`transport:[host]:port`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<BackendSettings> {
+        Arc::clone(&self.state().settings)
+    }
+
+    /// Applies new settings (configuration reload) without losing the
+    /// breaker's position or the learned latency.
+    pub fn reconfigure(&self, settings: Arc<BackendSettings>) {
+        let mut st = self.state();
+        if *st.settings == *settings {
+            return;
+        }
+        st.breaker.set_policy(policy(&settings));
+        if st.settings.rate != settings.rate || st.settings.rate_delay != settings.rate_delay {
+            st.limiter = Limiter::new(settings.rate, settings.rate_delay);
+        }
+        let change = st.limit.reconfigure(settings.concurrency_limit, settings.latency_target);
+        st.settings = settings;
+        self.apply(&st, change);
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves when something that may let a waiting delivery start has
+    /// happened: a slot came back, the limit grew, the probe finished, the
+    /// backend was resumed. A wake-up, not a promise: ask again.
+    pub async fn changed(&self) {
+        tokio::select! {
+            _ = self.changed.notified() => {}
+            _ = self.slots.freed() => {}
+        }
+    }
+
+    /// Asks whether a delivery may start now (`now`: wall clock, for the
+    /// breaker and pauses).
+    pub fn admit(&self, now: UnixMillis) -> Admission {
+        let mut st = self.state();
+        if let Some(until) = st.paused_until {
+            if until > now {
+                let until = if until == u64::MAX { now + PAUSE_RECHECK.as_millis() as u64 } else { until };
+                return Admission::Postpone { until, reason: "delivery paused by administrator".into() };
+            }
+            st.paused_until = None;
+        }
+        // The breaker is asked before a slot is taken, so a closed door
+        // never takes and returns a slot (which would wake the waiters for
+        // nothing, over and over).
+        match st.breaker.peek(now) {
+            Admit::Go | Admit::Probe => {}
+            Admit::ProbeInFlight => return Admission::WaitProbe,
+            Admit::Wait { until } => {
+                let reason = match &st.last_error {
+                    Some(e) => format!("delivery temporarily suspended: {e}"),
+                    None => "delivery temporarily suspended".into(),
+                };
+                return Admission::Postpone { until, reason };
+            }
+        }
+        let Some(slot) = self.slots.try_acquire() else { return Admission::WaitSlot };
+        let (admit, transition) = st.breaker.admit(now);
+        let probe = admit == Admit::Probe;
+        if let Err(wait) = st.limiter.check() {
+            if probe {
+                st.breaker.probe_abandoned(now);
+            }
+            return Admission::WaitRate(wait);
+        }
+        if let Some(t) = transition {
+            self.log_transition(&st, t, now);
+        }
+        st.last_activity = now;
+        Admission::Go(Permit { _slot: slot, probe, started: crate::clock::instant() })
+    }
+
+    /// A free concurrency slot for housekeeping (closing an idle connection
+    /// politely), without asking the breaker or the rate limit; `None` when
+    /// every slot is in use.
+    pub fn spare_slot(&self) -> Option<Slot> {
+        self.slots.try_acquire()
+    }
+
+    /// Feeds back how a delivery went and returns the permit's slot.
+    pub fn report(&self, permit: Permit, report: Report, now: UnixMillis, mono: Instant) -> Feedback {
+        let mut st = self.state();
+        let mut fb = Feedback::default();
+        let in_flight = self.slots.in_use();
+        let mut transition = None;
+        let mut change = None;
+        match report {
+            Report::Completed { latency } => {
+                if let Some(latency) = latency {
+                    let sample = concurrency::Sample { latency, in_flight, started: permit.started };
+                    change = st.limit.on_sample(sample, mono);
+                }
+                transition = st.breaker.on_success(permit.probe);
+                if transition == Some(Transition::Closed) {
+                    let initial = st.settings.initial_concurrency;
+                    change = st.limit.reset(initial).or(change);
+                }
+                if st.troubled || transition == Some(Transition::Closed) {
+                    st.troubled = false;
+                    fb.wake = Self::unpark(&mut st);
+                }
+            }
+            Report::Overloaded { error } => {
+                change = st.limit.on_overload(mono);
+                if permit.probe {
+                    transition = st.breaker.on_failure(true, now);
+                }
+                st.troubled = true;
+                st.last_error = Some(error);
+            }
+            Report::Failed { error } => {
+                change = st.limit.on_overload(mono);
+                transition = st.breaker.on_failure(permit.probe, now);
+                st.troubled = true;
+                st.last_error = Some(error);
+            }
+            Report::Abandoned => {
+                if permit.probe {
+                    st.breaker.probe_abandoned(now);
+                }
+            }
+        }
+        self.apply(&st, change);
+        if let Some(t) = transition {
+            self.log_transition(&st, t, now);
+            fb.persist = Some(Self::record_of(&st));
+        }
+        drop(st);
+        drop(permit);
+        self.changed.notify_waiters();
+        fb
+    }
+
+    /// Remembers a message deferred or postponed because of this backend,
+    /// so it is woken when the backend recovers. Bounded by [`PARK_LIMIT`].
+    pub fn park(&self, id: QueueId) {
+        let mut st = self.state();
+        if st.parked.len() < PARK_LIMIT && st.parked_set.insert(id) {
+            st.parked.push_back(id);
+        }
+    }
+
+    /// A parked message to send as a probe when no mail is coming for this
+    /// backend: the breaker's probe time has come, or the backend has been
+    /// troubled and quiet for a cool-down. Without it, a backend whose only
+    /// mail was deferred (parked) would wait out the backoff even after it
+    /// recovered, because nothing would try it. At most one per cool-down.
+    pub fn probe_candidate(&self, now: UnixMillis) -> Option<QueueId> {
+        let mut st = self.state();
+        if st.parked.is_empty() || st.paused_until.is_some_and(|u| u > now) {
+            return None;
+        }
+        let quiet = now.saturating_sub(st.last_activity) >= st.settings.cooldown.as_millis() as u64;
+        let due = match st.breaker.peek(now) {
+            Admit::Probe => quiet,
+            Admit::Go => st.troubled && quiet,
+            Admit::ProbeInFlight | Admit::Wait { .. } => false,
+        };
+        if !due {
+            return None;
+        }
+        st.last_activity = now;
+        let id = st.parked.pop_front()?;
+        st.parked_set.remove(&id);
+        Some(id)
+    }
+
+    /// Up to `n` parked messages to call back because the backend's
+    /// in-memory queue has room; none while the breaker is not closed or the
+    /// backend is paused (their mail waits for the probe or the resume).
+    pub fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId> {
+        let mut st = self.state();
+        if st.breaker.position() != BreakerPosition::Closed || st.paused_until.is_some_and(|u| u > now) {
+            return Vec::new();
+        }
+        let n = n.min(st.parked.len());
+        let ids: Vec<QueueId> = st.parked.drain(..n).collect();
+        for id in &ids {
+            st.parked_set.remove(id);
+        }
+        ids
+    }
+
+    fn unpark(st: &mut State) -> Vec<QueueId> {
+        st.parked_set.clear();
+        st.parked.drain(..).collect()
+    }
+
+    /// Pauses deliveries until `until` (`None`: until resumed). Mail due
+    /// meanwhile is postponed, not attempted.
+    pub fn pause(&self, until: Option<UnixMillis>) -> Feedback {
+        let mut st = self.state();
+        st.paused_until = Some(until.unwrap_or(u64::MAX));
+        tracing::info!(
+            "backend {}: delivery paused{}",
+            self.name,
+            match until {
+                Some(u) => format!(" until {u}"),
+                None => " until resumed".into(),
+            }
+        );
+        Feedback { persist: Some(Self::record_of(&st)), wake: Vec::new() }
+    }
+
+    /// Ends a pause; mail parked on the pause is due now.
+    pub fn resume(&self) -> Feedback {
+        let mut st = self.state();
+        let was = st.paused_until.take();
+        if was.is_some() {
+            tracing::info!("backend {}: delivery resumed", self.name);
+        }
+        let wake = Self::unpark(&mut st);
+        let persist = Some(Self::record_of(&st));
+        drop(st);
+        self.changed.notify_waiters();
+        Feedback { persist, wake }
+    }
+
+    /// True while paused at `now`.
+    pub fn is_paused(&self, now: UnixMillis) -> bool {
+        self.state().paused_until.is_some_and(|u| u > now)
+    }
+
+    /// Estimated time for `n` more deliveries to get through this gate (to
+    /// postpone mail that does not fit in memory to about when its turn
+    /// comes): the slower of the rate limit and the concurrency × latency.
+    pub fn time_for(&self, n: usize) -> Duration {
+        let st = self.state();
+        let by_rate = st.limiter.time_for(n);
+        let latency = st.limit.latency().unwrap_or(Duration::from_millis(100));
+        let by_slots = latency.mul_f64(n as f64 / f64::from(st.limit.current()));
+        by_rate.max(by_slots)
+    }
+
+    /// What the queue stores for this backend.
+    pub fn record(&self) -> BackendRecord {
+        Self::record_of(&self.state())
+    }
+
+    fn record_of(st: &State) -> BackendRecord {
+        let mut r = BackendRecord {
+            paused_until: st.paused_until,
+            last_error: st.last_error.clone(),
+            ..BackendRecord::default()
+        };
+        st.breaker.store(&mut r);
+        r
+    }
+
+    /// A consistent read-only view.
+    pub fn snapshot(&self) -> Snapshot {
+        let st = self.state();
+        Snapshot {
+            name: self.name.clone(),
+            breaker: st.breaker.position(),
+            paused_until: st.paused_until,
+            in_flight: self.slots.in_use(),
+            limit: st.limit.current(),
+            max_limit: st.limit.max(),
+            peak: self.slots.peak(),
+            rate: st.limiter.per_second(),
+            latency: st.limit.latency(),
+            best_latency: st.limit.best_latency(),
+            last_error: st.last_error.clone(),
+            probe_at: st.breaker.probe_at(),
+            parked: st.parked.len(),
+        }
+    }
+
+    fn apply(&self, st: &State, change: Option<Change>) {
+        if let Some(c) = change {
+            self.slots.set_limit(c.to);
+            use concurrency::Reason;
+            // Cuts and resets are news; the one-step moves of the steady
+            // state are not worth a line each.
+            if matches!(c.reason, Reason::LatencyTarget | Reason::Overload | Reason::Reset) {
+                tracing::info!(
+                    "backend {}: concurrency {} -> {} ({}), latency {}",
+                    self.name,
+                    c.from,
+                    c.to,
+                    c.reason.as_str(),
+                    fmt_latency(st.limit.latency())
+                );
+            } else {
+                tracing::debug!(
+                    "backend {}: concurrency {} -> {} ({})",
+                    self.name,
+                    c.from,
+                    c.to,
+                    c.reason.as_str()
+                );
+            }
+        }
+    }
+
+    fn log_transition(&self, st: &State, t: Transition, now: UnixMillis) {
+        let error = st.last_error.as_deref().unwrap_or("no error recorded");
+        let to = match t {
+            Transition::Opened { .. } | Transition::Reopened { .. } => "open",
+            Transition::HalfOpened => "half-open",
+            Transition::Closed => "closed",
+        };
+        metrics::counter!(crate::delivery::log::metric::BREAKER_TRANSITIONS, "backend" => self.name.clone(), "to" => to)
+            .increment(1);
+        match t {
+            Transition::Opened { failures, probe_at } => tracing::warn!(
+                "backend {}: circuit breaker open after {failures} consecutive failures ({error}); probe in {}s",
+                self.name,
+                secs(probe_at.saturating_sub(now))
+            ),
+            Transition::HalfOpened => {
+                tracing::info!("backend {}: circuit breaker half-open, sending one probe delivery", self.name)
+            }
+            Transition::Reopened { failed_probes, probe_at } => tracing::warn!(
+                "backend {}: circuit breaker probe failed ({error}), open again after {failed_probes} failed probe(s); next probe in {}s",
+                self.name,
+                secs(probe_at.saturating_sub(now))
+            ),
+            Transition::Closed => tracing::info!(
+                "backend {}: circuit breaker closed, probe delivered; concurrency restarts at {}",
+                self.name,
+                st.settings.initial_concurrency
+            ),
+        }
+    }
+}
+
+/// `closed`, `open`, `half-open`: the words logs and `backend list` use.
+pub fn position_name(p: BreakerPosition) -> &'static str {
+    match p {
+        BreakerPosition::Closed => "closed",
+        BreakerPosition::Open => "open",
+        BreakerPosition::HalfOpen => "half-open",
+    }
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.1}", ms as f64 / 1000.0)
+}
+
+fn fmt_latency(d: Option<Duration>) -> String {
+    d.map(|d| format!("{}ms", d.as_millis())).unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests;

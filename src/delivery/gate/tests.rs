@@ -1,0 +1,302 @@
+//! Gate behaviour: the three controls together, as the dispatcher sees them.
+
+use super::*;
+use crate::config::Protocol;
+
+fn settings(initial: u32, max: u32) -> Arc<BackendSettings> {
+    let mut s = BackendSettings::new(Protocol::Lmtp);
+    s.initial_concurrency = initial;
+    s.concurrency_limit = max;
+    s.failure_threshold = 3;
+    s.failed_cohort_limit = 1;
+    s.cooldown = Duration::from_secs(5);
+    s.max_cooldown = Duration::from_secs(40);
+    Arc::new(s)
+}
+
+fn go(a: Admission) -> Permit {
+    match a {
+        Admission::Go(p) => p,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
+fn id(n: u64) -> QueueId {
+    QueueId::from_micros(1_700_000_000_000_000 + n)
+}
+
+#[test]
+fn never_more_permits_than_the_limit() {
+    let g = Gate::new("lmtp:[127.0.0.1]:24", settings(2, 4), None, 0);
+    let a = go(g.admit(0));
+    let b = go(g.admit(0));
+    assert!(matches!(g.admit(0), Admission::WaitSlot));
+    let mono = crate::clock::instant();
+    // A completed delivery hands its slot back (one sample is not yet a
+    // round of evidence to grow on).
+    g.report(a, Report::Completed { latency: Some(Duration::from_millis(10)) }, 0, mono);
+    assert_eq!(g.snapshot().limit, 2);
+    let c = go(g.admit(0));
+    assert!(matches!(g.admit(0), Admission::WaitSlot));
+    assert_eq!(g.snapshot().in_flight, 2);
+    // A second sample at the best latency completes the round: one more slot.
+    g.report(b, Report::Completed { latency: Some(Duration::from_millis(10)) }, 0, mono);
+    assert_eq!(g.snapshot().limit, 3);
+    let d = go(g.admit(0));
+    let e = go(g.admit(0));
+    assert!(matches!(g.admit(0), Admission::WaitSlot));
+    drop((c, d, e));
+    assert_eq!(g.snapshot().in_flight, 0);
+    assert_eq!(g.snapshot().peak, 3);
+}
+
+#[test]
+fn failures_open_the_breaker_and_mail_is_postponed_to_the_probe() {
+    let g = Gate::new("b", settings(5, 10), None, 0);
+    let mono = crate::clock::instant();
+    let mut persisted = None;
+    for i in 0..3 {
+        let p = go(g.admit(1000));
+        let fb = g.report(
+            p,
+            Report::Failed { error: format!("connect to b: Connection refused #{i}") },
+            1000,
+            mono,
+        );
+        persisted = persisted.or(fb.persist);
+    }
+    let rec = persisted.expect("opening is persisted");
+    assert_eq!(rec.breaker, BreakerPosition::Open);
+    assert_eq!(rec.probe_at, Some(6000));
+    match g.admit(2000) {
+        Admission::Postpone { until, reason } => {
+            assert_eq!(until, 6000);
+            assert!(reason.starts_with("delivery temporarily suspended: connect to b"), "{reason}");
+        }
+        other => panic!("expected Postpone, got {other:?}"),
+    }
+    assert_eq!(g.snapshot().in_flight, 0, "no slot held while postponing");
+}
+
+#[test]
+fn one_probe_then_close_restarts_concurrency_low_and_wakes_parked_mail() {
+    let g = Gate::new("b", settings(3, 10), None, 0);
+    let mono = crate::clock::instant();
+    // Let the limit climb first.
+    for i in 0..200u64 {
+        let p = go(g.admit(0));
+        let _p2 = go(g.admit(0));
+        g.report(
+            p,
+            Report::Completed { latency: Some(Duration::from_millis(10)) },
+            0,
+            mono + Duration::from_millis(i),
+        );
+    }
+    assert!(g.snapshot().limit > 3);
+    for n in 0..3 {
+        let p = go(g.admit(0));
+        g.report(p, Report::Failed { error: "lost connection".into() }, 0, mono + Duration::from_secs(n + 1));
+        g.park(id(n));
+    }
+    g.park(id(0)); // parked once only
+    assert_eq!(g.snapshot().breaker, BreakerPosition::Open);
+    assert_eq!(g.snapshot().parked, 3);
+
+    let probe = go(g.admit(5000));
+    assert!(probe.is_probe());
+    assert_eq!(g.snapshot().breaker, BreakerPosition::HalfOpen);
+    assert!(matches!(g.admit(5001), Admission::WaitProbe));
+    let fb = g.report(
+        probe,
+        Report::Completed { latency: Some(Duration::from_millis(10)) },
+        5002,
+        mono + Duration::from_secs(9),
+    );
+    assert_eq!(fb.persist.map(|r| r.breaker), Some(BreakerPosition::Closed));
+    assert_eq!(fb.wake, vec![id(0), id(1), id(2)]);
+    let snap = g.snapshot();
+    assert_eq!((snap.breaker, snap.limit, snap.parked), (BreakerPosition::Closed, 3, 0));
+}
+
+#[test]
+fn failed_probe_reopens_with_a_longer_cooldown() {
+    let g = Gate::new("b", settings(3, 10), None, 0);
+    let mono = crate::clock::instant();
+    for _ in 0..3 {
+        let p = go(g.admit(0));
+        g.report(p, Report::Failed { error: "421 4.3.2 shutting down".into() }, 0, mono);
+    }
+    let probe = go(g.admit(5000));
+    let fb = g.report(probe, Report::Failed { error: "421 again".into() }, 5000, mono);
+    let rec = fb.persist.unwrap();
+    assert_eq!((rec.breaker, rec.failed_probes, rec.probe_at), (BreakerPosition::Open, 1, Some(15_000)));
+    // An overloaded answer to the probe also counts as a failed probe.
+    let probe = go(g.admit(15_000));
+    let fb = g.report(probe, Report::Overloaded { error: "451 4.3.0 try later".into() }, 15_000, mono);
+    assert_eq!(fb.persist.unwrap().probe_at, Some(35_000));
+}
+
+#[test]
+fn recipient_level_trouble_neither_trips_the_breaker_nor_cuts_concurrency() {
+    let g = Gate::new("b", settings(4, 4), None, 0);
+    let mono = crate::clock::instant();
+    for i in 0..50u64 {
+        // A transaction whose recipients all got 452 4.2.2 is still a
+        // completed transaction.
+        let p = go(g.admit(0));
+        let fb = g.report(
+            p,
+            Report::Completed { latency: Some(Duration::from_millis(5)) },
+            0,
+            mono + Duration::from_millis(i),
+        );
+        assert!(fb.persist.is_none());
+    }
+    let snap = g.snapshot();
+    assert_eq!((snap.breaker, snap.limit), (BreakerPosition::Closed, 4));
+}
+
+#[test]
+fn overload_answers_cut_concurrency_but_do_not_open_the_breaker() {
+    let g = Gate::new("b", settings(8, 8), None, 0);
+    let mono = crate::clock::instant();
+    for i in 0..10u64 {
+        let p = go(g.admit(0));
+        g.report(p, Report::Overloaded { error: "451 4.3.0 busy".into() }, 0, mono + Duration::from_secs(i));
+    }
+    let snap = g.snapshot();
+    assert_eq!((snap.breaker, snap.limit), (BreakerPosition::Closed, 1));
+    assert_eq!(snap.last_error.as_deref(), Some("451 4.3.0 busy"));
+}
+
+#[test]
+fn a_clean_delivery_after_trouble_wakes_parked_mail_without_a_breaker() {
+    let g = Gate::new("b", settings(4, 4), None, 0);
+    let mono = crate::clock::instant();
+    let p = go(g.admit(0));
+    g.report(p, Report::Overloaded { error: "451 4.3.0 busy".into() }, 0, mono);
+    g.park(id(7));
+    let p = go(g.admit(0));
+    let fb = g.report(p, Report::Completed { latency: Some(Duration::from_millis(5)) }, 0, mono);
+    assert_eq!(fb.wake, vec![id(7)]);
+    let p = go(g.admit(0));
+    assert!(
+        g.report(p, Report::Completed { latency: Some(Duration::from_millis(5)) }, 0, mono).wake.is_empty()
+    );
+}
+
+#[test]
+fn pause_postpones_until_resumed_and_resume_wakes() {
+    let g = Gate::new("b", settings(2, 2), None, 0);
+    let fb = g.pause(None);
+    assert_eq!(fb.persist.unwrap().paused_until, Some(u64::MAX));
+    match g.admit(1_000) {
+        Admission::Postpone { until, .. } => assert_eq!(until, 1_000 + PAUSE_RECHECK.as_millis() as u64),
+        other => panic!("{other:?}"),
+    }
+    g.park(id(1));
+    let fb = g.resume();
+    assert_eq!(fb.wake, vec![id(1)]);
+    assert_eq!(fb.persist.unwrap().paused_until, None);
+    assert!(matches!(g.admit(1_000), Admission::Go(_)));
+    // A timed pause ends by itself.
+    g.pause(Some(5_000));
+    assert!(matches!(g.admit(4_999), Admission::Postpone { until: 5_000, .. }));
+    assert!(matches!(g.admit(5_000), Admission::Go(_)));
+}
+
+#[test]
+fn breaker_state_is_restored_from_the_stored_record() {
+    let rec = BackendRecord {
+        breaker: BreakerPosition::Open,
+        failed_probes: 2,
+        opened_at: Some(100),
+        probe_at: Some(50_000),
+        paused_until: None,
+        last_error: Some("connect to b: Connection refused".into()),
+    };
+    let g = Gate::new("b", settings(2, 2), Some(&rec), 10_000);
+    assert!(matches!(g.admit(10_000), Admission::Postpone { until: 50_000, .. }));
+    assert_eq!(g.record(), rec);
+    let probe = go(g.admit(50_000));
+    let fb = g.report(probe, Report::Failed { error: "refused".into() }, 50_000, crate::clock::instant());
+    // Third failed probe: 5 s × 2³ = 40 s (the cap).
+    assert_eq!(fb.persist.unwrap().probe_at, Some(90_000));
+}
+
+#[test]
+fn rate_limit_makes_the_dispatcher_wait_and_keeps_the_probe() {
+    let mut s = (*settings(2, 2)).clone();
+    s.rate_delay = Duration::from_secs(1);
+    let g = Gate::new("b", Arc::new(s), None, 0);
+    let p = go(g.admit(0));
+    drop(p);
+    assert!(matches!(g.admit(0), Admission::WaitRate(d) if d <= Duration::from_secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_breaker_probes_after_cooldown_on_the_paused_clock() {
+    // Wall-clock milliseconds are derived from tokio's paused clock, so the
+    // test sleeps through cool-downs in no real time.
+    let start = crate::clock::instant();
+    let now = || start.elapsed().as_millis() as u64;
+    let g = Arc::new(Gate::new("b", settings(2, 4), None, 0));
+    for _ in 0..3 {
+        let p = go(g.admit(now()));
+        g.report(p, Report::Failed { error: "timeout".into() }, now(), crate::clock::instant());
+    }
+    let Admission::Postpone { until, .. } = g.admit(now()) else { panic!("open") };
+    tokio::time::sleep(Duration::from_millis(until - now())).await;
+    let probe = go(g.admit(now()));
+    assert!(probe.is_probe());
+    // A waiter on the probe is woken when it reports.
+    let g2 = Arc::clone(&g);
+    let waiter = tokio::spawn(async move {
+        loop {
+            match g2.admit(start.elapsed().as_millis() as u64) {
+                Admission::WaitProbe => g2.changed().await,
+                Admission::Go(p) => return p.is_probe(),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    g.report(
+        probe,
+        Report::Completed { latency: Some(Duration::from_millis(30)) },
+        now(),
+        crate::clock::instant(),
+    );
+    assert!(!waiter.await.unwrap(), "after the probe, ordinary deliveries go");
+    assert_eq!(start.elapsed(), Duration::from_millis(5030));
+}
+
+#[test]
+fn a_quiet_troubled_backend_offers_one_parked_message_per_cooldown_as_probe() {
+    let g = Gate::new("b", settings(2, 2), None, 0);
+    let mono = crate::clock::instant();
+    assert_eq!(g.probe_candidate(100_000), None, "nothing parked");
+    let p = go(g.admit(1_000));
+    g.report(p, Report::Failed { error: "refused".into() }, 1_000, mono);
+    g.park(id(1));
+    g.park(id(2));
+    assert_eq!(g.probe_candidate(2_000), None, "not quiet for a cool-down yet");
+    assert_eq!(g.probe_candidate(6_000), Some(id(1)));
+    assert_eq!(g.probe_candidate(6_001), None, "one per cool-down");
+    assert_eq!(g.probe_candidate(11_001), Some(id(2)));
+    assert_eq!(g.snapshot().parked, 0);
+}
+
+#[test]
+fn an_open_breaker_with_only_parked_mail_probes_with_it_at_the_probe_time() {
+    let g = Gate::new("b", settings(2, 2), None, 0);
+    let mono = crate::clock::instant();
+    for _ in 0..3 {
+        let p = go(g.admit(0));
+        g.report(p, Report::Failed { error: "refused".into() }, 0, mono);
+    }
+    g.park(id(9));
+    assert_eq!(g.probe_candidate(4_999), None);
+    assert_eq!(g.probe_candidate(5_000), Some(id(9)));
+}

@@ -1,0 +1,196 @@
+//! The one place the per-recipient delivery log line is formatted, in
+//! Postfix's exact layout so log tools that read Postfix read ours:
+//!
+//! `QUEUEID: to=<u@example.test>, relay=mbx1[127.0.0.1]:24, delay=0.12,
+//! delays=0.01/0/0.02/0.09, dsn=2.0.0, status=sent (250 2.0.0 ...)`
+//!
+//! Lines are emitted with the tracing target `lmtp` or `smtp` (the Postfix
+//! program that would have logged them); admin's formatter turns that into
+//! `sluice/lmtp[PID]:`. Owns formatting, and the names of the metrics the
+//! delivery code counts as it logs (the same names the admin side's
+//! Prometheus exporter describes).
+
+use std::time::Duration;
+
+use sluice_queue::QueueId;
+
+use crate::config::Protocol;
+use crate::reply::Status;
+
+/// Metric names (Prometheus); labels: `backend`, and `result` or `to`.
+pub mod metric {
+    /// Recipient results by `backend` and `result` (sent, deferred, bounced).
+    pub const DELIVERIES: &str = "sluice_delivery_recipients_total";
+    /// The server's share of a transaction's time, by `backend`.
+    pub const LATENCY: &str = "sluice_delivery_latency_seconds";
+    /// Breaker transitions by `backend` and `to`.
+    pub const BREAKER_TRANSITIONS: &str = "sluice_backend_breaker_transitions_total";
+    /// Times a delivery waited for the rate limit, by `backend`.
+    pub const RATE_LIMITED: &str = "sluice_backend_rate_limit_waits_total";
+}
+
+/// `status=` of a result line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStatus {
+    Sent,
+    Deferred,
+    Bounced,
+}
+
+impl LogStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStatus::Sent => "sent",
+            LogStatus::Deferred => "deferred",
+            LogStatus::Bounced => "bounced",
+        }
+    }
+}
+
+/// One recipient's result as logged.
+#[derive(Debug, Clone)]
+pub struct ResultLine<'a> {
+    pub queue_id: QueueId,
+    pub to: &'a str,
+    /// The original recipient (`ORCPT`), logged when it differs from `to`.
+    pub orcpt: Option<&'a str>,
+    /// `host[addr]:port`, or `none` when no connection was made.
+    pub relay: &'a str,
+    /// Since arrival.
+    pub delay: Duration,
+    /// Postfix's four parts: before the queue manager (arrival to claim), in
+    /// the queue manager (waiting at the gate), connection setup, and
+    /// transmission.
+    pub delays: [Duration; 4],
+    pub dsn: Status,
+    pub status: LogStatus,
+    pub text: &'a str,
+}
+
+/// A duration as Postfix logs delays: `0` for nothing, two decimals below a
+/// second, one below ten, whole seconds above, trailing zeros dropped.
+pub fn fmt_delay(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    let text = if s >= 10.0 {
+        format!("{s:.0}")
+    } else if s >= 1.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.2}")
+    };
+    if text.contains('.') {
+        let t = text.trim_end_matches('0').trim_end_matches('.');
+        if t.is_empty() { "0".into() } else { t.to_owned() }
+    } else {
+        text
+    }
+}
+
+/// The address inside an `ORCPT` value (`rfc822;addr` with xtext decoded).
+pub fn orcpt_address(orcpt: &str) -> Option<String> {
+    let (kind, addr) = orcpt.split_once(';')?;
+    if !kind.eq_ignore_ascii_case("rfc822") && !kind.eq_ignore_ascii_case("utf-8") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(addr.len());
+    let b = addr.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'+'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&addr[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+impl ResultLine<'_> {
+    /// The line, without the program prefix.
+    pub fn format(&self) -> String {
+        let mut s = format!("{}: to=<{}>", self.queue_id, self.to);
+        if let Some(orig) = self.orcpt.and_then(orcpt_address)
+            && !orig.eq_ignore_ascii_case(self.to)
+        {
+            s.push_str(&format!(", orig_to=<{orig}>"));
+        }
+        let [a, b, c, d] = self.delays.map(fmt_delay);
+        s.push_str(&format!(
+            ", relay={}, delay={}, delays={a}/{b}/{c}/{d}, dsn={}, status={} ({})",
+            self.relay,
+            fmt_delay(self.delay),
+            self.dsn,
+            self.status.as_str(),
+            self.text.replace(['\r', '\n'], " ")
+        ));
+        s
+    }
+
+    /// Logs the line as the Postfix program of the protocol would.
+    pub fn emit(&self, protocol: Protocol) {
+        let line = self.format();
+        match protocol {
+            Protocol::Lmtp => tracing::info!(target: "lmtp", "{line}"),
+            Protocol::Smtp => tracing::info!(target: "smtp", "{line}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_formatted_as_postfix_does() {
+        let ms = Duration::from_millis;
+        assert_eq!(fmt_delay(ms(0)), "0");
+        assert_eq!(fmt_delay(ms(4)), "0");
+        assert_eq!(fmt_delay(ms(10)), "0.01");
+        assert_eq!(fmt_delay(ms(100)), "0.1");
+        assert_eq!(fmt_delay(ms(123)), "0.12");
+        assert_eq!(fmt_delay(ms(1430)), "1.4");
+        assert_eq!(fmt_delay(ms(2000)), "2");
+        assert_eq!(fmt_delay(ms(92_300)), "92");
+    }
+
+    #[test]
+    fn result_line_matches_postfix_layout() {
+        let id: QueueId = "4dL9mX0B2c".parse().unwrap_or(QueueId::from_micros(1_764_000_000_000_000));
+        let line = ResultLine {
+            queue_id: id,
+            to: "u@example.test",
+            orcpt: Some("rfc822;alias@example.test"),
+            relay: "mbx1[127.0.0.1]:24",
+            delay: Duration::from_millis(120),
+            delays: [
+                Duration::from_millis(10),
+                Duration::ZERO,
+                Duration::from_millis(20),
+                Duration::from_millis(90),
+            ],
+            dsn: Status(2, 0, 0),
+            status: LogStatus::Sent,
+            text: "250 2.0.0 <u@example.test> Saved",
+        };
+        assert_eq!(
+            line.format(),
+            format!(
+                "{id}: to=<u@example.test>, orig_to=<alias@example.test>, relay=mbx1[127.0.0.1]:24, delay=0.12, \
+                 delays=0.01/0/0.02/0.09, dsn=2.0.0, status=sent (250 2.0.0 <u@example.test> Saved)"
+            )
+        );
+        let same = ResultLine { orcpt: Some("rfc822;U@example.test"), ..line.clone() };
+        assert!(!same.format().contains("orig_to"));
+    }
+
+    #[test]
+    fn orcpt_xtext_is_decoded() {
+        assert_eq!(orcpt_address("rfc822;a+2Bb@c.test").as_deref(), Some("a+b@c.test"));
+        assert_eq!(orcpt_address("x400;whatever"), None);
+    }
+}

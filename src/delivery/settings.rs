@@ -1,0 +1,405 @@
+//! Typed delivery settings: the scheduler's ([`Settings`]) and one
+//! backend's ([`BackendSettings`]), built from a [`Config`] in one place so
+//! the rest of `delivery` never reads parameters by name, and unit tests
+//! build them directly.
+//!
+//! Owns the mapping from Postfix parameter names to meaning. Never opens
+//! sockets or the queue.
+//!
+//! Parameters read (all must be in the config crate's table):
+//! `minimal_backoff_time`, `maximal_backoff_time`, `maximal_queue_lifetime`,
+//! `bounce_queue_lifetime`, `delay_warning_time`,
+//! `initial_destination_concurrency`, `myhostname`; and per transport through
+//! `transport_param`: `destination_recipient_limit`,
+//! `destination_concurrency_limit`, `destination_rate_delay`,
+//! `destination_concurrency_failed_cohort_limit`, `connect_timeout`,
+//! `helo_timeout`, `mail_timeout`, `rcpt_timeout`, `data_init_timeout`,
+//! `data_xfer_timeout`, `data_done_timeout`, `quit_timeout`, `rset_timeout`,
+//! `sluice_rate_limit`, `sluice_rate_burst`, `sluice_latency_target`,
+//! `sluice_breaker_failure_threshold`, `sluice_breaker_cooldown`,
+//! `sluice_breaker_max_cooldown`.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use crate::config::{Config, Protocol};
+
+/// Scheduler-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `minimal_backoff_time`: the first retry delay after a deferral.
+    pub minimal_backoff: Duration,
+    /// `maximal_backoff_time`: the retry delay never grows past this.
+    pub maximal_backoff: Duration,
+    /// `maximal_queue_lifetime`: a deferred recipient older than this bounces.
+    pub maximal_queue_lifetime: Duration,
+    /// `bounce_queue_lifetime`: the same for sluice's own notifications.
+    pub bounce_queue_lifetime: Duration,
+    /// `delay_warning_time`: send one delay notice after this long (`None`:
+    /// never, Postfix's default `0h`).
+    pub delay_warning: Option<Duration>,
+    /// `qmgr_message_active_limit`: messages held in memory at once (claimed
+    /// from the queue and not yet recorded). The rest stays on disk.
+    pub active_limit: usize,
+    /// Messages claimed from the queue per call (bounded by `active_limit`).
+    pub claim_batch: usize,
+    /// Jobs one backend may hold in memory waiting for its gate (a quarter
+    /// of the window); more mail for it is postponed (left on disk, looked at
+    /// again within seconds) rather than crowding out mail for other
+    /// backends.
+    pub backend_queue_limit: usize,
+    /// `myhostname`: our name in `LHLO`/`EHLO` and in bounces.
+    pub myhostname: String,
+    /// How long in-flight deliveries may run on after shutdown is asked for
+    /// before they are abandoned (their messages are then due at restart).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    /// Postfix's defaults.
+    fn default() -> Self {
+        Settings {
+            minimal_backoff: Duration::from_secs(300),
+            maximal_backoff: Duration::from_secs(4000),
+            maximal_queue_lifetime: Duration::from_secs(5 * 86400),
+            bounce_queue_lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: None,
+            active_limit: 20_000,
+            claim_batch: 256,
+            backend_queue_limit: 5_000,
+            myhostname: "localhost".into(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the scheduler's settings from a loaded configuration.
+    pub fn from_config(config: &Config) -> Settings {
+        // Postfix's qmgr_message_active_limit default; sluice does not read
+        // the parameter (queue-manager tuning is not supported), so the
+        // window is fixed.
+        let active_limit = Settings::default().active_limit;
+        let warn = config.time("delay_warning_time");
+        Settings {
+            minimal_backoff: config.time("minimal_backoff_time"),
+            maximal_backoff: config.time("maximal_backoff_time"),
+            maximal_queue_lifetime: config.time("maximal_queue_lifetime"),
+            bounce_queue_lifetime: config.time("bounce_queue_lifetime"),
+            delay_warning: (!warn.is_zero()).then_some(warn),
+            active_limit,
+            claim_batch: active_limit.clamp(1, 256),
+            backend_queue_limit: (active_limit / 4).max(1),
+            myhostname: config.string("myhostname").to_owned(),
+            shutdown_grace: Settings::default().shutdown_grace,
+        }
+    }
+}
+
+/// A message rate: `count` deliveries per `per`, with a burst allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub per: Duration,
+    /// Deliveries that may start back to back after an idle spell.
+    pub burst: NonZeroU32,
+}
+
+impl Rate {
+    /// Parses `N/s`, `N/m` or `N/h` (`sluice_rate_limit`); empty or `0`
+    /// means no limit (`Ok(None)`). A burst of 0 means the rate's count.
+    pub fn parse(text: &str, burst: u32) -> Result<Option<Rate>, String> {
+        let text = text.trim();
+        if text.is_empty() || text == "0" {
+            return Ok(None);
+        }
+        let (n, unit) =
+            text.split_once('/').ok_or_else(|| format!("rate {text:?} is not N/s, N/m or N/h"))?;
+        let n: u32 = n.trim().parse().map_err(|_| format!("rate {text:?}: bad count"))?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            u => return Err(format!("rate {text:?}: unknown unit {u:?}")),
+        };
+        let Some(count) = NonZeroU32::new(n) else { return Ok(None) };
+        let burst = NonZeroU32::new(burst).unwrap_or(count);
+        Ok(Some(Rate { count, per, burst }))
+    }
+
+    /// Deliveries per second.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.count.get()) / self.per.as_secs_f64()
+    }
+}
+
+/// Per-phase timeouts of one client conversation (Postfix's
+/// `lmtp_*_timeout` / `smtp_*_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP/unix connect; Postfix's `lmtp_connect_timeout = 0` (the system's
+    /// limit) is taken as 30 s so a silent peer cannot hold a slot for minutes.
+    pub connect: Duration,
+    /// Greeting and `LHLO`/`EHLO`/`HELO` replies.
+    pub helo: Duration,
+    pub mail: Duration,
+    pub rcpt: Duration,
+    /// Reply to `DATA` (the `354`).
+    pub data_init: Duration,
+    /// Writing the message body.
+    pub data_xfer: Duration,
+    /// Replies after the final dot.
+    pub data_done: Duration,
+    pub rset: Duration,
+    pub quit: Duration,
+}
+
+impl Default for Timeouts {
+    /// Postfix's `smtp_*` defaults.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            helo: Duration::from_secs(300),
+            mail: Duration::from_secs(300),
+            rcpt: Duration::from_secs(300),
+            data_init: Duration::from_secs(120),
+            data_xfer: Duration::from_secs(180),
+            data_done: Duration::from_secs(600),
+            rset: Duration::from_secs(20),
+            quit: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The same timeout for every phase (tests).
+    pub fn uniform(d: Duration) -> Timeouts {
+        Timeouts {
+            connect: d,
+            helo: d,
+            mail: d,
+            rcpt: d,
+            data_init: d,
+            data_xfer: d,
+            data_done: d,
+            rset: d,
+            quit: d,
+        }
+    }
+}
+
+/// Settings of one backend (transport + next hop), from its transport's
+/// parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSettings {
+    pub protocol: Protocol,
+    /// `<transport>_destination_recipient_limit`: recipients per delivery.
+    pub recipient_limit: usize,
+    /// `initial_destination_concurrency`: where the adaptive limit starts,
+    /// and where it restarts after the breaker closes.
+    pub initial_concurrency: u32,
+    /// `<transport>_destination_concurrency_limit`, capped by master.cf
+    /// `maxproc`, and forced to 1 by a non-zero `destination_rate_delay` (as
+    /// Postfix does).
+    pub concurrency_limit: u32,
+    /// `<transport>_sluice_rate_limit` (with `sluice_rate_burst`).
+    pub rate: Option<Rate>,
+    /// `<transport>_destination_rate_delay`: the pause between two delivery
+    /// starts to this backend.
+    pub rate_delay: Duration,
+    /// `<transport>_sluice_latency_target`: a smoothed delivery latency above
+    /// this shrinks the concurrency limit whatever the best latency was.
+    pub latency_target: Duration,
+    /// `<transport>_sluice_breaker_failure_threshold`: consecutive connection
+    /// failures, timeouts or `421`s that open the breaker.
+    pub failure_threshold: u32,
+    /// `<transport>_destination_concurrency_failed_cohort_limit`: multiplies
+    /// the failure threshold (Postfix's default of 1 leaves it as it is).
+    pub failed_cohort_limit: u32,
+    /// `<transport>_sluice_breaker_cooldown`: the first open period.
+    pub cooldown: Duration,
+    /// `<transport>_sluice_breaker_max_cooldown`: the cool-down doubles per
+    /// failed probe up to this.
+    pub max_cooldown: Duration,
+    pub timeouts: Timeouts,
+    /// `<transport>_connection_cache_time_limit`: how long an idle
+    /// connection is kept for the next message.
+    pub idle_time: Duration,
+    /// `<transport>_connection_reuse_time_limit`: a connection older than
+    /// this is not reused.
+    pub reuse_time: Duration,
+    /// Our name in `LHLO`/`EHLO`.
+    pub helo_name: String,
+}
+
+impl BackendSettings {
+    /// Defaults for a protocol (Postfix's values; sluice's own where Postfix
+    /// has none). Tests start from here and change fields.
+    pub fn new(protocol: Protocol) -> BackendSettings {
+        BackendSettings {
+            protocol,
+            recipient_limit: 50,
+            initial_concurrency: 5,
+            concurrency_limit: 20,
+            rate: None,
+            rate_delay: Duration::ZERO,
+            latency_target: Duration::from_secs(2),
+            failure_threshold: 5,
+            failed_cohort_limit: 1,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(600),
+            timeouts: Timeouts::default(),
+            idle_time: Duration::from_secs(2),
+            reuse_time: Duration::from_secs(300),
+            helo_name: "localhost".into(),
+        }
+    }
+
+    /// Reads a transport's settings through the configuration's typed
+    /// per-transport accessors (`<transport>_X`, else `default_X`, else
+    /// `lmtp_X`/`smtp_X`, else `X`), type-checked when the configuration
+    /// was loaded.
+    pub fn from_config(config: &Config, transport: &str, protocol: Protocol) -> BackendSettings {
+        let d = BackendSettings::new(protocol);
+        let int = |suffix: &str| config.transport_int(transport, suffix);
+        let time = |suffix: &str| config.transport_time(transport, suffix);
+        let count = |suffix: &str, min: u32| u32::try_from(int(suffix)).unwrap_or(u32::MAX).max(min);
+
+        let mut concurrency_limit = count("destination_concurrency_limit", 1);
+        if let Some(maxproc) =
+            config.transports().iter().find(|t| t.name == transport).and_then(|t| t.maxproc)
+            && maxproc > 0
+        {
+            concurrency_limit = concurrency_limit.min(maxproc);
+        }
+        let rate_delay = time("destination_rate_delay");
+        if !rate_delay.is_zero() {
+            // Postfix: "with a non-zero delay, the concurrency is one".
+            concurrency_limit = 1;
+        }
+        let rate = config.transport_rate(transport, "sluice_rate_limit").and_then(|r| {
+            let count = NonZeroU32::new(r.count)?;
+            let burst = NonZeroU32::new(count_or_zero(int("sluice_rate_burst"))).unwrap_or(count);
+            Some(Rate { count, per: r.per, burst })
+        });
+        let cooldown = time("sluice_breaker_cooldown");
+        let connect = time("connect_timeout");
+        BackendSettings {
+            protocol,
+            recipient_limit: count("destination_recipient_limit", 1) as usize,
+            initial_concurrency: count("initial_destination_concurrency", 1).min(concurrency_limit),
+            concurrency_limit,
+            rate,
+            rate_delay,
+            latency_target: time("sluice_latency_target"),
+            failure_threshold: count("sluice_breaker_failure_threshold", 1),
+            failed_cohort_limit: count("destination_concurrency_failed_cohort_limit", 1),
+            cooldown,
+            max_cooldown: time("sluice_breaker_max_cooldown").max(cooldown),
+            timeouts: Timeouts {
+                // 0 means the system's limit in Postfix; a silent peer must not
+                // hold a slot for minutes, so sluice uses 30 s then.
+                connect: if connect.is_zero() { Duration::from_secs(30) } else { connect },
+                helo: time("helo_timeout"),
+                mail: time("mail_timeout"),
+                rcpt: time("rcpt_timeout"),
+                data_init: time("data_init_timeout"),
+                data_xfer: time("data_xfer_timeout"),
+                data_done: time("data_done_timeout"),
+                rset: time("rset_timeout"),
+                quit: time("quit_timeout"),
+            },
+            // Postfix's smtp_connection_cache_time_limit and
+            // smtp_connection_reuse_time_limit defaults (not configurable).
+            idle_time: d.idle_time,
+            reuse_time: d.reuse_time,
+            helo_name: config.transport_param(transport, "helo_name").to_owned(),
+        }
+    }
+}
+
+fn count_or_zero(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_per_second_minute_hour() {
+        let r = Rate::parse("100/s", 10).unwrap().unwrap();
+        assert_eq!((r.count.get(), r.per, r.burst.get()), (100, Duration::from_secs(1), 10));
+        let r = Rate::parse("30/m", 0).unwrap().unwrap();
+        assert_eq!((r.count.get(), r.per, r.burst.get()), (30, Duration::from_secs(60), 30));
+        assert!((r.per_second() - 0.5).abs() < 1e-9);
+        assert_eq!(Rate::parse("", 1), Ok(None));
+        assert_eq!(Rate::parse("0/s", 1), Ok(None));
+        assert!(Rate::parse("fast", 1).is_err());
+        assert!(Rate::parse("5/fortnight", 1).is_err());
+    }
+
+    fn load(main_cf: &str, master_cf: &str) -> std::sync::Arc<Config> {
+        let dir = std::env::temp_dir();
+        match Config::from_texts(&dir, main_cf, master_cf) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const MASTER: &str = "lmtp unix - - n - - lmtp\nmbx unix - - n - 3 lmtp\nslow unix - - n - - lmtp\n";
+
+    #[test]
+    fn transport_settings_follow_postfix_names_and_overrides() {
+        let cf = load(
+            "myhostname = mx.example.test\n\
+             mbx_destination_concurrency_limit = 7\n\
+             mbx_destination_recipient_limit = 10\n\
+             mbx_sluice_rate_limit = 30/m\n\
+             mbx_sluice_breaker_cooldown = 500ms\n\
+             lmtp_lhlo_timeout = 5s\n\
+             slow_destination_rate_delay = 2s\n",
+            MASTER,
+        );
+        let mbx = BackendSettings::from_config(&cf, "mbx", Protocol::Lmtp);
+        assert_eq!(mbx.concurrency_limit, 3, "master.cf maxproc caps the concurrency limit");
+        assert_eq!(mbx.recipient_limit, 10);
+        assert_eq!(
+            mbx.rate.map(|r| (r.count.get(), r.per, r.burst.get())),
+            Some((30, Duration::from_secs(60), 30))
+        );
+        assert_eq!(mbx.cooldown, Duration::from_millis(500));
+        assert_eq!(mbx.timeouts.helo, Duration::from_secs(5), "lmtp_lhlo_timeout is the LMTP helo timeout");
+        assert_eq!(
+            mbx.timeouts.connect,
+            Duration::from_secs(30),
+            "lmtp_connect_timeout = 0 is taken as 30 s"
+        );
+        assert_eq!(mbx.helo_name, "mx.example.test");
+        assert_eq!(mbx.initial_concurrency, 3, "never above the limit");
+
+        let slow = BackendSettings::from_config(&cf, "slow", Protocol::Lmtp);
+        assert_eq!(slow.rate_delay, Duration::from_secs(2));
+        assert_eq!(slow.concurrency_limit, 1, "a rate delay means one delivery at a time");
+
+        let lmtp = BackendSettings::from_config(&cf, "lmtp", Protocol::Lmtp);
+        assert_eq!((lmtp.concurrency_limit, lmtp.recipient_limit, lmtp.rate), (20, 50, None));
+        assert_eq!(lmtp.failure_threshold, 5);
+        assert_eq!(lmtp.latency_target, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn scheduler_settings_read_the_queue_parameters() {
+        let cf = load(
+            "minimal_backoff_time = 60s\nmaximal_queue_lifetime = 2d\ndelay_warning_time = 4h\n",
+            MASTER,
+        );
+        let s = Settings::from_config(&cf);
+        assert_eq!(s.minimal_backoff, Duration::from_secs(60));
+        assert_eq!(s.maximal_backoff, Duration::from_secs(4000));
+        assert_eq!(s.maximal_queue_lifetime, Duration::from_secs(2 * 86400));
+        assert_eq!(s.delay_warning, Some(Duration::from_secs(4 * 3600)));
+        let d = Settings::from_config(&load("", MASTER));
+        assert_eq!(d.delay_warning, None, "Postfix's default 0h: no warnings");
+    }
+}

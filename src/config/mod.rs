@@ -15,6 +15,8 @@
 //! [`Config::transport_param`]; listeners and transports from master.cf;
 //! recipient routing through [`Config::route`].
 
+pub mod command;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

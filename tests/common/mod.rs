@@ -4,6 +4,9 @@
 //! file here.
 #![allow(dead_code)]
 
+pub mod clients;
+pub mod inbound;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};

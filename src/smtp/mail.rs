@@ -1,0 +1,166 @@
+//! The `MAIL FROM` stage: the reverse path and its ESMTP parameters
+//! (`SIZE`, `BODY`, `SMTPUTF8`, `RET`, `ENVID`), and the checks that
+//! belong before a transaction starts: HELO and TLS requirements, the
+//! declared size, the client's message rate, and queue backpressure
+//! (`452 4.3.1 Insufficient system storage` when the queue is above its
+//! high-water mark or the disk below `queue_minfree`).
+//!
+//! Must not open the queue draft: that waits for the first accepted
+//! recipient, so rejected relay attempts cost no storage.
+
+use std::borrow::Cow;
+
+use sluice_queue::{BodyType, DsnRet};
+use smtp_proto::MailFrom;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+
+use super::session::{Flow, Mail, Session, Transaction};
+use super::settings::TlsLevel;
+use crate::reply::{Reply, Status};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// `MAIL FROM:<reverse-path> [parameters]`.
+    pub(super) async fn mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Flow {
+        match self.check_mail(&from) {
+            Ok(mail) => {
+                self.counts.add("mail", true);
+                self.tx = Transaction::Mail(Box::new(mail));
+                self.reply(&Reply::new(250, Status(2, 1, 0), "Ok"));
+            }
+            Err(r) => {
+                self.counts.add("mail", false);
+                if r.code() != 503 {
+                    info!(
+                        "{}: reject: MAIL from {}: {}; from=<{}>{}",
+                        self.queue_id(),
+                        self.peer,
+                        r.to_one_line(),
+                        from.address,
+                        self.context(None)
+                    );
+                }
+                self.reply(&r);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn check_mail(&self, from: &MailFrom<Cow<'_, str>>) -> Result<Mail, Reply> {
+        let s = &self.settings;
+        if self.helo.is_none() && s.helo_required {
+            return Err(Reply::new(503, Status(5, 5, 1), "Error: send HELO/EHLO first"));
+        }
+        if s.tls_level == TlsLevel::Encrypt && self.tls.is_none() {
+            return Err(Reply::new(530, Status(5, 7, 0), "Must issue a STARTTLS command first"));
+        }
+        if matches!(self.tx, Transaction::Mail(_)) {
+            return Err(Reply::new(503, Status(5, 5, 1), "Error: nested MAIL command"));
+        }
+        if let Some(param) = unsupported_mail_param(from) {
+            return Err(Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {param}")));
+        }
+        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        if smtputf8 && !s.smtputf8 {
+            return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: SMTPUTF8"));
+        }
+        if !smtputf8 && !from.address.is_ascii() {
+            return Err(Reply::new(553, Status(5, 6, 7), "Must declare SMTPUTF8 to send unicode address"));
+        }
+        let declared = u64::try_from(from.size).unwrap_or(u64::MAX);
+        if s.message_size_limit > 0 && declared > s.message_size_limit {
+            return Err(Reply::new(552, Status(5, 3, 4), "Message size exceeds fixed limit"));
+        }
+        if !self.inbound.message_allowed(self.peer.addr, s) {
+            return Err(Reply::new(
+                450,
+                Status(4, 7, 1),
+                format!("Error: too much mail from {}", self.peer.addr),
+            ));
+        }
+        // Backpressure: the queue says whether it can take more.
+        if let Err(e) = self.inbound.queue().admit(&s.admission) {
+            return Err(Reply::from(&e));
+        }
+        let body_type = if from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
+            BodyType::BinaryMime
+        } else if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
+            BodyType::EightBitMime
+        } else if from.flags & smtp_proto::MAIL_BODY_7BIT != 0 {
+            BodyType::SevenBit
+        } else {
+            BodyType::Unspecified
+        };
+        let ret = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
+            DsnRet::Full
+        } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
+            DsnRet::Headers
+        } else {
+            DsnRet::Unspecified
+        };
+        Ok(Mail {
+            from: from.address.to_string(),
+            declared_size: (declared > 0).then_some(declared),
+            body_type,
+            smtputf8,
+            ret,
+            envid: from.env_id.as_deref().map(xtext),
+            rcpts: Vec::new(),
+            draft: None,
+            body: None,
+        })
+    }
+}
+
+/// The first MAIL parameter smtp-proto understood but sluice does not
+/// advertise (and so must refuse, RFC 5321 4.1.1.11). `AUTH=` is ignored:
+/// clients send it out of habit and it asserts nothing without AUTH.
+fn unsupported_mail_param(from: &MailFrom<Cow<'_, str>>) -> Option<&'static str> {
+    use smtp_proto::*;
+    if from.flags & MAIL_REQUIRETLS != 0 {
+        Some("REQUIRETLS")
+    } else if from.flags & MAIL_CONPERM != 0 {
+        Some("CONPERM")
+    } else if from.flags & (MAIL_BY_NOTIFY | MAIL_BY_RETURN | MAIL_BY_TRACE) != 0 || from.by != 0 {
+        Some("BY")
+    } else if from.trans_id.is_some() {
+        Some("TRANSID")
+    } else if from.solicit.is_some() {
+        Some("SOLICIT")
+    } else if from.mtrk.is_some() {
+        Some("MTRK")
+    } else if from.hold_for != 0 {
+        Some("HOLDFOR")
+    } else if from.hold_until != 0 {
+        Some("HOLDUNTIL")
+    } else if from.mt_priority != 0 {
+        Some("MT-PRIORITY")
+    } else {
+        None
+    }
+}
+
+/// RFC 3461 xtext: the value as it is written on the wire (smtp-proto
+/// hands it over decoded; the envelope keeps the wire form for DSNs).
+pub(super) fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xtext;
+
+    #[test]
+    fn xtext_encodes_plus_equals_and_controls() {
+        assert_eq!(xtext("abc"), "abc");
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+    }
+}

@@ -1,0 +1,102 @@
+//! The `RCPT TO` stage: recipient syntax, the per-message recipient limit
+//! (`452 4.5.3 Error: too many recipients`), the relay and recipient
+//! restrictions (decided by `policy.rs`, logged here as Postfix logs them),
+//! and the DSN parameters `NOTIFY` and `ORCPT`, kept in the envelope.
+//!
+//! The queue draft is opened at the first accepted recipient; that is when
+//! the message gets its queue ID and the `client=` line is logged.
+
+use std::borrow::Cow;
+
+use sluice_queue::{Notify, Recipient};
+use smtp_proto::RcptTo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+
+use super::mail::xtext;
+use super::policy::{Client, Decision};
+use super::session::{Flow, Session, Transaction};
+use crate::reply::{Reply, Status};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// `RCPT TO:<forward-path> [parameters]`.
+    pub(super) async fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>) -> Flow {
+        let address = to.address.to_string();
+        match self.check_rcpt(&to) {
+            Ok(rcpt) => {
+                let peer = self.peer.to_string();
+                let queue = self.inbound.queue().clone();
+                if let Transaction::Mail(m) = &mut self.tx {
+                    if m.draft.is_none() {
+                        let draft = queue.begin();
+                        info!("{}: client={peer}", draft.id());
+                        m.draft = Some(draft);
+                    }
+                    // A repeated recipient is accepted but stored once.
+                    if !m.rcpts.iter().any(|r| r.address.eq_ignore_ascii_case(&rcpt.address)) {
+                        m.rcpts.push(rcpt);
+                    }
+                }
+                self.counts.add("rcpt", true);
+                self.reply(&Reply::new(250, Status(2, 1, 5), "Ok"));
+            }
+            Err(r) => {
+                self.counts.add("rcpt", false);
+                if r.code() != 503 {
+                    self.log_reject("RCPT", &r, Some(&address));
+                }
+                self.reply(&r);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn check_rcpt(&self, to: &RcptTo<Cow<'_, str>>) -> Result<Recipient, Reply> {
+        let s = &self.settings;
+        let Transaction::Mail(m) = &self.tx else {
+            return Err(Reply::new(503, Status(5, 5, 1), "Error: need MAIL command"));
+        };
+        if m.body.is_some() {
+            return Err(Reply::new(503, Status(5, 5, 1), "Error: RCPT after BDAT"));
+        }
+        if m.rcpts.len() >= s.recipient_limit {
+            return Err(Reply::new(452, Status(4, 5, 3), "Error: too many recipients"));
+        }
+        let address = to.address.as_ref();
+        if address.is_empty() {
+            return Err(Reply::new(501, Status(5, 1, 3), "Bad recipient address syntax"));
+        }
+        if !m.smtputf8 && !address.is_ascii() {
+            return Err(Reply::new(553, Status(5, 6, 7), "Must declare SMTPUTF8 to send unicode address"));
+        }
+        if to.flags & (smtp_proto::RCPT_RRVS_REJECT | smtp_proto::RCPT_RRVS_CONTINUE) != 0 {
+            return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: RRVS"));
+        }
+        if to.flags & smtp_proto::RCPT_CONNEG != 0 {
+            return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: CONNEG"));
+        }
+        let client = Client { addr: self.peer.addr, name: &self.peer.name };
+        if let Decision::Refuse(r) = s.policy.check_recipient(client, address) {
+            return Err(r);
+        }
+        let flags = to.flags;
+        let notify = Notify {
+            specified: flags
+                & (smtp_proto::RCPT_NOTIFY_NEVER
+                    | smtp_proto::RCPT_NOTIFY_SUCCESS
+                    | smtp_proto::RCPT_NOTIFY_FAILURE
+                    | smtp_proto::RCPT_NOTIFY_DELAY)
+                != 0,
+            never: flags & smtp_proto::RCPT_NOTIFY_NEVER != 0,
+            success: flags & smtp_proto::RCPT_NOTIFY_SUCCESS != 0,
+            failure: flags & smtp_proto::RCPT_NOTIFY_FAILURE != 0,
+            delay: flags & smtp_proto::RCPT_NOTIFY_DELAY != 0,
+        };
+        let mut rcpt = Recipient::new(address);
+        rcpt.notify = notify;
+        // smtp-proto accepts only the rfc822 address type and decodes the
+        // xtext; the envelope keeps the wire form.
+        rcpt.orcpt = to.orcpt.as_deref().map(|o| format!("rfc822;{}", xtext(o)));
+        Ok(rcpt)
+    }
+}

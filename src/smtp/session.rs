@@ -1,0 +1,933 @@
+//! One SMTP session: a struct, an [`Input`] mode and a [`Transaction`]
+//! state, and one [`Session::run`].
+//!
+//! `run()` alternates between two things: processing every complete request
+//! already buffered (commands, message content, BDAT chunks — this is where
+//! replies are produced and the queue commit is awaited), and, when more
+//! bytes are needed, flushing the batched replies and reading, racing the
+//! read against its deadline and, between commands, against shutdown.
+//! Replies are therefore sent in order and in batches (RFC 2920
+//! PIPELINING), and shutdown can never cut a commit in half: it is only
+//! looked at while waiting for a command.
+//!
+//! The stage handlers live beside this file (`ehlo.rs`, `mail.rs`,
+//! `rcpt.rs`, `data.rs`, `bdat.rs`, `tls.rs`); this file owns the loop, the
+//! deadlines, error counting, pipelining rules and the queue commit. It is
+//! generic over the byte stream so tests drive it over `tokio::io::duplex`.
+//!
+//! Memory is bounded per session: the read buffer holds at most one command
+//! line (`line_length_limit`) or one read of message content, and message
+//! content goes to the queue draft in chunks as it is decoded.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures::FutureExt;
+use sluice_queue::{BodyType, ClientInfo, Draft, DsnRet, Envelope, Recipient};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::data::{self, BareNewline, Decoder, Headers, Violation};
+use super::events::{self, Event};
+use super::listener::Inbound;
+use super::settings::Settings;
+use super::tls::{Stream, TlsInfo};
+use crate::clock;
+use crate::reply::{Reply, Status};
+use crate::shutdown::Stage;
+
+/// How much the read buffer grows by at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Decoded content is handed to the queue draft once this much is pending.
+const APPEND_AT: usize = 64 * 1024;
+
+/// The remote end of a session.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: IpAddr,
+    /// Reverse name; `unknown` (sluice does not look names up).
+    pub name: String,
+}
+
+impl Peer {
+    /// A peer known by its socket address only.
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer { addr: addr.ip(), name: "unknown".to_owned() }
+    }
+}
+
+impl fmt::Display for Peer {
+    /// Postfix's `name[addr]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.name, self.addr)
+    }
+}
+
+/// What the client said in `HELO`/`EHLO`.
+#[derive(Debug, Clone)]
+pub(super) struct Helo {
+    pub name: String,
+    /// `EHLO` (extensions, PIPELINING) rather than `HELO`.
+    pub esmtp: bool,
+}
+
+/// What the next input bytes are.
+#[derive(Debug)]
+pub(super) enum Input {
+    /// Command lines.
+    Command,
+    /// The rest of a command line that was too long: skipped.
+    SkipLine,
+    /// DATA content up to the end-of-data line.
+    Data,
+    /// A BDAT chunk of which `left` bytes are still to come.
+    Bdat { left: u64, last: bool },
+    /// A BDAT chunk that will not be stored; `reply` is sent once it has
+    /// been read.
+    Discard { left: u64, reply: Reply },
+}
+
+/// The mail transaction. A recipient can only exist inside `Mail`, so
+/// `RCPT` before `MAIL` cannot be represented.
+#[derive(Debug, Default)]
+pub(super) enum Transaction {
+    #[default]
+    Idle,
+    Mail(Box<Mail>),
+}
+
+/// A transaction after `MAIL FROM`.
+#[derive(Debug)]
+pub(super) struct Mail {
+    /// The reverse path, empty for `<>`.
+    pub from: String,
+    pub declared_size: Option<u64>,
+    pub body_type: BodyType,
+    pub smtputf8: bool,
+    pub ret: DsnRet,
+    /// `ENVID`, xtext-encoded as received.
+    pub envid: Option<String>,
+    pub rcpts: Vec<Recipient>,
+    /// Opened at the first accepted recipient (the queue ID is assigned
+    /// then, as Postfix does with `smtpd_delay_open_until_valid_rcpt`).
+    pub draft: Option<Draft>,
+    /// Content being received (DATA, or BDAT chunks so far).
+    pub body: Option<Body>,
+}
+
+/// Message content in transit to the draft.
+#[derive(Debug)]
+pub(super) struct Body {
+    pub decoder: Decoder,
+    /// Decoded bytes not yet appended to the draft.
+    pub out: Vec<u8>,
+    pub headers: Headers,
+    /// Decoded client bytes so far (our `Received:` not included).
+    pub size: u64,
+    /// The first storage failure; the rest of the content is discarded.
+    pub storage: Option<sluice_queue::Error>,
+}
+
+/// What the processing loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// Process more buffered input.
+    Continue,
+    /// Flush replies and read.
+    NeedInput,
+    /// Flush replies and end the session.
+    Close,
+}
+
+/// Outcome of one read.
+enum Read {
+    Data,
+    Eof,
+    Timeout,
+    Shutdown,
+    Failed(std::io::Error),
+}
+
+/// Per-command counters for the `disconnect from` line, as Postfix prints
+/// them (`ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=6/7`).
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    /// (name, ok, total) in first-use order.
+    items: Vec<(&'static str, u32, u32)>,
+}
+
+impl Counts {
+    pub(super) fn add(&mut self, name: &'static str, ok: bool) {
+        match self.items.iter_mut().find(|(n, _, _)| *n == name) {
+            Some(item) => {
+                item.1 += u32::from(ok);
+                item.2 += 1;
+            }
+            None => self.items.push((name, u32::from(ok), 1)),
+        }
+    }
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (mut ok, mut total) = (0, 0);
+        for (name, o, t) in &self.items {
+            ok += o;
+            total += t;
+            if o == t {
+                write!(f, " {name}={t}")?;
+            } else {
+                write!(f, " {name}={o}/{t}")?;
+            }
+        }
+        if ok == total { write!(f, " commands={total}") } else { write!(f, " commands={ok}/{total}") }
+    }
+}
+
+/// One client connection.
+pub(crate) struct Session<S> {
+    pub(super) stream: Stream<S>,
+    pub(super) rbuf: BytesMut,
+    pub(super) wbuf: Vec<u8>,
+    pub(super) settings: Arc<Settings>,
+    pub(super) inbound: Arc<Inbound>,
+    pub(super) stage: Stage,
+    pub(super) peer: Peer,
+    pub(super) helo: Option<Helo>,
+    pub(super) tls: Option<TlsInfo>,
+    pub(super) input: Input,
+    pub(super) tx: Transaction,
+    /// `smtpd_forbid_bare_newline` as it applies to this client.
+    pub(super) mode: BareNewline,
+    pub(super) errors: u32,
+    /// The error count at the last error pause (one pause per error).
+    slept_for: u32,
+    pub(super) junk: u32,
+    pub(super) counts: Counts,
+    /// The last command, for `timeout after DATA`-style log lines.
+    pub(super) last: &'static str,
+    started: Instant,
+    /// When the current command line started to be awaited.
+    request_started: Instant,
+    /// When the current DATA/BDAT transfer started, and its bytes so far.
+    pub(super) xfer_started: Instant,
+    pub(super) xfer_bytes: u64,
+    last_read: Instant,
+}
+
+impl<S> fmt::Debug for Session<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("input", &self.input)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A session over `stream` with the settings current at accept time.
+    pub(crate) fn new(
+        stream: S,
+        peer: Peer,
+        inbound: Arc<Inbound>,
+        settings: Arc<Settings>,
+        stage: Stage,
+    ) -> Self {
+        let now = clock::instant();
+        Session {
+            stream: Stream::Plain(stream),
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: Vec::with_capacity(512),
+            mode: settings.bare_newline_for(peer.addr),
+            settings,
+            inbound,
+            stage,
+            peer,
+            helo: None,
+            tls: None,
+            input: Input::Command,
+            tx: Transaction::Idle,
+            errors: 0,
+            slept_for: 0,
+            junk: 0,
+            counts: Counts::default(),
+            last: "CONNECT",
+            started: now,
+            request_started: now,
+            xfer_started: now,
+            xfer_bytes: 0,
+            last_read: now,
+        }
+    }
+
+    /// Runs the session to its end and closes the stream. Never panics on
+    /// client input; every failure ends as a log line.
+    pub(crate) async fn run(mut self) {
+        events::emit(Event::Connected);
+        info!("connect from {}", self.peer);
+        self.serve().await;
+        self.reset().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = self.flush().await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+        info!("disconnect from {}{}", self.peer, self.counts);
+        events::emit(Event::Disconnected);
+    }
+
+    async fn serve(&mut self) {
+        if !self.greet().await {
+            return;
+        }
+        loop {
+            if self.advance().await == Flow::Close {
+                return;
+            }
+            if self.stage.is_cancelled() && matches!(self.input, Input::Command | Input::SkipLine) {
+                let host = self.settings.myhostname.clone();
+                self.reply(&Reply::new(
+                    421,
+                    Status(4, 3, 2),
+                    format!("{host} Service shutting down, closing transmission channel"),
+                ));
+                return;
+            }
+            if let Err(e) = self.flush().await {
+                info!("lost connection after {} from {}: {e}", self.last, self.peer);
+                return;
+            }
+            match self.read().await {
+                Read::Data => {}
+                Read::Eof => {
+                    if self.last != "QUIT" {
+                        info!("lost connection after {} from {}", self.last, self.peer);
+                    }
+                    return;
+                }
+                Read::Failed(e) => {
+                    info!("lost connection after {} from {}: {e}", self.last, self.peer);
+                    return;
+                }
+                Read::Timeout => {
+                    events::emit(Event::Timeout);
+                    info!("timeout after {} from {}", self.last, self.peer);
+                    let host = self.settings.myhostname.clone();
+                    self.reply(&Reply::new(421, Status(4, 4, 2), format!("{host} Error: timeout exceeded")));
+                    return;
+                }
+                Read::Shutdown => {
+                    let host = self.settings.myhostname.clone();
+                    self.reply(&Reply::new(
+                        421,
+                        Status(4, 3, 2),
+                        format!("{host} Service shutting down, closing transmission channel"),
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends the greeting, after checking that the client has not talked
+    /// first (spamware does; RFC 5321 clients wait for the greeting).
+    async fn greet(&mut self) -> bool {
+        if !self.settings.greet_pause.is_zero() {
+            let pause = self.settings.greet_pause;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.stage.cancelled() => return false,
+                r = self.stream.read_buf(&mut self.rbuf) => if let Ok(0) | Err(_) = r { return false },
+            }
+        }
+        // Anything already readable arrived before the greeting was sent.
+        if self.rbuf.is_empty()
+            && let Some(r) = self.stream.read_buf(&mut self.rbuf).now_or_never()
+            && matches!(r, Ok(0) | Err(_))
+        {
+            return false;
+        }
+        if !self.rbuf.is_empty() && self.settings.forbid_unauth_pipelining {
+            self.protocol_violation();
+            let _ = self.flush().await;
+            return false;
+        }
+        let banner = self.settings.banner.clone();
+        self.reply(&Reply::multiline(220, None, vec![banner]));
+        true
+    }
+
+    /// Processes buffered input until more is needed or the session ends.
+    async fn advance(&mut self) -> Flow {
+        loop {
+            let flow = match self.input {
+                Input::Command | Input::SkipLine => self.next_command().await,
+                Input::Data => self.data_input().await,
+                Input::Bdat { .. } => self.bdat_input().await,
+                Input::Discard { .. } => self.discard_input(),
+            };
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+    }
+
+    /// Takes one command line off the buffer and executes it.
+    async fn next_command(&mut self) -> Flow {
+        let limit = self.settings.command_line_limit;
+        let Some(nl) = memchr::memchr(b'\n', &self.rbuf) else {
+            if self.rbuf.len() > limit + 2 {
+                self.rbuf.clear();
+                if matches!(self.input, Input::Command) {
+                    self.input = Input::SkipLine;
+                    return self.line_too_long().await;
+                }
+            } else if matches!(self.input, Input::SkipLine) {
+                self.rbuf.clear();
+            }
+            return Flow::NeedInput;
+        };
+        let line = self.rbuf.split_to(nl + 1);
+        if matches!(self.input, Input::SkipLine) {
+            self.input = Input::Command;
+            return Flow::Continue;
+        }
+        if line.len() > limit + 2 {
+            return self.line_too_long().await;
+        }
+        self.request_started = clock::instant();
+        let flow = self.command(&line).await;
+        if flow == Flow::Close {
+            return flow;
+        }
+        self.check_errors().await
+    }
+
+    async fn line_too_long(&mut self) -> Flow {
+        self.reply(&Reply::new(500, Status(5, 5, 2), "Error: command line too long"));
+        self.check_errors().await
+    }
+
+    /// Executes one command line (with its line end).
+    async fn command(&mut self, line: &[u8]) -> Flow {
+        if self.mode == BareNewline::Reject {
+            let body = line.strip_suffix(b"\r\n");
+            let bare = match body {
+                None => Some(Violation::BareLf),
+                Some(b) if b.contains(&b'\r') => Some(Violation::BareCr),
+                Some(_) => None,
+            };
+            if let Some(v) = bare {
+                let code = self.settings.bare_newline_reject_code;
+                let r = v.reply(code);
+                warn!(
+                    "{} from {}",
+                    if v == Violation::BareLf { "bare <LF> received" } else { "bare <CR> received" },
+                    self.peer
+                );
+                self.reply(&r);
+                return if code == 521 { Flow::Close } else { Flow::Continue };
+            }
+        }
+        let verb = verb(line);
+        if is_forbidden(&verb) {
+            warn!("non-SMTP command from {}: {}", self.peer, printable(line));
+            self.reply(&Reply::new(221, Status(2, 7, 0), "Error: I can break rules, too. Goodbye."));
+            return Flow::Close;
+        }
+        let request = smtp_proto::Request::parse(&mut line.iter());
+        let name = match &request {
+            Ok(r) => r.name(),
+            Err(_) => "UNKNOWN",
+        };
+        // RFC 2920 3.1: these end a pipelined group; a client that sends
+        // more before their reply has not waited as it must. Clients that
+        // did not say EHLO may not pipeline at all. BDAT is followed by its
+        // chunk, not by a command.
+        let last_in_group =
+            matches!(name, "EHLO" | "HELO" | "DATA" | "VRFY" | "EXPN" | "NOOP" | "QUIT" | "HELP");
+        if self.settings.forbid_unauth_pipelining
+            && !self.rbuf.is_empty()
+            && name != "BDAT"
+            && name != "STARTTLS"
+            && (last_in_group || !self.esmtp())
+        {
+            self.last = name;
+            self.protocol_violation();
+            return Flow::Close;
+        }
+        match request {
+            Ok(req) => self.request(req).await,
+            Err(e) => {
+                self.counts.add("unknown", false);
+                self.reply(&parse_error(e));
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn request(&mut self, req: smtp_proto::Request<std::borrow::Cow<'_, str>>) -> Flow {
+        use smtp_proto::Request as R;
+        self.last = req.name();
+        match req {
+            R::Ehlo { host } => self.ehlo(&host, true).await,
+            R::Helo { host } => self.ehlo(&host, false).await,
+            R::Mail { from } => self.mail(from).await,
+            R::Rcpt { to } => self.rcpt(to).await,
+            R::Data => self.data().await,
+            R::Bdat { chunk_size, is_last } => self.bdat(chunk_size as u64, is_last).await,
+            R::Rset => {
+                self.reset().await;
+                self.junk_command("rset");
+                self.reply(&Reply::new(250, Status(2, 0, 0), "Ok"));
+                Flow::Continue
+            }
+            R::Noop { .. } => {
+                self.junk_command("noop");
+                self.reply(&Reply::new(250, Status(2, 0, 0), "Ok"));
+                Flow::Continue
+            }
+            R::Quit => {
+                self.counts.add("quit", true);
+                self.reply(&Reply::new(221, Status(2, 0, 0), "Bye"));
+                Flow::Close
+            }
+            R::Vrfy { value } => {
+                self.junk_command("vrfy");
+                if self.settings.vrfy {
+                    // Recipient validity is not disclosed: RFC 5321 3.5.3.
+                    let v = value.trim_matches(['<', '>']).to_owned();
+                    self.reply(&Reply::new(
+                        252,
+                        Status(2, 0, 0),
+                        format!("<{v}>: Cannot VRFY user, but will accept message"),
+                    ));
+                } else {
+                    self.reply(&Reply::new(502, Status(5, 5, 1), "VRFY command is disabled"));
+                }
+                Flow::Continue
+            }
+            R::Help { .. } => {
+                self.junk_command("help");
+                self.reply(&Reply::new(
+                    214,
+                    Status(2, 0, 0),
+                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS; see RFC 5321",
+                ));
+                Flow::Continue
+            }
+            R::StartTls => self.starttls().await,
+            R::Auth { .. } => {
+                self.counts.add("auth", false);
+                self.reply(&Reply::new(503, Status(5, 5, 1), "Error: authentication not enabled"));
+                Flow::Continue
+            }
+            other => {
+                self.counts.add("unknown", false);
+                let _ = other;
+                self.reply(&Reply::new(502, Status(5, 5, 2), "Error: command not recognized"));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// NOOP, RSET, VRFY and HELP beyond `smtpd_junk_command_limit` count as
+    /// errors, so a client cannot idle forever on them.
+    fn junk_command(&mut self, name: &'static str) {
+        self.counts.add(name, true);
+        self.junk += 1;
+        if self.junk > self.settings.junk_command_limit {
+            self.errors += 1;
+        }
+    }
+
+    /// Queues a reply, counting 4xx/5xx as errors.
+    pub(super) fn reply(&mut self, r: &Reply) {
+        if r.code() >= 400 {
+            self.errors += 1;
+            events::emit(Event::Rejected { stage: self.last, code: r.code() });
+        }
+        self.wbuf.extend_from_slice(&r.to_wire());
+    }
+
+    /// Ends the session after `smtpd_hard_error_limit` errors; slows it
+    /// down after `smtpd_soft_error_limit` (the pause comes before the
+    /// reply is sent, as the replies are flushed later).
+    async fn check_errors(&mut self) -> Flow {
+        if self.errors >= self.settings.hard_error_limit {
+            warn!("too many errors after {} from {}", self.last, self.peer);
+            let host = self.settings.myhostname.clone();
+            self.reply(&Reply::new(421, Status(4, 7, 0), format!("{host} Error: too many errors")));
+            return Flow::Close;
+        }
+        if self.errors > self.settings.soft_error_limit && self.errors > self.slept_for {
+            self.slept_for = self.errors;
+            tokio::time::sleep(self.settings.error_sleep).await;
+        }
+        Flow::Continue
+    }
+
+    /// `554 5.5.0` and the end of the session for a client that talks out
+    /// of turn.
+    fn protocol_violation(&mut self) {
+        events::emit(Event::ProtocolViolation);
+        let n = self.rbuf.len().min(100);
+        info!(
+            "improper command pipelining after {} from {}: {}",
+            self.last,
+            self.peer,
+            printable(&self.rbuf[..n])
+        );
+        self.rbuf.clear();
+        self.reply(&Reply::new(554, Status(5, 5, 0), "Error: SMTP protocol synchronization"));
+    }
+
+    /// True after EHLO.
+    pub(super) fn esmtp(&self) -> bool {
+        self.helo.as_ref().is_some_and(|h| h.esmtp)
+    }
+
+    /// `SMTP`, `ESMTP`, `ESMTPS`, or the `UTF8` variants (RFC 6531), as
+    /// `Received:` and the envelope name the protocol.
+    pub(super) fn protocol(&self, smtputf8: bool) -> String {
+        let base = match (self.esmtp(), self.tls.is_some()) {
+            (false, false) => "SMTP",
+            (false, true) => "SMTPS",
+            (true, false) => "ESMTP",
+            (true, true) => "ESMTPS",
+        };
+        if smtputf8 { format!("UTF8{}", base.trim_start_matches('E')) } else { base.to_owned() }
+    }
+
+    /// `from=<...> to=<...> proto=ESMTP helo=<...>` for reject log lines.
+    pub(super) fn context(&self, to: Option<&str>) -> String {
+        let mut s = String::new();
+        if let Transaction::Mail(m) = &self.tx {
+            s.push_str(&format!(" from=<{}>", m.from));
+        }
+        if let Some(to) = to {
+            s.push_str(&format!(" to=<{to}>"));
+        }
+        let helo = self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("");
+        s.push_str(&format!(" proto={} helo=<{helo}>", self.protocol(false)));
+        s
+    }
+
+    /// The queue ID for log lines: the draft's, or `NOQUEUE`.
+    pub(super) fn queue_id(&self) -> String {
+        match &self.tx {
+            Transaction::Mail(m) => m.draft.as_ref().map(|d| d.id().to_string()),
+            Transaction::Idle => None,
+        }
+        .unwrap_or_else(|| "NOQUEUE".to_owned())
+    }
+
+    /// Logs a rejected request as Postfix does:
+    /// `NOQUEUE: reject: RCPT from name[addr]: 554 5.7.1 ...; from=<> to=<> proto=ESMTP helo=<>`.
+    pub(super) fn log_reject(&self, stage: &str, r: &Reply, to: Option<&str>) {
+        info!(
+            "{}: reject: {stage} from {}: {};{}",
+            self.queue_id(),
+            self.peer,
+            r.to_one_line(),
+            self.context(to)
+        );
+    }
+
+    /// Ends the transaction, deleting whatever was staged.
+    pub(super) async fn reset(&mut self) {
+        if let Transaction::Mail(m) = std::mem::take(&mut self.tx)
+            && let Some(d) = m.draft
+        {
+            let id = d.id();
+            if let Err(e) = d.abort().await {
+                warn!("{id}: cannot delete staged message: {e}");
+            }
+        }
+    }
+
+    /// Begins a message body (DATA or the first BDAT chunk): our
+    /// `Received:` header goes into the draft first.
+    pub(super) async fn begin_body(&mut self, decoder: Decoder) {
+        let now_secs = clock::unix_millis() / 1000;
+        let tls = self.tls.clone();
+        let helo = self.helo.as_ref().map(|h| h.name.clone()).unwrap_or_default();
+        let smtputf8 = matches!(&self.tx, Transaction::Mail(m) if m.smtputf8);
+        let protocol = self.protocol(smtputf8);
+        let settings = Arc::clone(&self.settings);
+        let peer = self.peer.clone();
+        let Transaction::Mail(m) = &mut self.tx else { return };
+        let id = m.draft.as_ref().map(|d| d.id().to_string()).unwrap_or_default();
+        let for_rcpt = if m.rcpts.len() == 1 { Some(m.rcpts[0].address.clone()) } else { None };
+        let header = data::received_header(&data::Trace {
+            helo: &helo,
+            client_name: &peer.name,
+            client_addr: peer.addr,
+            myhostname: &settings.myhostname,
+            mail_name: &settings.mail_name,
+            protocol: &protocol,
+            tls: tls.as_ref().map(|t| (t.version.as_str(), t.cipher.as_str())),
+            queue_id: &id,
+            for_rcpt: for_rcpt.as_deref(),
+            unix_secs: now_secs,
+        });
+        let mut body = Body {
+            decoder,
+            out: Vec::new(),
+            headers: Headers::new(settings.header_size_limit),
+            size: 0,
+            storage: None,
+        };
+        if let Some(d) = m.draft.as_mut()
+            && let Err(e) = d.append(header.as_bytes()).await
+        {
+            body.storage = Some(e);
+        }
+        m.body = Some(body);
+        self.xfer_started = clock::instant();
+        self.xfer_bytes = 0;
+    }
+
+    /// Feeds message bytes through the body's decoder, enforcing size and
+    /// hop count, and appends to the draft when enough is pending. Returns
+    /// how many input bytes were consumed.
+    pub(super) async fn feed_body(&mut self, n: usize) -> usize {
+        let limit = self.settings.message_size_limit;
+        let hops = self.settings.hopcount_limit;
+        let Transaction::Mail(m) = &mut self.tx else {
+            self.rbuf.advance(n);
+            return n;
+        };
+        let Some(body) = m.body.as_mut() else {
+            self.rbuf.advance(n);
+            return n;
+        };
+        let before = body.out.len();
+        let used = body.decoder.decode(&self.rbuf[..n], &mut body.out);
+        self.rbuf.advance(used);
+        self.xfer_bytes += used as u64;
+        let fresh = &body.out[before..];
+        body.size += fresh.len() as u64;
+        if limit > 0 && body.size > limit {
+            body.decoder.set_violation(Violation::TooBig);
+        }
+        // The hop count is checked once, as soon as the header section is
+        // complete, so a looping message is not stored at all.
+        if !body.headers.is_complete()
+            && body.headers.feed(fresh)
+            && hops > 0
+            && body.headers.received_count() + 1 >= hops
+        {
+            body.decoder.set_violation(Violation::TooManyHops);
+        }
+        if body.decoder.violation().is_some() || body.storage.is_some() {
+            body.out.clear();
+        } else if body.out.len() >= APPEND_AT
+            && let Some(d) = m.draft.as_mut()
+        {
+            if let Err(e) = d.append(&body.out).await {
+                body.storage = Some(e);
+            }
+            body.out.clear();
+        }
+        used
+    }
+
+    /// Commits the message received in the current transaction and
+    /// answers for it: `250 2.0.0 Ok: queued as ID` only once the queue
+    /// says it is on disk. Ends the transaction either way; true when the
+    /// message was queued.
+    pub(super) async fn finish_message(&mut self) -> bool {
+        let Transaction::Mail(mut m) = std::mem::take(&mut self.tx) else { return false };
+        let Some(mut body) = m.body.take() else { return false };
+        let Some(mut draft) = m.draft.take() else { return false };
+        let id = draft.id();
+        // The hop count when the header section never ended (tiny message).
+        if !body.headers.is_complete()
+            && self.settings.hopcount_limit > 0
+            && body.headers.received_count() + 1 >= self.settings.hopcount_limit
+        {
+            body.decoder.set_violation(Violation::TooManyHops);
+        }
+        if body.decoder.violation().is_none()
+            && body.storage.is_none()
+            && !body.out.is_empty()
+            && let Err(e) = draft.append(&body.out).await
+        {
+            body.storage = Some(e);
+        }
+        let refusal = match (body.decoder.violation(), body.storage.take()) {
+            (Some(v), _) => Some(v.reply(self.settings.bare_newline_reject_code)),
+            (None, Some(e)) => {
+                warn!("{id}: queue append failed: {e}");
+                Some(Reply::from(&e))
+            }
+            (None, None) => None,
+        };
+        if let Some(r) = refusal {
+            if let Err(e) = draft.abort().await {
+                warn!("{id}: cannot delete staged message: {e}");
+            }
+            info!(
+                "{id}: reject: END-OF-MESSAGE from {}: {}; from=<{}> proto={} helo=<{}>",
+                self.peer,
+                r.to_one_line(),
+                m.from,
+                self.protocol(m.smtputf8),
+                self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("")
+            );
+            self.reply(&r);
+            return false;
+        }
+        let nrcpt = m.rcpts.len();
+        let from = m.from.clone();
+        let envelope = Envelope {
+            sender: m.from,
+            recipients: m.rcpts,
+            arrival: clock::unix_millis(),
+            size: 0,
+            client: ClientInfo {
+                addr: Some(self.peer.addr),
+                name: self.peer.name.clone(),
+                helo: self.helo.as_ref().map(|h| h.name.clone()).unwrap_or_default(),
+                protocol: self.protocol(m.smtputf8),
+            },
+            declared_size: m.declared_size,
+            body_type: m.body_type,
+            smtputf8: m.smtputf8,
+            ret: m.ret,
+            envid: m.envid,
+            held: false,
+            delay_warned: false,
+            is_notification: false,
+        };
+        let size = body.size;
+        match draft.commit(envelope, clock::unix_millis()).await {
+            Ok(id) => {
+                info!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)");
+                events::emit(Event::Queued { bytes: size, recipients: nrcpt });
+                self.errors = 0;
+                self.reply(&Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}")));
+                true
+            }
+            Err(e) => {
+                let r = Reply::from(&e);
+                warn!("{id}: queue commit failed: {e}");
+                info!("{id}: reject: END-OF-MESSAGE from {}: {}; from=<{from}>", self.peer, r.to_one_line());
+                self.reply(&r);
+                false
+            }
+        }
+    }
+
+    /// A new command line is awaited from `now` on.
+    pub(super) fn restart_request(&mut self, now: Instant) {
+        self.request_started = now;
+    }
+
+    /// Writes out the batched replies.
+    pub(super) async fn flush(&mut self) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.settings.timeout;
+        let write = async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(r) => {
+                self.wbuf.clear();
+                r
+            }
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timeout")),
+        }
+    }
+
+    /// The time by which the next read must complete: the whole command
+    /// line within `smtpd_timeout` (a client trickling a command byte by
+    /// byte is cut off); for content, `smtpd_timeout` per read and on
+    /// average `smtpd_min_data_rate`; the session's overall limit always.
+    fn deadline(&self) -> Instant {
+        let s = &self.settings;
+        let end = self.started + s.session_time_limit;
+        let request = match self.input {
+            Input::Command | Input::SkipLine => self.request_started + s.timeout,
+            Input::Data | Input::Bdat { .. } | Input::Discard { .. } => {
+                let idle = self.last_read + s.timeout;
+                if s.min_data_rate > 0 {
+                    let budget = Duration::from_secs_f64(self.xfer_bytes as f64 / s.min_data_rate as f64);
+                    idle.min(self.xfer_started + s.timeout + budget)
+                } else {
+                    idle
+                }
+            }
+        };
+        request.min(end)
+    }
+
+    async fn read(&mut self) -> Read {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let deadline = self.deadline();
+        let between_commands = matches!(self.input, Input::Command | Input::SkipLine);
+        let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf));
+        let r = tokio::select! {
+            r = read => match r {
+                Err(_) => Read::Timeout,
+                Ok(Ok(0)) => Read::Eof,
+                Ok(Ok(_)) => Read::Data,
+                Ok(Err(e)) => Read::Failed(e),
+            },
+            _ = self.stage.cancelled(), if between_commands => Read::Shutdown,
+        };
+        self.last_read = clock::instant();
+        r
+    }
+}
+
+/// The command word of a line, upper-cased (for the forbidden list).
+fn verb(line: &[u8]) -> String {
+    let end = line.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(line.len());
+    String::from_utf8_lossy(&line[..end.min(64)]).to_ascii_uppercase()
+}
+
+/// `smtpd_forbidden_commands`: HTTP verbs and mail headers sent to the
+/// SMTP port mean the client is not an MTA (or is being used to attack us).
+fn is_forbidden(verb: &str) -> bool {
+    matches!(verb, "CONNECT" | "GET" | "POST" | "PUT" | "HEAD")
+        || (verb.len() > 1
+            && verb.ends_with(':')
+            && verb[..verb.len() - 1].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}
+
+/// Bytes as a log-safe string.
+pub(super) fn printable(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// The reply for a line smtp-proto could not parse.
+fn parse_error(e: smtp_proto::Error) -> Reply {
+    use smtp_proto::Error as E;
+    match e {
+        E::UnknownCommand => Reply::new(502, Status(5, 5, 2), "Error: command not recognized"),
+        E::InvalidSenderAddress => Reply::new(501, Status(5, 1, 7), "Bad sender address syntax"),
+        E::InvalidRecipientAddress => Reply::new(501, Status(5, 1, 3), "Bad recipient address syntax"),
+        E::SyntaxError { syntax } => Reply::new(501, Status(5, 5, 4), format!("Syntax: {syntax}")),
+        E::InvalidParameter { param } => {
+            Reply::new(501, Status(5, 5, 4), format!("Bad {param} parameter syntax"))
+        }
+        E::UnsupportedParameter { param } => {
+            Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {}", printable(param.as_bytes())))
+        }
+        _ => Reply::new(500, Status(5, 5, 2), "Error: bad syntax"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,628 @@
+//! The inbound server's protocol, driven byte by byte from a raw client:
+//! every extension, pipelining, BDAT, relay control, limits, timeouts and
+//! backpressure. The server runs in-process on a real queue in a temp dir;
+//! what is checked in the queue is what a delivery would send.
+
+mod common;
+
+use std::time::Duration;
+
+use common::clients::Raw;
+use common::inbound::{RELAY_DOMAIN, Server, relay_settings};
+use sluice::smtp::Settings;
+use sluice_queue::{Admission, BodyType, DsnRet};
+
+fn status_ok(r: &common::clients::Reply) -> bool {
+    // Every reply after the greeting and EHLO carries an enhanced code of
+    // the reply's class.
+    let first = r.lines[0].split(' ').next().unwrap_or("");
+    let parts: Vec<_> = first.split('.').collect();
+    parts.len() == 3
+        && parts[0] == (r.code / 100).to_string()
+        && parts.iter().all(|p| p.parse::<u16>().is_ok())
+}
+
+#[tokio::test]
+async fn ehlo_advertises_every_extension() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::connect(server.addr).await;
+    let r = c.cmd("EHLO client.test").await;
+    assert_eq!(r.code, 250);
+    assert_eq!(r.lines[0], "mx.test");
+    for ext in [
+        "PIPELINING",
+        "SIZE 1000000",
+        "ENHANCEDSTATUSCODES",
+        "8BITMIME",
+        "DSN",
+        "SMTPUTF8",
+        "CHUNKING",
+        "BINARYMIME",
+    ] {
+        assert!(r.lines.iter().any(|l| l == ext), "{ext} missing from {r:?}");
+    }
+    // No TLS configured: no STARTTLS; VRFY is off by default.
+    assert!(!r.lines.iter().any(|l| l == "STARTTLS" || l == "VRFY"), "{r:?}");
+    let vrfy = c.cmd("VRFY user@relay.test").await;
+    assert_eq!(vrfy.text(), "502 5.5.1 VRFY command is disabled");
+    let help = c.cmd("HELP").await;
+    assert_eq!(help.code, 214);
+    for (cmd, want) in [("NOOP", 250), ("RSET", 250), ("EXPN x", 502), ("AUTH PLAIN", 503), ("QUIT", 221)] {
+        let r = c.cmd(cmd).await;
+        assert_eq!(r.code, want, "{cmd}: {r:?}");
+        assert!(status_ok(&r), "{cmd}: {r:?}");
+    }
+    assert!(c.closed().await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pipelined_good_and_bad_commands_are_answered_in_order() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.send(
+        b"MAIL FROM:<sender@source.test>\r\n\
+          RCPT TO:<user@relay.test>\r\n\
+          RCPT TO:<victim@elsewhere.test>\r\n\
+          RCPT TO:<nobody@relay.test>\r\n\
+          BOGUS command\r\n\
+          RCPT TO:<other@relay.test>\r\n\
+          RCPT TO:<broken\r\n\
+          DATA\r\n",
+    )
+    .await;
+    let r = c.replies(8).await;
+    let got: Vec<String> = r.iter().map(|r| r.text()).collect();
+    assert_eq!(got[0], "250 2.1.0 Ok");
+    assert_eq!(got[1], "250 2.1.5 Ok");
+    assert_eq!(got[2], "554 5.7.1 <victim@elsewhere.test>: Relay access denied");
+    assert_eq!(
+        got[3],
+        "550 5.1.1 <nobody@relay.test>: Recipient address rejected: User unknown in relay recipient table"
+    );
+    assert_eq!(got[4], "502 5.5.2 Error: command not recognized");
+    assert_eq!(got[5], "250 2.1.5 Ok");
+    assert_eq!(r[6].code, 501, "{got:?}");
+    assert_eq!(r[7].code, 354, "{got:?}");
+    for reply in &r[..7] {
+        assert!(status_ok(reply), "{reply:?}");
+    }
+    c.send(b"Subject: pipelined\r\n\r\nhello\r\n.\r\nQUIT\r\n").await;
+    let r = c.replies(2).await;
+    assert!(r[0].text().starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
+    assert_eq!(r[1].text(), "221 2.0.0 Bye");
+    let msgs = server.messages().await;
+    assert_eq!(msgs.len(), 1);
+    let rcpts: Vec<_> = msgs[0].1.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(rcpts, ["user@relay.test", "other@relay.test"]);
+    assert_eq!(msgs[0].1.sender, "sender@source.test");
+    // The queue ID in the reply is the stored message's.
+    assert!(r[0].text().ends_with(&msgs[0].0.to_string()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_talking_before_the_greeting_is_refused() {
+    let settings = Settings { greet_pause: Duration::from_millis(300), ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::connect_silent(server.addr).await;
+    c.send(b"EHLO early.test\r\nMAIL FROM:<spam@bot.test>\r\n").await;
+    let r = c.reply().await.expect("reply");
+    assert_eq!(r.text(), "554 5.5.0 Error: SMTP protocol synchronization");
+    assert!(c.closed().await);
+    // A client that waits is greeted.
+    let mut ok = Raw::connect(server.addr).await;
+    assert_eq!(ok.cmd("QUIT").await.code, 221);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn commands_pipelined_after_ehlo_or_data_are_refused() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::connect(server.addr).await;
+    c.send(b"EHLO client.test\r\nMAIL FROM:<a@source.test>\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").text(), "554 5.5.0 Error: SMTP protocol synchronization");
+    assert!(c.closed().await);
+
+    let mut c = Raw::ehlo(server.addr).await;
+    c.send(b"MAIL FROM:<a@source.test>\r\nRCPT TO:<user@relay.test>\r\nDATA\r\nSubject: early\r\n").await;
+    let r = c.replies(3).await;
+    assert_eq!(r[2].text(), "554 5.5.0 Error: SMTP protocol synchronization");
+    assert!(c.closed().await);
+    assert!(server.messages().await.is_empty());
+
+    // Without EHLO there is no PIPELINING at all.
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("HELO client.test").await.text(), "250 mx.test");
+    c.send(b"MAIL FROM:<a@source.test>\r\nRCPT TO:<user@relay.test>\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 554);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sloppy_but_common_syntax_is_accepted() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("ehlo client.test").await.code, 250);
+    assert_eq!(c.cmd("mail from: <>").await.text(), "250 2.1.0 Ok");
+    assert_eq!(c.cmd("rcpt to: <User@Relay.Test>").await.text(), "250 2.1.5 Ok");
+    assert_eq!(c.cmd("data").await.code, 354);
+    c.send(b"Subject: bounce\r\n\r\nnull sender\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    let msgs = server.messages().await;
+    assert_eq!(msgs[0].1.sender, "");
+    assert_eq!(msgs[0].1.recipients[0].address, "User@Relay.Test");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn content_is_stored_byte_exact_after_dot_unstuffing() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    let long = "x".repeat(998);
+    let body = format!(
+        "From: a@source.test\r\nSubject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\n\r\n\r\n{long}\r\n\
+         8bit: \u{e9}t\u{e9}\r\ntrailing spaces   \r\n\tTab\r\nlast"
+    );
+    // What the client puts on the wire: dot-stuffed, then CRLF.CRLF.
+    let mut wire = String::new();
+    for line in format!("{body}\r\n").split_inclusive("\r\n") {
+        if line.starts_with('.') {
+            wire.push('.');
+        }
+        wire.push_str(line);
+    }
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test> BODY=8BITMIME").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(wire.as_bytes()).await;
+    c.send(b".\r\n").await;
+    let r = c.reply().await.expect("reply");
+    assert!(r.text().starts_with("250 2.0.0 Ok: queued as"), "{r:?}");
+    let stored = server.only_body().await;
+    assert_eq!(String::from_utf8_lossy(&stored), format!("{body}\r\n"));
+    assert_eq!(stored, format!("{body}\r\n").into_bytes());
+    let msgs = server.messages().await;
+    assert_eq!(msgs[0].1.body_type, BodyType::EightBitMime);
+    // The envelope's size is what is stored, our Received header included.
+    assert_eq!(msgs[0].1.size, msgs[0].2.len() as u64);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_line_over_998_octets_is_rejected() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.cmd("DATA").await;
+    c.send(format!("Subject: long\r\n\r\n{}\r\n.\r\n", "y".repeat(999)).as_bytes()).await;
+    assert_eq!(c.reply().await.expect("reply").text(), "500 5.5.2 Error: message line too long");
+    assert!(server.messages().await.is_empty());
+    // The session goes on.
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_received_header_names_client_helo_and_queue_id() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.cmd("DATA").await;
+    c.send(b"Subject: x\r\n\r\nx\r\n.\r\n").await;
+    c.reply().await;
+    let msgs = server.messages().await;
+    let head = String::from_utf8_lossy(&msgs[0].2).into_owned();
+    assert!(
+        head.starts_with(
+            "Received: from client.test (unknown [127.0.0.1])\r\n\tby mx.test (sluice) with ESMTP id "
+        ),
+        "{head}"
+    );
+    assert!(head.contains(&format!("id {}\r\n\tfor <user@relay.test>; ", msgs[0].0)), "{head}");
+    assert_eq!(msgs[0].1.client.helo, "client.test");
+    assert_eq!(msgs[0].1.client.protocol, "ESMTP");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bdat_chunks_with_last_make_one_message() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    // Chunks may hold anything, including what DATA would treat as its end.
+    let chunks: [&[u8]; 3] = [b"Subject: chunked\r\n\r\n.\r\n", b"..not stuffed\r\n\r\n.\r\n", b"end\r\n"];
+    let mut pipelined = Vec::new();
+    for (i, ch) in chunks.iter().enumerate() {
+        let last = if i == chunks.len() - 1 { " LAST" } else { "" };
+        pipelined.extend_from_slice(format!("BDAT {}{last}\r\n", ch.len()).as_bytes());
+        pipelined.extend_from_slice(ch);
+    }
+    c.send(&pipelined).await;
+    let r = c.replies(3).await;
+    assert_eq!(r[0].text(), format!("250 2.0.0 Ok: {} bytes", chunks[0].len()));
+    assert_eq!(r[1].text(), format!("250 2.0.0 Ok: {} bytes", chunks[0].len() + chunks[1].len()));
+    assert!(r[2].text().starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
+    assert_eq!(server.only_body().await, chunks.concat());
+
+    // BDAT 0 LAST ends a message too; BDAT without MAIL is refused after
+    // its chunk is read.
+    c.send(b"BDAT 5\r\nhello").await;
+    assert_eq!(c.reply().await.expect("reply").text(), "503 5.5.1 Error: need MAIL command");
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<other@relay.test>").await;
+    c.send(b"BDAT 8\r\nX: y\r\n\r\nBDAT 0 LAST\r\n").await;
+    let r = c.replies(2).await;
+    assert!(r[1].text().starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
+    assert_eq!(server.messages().await.len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn binarymime_content_is_stored_as_sent() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test> BODY=BINARYMIME").await.code, 250);
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    // DATA cannot carry binary content.
+    assert_eq!(c.cmd("DATA").await.code, 503);
+    let blob: Vec<u8> = b"Content-Type: application/octet-stream\r\n\r\n"
+        .iter()
+        .copied()
+        .chain((0..=255u8).cycle().take(3000))
+        .collect();
+    c.send(format!("BDAT {} LAST\r\n", blob.len()).as_bytes()).await;
+    c.send(&blob).await;
+    assert!(c.reply().await.expect("reply").text().starts_with("250 2.0.0 Ok: queued as"));
+    assert_eq!(server.only_body().await, blob);
+    assert_eq!(server.messages().await[0].1.body_type, BodyType::BinaryMime);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dsn_smtputf8_and_size_parameters_are_kept_in_the_envelope() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    let r = c
+        .cmd("MAIL FROM:<s\u{e9}nder@source.test> SIZE=120 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2B1")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let r = c.cmd("RCPT TO:<user@relay.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;user+2Bx@relay.test").await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.cmd("RCPT TO:<other@relay.test> NOTIFY=NEVER").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<third@relay.test>").await.code, 250);
+    c.cmd("DATA").await;
+    c.send(b"Subject: dsn\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    let env = &server.messages().await[0].1;
+    assert_eq!(env.sender, "s\u{e9}nder@source.test");
+    assert!(env.smtputf8);
+    assert_eq!(env.declared_size, Some(120));
+    assert_eq!(env.body_type, BodyType::EightBitMime);
+    assert_eq!(env.ret, DsnRet::Headers);
+    assert_eq!(env.envid.as_deref(), Some("QQ+2B1"));
+    let r0 = &env.recipients[0];
+    assert!(
+        r0.notify.specified && r0.notify.success && r0.notify.delay && !r0.notify.failure && !r0.notify.never
+    );
+    assert_eq!(r0.orcpt.as_deref(), Some("rfc822;user+2Bx@relay.test"));
+    assert!(env.recipients[1].notify.never);
+    assert!(!env.recipients[2].notify.specified);
+    assert_eq!(env.client.protocol, "UTF8SMTP");
+    // Unicode without SMTPUTF8 is refused.
+    assert_eq!(c.cmd("MAIL FROM:<s\u{e9}nder@source.test>").await.code, 553);
+    // Unknown and unadvertised parameters are refused.
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@source.test> REQUIRETLS").await.text(),
+        "555 5.5.4 Unsupported option: REQUIRETLS"
+    );
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test> FOO=BAR").await.code, 555);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn relay_and_unknown_recipients_are_refused_at_rcpt() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    assert_eq!(
+        c.cmd("RCPT TO:<x@elsewhere.test>").await.text(),
+        "554 5.7.1 <x@elsewhere.test>: Relay access denied"
+    );
+    assert_eq!(c.cmd("RCPT TO:<x%elsewhere.test@relay.test>").await.code, 554);
+    assert_eq!(
+        c.cmd(&format!("RCPT TO:<ghost@{RELAY_DOMAIN}>")).await.text(),
+        "550 5.1.1 <ghost@relay.test>: Recipient address rejected: User unknown in relay recipient table"
+    );
+    assert_eq!(c.cmd("RCPT TO:<anyone@any.relay.test>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(b"x\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    // Nothing was queued for the refused recipients.
+    let env = &server.messages().await[0].1;
+    assert_eq!(env.recipients.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn default_settings_are_not_an_open_relay() {
+    let server = Server::start(Settings::default()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    // Postfix's default: loopback is mynetworks, and may relay; nothing
+    // else may. Loopback is all tests have, so check the decision itself.
+    let policy = &Settings::default().policy;
+    let outsider = sluice::smtp::policy::Client { addr: "198.51.100.1".parse().unwrap(), name: "unknown" };
+    assert!(matches!(
+        policy.check_recipient(outsider, "x@elsewhere.test"),
+        sluice::smtp::policy::Decision::Refuse(r) if r.code() == 454
+    ));
+    assert_eq!(c.cmd("RCPT TO:<x@elsewhere.test>").await.code, 250);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_recipients_get_452() {
+    let settings = Settings { recipient_limit: 2, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<other@relay.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<third@relay.test>").await.text(), "452 4.5.3 Error: too many recipients");
+    c.cmd("DATA").await;
+    c.send(b"x\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    assert_eq!(server.messages().await[0].1.recipients.len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn declared_or_actual_size_over_the_limit_is_refused() {
+    let settings = Settings { message_size_limit: 10_000, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@source.test> SIZE=10001").await.text(),
+        "552 5.3.4 Message size exceeds fixed limit"
+    );
+    // Declared small, sent big: refused at the end, nothing stored, and
+    // the rest of the message is not taken for commands.
+    c.cmd("MAIL FROM:<a@source.test> SIZE=100").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.cmd("DATA").await;
+    let line = format!("{}\r\n", "z".repeat(500));
+    for _ in 0..40 {
+        c.send(line.as_bytes()).await;
+    }
+    c.send(b"RSET\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").text(), "552 5.3.4 Error: message file too big");
+    assert!(server.messages().await.is_empty());
+    // BDAT beyond the limit is refused as well.
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.send(format!("BDAT 20000 LAST\r\n{}", "b".repeat(20000)).as_bytes()).await;
+    assert_eq!(c.reply().await.expect("reply").text(), "552 5.3.4 Error: message file too big");
+    assert_eq!(c.cmd("NOOP").await.code, 250);
+    assert!(server.messages().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn looping_mail_is_refused_by_hop_count() {
+    let settings = Settings { hopcount_limit: 5, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    for (hops, want) in [(3, 250), (4, 554)] {
+        c.cmd("MAIL FROM:<a@source.test>").await;
+        c.cmd("RCPT TO:<user@relay.test>").await;
+        c.cmd("DATA").await;
+        let mut msg = String::new();
+        for i in 0..hops {
+            msg.push_str(&format!(
+                "Received: from h{i}.test by h{}.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+                i + 1
+            ));
+        }
+        msg.push_str("Subject: loop\r\n\r\nbody\r\n.\r\n");
+        c.send(msg.as_bytes()).await;
+        let r = c.reply().await.expect("reply");
+        assert_eq!(r.code, want, "{hops} hops: {r:?}");
+        if want == 554 {
+            assert_eq!(r.text(), "554 5.4.0 Error: too many hops");
+        }
+    }
+    assert_eq!(server.messages().await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_is_timed_out() {
+    let settings = Settings { timeout: Duration::from_millis(500), ..relay_settings() };
+    let server = Server::start(settings).await;
+    // Idle between commands.
+    let mut c = Raw::ehlo(server.addr).await;
+    c.send(b"MAIL FR").await;
+    assert_eq!(c.reply().await.expect("reply").text(), "421 4.4.2 mx.test Error: timeout exceeded");
+    assert!(c.closed().await);
+    // Trickling a command byte by byte does not keep it alive: the whole
+    // line must arrive within the timeout.
+    let mut c = Raw::ehlo(server.addr).await;
+    let trickle = async {
+        for b in b"MAIL FROM:<slow@source.test>" {
+            if !c.try_send(&[*b]).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c
+    };
+    let mut c = trickle.await;
+    assert_eq!(c.reply().await.expect("reply").code, 421);
+    // Stalling in DATA.
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.cmd("DATA").await;
+    c.send(b"Subject: half\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 421);
+    assert!(server.messages().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_errors_end_the_session() {
+    let settings = Settings { hard_error_limit: 3, soft_error_limit: 3, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("FOO").await.code, 502);
+    assert_eq!(c.cmd("BAR").await.code, 502);
+    c.send(b"BAZ\r\n").await;
+    let r = c.replies(2).await;
+    assert_eq!(r[1].text(), "421 4.7.0 mx.test Error: too many errors");
+    assert!(c.closed().await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn over_long_command_lines_are_refused_and_skipped() {
+    let settings = Settings { command_line_limit: 600, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.send(format!("NOOP {}\r\n", "a".repeat(5000)).as_bytes()).await;
+    assert_eq!(c.reply().await.expect("reply").text(), "500 5.5.2 Error: command line too long");
+    assert_eq!(c.cmd("NOOP").await.code, 250);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_and_header_lines_end_the_session() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::connect(server.addr).await;
+    c.send(b"GET / HTTP/1.1\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 221);
+    assert!(c.closed().await);
+    let mut c = Raw::connect(server.addr).await;
+    c.send(b"Subject: hello\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 221);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn per_client_connection_count_and_rates_are_limited() {
+    let settings = Settings { client_connection_count_limit: 2, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let _a = Raw::connect(server.addr).await;
+    let _b = Raw::connect(server.addr).await;
+    let mut c = Raw::connect_silent(server.addr).await;
+    assert_eq!(
+        c.reply().await.expect("reply").text(),
+        "421 4.7.0 mx.test Error: too many connections from 127.0.0.1"
+    );
+    drop((_a, _b));
+    server.stop().await;
+
+    let settings = Settings { client_connection_rate_limit: 2, ..relay_settings() };
+    let server = Server::start(settings).await;
+    for _ in 0..2 {
+        let mut c = Raw::connect(server.addr).await;
+        c.cmd("QUIT").await;
+    }
+    let mut c = Raw::connect_silent(server.addr).await;
+    assert_eq!(c.reply().await.expect("reply").code, 421);
+    server.stop().await;
+
+    let settings = Settings { client_message_rate_limit: 1, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+    c.cmd("RSET").await;
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@source.test>").await.text(),
+        "450 4.7.1 Error: too much mail from 127.0.0.1"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queue_over_high_water_gets_452_then_accepts_again_after_draining() {
+    let settings =
+        Settings { admission: Admission { max_messages: 2, ..Admission::default() }, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    for _ in 0..2 {
+        assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+        c.cmd("RCPT TO:<user@relay.test>").await;
+        c.cmd("DATA").await;
+        c.send(b"x\r\n.\r\n").await;
+        assert_eq!(c.reply().await.expect("reply").code, 250);
+    }
+    // The queue holds two: new mail is told to come back later.
+    let r = c.cmd("MAIL FROM:<a@source.test>").await;
+    assert_eq!(r.text(), "452 4.3.1 Insufficient system storage");
+    // Drain: the messages leave the queue (as after delivery).
+    let ids: Vec<_> = server.messages().await.into_iter().map(|m| m.0).collect();
+    assert_eq!(server.queue.delete(&ids).await.expect("delete"), 2);
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.cmd("DATA").await;
+    c.send(b"y\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    assert_eq!(server.messages().await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn storage_failure_is_451_and_nothing_is_acknowledged() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.cmd("DATA").await;
+    // The queue goes away under the session (disk failure, shutdown).
+    server.queue.close().await.expect("close");
+    c.send(b"Subject: lost\r\n\r\nbody\r\n.\r\n").await;
+    let r = c.reply().await.expect("reply");
+    assert_eq!(r.code, 451, "{r:?}");
+    assert!(r.text().starts_with("451 4.3.0"), "{r:?}");
+    tokio::time::timeout(Duration::from_secs(30), server.stage.stop()).await.expect("stop");
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_message_in_flight_finish_then_says_421() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    let mut idle = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    c.cmd("RCPT TO:<user@relay.test>").await;
+    c.cmd("DATA").await;
+    c.send(b"Subject: in flight\r\n\r\n").await;
+    server.stage.cancel();
+    // The idle session is told at once.
+    assert_eq!(idle.reply().await.expect("reply").code, 421);
+    c.send(b"rest of body\r\n.\r\n").await;
+    let r = c.reply().await.expect("reply");
+    assert!(r.text().starts_with("250 2.0.0 Ok: queued as"), "{r:?}");
+    assert_eq!(c.reply().await.expect("reply").code, 421);
+    assert!(c.closed().await);
+    assert_eq!(server.messages().await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn helo_and_tls_requirements_are_enforced_at_mail() {
+    let settings = Settings { helo_required: true, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.text(), "503 5.5.1 Error: send HELO/EHLO first");
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.text(), "503 5.5.1 Error: need MAIL command");
+    assert_eq!(c.cmd("DATA").await.text(), "503 5.5.1 Error: need RCPT command");
+    c.cmd("HELO client.test").await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.text(), "503 5.5.1 Error: nested MAIL command");
+    assert_eq!(c.cmd("DATA").await.text(), "554 5.5.1 Error: no valid recipients");
+    server.stop().await;
+}

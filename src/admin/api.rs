@@ -80,12 +80,13 @@ pub trait Backends: Send + Sync {
     fn wake(&self);
 }
 
-/// Daemon control (reload, stop, status), absent in the direct fallback.
-pub trait Control: Send + Sync {
-    /// Reloads the configuration; Err with the diagnostics when refused.
-    fn reload(&self) -> Result<String, String>;
-    fn stop(&self);
-    fn status(&self) -> serde_json::Value;
+/// Daemon control requests, answered by the daemon's main loop (which owns
+/// reload and the order of shutdown).
+#[derive(Debug)]
+pub enum ControlRequest {
+    Reload(tokio::sync::oneshot::Sender<Response>),
+    Stop(tokio::sync::oneshot::Sender<Response>),
+    Status(tokio::sync::oneshot::Sender<Response>),
 }
 
 /// An answer: `ok` with text or data, or an error message.
@@ -105,6 +106,16 @@ impl Response {
         Response { ok: true, text: text.into(), data: serde_json::Value::Null }
     }
 
+    /// A successful request with text to print.
+    pub fn text_ok(text: impl Into<String>) -> Response {
+        Response::text(text)
+    }
+
+    /// The `sluice status` answer for status data.
+    pub fn status(data: serde_json::Value) -> Response {
+        Response::data(status_text(&data), data)
+    }
+
     fn data(text: impl Into<String>, data: serde_json::Value) -> Response {
         Response { ok: true, text: text.into(), data }
     }
@@ -121,7 +132,7 @@ pub struct Handler {
     pub queue: Queue,
     pub config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
     pub backends: Option<Arc<dyn Backends>>,
-    pub control: Option<Arc<dyn Control>>,
+    pub control: Option<tokio::sync::mpsc::Sender<ControlRequest>>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -255,19 +266,14 @@ impl Handler {
                 b.resume(&name)?;
                 Ok(Response::text(format!("sluice: backend {name} resumed")))
             }
-            Request::Reload => {
+            Request::Reload | Request::Stop | Request::Status => {
                 let c = self.control.as_ref().ok_or("sluice is not running")?;
-                c.reload().map(Response::text)
-            }
-            Request::Stop => {
-                let c = self.control.as_ref().ok_or("sluice is not running")?;
-                c.stop();
-                Ok(Response::text("sluice: stopping"))
-            }
-            Request::Status => {
-                let c = self.control.as_ref().ok_or("sluice is not running")?;
-                let st = c.status();
-                Ok(Response::data(status_text(&st), st))
+                Ok(crate::server::control(c, |reply| match req {
+                    Request::Reload => ControlRequest::Reload(reply),
+                    Request::Stop => ControlRequest::Stop(reply),
+                    _ => ControlRequest::Status(reply),
+                })
+                .await)
             }
         }
     }

@@ -230,14 +230,21 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// so `stage.stop()` returns once every session has finished (a session in
 /// DATA finishes its message and commit first, then answers `421`).
 pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, stage: Stage) {
-    let _guard = stage.guard();
+    serve_staged(listener, inbound, stage.clone(), stage).await
+}
+
+/// Like [`serve`], with the accept loop and the sessions in separate
+/// shutdown stages, so the daemon can stop accepting first and give
+/// sessions a grace period before they are told `421`.
+pub async fn serve_staged(listener: TcpListener, inbound: Arc<Inbound>, accept: Stage, stage: Stage) {
+    let _guard = accept.guard();
     let local = listener.local_addr().ok();
     loop {
         // The permit comes first: when the listener is full, clients wait in
         // the backlog instead of being accepted and turned away.
         let permit = tokio::select! {
             biased;
-            _ = stage.cancelled() => break,
+            _ = accept.cancelled() => break,
             p = Arc::clone(&inbound.sessions).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
@@ -245,14 +252,14 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, stage: Stage) {
         };
         let (stream, peer) = tokio::select! {
             biased;
-            _ = stage.cancelled() => break,
+            _ = accept.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     warn!("accept on {local:?}: {e}");
                     tokio::select! {
-                        _ = stage.cancelled() => break,
+                        _ = accept.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
                     }
                 }

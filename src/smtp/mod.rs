@@ -25,5 +25,6 @@ mod settings;
 pub mod tls;
 
 pub use data::BareNewline;
-pub use listener::{Inbound, bind, serve, serve_stream};
+pub use listener::{Inbound, bind, serve, serve_staged, serve_stream};
+pub use settings::admission;
 pub use settings::{Settings, SettingsError, TlsLevel};

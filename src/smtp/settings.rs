@@ -402,3 +402,10 @@ mod tests {
         assert_eq!(s.bare_newline_for("192.0.2.1".parse().unwrap()), BareNewline::Normalize);
     }
 }
+
+/// The queue admission limits (`sluice_queue_high_water`, `queue_minfree`)
+/// of a configuration, for `MAIL` and for the `/health` endpoint.
+pub fn admission(c: &Config) -> sluice_queue::Admission {
+    let hw = high_water(c.string("sluice_queue_high_water")).unwrap_or_default();
+    sluice_queue::Admission { max_messages: hw.0, max_bytes: hw.1, min_free: c.size("queue_minfree") }
+}

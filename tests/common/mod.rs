@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod daemon;
 pub mod inbound;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -49,8 +49,9 @@ pub fn main(config_dir: &Path, args: admin::cli::ServeArgs) -> anyhow::Result<Ex
         let f = config.string("maillog_file");
         (!f.is_empty()).then(|| PathBuf::from(f))
     });
-    let logfile = alog::init(format, config.string("myhostname"), file.as_deref())
-        .with_context(|| format!("opening log file {}", file.as_deref().unwrap_or(Path::new("")).display()))?;
+    let logfile = alog::init(format, config.string("myhostname"), file.as_deref()).with_context(|| {
+        format!("opening log file {}", file.as_deref().unwrap_or(Path::new("")).display())
+    })?;
     for w in &loaded.warnings {
         warn!(target: "master", "{w}");
     }
@@ -95,7 +96,11 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
             let addr: SocketAddr = spec
                 .parse()
                 .with_context(|| format!("sluice_metrics_listen: \"{spec}\" is not an address:port"))?;
-            Some(TcpListener::bind(addr).await.with_context(|| format!("sluice_metrics_listen: cannot listen on {addr}"))?)
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("sluice_metrics_listen: cannot listen on {addr}"))?,
+            )
         }
     };
     Ok(Bound { smtp: smtp_listeners, admin: (path, admin_l), metrics })
@@ -104,13 +109,18 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
 /// Opens (creating) the queue under `queue_directory`.
 pub fn open_queue(config: &Config) -> anyhow::Result<sluice_queue::Queue> {
     let dir = admin::command::queue_db_dir(config);
-    std::fs::create_dir_all(&dir).with_context(|| format!("queue_directory: cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("queue_directory: cannot create {}", dir.display()))?;
     let queue = sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())
         .with_context(|| format!("queue_directory: cannot open the queue in {}", dir.display()))?;
     Ok(queue)
 }
 
-async fn daemon(config_dir: PathBuf, loaded: Loaded, logfile: Option<alog::LogFile>) -> anyhow::Result<ExitCode> {
+async fn daemon(
+    config_dir: PathBuf,
+    loaded: Loaded,
+    logfile: Option<alog::LogFile>,
+) -> anyhow::Result<ExitCode> {
     let config = loaded.config;
     let queue = open_queue(&config)?;
     let bound = match bind(&config).await {
@@ -277,8 +287,12 @@ impl Running {
     pub async fn reload(&self, dir: &Path) -> Result<(), String> {
         let result = self.try_reload(dir);
         match &result {
-            Ok(()) => info!(target: "master", "reload -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), dir.display()),
-            Err(e) => error!(target: "master", "reload refused, keeping the running configuration: {}", e.replace('\n', "; ")),
+            Ok(()) => {
+                info!(target: "master", "reload -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), dir.display())
+            }
+            Err(e) => {
+                error!(target: "master", "reload refused, keeping the running configuration: {}", e.replace('\n', "; "))
+            }
         }
         result
     }
@@ -292,10 +306,13 @@ impl Running {
         for (name, ib) in &self.inbound {
             match new.smtpd_services().iter().find(|s| &s.name == name) {
                 Some(svc) => {
-                    let s = smtp::Settings::from_service(svc).map_err(|e| format!("master.cf service {name}: {e}"))?;
+                    let s = smtp::Settings::from_service(svc)
+                        .map_err(|e| format!("master.cf service {name}: {e}"))?;
                     updates.push((ib.clone(), s));
                 }
-                None => warn!(target: "master", "service {name} was removed from master.cf: it keeps running until restart"),
+                None => {
+                    warn!(target: "master", "service {name} was removed from master.cf: it keeps running until restart")
+                }
             }
         }
         for svc in new.smtpd_services() {
@@ -372,7 +389,8 @@ impl ametrics::Probe for Probe {
         metrics::gauge!(names::QUEUE_RECIPIENTS).set(st.recipients_pending as f64);
         metrics::gauge!(names::QUEUE_BYTES).set(st.bytes as f64);
         metrics::gauge!(names::QUEUE_QUARANTINED).set(st.quarantined as f64);
-        let age = st.oldest_arrival.map(|a| clock::unix_millis().saturating_sub(a) as f64 / 1000.0).unwrap_or(0.0);
+        let age =
+            st.oldest_arrival.map(|a| clock::unix_millis().saturating_sub(a) as f64 / 1000.0).unwrap_or(0.0);
         metrics::gauge!(names::QUEUE_OLDEST).set(age);
     }
 
@@ -384,7 +402,10 @@ impl ametrics::Probe for Probe {
 }
 
 /// Sends a request to the main loop and waits for its answer.
-pub async fn control(tx: &mpsc::Sender<ControlRequest>, make: impl FnOnce(oneshot::Sender<Response>) -> ControlRequest) -> Response {
+pub async fn control(
+    tx: &mpsc::Sender<ControlRequest>,
+    make: impl FnOnce(oneshot::Sender<Response>) -> ControlRequest,
+) -> Response {
     let (reply, rx) = oneshot::channel();
     if tx.send(make(reply)).await.is_err() {
         return Response::error("the daemon is shutting down");

@@ -20,7 +20,11 @@ fn stdout(o: &std::process::Output) -> String {
 }
 
 /// Waits until `sluice queue list --json` satisfies `pred`.
-fn wait_queue(cfg: &TestConfig, what: &str, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+fn wait_queue(
+    cfg: &TestConfig,
+    what: &str,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = cfg.sluice(&["queue", "list", "--json"]);
@@ -40,7 +44,9 @@ fn queue_commands_show_and_manage_deferred_mail_like_postfix() {
     let daemon = Daemon::start(&cfg);
     let body = "Subject: first\r\nFrom: a@sender.test\r\n\r\nhello\r\n";
     let id1 = queued_id(&send(cfg.smtp, "a@sender.test", &["u1@relay.test", "u2@relay.test"], body).unwrap());
-    let id2 = queued_id(&send(cfg.smtp, "b@sender.test", &["u3@relay.test"], "Subject: second\r\n\r\nx\r\n").unwrap());
+    let id2 = queued_id(
+        &send(cfg.smtp, "b@sender.test", &["u3@relay.test"], "Subject: second\r\n\r\nx\r\n").unwrap(),
+    );
 
     let v = wait_queue(&cfg, "both messages deferred", |v| {
         v.len() == 2 && v.iter().all(|m| m["queue_name"] == "deferred")
@@ -85,7 +91,10 @@ fn queue_commands_show_and_manage_deferred_mail_like_postfix() {
 
     // Summary counts the remaining recipient under its backend and domain.
     let summary = stdout(&cfg.sluice(&["queue", "summary"]));
-    assert!(summary.lines().any(|l| l.trim_start().starts_with("relay.test") && l.contains(" 1 ")), "{summary}");
+    assert!(
+        summary.lines().any(|l| l.trim_start().starts_with("relay.test") && l.contains(" 1 ")),
+        "{summary}"
+    );
 
     assert!(daemon.stop().success());
 
@@ -110,7 +119,7 @@ fn invoked_as_mailq_it_lists_the_queue() {
 fn reload_refuses_a_broken_config_and_applies_a_good_one() {
     let cfg = TestConfig::new(&closed_port_transport(), "");
     let daemon = Daemon::start(&cfg);
-    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(5000));
+    let big = format!("Subject: big\r\n\r\n{}", format!("{}\r\n", "x".repeat(70)).repeat(70));
 
     cfg.append_main_cf("message_size_limit = ten");
     daemon.signal("HUP");
@@ -186,7 +195,9 @@ fn sigterm_under_load_loses_no_acknowledged_message() {
     let out = cfg.sluice(&["queue", "list", "--json"]);
     let queued: std::collections::HashSet<String> = stdout(&out)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["queue_id"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["queue_id"].as_str().unwrap().to_owned()
+        })
         .collect();
     for id in &acked {
         assert!(queued.contains(id), "acknowledged {id} missing after shutdown");

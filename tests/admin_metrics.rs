@@ -27,7 +27,9 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &st
         .iter()
         .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
         .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             _ => f64::NAN,
         })
 }
@@ -45,7 +47,8 @@ fn metrics_parse_as_prometheus_text_and_health_follows_the_high_water_mark() {
 
     let (code, text) = get(cfg.metrics, "/metrics");
     assert_eq!(code, 200);
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition format");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid exposition format");
     assert_eq!(value(&scrape, "sluice_smtpd_messages_accepted_total", None), Some(2.0), "{text}");
     assert_eq!(value(&scrape, "sluice_queue_messages", Some(("state", "all"))), Some(2.0), "{text}");
     assert!(value(&scrape, "sluice_queue_bytes", None).unwrap_or(0.0) > 0.0, "{text}");

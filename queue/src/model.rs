@@ -223,6 +223,45 @@ pub struct Envelope {
     pub is_notification: bool,
 }
 
+impl Envelope {
+    /// Recipients not yet final (pending or deferred).
+    pub fn pending(&self) -> usize {
+        self.recipients.iter().filter(|r| !r.state.is_final()).count()
+    }
+
+    /// True when every recipient is final: the message is done and leaves
+    /// the queue. (An envelope without recipients is done too.)
+    pub fn is_done(&self) -> bool {
+        self.recipients.iter().all(|r| r.state.is_final())
+    }
+
+    /// Applies one attempt's outcome for recipient `idx` at `now`; returns
+    /// false (and changes nothing) when there is no such recipient.
+    ///
+    /// The transitions: a final recipient stays as it is (a duplicate or late
+    /// result never un-delivers or un-bounces anyone); `Delivered` and
+    /// `Bounced` are final and count an attempt; `Deferred` keeps the
+    /// recipient pending with the last reply and counts an attempt;
+    /// `Postponed` changes nothing (only the message's due time moves).
+    pub fn apply(&mut self, idx: usize, outcome: &Outcome, now: UnixMillis) -> bool {
+        let Some(r) = self.recipients.get_mut(idx) else { return false };
+        if r.state.is_final() {
+            return true;
+        }
+        let state = match outcome {
+            Outcome::Postponed => return true,
+            Outcome::Delivered { reply } => RcptState::Delivered { at: now, reply: reply.clone() },
+            Outcome::Bounced { reply } => {
+                RcptState::Bounced { at: now, reply: reply.clone(), notified: false }
+            }
+            Outcome::Deferred { reply } => RcptState::Deferred { reply: reply.clone() },
+        };
+        r.state = state;
+        r.attempts = r.attempts.saturating_add(1);
+        true
+    }
+}
+
 /// What the delivery layer learned about one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -304,4 +343,115 @@ pub struct Stats {
     pub oldest_arrival: Option<UnixMillis>,
     /// Records found corrupt and moved aside (see `Queue::quarantined`).
     pub quarantined: u64,
+}
+
+/// A record found undecodable and moved to the quarantine (see
+/// [`Queue::quarantined`](crate::Queue::quarantined)). Its original bytes
+/// are kept there untouched; a quarantined message's body chunks stay in
+/// place under its queue ID so it can be rebuilt by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The table it came from (`envelopes`, `meta`, ...).
+    pub table: String,
+    /// Its key there: the queue ID for messages, else the key as text.
+    pub key: String,
+    /// Why it could not be read.
+    pub reason: String,
+    /// Size of the original value in bytes.
+    pub size: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            "[a-z ]{0,8}".prop_map(|reply| Outcome::Delivered { reply }),
+            "[a-z ]{0,8}".prop_map(|reply| Outcome::Deferred { reply }),
+            "[a-z ]{0,8}".prop_map(|reply| Outcome::Bounced { reply }),
+            Just(Outcome::Postponed),
+        ]
+    }
+
+    fn envelope(n: usize) -> Envelope {
+        Envelope {
+            sender: String::new(),
+            recipients: (0..n).map(|i| Recipient::new(format!("r{i}@example.net"))).collect(),
+            arrival: 0,
+            size: 0,
+            client: ClientInfo {
+                addr: None,
+                name: String::new(),
+                helo: String::new(),
+                protocol: String::new(),
+            },
+            declared_size: None,
+            body_type: BodyType::Unspecified,
+            smtputf8: false,
+            ret: DsnRet::Unspecified,
+            envid: None,
+            held: false,
+            delay_warned: false,
+            is_notification: false,
+        }
+    }
+
+    proptest! {
+        /// Every sequence of results obeys the transition rules, checked
+        /// step by step against the state before it.
+        #[test]
+        fn recipient_state_transitions(
+            n in 0usize..5,
+            steps in proptest::collection::vec((0usize..6, outcome(), any::<u64>()), 0..40),
+        ) {
+            let mut env = envelope(n);
+            for (idx, o, now) in steps {
+                let before = env.clone();
+                let applied = env.apply(idx, &o, now);
+                prop_assert_eq!(applied, idx < n);
+                if !applied {
+                    prop_assert_eq!(&env, &before);
+                    continue;
+                }
+                let (b, a) = (&before.recipients[idx], &env.recipients[idx]);
+                // Only the addressed recipient changes.
+                for (i, (x, y)) in before.recipients.iter().zip(&env.recipients).enumerate() {
+                    if i != idx {
+                        prop_assert_eq!(x, y);
+                    }
+                }
+                if b.state.is_final() || o == Outcome::Postponed {
+                    prop_assert_eq!(a, b);
+                    continue;
+                }
+                prop_assert_eq!(a.attempts, b.attempts + 1);
+                match (&o, &a.state) {
+                    (Outcome::Delivered { reply }, RcptState::Delivered { at, reply: r }) => {
+                        prop_assert_eq!((at, r), (&now, reply));
+                    }
+                    (Outcome::Bounced { reply }, RcptState::Bounced { at, reply: r, notified }) => {
+                        prop_assert_eq!((at, r, notified), (&now, reply, &false));
+                    }
+                    (Outcome::Deferred { reply }, RcptState::Deferred { reply: r }) => prop_assert_eq!(r, reply),
+                    (o, s) => prop_assert!(false, "{o:?} led to {s:?}"),
+                }
+                prop_assert!(env.pending() <= before.pending());
+                prop_assert_eq!(env.is_done(), env.pending() == 0);
+            }
+        }
+    }
+
+    #[test]
+    fn queue_ids_print_in_postfix_long_form_and_sort_as_text() {
+        let a = QueueId::from_micros(1_700_000_000_123_456);
+        let b = QueueId::from_micros(1_700_000_000_123_457);
+        let (sa, sb) = (a.to_string(), b.to_string());
+        assert_eq!(sa.len(), 10);
+        assert!(sa < sb);
+        assert_eq!(sa.parse::<QueueId>(), Ok(a));
+        assert!("AAAAAAAAAA".parse::<QueueId>().is_err(), "vowels are not in the alphabet");
+        assert!("short".parse::<QueueId>().is_err());
+    }
 }

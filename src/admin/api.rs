@@ -106,6 +106,11 @@ impl Response {
         Response { ok: true, text: text.into(), data: serde_json::Value::Null }
     }
 
+    /// The answer to `queue list`: mailq text plus the views as data.
+    pub fn listing(msgs: &[MessageView]) -> Response {
+        Response::data(view::mailq(msgs), serde_json::to_value(msgs).unwrap_or_default())
+    }
+
     /// A successful request with text to print.
     pub fn text_ok(text: impl Into<String>) -> Response {
         Response::text(text)
@@ -188,11 +193,7 @@ impl Handler {
         let now = clock::unix_millis();
         let e = |e: sluice_queue::Error| e.to_string();
         match req {
-            Request::QueueList => {
-                let msgs = self.messages().await?;
-                let data = serde_json::to_value(&msgs).map_err(|e| e.to_string())?;
-                Ok(Response::data(view::mailq(&msgs), data))
-            }
+            Request::QueueList => Ok(Response::listing(&self.messages().await?)),
             Request::QueueShow { id } => {
                 let qid: QueueId = id.parse().map_err(|e: sluice_queue::BadQueueId| e.to_string())?;
                 let Some((env, due)) = self.queue.envelope(qid).await.map_err(e)? else {
@@ -200,7 +201,10 @@ impl Handler {
                 };
                 let body = self.queue.body(qid).await.map_err(e)?;
                 let m = MessageView::new(qid, &env, due);
-                Ok(Response::data(view::show(&m, &header_block(&body), now), serde_json::to_value(&m).unwrap_or_default()))
+                Ok(Response::data(
+                    view::show(&m, &header_block(&body), now),
+                    serde_json::to_value(&m).unwrap_or_default(),
+                ))
             }
             Request::QueueFlush { backend, domain } => {
                 let n = self.flush(backend.as_deref(), domain.as_deref(), now).await?;
@@ -280,11 +284,17 @@ impl Handler {
 
     /// Makes deferred mail due now, all of it or that for one backend or
     /// domain. Returns how many messages were rescheduled.
-    async fn flush(&self, backend: Option<&str>, domain: Option<&str>, now: UnixMillis) -> Result<usize, String> {
+    async fn flush(
+        &self,
+        backend: Option<&str>,
+        domain: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<usize, String> {
         if backend.is_none() && domain.is_none() {
             return self.queue.requeue(None, now).await.map_err(|e| e.to_string());
         }
-        let filter = Filter { held: Some(false), rcpt_domain: domain.map(str::to_owned), ..Filter::default() };
+        let filter =
+            Filter { held: Some(false), rcpt_domain: domain.map(str::to_owned), ..Filter::default() };
         let list = self.queue.list(filter).await.map_err(|e| e.to_string())?;
         let config = (self.config)();
         let mut ids = Vec::new();
@@ -313,7 +323,8 @@ impl Handler {
         for (_, env, _) in &list {
             let age = now.saturating_sub(env.arrival) / 1000;
             for r in env.recipients.iter().filter(|r| !r.state.is_final()) {
-                let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+                let domain =
+                    r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
                 let backend = match config.route(&r.address) {
                     Ok(route) => backend_name(&route).unwrap_or_else(|| "(error/discard)".into()),
                     Err(_) => "(lookup failed)".into(),

@@ -133,14 +133,33 @@ async fn client(config_dir: &Path, command: Command) -> anyhow::Result<ExitCode>
 
 /// Executes a request without the daemon. `None` for requests that need it.
 async fn direct(config: &Arc<Config>, req: Request) -> anyhow::Result<Option<Response>> {
-    if matches!(req, Request::Reload | Request::Stop | Request::Status | Request::BackendPause { .. } | Request::BackendResume { .. }) {
+    if matches!(
+        req,
+        Request::Reload
+            | Request::Stop
+            | Request::Status
+            | Request::BackendPause { .. }
+            | Request::BackendResume { .. }
+    ) {
         return Ok(None);
     }
     let dir = queue_db_dir(config);
+    let read_only = matches!(
+        req,
+        Request::QueueList | Request::QueueShow { .. } | Request::Summary | Request::BackendList
+    );
     if !dir.exists() {
-        bail!("queue directory {} does not exist (queue_directory in {})", dir.display(), config.dir().display());
+        // No queue was ever created here: for a listing that is an empty
+        // queue, for anything else a mistake worth naming.
+        if matches!(req, Request::QueueList) {
+            return Ok(Some(Response::listing(&[])));
+        }
+        bail!(
+            "queue directory {} does not exist (queue_directory in {})",
+            dir.display(),
+            config.dir().display()
+        );
     }
-    let read_only = matches!(req, Request::QueueList | Request::QueueShow { .. } | Request::Summary | Request::BackendList);
     eprintln!("sluice: warning: mail system is down -- accessing queue directly");
     let queue = if read_only {
         sluice_queue::Queue::open_read_only(&dir)?
@@ -148,7 +167,12 @@ async fn direct(config: &Arc<Config>, req: Request) -> anyhow::Result<Option<Res
         sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())?
     };
     let cfg = config.clone();
-    let handler = Handler { queue: queue.clone(), config: Arc::new(move || cfg.clone()), backends: None, control: None };
+    let handler = Handler {
+        queue: queue.clone(),
+        config: Arc::new(move || cfg.clone()),
+        backends: None,
+        control: None,
+    };
     let resp = handler.handle(req).await;
     if !read_only {
         queue.close().await?;

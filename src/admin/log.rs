@@ -94,7 +94,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
         let meta = event.metadata();
         if self.syslog_prefix {
             let now = chrono::DateTime::<chrono::Local>::from(crate::clock::system_time());
@@ -182,16 +187,17 @@ pub fn init(format: Format, hostname: &str, file: Option<&Path>) -> std::io::Res
     let builder = tracing_subscriber::fmt().with_env_filter(filter());
     let logfile = file.map(LogFile::open).transpose()?;
     let result = match (format, &logfile) {
-        (Format::Text, Some(f)) => builder
-            .event_format(PostfixFormat::new(hostname, true))
-            .with_writer(f.clone())
-            .try_init(),
+        (Format::Text, Some(f)) => {
+            builder.event_format(PostfixFormat::new(hostname, true)).with_writer(f.clone()).try_init()
+        }
         (Format::Text, None) => builder
             .event_format(PostfixFormat::new(hostname, !journald))
             .with_writer(std::io::stderr)
             .try_init(),
         (Format::Json, Some(f)) => builder.json().with_current_span(false).with_writer(f.clone()).try_init(),
-        (Format::Json, None) => builder.json().with_current_span(false).with_writer(std::io::stderr).try_init(),
+        (Format::Json, None) => {
+            builder.json().with_current_span(false).with_writer(std::io::stderr).try_init()
+        }
     };
     if let Err(e) = result {
         // Already initialised (tests starting the server twice): keep it.
@@ -249,7 +255,10 @@ mod tests {
         assert_eq!(lines.len(), 2, "{text}");
         let pid = std::process::id();
         // `Nov 25 07:55:51 mx1 sluice/lmtp[PID]: ...`
-        assert_eq!(&lines[0][15..], format!(" mx1 sluice/lmtp[{pid}]: 4Hx0000000: to=<a@b>, status=sent (250 ok  forged line)"));
+        assert_eq!(
+            &lines[0][15..],
+            format!(" mx1 sluice/lmtp[{pid}]: 4Hx0000000: to=<a@b>, status=sent (250 ok  forged line)")
+        );
         assert!(lines[1].ends_with(&format!("sluice/smtpd[{pid}]: warning: disk low")));
     }
 }

@@ -26,8 +26,11 @@ use crate::shutdown::Stage;
 pub mod names {
     /// Messages accepted (250 after DATA/BDAT).
     pub const ACCEPTED: &str = "sluice_smtpd_messages_accepted_total";
-    /// Rejections by `reason` (relay, unknown_recipient, size, storage, rate, smuggling, ...).
+    /// Negative replies by SMTP `stage` (the command: `RCPT`, `MAIL`,
+    /// `END-OF-MESSAGE`, or `CONNECT`/`TIMEOUT`/`PROTOCOL`) and reply `code`.
     pub const REJECTED: &str = "sluice_smtpd_rejects_total";
+    /// STARTTLS handshakes by `result`.
+    pub const TLS_HANDSHAKES: &str = "sluice_smtpd_tls_handshakes_total";
     /// SMTP sessions open now.
     pub const SESSIONS: &str = "sluice_smtpd_sessions";
     /// Messages in the queue, by `state` (all, held).
@@ -61,8 +64,9 @@ pub mod names {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(names::ACCEPTED, "Messages accepted and queued");
-    describe_counter!(names::REJECTED, "SMTP rejections by reason");
+    describe_counter!(names::REJECTED, "Negative SMTP replies by stage and code");
     describe_gauge!(names::SESSIONS, "SMTP sessions open now");
+    describe_counter!(names::TLS_HANDSHAKES, "STARTTLS handshakes by result");
     describe_gauge!(names::QUEUE_MESSAGES, "Messages in the queue by state");
     describe_gauge!(names::QUEUE_RECIPIENTS, "Recipients waiting for delivery");
     describe_gauge!(names::QUEUE_BYTES, Unit::Bytes, "Bytes of queued message bodies");
@@ -154,6 +158,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, probe: Arc<d
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(io, svc);
             let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
@@ -162,7 +167,11 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, probe: Arc<d
     upkeep.abort();
 }
 
-fn route(req: &Request<hyper::body::Incoming>, handle: &PrometheusHandle, probe: &dyn Probe) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<hyper::body::Incoming>,
+    handle: &PrometheusHandle,
+    probe: &dyn Probe,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, ctype: &str, body: String| {
         Response::builder()
             .status(status)

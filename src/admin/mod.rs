@@ -3,10 +3,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod command;
 pub mod log;
 pub mod metrics;
 pub mod socket;
 pub mod view;
-pub mod command;
 
 pub use command::run;

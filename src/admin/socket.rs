@@ -105,10 +105,7 @@ pub async fn call(path: &Path, req: &Request, timeout: Duration) -> Result<Respo
     let stream = match UnixStream::connect(path).await {
         Ok(s) => s,
         Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
+            if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
         {
             return Err(SocketError::NotRunning(path.to_owned()));
         }
@@ -123,7 +120,8 @@ pub async fn call(path: &Path, req: &Request, timeout: Duration) -> Result<Respo
         let mut rd = BufReader::new(rd);
         let mut answer = String::new();
         rd.read_line(&mut answer).await.map_err(io)?;
-        serde_json::from_str::<Response>(answer.trim_end()).map_err(|_| SocketError::Protocol(path.to_owned()))
+        serde_json::from_str::<Response>(answer.trim_end())
+            .map_err(|_| SocketError::Protocol(path.to_owned()))
     };
     tokio::time::timeout(timeout, exchange).await.map_err(|_| SocketError::Timeout(path.to_owned()))?
 }

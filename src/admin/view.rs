@@ -135,7 +135,14 @@ pub fn mailq(messages: &[MessageView]) -> String {
     for m in messages {
         bytes += m.message_size;
         let id = format!("{}{}", m.queue_id, m.queue_name.mark());
-        let _ = writeln!(out, "{:<11} {:>7} {:20.20} {}", id, m.message_size, asctime20(m.arrival_time), m.sender);
+        let _ = writeln!(
+            out,
+            "{:<11} {:>7} {:20.20} {}",
+            id,
+            m.message_size,
+            asctime20(m.arrival_time),
+            m.sender
+        );
         // Postfix prints the (shared) delay reason once, right-aligned to
         // column 78 (longer reasons start at column 0), then the recipients indented by 41 columns.
         let mut last_reason: Option<&str> = None;
@@ -192,7 +199,14 @@ pub fn mailq_json(messages: &[MessageView]) -> String {
 pub fn show(m: &MessageView, headers: &str, now: UnixMillis) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "queue_id: {}", m.queue_id);
-    let _ = writeln!(out, "queue: {}", serde_json::to_value(m.queue_name).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "queue: {}",
+        serde_json::to_value(m.queue_name)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    );
     let _ = writeln!(out, "arrival: {}({} ago)", asctime20(m.arrival_time), age(now / 1000, m.arrival_time));
     let _ = writeln!(out, "size: {}", m.message_size);
     let _ = writeln!(out, "sender: <{}>", m.sender);
@@ -327,7 +341,10 @@ mod tests {
         let m = view(
             "4Hx0000000",
             QueueName::Deferred,
-            &[("a@example.test", "delivered", Some("250 ok")), ("b@example.test", "deferred", Some("451 later"))],
+            &[
+                ("a@example.test", "delivered", Some("250 ok")),
+                ("b@example.test", "deferred", Some("451 later")),
+            ],
         );
         let text = mailq(&[m]);
         let first = format!("\n4Hx0000000      398 {} s@x.test\n", asctime20(1_795_593_351));

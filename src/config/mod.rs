@@ -7,6 +7,12 @@
 //!
 //! A [`Config`] is immutable and shared as `Arc<Config>`; `SIGHUP` builds a
 //! new one and swaps it in, or keeps the old one when the new one has errors.
+//! Reloading is just [`Config::load`] again: it reads every file and table
+//! afresh and returns [`ConfigErrors`] (never a half-built configuration)
+//! when anything is wrong, so the caller keeps serving with the `Arc` it
+//! already holds and logs the errors. Sessions and deliveries that hold the
+//! old `Arc` finish with it; new connections and the next delivery
+//! decisions read the new one.
 //!
 //! API contract used by `smtp`, `delivery` and `admin` (stable; extend, do not
 //! change): typed accessors by Postfix parameter name (`int`, `time`, `size`,
@@ -14,41 +20,39 @@
 //! every value was type-checked at load; per-transport parameters through
 //! [`Config::transport_param`]; listeners and transports from master.cf;
 //! recipient routing through [`Config::route`].
+//!
+//! Layout: `main_cf.rs` (syntax), `expand.rs` (`$name`), `params.rs` (the
+//! table), `values.rs` (value syntax), `master_cf.rs`, `tables/`,
+//! `matchlist.rs` (domain and network lists), `restrictions.rs`,
+//! `route.rs`, `load.rs` (files to typed settings), `command.rs`
+//! (`sluice config`).
 
 pub mod command;
+mod error;
+mod expand;
+mod load;
+mod main_cf;
+mod master_cf;
+mod matchlist;
+pub mod params;
+mod restrictions;
+mod route;
+mod tables;
+mod values;
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where a problem was found: file and line, and the parameter if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: PathBuf,
-    /// 1-based line, when the problem is on a line.
-    pub line: Option<usize>,
-    pub param: Option<String>,
-    pub message: String,
-}
+pub use error::{ConfigErrors, Diagnostic, TableError};
+pub use restrictions::{Access, Restriction};
+pub use values::Rate;
 
-impl std::fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-        }
-        if let Some(p) = &self.param {
-            write!(f, ": {p}")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// Every error found while loading, all at once (STYLE.md rule 9).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{} configuration error(s):\n{}", .0.len(), .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors(pub Vec<Diagnostic>);
+use matchlist::{DomainList, HostList};
+use route::TransportInfo;
+use tables::AddressKeys;
 
 /// A loaded configuration plus the warnings (unknown or unsupported
 /// parameters, master.cf services sluice does not use) found on the way.
@@ -58,15 +62,6 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// A failure inside a lookup table at lookup time (e.g. a table file that
-/// vanished is caught at load; this is for run-time failures).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{table}: {message}")]
-pub struct TableError {
-    pub table: String,
-    pub message: String,
-}
-
 /// One lookup table (`hash:/etc/sluice/transport`, `regexp:...`, ...).
 pub trait Table: Send + Sync + std::fmt::Debug {
     /// Looks up one key exactly as given (case-folding as Postfix does for
@@ -74,6 +69,11 @@ pub trait Table: Send + Sync + std::fmt::Debug {
     fn lookup(&self, key: &str) -> Result<Option<String>, TableError>;
     /// `type:name` as written in the configuration.
     fn name(&self) -> &str;
+    /// True for regexp, pcre and cidr tables: Postfix gives them only the
+    /// full address, never the partial keys (`user@`, `domain`, `.domain`).
+    fn is_pattern(&self) -> bool {
+        false
+    }
 }
 
 /// A parameter's list of tables (`transport_maps = hash:a, regexp:b`),
@@ -91,8 +91,12 @@ impl Maps {
 
     /// First result of a plain key across the tables.
     pub fn lookup(&self, key: &str) -> Result<Option<String>, TableError> {
-        let _ = key;
-        todo!()
+        for t in &self.tables {
+            if let Some(v) = t.lookup(key)? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
     /// Looks up an email address the way Postfix's address lookups do:
@@ -100,14 +104,101 @@ impl Maps {
     /// when `parent_domain_matches_subdomains` names the calling feature, or
     /// `.domain` keys otherwise), then `user+ext@`, `user@`. `feature` is the
     /// parameter name used to consult `parent_domain_matches_subdomains`.
+    ///
+    /// The key sequence follows the feature, as in Postfix: access tables
+    /// (any `feature` not below; use `smtpd_access_maps` for
+    /// `check_*_access`) as above; `transport_maps` as transport(5), without
+    /// the `user@` keys and with `*` last; `*_recipient_maps` as
+    /// relay_recipient_maps: `user+ext@domain`, `user@domain`, `@domain`.
+    /// Each key is tried in every table before the next key; regexp, pcre
+    /// and cidr tables see only the full address.
     pub fn lookup_address(
         &self,
         config: &Config,
         feature: &str,
         address: &str,
     ) -> Result<Option<String>, TableError> {
-        let _ = (config, feature, address);
-        todo!()
+        if self.tables.is_empty() {
+            return Ok(None);
+        }
+        let how = if feature == "transport_maps" {
+            AddressKeys::Transport
+        } else if feature.ends_with("_recipient_maps") {
+            AddressKeys::Recipient
+        } else {
+            AddressKeys::Access
+        };
+        let keys = tables::address_keys(
+            address,
+            how,
+            config.string("recipient_delimiter"),
+            config.parent_matches(feature),
+        );
+        for k in keys {
+            for t in &self.tables {
+                if !k.full && t.is_pattern() {
+                    continue;
+                }
+                if let Some(v) = t.lookup(&k.key)? {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Looks up a client IP address as access(5) does for
+    /// `check_client_access`: the address, then for IPv4 its shorter
+    /// network prefixes (`192.0.2.1`, `192.0.2`, `192.0`, `192`) in the
+    /// text tables; cidr (and regexp) tables see the address only. Client
+    /// host names are not looked up (sluice does no reverse DNS here).
+    pub fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
+        let addr = match addr {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+            v4 => v4,
+        };
+        let mut keys = vec![addr.to_string()];
+        if let IpAddr::V4(a) = addr {
+            let o = a.octets();
+            keys.push(format!("{}.{}.{}", o[0], o[1], o[2]));
+            keys.push(format!("{}.{}", o[0], o[1]));
+            keys.push(format!("{}", o[0]));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            for t in &self.tables {
+                if i > 0 && t.is_pattern() {
+                    continue;
+                }
+                if let Some(v) = t.lookup(k)? {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Looks up a domain name (HELO names, `check_helo_access`): the name,
+    /// then parent domains per `parent_domain_matches_subdomains` for
+    /// `feature`.
+    pub fn lookup_domain(
+        &self,
+        config: &Config,
+        feature: &str,
+        domain: &str,
+    ) -> Result<Option<String>, TableError> {
+        let mut first = true;
+        for k in tables::domain_keys(domain, config.parent_matches(feature)) {
+            for t in &self.tables {
+                if !first && t.is_pattern() {
+                    continue;
+                }
+                if let Some(v) = t.lookup(&k)? {
+                    return Ok(Some(v));
+                }
+            }
+            first = false;
+        }
+        Ok(None)
     }
 }
 
@@ -118,7 +209,9 @@ pub struct SmtpdService {
     pub name: String,
     /// The addresses to bind: the service's host if given, otherwise each of
     /// `inet_interfaces` (honouring `inet_protocols`), with the port resolved
-    /// (`smtp` is 25).
+    /// (`smtp` is 25). `inet_interfaces = all` gives the wildcard addresses
+    /// `0.0.0.0` and `[::]` (per inet_protocols): bind the IPv6 one with
+    /// IPV6_V6ONLY so both can be bound, as Postfix does.
     pub addrs: Vec<std::net::SocketAddr>,
     /// `maxproc` of the line (0 or `-`: no limit other than main.cf's).
     pub maxproc: Option<u32>,
@@ -128,6 +221,9 @@ pub struct SmtpdService {
 }
 
 /// A master.cf line whose command is `lmtp` or `smtp`: a named transport.
+/// The transports `smtp`, `relay` (SMTP) and `lmtp` are always present:
+/// when master.cf does not define them they get main.cf's settings and no
+/// maxproc.
 #[derive(Debug, Clone)]
 pub struct MasterTransport {
     /// Service name (what transport_maps results name, e.g. `lmtp`, `mbx`).
@@ -148,6 +244,16 @@ pub enum Protocol {
     Smtp,
 }
 
+impl Protocol {
+    /// `lmtp` or `smtp`: the prefix of the protocol's client parameters.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Lmtp => "lmtp",
+            Protocol::Smtp => "smtp",
+        }
+    }
+}
+
 /// Where a next hop is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum NextHop {
@@ -157,6 +263,17 @@ pub enum NextHop {
     Mx { domain: String, port: u16 },
     /// `unix:/path`.
     Unix(PathBuf),
+}
+
+impl std::fmt::Display for NextHop {
+    /// Postfix's notation: `[host]:port`, `domain:port`, `unix:/path`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextHop::Host { host, port } => write!(f, "[{host}]:{port}"),
+            NextHop::Mx { domain, port } => write!(f, "{domain}:{port}"),
+            NextHop::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 /// What `transport_maps` / `default_transport` / `relay_transport` decided
@@ -171,121 +288,363 @@ pub enum Route {
     Discard { text: String },
 }
 
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Default,
+    File { file: PathBuf, line: usize },
+}
+
+/// A value checked against its type at load.
+#[derive(Debug, Clone)]
+enum Typed {
+    Text,
+    Bool(bool),
+    Int(i64),
+    Time(Duration),
+    Size(u64),
+    Rate(Option<Rate>),
+    Listen(Option<SocketAddr>),
+}
+
+/// One parameter's raw and expanded value.
+#[derive(Debug, Clone)]
+struct Setting {
+    raw: String,
+    value: String,
+    source: Source,
+    typed: Typed,
+}
+
 /// The whole configuration, immutable once built.
 #[derive(Debug)]
 pub struct Config {
-    _private: (),
+    dir: PathBuf,
+    /// The master.cf service whose `-o` overrides this configuration
+    /// carries; None for main.cf's own.
+    service: Option<String>,
+    settings: HashMap<String, Setting>,
+    maps: HashMap<String, Maps>,
+    restrictions: HashMap<String, Vec<Restriction>>,
+    domain_lists: HashMap<String, DomainList>,
+    host_lists: HashMap<String, HostList>,
+    mynetworks: Vec<ipnet::IpNet>,
+    parent_features: Vec<String>,
+    services: Vec<SmtpdService>,
+    transports: Vec<MasterTransport>,
+    transport_info: Arc<Vec<TransportInfo>>,
 }
 
 impl Config {
     /// Loads `main.cf` and `master.cf` (and every table they name) from `dir`.
+    /// On error nothing is returned but the full list of problems, so a
+    /// reload that fails leaves the caller's current `Arc<Config>` in force.
     pub fn load(dir: &Path) -> Result<Loaded, ConfigErrors> {
-        let _ = dir;
-        todo!()
+        load::load_dir(dir)
     }
 
     /// Builds a configuration from texts (tests, `sluice config` on stdin);
     /// relative table paths resolve against `dir`.
     pub fn from_texts(dir: &Path, main_cf: &str, master_cf: &str) -> Result<Loaded, ConfigErrors> {
-        let _ = (dir, main_cf, master_cf);
-        todo!()
+        load::load_texts(dir, main_cf, &dir.join("main.cf"), master_cf, &dir.join("master.cf"))
     }
 
     /// The configuration directory (`-c DIR`).
     pub fn dir(&self) -> &Path {
-        todo!()
+        &self.dir
+    }
+
+    /// The master.cf service this configuration belongs to (its `-o`
+    /// overrides are applied), or None for main.cf's configuration.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    fn setting(&self, name: &str) -> &Setting {
+        match self.settings.get(name) {
+            Some(s) => s,
+            None => panic!("sluice bug: parameter {name} is not in src/config/params.rs"),
+        }
+    }
+
+    /// True when `name` is a parameter this configuration knows: a row of
+    /// the parameter table or a per-transport name of a known transport.
+    pub fn knows(&self, name: &str) -> bool {
+        self.settings.contains_key(name)
     }
 
     /// The expanded value of a known parameter (the default when unset).
     /// Panics on a name not in the parameter table: that is a bug in sluice,
     /// caught by tests, never caused by input.
     pub fn string(&self, name: &str) -> &str {
-        let _ = name;
-        todo!()
+        &self.setting(name).value
+    }
+
+    /// The value as written (unexpanded), or the default's text.
+    pub fn raw(&self, name: &str) -> &str {
+        &self.setting(name).raw
+    }
+
+    /// True when the parameter was set in main.cf or by a `-o` override.
+    pub fn is_set(&self, name: &str) -> bool {
+        self.setting(name).source != Source::Default
+    }
+
+    /// Where the parameter was set: file and line, or None for a default.
+    pub fn origin(&self, name: &str) -> Option<(&Path, usize)> {
+        match &self.setting(name).source {
+            Source::Default => None,
+            Source::File { file, line } => Some((file, *line)),
+        }
     }
 
     pub fn bool(&self, name: &str) -> bool {
-        let _ = name;
-        todo!()
+        match self.setting(name).typed {
+            Typed::Bool(b) => b,
+            ref other => panic!("sluice bug: {name} is not a boolean ({other:?})"),
+        }
     }
 
+    /// An integer parameter (a byte size is accepted too).
     pub fn int(&self, name: &str) -> i64 {
-        let _ = name;
-        todo!()
+        match self.setting(name).typed {
+            Typed::Int(i) => i,
+            Typed::Size(s) => i64::try_from(s).unwrap_or(i64::MAX),
+            ref other => panic!("sluice bug: {name} is not an integer ({other:?})"),
+        }
     }
 
     /// A Postfix time value (`300s`, `5m`, `1h`, `5d`; bare number in the
     /// parameter's default unit).
     pub fn time(&self, name: &str) -> Duration {
-        let _ = name;
-        todo!()
+        match self.setting(name).typed {
+            Typed::Time(d) => d,
+            ref other => panic!("sluice bug: {name} is not a time value ({other:?})"),
+        }
     }
 
-    /// A byte size (`message_size_limit`, `queue_minfree`).
+    /// A byte size (`message_size_limit`, `queue_minfree`); a non-negative
+    /// integer parameter is accepted too.
     pub fn size(&self, name: &str) -> u64 {
-        let _ = name;
-        todo!()
+        match self.setting(name).typed {
+            Typed::Size(s) => s,
+            Typed::Int(i) => u64::try_from(i).unwrap_or(0),
+            ref other => panic!("sluice bug: {name} is not a size ({other:?})"),
+        }
     }
 
-    /// A list value split on commas and/or white space.
+    /// A list value split on commas and/or white space (`{ ... }` groups
+    /// kept together, braces removed).
     pub fn list(&self, name: &str) -> Vec<String> {
-        let _ = name;
-        todo!()
+        values::split_list(self.string(name))
+            .unwrap_or_default()
+            .iter()
+            .map(|s| values::unbrace(s).to_owned())
+            .collect()
     }
 
     /// The tables a `*_maps` parameter names, opened at load.
     pub fn maps(&self, name: &str) -> &Maps {
-        let _ = name;
-        todo!()
+        match self.maps.get(name) {
+            Some(m) => m,
+            None => panic!("sluice bug: {name} is not a lookup-table parameter"),
+        }
+    }
+
+    /// A rate parameter (`sluice_rate_limit`): None for no limit.
+    pub fn rate(&self, name: &str) -> Option<Rate> {
+        match self.setting(name).typed {
+            Typed::Rate(r) => r,
+            ref other => panic!("sluice bug: {name} is not a rate ({other:?})"),
+        }
+    }
+
+    /// A listen-address parameter (`sluice_metrics_listen`): None for off.
+    pub fn socket_addr(&self, name: &str) -> Option<SocketAddr> {
+        match self.setting(name).typed {
+            Typed::Listen(a) => a,
+            ref other => panic!("sluice bug: {name} is not a listen address ({other:?})"),
+        }
+    }
+
+    /// A restriction list (`smtpd_relay_restrictions`, ...), parsed at
+    /// load with its access tables opened. Restrictions sluice does not
+    /// implement were reported as warnings and are not in the list.
+    pub fn restrictions(&self, name: &str) -> &[Restriction] {
+        match self.restrictions.get(name) {
+            Some(r) => r,
+            None => panic!("sluice bug: {name} is not a restriction list"),
+        }
+    }
+
+    /// True when `addr` matches a network-list parameter (`mynetworks`,
+    /// `smtpd_forbid_bare_newline_exclusions`,
+    /// `smtpd_client_event_limit_exceptions`). A table that fails to answer
+    /// counts as no match.
+    pub fn matches_client(&self, name: &str, addr: IpAddr) -> bool {
+        match self.host_lists.get(name) {
+            Some(l) => l.matches(addr).unwrap_or(false),
+            None => panic!("sluice bug: {name} is not a network list"),
+        }
+    }
+
+    /// The configuration used for transport `name`: its master.cf line's
+    /// own (with `-o` overrides) when this is main.cf's configuration and
+    /// the transport exists, else this one.
+    pub fn transport_config(&self, name: &str) -> &Config {
+        if self.service.as_deref() == Some(name) {
+            return self;
+        }
+        match self.transports.iter().find(|t| t.name == name) {
+            Some(t) => &t.config,
+            None => self,
+        }
     }
 
     /// A per-transport parameter: `<transport>_<suffix>` if set (or given
     /// by `-o` on the transport's master.cf line), else `default_<suffix>`
     /// when that exists, else `<protocol>_<suffix>` as Postfix does for
     /// `lmtp_*`/`smtp_*`. E.g. `transport_param("mbx", "destination_concurrency_limit")`.
+    ///
+    /// Also `<suffix>` itself (`initial_destination_concurrency`,
+    /// `sluice_rate_limit`). For LMTP transports, `helo_timeout` and
+    /// `helo_name` mean Postfix's `lmtp_lhlo_timeout` and `lmtp_lhlo_name`,
+    /// so delivery can ask with one suffix for both protocols. Values come
+    /// from the transport's own configuration (its `-o` overrides). Panics
+    /// when no such parameter exists (a bug, caught by tests).
     pub fn transport_param(&self, transport: &str, suffix: &str) -> &str {
-        let _ = (transport, suffix);
-        todo!()
+        let cfg = self.transport_config(transport);
+        &cfg.setting(&cfg.transport_param_name(transport, suffix)).value
+    }
+
+    /// The parameter name [`Config::transport_param`] reads.
+    pub fn transport_param_name(&self, transport: &str, suffix: &str) -> String {
+        let cfg = self.transport_config(transport);
+        let protocol = cfg.transport_protocol(transport);
+        let suffix = match (protocol, suffix) {
+            (Some(Protocol::Lmtp), "helo_timeout") => "lhlo_timeout",
+            (Some(Protocol::Lmtp), "helo_name") => "lhlo_name",
+            _ => suffix,
+        };
+        let own = format!("{transport}_{suffix}");
+        if cfg.settings.contains_key(&own) {
+            return own;
+        }
+        let default = format!("default_{suffix}");
+        if params::find(&default).is_some() {
+            return default;
+        }
+        if let Some(p) = protocol {
+            let by_protocol = format!("{}_{suffix}", p.as_str());
+            if cfg.settings.contains_key(&by_protocol) {
+                return by_protocol;
+            }
+        }
+        suffix.to_owned()
+    }
+
+    /// [`Config::transport_param`] as a time value.
+    pub fn transport_time(&self, transport: &str, suffix: &str) -> Duration {
+        let cfg = self.transport_config(transport);
+        cfg.time(&cfg.transport_param_name(transport, suffix))
+    }
+
+    /// [`Config::transport_param`] as an integer.
+    pub fn transport_int(&self, transport: &str, suffix: &str) -> i64 {
+        let cfg = self.transport_config(transport);
+        cfg.int(&cfg.transport_param_name(transport, suffix))
+    }
+
+    /// [`Config::transport_param`] as a rate (`sluice_rate_limit`).
+    pub fn transport_rate(&self, transport: &str, suffix: &str) -> Option<Rate> {
+        let cfg = self.transport_config(transport);
+        cfg.rate(&cfg.transport_param_name(transport, suffix))
+    }
+
+    /// The protocol of a transport sluice delivers with, or None (error,
+    /// discard, unknown).
+    pub fn transport_protocol(&self, transport: &str) -> Option<Protocol> {
+        self.transport_info.iter().find(|t| t.name == transport).and_then(|t| match t.kind {
+            route::TransportKind::Deliver(p) => Some(p),
+            _ => None,
+        })
     }
 
     /// `mynetworks`, parsed (with `mynetworks_style` applied when unset).
+    /// Only literal networks (and those in pattern files) are listed;
+    /// `!negations` and tables are honoured by [`Config::in_mynetworks`].
     pub fn mynetworks(&self) -> &[ipnet::IpNet] {
-        todo!()
+        &self.mynetworks
     }
 
-    /// True when `addr` is in `mynetworks`.
+    /// True when `addr` is in `mynetworks` (negations, pattern files and
+    /// tables included; an IPv4-mapped IPv6 address matches its IPv4 form).
     pub fn in_mynetworks(&self, addr: IpAddr) -> bool {
-        self.mynetworks().iter().any(|n| n.contains(&addr))
+        self.matches_client("mynetworks", addr)
     }
 
-    /// SMTP listeners from master.cf.
+    /// SMTP listeners from master.cf. Empty on a service's or transport's
+    /// own configuration: ask main.cf's configuration.
     pub fn smtpd_services(&self) -> &[SmtpdService] {
-        todo!()
+        &self.services
     }
 
-    /// Named delivery transports from master.cf.
+    /// Named delivery transports from master.cf (plus the built-in `smtp`,
+    /// `relay` and `lmtp` when master.cf lacks them). Empty on a service's
+    /// or transport's own configuration: ask main.cf's configuration.
     pub fn transports(&self) -> &[MasterTransport] {
-        todo!()
+        &self.transports
     }
 
     /// Decides where mail for `recipient` goes: `transport_maps`, then
     /// `relay_transport` for `relay_domains`, else `default_transport`,
     /// with `relayhost` as the next hop when the result has none.
+    ///
+    /// A recipient without `@` is routed as `user@$myorigin`. Errors (a
+    /// table failing, a result naming a transport that does not exist or an
+    /// unusable next hop) mean: defer the recipient, as Postfix does.
     pub fn route(&self, recipient: &str) -> Result<Route, TableError> {
-        let _ = recipient;
-        todo!()
+        self.resolve_route(recipient)
     }
 
     /// True when `domain` is one of `relay_domains` (names, subdomains per
     /// `parent_domain_matches_subdomains`, and tables).
     pub fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError> {
-        let _ = domain;
-        todo!()
+        match self.domain_lists.get("relay_domains") {
+            Some(l) => l.matches(domain),
+            None => Ok(false),
+        }
+    }
+
+    /// True when `parent_domain_matches_subdomains` lists `feature`.
+    pub fn parent_matches(&self, feature: &str) -> bool {
+        self.parent_features.iter().any(|f| f == feature)
     }
 
     /// Parameters whose value differs from the default, as `postconf -n`
-    /// prints them (`name = value`, sorted by name).
+    /// prints them (`name = value`, sorted by name): every supported
+    /// parameter set in main.cf (or by this service's `-o`), with its value
+    /// as written, and `config_directory` when it is not `/etc/sluice`.
     pub fn non_default(&self) -> Vec<(String, String)> {
-        todo!()
+        let mut out: Vec<(String, String)> = self
+            .settings
+            .iter()
+            .filter(|(name, s)| {
+                s.source != Source::Default
+                    || (name.as_str() == "config_directory" && s.value != command::DEFAULT_DIR)
+            })
+            .map(|(n, s)| (n.clone(), s.raw.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every parameter this configuration knows with its value as written
+    /// (or the default's text), sorted by name.
+    pub fn all_raw(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> =
+            self.settings.iter().map(|(n, s)| (n.clone(), s.raw.clone())).collect();
+        out.sort();
+        out
     }
 }

@@ -24,7 +24,8 @@ pub struct TestConfig {
 }
 
 impl TestConfig {
-    /// An MX for `relay.test` (any recipient) routed to `transport` (a
+    /// An MX for `relay.test` (any recipient; the test client 127.0.0.1 is
+    /// outside mynetworks, so relay control applies to it) routed to `transport` (a
     /// transport(5) result such as `lmtp:[127.0.0.1]:PORT`); `extra` lines
     /// are appended to main.cf.
     pub fn new(transport: &str, extra: &str) -> TestConfig {
@@ -38,7 +39,7 @@ impl TestConfig {
              queue_directory = {q}\n\
              inet_interfaces = loopback-only\n\
              inet_protocols = ipv4\n\
-             mynetworks = 127.0.0.0/8\n\
+             mynetworks = 127.0.0.2/32\n\
              relay_domains = relay.test\n\
              transport_maps = texthash:{d}/transport\n\
              sluice_metrics_listen = {metrics}\n\
@@ -120,7 +121,11 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.child.pid().to_string()).status().expect("kill");
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.pid().to_string())
+            .status()
+            .expect("kill");
         assert!(st.success());
     }
 }
@@ -162,7 +167,11 @@ sys.exit(0 if code == 250 else 1)
     child.stdin.take().expect("stdin").write_all(body.as_bytes()).map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if out.status.success() { Ok(text) } else { Err(format!("{text} {}", String::from_utf8_lossy(&out.stderr))) }
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{text} {}", String::from_utf8_lossy(&out.stderr)))
+    }
 }
 
 /// The queue ID from a `250 ... queued as ID` reply.

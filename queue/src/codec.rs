@@ -1,0 +1,745 @@
+//! Versioned value encoding of what the queue stores: the envelope record,
+//! backend records, the counters record, in-flight entries and quarantined
+//! records.
+//!
+//! Every value starts with a version byte so a later release can read what
+//! this one wrote. Integers are LEB128 varints (queue values are mostly
+//! small numbers), strings and byte strings are length-prefixed. Decoding is
+//! strict (unknown tags, unknown flag bits, invalid UTF-8 and trailing bytes
+//! are errors) so that damage is detected rather than half-read, and it never
+//! panics or over-allocates on arbitrary bytes: every length is checked
+//! against what is left of the input before anything is allocated.
+//!
+//! This file owns no keys (`keys.rs`) and never touches RocksDB.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::model::{
+    BackendRecord, BodyType, BreakerPosition, ClientInfo, DsnRet, Envelope, Notify, RcptState, Recipient,
+    UnixMillis,
+};
+
+/// Why a stored value could not be decoded. Shown in logs and kept with the
+/// quarantined record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("empty value")]
+    Empty,
+    #[error("unknown format version {0}")]
+    Version(u8),
+    #[error("truncated at byte {0}")]
+    Truncated(usize),
+    #[error("varint overflows 64 bits at byte {0}")]
+    Overflow(usize),
+    #[error("non-canonical varint at byte {0}")]
+    NonCanonical(usize),
+    #[error("invalid {field} tag {tag}")]
+    Tag { field: &'static str, tag: u8 },
+    #[error("{0} is not UTF-8")]
+    Utf8(&'static str),
+    #[error("{0} out of range")]
+    Range(&'static str),
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+}
+
+/// The format version this release writes (and the only one it reads).
+const V1: u8 = 1;
+
+/// What `envelopes` stores for one message: the envelope plus where it sits
+/// in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub envelope: Envelope,
+    /// The due time of its schedule entry when scheduled; when in flight,
+    /// the due time it was claimed at (its `schedule` key is found from this
+    /// field, so it is rewritten whenever the schedule entry moves). Not
+    /// meaningful while held.
+    pub due: UnixMillis,
+    /// Number of body chunks under `bodies`, so removing a message issues
+    /// point deletes of exactly its chunks rather than a range tombstone per
+    /// message (range tombstones pile up in a delete-heavy memtable and every
+    /// read has to consider them).
+    pub chunks: u32,
+}
+
+// ---------------------------------------------------------------- writer
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new(version: u8, capacity: usize) -> Self {
+        let mut v = Vec::with_capacity(capacity);
+        v.push(version);
+        Writer(v)
+    }
+
+    fn u8(&mut self, b: u8) {
+        self.0.push(b);
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.varint(b.len() as u64);
+        self.0.extend_from_slice(b);
+    }
+
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            None => self.u8(0),
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+        }
+    }
+
+    fn opt_varint(&mut self, v: Option<u64>) {
+        match v {
+            None => self.u8(0),
+            Some(v) => {
+                self.u8(1);
+                self.varint(v);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- reader
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Checks the version byte and positions after it.
+    fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        match buf.first() {
+            None => Err(DecodeError::Empty),
+            Some(&V1) => Ok(Reader { buf, pos: 1 }),
+            Some(&v) => Err(DecodeError::Version(v)),
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.get(self.pos).ok_or(DecodeError::Truncated(self.pos))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let start = self.pos;
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let low = u64::from(b & 0x7f);
+            // The tenth byte may carry only the top bit of a u64.
+            if shift == 63 && low > 1 {
+                return Err(DecodeError::Overflow(start));
+            }
+            v |= low << shift;
+            if b & 0x80 == 0 {
+                // One spelling per number: a trailing zero byte would let
+                // damaged bytes decode to a value that re-encodes differently.
+                if b == 0 && shift > 0 {
+                    return Err(DecodeError::NonCanonical(start));
+                }
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Overflow(start))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        u32::try_from(self.varint()?).map_err(|_| DecodeError::Range(field))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let at = self.pos;
+        let len = self.varint()?;
+        // Checked against the input before slicing: a forged length can
+        // never make us allocate or read past the end.
+        if len > self.remaining() as u64 {
+            return Err(DecodeError::Truncated(at));
+        }
+        let len = len as usize;
+        let b = &self.buf[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(b)
+    }
+
+    fn str(&mut self, field: &'static str) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::Utf8(field))
+    }
+
+    fn opt_str(&mut self, field: &'static str) -> Result<Option<String>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.str(field).map(Some),
+            tag => Err(DecodeError::Tag { field, tag }),
+        }
+    }
+
+    fn opt_varint(&mut self, field: &'static str) -> Result<Option<u64>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.varint().map(Some),
+            tag => Err(DecodeError::Tag { field, tag }),
+        }
+    }
+
+    fn finish(&self) -> Result<(), DecodeError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(DecodeError::Trailing(n)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- envelope
+
+const NOTIFY_SPECIFIED: u8 = 1;
+const NOTIFY_NEVER: u8 = 2;
+const NOTIFY_SUCCESS: u8 = 4;
+const NOTIFY_FAILURE: u8 = 8;
+const NOTIFY_DELAY: u8 = 16;
+
+const FLAG_SMTPUTF8: u8 = 1;
+const FLAG_HELD: u8 = 2;
+const FLAG_DELAY_WARNED: u8 = 4;
+const FLAG_NOTIFICATION: u8 = 8;
+
+/// Smallest possible encoded recipient (empty address, no ORCPT, flags,
+/// attempts, state tag): bounds the recipient count a value can claim.
+const MIN_RECIPIENT_LEN: usize = 4;
+
+/// Encodes an envelope record (format v1).
+///
+/// Layout: version, due, chunks, arrival, size, sender, recipients (count,
+/// then address, ORCPT, NOTIFY flags, attempts, state), client (address tag
+/// 0/4/6 + octets, name, HELO, protocol), declared SIZE, BODY, RET, flags
+/// (SMTPUTF8, held, delay warned, notification), ENVID.
+pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
+    let e = &r.envelope;
+    let mut w = Writer::new(V1, 96 + e.sender.len() + e.recipients.len() * 48);
+    w.varint(r.due);
+    w.varint(u64::from(r.chunks));
+    w.varint(e.arrival);
+    w.varint(e.size);
+    w.str(&e.sender);
+    w.varint(e.recipients.len() as u64);
+    for rc in &e.recipients {
+        w.str(&rc.address);
+        w.opt_str(rc.orcpt.as_deref());
+        let n = &rc.notify;
+        let mut f = 0;
+        for (set, bit) in [
+            (n.specified, NOTIFY_SPECIFIED),
+            (n.never, NOTIFY_NEVER),
+            (n.success, NOTIFY_SUCCESS),
+            (n.failure, NOTIFY_FAILURE),
+            (n.delay, NOTIFY_DELAY),
+        ] {
+            if set {
+                f |= bit;
+            }
+        }
+        w.u8(f);
+        w.varint(u64::from(rc.attempts));
+        match &rc.state {
+            RcptState::Pending => w.u8(0),
+            RcptState::Delivered { at, reply } => {
+                w.u8(1);
+                w.varint(*at);
+                w.str(reply);
+            }
+            RcptState::Deferred { reply } => {
+                w.u8(2);
+                w.str(reply);
+            }
+            RcptState::Bounced { at, reply, notified } => {
+                w.u8(3);
+                w.varint(*at);
+                w.str(reply);
+                w.u8(u8::from(*notified));
+            }
+        }
+    }
+    match e.client.addr {
+        None => w.u8(0),
+        Some(IpAddr::V4(a)) => {
+            w.u8(4);
+            w.0.extend_from_slice(&a.octets());
+        }
+        Some(IpAddr::V6(a)) => {
+            w.u8(6);
+            w.0.extend_from_slice(&a.octets());
+        }
+    }
+    w.str(&e.client.name);
+    w.str(&e.client.helo);
+    w.str(&e.client.protocol);
+    w.opt_varint(e.declared_size);
+    w.u8(match e.body_type {
+        BodyType::Unspecified => 0,
+        BodyType::SevenBit => 1,
+        BodyType::EightBitMime => 2,
+        BodyType::BinaryMime => 3,
+    });
+    w.u8(match e.ret {
+        DsnRet::Unspecified => 0,
+        DsnRet::Full => 1,
+        DsnRet::Headers => 2,
+    });
+    let mut flags = 0;
+    for (set, bit) in [
+        (e.smtputf8, FLAG_SMTPUTF8),
+        (e.held, FLAG_HELD),
+        (e.delay_warned, FLAG_DELAY_WARNED),
+        (e.is_notification, FLAG_NOTIFICATION),
+    ] {
+        if set {
+            flags |= bit;
+        }
+    }
+    w.u8(flags);
+    w.opt_str(e.envid.as_deref());
+    w.0
+}
+
+/// Decodes an envelope record; never panics.
+pub(crate) fn decode_record(buf: &[u8]) -> Result<Record, DecodeError> {
+    let mut r = Reader::new(buf)?;
+    let due = r.varint()?;
+    let chunks = r.u32("chunk count")?;
+    let arrival = r.varint()?;
+    let size = r.varint()?;
+    let sender = r.str("sender")?;
+    let n = r.varint()?;
+    if n > (r.remaining() / MIN_RECIPIENT_LEN) as u64 {
+        return Err(DecodeError::Range("recipient count"));
+    }
+    let mut recipients = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let address = r.str("recipient")?;
+        let orcpt = r.opt_str("orcpt")?;
+        let f = r.u8()?;
+        if f & !(NOTIFY_SPECIFIED | NOTIFY_NEVER | NOTIFY_SUCCESS | NOTIFY_FAILURE | NOTIFY_DELAY) != 0 {
+            return Err(DecodeError::Tag { field: "notify", tag: f });
+        }
+        let notify = Notify {
+            specified: f & NOTIFY_SPECIFIED != 0,
+            never: f & NOTIFY_NEVER != 0,
+            success: f & NOTIFY_SUCCESS != 0,
+            failure: f & NOTIFY_FAILURE != 0,
+            delay: f & NOTIFY_DELAY != 0,
+        };
+        let attempts = r.u32("attempts")?;
+        let state = match r.u8()? {
+            0 => RcptState::Pending,
+            1 => RcptState::Delivered { at: r.varint()?, reply: r.str("reply")? },
+            2 => RcptState::Deferred { reply: r.str("reply")? },
+            3 => {
+                let at = r.varint()?;
+                let reply = r.str("reply")?;
+                let notified = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    tag => return Err(DecodeError::Tag { field: "notified", tag }),
+                };
+                RcptState::Bounced { at, reply, notified }
+            }
+            tag => return Err(DecodeError::Tag { field: "recipient state", tag }),
+        };
+        recipients.push(Recipient { address, orcpt, notify, state, attempts });
+    }
+    let addr = match r.u8()? {
+        0 => None,
+        4 => {
+            let mut o = [0u8; 4];
+            for b in &mut o {
+                *b = r.u8()?;
+            }
+            Some(IpAddr::V4(Ipv4Addr::from(o)))
+        }
+        6 => {
+            let mut o = [0u8; 16];
+            for b in &mut o {
+                *b = r.u8()?;
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        tag => return Err(DecodeError::Tag { field: "client address", tag }),
+    };
+    let client =
+        ClientInfo { addr, name: r.str("client name")?, helo: r.str("helo")?, protocol: r.str("protocol")? };
+    let declared_size = r.opt_varint("declared size")?;
+    let body_type = match r.u8()? {
+        0 => BodyType::Unspecified,
+        1 => BodyType::SevenBit,
+        2 => BodyType::EightBitMime,
+        3 => BodyType::BinaryMime,
+        tag => return Err(DecodeError::Tag { field: "body type", tag }),
+    };
+    let ret = match r.u8()? {
+        0 => DsnRet::Unspecified,
+        1 => DsnRet::Full,
+        2 => DsnRet::Headers,
+        tag => return Err(DecodeError::Tag { field: "ret", tag }),
+    };
+    let flags = r.u8()?;
+    if flags & !(FLAG_SMTPUTF8 | FLAG_HELD | FLAG_DELAY_WARNED | FLAG_NOTIFICATION) != 0 {
+        return Err(DecodeError::Tag { field: "envelope flags", tag: flags });
+    }
+    let envid = r.opt_str("envid")?;
+    r.finish()?;
+    Ok(Record {
+        envelope: Envelope {
+            sender,
+            recipients,
+            arrival,
+            size,
+            client,
+            declared_size,
+            body_type,
+            smtputf8: flags & FLAG_SMTPUTF8 != 0,
+            ret,
+            envid,
+            held: flags & FLAG_HELD != 0,
+            delay_warned: flags & FLAG_DELAY_WARNED != 0,
+            is_notification: flags & FLAG_NOTIFICATION != 0,
+        },
+        due,
+        chunks,
+    })
+}
+
+// ---------------------------------------------------------------- backend
+
+/// Encodes a backend record (format v1).
+pub(crate) fn encode_backend(b: &BackendRecord) -> Vec<u8> {
+    let mut w = Writer::new(V1, 32);
+    w.u8(match b.breaker {
+        BreakerPosition::Closed => 0,
+        BreakerPosition::Open => 1,
+        BreakerPosition::HalfOpen => 2,
+    });
+    w.varint(u64::from(b.failed_probes));
+    w.opt_varint(b.opened_at);
+    w.opt_varint(b.probe_at);
+    w.opt_varint(b.paused_until);
+    w.opt_str(b.last_error.as_deref());
+    w.0
+}
+
+/// Decodes a backend record; never panics.
+pub(crate) fn decode_backend(buf: &[u8]) -> Result<BackendRecord, DecodeError> {
+    let mut r = Reader::new(buf)?;
+    let breaker = match r.u8()? {
+        0 => BreakerPosition::Closed,
+        1 => BreakerPosition::Open,
+        2 => BreakerPosition::HalfOpen,
+        tag => return Err(DecodeError::Tag { field: "breaker", tag }),
+    };
+    let b = BackendRecord {
+        breaker,
+        failed_probes: r.u32("failed probes")?,
+        opened_at: r.opt_varint("opened at")?,
+        probe_at: r.opt_varint("probe at")?,
+        paused_until: r.opt_varint("paused until")?,
+        last_error: r.opt_str("last error")?,
+    };
+    r.finish()?;
+    Ok(b)
+}
+
+// ---------------------------------------------------------------- counters
+
+/// The queue-wide counters record, rewritten by the writer in every batch
+/// that changes it, so it is exactly as current as the data it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counters {
+    pub messages: u64,
+    pub bytes: u64,
+    pub held: u64,
+    pub recipients_pending: u64,
+    pub quarantined: u64,
+    /// The largest queue ID ever committed, so IDs never repeat across
+    /// restarts even if every message was removed and the clock stepped back.
+    pub max_id: u64,
+}
+
+/// Encodes the counters record (format v1).
+pub(crate) fn encode_counters(c: &Counters) -> Vec<u8> {
+    let mut w = Writer::new(V1, 40);
+    for v in [c.messages, c.bytes, c.held, c.recipients_pending, c.quarantined, c.max_id] {
+        w.varint(v);
+    }
+    w.0
+}
+
+/// Decodes the counters record; never panics.
+pub(crate) fn decode_counters(buf: &[u8]) -> Result<Counters, DecodeError> {
+    let mut r = Reader::new(buf)?;
+    let c = Counters {
+        messages: r.varint()?,
+        bytes: r.varint()?,
+        held: r.varint()?,
+        recipients_pending: r.varint()?,
+        quarantined: r.varint()?,
+        max_id: r.varint()?,
+    };
+    r.finish()?;
+    Ok(c)
+}
+
+// ---------------------------------------------------------------- small values
+
+/// Encodes an `inflight` value: the due time the message was claimed at.
+pub(crate) fn encode_due(due: UnixMillis) -> Vec<u8> {
+    let mut w = Writer::new(V1, 10);
+    w.varint(due);
+    w.0
+}
+
+/// Decodes an `inflight` value; never panics.
+pub(crate) fn decode_due(buf: &[u8]) -> Result<UnixMillis, DecodeError> {
+    let mut r = Reader::new(buf)?;
+    let due = r.varint()?;
+    r.finish()?;
+    Ok(due)
+}
+
+/// Encodes a quarantined record: why, and the original bytes untouched.
+pub(crate) fn encode_quarantine(reason: &str, raw: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new(V1, reason.len() + raw.len() + 12);
+    w.str(reason);
+    w.bytes(raw);
+    w.0
+}
+
+/// Decodes a quarantined record into (reason, original bytes).
+pub(crate) fn decode_quarantine(buf: &[u8]) -> Result<(String, Vec<u8>), DecodeError> {
+    let mut r = Reader::new(buf)?;
+    let reason = r.str("reason")?;
+    let raw = r.bytes()?.to_vec();
+    r.finish()?;
+    Ok((reason, raw))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,40}", "[a-z0-9.@+-]{0,30}"]
+    }
+
+    fn state() -> impl Strategy<Value = RcptState> {
+        prop_oneof![
+            Just(RcptState::Pending),
+            (any::<u64>(), text()).prop_map(|(at, reply)| RcptState::Delivered { at, reply }),
+            text().prop_map(|reply| RcptState::Deferred { reply }),
+            (any::<u64>(), text(), any::<bool>()).prop_map(|(at, reply, notified)| RcptState::Bounced {
+                at,
+                reply,
+                notified
+            }),
+        ]
+    }
+
+    fn recipient() -> impl Strategy<Value = Recipient> {
+        (text(), proptest::option::of(text()), any::<[bool; 5]>(), state(), any::<u32>()).prop_map(
+            |(address, orcpt, n, state, attempts)| Recipient {
+                address,
+                orcpt,
+                notify: Notify { specified: n[0], never: n[1], success: n[2], failure: n[3], delay: n[4] },
+                state,
+                attempts,
+            },
+        )
+    }
+
+    fn addr() -> impl Strategy<Value = Option<IpAddr>> {
+        prop_oneof![
+            Just(None),
+            any::<[u8; 4]>().prop_map(|o| Some(IpAddr::from(o))),
+            any::<[u8; 16]>().prop_map(|o| Some(IpAddr::from(o))),
+        ]
+    }
+
+    /// Any envelope the model allows.
+    pub(crate) fn envelope() -> impl Strategy<Value = Envelope> {
+        (
+            (text(), proptest::collection::vec(recipient(), 0..6), any::<u64>(), any::<u64>()),
+            (addr(), text(), text(), text()),
+            (
+                proptest::option::of(any::<u64>()),
+                0u8..4,
+                0u8..3,
+                any::<[bool; 4]>(),
+                proptest::option::of(text()),
+            ),
+        )
+            .prop_map(|((sender, recipients, arrival, size), (addr, name, helo, protocol), rest)| {
+                let (declared_size, body, ret, flags, envid) = rest;
+                Envelope {
+                    sender,
+                    recipients,
+                    arrival,
+                    size,
+                    client: ClientInfo { addr, name, helo, protocol },
+                    declared_size,
+                    body_type: [
+                        BodyType::Unspecified,
+                        BodyType::SevenBit,
+                        BodyType::EightBitMime,
+                        BodyType::BinaryMime,
+                    ][body as usize],
+                    smtputf8: flags[0],
+                    ret: [DsnRet::Unspecified, DsnRet::Full, DsnRet::Headers][ret as usize],
+                    envid,
+                    held: flags[1],
+                    delay_warned: flags[2],
+                    is_notification: flags[3],
+                }
+            })
+    }
+
+    fn backend() -> impl Strategy<Value = BackendRecord> {
+        (
+            0u8..3,
+            any::<u32>(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(b, failed_probes, opened_at, probe_at, paused_until, last_error)| {
+                BackendRecord {
+                    breaker: [BreakerPosition::Closed, BreakerPosition::Open, BreakerPosition::HalfOpen]
+                        [b as usize],
+                    failed_probes,
+                    opened_at,
+                    probe_at,
+                    paused_until,
+                    last_error,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn record_round_trips(envelope in envelope(), due in any::<u64>(), chunks in any::<u32>()) {
+            let rec = Record { envelope, due, chunks };
+            let bytes = encode_record(&rec);
+            prop_assert_eq!(decode_record(&bytes), Ok(rec));
+        }
+
+        #[test]
+        fn backend_round_trips(b in backend()) {
+            prop_assert_eq!(decode_backend(&encode_backend(&b)), Ok(b));
+        }
+
+        #[test]
+        fn counters_round_trip(v in any::<[u64; 6]>()) {
+            let c = Counters {
+                messages: v[0], bytes: v[1], held: v[2], recipients_pending: v[3], quarantined: v[4], max_id: v[5],
+            };
+            prop_assert_eq!(decode_counters(&encode_counters(&c)), Ok(c));
+        }
+
+        #[test]
+        fn small_values_round_trip(due in any::<u64>(), reason in text(), raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(decode_due(&encode_due(due)), Ok(due));
+            prop_assert_eq!(decode_quarantine(&encode_quarantine(&reason, &raw)), Ok((reason, raw)));
+        }
+
+        /// Arbitrary bytes never panic any decoder (the result is almost
+        /// always an error; whatever decodes must re-encode to the same bytes,
+        /// so a decoder can never silently misread a value).
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(r) = decode_record(&bytes) {
+                prop_assert_eq!(encode_record(&r), bytes.clone());
+            }
+            if let Ok(b) = decode_backend(&bytes) {
+                prop_assert_eq!(encode_backend(&b), bytes.clone());
+            }
+            if let Ok(c) = decode_counters(&bytes) {
+                prop_assert_eq!(encode_counters(&c), bytes.clone());
+            }
+            let _ = decode_due(&bytes);
+            let _ = decode_quarantine(&bytes);
+        }
+
+        /// Flipping, cutting or extending a valid record is detected or
+        /// decodes to something that re-encodes identically; never a panic.
+        #[test]
+        fn damaged_records_never_panic(
+            envelope in envelope(),
+            pos in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let bytes = encode_record(&Record { envelope, due: 1, chunks: 1 });
+            let mut flipped = bytes.clone();
+            let i = pos.index(flipped.len());
+            flipped[i] = byte;
+            if let Ok(r) = decode_record(&flipped) {
+                prop_assert_eq!(encode_record(&r), flipped);
+            }
+            let cut = cut.index(bytes.len());
+            prop_assert!(decode_record(&bytes[..cut]).is_err());
+            let mut longer = bytes.clone();
+            longer.push(0);
+            prop_assert_eq!(decode_record(&longer), Err(DecodeError::Trailing(1)));
+        }
+    }
+
+    #[test]
+    fn version_byte_is_checked() {
+        assert_eq!(decode_record(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode_record(&[2, 0]), Err(DecodeError::Version(2)));
+        assert_eq!(decode_counters(&[0]), Err(DecodeError::Version(0)));
+    }
+
+    #[test]
+    fn forged_lengths_are_rejected_without_allocating() {
+        // version, due, chunks, arrival, size, then a sender "length" of 2^63.
+        let mut v = vec![V1, 0, 0, 0, 0];
+        v.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(matches!(decode_record(&v), Err(DecodeError::Truncated(_))));
+        // A recipient count far beyond what the bytes could hold.
+        let v = vec![V1, 0, 0, 0, 0, 0, 0xff, 0xff, 0x03];
+        assert_eq!(decode_record(&v), Err(DecodeError::Range("recipient count")));
+        // An eleven-byte varint.
+        let v = [V1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert_eq!(decode_due(&v), Err(DecodeError::Overflow(1)));
+    }
+
+    #[test]
+    fn varint_edges_round_trip() {
+        for v in [0, 1, 127, 128, 255, 16_383, 16_384, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+            assert_eq!(decode_due(&encode_due(v)), Ok(v));
+        }
+    }
+}

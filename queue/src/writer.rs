@@ -1,0 +1,505 @@
+//! The group-commit writer: one thread that owns every write to the queue.
+//!
+//! Callers describe a state change as a [`Change`] — a list of puts and
+//! deletes plus the [`Delta`] it makes to the queue-wide counters — and send
+//! it with a oneshot for the answer. The thread takes the first change
+//! waiting, drains every other one already queued, builds ONE `WriteBatch`
+//! with all of them and the updated counters record, writes it (synced if
+//! any change asked for it) and answers everyone. Under load one fsync thus
+//! covers as many changes as arrived during the previous one.
+//!
+//! What this guarantees:
+//! - each caller's change is atomic (it lies inside one atomic batch) and is
+//!   applied after every change sent before it (one thread, FIFO);
+//! - the counters record is in the same batch as the changes it counts, so
+//!   after any crash it is exactly as current as the data: open never scans;
+//! - a synced change also makes every earlier buffered change durable: they
+//!   are earlier records of the same sequential WAL, and RocksDB's synced
+//!   write syncs every live WAL file up to its own record.
+//!
+//! The thread never touches message semantics: it applies what it is given.
+//! It also runs the dead-prefix compaction (see `store.rs`) on a helper
+//! thread after enough deletions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rocksdb::WriteBatch;
+use tokio::sync::oneshot;
+
+use crate::codec::{Counters, encode_counters};
+use crate::error::Error;
+use crate::keys::{COUNTERS_KEY, Table};
+use crate::model::Envelope;
+use crate::store::{COMPACT_AFTER_DELETES, Floor, Store};
+
+/// One write inside a change.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Put(Table, Vec<u8>, Vec<u8>),
+    Delete(Table, Vec<u8>),
+    /// `[from, to)`; used only for drafts whose chunk count is unknown.
+    DeleteRange(Table, Vec<u8>, Vec<u8>),
+}
+
+/// How far a change must get before its caller hears back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// On disk (the WAL fsynced) before the answer.
+    Synced,
+    /// In the WAL (the OS page cache) before the answer; made durable by the
+    /// next synced write. Survives a process crash, not a power loss — used
+    /// where losing the change is harmless (a claim, a staged chunk).
+    Buffered,
+}
+
+/// What a change does to the queue-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Delta {
+    pub messages: i64,
+    pub bytes: i64,
+    pub held: i64,
+    pub recipients_pending: i64,
+    pub quarantined: i64,
+    /// A committed queue ID (the counters keep the largest).
+    pub max_id: u64,
+}
+
+impl Delta {
+    /// What one message with this envelope contributes to the counters.
+    pub(crate) fn footprint(e: &Envelope) -> Delta {
+        Delta {
+            messages: 1,
+            bytes: i64::try_from(e.size).unwrap_or(i64::MAX),
+            held: i64::from(e.held),
+            recipients_pending: i64::try_from(e.pending()).unwrap_or(i64::MAX),
+            quarantined: 0,
+            max_id: 0,
+        }
+    }
+
+    /// The change from `before` to `after` (either may be absent).
+    pub(crate) fn between(before: Option<&Envelope>, after: Option<&Envelope>) -> Delta {
+        let b = before.map(Delta::footprint).unwrap_or_default();
+        let a = after.map(Delta::footprint).unwrap_or_default();
+        Delta {
+            messages: a.messages - b.messages,
+            bytes: a.bytes.saturating_sub(b.bytes),
+            held: a.held - b.held,
+            recipients_pending: a.recipients_pending - b.recipients_pending,
+            quarantined: 0,
+            max_id: 0,
+        }
+    }
+
+    pub(crate) fn add(&mut self, o: Delta) {
+        self.messages += o.messages;
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.held += o.held;
+        self.recipients_pending += o.recipients_pending;
+        self.quarantined += o.quarantined;
+        self.max_id = self.max_id.max(o.max_id);
+    }
+
+    pub(crate) fn apply(&self, c: &mut Counters) {
+        // Saturating: a quarantined record's size is unknowable, so the
+        // counters may drift by it; they must never wrap.
+        c.messages = c.messages.saturating_add_signed(self.messages);
+        c.bytes = c.bytes.saturating_add_signed(self.bytes);
+        c.held = c.held.saturating_add_signed(self.held);
+        c.recipients_pending = c.recipients_pending.saturating_add_signed(self.recipients_pending);
+        c.quarantined = c.quarantined.saturating_add_signed(self.quarantined);
+        c.max_id = c.max_id.max(self.max_id);
+    }
+}
+
+/// One caller's atomic state change.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub ops: Vec<Op>,
+    pub delta: Delta,
+    pub durability: Durability,
+}
+
+impl Change {
+    pub(crate) fn new(durability: Durability) -> Self {
+        Change { ops: Vec::new(), delta: Delta::default(), durability }
+    }
+
+    pub(crate) fn put(&mut self, t: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(t, key.into(), value.into()));
+    }
+
+    pub(crate) fn delete(&mut self, t: Table, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(t, key.into()));
+    }
+
+    pub(crate) fn delete_range(&mut self, t: Table, from: impl Into<Vec<u8>>, to: impl Into<Vec<u8>>) {
+        self.ops.push(Op::DeleteRange(t, from.into(), to.into()));
+    }
+
+    /// Appends another change (for callers that batch several messages).
+    pub(crate) fn extend(&mut self, other: Change) {
+        self.ops.extend(other.ops);
+        self.delta.add(other.delta);
+        if other.durability == Durability::Synced {
+            self.durability = Durability::Synced;
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.delta == Delta::default()
+    }
+
+    fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(_, k, v) | Op::DeleteRange(_, k, v) => k.len() + v.len(),
+                Op::Delete(_, k) => k.len(),
+            })
+            .sum()
+    }
+}
+
+/// Counts of what the writer has done, for the benchmark and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Changes applied (each caller's request is one).
+    pub changes: u64,
+    /// `WriteBatch`es written (each holds one or more changes).
+    pub writes: u64,
+    /// Writes done with sync (WAL fsyncs).
+    pub syncs: u64,
+}
+
+/// State shared between the writer thread and the queue handles.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The counters as of the last successful write.
+    pub counters: Mutex<Counters>,
+    pub schedule_floor: Floor,
+    pub envelope_floor: Floor,
+    changes: AtomicU64,
+    writes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(counters: Counters) -> Self {
+        Shared { counters: Mutex::new(counters), ..Shared::default() }
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        *self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            changes: self.changes.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Writes `changes` as one batch together with the updated counters record,
+/// then publishes the counters and lowers the floors. The writer thread's
+/// unit of work, also used by recovery before the thread starts. Returns the
+/// number of deletions written.
+pub(crate) fn write_group<'a>(
+    store: &Store,
+    shared: &Shared,
+    changes: impl IntoIterator<Item = &'a Change>,
+) -> Result<u64, Error> {
+    let mut batch = WriteBatch::default();
+    let before = shared.counters();
+    let mut counters = before;
+    let mut sync = false;
+    let mut deletes = 0u64;
+    let mut n = 0u64;
+    let mut schedule_min: Option<&[u8]> = None;
+    let mut envelope_min: Option<&[u8]> = None;
+    for c in changes {
+        n += 1;
+        sync |= c.durability == Durability::Synced;
+        c.delta.apply(&mut counters);
+        for op in &c.ops {
+            match op {
+                Op::Put(t, k, v) => {
+                    batch.put_cf(store.cf(*t)?, k, v);
+                    let min = match t {
+                        Table::Schedule => &mut schedule_min,
+                        Table::Envelopes => &mut envelope_min,
+                        _ => continue,
+                    };
+                    if min.is_none_or(|m| k.as_slice() < m) {
+                        *min = Some(k);
+                    }
+                }
+                Op::Delete(t, k) => {
+                    batch.delete_cf(store.cf(*t)?, k);
+                    deletes += 1;
+                }
+                Op::DeleteRange(t, from, to) => {
+                    batch.delete_range_cf(store.cf(*t)?, from, to);
+                    deletes += 1;
+                }
+            }
+        }
+    }
+    if counters != before {
+        batch.put_cf(store.cf(Table::Meta)?, COUNTERS_KEY, encode_counters(&counters));
+    }
+    store.write(batch, sync)?;
+    // Published only after the write: readers never see counters or floors
+    // ahead of the data (see `Floor` for why lowering must come after).
+    *shared.counters.lock().unwrap_or_else(|p| p.into_inner()) = counters;
+    if let Some(k) = schedule_min {
+        shared.schedule_floor.lower(k);
+    }
+    if let Some(k) = envelope_min {
+        shared.envelope_floor.lower(k);
+    }
+    shared.changes.fetch_add(n, Ordering::Relaxed);
+    shared.writes.fetch_add(1, Ordering::Relaxed);
+    if sync {
+        shared.syncs.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(deletes)
+}
+
+type Answer = oneshot::Sender<Result<(), Error>>;
+
+enum Msg {
+    Write(Change, Option<Answer>),
+    Close(Answer),
+}
+
+/// A merged group never grows past these, so one slow giant batch cannot
+/// hold many small synced commits hostage, and memory stays bounded.
+const MAX_GROUP_CHANGES: usize = 1024;
+const MAX_GROUP_BYTES: usize = 16 << 20;
+
+/// Handle to the writer thread. Dropping it stops the thread after the
+/// changes already sent and waits for it.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    tx: Option<mpsc::Sender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Write(c, _) => write!(f, "Write({} ops)", c.ops.len()),
+            Msg::Close(_) => f.write_str("Close"),
+        }
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread.
+    ///
+    /// The channel is unbounded on purpose: every caller but a dropped
+    /// draft's cleanup waits for its answer, so what is queued is bounded by
+    /// the number of concurrent callers (sessions and deliveries, which have
+    /// their own configured limits), and sending never blocks an async task.
+    pub(crate) fn start(store: Arc<Store>, shared: Arc<Shared>) -> Result<Writer, Error> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sluice-queue-writer".into())
+            .spawn(move || run(store, shared, rx))
+            .map_err(|e| Error::Storage(format!("cannot start the queue writer thread: {e}")))?;
+        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), Error> {
+        match &self.tx {
+            Some(tx) => tx.send(msg).map_err(|_| Error::Closed),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Applies a change and waits until it is as durable as it asked.
+    pub(crate) async fn submit(&self, change: Change) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Write(change, Some(tx)))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Queues a change without waiting (cleanup from `Drop`). It is still
+    /// ordered after everything sent before it.
+    pub(crate) fn submit_detached(&self, change: Change) {
+        if let Err(e) = self.send(Msg::Write(change, None)) {
+            tracing::debug!("queue writer gone, change dropped: {e}");
+        }
+    }
+
+    /// Writes everything sent so far, syncs the WAL, and stops the thread.
+    pub(crate) async fn close(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Close(tx))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop after what is queued.
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("queue writer thread panicked");
+        }
+    }
+}
+
+fn run(store: Arc<Store>, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
+    let mut maintenance: Option<JoinHandle<()>> = None;
+    let mut deletes_since_compaction = 0u64;
+    let mut group: Vec<(Change, Option<Answer>)> = Vec::new();
+    let mut closing: Option<Answer> = None;
+    while closing.is_none() {
+        let Ok(first) = rx.recv() else { break };
+        let mut bytes = 0;
+        let mut next = Some(first);
+        // Drain what queued up during the previous write: this is the group.
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Write(c, a) => {
+                    bytes += c.bytes();
+                    group.push((c, a));
+                }
+                Msg::Close(a) => closing = Some(a),
+            }
+            if closing.is_none() && group.len() < MAX_GROUP_CHANGES && bytes < MAX_GROUP_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !group.is_empty() {
+            let result = write_group(&store, &shared, group.iter().map(|(c, _)| c));
+            match &result {
+                Ok(d) => deletes_since_compaction += d,
+                Err(e) => tracing::error!("queue write of {} changes failed: {e}", group.len()),
+            }
+            for (_, answer) in group.drain(..) {
+                if let Some(a) = answer {
+                    let r = match &result {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(Error::Storage(e.to_string())),
+                    };
+                    // The caller may have gone away (cancelled); the change
+                    // is written regardless.
+                    let _ = a.send(r);
+                }
+            }
+        }
+        if deletes_since_compaction >= COMPACT_AFTER_DELETES
+            && maintenance.as_ref().is_none_or(|h| h.is_finished())
+        {
+            deletes_since_compaction = 0;
+            if let Some(h) = maintenance.take() {
+                let _ = h.join();
+            }
+            let (store, shared) = (Arc::clone(&store), Arc::clone(&shared));
+            maintenance = std::thread::Builder::new()
+                .name("sluice-queue-compact".into())
+                .spawn(move || compact_dead_prefixes(&store, &shared))
+                .map_err(|e| tracing::warn!("cannot start queue compaction: {e}"))
+                .ok();
+        }
+    }
+    if let Some(h) = maintenance.take() {
+        let _ = h.join();
+    }
+    if let Some(a) = closing {
+        let r = store.sync_wal();
+        // Not needed for durability (the log has it all): it spares the next
+        // open replaying the log, which holds recent bodies.
+        if r.is_ok()
+            && let Err(e) = store.flush_all()
+        {
+            tracing::warn!("queue: flush at close failed (the log will be replayed at open): {e}");
+        }
+        // Release the database before answering, so a caller that closes
+        // and drops the queue can reopen it at once.
+        drop(store);
+        let _ = a.send(r);
+    }
+}
+
+/// Compacts the range below the first live key of each time-ordered table.
+/// Everything there is deleted, so the compaction drops the tombstones and
+/// the values they cover, and later scans and blob GC have less to do.
+fn compact_dead_prefixes(store: &Store, shared: &Shared) {
+    let run = || -> Result<(), Error> {
+        let schedule = shared.schedule_floor.begin();
+        let first = store.first_key(Table::Schedule, &schedule.start, None)?;
+        store.compact(Table::Schedule, first.as_deref())?;
+        if let Some(k) = &first {
+            schedule.raise(k);
+        }
+        let envelopes = shared.envelope_floor.begin();
+        let first = store.first_key(Table::Envelopes, &envelopes.start, None)?;
+        // Envelope, in-flight, draft and body keys all start with the queue
+        // ID, so the first live ID bounds the dead prefix of all four.
+        for t in [Table::Envelopes, Table::Inflight, Table::Bodies] {
+            store.compact(t, first.as_deref())?;
+        }
+        if let Some(k) = &first {
+            envelopes.raise(k);
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => tracing::debug!("queue: compacted dead key ranges"),
+        Err(e) => tracing::warn!("queue: compaction of dead key ranges failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClientInfo, Recipient};
+
+    fn env(size: u64, held: bool, rcpts: usize) -> Envelope {
+        Envelope {
+            sender: String::new(),
+            recipients: (0..rcpts).map(|i| Recipient::new(format!("r{i}@x"))).collect(),
+            arrival: 0,
+            size,
+            client: ClientInfo {
+                addr: None,
+                name: String::new(),
+                helo: String::new(),
+                protocol: String::new(),
+            },
+            declared_size: None,
+            body_type: Default::default(),
+            smtputf8: false,
+            ret: Default::default(),
+            envid: None,
+            held,
+            delay_warned: false,
+            is_notification: false,
+        }
+    }
+
+    #[test]
+    fn deltas_sum_to_the_difference_of_footprints() {
+        let a = env(100, false, 3);
+        let b = env(100, true, 1);
+        let mut c = Counters::default();
+        Delta::footprint(&a).apply(&mut c);
+        Delta::between(Some(&a), Some(&b)).apply(&mut c);
+        assert_eq!((c.messages, c.bytes, c.held, c.recipients_pending), (1, 100, 1, 1));
+        Delta::between(Some(&b), None).apply(&mut c);
+        assert_eq!(c, Counters::default());
+        Delta { messages: -5, ..Delta::default() }.apply(&mut c);
+        assert_eq!(c.messages, 0, "counters saturate instead of wrapping");
+    }
+}

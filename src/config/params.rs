@@ -1,0 +1,1303 @@
+//! THE table of parameters sluice supports: name, Postfix default, value
+//! type and a one-line description (used by `sluice config -d` and the
+//! generated reference `conf/README.md`), plus the per-transport suffixes
+//! (`<transport>_destination_concurrency_limit`, ...) and the reasons given
+//! for Postfix parameters sluice does not implement.
+//!
+//! Owns the list and nothing else: no parsing, no I/O. A parameter that is
+//! not here cannot be read through [`super::Config`] (the accessors panic,
+//! which tests catch), so adding a feature means adding its row here first.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+/// The type of a parameter's value, checked when the configuration loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text.
+    Str,
+    /// `yes` or `no`.
+    Bool,
+    /// A decimal integer, at least `min`.
+    Int { min: i64 },
+    /// A time value; a bare number is in `unit` (`s`, `m`, `h`, `d`, `w`);
+    /// `ms` is accepted when `ms` is true (sluice's own parameters only).
+    Time { unit: char, ms: bool },
+    /// A byte count.
+    Size,
+    /// A list split on commas and/or white space.
+    List,
+    /// A list of lookup tables (`type:name`).
+    Maps,
+    /// An SMTP restriction list (`permit_mynetworks, reject_unauth_destination, ...`).
+    Restrictions,
+    /// A domain match list (names, `.names`, `/files`, `type:table`, `!negation`).
+    DomainList,
+    /// A network match list (`net/mask`, `[ipv6]/mask`, `/files`, `type:table`, `!negation`).
+    HostList,
+    /// One of the listed words.
+    Enum(&'static [&'static str]),
+    /// `0` or `N/s`, `N/m`, `N/h`.
+    Rate,
+    /// Empty (off) or `address:port`.
+    Listen,
+    /// `transport` or `transport:nexthop`.
+    Transport,
+    /// A next-hop destination (`[host]:port`, `host`, ...), or empty.
+    NextHop,
+    /// A port number or service name.
+    Port,
+    /// A Postfix compatibility level (`2`, `3.6`).
+    Level,
+    /// `inet_interfaces` syntax (`all`, `loopback-only`, addresses).
+    Interfaces,
+    /// `inet_protocols` syntax (`all`, `ipv4`, `ipv6`).
+    Protocols,
+}
+
+impl Kind {
+    /// A short name for the reference.
+    pub fn describe(&self) -> String {
+        match self {
+            Kind::Str => "text".into(),
+            Kind::Bool => "yes/no".into(),
+            Kind::Int { min } => format!("integer ≥ {min}"),
+            Kind::Time { unit, ms: false } => format!("time (s/m/h/d/w; bare number = {unit})"),
+            Kind::Time { unit, ms: true } => format!("time (ms/s/m/h/d/w; bare number = {unit})"),
+            Kind::Size => "bytes".into(),
+            Kind::List => "list".into(),
+            Kind::Maps => "lookup tables".into(),
+            Kind::Restrictions => "restriction list".into(),
+            Kind::DomainList => "domain list".into(),
+            Kind::HostList => "network list".into(),
+            Kind::Enum(words) => {
+                words.iter().map(|w| if w.is_empty() { "(empty)" } else { w }).collect::<Vec<_>>().join(" | ")
+            }
+            Kind::Rate => "rate (0, N/s, N/m, N/h)".into(),
+            Kind::Listen => "address:port or empty".into(),
+            Kind::Transport => "transport[:nexthop]".into(),
+            Kind::NextHop => "next hop".into(),
+            Kind::Port => "port or service name".into(),
+            Kind::Level => "compatibility level".into(),
+            Kind::Interfaces => "all | loopback-only | addresses".into(),
+            Kind::Protocols => "all | ipv4 | ipv6".into(),
+        }
+    }
+}
+
+/// A parameter's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    /// A fixed text, expanded like any value (`$myhostname ESMTP $mail_name`).
+    Text(&'static str),
+    /// Computed when the configuration loads; the text says how.
+    Computed(&'static str),
+}
+
+/// Sections of the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    Identity,
+    Listening,
+    Relay,
+    Limits,
+    Tls,
+    Routing,
+    Queue,
+    Delivery,
+    Client,
+    Sluice,
+}
+
+impl Group {
+    pub fn title(&self) -> &'static str {
+        match self {
+            Group::Identity => "Identity and files",
+            Group::Listening => "Listening",
+            Group::Relay => "Relay control and recipient validation",
+            Group::Limits => "SMTP server limits and safety",
+            Group::Tls => "SMTP server TLS",
+            Group::Routing => "Routing",
+            Group::Queue => "Queue",
+            Group::Delivery => "Delivery scheduling (per transport)",
+            Group::Client => "LMTP/SMTP client",
+            Group::Sluice => "sluice additions",
+        }
+    }
+
+    pub const ALL: [Group; 10] = [
+        Group::Identity,
+        Group::Listening,
+        Group::Relay,
+        Group::Limits,
+        Group::Tls,
+        Group::Routing,
+        Group::Queue,
+        Group::Delivery,
+        Group::Client,
+        Group::Sluice,
+    ];
+}
+
+/// One supported parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    pub name: &'static str,
+    pub default: Default,
+    pub kind: Kind,
+    pub group: Group,
+    /// One line: what it means in sluice.
+    pub description: &'static str,
+}
+
+const fn p(
+    name: &'static str,
+    default: &'static str,
+    kind: Kind,
+    group: Group,
+    description: &'static str,
+) -> Param {
+    Param { name, default: Default::Text(default), kind, group, description }
+}
+
+const fn computed(
+    name: &'static str,
+    how: &'static str,
+    kind: Kind,
+    group: Group,
+    description: &'static str,
+) -> Param {
+    Param { name, default: Default::Computed(how), kind, group, description }
+}
+
+const INT0: Kind = Kind::Int { min: 0 };
+const INT1: Kind = Kind::Int { min: 1 };
+const CODE: Kind = Kind::Int { min: 200 };
+const SECS: Kind = Kind::Time { unit: 's', ms: false };
+const SECS_MS: Kind = Kind::Time { unit: 's', ms: true };
+
+use Group::*;
+use Kind::*;
+
+/// Every parameter sluice supports, with Postfix's default unless the
+/// description says otherwise.
+pub static PARAMS: &[Param] = &[
+    // Identity and files.
+    computed(
+        "myhostname",
+        "the system host name; .$mydomain (or .localdomain) is appended when it has no dot",
+        Str,
+        Identity,
+        "The internet host name of this mail system, used in the greeting, EHLO/LHLO and Received: headers.",
+    ),
+    computed(
+        "mydomain",
+        "$myhostname without its first label, or localdomain",
+        Str,
+        Identity,
+        "The internet domain name of this mail system.",
+    ),
+    p(
+        "myorigin",
+        "$myhostname",
+        Str,
+        Identity,
+        "The domain appended to an address without @ (such a recipient is routed as user@$myorigin).",
+    ),
+    p(
+        "mail_name",
+        "sluice",
+        Str,
+        Identity,
+        "The mail system name in the SMTP greeting and Received: headers (Postfix's default is Postfix).",
+    ),
+    p(
+        "smtpd_banner",
+        "$myhostname ESMTP $mail_name",
+        Str,
+        Identity,
+        "The text after 220 in the SMTP greeting; it must start with $myhostname.",
+    ),
+    p(
+        "compatibility_level",
+        "3.6",
+        Level,
+        Identity,
+        "sluice always uses the defaults of Postfix compatibility level 2 and later (Postfix's default level is 0); a lower setting is warned about.",
+    ),
+    computed(
+        "config_directory",
+        "the -c DIR directory (/etc/sluice)",
+        Str,
+        Identity,
+        "The configuration directory; set by -c DIR, not in main.cf. Relative table paths resolve against it.",
+    ),
+    p(
+        "queue_directory",
+        "/var/spool/sluice",
+        Str,
+        Identity,
+        "The queue (RocksDB) directory (Postfix: /var/spool/postfix); a relative path is relative to sluice's working directory. Relative unix: next hops resolve against it.",
+    ),
+    p(
+        "stress",
+        "",
+        Str,
+        Identity,
+        "Postfix's master sets this under overload; sluice never does, so stress-dependent defaults take their normal value.",
+    ),
+    p(
+        "maillog_file",
+        "",
+        Str,
+        Identity,
+        "File the log lines are appended to; empty: standard error (the journal under systemd).",
+    ),
+    p(
+        "service_name",
+        "",
+        Str,
+        Identity,
+        "The master.cf service name; set in each service's own configuration, usable as $service_name in -o values.",
+    ),
+    // Listening.
+    p(
+        "inet_interfaces",
+        "all",
+        Interfaces,
+        Listening,
+        "Addresses the SMTP listeners bind when their master.cf service names no host: all, loopback-only, or IP addresses.",
+    ),
+    p(
+        "inet_protocols",
+        "all",
+        Protocols,
+        Listening,
+        "Address families used for listening and for mynetworks: all, ipv4, ipv6 (or ipv4, ipv6).",
+    ),
+    // Relay control.
+    computed(
+        "mynetworks",
+        "per mynetworks_style: the machine's own addresses (host), their subnets (subnet) or classful networks (class)",
+        HostList,
+        Relay,
+        "Trusted client networks for permit_mynetworks: net/mask, [ipv6]/mask, /file names, type:table, !negation.",
+    ),
+    p(
+        "mynetworks_style",
+        "host",
+        Enum(&["host", "subnet", "class"]),
+        Relay,
+        "How the mynetworks default is computed when mynetworks is not set.",
+    ),
+    p(
+        "relay_domains",
+        "",
+        DomainList,
+        Relay,
+        "Domains this MX accepts mail for and relays (names, /file names, type:table); the default accepts none.",
+    ),
+    p(
+        "relay_recipient_maps",
+        "",
+        Maps,
+        Relay,
+        "Valid recipients in relay_domains (user@domain, or @domain for any); when set, others get 550 at RCPT.",
+    ),
+    p(
+        "parent_domain_matches_subdomains",
+        "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains,smtpd_access_maps",
+        List,
+        Relay,
+        "Features where a domain name also matches its subdomains; elsewhere a .domain pattern is needed (e.g. transport_maps).",
+    ),
+    p(
+        "recipient_delimiter",
+        "",
+        Str,
+        Relay,
+        "Characters that separate a user name from an extension (user+ext); empty: no extensions.",
+    ),
+    p(
+        "smtpd_relay_restrictions",
+        "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+        Restrictions,
+        Relay,
+        "Relay control at RCPT, before smtpd_recipient_restrictions; permit_sasl_authenticated never matches (no SASL).",
+    ),
+    p(
+        "smtpd_recipient_restrictions",
+        "",
+        Restrictions,
+        Relay,
+        "Restrictions at RCPT TO, after smtpd_relay_restrictions.",
+    ),
+    p(
+        "smtpd_client_restrictions",
+        "",
+        Restrictions,
+        Relay,
+        "Restrictions on the client address, evaluated at RCPT TO.",
+    ),
+    p(
+        "smtpd_helo_restrictions",
+        "",
+        Restrictions,
+        Relay,
+        "Restrictions on the HELO/EHLO name, evaluated at RCPT TO.",
+    ),
+    p(
+        "smtpd_sender_restrictions",
+        "",
+        Restrictions,
+        Relay,
+        "Restrictions on the MAIL FROM address, evaluated at RCPT TO.",
+    ),
+    p("smtpd_data_restrictions", "", Restrictions, Relay, "Restrictions evaluated at DATA/BDAT."),
+    p(
+        "smtpd_reject_unlisted_recipient",
+        "yes",
+        Bool,
+        Relay,
+        "Reject recipients in relay_domains that relay_recipient_maps does not list, even without reject_unlisted_recipient.",
+    ),
+    p(
+        "relay_domains_reject_code",
+        "554",
+        CODE,
+        Relay,
+        "Reply code for a recipient domain this host does not relay for (Relay access denied).",
+    ),
+    p(
+        "unknown_relay_recipient_reject_code",
+        "550",
+        CODE,
+        Relay,
+        "Reply code for a recipient not in relay_recipient_maps.",
+    ),
+    p("access_map_reject_code", "554", CODE, Relay, "Reply code when an access table says REJECT."),
+    p("access_map_defer_code", "450", CODE, Relay, "Reply code when an access table says DEFER."),
+    // SMTP server limits.
+    p(
+        "message_size_limit",
+        "10240000",
+        Size,
+        Limits,
+        "Largest message accepted, in bytes (announced with SIZE; 0: no limit).",
+    ),
+    p("smtpd_recipient_limit", "1000", INT1, Limits, "Most recipients accepted per message."),
+    p(
+        "smtpd_timeout",
+        "${stress?{10}:{300}}s",
+        SECS,
+        Limits,
+        "How long the SMTP server waits for a client command or data.",
+    ),
+    p(
+        "smtpd_hard_error_limit",
+        "${stress?{1}:{20}}",
+        INT1,
+        Limits,
+        "Errors in one session after which the server disconnects.",
+    ),
+    p(
+        "smtpd_soft_error_limit",
+        "10",
+        INT0,
+        Limits,
+        "Errors in one session after which each further error reply is delayed by smtpd_error_sleep_time.",
+    ),
+    p(
+        "smtpd_error_sleep_time",
+        "1s",
+        SECS,
+        Limits,
+        "Delay before an error reply once smtpd_soft_error_limit is reached.",
+    ),
+    p(
+        "smtpd_junk_command_limit",
+        "${stress?{1}:{100}}",
+        INT1,
+        Limits,
+        "NOOP, VRFY, RSET and similar commands allowed in one session before disconnecting.",
+    ),
+    p(
+        "smtpd_min_data_rate",
+        "500",
+        INT0,
+        Limits,
+        "Least bytes per second a client must send during DATA/BDAT (0: no minimum); slower clients time out.",
+    ),
+    p(
+        "line_length_limit",
+        "2048",
+        Kind::Int { min: 512 },
+        Limits,
+        "Longest SMTP command line accepted, in bytes.",
+    ),
+    p(
+        "header_size_limit",
+        "102400",
+        INT1,
+        Limits,
+        "Most bytes of message headers examined (Received: count, loop detection).",
+    ),
+    p("smtputf8_enable", "yes", Bool, Limits, "Announce and accept SMTPUTF8 (RFC 6531)."),
+    p(
+        "smtpd_forbid_unauth_pipelining",
+        "yes",
+        Bool,
+        Limits,
+        "Disconnect a client that sends commands ahead of time without PIPELINING allowing it (default as in Postfix 3.9).",
+    ),
+    p(
+        "smtpd_client_connection_count_limit",
+        "50",
+        INT0,
+        Limits,
+        "Simultaneous connections per client address (0: no limit); mynetworks are exempt via smtpd_client_event_limit_exceptions.",
+    ),
+    p(
+        "smtpd_client_connection_rate_limit",
+        "0",
+        INT0,
+        Limits,
+        "Connections per client address per anvil_rate_time_unit (0: no limit).",
+    ),
+    p(
+        "smtpd_client_message_rate_limit",
+        "0",
+        INT0,
+        Limits,
+        "Messages per client address per anvil_rate_time_unit (0: no limit).",
+    ),
+    p("anvil_rate_time_unit", "60s", SECS, Limits, "The time unit of the per-client rate limits."),
+    p(
+        "smtpd_client_event_limit_exceptions",
+        "$mynetworks",
+        HostList,
+        Limits,
+        "Clients exempt from the per-client connection and rate limits.",
+    ),
+    p(
+        "smtpd_forbid_bare_newline",
+        "normalize",
+        Enum(&["no", "normalize", "yes", "reject"]),
+        Limits,
+        "Bare LF in SMTP input: normalize (= yes) treats it as end of line and never as end of data; reject refuses it; no accepts it (default as in Postfix 3.9).",
+    ),
+    p(
+        "smtpd_forbid_bare_newline_exclusions",
+        "$mynetworks",
+        HostList,
+        Limits,
+        "Clients to which smtpd_forbid_bare_newline does not apply.",
+    ),
+    p(
+        "smtpd_forbid_bare_newline_reject_code",
+        "550",
+        CODE,
+        Limits,
+        "Reply code for smtpd_forbid_bare_newline = reject.",
+    ),
+    p("smtpd_helo_required", "no", Bool, Limits, "Require HELO or EHLO before MAIL FROM."),
+    p("disable_vrfy_command", "no", Bool, Limits, "Refuse the VRFY command."),
+    p(
+        "hopcount_limit",
+        "50",
+        INT1,
+        Limits,
+        "Most Received: headers a message may have; more is a mail loop and is rejected.",
+    ),
+    p(
+        "default_process_limit",
+        "100",
+        INT1,
+        Limits,
+        "Limit used for a master.cf maxproc of '-' (sessions per smtpd service, deliveries per transport).",
+    ),
+    // TLS.
+    p("smtpd_tls_cert_file", "", Str, Tls, "PEM file with the server certificate (and chain) for STARTTLS."),
+    p(
+        "smtpd_tls_key_file",
+        "$smtpd_tls_cert_file",
+        Str,
+        Tls,
+        "PEM file with the private key for smtpd_tls_cert_file.",
+    ),
+    p(
+        "smtpd_tls_security_level",
+        "",
+        Enum(&["", "none", "may", "encrypt"]),
+        Tls,
+        "none (or empty): no STARTTLS; may: offer STARTTLS; encrypt: require it before MAIL.",
+    ),
+    p(
+        "smtpd_starttls_timeout",
+        "${stress?{10}:{300}}s",
+        SECS,
+        Tls,
+        "Time limit for the TLS handshake after STARTTLS.",
+    ),
+    // Routing.
+    p(
+        "transport_maps",
+        "",
+        Maps,
+        Routing,
+        "Per-recipient routing as transport(5): address, domain, .domain or * → transport:nexthop.",
+    ),
+    p(
+        "default_transport",
+        "smtp",
+        Transport,
+        Routing,
+        "Transport (and optional next hop) for destinations not in relay_domains.",
+    ),
+    p(
+        "relay_transport",
+        "relay",
+        Transport,
+        Routing,
+        "Transport (and optional next hop) for relay_domains without a transport_maps entry.",
+    ),
+    p(
+        "relayhost",
+        "",
+        NextHop,
+        Routing,
+        "Default next hop when the transport gives none: [host]:port (no MX lookup) or domain (MX lookup).",
+    ),
+    p("smtp_tcp_port", "smtp", Port, Routing, "Default port of SMTP next hops."),
+    p("lmtp_tcp_port", "24", Port, Routing, "Default port of LMTP next hops."),
+    // Queue.
+    p(
+        "maximal_queue_lifetime",
+        "5d",
+        Kind::Time { unit: 'd', ms: false },
+        Queue,
+        "How long a recipient may stay deferred before it bounces.",
+    ),
+    p(
+        "bounce_queue_lifetime",
+        "5d",
+        Kind::Time { unit: 'd', ms: false },
+        Queue,
+        "maximal_queue_lifetime for bounces (null sender).",
+    ),
+    p("minimal_backoff_time", "300s", SECS, Queue, "Shortest wait before retrying a deferred recipient."),
+    p("maximal_backoff_time", "4000s", SECS, Queue, "Longest wait before retrying a deferred recipient."),
+    p(
+        "queue_run_delay",
+        "300s",
+        SECS,
+        Queue,
+        "How often the deferred queue is scanned for mail that is due.",
+    ),
+    p(
+        "delay_warning_time",
+        "0h",
+        Kind::Time { unit: 'h', ms: false },
+        Queue,
+        "Send the sender a delay notice after this long (0: never).",
+    ),
+    p(
+        "qmgr_message_active_limit",
+        "20000",
+        INT1,
+        Queue,
+        "Most messages the scheduler holds in memory at once; the rest stay on disk until there is room.",
+    ),
+    p(
+        "queue_minfree",
+        "0",
+        Size,
+        Queue,
+        "Free bytes the queue file system must keep; below it new mail gets 452 4.3.1 (0: no minimum).",
+    ),
+    // Delivery scheduling.
+    p(
+        "default_destination_concurrency_limit",
+        "20",
+        INT1,
+        Delivery,
+        "Most parallel deliveries to one destination (per transport: <transport>_destination_concurrency_limit).",
+    ),
+    p(
+        "initial_destination_concurrency",
+        "5",
+        INT1,
+        Delivery,
+        "Parallel deliveries to a destination to start with (per transport: <transport>_initial_destination_concurrency).",
+    ),
+    p(
+        "default_destination_rate_delay",
+        "0s",
+        SECS,
+        Delivery,
+        "Pause between deliveries to one destination; non-zero means one at a time (per transport: <transport>_destination_rate_delay).",
+    ),
+    p(
+        "default_destination_recipient_limit",
+        "50",
+        INT1,
+        Delivery,
+        "Most recipients per delivery (per transport: <transport>_destination_recipient_limit).",
+    ),
+    p(
+        "default_destination_concurrency_failed_cohort_limit",
+        "1",
+        INT1,
+        Delivery,
+        "Failed cohorts before a destination counts as dead: the breaker opens after this × sluice_breaker_failure_threshold failures in a row.",
+    ),
+    // LMTP/SMTP client.
+    p("smtp_connect_timeout", "30s", SECS, Client, "SMTP client: time limit to connect (0: system default)."),
+    p("smtp_helo_timeout", "300s", SECS, Client, "SMTP client: time limit for the greeting and EHLO reply."),
+    p("smtp_mail_timeout", "300s", SECS, Client, "SMTP client: time limit for the MAIL FROM reply."),
+    p("smtp_rcpt_timeout", "300s", SECS, Client, "SMTP client: time limit for a RCPT TO reply."),
+    p("smtp_data_init_timeout", "120s", SECS, Client, "SMTP client: time limit for the DATA reply."),
+    p(
+        "smtp_data_xfer_timeout",
+        "180s",
+        SECS,
+        Client,
+        "SMTP client: time limit for sending one chunk of message content.",
+    ),
+    p(
+        "smtp_data_done_timeout",
+        "600s",
+        SECS,
+        Client,
+        "SMTP client: time limit for the reply to the final dot.",
+    ),
+    p("smtp_quit_timeout", "300s", SECS, Client, "SMTP client: time limit for the QUIT reply."),
+    p(
+        "smtp_rset_timeout",
+        "20s",
+        SECS,
+        Client,
+        "SMTP client: time limit for the RSET reply on a reused connection.",
+    ),
+    p("smtp_helo_name", "$myhostname", Str, Client, "SMTP client: the name sent in EHLO."),
+    p(
+        "smtp_connection_cache_time_limit",
+        "2s",
+        SECS,
+        Client,
+        "SMTP client: how long an idle connection is kept open for reuse.",
+    ),
+    p(
+        "smtp_connection_reuse_time_limit",
+        "300s",
+        SECS,
+        Client,
+        "SMTP client: how long a connection may be reused before it is closed.",
+    ),
+    p("lmtp_connect_timeout", "0s", SECS, Client, "LMTP client: time limit to connect (0: system default)."),
+    p("lmtp_lhlo_timeout", "300s", SECS, Client, "LMTP client: time limit for the greeting and LHLO reply."),
+    p("lmtp_mail_timeout", "300s", SECS, Client, "LMTP client: time limit for the MAIL FROM reply."),
+    p("lmtp_rcpt_timeout", "300s", SECS, Client, "LMTP client: time limit for a RCPT TO reply."),
+    p("lmtp_data_init_timeout", "120s", SECS, Client, "LMTP client: time limit for the DATA reply."),
+    p(
+        "lmtp_data_xfer_timeout",
+        "180s",
+        SECS,
+        Client,
+        "LMTP client: time limit for sending one chunk of message content.",
+    ),
+    p(
+        "lmtp_data_done_timeout",
+        "600s",
+        SECS,
+        Client,
+        "LMTP client: time limit for each recipient's reply after the final dot.",
+    ),
+    p("lmtp_quit_timeout", "300s", SECS, Client, "LMTP client: time limit for the QUIT reply."),
+    p(
+        "lmtp_rset_timeout",
+        "20s",
+        SECS,
+        Client,
+        "LMTP client: time limit for the RSET reply on a reused connection.",
+    ),
+    p("lmtp_lhlo_name", "$myhostname", Str, Client, "LMTP client: the name sent in LHLO."),
+    p(
+        "lmtp_connection_cache_time_limit",
+        "2s",
+        SECS,
+        Client,
+        "LMTP client: how long an idle connection is kept open for reuse.",
+    ),
+    p(
+        "lmtp_connection_reuse_time_limit",
+        "300s",
+        SECS,
+        Client,
+        "LMTP client: how long a connection may be reused before it is closed.",
+    ),
+    // sluice additions.
+    p(
+        "sluice_rate_limit",
+        "0",
+        Rate,
+        Sluice,
+        "Messages per second/minute/hour to one backend (0: no limit); per transport: <transport>_sluice_rate_limit.",
+    ),
+    p(
+        "sluice_rate_burst",
+        "0",
+        INT0,
+        Sluice,
+        "Messages that may start at once within sluice_rate_limit (0: the rate's count).",
+    ),
+    p(
+        "sluice_latency_target",
+        "2s",
+        SECS_MS,
+        Sluice,
+        "Delivery latency above which a backend's concurrency is lowered.",
+    ),
+    p(
+        "sluice_breaker_failure_threshold",
+        "5",
+        INT1,
+        Sluice,
+        "Connection failures, timeouts or 421s in a row that open a backend's circuit breaker.",
+    ),
+    p(
+        "sluice_breaker_cooldown",
+        "10s",
+        SECS_MS,
+        Sluice,
+        "Wait before the first half-open probe of an open breaker; doubles after each failed probe.",
+    ),
+    p(
+        "sluice_breaker_max_cooldown",
+        "300s",
+        SECS_MS,
+        Sluice,
+        "Longest wait between probes of an open breaker.",
+    ),
+    p(
+        "sluice_queue_high_water",
+        "100000",
+        INT0,
+        Sluice,
+        "Messages in the queue above which new mail gets 452 4.3.1 (0: no limit).",
+    ),
+    p(
+        "sluice_queue_high_water_bytes",
+        "0",
+        Size,
+        Sluice,
+        "Queued bytes above which new mail gets 452 4.3.1 (0: no limit).",
+    ),
+    p(
+        "sluice_admin_socket",
+        "$queue_directory/admin.sock",
+        Str,
+        Sluice,
+        "Unix socket of the admin API used by the sluice commands.",
+    ),
+    p(
+        "sluice_metrics_listen",
+        "",
+        Listen,
+        Sluice,
+        "Address:port of the Prometheus /metrics and /health endpoint (empty: off).",
+    ),
+    p(
+        "sluice_shutdown_grace",
+        "30s",
+        SECS,
+        Sluice,
+        "On SIGTERM, how long SMTP sessions may go on before the rest are told 421 4.3.2 (new connections are refused at once).",
+    ),
+    p(
+        "sluice_log_format",
+        "text",
+        Enum(&["text", "json"]),
+        Sluice,
+        "Log lines as Postfix-style text or as JSON objects.",
+    ),
+    p(
+        "sluice_shutdown_grace",
+        "10s",
+        SECS_MS,
+        Sluice,
+        "On stop, how long SMTP sessions and deliveries may finish before the rest get 421 or are deferred.",
+    ),
+];
+
+/// Suffixes that may follow a transport name (`relay_destination_rate_delay`,
+/// `mbx_sluice_rate_limit`): the per-transport parameters Postfix's queue
+/// manager knows that sluice implements, and sluice's gate settings. The
+/// base parameter (the default) is `default_<suffix>` when that exists,
+/// else `<suffix>`.
+pub static PER_TRANSPORT: &[&str] = &[
+    "destination_concurrency_limit",
+    "destination_concurrency_failed_cohort_limit",
+    "destination_rate_delay",
+    "destination_recipient_limit",
+    "initial_destination_concurrency",
+    "sluice_rate_limit",
+    "sluice_rate_burst",
+    "sluice_latency_target",
+    "sluice_breaker_failure_threshold",
+    "sluice_breaker_cooldown",
+    "sluice_breaker_max_cooldown",
+];
+
+/// Per-transport suffixes Postfix knows and sluice does not implement.
+static POSTFIX_PER_TRANSPORT_UNSUPPORTED: &[&str] = &[
+    "destination_concurrency_negative_feedback",
+    "destination_concurrency_positive_feedback",
+    "delivery_slot_cost",
+    "delivery_slot_discount",
+    "delivery_slot_loan",
+    "extra_recipient_limit",
+    "minimum_delivery_slots",
+    "recipient_limit",
+    "recipient_refill_delay",
+    "recipient_refill_limit",
+    "time_limit",
+    "transport_rate_delay",
+    "delivery_status_filter",
+];
+
+/// The row of a supported parameter.
+pub fn find(name: &str) -> Option<&'static Param> {
+    static INDEX: LazyLock<std::collections::HashMap<&'static str, &'static Param>> =
+        LazyLock::new(|| PARAMS.iter().map(|p| (p.name, p)).collect());
+    INDEX.get(name).copied()
+}
+
+/// The base parameter of a per-transport suffix.
+pub fn per_transport_base(suffix: &str) -> Option<&'static Param> {
+    if !PER_TRANSPORT.contains(&suffix) {
+        return None;
+    }
+    find(&format!("default_{suffix}")).or_else(|| find(suffix))
+}
+
+/// Splits `<transport>_<suffix>` for one of `transports`, longest transport
+/// name first (a transport may itself contain `_`).
+pub fn split_per_transport<'a>(name: &'a str, transports: &[&str]) -> Option<(&'a str, &'a str)> {
+    let mut best: Option<(&str, &str)> = None;
+    for t in transports {
+        if let Some(rest) = name.strip_prefix(t).and_then(|r| r.strip_prefix('_'))
+            && best.is_none_or(|(bt, _)| t.len() > bt.len())
+        {
+            best = Some((&name[..t.len()], rest));
+        }
+    }
+    best
+}
+
+/// True when `suffix` is a Postfix per-transport suffix sluice does not implement.
+pub fn is_unsupported_per_transport(suffix: &str) -> bool {
+    POSTFIX_PER_TRANSPORT_UNSUPPORTED.contains(&suffix)
+}
+
+static POSTFIX_NAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("postfix_names.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+});
+
+/// Why sluice does not implement Postfix parameter `name`, or None when it
+/// is not a Postfix parameter (or is supported).
+pub fn unsupported_reason(name: &str) -> Option<&'static str> {
+    if find(name).is_some() || !POSTFIX_NAMES.contains(name) {
+        return None;
+    }
+    Some(reason_for(name))
+}
+
+/// One-line reasons, most specific first: (prefix or exact name, reason).
+/// A prefix ends in `_` or is matched exactly.
+static REASONS: &[(&[&str], &str)] = &[
+    (
+        &["smtpd_delay_reject"],
+        "sluice always evaluates restrictions at RCPT time (as smtpd_delay_reject = yes)",
+    ),
+    (
+        &["smtpd_use_tls", "smtpd_enforce_tls", "smtpd_tls_wrappermode"],
+        "obsolete or not implemented; use smtpd_tls_security_level",
+    ),
+    (
+        &[
+            "smtpd_sasl_",
+            "smtp_sasl_",
+            "lmtp_sasl_",
+            "broken_sasl_auth_clients",
+            "cyrus_sasl_config_path",
+            "smtpd_client_auth_rate_limit",
+        ],
+        "SASL is not supported: sluice is an MX, not a submission server (permit_sasl_authenticated never matches)",
+    ),
+    (
+        &["smtpd_tls_"],
+        "only smtpd_tls_cert_file, smtpd_tls_key_file and smtpd_tls_security_level are supported; TLS protocol and cipher choices are rustls defaults",
+    ),
+    (
+        &["smtp_tls_", "lmtp_tls_", "smtp_use_tls", "smtp_enforce_tls", "lmtp_use_tls", "lmtp_enforce_tls"],
+        "TLS to the mailbox servers is not implemented",
+    ),
+    (
+        &["tls_", "tlsproxy_", "tlsmgr_"],
+        "Postfix TLS library and tlsproxy settings do not apply (sluice uses rustls in process)",
+    ),
+    (
+        &["postscreen_", "dnsblog_"],
+        "sluice has no postscreen; the SMTP server applies its own per-client limits",
+    ),
+    (&["milter_", "smtpd_milters", "non_smtpd_milters", "smtpd_milter_maps"], "milters are not supported"),
+    (
+        &[
+            "header_checks",
+            "body_checks",
+            "mime_header_checks",
+            "nested_header_checks",
+            "smtp_header_checks",
+            "smtp_body_checks",
+            "smtp_mime_header_checks",
+            "smtp_nested_header_checks",
+            "lmtp_header_checks",
+            "lmtp_body_checks",
+            "lmtp_mime_header_checks",
+            "lmtp_nested_header_checks",
+            "body_checks_size_limit",
+            "header_checks_",
+            "content_filter",
+            "smtpd_proxy_",
+            "receive_override_options",
+        ],
+        "content inspection and filters are not supported: mail is relayed unchanged",
+    ),
+    (
+        &[
+            "mydestination",
+            "local_",
+            "alias_",
+            "forward_",
+            "mailbox_",
+            "home_mailbox",
+            "luser_relay",
+            "mail_spool_directory",
+            "allow_mail_to_",
+            "command_execution_directory",
+            "command_expansion_filter",
+            "command_time_limit",
+            "biff",
+            "owner_request_special",
+            "prepend_delivered_header",
+            "expand_owner_alias",
+            "require_home_directory",
+            "strict_mailbox_ownership",
+            "unknown_local_recipient_reject_code",
+            "fallback_transport",
+            "sun_mailtool_compatibility",
+            "deliver_lock_",
+            "stale_lock_time",
+            "default_privs",
+            "allow_min_user",
+            "newaliases_path",
+        ],
+        "sluice has no local delivery: list the domains in relay_domains and route them with transport_maps",
+    ),
+    (
+        &["virtual_", "unknown_virtual_"],
+        "sluice has no virtual alias or mailbox domains: use relay_domains, relay_recipient_maps and transport_maps",
+    ),
+    (
+        &[
+            "canonical_",
+            "sender_canonical_",
+            "recipient_canonical_",
+            "masquerade_",
+            "append_dot_mydomain",
+            "append_at_myorigin",
+            "swap_bangpath",
+            "allow_percent_hack",
+            "remote_header_rewrite_domain",
+            "local_header_rewrite_clients",
+            "propagate_unmatched_extensions",
+            "resolve_",
+            "enable_original_recipient",
+            "empty_address_recipient",
+            "relocated_maps",
+            "show_user_unknown_table_name",
+            "sender_bcc_maps",
+            "recipient_bcc_maps",
+            "always_bcc",
+            "always_add_missing_headers",
+            "undisclosed_recipients_header",
+            "drop_headers",
+        ],
+        "sluice does not rewrite addresses or headers: mail is relayed unchanged",
+    ),
+    (&["syslog_", "maillog_", "postlog_"], "logging goes to stderr or the journal; see sluice_log_format"),
+    (
+        &[
+            "daemon_directory",
+            "data_directory",
+            "command_directory",
+            "html_directory",
+            "manpage_directory",
+            "readme_directory",
+            "sample_directory",
+            "shlib_directory",
+            "meta_directory",
+            "process_id_directory",
+            "mail_owner",
+            "setgid_group",
+            "sendmail_path",
+            "mailq_path",
+            "import_environment",
+            "export_environment",
+            "multi_instance_",
+            "postmulti_",
+            "mail_release_date",
+            "mail_version",
+            "process_name",
+            "process_id",
+            "daemon_",
+            "master_service_disable",
+            "inet_interfaces_",
+        ],
+        "Postfix installation or process layout: not used by sluice",
+    ),
+    (
+        &[
+            "qmgr_",
+            "default_delivery_slot_",
+            "default_minimum_delivery_slots",
+            "default_extra_recipient_limit",
+            "default_recipient_limit",
+            "default_recipient_refill_",
+            "default_destination_concurrency_negative_feedback",
+            "default_destination_concurrency_positive_feedback",
+            "default_transport_rate_delay",
+            "destination_concurrency_feedback_debug",
+            "initial_destination_concurrency_",
+        ],
+        "Postfix queue-manager tuning: sluice's scheduler and per-backend gates use the sluice_* parameters",
+    ),
+    (&["address_verify_", "unverified_"], "address verification probes are not supported"),
+    (&["fast_flush_", "smtpd_etrn_"], "ETRN and fast flush are not supported"),
+    (&["qmqpd_"], "QMQP is not supported"),
+    (&["debug_peer_", "debugger_command"], "Postfix debugging hooks do not apply; use RUST_LOG"),
+    (&["sender_dependent_", "transport_destination_"], "sender-dependent routing is not supported"),
+    (&["smtp_", "lmtp_"], "this LMTP/SMTP client setting is not implemented"),
+    (&["smtpd_"], "this SMTP server setting is not implemented"),
+];
+
+fn reason_for(name: &str) -> &'static str {
+    for (patterns, reason) in REASONS {
+        for pat in *patterns {
+            let hit = if pat.ends_with('_') { name.starts_with(pat) } else { name == *pat };
+            if hit {
+                return reason;
+            }
+        }
+    }
+    "not implemented by sluice"
+}
+
+/// True for a name Postfix knows (supported by sluice or not).
+pub fn is_postfix_name(name: &str) -> bool {
+    POSTFIX_NAMES.contains(name)
+}
+
+/// The reference of every supported parameter in Markdown: what
+/// `conf/README.md` contains (a test keeps the file in step with this).
+pub fn reference_markdown() -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    s.push_str("# sluice configuration reference\n\n");
+    s.push_str(
+        "<!-- Generated from src/config/params.rs by `SLUICE_WRITE_REFERENCE=1 cargo test --test config_reference`. Do not edit. -->\n\n",
+    );
+    s.push_str(
+        "sluice reads Postfix's `main.cf` and `master.cf` syntax from its configuration directory \
+(`/etc/sluice`, or `-c DIR`). A parameter means what it means in Postfix (postconf(5)) unless the \
+description below says otherwise; every default is Postfix's, except where noted. `sluice config` \
+prints the parameters set in main.cf (as `postconf -n`), `sluice config -d` the defaults, \
+`sluice config NAME...` single values (`-x` expands `$name`, `-H` prints values only), and \
+`sluice config check [--strict]` validates everything and exits non-zero on errors (with \
+`--strict`, also on warnings).\n\n",
+    );
+    s.push_str("## Syntax\n\n");
+    s.push_str(
+        "- `main.cf`: `name = value`; lines starting with `#` are comments; a line that starts with \
+white space continues the previous one; a later definition of the same name wins (with a warning). \
+`$name`, `${name}`, `$(name)`, `${name?value}`, `${name:value}`, `${name?{value1}:{value2}}`, \
+`${{text1} == {text2} ? {value1} : {value2}}` (and `!=`, `<`, `<=`, `>`, `>=`, `<level` ...) and `$$` \
+expand as in Postfix. A reference loop is an error. Lists split on commas and/or white space; \
+`{ ... }` groups text containing either.\n\
+- `master.cf`: `service type private unpriv chroot wakeup maxproc command args`. `inet` services \
+whose command is `smtpd` are the SMTP listeners (service `smtp`, `2525`, `127.0.0.1:2525`, \
+`[::1]:2525`); services whose command is `lmtp` or `smtp` are delivery transports (their `maxproc` \
+caps the transport's concurrency). `-o name=value` and `-o { name = value }` override main.cf for \
+that service only. Other services are reported as not used by sluice. The transports `smtp`, \
+`relay` (both SMTP) and `lmtp` exist even when master.cf does not define them; `error` and \
+`discard` are built in.\n\
+- Errors name the file, line and parameter; all are reported at once. An unknown parameter, or a \
+Postfix parameter sluice does not implement, is a warning naming it with the reason (an error \
+under `sluice config check --strict`). A configuration with errors is refused: at start sluice \
+exits, and on `SIGHUP` (`sluice reload`) the running configuration stays in force.\n\n",
+    );
+    s.push_str("## Lookup tables\n\n");
+    s.push_str(
+        "- `texthash:/path` — `key value` lines, read at load.\n\
+- `hash:/path`, `btree:/path`, `lmdb:/path`, `cdb:/path`, `dbm:/path`, `sdbm:/path` — sluice \
+reads the **source text file** `/path` (what `postmap` indexes), not `/path.db`/`.lmdb`/`.cdb`; \
+there is no need to run `postmap`, and a warning is given when the indexed file is older than the \
+text. `proxy:type:/path` is read as `type:/path`.\n\
+- `inline:{ key = value, { key = text with spaces } }` — keys and values in the parameter.\n\
+- `static:value` (or `static:{ text with spaces }`) — the same result for every key.\n\
+- `regexp:/path` (Rust `regex` syntax) and `pcre:/path` (`fancy-regex`: look-around and \
+back-references) — `/pattern/flags result` lines, `!/pattern/ result`, `if /pattern/` ... `endif`, \
+`$1`/`${1}` substitution; matching is case-insensitive unless the `i` flag toggles it; also \
+inline as `regexp:{ {/re/ result}, ... }`.\n\
+- `cidr:/path` — `network/prefix result` lines for IPv4 and IPv6, `if`/`endif`, `!` negation; \
+also inline as `cidr:{ {net/prefix result}, ... }`.\n\n\
+Keys of text tables and `inline:` are case-insensitive. Relative paths resolve against the \
+configuration directory. Tables are read when the configuration loads; `sluice reload` re-reads \
+them. Address lookups follow Postfix: `user+ext@domain`, `user@domain`, then `domain` (with \
+parent domains when `parent_domain_matches_subdomains` lists the feature, else `.domain` keys), \
+then `user+ext@`, `user@` for access tables; `*` last for transport_maps; `@domain` for \
+relay_recipient_maps. Regular-expression and CIDR tables see only the full address.\n\n",
+    );
+    s.push_str("## Routing\n\n");
+    s.push_str(
+        "`transport_maps` results are `transport:nexthop` as in transport(5): an empty transport or \
+next hop keeps what would have been used without the entry; a transport with an empty next hop \
+delivers to the recipient domain. Next hops: `[host]:port` and `inet:host:port` (no MX lookup), \
+`host` or `host:port` (MX lookup for SMTP; LMTP never looks up MX), `unix:/path` (relative paths \
+are under queue_directory). `error:text` bounces, `discard:` drops; named master.cf transports take \
+their protocol from their command. Without a transport_maps entry, `relay_domains` use \
+`relay_transport` and other domains `default_transport`, with `relayhost` as the next hop when the \
+transport names none, else the recipient domain.\n\n",
+    );
+    for group in Group::ALL {
+        let _ = writeln!(s, "## {}\n", group.title());
+        s.push_str("| parameter | default | type | meaning |\n|---|---|---|---|\n");
+        for prm in PARAMS.iter().filter(|prm| prm.group == group) {
+            let default = match prm.default {
+                Default::Text("") => "(empty)".to_owned(),
+                Default::Text(t) => format!("`{}`", t.replace('|', "\\|")),
+                Default::Computed(how) => format!("({how})"),
+            };
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {} |",
+                prm.name,
+                default,
+                prm.kind.describe().replace('|', "\\|"),
+                prm.description.replace('|', "\\|")
+            );
+        }
+        s.push('\n');
+        if group == Group::Delivery {
+            s.push_str(
+                "Per transport, `<transport>_<suffix>` overrides the default for a transport defined in \
+master.cf (or the built-in `smtp`, `relay`, `lmtp`), for these suffixes:\n\n",
+            );
+            for suffix in PER_TRANSPORT {
+                let base = per_transport_base(suffix).map(|b| b.name).unwrap_or("?");
+                let _ = writeln!(s, "- `<transport>_{suffix}` (default `${base}`)");
+            }
+            s.push('\n');
+        }
+    }
+    s.push_str("## Postfix parameters sluice does not implement\n\n");
+    s.push_str("Setting one is a warning with one of these reasons (an error under `check --strict`):\n\n");
+    let mut seen = Vec::new();
+    for (patterns, reason) in REASONS {
+        if seen.contains(reason) {
+            continue;
+        }
+        seen.push(*reason);
+        let names: Vec<String> = patterns
+            .iter()
+            .map(|p| if p.ends_with('_') { format!("`{p}*`") } else { format!("`{p}`") })
+            .collect();
+        let _ = writeln!(s, "- {}: {}", names.join(", "), reason);
+    }
+    s.push_str("- any other Postfix parameter: not implemented by sluice\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_not_in_the_unsupported_list() {
+        let mut seen = HashSet::new();
+        for prm in PARAMS {
+            assert!(seen.insert(prm.name), "duplicate {}", prm.name);
+            assert!(unsupported_reason(prm.name).is_none());
+        }
+    }
+
+    #[test]
+    fn every_per_transport_suffix_has_a_base() {
+        for s in PER_TRANSPORT {
+            assert!(per_transport_base(s).is_some(), "{s}");
+        }
+        assert_eq!(
+            per_transport_base("destination_concurrency_limit").unwrap().name,
+            "default_destination_concurrency_limit"
+        );
+        assert_eq!(
+            per_transport_base("initial_destination_concurrency").unwrap().name,
+            "initial_destination_concurrency"
+        );
+        assert_eq!(per_transport_base("sluice_rate_limit").unwrap().name, "sluice_rate_limit");
+    }
+
+    #[test]
+    fn postfix_defaults_where_the_brief_names_them() {
+        let d = |n: &str| match find(n).unwrap().default {
+            Default::Text(t) => t,
+            Default::Computed(_) => "computed",
+        };
+        assert_eq!(d("message_size_limit"), "10240000");
+        assert_eq!(d("smtpd_recipient_limit"), "1000");
+        assert_eq!(d("maximal_queue_lifetime"), "5d");
+        assert_eq!(d("minimal_backoff_time"), "300s");
+        assert_eq!(d("maximal_backoff_time"), "4000s");
+        assert_eq!(d("default_destination_recipient_limit"), "50");
+        assert_eq!(d("smtpd_forbid_bare_newline"), "normalize");
+        assert_eq!(d("relay_domains"), "");
+        assert_eq!(d("mynetworks_style"), "host");
+    }
+
+    #[test]
+    fn unsupported_names_get_specific_reasons() {
+        assert!(unsupported_reason("mydestination").unwrap().contains("no local delivery"));
+        assert!(unsupported_reason("smtpd_sasl_auth_enable").unwrap().contains("SASL"));
+        assert!(unsupported_reason("postscreen_dnsbl_sites").unwrap().contains("postscreen"));
+        assert!(unsupported_reason("smtp_tls_security_level").unwrap().contains("TLS to the mailbox"));
+        assert!(unsupported_reason("biff").is_some());
+        assert!(unsupported_reason("message_size_limit").is_none());
+        assert!(unsupported_reason("messgae_size_limit").is_none());
+    }
+
+    #[test]
+    fn per_transport_names_split_on_the_longest_transport() {
+        let t = ["relay", "relay_x", "mbx"];
+        assert_eq!(
+            split_per_transport("relay_x_destination_rate_delay", &t),
+            Some(("relay_x", "destination_rate_delay"))
+        );
+        assert_eq!(split_per_transport("mbx_sluice_rate_limit", &t), Some(("mbx", "sluice_rate_limit")));
+        assert_eq!(split_per_transport("other_sluice_rate_limit", &t), None);
+    }
+}

@@ -1,0 +1,324 @@
+//! SMTP restriction lists (`smtpd_relay_restrictions`,
+//! `smtpd_recipient_restrictions`, ...): parsed and checked at load into
+//! [`Restriction`]s the SMTP server evaluates, and the access(5) results
+//! of `check_*_access` tables as [`Access`].
+//!
+//! Owns the syntax only; what a restriction does at RCPT time is
+//! `src/smtp/`'s job. A misspelt restriction is an error (Postfix would
+//! answer 451 to every client at run time); a Postfix restriction sluice
+//! does not implement is a warning and is left out of the list.
+
+use super::Maps;
+use super::error::Diagnostic;
+use super::tables::{self, Origin, TableCache};
+use super::values::{split_list, unbrace};
+use std::path::Path;
+use std::sync::Arc;
+
+/// One restriction of a restriction list, in Postfix's words.
+#[derive(Debug, Clone)]
+pub enum Restriction {
+    /// `permit`: stop, accept.
+    Permit,
+    /// `reject`: stop, refuse (5xx).
+    Reject,
+    /// `defer`: stop, refuse temporarily (4xx).
+    Defer,
+    /// `defer_if_permit`: if a later restriction permits, defer instead.
+    DeferIfPermit,
+    /// `defer_if_reject`: if a later restriction rejects, defer instead.
+    DeferIfReject,
+    /// `permit_mynetworks`: permit when the client is in mynetworks.
+    PermitMynetworks,
+    /// `permit_sasl_authenticated`: sluice has no SASL; never matches.
+    PermitSaslAuthenticated,
+    /// `reject_unauth_destination`: reject unless the recipient domain is in
+    /// relay_domains (`relay_domains_reject_code`).
+    RejectUnauthDestination,
+    /// `defer_unauth_destination`: as above with a 4xx.
+    DeferUnauthDestination,
+    /// `permit_auth_destination`: permit when the recipient domain is in relay_domains.
+    PermitAuthDestination,
+    /// `reject_unlisted_recipient`: reject a relay_domains recipient that
+    /// relay_recipient_maps does not list.
+    RejectUnlistedRecipient,
+    /// `reject_non_fqdn_recipient`.
+    RejectNonFqdnRecipient,
+    /// `reject_non_fqdn_sender`.
+    RejectNonFqdnSender,
+    /// `reject_unauth_pipelining`: reject a client that sends commands ahead
+    /// of time where PIPELINING does not allow it.
+    RejectUnauthPipelining,
+    /// `check_client_access type:table`: client IP address (then its
+    /// networks for cidr tables).
+    CheckClientAccess(Maps),
+    /// `check_helo_access type:table`: the HELO/EHLO name (domain keys).
+    CheckHeloAccess(Maps),
+    /// `check_sender_access type:table`: MAIL FROM address (address keys).
+    CheckSenderAccess(Maps),
+    /// `check_recipient_access type:table`: RCPT TO address (address keys).
+    CheckRecipientAccess(Maps),
+}
+
+type Make = fn() -> Restriction;
+
+/// Restrictions sluice understands, without argument.
+const SIMPLE: &[(&str, Make)] = &[
+    ("permit", || Restriction::Permit),
+    ("reject", || Restriction::Reject),
+    ("defer", || Restriction::Defer),
+    ("defer_if_permit", || Restriction::DeferIfPermit),
+    ("defer_if_reject", || Restriction::DeferIfReject),
+    ("permit_mynetworks", || Restriction::PermitMynetworks),
+    ("permit_sasl_authenticated", || Restriction::PermitSaslAuthenticated),
+    ("reject_unauth_destination", || Restriction::RejectUnauthDestination),
+    ("defer_unauth_destination", || Restriction::DeferUnauthDestination),
+    ("permit_auth_destination", || Restriction::PermitAuthDestination),
+    ("reject_unlisted_recipient", || Restriction::RejectUnlistedRecipient),
+    ("reject_non_fqdn_recipient", || Restriction::RejectNonFqdnRecipient),
+    ("reject_non_fqdn_sender", || Restriction::RejectNonFqdnSender),
+    ("reject_unauth_pipelining", || Restriction::RejectUnauthPipelining),
+];
+
+/// Postfix restrictions sluice does not implement that take no argument.
+const UNSUPPORTED_SIMPLE: &[&str] = &[
+    "reject_unknown_client_hostname",
+    "reject_unknown_reverse_client_hostname",
+    "reject_unknown_client",
+    "reject_unknown_helo_hostname",
+    "reject_unknown_hostname",
+    "reject_invalid_helo_hostname",
+    "reject_invalid_hostname",
+    "reject_non_fqdn_helo_hostname",
+    "reject_non_fqdn_hostname",
+    "reject_unknown_sender_domain",
+    "reject_unknown_recipient_domain",
+    "reject_unverified_sender",
+    "reject_unverified_recipient",
+    "reject_unlisted_sender",
+    "reject_sender_login_mismatch",
+    "reject_authenticated_sender_login_mismatch",
+    "reject_known_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch",
+    "reject_multi_recipient_bounce",
+    "reject_plaintext_session",
+    "reject_unknown_address",
+    "permit_tls_clientcerts",
+    "permit_tls_all_clientcerts",
+    "permit_mx_backup",
+    "permit_inet_interfaces",
+    "permit_naked_ip_address",
+    "permit_auth_destination_unless_relay_recipient",
+    "warn_if_reject",
+];
+
+/// Postfix restrictions sluice does not implement that take one argument.
+const UNSUPPORTED_WITH_ARG: &[&str] = &[
+    "reject_rbl_client",
+    "reject_rhsbl_client",
+    "reject_rhsbl_sender",
+    "reject_rhsbl_recipient",
+    "reject_rhsbl_helo",
+    "reject_rhsbl_reverse_client",
+    "reject_maps_rbl",
+    "permit_dnswl_client",
+    "permit_rhswl_client",
+    "check_policy_service",
+    "check_client_a_access",
+    "check_client_mx_access",
+    "check_client_ns_access",
+    "check_reverse_client_hostname_access",
+    "check_reverse_client_hostname_a_access",
+    "check_reverse_client_hostname_mx_access",
+    "check_reverse_client_hostname_ns_access",
+    "check_helo_a_access",
+    "check_helo_mx_access",
+    "check_helo_ns_access",
+    "check_sender_a_access",
+    "check_sender_mx_access",
+    "check_sender_ns_access",
+    "check_recipient_a_access",
+    "check_recipient_mx_access",
+    "check_recipient_ns_access",
+    "check_ccert_access",
+    "check_sasl_access",
+    "check_etrn_access",
+    "sleep",
+];
+
+/// Parses a restriction list, opening the tables of `check_*_access`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn parse(
+    value: &str,
+    origin: &Origin<'_>,
+    dir: &Path,
+    cache: &mut TableCache,
+    errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Vec<Restriction> {
+    let items = match split_list(value) {
+        Ok(i) => i,
+        Err(e) => {
+            errors.push(origin.error(e));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    let mut it = items.iter().map(|s| unbrace(s).to_owned());
+    while let Some(word) = it.next() {
+        // Braces group a restriction with its argument: `{ check_client_access hash:x }`.
+        let mut parts = split_list(&word).unwrap_or_default().into_iter();
+        let name = parts.next().unwrap_or_default();
+        let inline_arg = parts.next();
+        let name_lc = name.to_ascii_lowercase();
+        if let Some((_, make)) = SIMPLE.iter().find(|(n, _)| *n == name_lc) {
+            out.push(make());
+            continue;
+        }
+        let access = match name_lc.as_str() {
+            "check_client_access" => Some(Restriction::CheckClientAccess as fn(Maps) -> Restriction),
+            "check_helo_access" => Some(Restriction::CheckHeloAccess as fn(Maps) -> Restriction),
+            "check_sender_access" => Some(Restriction::CheckSenderAccess as fn(Maps) -> Restriction),
+            "check_recipient_access" => Some(Restriction::CheckRecipientAccess as fn(Maps) -> Restriction),
+            _ => None,
+        };
+        if let Some(make) = access {
+            let Some(spec) = inline_arg.or_else(|| it.next()) else {
+                errors.push(origin.error(format!("{name} needs a table argument (type:name)")));
+                continue;
+            };
+            if let Some(t) = tables::open(&spec, dir, origin, cache, errors, warnings) {
+                out.push(make(Maps { tables: vec![t as Arc<dyn super::Table>] }));
+            }
+            continue;
+        }
+        if UNSUPPORTED_SIMPLE.contains(&name_lc.as_str()) {
+            warnings.push(
+                origin.error(format!("restriction {name} is not implemented by sluice and is skipped")),
+            );
+            continue;
+        }
+        if UNSUPPORTED_WITH_ARG.contains(&name_lc.as_str()) {
+            let arg = inline_arg.or_else(|| it.next()).unwrap_or_default();
+            warnings.push(
+                origin.error(format!("restriction {name} {arg} is not implemented by sluice and is skipped")),
+            );
+            continue;
+        }
+        errors.push(origin.error(format!("unknown restriction \"{name}\"")));
+    }
+    out
+}
+
+/// What an access(5) table's result says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// `OK`, or an all-numeric result: accept (stop evaluating this list).
+    Ok,
+    /// `DUNNO`: as if not found, go on with the next restriction.
+    Dunno,
+    /// `REJECT [text]`: access_map_reject_code with the text.
+    Reject(Option<String>),
+    /// `DEFER [text]`: access_map_defer_code with the text.
+    Defer(Option<String>),
+    /// `4NN text` / `5NN text`: this reply code and text.
+    Reply {
+        code: u16,
+        text: String,
+    },
+    /// `DEFER_IF_PERMIT [text]`, `DEFER_IF_REJECT [text]`.
+    DeferIfPermit(Option<String>),
+    DeferIfReject(Option<String>),
+    /// A result sluice does not act on (`HOLD`, `FILTER`, `REDIRECT`,
+    /// `PREPEND`, `WARN`, restriction names, ...): ignored like `DUNNO`;
+    /// the SMTP server should log it.
+    Unsupported(String),
+}
+
+impl Access {
+    /// Parses an access table result.
+    pub fn parse(result: &str) -> Access {
+        let r = result.trim();
+        let (word, rest) = match r.find(char::is_whitespace) {
+            Some(i) => (&r[..i], Some(r[i..].trim()).filter(|t| !t.is_empty()).map(str::to_owned)),
+            None => (r, None),
+        };
+        if !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) {
+            if word.len() == 3
+                && (word.starts_with('4') || word.starts_with('5'))
+                && let Ok(code) = word.parse()
+            {
+                return Access::Reply { code, text: rest.unwrap_or_default() };
+            }
+            return Access::Ok;
+        }
+        match word.to_ascii_uppercase().as_str() {
+            "OK" => Access::Ok,
+            "DUNNO" => Access::Dunno,
+            "REJECT" => Access::Reject(rest),
+            "DEFER" => Access::Defer(rest),
+            "DEFER_IF_PERMIT" => Access::DeferIfPermit(rest),
+            "DEFER_IF_REJECT" => Access::DeferIfReject(rest),
+            "PERMIT" => Access::Ok,
+            _ => Access::Unsupported(r.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(value: &str) -> (Vec<Restriction>, Vec<String>, Vec<String>) {
+        let mut cache = TableCache::default();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let origin =
+            Origin { file: Path::new("main.cf"), line: Some(7), param: "smtpd_recipient_restrictions" };
+        let r = parse(value, &origin, Path::new("/nonexistent"), &mut cache, &mut errors, &mut warnings);
+        (r, errors.iter().map(|d| d.to_string()).collect(), warnings.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn a_typical_list_parses_with_table_arguments() {
+        let (r, e, w) = run(
+            "permit_mynetworks, check_recipient_access inline:{ abuse@example.com=OK }, reject_unauth_destination, reject_unlisted_recipient",
+        );
+        assert!(e.is_empty() && w.is_empty(), "{e:?} {w:?}");
+        assert_eq!(r.len(), 4);
+        assert!(matches!(r[1], Restriction::CheckRecipientAccess(_)));
+        let (r, e, _) = run("{ check_client_access cidr:{ {192.0.2.0/24 REJECT} } }, permit");
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn misspelt_is_an_error_unsupported_is_a_warning_and_skipped() {
+        let (r, e, w) =
+            run("permit_mynetwork, reject_rbl_client zen.spamhaus.org, reject_unauth_destination");
+        assert_eq!(
+            e,
+            vec!["main.cf:7: smtpd_recipient_restrictions: unknown restriction \"permit_mynetwork\""]
+        );
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("reject_rbl_client zen.spamhaus.org"));
+        assert_eq!(r.len(), 1);
+        let (_, e, _) = run("check_recipient_access");
+        assert!(e[0].contains("needs a table"));
+    }
+
+    #[test]
+    fn access_results() {
+        assert_eq!(Access::parse("OK"), Access::Ok);
+        assert_eq!(Access::parse("ok"), Access::Ok);
+        assert_eq!(Access::parse("12345"), Access::Ok);
+        assert_eq!(Access::parse("REJECT"), Access::Reject(None));
+        assert_eq!(Access::parse("REJECT  no thanks "), Access::Reject(Some("no thanks".into())));
+        assert_eq!(
+            Access::parse("450 4.7.1 try later"),
+            Access::Reply { code: 450, text: "4.7.1 try later".into() }
+        );
+        assert_eq!(Access::parse("DUNNO"), Access::Dunno);
+        assert_eq!(Access::parse("HOLD"), Access::Unsupported("HOLD".into()));
+    }
+}

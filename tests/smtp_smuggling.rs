@@ -158,7 +158,7 @@ async fn reject_refuses_commands_with_bare_line_ends() {
 async fn excluded_clients_get_no_but_still_cannot_smuggle() {
     let settings = Settings {
         bare_newline: BareNewline::Reject,
-        bare_newline_exclusions: vec!["127.0.0.0/8".parse().expect("literal")],
+        bare_newline_exclusions: vec!["127.0.0.0/8".parse().expect("literal")].into(),
         ..relay_settings()
     };
     let server = Server::start(settings).await;

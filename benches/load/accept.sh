@@ -4,10 +4,11 @@
 # per connection, as smtp-source does by default) to each server in turn,
 # on loopback, and the script prints messages/s for each and the ratio.
 #
-# Both servers are configured as the same MX relay: relay_domains =
+# Both servers read the same relay lines in their main.cf: relay_domains =
 # relay.test, loopback not in mynetworks, smtpd_relay_restrictions =
 # permit_mynetworks, reject_unauth_destination, no per-client limits, 100
-# concurrent sessions, and both make each message durable before `250`
+# concurrent sessions; both log every line to a file and make each message
+# durable before `250`
 # (sluice: synced RocksDB batch; Postfix: fsync of the queue file). Postfix
 # runs as a private instance (its own config dir, queue dir and high port,
 # `postfix -c DIR start`, stopped at the end) without qmgr, so neither side
@@ -37,6 +38,7 @@ chmod 755 "$WORK" # Postfix's unprivileged processes must reach their dirs
 SLUICE_PID=
 PF_ETC=
 DRAIN_PID=
+QUEUED=
 
 cleanup() {
     if [ -n "$SLUICE_PID" ] && kill -0 "$SLUICE_PID" 2>/dev/null; then
@@ -82,22 +84,46 @@ load() {
     echo "$end - $start" | bc -l
 }
 
+# The relay both servers are: the same main.cf lines, read by each.
+relay_main_cf() {
+    cat <<EOF
+myhostname = mx.bench.test
+mydomain = bench.test
+relay_domains = $DOMAIN
+mynetworks = 192.0.2.0/24
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+default_process_limit = 100
+message_size_limit = 10240000
+EOF
+}
+
 echo "building the sluice accept server (release)..." >&2
 cargo build --release --quiet --example accept_server ${SLUICE_CARGO_FEATURES:-}
 SLUICE_BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/examples/accept_server
 
 start_sluice() {
     local dir=$1 port=$2
-    "$SLUICE_BIN" "127.0.0.1:$port" "$dir" "$DOMAIN" "$dir.log" >"$WORK/sluice.out" 2>"$WORK/sluice.err" &
+    mkdir -p "$dir/etc"
+    {
+        relay_main_cf
+        echo "queue_directory = $dir/queue"
+        echo "maillog_file = $dir/maillog"
+    } >"$dir/etc/main.cf"
+    echo "127.0.0.1:$port inet n - n - - smtpd" >"$dir/etc/master.cf"
+    "$SLUICE_BIN" "$dir/etc" >"$WORK/sluice.out" 2>"$WORK/sluice.err" &
     SLUICE_PID=$!
     wait_port "$port"
 }
 
+# Stops sluice and sets QUEUED to the messages its queue holds. (Not run
+# in a command substitution: `wait` needs the server to be our child.)
 stop_sluice() {
     kill -TERM "$SLUICE_PID"
     wait "$SLUICE_PID"
     SLUICE_PID=
-    sed -n 's/.*queue holds \([0-9]*\) messages.*/\1/p' "$WORK/sluice.out"
+    QUEUED=$(sed -n 's/.*queue holds \([0-9]*\) messages.*/\1/p' "$WORK/sluice.out")
 }
 
 start_postfix() {
@@ -105,7 +131,9 @@ start_postfix() {
     mkdir -p "$dir/etc" "$dir/spool" "$dir/data"
     chmod 755 "$dir"
     chown postfix "$dir/data"
-    cat >"$dir/etc/main.cf" <<EOF
+    {
+        relay_main_cf
+        cat <<EOF
 compatibility_level = 3.6
 queue_directory = $dir/spool
 data_directory = $dir/data
@@ -113,16 +141,8 @@ mail_owner = postfix
 setgid_group = postdrop
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
-myhostname = mx.bench.test
-mydomain = bench.test
 mydestination =
-relay_domains = $DOMAIN
-mynetworks = 192.0.2.0/24
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_peername_lookup = no
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-default_process_limit = 100
 in_flow_delay = 0
 alias_maps =
 alias_database =
@@ -130,6 +150,7 @@ local_recipient_maps =
 maillog_file = $dir/maillog
 maillog_file_prefixes = $dir
 EOF
+    } >"$dir/etc/main.cf"
     cat >"$dir/etc/master.cf" <<EOF
 127.0.0.1:$port inet n - n - - smtpd
 cleanup   unix n - n - 0 cleanup
@@ -155,6 +176,7 @@ EOF
     wait_port "$port"
 }
 
+# Stops Postfix and sets QUEUED to the queue files in incoming/.
 stop_postfix() {
     local dir=$1
     script -qc "postfix -c $PF_ETC stop" /dev/null >/dev/null
@@ -162,7 +184,7 @@ stop_postfix() {
     wait "$DRAIN_PID" 2>/dev/null || true
     DRAIN_PID=
     PF_ETC=
-    find "$dir/spool/incoming" -type f | wc -l
+    QUEUED=$(find "$dir/spool/incoming" -type f | wc -l)
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -173,19 +195,19 @@ for round in $(seq 1 "$ROUNDS"); do
     port=$(free_port)
     start_sluice "$WORK/sluice-$round" "$port"
     t=$(load "$port")
-    n=$(stop_sluice)
-    [ "$n" = "$MSGS" ] || { echo "sluice queued $n of $MSGS messages" >&2; exit 1; }
+    stop_sluice
+    [ "$QUEUED" = "$MSGS" ] || { echo "sluice queued $QUEUED of $MSGS messages" >&2; exit 1; }
     echo "$t" >>"$WORK/sluice.times"
     printf 'round %d  sluice  %6.2fs  %8.0f msg/s\n' "$round" "$t" "$(echo "$MSGS / $t" | bc -l)" >&2
 
     port=$(free_port)
     start_postfix "$WORK/postfix-$round" "$port"
     t=$(load "$port")
-    n=$(stop_postfix "$WORK/postfix-$round")
-    [ "$n" = "$MSGS" ] || { echo "postfix queued $n of $MSGS messages" >&2; exit 1; }
+    stop_postfix "$WORK/postfix-$round"
+    [ "$QUEUED" = "$MSGS" ] || { echo "postfix queued $QUEUED of $MSGS messages" >&2; exit 1; }
     echo "$t" >>"$WORK/postfix.times"
     printf 'round %d  postfix %6.2fs  %8.0f msg/s\n' "$round" "$t" "$(echo "$MSGS / $t" | bc -l)" >&2
-    rm -rf "$WORK/sluice-$round" "$WORK/sluice-$round.log" "$WORK/postfix-$round"
+    rm -rf "$WORK/sluice-$round" "$WORK/postfix-$round"
 done
 
 ts=$(median <"$WORK/sluice.times")

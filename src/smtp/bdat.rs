@@ -26,8 +26,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Transaction::Mail(m) => {
                 let so_far = m.body.as_ref().map_or(0, |b| b.size);
-                (limit > 0 && so_far.saturating_add(size) > limit)
-                    .then(|| Reply::new(552, Status(5, 3, 4), "Error: message file too big"))
+                if limit > 0 && so_far.saturating_add(size) > limit {
+                    Some(Reply::new(552, Status(5, 3, 4), "Error: message file too big"))
+                } else if m.body.is_none() {
+                    self.data_refusal()
+                } else {
+                    None
+                }
             }
         };
         self.xfer_started = clock::instant();

@@ -1,12 +1,14 @@
 //! Relay control and recipient validation: Postfix's
-//! `smtpd_client_restrictions`, `smtpd_relay_restrictions` and
-//! `smtpd_recipient_restrictions`, evaluated at `RCPT` time (as Postfix does
-//! with `smtpd_delay_reject = yes`), then the implicit
+//! `smtpd_client_restrictions`, `smtpd_helo_restrictions`,
+//! `smtpd_sender_restrictions`, `smtpd_relay_restrictions` and
+//! `smtpd_recipient_restrictions`, all evaluated at `RCPT` time (as Postfix
+//! does with `smtpd_delay_reject = yes`), then the implicit
 //! `smtpd_reject_unlisted_recipient` check.
 //!
-//! Pure: a decision is a function of the restriction lists, the client, the
-//! recipient and the lookup tables. It never touches the network, the queue
-//! or the clock, and never writes logs (the session logs the reply).
+//! Pure: a decision is a function of the restriction lists, the request
+//! (client, HELO name, sender, recipient) and the lookup tables. It never
+//! touches the network, the queue or the clock, and logs only a table
+//! result it cannot act on (the session logs the reply).
 //!
 //! The reply texts are Postfix's, word for word, so log parsers and the
 //! humans who read bounces recognise them.
@@ -22,7 +24,7 @@ use crate::config::TableError;
 use crate::reply::{Reply, Status};
 
 /// One element of a restriction list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Restriction {
     /// `permit`: ends the list, accepting.
     Permit,
@@ -30,11 +32,18 @@ pub enum Restriction {
     Reject,
     /// `defer`: `450 4.7.1 ... Try again later`.
     Defer,
+    /// `defer_if_permit`: should a later restriction (or the end of the
+    /// lists) permit, defer instead.
+    DeferIfPermit,
+    /// `defer_if_reject`: should a later restriction reject, defer instead.
+    DeferIfReject,
     /// `permit_mynetworks`: accept clients in `mynetworks`.
     PermitMynetworks,
     /// `permit_sasl_authenticated`: sluice has no AUTH, so this never
     /// matches; accepted so Postfix's default list parses.
     PermitSaslAuthenticated,
+    /// `permit_auth_destination`: accept a recipient in `relay_domains`.
+    PermitAuthDestination,
     /// `reject_unauth_destination`: `554 5.7.1 <addr>: Relay access denied`
     /// unless the recipient domain is one of `relay_domains`.
     RejectUnauthDestination,
@@ -43,10 +52,22 @@ pub enum Restriction {
     /// `reject_unlisted_recipient`: `550 5.1.1` for a relay-domain address
     /// not in `relay_recipient_maps` (when that is set).
     RejectUnlistedRecipient,
-    /// `check_recipient_access type:name`.
-    CheckRecipientAccess(String),
-    /// `check_client_access type:name`.
-    CheckClientAccess(String),
+    /// `reject_non_fqdn_recipient`: `504 5.5.2` without a dotted domain.
+    RejectNonFqdnRecipient,
+    /// `reject_non_fqdn_sender`: `504 5.5.2` without a dotted domain (the
+    /// null sender passes).
+    RejectNonFqdnSender,
+    /// `reject_unauth_pipelining`: the session itself enforces pipelining
+    /// (`smtpd_forbid_unauth_pipelining`), so this never matches at RCPT.
+    RejectUnauthPipelining,
+    /// `check_client_access type:name`: the client address and networks.
+    CheckClientAccess(Arc<dyn AccessTable>),
+    /// `check_helo_access type:name`: the HELO/EHLO name and parents.
+    CheckHeloAccess(Arc<dyn AccessTable>),
+    /// `check_sender_access type:name`: the MAIL FROM address.
+    CheckSenderAccess(Arc<dyn AccessTable>),
+    /// `check_recipient_access type:name`: the RCPT TO address.
+    CheckRecipientAccess(Arc<dyn AccessTable>),
 }
 
 impl Restriction {
@@ -70,8 +91,8 @@ pub enum PolicyError {
     /// A name sluice does not implement.
     #[error("{param}: unsupported restriction \"{name}\"")]
     Unknown { param: String, name: String },
-    /// `check_*_access` without its table.
-    #[error("{param}: \"{name}\" needs a table argument")]
+    /// `check_*_access` without its table, or a table that is not known.
+    #[error("{param}: \"{name}\" needs a known table argument")]
     MissingTable { param: String, name: String },
     /// Neither relay nor recipient restrictions can stop an open relay.
     #[error(
@@ -81,9 +102,15 @@ pub enum PolicyError {
     OpenRelay,
 }
 
-/// Parses a restriction list (the words of the parameter value, as
-/// `Config::list` splits them). `param` names the parameter in errors.
-pub fn parse_restrictions(param: &str, words: &[String]) -> Result<Vec<Restriction>, PolicyError> {
+/// Parses a restriction list written as text (the words of the parameter
+/// value); `table` opens the table a `check_*_access` names. The loaded
+/// configuration hands over lists it already parsed; this is for tools and
+/// tests that build settings by hand.
+pub fn parse_restrictions(
+    param: &str,
+    words: &[String],
+    table: &dyn Fn(&str) -> Option<Arc<dyn AccessTable>>,
+) -> Result<Vec<Restriction>, PolicyError> {
     let mut out = Vec::with_capacity(words.len());
     let mut it = words.iter();
     while let Some(w) = it.next() {
@@ -92,19 +119,30 @@ pub fn parse_restrictions(param: &str, words: &[String]) -> Result<Vec<Restricti
             "permit" => Restriction::Permit,
             "reject" => Restriction::Reject,
             "defer" => Restriction::Defer,
+            "defer_if_permit" => Restriction::DeferIfPermit,
+            "defer_if_reject" => Restriction::DeferIfReject,
             "permit_mynetworks" => Restriction::PermitMynetworks,
             "permit_sasl_authenticated" => Restriction::PermitSaslAuthenticated,
+            "permit_auth_destination" => Restriction::PermitAuthDestination,
             "reject_unauth_destination" => Restriction::RejectUnauthDestination,
             "defer_unauth_destination" => Restriction::DeferUnauthDestination,
             "reject_unlisted_recipient" => Restriction::RejectUnlistedRecipient,
-            "check_recipient_access" | "check_client_access" => {
-                let table = it.next().filter(|t| t.contains(':')).ok_or_else(|| {
-                    PolicyError::MissingTable { param: param.to_owned(), name: name.clone() }
+            "reject_non_fqdn_recipient" => Restriction::RejectNonFqdnRecipient,
+            "reject_non_fqdn_sender" => Restriction::RejectNonFqdnSender,
+            "reject_unauth_pipelining" => Restriction::RejectUnauthPipelining,
+            "check_recipient_access"
+            | "check_client_access"
+            | "check_sender_access"
+            | "check_helo_access" => {
+                let t = it.next().and_then(|t| table(t)).ok_or_else(|| PolicyError::MissingTable {
+                    param: param.to_owned(),
+                    name: name.clone(),
                 })?;
-                if name == "check_recipient_access" {
-                    Restriction::CheckRecipientAccess(table.clone())
-                } else {
-                    Restriction::CheckClientAccess(table.clone())
+                match name.as_str() {
+                    "check_recipient_access" => Restriction::CheckRecipientAccess(t),
+                    "check_client_access" => Restriction::CheckClientAccess(t),
+                    "check_sender_access" => Restriction::CheckSenderAccess(t),
+                    _ => Restriction::CheckHeloAccess(t),
                 }
             }
             _ => return Err(PolicyError::Unknown { param: param.to_owned(), name: w.clone() }),
@@ -114,8 +152,21 @@ pub fn parse_restrictions(param: &str, words: &[String]) -> Result<Vec<Restricti
     Ok(out)
 }
 
-/// The tables a decision consults. Implemented over the loaded
-/// configuration in `settings.rs`, and by [`StaticLookups`] over plain data.
+/// An access(5) table as restrictions consult it. The key order is the
+/// table's business (Postfix's, for the configuration's tables).
+pub trait AccessTable: Send + Sync + fmt::Debug {
+    /// `type:name` as configured, for logs.
+    fn name(&self) -> &str;
+    /// An email address: `user@domain`, `domain`, parent domains, `user@`.
+    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError>;
+    /// A client address, then its networks.
+    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError>;
+    /// A host name (HELO), then its parent domains.
+    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError>;
+}
+
+/// The tables a decision consults besides access tables. Implemented over
+/// the loaded configuration in `settings.rs`, and by [`StaticLookups`].
 pub trait Lookups: Send + Sync + fmt::Debug {
     /// `relay_domains` membership (subdomains as
     /// `parent_domain_matches_subdomains` says).
@@ -123,17 +174,11 @@ pub trait Lookups: Send + Sync + fmt::Debug {
     /// `relay_recipient_maps`: `None` when the parameter is empty (every
     /// address in a relay domain is valid), else whether `address` is listed.
     fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError>;
-    /// The access table named `table` looked up for an email address, with
-    /// Postfix's key order (`user@domain`, `domain`, parent domains, `user@`).
-    fn access_address(&self, table: &str, address: &str) -> Result<Option<String>, TableError>;
-    /// The access table named `table` looked up for each key in order
-    /// (client address, then its networks); the first hit wins.
-    fn access_keys(&self, table: &str, keys: &[String]) -> Result<Option<String>, TableError>;
 }
 
-/// Lookups over in-memory data: what tests and tools without a config
-/// directory use. Keys are compared case-insensitively, as Postfix's
-/// indexed tables do.
+/// Lookups over in-memory data, for tools and tests without a
+/// configuration directory. Keys are compared case-insensitively, as
+/// Postfix's indexed tables do.
 #[derive(Debug, Clone, Default)]
 pub struct StaticLookups {
     /// Relay domains; each also matches its subdomains.
@@ -141,16 +186,6 @@ pub struct StaticLookups {
     /// `relay_recipient_maps` keys (`user@domain` or `@domain`); `None`
     /// when the parameter is empty.
     pub relay_recipients: Option<HashSet<String>>,
-    /// Access tables by the name restrictions give them (`hash:/x`).
-    pub access: HashMap<String, HashMap<String, String>>,
-}
-
-impl StaticLookups {
-    fn table(&self, table: &str) -> Result<&HashMap<String, String>, TableError> {
-        self.access
-            .get(table)
-            .ok_or_else(|| TableError { table: table.to_owned(), message: "no such table".to_owned() })
-    }
 }
 
 impl Lookups for StaticLookups {
@@ -168,15 +203,56 @@ impl Lookups for StaticLookups {
         let at_domain = a.rfind('@').map(|i| a[i..].to_owned());
         Ok(Some(set.contains(&a) || at_domain.is_some_and(|d| set.contains(&d))))
     }
+}
 
-    fn access_address(&self, table: &str, address: &str) -> Result<Option<String>, TableError> {
-        let t = self.table(table)?;
-        Ok(address_keys(address).into_iter().find_map(|k| t.get(&k).cloned()))
+/// An access table over in-memory data, with Postfix's key orders.
+#[derive(Debug, Clone, Default)]
+pub struct StaticTable {
+    pub name: String,
+    /// Lower-case keys to results.
+    pub entries: HashMap<String, String>,
+}
+
+impl StaticTable {
+    /// A shareable table named `name` holding `entries` (keys are lower-cased).
+    pub fn shared<'a>(
+        name: &str,
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Arc<dyn AccessTable> {
+        Arc::new(StaticTable {
+            name: name.to_owned(),
+            entries: entries.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect(),
+        })
     }
 
-    fn access_keys(&self, table: &str, keys: &[String]) -> Result<Option<String>, TableError> {
-        let t = self.table(table)?;
-        Ok(keys.iter().find_map(|k| t.get(&k.to_ascii_lowercase()).cloned()))
+    fn first(&self, keys: Vec<String>) -> Option<String> {
+        keys.into_iter().find_map(|k| self.entries.get(&k).cloned())
+    }
+}
+
+impl AccessTable for StaticTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError> {
+        Ok(self.first(address_keys(address)))
+    }
+
+    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
+        Ok(self.first(client_keys(addr)))
+    }
+
+    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut keys = vec![d.clone()];
+        let mut rest = d.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            keys.push(format!(".{parent}"));
+            keys.push(parent.to_owned());
+            rest = parent;
+        }
+        Ok(self.first(keys))
     }
 }
 
@@ -218,17 +294,73 @@ pub fn client_keys(addr: IpAddr) -> Vec<String> {
     keys
 }
 
+/// A client address list in `mynetworks` syntax.
+#[derive(Clone)]
+pub enum Networks {
+    /// Literal networks.
+    List(Vec<IpNet>),
+    /// A network-list parameter of a loaded configuration, with its tables,
+    /// negations and pattern files (`mynetworks`,
+    /// `smtpd_forbid_bare_newline_exclusions`, ...).
+    Param { config: Arc<crate::config::Config>, name: &'static str },
+}
+
+impl Networks {
+    /// True when `addr` is in the list (an IPv4-mapped IPv6 address
+    /// matches as its IPv4 form).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match self {
+            Networks::List(nets) => {
+                let v4 = match addr {
+                    IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4),
+                    IpAddr::V4(_) => None,
+                };
+                nets.iter().any(|n| n.contains(&addr) || v4.is_some_and(|a| n.contains(&a)))
+            }
+            Networks::Param { config, name } => config.matches_client(name, addr),
+        }
+    }
+}
+
+impl From<Vec<IpNet>> for Networks {
+    fn from(nets: Vec<IpNet>) -> Networks {
+        Networks::List(nets)
+    }
+}
+
+impl Default for Networks {
+    fn default() -> Networks {
+        Networks::List(Vec::new())
+    }
+}
+
+impl fmt::Debug for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Networks::List(n) => f.debug_tuple("List").field(n).finish(),
+            Networks::Param { name, .. } => write!(f, "Param({name})"),
+        }
+    }
+}
+
 /// The restriction lists and what they consult.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// `mynetworks`.
-    pub mynetworks: Vec<IpNet>,
+    pub mynetworks: Networks,
     /// `smtpd_client_restrictions`.
     pub client: Vec<Restriction>,
+    /// `smtpd_helo_restrictions`.
+    pub helo: Vec<Restriction>,
+    /// `smtpd_sender_restrictions`.
+    pub sender: Vec<Restriction>,
     /// `smtpd_relay_restrictions`.
     pub relay: Vec<Restriction>,
     /// `smtpd_recipient_restrictions`.
     pub recipient: Vec<Restriction>,
+    /// `smtpd_data_restrictions`, evaluated at `DATA` and at the first
+    /// `BDAT` of a message.
+    pub data: Vec<Restriction>,
     /// `smtpd_reject_unlisted_recipient`.
     pub reject_unlisted_recipient: bool,
     /// The tables.
@@ -240,14 +372,20 @@ impl Default for Policy {
     /// `relay_domains` (none), which is not an open relay.
     fn default() -> Self {
         Policy {
-            mynetworks: vec!["127.0.0.0/8".parse().expect("literal"), "::1/128".parse().expect("literal")],
+            mynetworks: Networks::List(vec![
+                "127.0.0.0/8".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ]),
             client: Vec::new(),
+            helo: Vec::new(),
+            sender: Vec::new(),
             relay: vec![
                 Restriction::PermitMynetworks,
                 Restriction::PermitSaslAuthenticated,
                 Restriction::DeferUnauthDestination,
             ],
             recipient: Vec::new(),
+            data: Vec::new(),
             reject_unlisted_recipient: true,
             lookups: Arc::new(StaticLookups::default()),
         }
@@ -262,6 +400,18 @@ pub struct Client<'a> {
     pub name: &'a str,
 }
 
+/// Everything a recipient decision looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub client: Client<'a>,
+    /// The HELO/EHLO name, if given.
+    pub helo: Option<&'a str>,
+    /// The reverse path (empty for `<>`).
+    pub sender: &'a str,
+    /// The recipient, without angle brackets.
+    pub recipient: &'a str,
+}
+
 /// The outcome of a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -270,17 +420,27 @@ pub enum Decision {
     Refuse(Reply),
 }
 
-/// What one list decided.
+/// What one restriction or list decided.
 enum Step {
     Permit,
     Refuse(Reply),
 }
 
-/// Which list is being evaluated: it names the rejected thing in replies.
+/// What a refusal names, as Postfix words it.
 #[derive(Clone, Copy)]
 enum Class {
     Client,
+    Helo,
+    Sender,
     Recipient,
+    Data,
+}
+
+/// `defer_if_permit` / `defer_if_reject` raised earlier in the evaluation.
+#[derive(Default)]
+struct Pending {
+    if_permit: Option<Reply>,
+    if_reject: bool,
 }
 
 impl Policy {
@@ -294,35 +454,61 @@ impl Policy {
         }
     }
 
-    /// Decides whether `recipient` (without angle brackets) is accepted from
-    /// `client`.
+    /// Decides whether `recipient` is accepted from `client` (HELO name and
+    /// sender unknown: for callers outside a session).
     pub fn check_recipient(&self, client: Client<'_>, recipient: &str) -> Decision {
-        match self.evaluate(client, recipient) {
+        self.check(&Request { client, helo: None, sender: "", recipient })
+    }
+
+    /// Decides a recipient: the client, HELO, sender, relay and recipient
+    /// lists in that order (each list ends at its first permit or refusal;
+    /// a refusal ends everything), then the implicit unlisted-recipient
+    /// check.
+    pub fn check(&self, req: &Request<'_>) -> Decision {
+        match self.evaluate(req) {
             Ok(d) => d,
             Err(_) => Decision::Refuse(Reply::new(
                 451,
                 Status(4, 3, 0),
-                format!("<{recipient}>: Temporary lookup failure"),
+                format!("<{}>: Temporary lookup failure", req.recipient),
             )),
         }
     }
 
-    fn evaluate(&self, client: Client<'_>, rcpt: &str) -> Result<Decision, TableError> {
+    /// Decides whether message content may follow (`DATA`, first `BDAT`):
+    /// `smtpd_data_restrictions`, with `recipient` the last accepted one.
+    pub fn check_data(&self, req: &Request<'_>) -> Decision {
+        let mut pending = Pending::default();
+        match self.list(&self.data, Class::Data, req, &mut pending) {
+            Ok(Some(Step::Refuse(r))) => Decision::Refuse(soften(r, &pending)),
+            Ok(_) => pending.if_permit.map_or(Decision::Accept, Decision::Refuse),
+            Err(_) => Decision::Refuse(Reply::new(451, Status(4, 3, 0), "<DATA>: Temporary lookup failure")),
+        }
+    }
+
+    fn evaluate(&self, req: &Request<'_>) -> Result<Decision, TableError> {
+        let mut pending = Pending::default();
         for (list, class) in [
             (&self.client, Class::Client),
+            (&self.helo, Class::Helo),
+            (&self.sender, Class::Sender),
             (&self.relay, Class::Recipient),
             (&self.recipient, Class::Recipient),
         ] {
-            if let Some(Step::Refuse(r)) = self.list(list, class, client, rcpt)? {
-                return Ok(Decision::Refuse(r));
+            if let Some(Step::Refuse(r)) = self.list(list, class, req, &mut pending)? {
+                return Ok(Decision::Refuse(soften(r, &pending)));
             }
         }
         if self.reject_unlisted_recipient
-            && let Some(r) = self.unlisted(rcpt)?
+            && let Some(r) = self.unlisted(req.recipient)?
         {
-            return Ok(Decision::Refuse(r));
+            return Ok(Decision::Refuse(soften(r, &pending)));
         }
-        Ok(Decision::Accept)
+        // The end of the lists is an implicit permit.
+        Ok(match pending.if_permit {
+            Some(r) => Decision::Refuse(r),
+            None => Decision::Accept,
+        })
     }
 
     /// Evaluates one list; `None` when nothing in it decided.
@@ -330,30 +516,49 @@ impl Policy {
         &self,
         list: &[Restriction],
         class: Class,
-        client: Client<'_>,
-        rcpt: &str,
+        req: &Request<'_>,
+        pending: &mut Pending,
     ) -> Result<Option<Step>, TableError> {
-        let what = match class {
-            Class::Client => format!("<{}[{}]>: Client host", client.name, client.addr),
-            Class::Recipient => format!("<{rcpt}>: Recipient address"),
+        let what = |class: Class| match class {
+            Class::Client => format!("<{}[{}]>: Client host", req.client.name, req.client.addr),
+            Class::Helo => format!("<{}>: Helo command", req.helo.unwrap_or("")),
+            Class::Sender => format!("<{}>: Sender address", req.sender),
+            Class::Recipient => format!("<{}>: Recipient address", req.recipient),
+            Class::Data => "<DATA>: Data command".to_owned(),
         };
+        let rcpt = req.recipient;
         for r in list {
             let step = match r {
                 Restriction::Permit => Some(Step::Permit),
                 Restriction::Reject => Some(Step::Refuse(Reply::new(
                     554,
                     Status(5, 7, 1),
-                    format!("{what} rejected: Access denied"),
+                    format!("{} rejected: Access denied", what(class)),
                 ))),
                 Restriction::Defer => Some(Step::Refuse(Reply::new(
                     450,
                     Status(4, 7, 1),
-                    format!("{what} rejected: Try again later"),
+                    format!("{} rejected: Try again later", what(class)),
                 ))),
-                Restriction::PermitMynetworks => {
-                    self.mynetworks.iter().any(|n| n.contains(&client.addr)).then_some(Step::Permit)
+                Restriction::DeferIfPermit => {
+                    pending.if_permit.get_or_insert_with(|| {
+                        Reply::new(
+                            450,
+                            Status(4, 7, 1),
+                            format!("{} rejected: defer_if_permit requested", what(class)),
+                        )
+                    });
+                    None
                 }
-                Restriction::PermitSaslAuthenticated => None,
+                Restriction::DeferIfReject => {
+                    pending.if_reject = true;
+                    None
+                }
+                Restriction::PermitMynetworks => {
+                    self.mynetworks.contains(req.client.addr).then_some(Step::Permit)
+                }
+                Restriction::PermitSaslAuthenticated | Restriction::RejectUnauthPipelining => None,
+                Restriction::PermitAuthDestination => self.authorized(rcpt)?.then_some(Step::Permit),
                 Restriction::RejectUnauthDestination => (!self.authorized(rcpt)?).then(|| {
                     Step::Refuse(Reply::new(554, Status(5, 7, 1), format!("<{rcpt}>: Relay access denied")))
                 }),
@@ -361,15 +566,37 @@ impl Policy {
                     Step::Refuse(Reply::new(454, Status(4, 7, 1), format!("<{rcpt}>: Relay access denied")))
                 }),
                 Restriction::RejectUnlistedRecipient => self.unlisted(rcpt)?.map(Step::Refuse),
-                Restriction::CheckRecipientAccess(table) => {
-                    self.lookups.access_address(table, rcpt)?.and_then(|v| access_action(table, &v, &what))
-                }
-                Restriction::CheckClientAccess(table) => {
-                    let what = format!("<{}[{}]>: Client host", client.name, client.addr);
-                    self.lookups
-                        .access_keys(table, &client_keys(client.addr))?
-                        .and_then(|v| access_action(table, &v, &what))
-                }
+                Restriction::RejectNonFqdnRecipient => (!is_fqdn_address(rcpt)).then(|| {
+                    Step::Refuse(Reply::new(
+                        504,
+                        Status(5, 5, 2),
+                        format!("{} rejected: need fully-qualified address", what(Class::Recipient)),
+                    ))
+                }),
+                Restriction::RejectNonFqdnSender => (!req.sender.is_empty() && !is_fqdn_address(req.sender))
+                    .then(|| {
+                        Step::Refuse(Reply::new(
+                            504,
+                            Status(5, 5, 2),
+                            format!("{} rejected: need fully-qualified address", what(Class::Sender)),
+                        ))
+                    }),
+                Restriction::CheckRecipientAccess(t) => t
+                    .lookup_address(rcpt)?
+                    .and_then(|v| access_action(t.name(), &v, &what(Class::Recipient), pending)),
+                Restriction::CheckSenderAccess(t) if !req.sender.is_empty() => t
+                    .lookup_address(req.sender)?
+                    .and_then(|v| access_action(t.name(), &v, &what(Class::Sender), pending)),
+                Restriction::CheckSenderAccess(_) => None,
+                Restriction::CheckClientAccess(t) => t
+                    .lookup_client(req.client.addr)?
+                    .and_then(|v| access_action(t.name(), &v, &what(Class::Client), pending)),
+                Restriction::CheckHeloAccess(t) => match req.helo {
+                    Some(h) => t
+                        .lookup_domain(h)?
+                        .and_then(|v| access_action(t.name(), &v, &what(Class::Helo), pending)),
+                    None => None,
+                },
             };
             if step.is_some() {
                 return Ok(step);
@@ -408,10 +635,25 @@ impl Policy {
     }
 }
 
+/// `user@host.domain`: a domain with a dot (or an address literal).
+fn is_fqdn_address(address: &str) -> bool {
+    address.rsplit_once('@').is_some_and(|(_, d)| d.starts_with('[') || d.trim_end_matches('.').contains('.'))
+}
+
+/// A permanent refusal becomes temporary after `defer_if_reject`.
+fn soften(r: Reply, pending: &Pending) -> Reply {
+    if pending.if_reject && r.code() >= 500 {
+        let st = r.status().unwrap_or(Status(5, 7, 1));
+        Reply::new(450, Status(4, st.1, st.2), r.lines().join(" "))
+    } else {
+        r
+    }
+}
+
 /// Turns an access(5) table result into a step; `None` is `DUNNO` (go on
 /// with the next restriction). `what` is `<thing>: Class`, e.g.
 /// `<a@b>: Recipient address`.
-fn access_action(table: &str, value: &str, what: &str) -> Option<Step> {
+fn access_action(table: &str, value: &str, what: &str, pending: &mut Pending) -> Option<Step> {
     let value = value.trim();
     let (word, text) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
     let text = text.trim();
@@ -430,6 +672,17 @@ fn access_action(table: &str, value: &str, what: &str) -> Option<Step> {
     match word.to_ascii_uppercase().as_str() {
         "OK" => Some(Step::Permit),
         "DUNNO" => None,
+        "DEFER_IF_PERMIT" => {
+            let text = if text.is_empty() { "defer_if_permit requested" } else { text };
+            pending
+                .if_permit
+                .get_or_insert_with(|| Reply::new(450, Status(4, 7, 1), format!("{what} rejected: {text}")));
+            None
+        }
+        "DEFER_IF_REJECT" => {
+            pending.if_reject = true;
+            None
+        }
         "REJECT" => refuse(554, Status(5, 7, 1), "Access denied"),
         "DEFER" => refuse(450, Status(4, 7, 1), "Access denied"),
         w if w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()) && matches!(&w[..1], "4" | "5") => {

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use super::mail::xtext;
-use super::policy::{Client, Decision};
+use super::policy::{Client, Decision, Request};
 use super::session::{Flow, Session, Transaction};
 use crate::reply::{Reply, Status};
 
@@ -75,8 +75,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if to.flags & smtp_proto::RCPT_CONNEG != 0 {
             return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: CONNEG"));
         }
-        let client = Client { addr: self.peer.addr, name: &self.peer.name };
-        if let Decision::Refuse(r) = s.policy.check_recipient(client, address) {
+        let request = Request {
+            client: Client { addr: self.peer.addr, name: &self.peer.name },
+            helo: self.helo.as_ref().map(|h| h.name.as_str()),
+            sender: &m.from,
+            recipient: address,
+        };
+        if let Decision::Refuse(r) = s.policy.check(&request) {
             return Err(r);
         }
         let flags = to.flags;

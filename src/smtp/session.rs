@@ -270,6 +270,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         events::emit(Event::Connected);
         info!("connect from {}", self.peer);
         self.serve().await;
+        // Whatever ended the session, a transaction still open is not
+        // going to be committed: its staged body must not linger.
         self.reset().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = self.flush().await;
@@ -288,6 +290,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.advance().await == Flow::Close {
                 return;
             }
+            // Shutdown is honoured between commands only: a client in the
+            // middle of DATA or a BDAT chunk is let finish (its deadlines
+            // still apply), so its message is committed and answered before
+            // the 421, and the client does not send it again.
             if self.stage.is_cancelled() && matches!(self.input, Input::Command | Input::SkipLine) {
                 let host = self.settings.myhostname.clone();
                 self.reply(&Reply::new(
@@ -345,6 +351,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         // Anything already readable arrived before the greeting was sent.
+        // One poll with no waiting: a pause here would cost every
+        // legitimate client its length (the optional pause above is the
+        // administrator's choice), and a bot that talks first usually has
+        // its bytes in the socket by the time it is accepted.
         if self.rbuf.is_empty()
             && let Some(r) = self.stream.read_buf(&mut self.rbuf).now_or_never()
             && matches!(r, Ok(0) | Err(_))
@@ -380,6 +390,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn next_command(&mut self) -> Flow {
         let limit = self.settings.command_line_limit;
         let Some(nl) = memchr::memchr(b'\n', &self.rbuf) else {
+            // No line end yet. Past the limit the line is refused at once
+            // and its remainder skipped as it arrives (SkipLine), so the
+            // buffer never holds more than one limit's worth of it.
             if self.rbuf.len() > limit + 2 {
                 self.rbuf.clear();
                 if matches!(self.input, Input::Command) {
@@ -433,6 +446,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return if code == 521 { Flow::Close } else { Flow::Continue };
             }
         }
+        // An HTTP request or a mail header on the SMTP port is not an MTA
+        // that lost its way: it is a proxy or browser being abused to talk
+        // to us. Postfix answers it with 221 and hangs up; so do we.
         let verb = verb(line);
         if is_forbidden(&verb) {
             warn!("non-SMTP command from {}: {}", self.peer, printable(line));
@@ -481,6 +497,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             R::Data => self.data().await,
             R::Bdat { chunk_size, is_last } => self.bdat(chunk_size as u64, is_last).await,
             R::Rset => {
+                // RSET ends the transaction but keeps the HELO name and TLS.
                 self.reset().await;
                 self.junk_command("rset");
                 self.reply(&Reply::new(250, Status(2, 0, 0), "Ok"));
@@ -521,6 +538,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Flow::Continue
             }
             R::StartTls => self.starttls().await,
+            // sluice has no SASL: an MX takes mail from anyone for its
+            // domains and authenticates no one.
             R::Auth { .. } => {
                 self.counts.add("auth", false);
                 self.reply(&Reply::new(503, Status(5, 5, 1), "Error: authentication not enabled"));
@@ -547,6 +566,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Queues a reply, counting 4xx/5xx as errors.
     pub(super) fn reply(&mut self, r: &Reply) {
+        // Replies are batched in `wbuf` and written before the next read:
+        // pipelined commands are answered in order, in as few writes as
+        // the client's batching allows.
         if r.code() >= 400 {
             self.errors += 1;
             events::emit(Event::Rejected { stage: self.last, code: r.code() });
@@ -564,6 +586,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply(&Reply::new(421, Status(4, 7, 0), format!("{host} Error: too many errors")));
             return Flow::Close;
         }
+        // One pause per new error: a client that makes many quick mistakes
+        // (a dictionary attack on recipients) is slowed to one guess per
+        // smtpd_error_sleep_time without holding this task busy.
         if self.errors > self.settings.soft_error_limit && self.errors > self.slept_for {
             self.slept_for = self.errors;
             tokio::time::sleep(self.settings.error_sleep).await;
@@ -650,6 +675,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// `smtpd_data_restrictions` for the current transaction: the refusal,
+    /// if any (the caller logs it).
+    pub(super) fn data_refusal(&self) -> Option<Reply> {
+        let Transaction::Mail(m) = &self.tx else { return None };
+        if self.settings.policy.data.is_empty() {
+            return None;
+        }
+        let request = super::policy::Request {
+            client: super::policy::Client { addr: self.peer.addr, name: &self.peer.name },
+            helo: self.helo.as_ref().map(|h| h.name.as_str()),
+            sender: &m.from,
+            recipient: m.rcpts.last().map_or("", |r| r.address.as_str()),
+        };
+        match self.settings.policy.check_data(&request) {
+            super::policy::Decision::Accept => None,
+            super::policy::Decision::Refuse(r) => Some(r),
+        }
+    }
+
     /// Begins a message body (DATA or the first BDAT chunk): our
     /// `Received:` header goes into the draft first.
     pub(super) async fn begin_body(&mut self, decoder: Decoder) {
@@ -675,6 +719,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             for_rcpt: for_rcpt.as_deref(),
             unix_secs: now_secs,
         });
+        // The header is the first thing in the draft: the body then streams
+        // after it, and nothing has to be rewritten or held back to
+        // prepend it later.
         let mut body = Body {
             decoder,
             out: Vec::new(),
@@ -682,6 +729,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             size: 0,
             storage: None,
         };
+        // A storage failure is remembered, not answered now: the client is
+        // already sending content, which must be read to its end before
+        // the 451 can be understood as the reply to it.
         if let Some(d) = m.draft.as_mut()
             && let Err(e) = d.append(header.as_bytes()).await
         {
@@ -706,6 +756,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.rbuf.advance(n);
             return n;
         };
+        // `out` only ever holds what was decoded since the last append, so
+        // its size is bounded by APPEND_AT plus one read (twice that when
+        // every byte is a bare LF turned into CRLF).
         let before = body.out.len();
         let used = body.decoder.decode(&self.rbuf[..n], &mut body.out);
         self.rbuf.advance(used);
@@ -724,6 +777,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             body.decoder.set_violation(Violation::TooManyHops);
         }
+        // Once the message is refused (or the queue failed) the rest is
+        // read only to find its end: nothing more is stored.
         if body.decoder.violation().is_some() || body.storage.is_some() {
             body.out.clear();
         } else if body.out.len() >= APPEND_AT
@@ -806,10 +861,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             is_notification: false,
         };
         let size = body.size;
+        // The reply waits for the commit: `250` means the body, envelope and
+        // schedule entry are on disk in one synced batch. Anything else the
+        // queue says becomes 451/452 through Reply::from, and the client
+        // keeps the message.
         match draft.commit(envelope, clock::unix_millis()).await {
             Ok(id) => {
                 info!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)");
                 events::emit(Event::Queued { bytes: size, recipients: nrcpt });
+                // A client that delivers mail is not the one the error
+                // limits are for: its count starts again (as in Postfix).
                 self.errors = 0;
                 self.reply(&Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}")));
                 true
@@ -834,6 +895,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
+        // A client that stops reading would otherwise hold the session (and
+        // its slot) forever once the socket buffer is full.
         let timeout = self.settings.timeout;
         let write = async {
             self.stream.write_all(&self.wbuf).await?;
@@ -876,6 +939,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let deadline = self.deadline();
         let between_commands = matches!(self.input, Input::Command | Input::SkipLine);
+        // Cancelling the read is safe: `read_buf` either appended bytes to
+        // the buffer or did nothing, so a lost race loses no input.
         let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf));
         let r = tokio::select! {
             r = read => match r {

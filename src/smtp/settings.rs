@@ -11,12 +11,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
-
 use super::data::BareNewline;
-use super::policy::{self, Lookups, Policy, PolicyError};
+use super::policy::{AccessTable, Lookups, Networks, Policy, PolicyError, Restriction};
 use super::tls::{self, TlsError};
-use crate::config::{Config, SmtpdService, TableError};
+use crate::config::{self, Config, Maps, SmtpdService, TableError};
 
 /// `smtpd_tls_security_level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,14 +94,15 @@ pub struct Settings {
 
     /// `smtpd_helo_required`.
     pub helo_required: bool,
-    /// `disable_vrfy_command = no` (off by default).
+    /// VRFY answered (`252`): only when `disable_vrfy_command = no` is set
+    /// explicitly; off by default.
     pub vrfy: bool,
     /// `smtputf8_enable`.
     pub smtputf8: bool,
     /// `smtpd_forbid_bare_newline`.
     pub bare_newline: BareNewline,
     /// `smtpd_forbid_bare_newline_exclusions`: clients treated as `no`.
-    pub bare_newline_exclusions: Vec<IpNet>,
+    pub bare_newline_exclusions: Networks,
     /// `smtpd_forbid_bare_newline_reject_code` (521 also disconnects).
     pub bare_newline_reject_code: u16,
     /// `smtpd_forbid_unauth_pipelining`: disconnect clients that talk before
@@ -132,7 +131,7 @@ pub struct Settings {
     pub rate_time_unit: Duration,
     /// `smtpd_client_event_limit_exceptions`: clients exempt from the
     /// count and rate limits.
-    pub limit_exceptions: Vec<IpNet>,
+    pub limit_exceptions: Networks,
 
     /// Backpressure limits checked at every `MAIL`
     /// (`sluice_queue_high_water`, `queue_minfree`).
@@ -164,7 +163,7 @@ impl Default for Settings {
             vrfy: false,
             smtputf8: true,
             bare_newline: BareNewline::Normalize,
-            bare_newline_exclusions: Vec::new(),
+            bare_newline_exclusions: Networks::default(),
             bare_newline_reject_code: 550,
             forbid_unauth_pipelining: true,
             policy: Policy::default(),
@@ -175,7 +174,7 @@ impl Default for Settings {
             client_connection_rate_limit: 0,
             client_message_rate_limit: 0,
             rate_time_unit: Duration::from_secs(60),
-            limit_exceptions: Vec::new(),
+            limit_exceptions: Networks::default(),
             admission: sluice_queue::Admission::default(),
         }
     }
@@ -184,16 +183,12 @@ impl Default for Settings {
 impl Settings {
     /// The bare-newline mode that applies to a client (exclusions get `No`).
     pub fn bare_newline_for(&self, addr: IpAddr) -> BareNewline {
-        if self.bare_newline_exclusions.iter().any(|n| n.contains(&addr)) {
-            BareNewline::No
-        } else {
-            self.bare_newline
-        }
+        if self.bare_newline_exclusions.contains(addr) { BareNewline::No } else { self.bare_newline }
     }
 
     /// True when `addr` is exempt from connection count and rate limits.
     pub fn is_limit_exempt(&self, addr: IpAddr) -> bool {
-        self.limit_exceptions.iter().any(|n| n.contains(&addr))
+        self.limit_exceptions.contains(addr)
     }
 
     /// Settings for one master.cf `smtpd` listener: its own configuration
@@ -207,17 +202,21 @@ impl Settings {
     }
 
     /// Builds settings from a loaded configuration. Fails on restriction
-    /// lists sluice cannot honour (or that make an open relay), an unknown
-    /// TLS level, or a certificate that does not load.
+    /// lists that make an open relay, or a certificate that does not load
+    /// (everything else was checked when the configuration was loaded).
     pub fn from_config(config: &Arc<Config>) -> Result<Settings, SettingsError> {
         let c = config.as_ref();
-        let words = |name: &str| c.list(name);
-        let restrictions = |name: &'static str| policy::parse_restrictions(name, &words(name));
+        let restrictions = |name: &str| -> Vec<Restriction> {
+            c.restrictions(name).iter().map(|r| restriction(r, config)).collect()
+        };
         let policy = Policy {
-            mynetworks: c.mynetworks().to_vec(),
-            client: restrictions("smtpd_client_restrictions")?,
-            relay: restrictions("smtpd_relay_restrictions")?,
-            recipient: restrictions("smtpd_recipient_restrictions")?,
+            mynetworks: Networks::Param { config: Arc::clone(config), name: "mynetworks" },
+            client: restrictions("smtpd_client_restrictions"),
+            helo: restrictions("smtpd_helo_restrictions"),
+            sender: restrictions("smtpd_sender_restrictions"),
+            relay: restrictions("smtpd_relay_restrictions"),
+            recipient: restrictions("smtpd_recipient_restrictions"),
+            data: restrictions("smtpd_data_restrictions"),
             reject_unlisted_recipient: c.bool("smtpd_reject_unlisted_recipient"),
             lookups: Arc::new(ConfigLookups { config: Arc::clone(config) }),
         };
@@ -247,99 +246,103 @@ impl Settings {
                 c.string("smtpd_tls_key_file").as_ref(),
             )?),
         };
-        let int = |name: &'static str| -> Result<u64, SettingsError> {
-            u64::try_from(c.int(name))
-                .map_err(|_| SettingsError::Value { param: name, message: "must not be negative".into() })
-        };
-        let nets = |name: &'static str| networks(name, &words(name));
-        let banner = c.string("smtpd_banner").to_owned();
-        let high_water = high_water(c.string("sluice_queue_high_water"))?;
+        // The configuration type-checked every value at load; a negative
+        // number is clamped to 0 rather than wrapped.
+        let count = |name: &str| u64::try_from(c.int(name)).unwrap_or(0);
+        let networks = |name: &'static str| Networks::Param { config: Arc::clone(config), name };
 
         Ok(Settings {
             myhostname: c.string("myhostname").to_owned(),
-            banner,
+            banner: c.string("smtpd_banner").to_owned(),
             mail_name: c.string("mail_name").to_owned(),
             message_size_limit: c.size("message_size_limit"),
-            recipient_limit: int("smtpd_recipient_limit")? as usize,
-            command_line_limit: (int("line_length_limit")? as usize).max(512),
+            recipient_limit: count("smtpd_recipient_limit") as usize,
+            // RFC 5321 4.5.3.1.4: at least 512 octets must be accepted.
+            command_line_limit: (count("line_length_limit") as usize).max(512),
             data_line_limit: Some(super::data::MAX_LINE),
-            header_size_limit: int("header_size_limit")? as usize,
-            hopcount_limit: int("hopcount_limit")? as usize,
+            header_size_limit: count("header_size_limit") as usize,
+            hopcount_limit: count("hopcount_limit") as usize,
             timeout: c.time("smtpd_timeout"),
             starttls_timeout: c.time("smtpd_starttls_timeout"),
-            min_data_rate: int("smtpd_min_data_rate")?,
-            session_time_limit: Duration::from_secs(3600),
+            min_data_rate: count("smtpd_min_data_rate"),
+            session_time_limit: Settings::default().session_time_limit,
             greet_pause: Duration::ZERO,
-            hard_error_limit: int("smtpd_hard_error_limit")? as u32,
-            soft_error_limit: int("smtpd_soft_error_limit")? as u32,
+            hard_error_limit: count("smtpd_hard_error_limit") as u32,
+            soft_error_limit: count("smtpd_soft_error_limit") as u32,
             error_sleep: c.time("smtpd_error_sleep_time"),
-            junk_command_limit: int("smtpd_junk_command_limit")? as u32,
+            junk_command_limit: count("smtpd_junk_command_limit") as u32,
             helo_required: c.bool("smtpd_helo_required"),
-            vrfy: !c.bool("disable_vrfy_command"),
+            // VRFY is off unless the administrator asks for it, whatever
+            // Postfix's default (`no`) says.
+            vrfy: c.is_set("disable_vrfy_command") && !c.bool("disable_vrfy_command"),
             smtputf8: c.bool("smtputf8_enable"),
             bare_newline,
-            bare_newline_exclusions: nets("smtpd_forbid_bare_newline_exclusions")?,
-            bare_newline_reject_code: int("smtpd_forbid_bare_newline_reject_code")? as u16,
+            bare_newline_exclusions: networks("smtpd_forbid_bare_newline_exclusions"),
+            bare_newline_reject_code: count("smtpd_forbid_bare_newline_reject_code") as u16,
             forbid_unauth_pipelining: c.bool("smtpd_forbid_unauth_pipelining"),
             policy,
             tls_level,
             tls,
-            max_sessions: int("default_process_limit")?.max(1) as usize,
-            client_connection_count_limit: int("smtpd_client_connection_count_limit")? as u32,
-            client_connection_rate_limit: int("smtpd_client_connection_rate_limit")? as u32,
-            client_message_rate_limit: int("smtpd_client_message_rate_limit")? as u32,
+            max_sessions: count("default_process_limit").max(1) as usize,
+            client_connection_count_limit: count("smtpd_client_connection_count_limit") as u32,
+            client_connection_rate_limit: count("smtpd_client_connection_rate_limit") as u32,
+            client_message_rate_limit: count("smtpd_client_message_rate_limit") as u32,
             rate_time_unit: c.time("anvil_rate_time_unit"),
-            limit_exceptions: nets("smtpd_client_event_limit_exceptions")?,
-            admission: sluice_queue::Admission {
-                max_messages: high_water.0,
-                max_bytes: high_water.1,
-                min_free: c.size("queue_minfree"),
-            },
+            limit_exceptions: networks("smtpd_client_event_limit_exceptions"),
+            admission: admission(c),
         })
     }
 }
 
-/// Parses a network list (`mynetworks` syntax: `1.2.3.0/24`, `[::1]/128`,
-/// bare addresses). Host names and tables are not supported here.
-fn networks(param: &'static str, words: &[String]) -> Result<Vec<IpNet>, SettingsError> {
-    words
-        .iter()
-        .map(|w| {
-            let w = w.replace(['[', ']'], "");
-            w.parse::<IpNet>()
-                .or_else(|_| w.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| SettingsError::Value { param, message: format!("not a network: \"{w}\"") })
-        })
-        .collect()
+/// The queue admission limits (`sluice_queue_high_water`,
+/// `sluice_queue_high_water_bytes`, `queue_minfree`) of a configuration,
+/// for `MAIL` and for the `/health` endpoint.
+pub fn admission(c: &Config) -> sluice_queue::Admission {
+    sluice_queue::Admission {
+        max_messages: u64::try_from(c.int("sluice_queue_high_water")).unwrap_or(0),
+        max_bytes: c.size("sluice_queue_high_water_bytes"),
+        min_free: c.size("queue_minfree"),
+    }
 }
 
-/// `sluice_queue_high_water`: a message count and/or a byte size, e.g.
-/// `100000 20g` (either may be 0 or absent for no limit).
-fn high_water(value: &str) -> Result<(u64, u64), SettingsError> {
-    let mut out = (0, 0);
-    for w in value.split([',', ' ', '\t']).filter(|w| !w.is_empty()) {
-        let bad = || SettingsError::Value {
-            param: "sluice_queue_high_water",
-            message: format!("bad value \"{w}\""),
-        };
-        let (digits, unit) = w.split_at(w.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(w.len()));
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        match unit.to_ascii_lowercase().as_str() {
-            "" => out.0 = n,
-            "b" => out.1 = n,
-            "k" => out.1 = n << 10,
-            "m" => out.1 = n << 20,
-            "g" => out.1 = n << 30,
-            _ => return Err(bad()),
-        }
+/// A restriction as the configuration parsed it, with its tables.
+fn restriction(r: &config::Restriction, config: &Arc<Config>) -> Restriction {
+    use config::Restriction as C;
+    let table = |maps: &Maps| -> Arc<dyn AccessTable> {
+        let name = maps.tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
+        Arc::new(ConfigTable { maps: maps.clone(), config: Arc::clone(config), name })
+    };
+    match r {
+        C::Permit => Restriction::Permit,
+        C::Reject => Restriction::Reject,
+        C::Defer => Restriction::Defer,
+        C::DeferIfPermit => Restriction::DeferIfPermit,
+        C::DeferIfReject => Restriction::DeferIfReject,
+        C::PermitMynetworks => Restriction::PermitMynetworks,
+        C::PermitSaslAuthenticated => Restriction::PermitSaslAuthenticated,
+        C::RejectUnauthDestination => Restriction::RejectUnauthDestination,
+        C::DeferUnauthDestination => Restriction::DeferUnauthDestination,
+        C::PermitAuthDestination => Restriction::PermitAuthDestination,
+        C::RejectUnlistedRecipient => Restriction::RejectUnlistedRecipient,
+        C::RejectNonFqdnRecipient => Restriction::RejectNonFqdnRecipient,
+        C::RejectNonFqdnSender => Restriction::RejectNonFqdnSender,
+        C::RejectUnauthPipelining => Restriction::RejectUnauthPipelining,
+        C::CheckClientAccess(m) => Restriction::CheckClientAccess(table(m)),
+        C::CheckHeloAccess(m) => Restriction::CheckHeloAccess(table(m)),
+        C::CheckSenderAccess(m) => Restriction::CheckSenderAccess(table(m)),
+        C::CheckRecipientAccess(m) => Restriction::CheckRecipientAccess(table(m)),
     }
-    Ok(out)
 }
 
 /// [`Lookups`] over a loaded configuration.
-#[derive(Debug)]
 struct ConfigLookups {
     config: Arc<Config>,
+}
+
+impl std::fmt::Debug for ConfigLookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigLookups")
+    }
 }
 
 impl Lookups for ConfigLookups {
@@ -354,52 +357,151 @@ impl Lookups for ConfigLookups {
         }
         Ok(Some(maps.lookup_address(&self.config, "relay_recipient_maps", address)?.is_some()))
     }
+}
 
-    fn access_address(&self, table: &str, address: &str) -> Result<Option<String>, TableError> {
-        let _ = address;
-        Err(TableError {
-            table: table.to_owned(),
-            message: "access tables in restrictions are not available".into(),
-        })
+/// An access table of the configuration, with Postfix's key orders
+/// (`smtpd_access_maps` decides parent-domain matching).
+struct ConfigTable {
+    maps: Maps,
+    config: Arc<Config>,
+    name: String,
+}
+
+impl std::fmt::Debug for ConfigTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigTable({})", self.name)
+    }
+}
+
+impl AccessTable for ConfigTable {
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    fn access_keys(&self, table: &str, keys: &[String]) -> Result<Option<String>, TableError> {
-        let _ = keys;
-        Err(TableError {
-            table: table.to_owned(),
-            message: "access tables in restrictions are not available".into(),
-        })
+    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError> {
+        self.maps.lookup_address(&self.config, "smtpd_access_maps", address)
+    }
+
+    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
+        self.maps.lookup_client(addr)
+    }
+
+    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError> {
+        self.maps.lookup_domain(&self.config, "smtpd_access_maps", domain)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::policy::{Client, Decision};
 
-    #[test]
-    fn high_water_takes_count_and_bytes() {
-        assert_eq!(high_water("").unwrap(), (0, 0));
-        assert_eq!(high_water("1000").unwrap(), (1000, 0));
-        assert_eq!(high_water("1000 2g").unwrap(), (1000, 2 << 30));
-        assert_eq!(high_water("512m").unwrap(), (0, 512 << 20));
-        assert!(high_water("10x").is_err());
+    fn load(main_cf: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<Config>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write table");
+        }
+        let main_cf = main_cf.replace("$DIR", dir.path().to_str().expect("utf-8"));
+        let loaded =
+            Config::from_texts(dir.path(), &main_cf, "smtp inet n - n - - smtpd\n").expect("config loads");
+        (dir, loaded.config)
+    }
+
+    fn decide(s: &Settings, addr: &str, rcpt: &str) -> String {
+        let client = Client { addr: addr.parse().expect("addr"), name: "unknown" };
+        match s.policy.check_recipient(client, rcpt) {
+            Decision::Accept => "accept".to_owned(),
+            Decision::Refuse(r) => r.to_one_line(),
+        }
     }
 
     #[test]
-    fn networks_accept_postfix_forms() {
-        let n =
-            networks("mynetworks", &["127.0.0.0/8".into(), "[::1]/128".into(), "192.0.2.7".into()]).unwrap();
-        assert_eq!(n.len(), 3);
-        assert!(n[2].contains(&"192.0.2.7".parse::<IpAddr>().unwrap()));
-        assert!(networks("mynetworks", &["example.com".into()]).is_err());
+    fn a_postfix_mx_relay_main_cf_maps_to_settings() {
+        let main_cf = "myhostname = mx1.example.net\n\
+            mynetworks = 127.0.0.0/8 [::1]/128 10.1.0.0/16\n\
+            relay_domains = example.org\n\
+            relay_recipient_maps = hash:$DIR/relay_recipients\n\
+            smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n\
+            smtpd_recipient_restrictions = check_recipient_access hash:$DIR/access\n\
+            message_size_limit = 52428800\n\
+            smtpd_recipient_limit = 200\n\
+            smtpd_timeout = 60s\n\
+            smtpd_forbid_bare_newline = reject\n\
+            smtpd_forbid_bare_newline_exclusions = 10.1.0.0/16\n\
+            smtpd_client_connection_rate_limit = 30\n\
+            sluice_queue_high_water = 5000\n\
+            queue_minfree = 1073741824\n";
+        let files = [
+            ("relay_recipients", "alice@example.org OK\nbob@example.org OK\n"),
+            ("access", "bob@example.org REJECT moved away\n"),
+        ];
+        let (_dir, config) = load(main_cf, &files);
+        let s = Settings::from_config(&config).expect("settings");
+        assert_eq!(s.myhostname, "mx1.example.net");
+        assert_eq!(s.banner, "mx1.example.net ESMTP sluice");
+        assert_eq!(s.message_size_limit, 52_428_800);
+        assert_eq!(s.recipient_limit, 200);
+        assert_eq!(s.timeout, Duration::from_secs(60));
+        assert_eq!(s.bare_newline, BareNewline::Reject);
+        assert_eq!(s.bare_newline_for("10.1.2.3".parse().expect("addr")), BareNewline::No);
+        assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Reject);
+        assert_eq!(s.client_connection_rate_limit, 30);
+        assert_eq!(s.admission.max_messages, 5000);
+        assert_eq!(s.admission.min_free, 1 << 30);
+        assert!(!s.vrfy, "{s:?}");
+        assert!(s.forbid_unauth_pipelining);
+        assert_eq!(s.tls_level, TlsLevel::None);
+
+        assert_eq!(decide(&s, "192.0.2.1", "alice@example.org"), "accept");
+        assert_eq!(
+            decide(&s, "192.0.2.1", "bob@example.org"),
+            "554 5.7.1 <bob@example.org>: Recipient address rejected: moved away"
+        );
+        assert_eq!(
+            decide(&s, "192.0.2.1", "carol@example.org"),
+            "550 5.1.1 <carol@example.org>: Recipient address rejected: User unknown in relay recipient table"
+        );
+        assert_eq!(
+            decide(&s, "192.0.2.1", "x@elsewhere.example"),
+            "554 5.7.1 <x@elsewhere.example>: Relay access denied"
+        );
+        assert_eq!(decide(&s, "10.1.9.9", "x@elsewhere.example"), "accept");
+    }
+
+    #[test]
+    fn postfix_defaults_are_not_an_open_relay() {
+        let (_dir, config) = load("mynetworks = 127.0.0.0/8\nrelay_domains = example.org\n", &[]);
+        let s = Settings::from_config(&config).expect("settings");
+        assert_eq!(
+            decide(&s, "192.0.2.1", "x@elsewhere.example"),
+            "454 4.7.1 <x@elsewhere.example>: Relay access denied"
+        );
+        assert_eq!(decide(&s, "192.0.2.1", "anyone@example.org"), "accept");
+        assert_eq!(s.bare_newline, BareNewline::Normalize);
+    }
+
+    #[test]
+    fn open_relay_lists_and_missing_certificates_are_refused() {
+        let (_dir, config) = load(
+            "smtpd_relay_restrictions = permit\nsmtpd_recipient_restrictions = permit_mynetworks\n",
+            &[],
+        );
+        assert!(matches!(Settings::from_config(&config), Err(SettingsError::Policy(PolicyError::OpenRelay))));
+        let (_dir, config) = load(
+            "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = $DIR/cert.pem\n",
+            &[("cert.pem", "not a certificate\n")],
+        );
+        assert!(matches!(Settings::from_config(&config), Err(SettingsError::Tls(_))));
     }
 
     #[test]
     fn exclusions_turn_bare_newline_handling_off() {
-        let s =
-            Settings { bare_newline_exclusions: vec!["10.0.0.0/8".parse().unwrap()], ..Settings::default() };
-        assert_eq!(s.bare_newline_for("10.1.1.1".parse().unwrap()), BareNewline::No);
-        assert_eq!(s.bare_newline_for("192.0.2.1".parse().unwrap()), BareNewline::Normalize);
+        let s = Settings {
+            bare_newline_exclusions: vec!["10.0.0.0/8".parse().expect("net")].into(),
+            ..Settings::default()
+        };
+        assert_eq!(s.bare_newline_for("10.1.1.1".parse().expect("addr")), BareNewline::No);
+        assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Normalize);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The inbound SMTP server run in-process for tests: a real queue in a temp
 //! dir, a listener on 127.0.0.1 port 0, stopped through its shutdown stage.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,6 @@ pub fn relay_settings() -> Settings {
             format!("third@{RELAY_DOMAIN}"),
             format!("@any.{RELAY_DOMAIN}"),
         ])),
-        access: HashMap::new(),
     };
     Settings {
         myhostname: "mx.test".to_owned(),
@@ -50,12 +49,10 @@ pub fn relay_settings() -> Settings {
         client_connection_count_limit: 0,
         max_sessions: 2000,
         policy: Policy {
-            mynetworks: vec!["192.0.2.0/24".parse().expect("literal")],
-            client: Vec::new(),
+            mynetworks: vec!["192.0.2.0/24".parse().expect("literal")].into(),
             relay: vec![Restriction::PermitMynetworks, Restriction::RejectUnauthDestination],
-            recipient: Vec::new(),
-            reject_unlisted_recipient: true,
             lookups: Arc::new(lookups),
+            ..Policy::default()
         },
         ..Settings::default()
     }

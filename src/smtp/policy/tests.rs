@@ -5,23 +5,6 @@ fn words(s: &str) -> Vec<String> {
 }
 
 fn lookups() -> StaticLookups {
-    let mut access = HashMap::new();
-    access.insert(
-        "hash:/etc/sluice/rcpt_access".to_owned(),
-        HashMap::from([
-            ("blocked@relay.example".to_owned(), "REJECT".to_owned()),
-            ("later@relay.example".to_owned(), "DEFER no space".to_owned()),
-            ("custom@relay.example".to_owned(), "550 5.7.9 go away".to_owned()),
-            ("ok@other.example".to_owned(), "OK".to_owned()),
-            ("dunno@relay.example".to_owned(), "DUNNO".to_owned()),
-            ("weird@relay.example".to_owned(), "FILTER smtp:x".to_owned()),
-            ("sub.relay.example".to_owned(), "421 closing".to_owned()),
-        ]),
-    );
-    access.insert(
-        "cidr:/etc/sluice/clients".to_owned(),
-        HashMap::from([("192.0.2".to_owned(), "REJECT spam source".to_owned())]),
-    );
     StaticLookups {
         relay_domains: vec!["relay.example".to_owned()],
         relay_recipients: Some(HashSet::from([
@@ -31,20 +14,42 @@ fn lookups() -> StaticLookups {
             "custom@relay.example".to_owned(),
             "dunno@relay.example".to_owned(),
             "weird@relay.example".to_owned(),
+            "maybe@relay.example".to_owned(),
             "@sub.relay.example".to_owned(),
         ])),
-        access,
+    }
+}
+
+/// The access tables restrictions in these tests may name.
+fn table(name: &str) -> Option<Arc<dyn AccessTable>> {
+    match name {
+        "hash:/etc/sluice/rcpt_access" => Some(StaticTable::shared(
+            name,
+            [
+                ("blocked@relay.example", "REJECT"),
+                ("later@relay.example", "DEFER no space"),
+                ("custom@relay.example", "550 5.7.9 go away"),
+                ("ok@other.example", "OK"),
+                ("dunno@relay.example", "DUNNO"),
+                ("weird@relay.example", "FILTER smtp:x"),
+                ("maybe@relay.example", "DEFER_IF_PERMIT not sure yet"),
+                ("sub.relay.example", "421 closing"),
+            ],
+        )),
+        "cidr:/etc/sluice/clients" => Some(StaticTable::shared(name, [("192.0.2", "REJECT spam source")])),
+        "hash:/etc/sluice/senders" => Some(StaticTable::shared(name, [("spammer.example", "REJECT")])),
+        "hash:/etc/sluice/helo" => Some(StaticTable::shared(name, [("localhost", "REJECT you are not me")])),
+        _ => None,
     }
 }
 
 fn policy(relay: &str, recipient: &str) -> Policy {
     Policy {
-        mynetworks: vec!["10.0.0.0/8".parse().unwrap()],
-        client: Vec::new(),
-        relay: parse_restrictions("smtpd_relay_restrictions", &words(relay)).unwrap(),
-        recipient: parse_restrictions("smtpd_recipient_restrictions", &words(recipient)).unwrap(),
-        reject_unlisted_recipient: true,
+        mynetworks: vec!["10.0.0.0/8".parse().unwrap()].into(),
+        relay: parse_restrictions("smtpd_relay_restrictions", &words(relay), &table).unwrap(),
+        recipient: parse_restrictions("smtpd_recipient_restrictions", &words(recipient), &table).unwrap(),
         lookups: Arc::new(lookups()),
+        ..Policy::default()
     }
 }
 
@@ -166,7 +171,24 @@ fn client_access_matches_networks() {
 
 #[test]
 fn lookup_failure_is_a_temporary_error() {
-    let p = policy("check_recipient_access hash:/missing, reject_unauth_destination", "");
+    #[derive(Debug)]
+    struct Broken;
+    impl AccessTable for Broken {
+        fn name(&self) -> &str {
+            "hash:/broken"
+        }
+        fn lookup_address(&self, _: &str) -> Result<Option<String>, TableError> {
+            Err(TableError { table: "hash:/broken".into(), message: "gone".into() })
+        }
+        fn lookup_client(&self, _: IpAddr) -> Result<Option<String>, TableError> {
+            Ok(None)
+        }
+        fn lookup_domain(&self, _: &str) -> Result<Option<String>, TableError> {
+            Ok(None)
+        }
+    }
+    let mut p = policy("reject_unauth_destination", "");
+    p.relay.insert(0, Restriction::CheckRecipientAccess(Arc::new(Broken)));
     assert_eq!(
         reply(p.check_recipient(OUTSIDE, "user@relay.example")),
         "451 4.3.0 <user@relay.example>: Temporary lookup failure"
@@ -192,15 +214,20 @@ fn plain_reject_defer_and_permit() {
 #[test]
 fn lists_that_allow_open_relay_are_refused() {
     assert_eq!(policy("permit_mynetworks", "permit").validate(), Err(PolicyError::OpenRelay));
-    assert_eq!(
-        parse_restrictions("smtpd_relay_restrictions", &words("permit_mynetworks reject_rbl_client x")),
-        Err(PolicyError::Unknown {
-            param: "smtpd_relay_restrictions".into(),
-            name: "reject_rbl_client".into()
-        })
-    );
     assert!(matches!(
-        parse_restrictions("smtpd_recipient_restrictions", &words("check_recipient_access")),
+        parse_restrictions("smtpd_relay_restrictions", &words("permit_mynetworks reject_rbl_client x"), &table),
+        Err(PolicyError::Unknown { name, .. }) if name == "reject_rbl_client"
+    ));
+    assert!(matches!(
+        parse_restrictions("smtpd_recipient_restrictions", &words("check_recipient_access"), &table),
+        Err(PolicyError::MissingTable { .. })
+    ));
+    assert!(matches!(
+        parse_restrictions(
+            "smtpd_recipient_restrictions",
+            &words("check_recipient_access hash:/nowhere"),
+            &table
+        ),
         Err(PolicyError::MissingTable { .. })
     ));
 }
@@ -213,4 +240,107 @@ fn key_orders_follow_postfix() {
     );
     assert_eq!(client_keys("192.0.2.9".parse().unwrap()), ["192.0.2.9", "192.0.2", "192.0", "192"]);
     assert_eq!(client_keys("2001:db8::1".parse().unwrap()), ["2001:db8::1", "2001:db8", "2001"]);
+}
+
+fn req<'a>(client: Client<'a>, helo: Option<&'a str>, sender: &'a str, recipient: &'a str) -> Request<'a> {
+    Request { client, helo, sender, recipient }
+}
+
+#[test]
+fn sender_and_helo_restrictions_apply_at_rcpt() {
+    let mut p = policy("permit_mynetworks, reject_unauth_destination", "");
+    p.sender = parse_restrictions(
+        "smtpd_sender_restrictions",
+        &words("reject_non_fqdn_sender check_sender_access hash:/etc/sluice/senders"),
+        &table,
+    )
+    .unwrap();
+    p.helo = parse_restrictions(
+        "smtpd_helo_restrictions",
+        &words("check_helo_access hash:/etc/sluice/helo"),
+        &table,
+    )
+    .unwrap();
+    let d = |helo, sender| reply(p.check(&req(OUTSIDE, helo, sender, "user@relay.example")));
+    assert_eq!(d(Some("mx.source.example"), "a@source.example"), "accept");
+    assert_eq!(d(Some("mx.source.example"), ""), "accept");
+    assert_eq!(
+        d(Some("mx.source.example"), "a@bad.spammer.example"),
+        "554 5.7.1 <a@bad.spammer.example>: Sender address rejected: Access denied"
+    );
+    assert_eq!(
+        d(Some("mx.source.example"), "a@nodot"),
+        "504 5.5.2 <a@nodot>: Sender address rejected: need fully-qualified address"
+    );
+    assert_eq!(
+        d(Some("localhost"), "a@source.example"),
+        "554 5.7.1 <localhost>: Helo command rejected: you are not me"
+    );
+}
+
+#[test]
+fn defer_if_permit_and_defer_if_reject_soften_the_outcome() {
+    // A table may ask for a deferral should the rest permit.
+    let p = policy(
+        "permit_mynetworks, reject_unauth_destination",
+        "check_recipient_access hash:/etc/sluice/rcpt_access",
+    );
+    assert_eq!(
+        reply(p.check_recipient(OUTSIDE, "maybe@relay.example")),
+        "450 4.7.1 <maybe@relay.example>: Recipient address rejected: not sure yet"
+    );
+    // defer_if_permit in a list, then an explicit permit.
+    let p = policy("defer_if_permit, permit_auth_destination, reject", "");
+    assert_eq!(
+        reply(p.check_recipient(OUTSIDE, "user@relay.example")),
+        "450 4.7.1 <user@relay.example>: Recipient address rejected: defer_if_permit requested"
+    );
+    // defer_if_reject turns a later 5xx into 450.
+    let p = policy("defer_if_reject, reject_unauth_destination", "");
+    assert_eq!(
+        reply(p.check_recipient(OUTSIDE, "x@elsewhere.example")),
+        "450 4.7.1 <x@elsewhere.example>: Relay access denied"
+    );
+    assert_eq!(reply(p.check_recipient(OUTSIDE, "user@relay.example")), "accept");
+}
+
+#[test]
+fn non_fqdn_recipients_and_auth_destination() {
+    let p = policy("reject_non_fqdn_recipient, permit_auth_destination, reject", "");
+    assert_eq!(reply(p.check_recipient(OUTSIDE, "user@relay.example")), "accept");
+    assert_eq!(
+        reply(p.check_recipient(OUTSIDE, "user@relay")),
+        "504 5.5.2 <user@relay>: Recipient address rejected: need fully-qualified address"
+    );
+    assert!(reply(p.check_recipient(OUTSIDE, "user@elsewhere.example")).starts_with("554 5.7.1"));
+}
+
+#[test]
+fn ipv4_mapped_clients_match_ipv4_networks() {
+    let n = Networks::from(vec!["192.0.2.0/24".parse().unwrap()]);
+    assert!(n.contains("::ffff:192.0.2.9".parse().unwrap()));
+    assert!(!n.contains("2001:db8::1".parse().unwrap()));
+}
+
+#[test]
+fn data_restrictions_apply_to_the_data_command() {
+    let mut p = policy("permit_mynetworks, reject_unauth_destination", "");
+    let r = |p: &Policy, addr: Client<'static>| match p.check_data(&req(
+        addr,
+        Some("h.example"),
+        "a@source.example",
+        "user@relay.example",
+    )) {
+        Decision::Accept => "accept".to_owned(),
+        Decision::Refuse(r) => r.to_one_line(),
+    };
+    assert_eq!(r(&p, OUTSIDE), "accept");
+    p.data = parse_restrictions(
+        "smtpd_data_restrictions",
+        &words("reject_unauth_pipelining permit_mynetworks reject"),
+        &table,
+    )
+    .unwrap();
+    assert_eq!(r(&p, OUTSIDE), "554 5.7.1 <DATA>: Data command rejected: Access denied");
+    assert_eq!(r(&p, INSIDE), "accept");
 }

@@ -501,7 +501,13 @@ pub static PARAMS: &[Param] = &[
         "Reply code for smtpd_forbid_bare_newline = reject.",
     ),
     p("smtpd_helo_required", "no", Bool, Limits, "Require HELO or EHLO before MAIL FROM."),
-    p("disable_vrfy_command", "no", Bool, Limits, "Refuse the VRFY command."),
+    p(
+        "disable_vrfy_command",
+        "yes",
+        Bool,
+        Limits,
+        "Refuse the VRFY command (Postfix's default is no; an MX has no reason to confirm addresses to the internet).",
+    ),
     p(
         "hopcount_limit",
         "50",

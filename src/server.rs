@@ -1,2 +1,414 @@
-//! Wiring: opens the queue, starts listeners, the scheduler and the admin
-//! endpoints, and owns the order of shutdown.
+//! Wiring: opens the queue, binds the listeners, starts the SMTP services,
+//! the scheduler and the admin endpoints, and owns the order of shutdown.
+//!
+//! Shutdown order (STYLE.md rule 10): stop accepting (listeners, admin and
+//! metrics endpoints) → let SMTP sessions finish for `sluice_shutdown_grace`,
+//! then the rest answer `421 4.3.2` once their current command (or DATA
+//! commit) is done → stop the scheduler; deliveries in flight record their
+//! results → the queue writer flushes. Everything acknowledged with `250`
+//! is on disk before the `250` is sent, so even a second SIGTERM (immediate
+//! exit) loses nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::admin::api::{ControlRequest, Handler, Response};
+use crate::admin::{self, log as alog, metrics as ametrics};
+use crate::clock;
+use crate::config::{Config, ConfigErrors, Loaded};
+use crate::shutdown::Stage;
+use crate::smtp;
+
+/// `sluice serve`: runs the daemon until SIGTERM or `sluice stop`.
+pub fn main(config_dir: &Path, args: admin::cli::ServeArgs) -> anyhow::Result<ExitCode> {
+    let loaded = match Config::load(config_dir) {
+        Ok(l) => l,
+        Err(errors) => {
+            for d in &errors.0 {
+                eprintln!("sluice: fatal: {d}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let config = &loaded.config;
+    let format = match config.string("sluice_log_format") {
+        "json" => alog::Format::Json,
+        _ => alog::Format::Text,
+    };
+    let file = args.log_file.clone().or_else(|| {
+        let f = config.string("maillog_file");
+        (!f.is_empty()).then(|| PathBuf::from(f))
+    });
+    let logfile = alog::init(format, config.string("myhostname"), file.as_deref()).with_context(|| {
+        format!("opening log file {}", file.as_deref().unwrap_or(Path::new("")).display())
+    })?;
+    for w in &loaded.warnings {
+        warn!(target: "master", "{w}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sluice").build()?;
+    let code = rt.block_on(daemon(config_dir.to_owned(), loaded, logfile));
+    // Blocking reads still running (none should be) must not hold up exit.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+/// Everything the daemon binds before it starts serving; tests bind port 0.
+#[derive(Debug)]
+pub struct Bound {
+    /// One listener per address of each master.cf smtpd service, with the
+    /// service name.
+    pub smtp: Vec<(String, TcpListener)>,
+    pub admin: (PathBuf, UnixListener),
+    pub metrics: Option<TcpListener>,
+}
+
+/// Binds every listener the configuration names. Fails with the address
+/// and service when one cannot be bound (port in use, no permission).
+pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
+    let mut smtp_listeners = Vec::new();
+    for svc in config.smtpd_services() {
+        for addr in &svc.addrs {
+            let l = smtp::bind(*addr, 1024)
+                .with_context(|| format!("master.cf service {}: cannot listen on {addr}", svc.name))?;
+            smtp_listeners.push((svc.name.clone(), l));
+        }
+    }
+    if smtp_listeners.is_empty() {
+        warn!(target: "master", "master.cf has no smtpd service: not accepting mail");
+    }
+    let path = admin::command::admin_socket(config);
+    let admin_l = admin::socket::bind(&path)
+        .await
+        .with_context(|| format!("sluice_admin_socket: cannot listen on {}", path.display()))?;
+    let metrics = match config.string("sluice_metrics_listen").trim() {
+        "" => None,
+        spec => {
+            let addr: SocketAddr = spec
+                .parse()
+                .with_context(|| format!("sluice_metrics_listen: \"{spec}\" is not an address:port"))?;
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("sluice_metrics_listen: cannot listen on {addr}"))?,
+            )
+        }
+    };
+    Ok(Bound { smtp: smtp_listeners, admin: (path, admin_l), metrics })
+}
+
+/// Opens (creating) the queue under `queue_directory`.
+pub fn open_queue(config: &Config) -> anyhow::Result<sluice_queue::Queue> {
+    let dir = admin::command::queue_db_dir(config);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("queue_directory: cannot create {}", dir.display()))?;
+    let queue = sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())
+        .with_context(|| format!("queue_directory: cannot open the queue in {}", dir.display()))?;
+    Ok(queue)
+}
+
+async fn daemon(
+    config_dir: PathBuf,
+    loaded: Loaded,
+    logfile: Option<alog::LogFile>,
+) -> anyhow::Result<ExitCode> {
+    let config = loaded.config;
+    let queue = open_queue(&config)?;
+    let bound = match bind(&config).await {
+        Ok(b) => b,
+        Err(e) => {
+            error!(target: "master", "fatal: {e:#}");
+            queue.close().await.ok();
+            return Err(e);
+        }
+    };
+    let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(8);
+    let running = match Running::start(config.clone(), queue.clone(), bound, Some(control_tx)).await {
+        Ok(r) => r,
+        Err(e) => {
+            error!(target: "master", "fatal: {e:#}");
+            queue.close().await.ok();
+            return Err(e);
+        }
+    };
+    info!(target: "master", "daemon started -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), config_dir.display());
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!(target: "master", "terminating on signal 15"); break; }
+            _ = int.recv() => { info!(target: "master", "terminating on signal 2"); break; }
+            _ = hup.recv() => {
+                if let Some(f) = &logfile && let Err(e) = f.reopen() {
+                    warn!(target: "master", "cannot reopen log file: {e}");
+                }
+                let _ = running.reload(&config_dir).await;
+            }
+            Some(req) = control_rx.recv() => match req {
+                ControlRequest::Reload(reply) => {
+                    let r = running.reload(&config_dir).await;
+                    let _ = reply.send(match r {
+                        Ok(()) => Response::text_ok("sluice: configuration reloaded"),
+                        Err(e) => Response::error(format!("reload refused, old configuration kept:\n{e}")),
+                    });
+                }
+                ControlRequest::Status(reply) => { let _ = reply.send(running.status()); }
+                ControlRequest::Stop(reply) => {
+                    let _ = reply.send(Response::text_ok("sluice: stopping"));
+                    info!(target: "master", "terminating on request");
+                    break;
+                }
+            },
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // A second SIGTERM/SIGINT during the graceful stop exits at once: every
+    // acknowledged message is already durable.
+    let shutdown = running.shutdown();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        r = &mut shutdown => r?,
+        _ = term.recv() => { warn!(target: "master", "second signal: exiting at once"); std::process::exit(1); }
+        _ = int.recv() => { warn!(target: "master", "second signal: exiting at once"); std::process::exit(1); }
+    }
+    info!(target: "master", "daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A running daemon: the parts started by [`Running::start`].
+pub struct Running {
+    config: Arc<ArcSwap<Config>>,
+    queue: sluice_queue::Queue,
+    /// Accept loops of SMTP, admin and metrics.
+    accept: Stage,
+    /// SMTP sessions.
+    sessions: Stage,
+    /// The scheduler and its deliveries.
+    delivery: Stage,
+    inbound: Vec<(String, Arc<smtp::Inbound>)>,
+    delivery_handle: crate::delivery::Handle,
+    started: u64,
+    smtp_addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("smtp", &self.smtp_addrs).finish()
+    }
+}
+
+impl Running {
+    /// Starts every service on already-bound listeners.
+    pub async fn start(
+        config: Arc<Config>,
+        queue: sluice_queue::Queue,
+        bound: Bound,
+        control: Option<mpsc::Sender<ControlRequest>>,
+    ) -> anyhow::Result<Running> {
+        let live = Arc::new(ArcSwap::new(config.clone()));
+        let accept = Stage::new();
+        let sessions = Stage::new();
+        let delivery = Stage::new();
+
+        let delivery_handle = crate::delivery::start(queue.clone(), live.clone(), delivery.clone()).await?;
+
+        let mut inbound: Vec<(String, Arc<smtp::Inbound>)> = Vec::new();
+        let mut smtp_addrs = Vec::new();
+        for (name, listener) in bound.smtp {
+            let svc = config
+                .smtpd_services()
+                .iter()
+                .find(|s| s.name == name)
+                .with_context(|| format!("master.cf service {name} vanished"))?;
+            let ib = match inbound.iter().find(|(n, _)| *n == name) {
+                Some((_, ib)) => ib.clone(),
+                None => {
+                    let settings = smtp::Settings::from_service(svc)
+                        .map_err(|e| anyhow::anyhow!("master.cf service {name}: {e}"))?;
+                    let ib = smtp::Inbound::new(queue.clone(), settings);
+                    inbound.push((name.clone(), ib.clone()));
+                    ib
+                }
+            };
+            if let Ok(a) = listener.local_addr() {
+                smtp_addrs.push(a);
+                info!(target: "master", "service {name} listening on {a}");
+            }
+            tokio::spawn(smtp::serve_staged(listener, ib, accept.clone(), sessions.clone()));
+        }
+
+        let live_for_admin = live.clone();
+        let handler = Handler {
+            queue: queue.clone(),
+            config: Arc::new(move || live_for_admin.load_full()),
+            backends: Some(delivery_handle.backends()),
+            control,
+        };
+        let (path, admin_l) = bound.admin;
+        tokio::spawn(admin::socket::serve(admin_l, path, handler, accept.clone()));
+
+        if let Some(l) = bound.metrics {
+            let handle = ametrics::install();
+            let probe = Arc::new(Probe { queue: queue.clone(), config: live.clone() });
+            if let Ok(a) = l.local_addr() {
+                info!(target: "master", "metrics and health on http://{a}/metrics");
+            }
+            tokio::spawn(ametrics::serve(l, handle, probe, accept.clone()));
+        }
+
+        Ok(Running {
+            config: live,
+            queue,
+            accept,
+            sessions,
+            delivery,
+            inbound,
+            delivery_handle,
+            started: clock::unix_millis(),
+            smtp_addrs,
+        })
+    }
+
+    /// Loads the configuration again; on errors keeps the current one and
+    /// returns them. New settings apply to new SMTP connections and to the
+    /// next delivery decisions; nothing in progress is interrupted.
+    pub async fn reload(&self, dir: &Path) -> Result<(), String> {
+        let result = self.try_reload(dir);
+        match &result {
+            Ok(()) => {
+                info!(target: "master", "reload -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), dir.display())
+            }
+            Err(e) => {
+                error!(target: "master", "reload refused, keeping the running configuration: {}", e.replace('\n', "; "))
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self, dir: &Path) -> Result<(), String> {
+        let loaded = Config::load(dir).map_err(|e: ConfigErrors| e.to_string())?;
+        let new = loaded.config;
+        // Build every listener's settings first: a reload applies entirely
+        // or not at all.
+        let mut updates = Vec::new();
+        for (name, ib) in &self.inbound {
+            match new.smtpd_services().iter().find(|s| &s.name == name) {
+                Some(svc) => {
+                    let s = smtp::Settings::from_service(svc)
+                        .map_err(|e| format!("master.cf service {name}: {e}"))?;
+                    updates.push((ib.clone(), s));
+                }
+                None => {
+                    warn!(target: "master", "service {name} was removed from master.cf: it keeps running until restart")
+                }
+            }
+        }
+        for svc in new.smtpd_services() {
+            if !self.inbound.iter().any(|(n, _)| *n == svc.name) {
+                warn!(target: "master", "new master.cf service {} starts at the next restart", svc.name);
+            }
+        }
+        for w in &loaded.warnings {
+            warn!(target: "master", "{w}");
+        }
+        for (ib, s) in updates {
+            ib.reload(s);
+        }
+        self.config.store(new);
+        self.delivery_handle.wake();
+        Ok(())
+    }
+
+    /// The status `sluice status` prints.
+    pub fn status(&self) -> Response {
+        let st = self.queue.stats();
+        let now = clock::unix_millis();
+        let backends = self.delivery_handle.backends().list();
+        let open = backends.iter().filter(|b| b.breaker != "closed").count();
+        let data = serde_json::json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": now.saturating_sub(self.started) / 1000,
+            "smtp_listeners": self.smtp_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "queue_messages": st.messages,
+            "queue_bytes": st.bytes,
+            "queue_held": st.held,
+            "recipients_pending": st.recipients_pending,
+            "oldest_message_age_seconds": st.oldest_arrival.map(|a| now.saturating_sub(a) / 1000),
+            "backends": backends.len(),
+            "backends_not_closed": open,
+        });
+        Response::status(data)
+    }
+
+    /// Graceful stop in the documented order.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let grace = self.config.load().time("sluice_shutdown_grace");
+        self.accept.stop().await;
+        if tokio::time::timeout(grace, self.sessions.wait_idle()).await.is_err() {
+            info!(target: "master", "grace period over: closing remaining SMTP sessions with 421");
+        }
+        self.sessions.stop().await;
+        self.delivery.stop().await;
+        if let Err(e) = self.queue.close().await {
+            bail!("flushing the queue: {e}");
+        }
+        Ok(())
+    }
+
+    /// The SMTP addresses being served (tests bind port 0).
+    pub fn smtp_addrs(&self) -> &[SocketAddr] {
+        &self.smtp_addrs
+    }
+}
+
+/// Samples queue gauges and answers `/health`.
+struct Probe {
+    queue: sluice_queue::Queue,
+    config: Arc<ArcSwap<Config>>,
+}
+
+impl ametrics::Probe for Probe {
+    fn sample(&self) {
+        use ametrics::names;
+        let st = self.queue.stats();
+        metrics::gauge!(names::QUEUE_MESSAGES, "state" => "all").set(st.messages as f64);
+        metrics::gauge!(names::QUEUE_MESSAGES, "state" => "held").set(st.held as f64);
+        metrics::gauge!(names::QUEUE_RECIPIENTS).set(st.recipients_pending as f64);
+        metrics::gauge!(names::QUEUE_BYTES).set(st.bytes as f64);
+        metrics::gauge!(names::QUEUE_QUARANTINED).set(st.quarantined as f64);
+        let age =
+            st.oldest_arrival.map(|a| clock::unix_millis().saturating_sub(a) as f64 / 1000.0).unwrap_or(0.0);
+        metrics::gauge!(names::QUEUE_OLDEST).set(age);
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let c = self.config.load();
+        let limits = crate::smtp::admission(&c);
+        self.queue.admit(&limits).map_err(|e| e.to_string())
+    }
+}
+
+/// Sends a request to the main loop and waits for its answer.
+pub async fn control(
+    tx: &mpsc::Sender<ControlRequest>,
+    make: impl FnOnce(oneshot::Sender<Response>) -> ControlRequest,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if tx.send(make(reply)).await.is_err() {
+        return Response::error("the daemon is shutting down");
+    }
+    rx.await.unwrap_or_else(|_| Response::error("the daemon is shutting down"))
+}

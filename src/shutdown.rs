@@ -57,6 +57,14 @@ impl Stage {
         self.tracker.wait().await;
     }
 
+    /// Waits until every guard has dropped, without asking anyone to stop
+    /// (the grace period before `stop`).
+    pub async fn wait_idle(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.tracker.reopen();
+    }
+
     /// The underlying token, for `select!` on `token.cancelled()` by value.
     pub fn token(&self) -> CancellationToken {
         self.token.clone()

@@ -18,6 +18,7 @@ use sluice::config::command::{ConfigArgs, run_to};
 const DIFFERENT_DEFAULTS: &[(&str, &str)] = &[
     ("mail_name", "sluice names itself, as Postfix does"),
     ("queue_directory", "sluice's spool is /var/spool/sluice"),
+    ("disable_vrfy_command", "an MX has no reason to confirm addresses: VRFY is off by default"),
     (
         "smtpd_forbid_bare_newline",
         "sluice uses Postfix 3.9's safe default (normalize); Debian 12's 3.7 backport says no",

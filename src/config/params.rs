@@ -501,7 +501,13 @@ pub static PARAMS: &[Param] = &[
         "Reply code for smtpd_forbid_bare_newline = reject.",
     ),
     p("smtpd_helo_required", "no", Bool, Limits, "Require HELO or EHLO before MAIL FROM."),
-    p("disable_vrfy_command", "no", Bool, Limits, "Refuse the VRFY command."),
+    p(
+        "disable_vrfy_command",
+        "yes",
+        Bool,
+        Limits,
+        "Refuse the VRFY command (Postfix's default is no; an MX has no reason to confirm addresses to the internet).",
+    ),
     p(
         "hopcount_limit",
         "50",
@@ -806,6 +812,13 @@ pub static PARAMS: &[Param] = &[
         Listen,
         Sluice,
         "Address:port of the Prometheus /metrics and /health endpoint (empty: off).",
+    ),
+    p(
+        "sluice_shutdown_grace",
+        "30s",
+        SECS,
+        Sluice,
+        "On SIGTERM, how long SMTP sessions may go on before the rest are told 421 4.3.2 (new connections are refused at once).",
     ),
     p(
         "sluice_log_format",

@@ -3,11 +3,6 @@
 //!
 //! Owns only the translation from gate snapshots to admin's view; the
 //! behaviour lives in the scheduler and the gates.
-//!
-//! Not yet in the module tree: `crate::admin::api` arrives with the admin
-//! branch. Merging it, replace that branch's `src/delivery/stub.rs` by a
-//! `mod admin_view;` line in `delivery/mod.rs`; `server.rs` then finds
-//! `Handle::backends()` and `Handle::wake()` as it expects.
 
 use std::sync::Arc;
 

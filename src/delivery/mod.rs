@@ -15,6 +15,7 @@
 //! returns a [`Handle`] for the admin side (backend snapshots, pause,
 //! resume, wake).
 
+mod admin_view;
 pub mod backoff;
 pub mod bounce;
 pub mod client;

@@ -24,7 +24,29 @@ pub enum Event {
     TlsHandshake { ok: bool },
 }
 
-/// Records an event. Metrics attach here.
+/// Records an event in the metrics (names in `admin::metrics::names`).
 pub fn emit(event: Event) {
+    use crate::admin::metrics::names;
     tracing::trace!(target: "sluice::smtp::events", ?event);
+    match event {
+        Event::Connected => metrics::gauge!(names::SESSIONS).increment(1.0),
+        Event::Disconnected => metrics::gauge!(names::SESSIONS).decrement(1.0),
+        Event::ConnectionRefused => {
+            metrics::counter!(names::REJECTED, "stage" => "CONNECT", "code" => "421").increment(1)
+        }
+        Event::Rejected { stage, code } => {
+            metrics::counter!(names::REJECTED, "stage" => stage, "code" => code.to_string()).increment(1)
+        }
+        Event::Queued { .. } => metrics::counter!(names::ACCEPTED).increment(1),
+        Event::Timeout => {
+            metrics::counter!(names::REJECTED, "stage" => "TIMEOUT", "code" => "421").increment(1)
+        }
+        Event::ProtocolViolation => {
+            metrics::counter!(names::REJECTED, "stage" => "PROTOCOL", "code" => "violation").increment(1)
+        }
+        Event::TlsHandshake { ok } => {
+            metrics::counter!(names::TLS_HANDSHAKES, "result" => if ok { "ok" } else { "failed" })
+                .increment(1)
+        }
+    }
 }

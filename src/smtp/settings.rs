@@ -94,8 +94,8 @@ pub struct Settings {
 
     /// `smtpd_helo_required`.
     pub helo_required: bool,
-    /// VRFY answered (`252`): only when `disable_vrfy_command = no` is set
-    /// explicitly; off by default.
+    /// VRFY answered (`252`) when `disable_vrfy_command = no` (the default
+    /// is `yes`, unlike Postfix: see the parameter table).
     pub vrfy: bool,
     /// `smtputf8_enable`.
     pub smtputf8: bool,
@@ -274,7 +274,7 @@ impl Settings {
             helo_required: c.bool("smtpd_helo_required"),
             // VRFY is off unless the administrator asks for it, whatever
             // Postfix's default (`no`) says.
-            vrfy: c.is_set("disable_vrfy_command") && !c.bool("disable_vrfy_command"),
+            vrfy: !c.bool("disable_vrfy_command"),
             smtputf8: c.bool("smtputf8_enable"),
             bare_newline,
             bare_newline_exclusions: networks("smtpd_forbid_bare_newline_exclusions"),

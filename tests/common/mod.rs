@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod clients;
+pub mod daemon;
 pub mod inbound;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

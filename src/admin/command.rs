@@ -1,0 +1,222 @@
+//! Runs the command line: dispatches subcommands, talks to the daemon over
+//! the admin socket, and falls back to the queue directly when the daemon is
+//! not running (as `postqueue`/`postsuper` do on a stopped Postfix).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use super::api::{Handler, Ids, Request, Response};
+use super::cli::{BackendCommand, Cli, Command, IdArgs, QueueCommand};
+use super::socket::{self, SocketError};
+use crate::clock;
+use crate::config::Config;
+
+/// How long a command waits for the daemon's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where the queue's database lives inside `queue_directory`.
+pub fn queue_db_dir(config: &Config) -> PathBuf {
+    Path::new(config.string("queue_directory")).join("db")
+}
+
+/// The admin socket path (`sluice_admin_socket`).
+pub fn admin_socket(config: &Config) -> PathBuf {
+    PathBuf::from(config.string("sluice_admin_socket"))
+}
+
+/// Entry point of the binary after argument parsing.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => crate::server::main(&cli.config_dir, args),
+        Command::Config(args) => crate::config::command::run(&cli.config_dir, &args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut super::cli::command(), "sluice", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            write_man_pages(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(client(&cli.config_dir, other))
+        }
+    }
+}
+
+fn load_config(dir: &Path) -> anyhow::Result<Arc<Config>> {
+    match Config::load(dir) {
+        Ok(loaded) => Ok(loaded.config),
+        Err(errors) => bail!("{errors}"),
+    }
+}
+
+/// Reads queue IDs: `ALL`, `-` (stdin, one per line, as postsuper), or a list.
+fn ids(args: &IdArgs) -> anyhow::Result<Ids> {
+    if args.ids.iter().any(|s| s == "ALL") {
+        if args.ids.len() > 1 {
+            bail!("ALL cannot be combined with queue IDs");
+        }
+        return Ok(Ids::All);
+    }
+    let mut out = Vec::new();
+    for a in &args.ids {
+        if a == "-" {
+            for line in std::io::stdin().lock().lines() {
+                let line = line.context("reading queue IDs from stdin")?;
+                out.extend(line.split_whitespace().map(str::to_owned));
+            }
+        } else {
+            out.push(a.clone());
+        }
+    }
+    Ok(Ids::Some(out))
+}
+
+/// Sends `req` to the daemon; when it is not running, executes queue
+/// requests directly against the queue.
+async fn client(config_dir: &Path, command: Command) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_dir)?;
+    let mut json = false;
+    let req = match command {
+        Command::Queue(q) => match q {
+            QueueCommand::List { json: j } => {
+                json = j;
+                Request::QueueList
+            }
+            QueueCommand::Show { id } => Request::QueueShow { id },
+            QueueCommand::Flush { backend, domain } => Request::QueueFlush { backend, domain },
+            QueueCommand::Hold(a) => Request::Hold { ids: ids(&a)? },
+            QueueCommand::Release(a) => Request::Release { ids: ids(&a)? },
+            QueueCommand::Delete(a) => Request::Delete { ids: ids(&a)? },
+            QueueCommand::Requeue(a) => Request::Requeue { ids: ids(&a)? },
+            QueueCommand::Summary => Request::Summary,
+        },
+        Command::Backend(b) => match b {
+            BackendCommand::List { json: j } => {
+                json = j;
+                Request::BackendList
+            }
+            BackendCommand::Pause { name, duration } => Request::BackendPause {
+                name,
+                until: duration.map(|d| clock::unix_millis().saturating_add(d.as_millis() as u64)),
+            },
+            BackendCommand::Resume { name } => Request::BackendResume { name },
+        },
+        Command::Reload => Request::Reload,
+        Command::Stop => Request::Stop,
+        Command::Status => Request::Status,
+        Command::Serve(_) | Command::Config(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled by run()")
+        }
+    };
+    let list = matches!(req, Request::QueueList);
+    let path = admin_socket(&config);
+    let resp = match socket::call(&path, &req, CALL_TIMEOUT).await {
+        Ok(r) => r,
+        Err(SocketError::NotRunning(_)) => match direct(&config, req).await? {
+            Some(r) => r,
+            None => {
+                eprintln!("sluice: the mail system is not running");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        Err(e) => return Err(e.into()),
+    };
+    print(&resp, json, list)
+}
+
+/// Executes a request without the daemon. `None` for requests that need it.
+async fn direct(config: &Arc<Config>, req: Request) -> anyhow::Result<Option<Response>> {
+    if matches!(
+        req,
+        Request::Reload
+            | Request::Stop
+            | Request::Status
+            | Request::BackendPause { .. }
+            | Request::BackendResume { .. }
+    ) {
+        return Ok(None);
+    }
+    let dir = queue_db_dir(config);
+    let read_only = matches!(
+        req,
+        Request::QueueList | Request::QueueShow { .. } | Request::Summary | Request::BackendList
+    );
+    if !dir.exists() {
+        // No queue was ever created here: for a listing that is an empty
+        // queue, for anything else a mistake worth naming.
+        if matches!(req, Request::QueueList) {
+            return Ok(Some(Response::listing(&[])));
+        }
+        bail!(
+            "queue directory {} does not exist (queue_directory in {})",
+            dir.display(),
+            config.dir().display()
+        );
+    }
+    eprintln!("sluice: warning: mail system is down -- accessing queue directly");
+    let queue = if read_only {
+        sluice_queue::Queue::open_read_only(&dir)?
+    } else {
+        sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())?
+    };
+    let cfg = config.clone();
+    let handler = Handler {
+        queue: queue.clone(),
+        config: Arc::new(move || cfg.clone()),
+        backends: None,
+        control: None,
+    };
+    let resp = handler.handle(req).await;
+    if !read_only {
+        queue.close().await?;
+    }
+    Ok(Some(resp))
+}
+
+fn print(resp: &Response, json: bool, list: bool) -> anyhow::Result<ExitCode> {
+    if !resp.ok {
+        eprintln!("sluice: fatal: {}", resp.text);
+        return Ok(ExitCode::from(1));
+    }
+    if json && list {
+        let msgs: Vec<super::view::MessageView> = serde_json::from_value(resp.data.clone())?;
+        print!("{}", super::view::mailq_json(&msgs));
+    } else if json {
+        println!("{}", serde_json::to_string_pretty(&resp.data)?);
+    } else if list || std::io::stdout().is_terminal() || !resp.text.is_empty() {
+        print!("{}", resp.text);
+        if !resp.text.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice man DIR`: sluice.8 plus one page per subcommand (sluice-queue.8 ...).
+fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = super::cli::command();
+    let render = |cmd: clap::Command, name: String| -> anyhow::Result<()> {
+        let man = clap_mangen::Man::new(cmd.clone().name(name.clone())).section("8");
+        let mut buf = Vec::new();
+        man.render(&mut buf)?;
+        let path = dir.join(format!("{name}.8"));
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    };
+    render(cmd.clone(), "sluice".into())?;
+    for sub in cmd.get_subcommands() {
+        if matches!(sub.get_name(), "completions" | "man" | "help") {
+            continue;
+        }
+        render(sub.clone(), format!("sluice-{}", sub.get_name()))?;
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{Daemon, TestConfig, queued_id, send};
 
@@ -25,17 +25,17 @@ fn wait_queue(
     what: &str,
     pred: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let list = || -> Vec<serde_json::Value> {
         let out = cfg.sluice(&["queue", "list", "--json"]);
-        let v: Vec<serde_json::Value> =
-            stdout(&out).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
-        if pred(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; queue: {v:?}\nlog:\n{}", cfg.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+    };
+    common::wait_until(
+        what,
+        Duration::from_secs(30),
+        || pred(&list()),
+        || format!("queue: {:?}\nlog:\n{}", list(), cfg.log()),
+    );
+    list()
 }
 
 #[test]
@@ -123,11 +123,12 @@ fn reload_refuses_a_broken_config_and_applies_a_good_one() {
 
     cfg.append_main_cf("message_size_limit = ten");
     daemon.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cfg.log().contains("reload refused") {
-        assert!(Instant::now() < deadline, "no refusal logged:\n{}", cfg.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until(
+        "the refusal in the log",
+        Duration::from_secs(10),
+        || cfg.log().contains("reload refused"),
+        || cfg.log(),
+    );
     assert!(cfg.log().contains("message_size_limit"), "the refusal names the parameter:\n{}", cfg.log());
     // Still serving with the old settings.
     send(cfg.smtp, "a@sender.test", &["u@relay.test"], &big).expect("old limit still applies");
@@ -146,16 +147,18 @@ fn reload_refuses_a_broken_config_and_applies_a_good_one() {
     let status = stdout(&cfg.sluice(&["status"]));
     assert!(status.contains("sluice is running") && status.contains("queue_messages: 1"), "{status}");
     assert!(cfg.sluice(&["stop"]).status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut daemon = daemon;
-    loop {
-        if let Ok(Some(st)) = daemon.child.child.try_wait() {
-            assert!(st.success());
-            break;
-        }
-        assert!(Instant::now() < deadline, "sluice stop did not stop the daemon");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut exit = None;
+    common::wait_until(
+        "sluice stop to stop the daemon",
+        Duration::from_secs(30),
+        || {
+            exit = daemon.child.child.try_wait().ok().flatten();
+            exit.is_some()
+        },
+        || cfg.log(),
+    );
+    assert!(exit.is_some_and(|st| st.success()), "{exit:?}");
     let out = cfg.sluice(&["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"), "{out:?}");

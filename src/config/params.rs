@@ -814,13 +814,6 @@ pub static PARAMS: &[Param] = &[
         "Address:port of the Prometheus /metrics and /health endpoint (empty: off).",
     ),
     p(
-        "sluice_shutdown_grace",
-        "30s",
-        SECS,
-        Sluice,
-        "On SIGTERM, how long SMTP sessions may go on before the rest are told 421 4.3.2 (new connections are refused at once).",
-    ),
-    p(
         "sluice_log_format",
         "text",
         Enum(&["text", "json"]),
@@ -829,10 +822,10 @@ pub static PARAMS: &[Param] = &[
     ),
     p(
         "sluice_shutdown_grace",
-        "10s",
+        "30s",
         SECS_MS,
         Sluice,
-        "On stop, how long SMTP sessions and deliveries may finish before the rest get 421 or are deferred.",
+        "On stop: how long SMTP sessions may go on before the rest are told 421 4.3.2 (new connections are refused at once); then how long deliveries in progress may finish before the rest are deferred.",
     ),
 ];
 

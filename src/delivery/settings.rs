@@ -68,7 +68,7 @@ impl Default for Settings {
             claim_batch: 256,
             backend_queue_limit: 5_000,
             myhostname: "localhost".into(),
-            shutdown_grace: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -91,7 +91,7 @@ impl Settings {
             claim_batch: active_limit.clamp(1, 256),
             backend_queue_limit: (active_limit / 4).max(1),
             myhostname: config.string("myhostname").to_owned(),
-            shutdown_grace: Settings::default().shutdown_grace,
+            shutdown_grace: config.time("sluice_shutdown_grace"),
         }
     }
 }

@@ -32,6 +32,16 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
     false
 }
 
+/// Polls `f` every `every` until it holds; panics naming `what` (and
+/// whatever `context` says then) after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A child process that is SIGKILLed and reaped when dropped, so a failing
 /// test never leaves a server behind.
 #[derive(Debug)]

@@ -715,7 +715,7 @@ impl Queue {
         &self,
         ids: &[QueueId],
         what: &'static str,
-        f: fn(&mut Change, QueueId, &Record, bool) -> bool,
+        f: impl Fn(&mut Change, QueueId, &Record, bool) -> bool + Clone + Send + 'static,
     ) -> Result<usize> {
         self.inner.writer()?;
         let mut total = 0;
@@ -723,6 +723,7 @@ impl Queue {
             let mut page = page.to_vec();
             page.sort_unstable();
             page.dedup();
+            let f = f.clone();
             total += self
                 .inner
                 .mutate(page.clone(), move |inner| {
@@ -767,38 +768,18 @@ impl Queue {
 
     /// Releases held messages (`postsuper -H`), due at `now`.
     pub async fn release(&self, ids: &[QueueId], now: UnixMillis) -> Result<usize> {
-        // `fn` pointers cannot capture `now`: carry it through the change.
-        self.inner.writer()?;
-        let mut total = 0;
-        for page in ids.chunks(ADMIN_PAGE) {
-            let mut page = page.to_vec();
-            page.sort_unstable();
-            page.dedup();
-            total += self
-                .inner
-                .mutate(page.clone(), move |inner| {
-                    let mut change = Change::new(Durability::Synced);
-                    let mut n = 0;
-                    for id in page {
-                        match inner.lookup(id)? {
-                            Lookup::Found(rec) if rec.envelope.held => {
-                                let mut after = rec.clone();
-                                after.envelope.held = false;
-                                after.due = now;
-                                Inner::rewrite(&mut change, id, &rec, &after, inner.is_inflight(id)?, true);
-                                tracing::info!("{id}: released from hold");
-                                n += 1;
-                            }
-                            Lookup::Corrupt(raw, e) => {
-                                let _ = Inner::quarantine_envelope(id, &raw, &e.to_string(), &mut change);
-                            }
-                            _ => {}
-                        }
-                    }
-                    Ok((change, Ok(n)))
-                })
-                .await?;
-        }
+        let total = self
+            .for_each_message(ids, "released from hold", move |change, id, rec, inflight| {
+                if !rec.envelope.held {
+                    return false;
+                }
+                let mut after = rec.clone();
+                after.envelope.held = false;
+                after.due = now;
+                Inner::rewrite(change, id, rec, &after, inflight, true);
+                true
+            })
+            .await?;
         if total > 0 {
             self.inner.wake();
         }

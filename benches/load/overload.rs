@@ -32,7 +32,7 @@ use backend::{Backend, Mode, Proto};
 use sluice::config::Config;
 use sluice::delivery::dns::StaticResolver;
 use sluice::shutdown::Stage;
-use sluice_queue::{BodyType, ClientInfo, DsnRet, Envelope, Options, Queue, Recipient};
+use sluice_queue::{ClientInfo, Envelope, Options, Queue, Recipient};
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -119,14 +119,7 @@ fn envelope() -> Envelope {
             helo: "load".into(),
             protocol: "ESMTP".into(),
         },
-        declared_size: None,
-        body_type: BodyType::Unspecified,
-        smtputf8: false,
-        ret: DsnRet::Unspecified,
-        envid: None,
-        held: false,
-        delay_warned: false,
-        is_notification: false,
+        ..Envelope::default()
     }
 }
 

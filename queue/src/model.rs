@@ -134,7 +134,7 @@ pub struct Notify {
 
 /// Who handed us the message: enough for the `Received:` header, logs and
 /// `sluice queue show`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClientInfo {
     /// The client's address, `None` for locally generated mail (bounces).
     pub addr: Option<IpAddr>,
@@ -194,8 +194,9 @@ impl Recipient {
     }
 }
 
-/// Everything about a message except its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything about a message except its body. `Default` is an empty
+/// envelope from the null sender, for building one field by field.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Envelope {
     /// The reverse path; empty for the null sender `<>`.
     pub sender: String,
@@ -377,24 +378,8 @@ mod tests {
 
     fn envelope(n: usize) -> Envelope {
         Envelope {
-            sender: String::new(),
             recipients: (0..n).map(|i| Recipient::new(format!("r{i}@example.net"))).collect(),
-            arrival: 0,
-            size: 0,
-            client: ClientInfo {
-                addr: None,
-                name: String::new(),
-                helo: String::new(),
-                protocol: String::new(),
-            },
-            declared_size: None,
-            body_type: BodyType::Unspecified,
-            smtputf8: false,
-            ret: DsnRet::Unspecified,
-            envid: None,
-            held: false,
-            delay_warned: false,
-            is_notification: false,
+            ..Envelope::default()
         }
     }
 

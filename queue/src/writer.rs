@@ -464,28 +464,14 @@ fn compact_dead_prefixes(store: &Store, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClientInfo, Recipient};
+    use crate::model::Recipient;
 
     fn env(size: u64, held: bool, rcpts: usize) -> Envelope {
         Envelope {
-            sender: String::new(),
             recipients: (0..rcpts).map(|i| Recipient::new(format!("r{i}@x"))).collect(),
-            arrival: 0,
             size,
-            client: ClientInfo {
-                addr: None,
-                name: String::new(),
-                helo: String::new(),
-                protocol: String::new(),
-            },
-            declared_size: None,
-            body_type: Default::default(),
-            smtputf8: false,
-            ret: Default::default(),
-            envid: None,
             held,
-            delay_warned: false,
-            is_notification: false,
+            ..Envelope::default()
         }
     }
 

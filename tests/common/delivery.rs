@@ -13,7 +13,7 @@ use sluice::config::Config;
 use sluice::delivery::dns::StaticResolver;
 use sluice::delivery::{self, Handle, Tuning};
 use sluice::shutdown::Stage;
-use sluice_queue::{BodyType, ClientInfo, DsnRet, Envelope, Filter, Options, Queue, QueueId, Recipient};
+use sluice_queue::{ClientInfo, Envelope, Filter, Options, Queue, QueueId, Recipient};
 
 /// master.cf with the delivery transports a Debian Postfix has.
 pub const MASTER_CF: &str = "\
@@ -143,14 +143,7 @@ pub fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
             helo: "client.remote.test".into(),
             protocol: "ESMTP".into(),
         },
-        declared_size: None,
-        body_type: BodyType::Unspecified,
-        smtputf8: false,
-        ret: DsnRet::Unspecified,
-        envid: None,
-        held: false,
-        delay_warned: false,
-        is_notification: false,
+        ..Envelope::default()
     }
 }
 

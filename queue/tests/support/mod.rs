@@ -18,14 +18,7 @@ pub fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
             helo: "client.example".into(),
             protocol: "ESMTP".into(),
         },
-        declared_size: None,
-        body_type: Default::default(),
-        smtputf8: false,
-        ret: Default::default(),
-        envid: None,
-        held: false,
-        delay_warned: false,
-        is_notification: false,
+        ..Envelope::default()
     }
 }
 

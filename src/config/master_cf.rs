@@ -126,34 +126,7 @@ pub(crate) fn parse(text: &str, file: &Path, errors: &mut Vec<Diagnostic>) -> Ve
 
 /// Splits on white space, keeping `{ ... }` groups (Postfix 3.0) together.
 fn tokenize(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut depth = 0usize;
-    for c in s.chars() {
-        match c {
-            '{' => {
-                depth += 1;
-                cur.push(c);
-            }
-            '}' => {
-                depth = depth.checked_sub(1).ok_or("unbalanced '}'")?;
-                cur.push(c);
-            }
-            c if c.is_whitespace() && depth == 0 => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if depth != 0 {
-        return Err("unbalanced '{'".into());
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    Ok(out)
+    super::values::split_grouped(s, char::is_whitespace)
 }
 
 #[cfg(test)]

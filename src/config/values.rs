@@ -87,6 +87,12 @@ pub(crate) fn parse_time(s: &str, default_unit: char, allow_ms: bool) -> Result<
 /// intact (so `inline:{ a=1, b=2 }` is one element), as Postfix's
 /// `mystrtokq()`. Braces are kept; see [`unbrace`].
 pub(crate) fn split_list(s: &str) -> Result<Vec<String>, String> {
+    split_grouped(s, |c| c == ',' || c.is_whitespace())
+}
+
+/// Splits `s` at the characters `sep` accepts outside `{ ... }` groups,
+/// dropping empty pieces; braces are kept in the pieces.
+pub(crate) fn split_grouped(s: &str, sep: impl Fn(char) -> bool) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut depth = 0usize;
@@ -103,7 +109,7 @@ pub(crate) fn split_list(s: &str) -> Result<Vec<String>, String> {
                 depth -= 1;
                 cur.push(c);
             }
-            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
+            c if depth == 0 && sep(c) => {
                 if !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));
                 }

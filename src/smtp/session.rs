@@ -295,12 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // still apply), so its message is committed and answered before
             // the 421, and the client does not send it again.
             if self.stage.is_cancelled() && matches!(self.input, Input::Command | Input::SkipLine) {
-                let host = self.settings.myhostname.clone();
-                self.reply(&Reply::new(
-                    421,
-                    Status(4, 3, 2),
-                    format!("{host} Service shutting down, closing transmission channel"),
-                ));
+                self.reply_shutting_down();
                 return;
             }
             if let Err(e) = self.flush().await {
@@ -327,12 +322,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return;
                 }
                 Read::Shutdown => {
-                    let host = self.settings.myhostname.clone();
-                    self.reply(&Reply::new(
-                        421,
-                        Status(4, 3, 2),
-                        format!("{host} Service shutting down, closing transmission channel"),
-                    ));
+                    self.reply_shutting_down();
                     return;
                 }
             }
@@ -574,6 +564,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             events::emit(Event::Rejected { stage: self.last, code: r.code() });
         }
         self.wbuf.extend_from_slice(&r.to_wire());
+    }
+
+    /// The `421` a session gets when sluice stops while it is open.
+    fn reply_shutting_down(&mut self) {
+        let host = self.settings.myhostname.clone();
+        self.reply(&Reply::new(
+            421,
+            Status(4, 3, 2),
+            format!("{host} Service shutting down, closing transmission channel"),
+        ));
     }
 
     /// Ends the session after `smtpd_hard_error_limit` errors; slows it

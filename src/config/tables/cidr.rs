@@ -16,9 +16,7 @@ use super::super::error::Diagnostic;
 use super::super::main_cf::LogicalLine;
 use super::super::values::parse_ip;
 use super::super::{Table, TableError};
-
-/// An open `if` block while parsing: its line, condition and rules.
-type Block = (usize, Option<(IpNet, bool)>, Vec<Rule>);
+use super::Nesting;
 
 #[derive(Debug)]
 enum Rule {
@@ -78,18 +76,13 @@ impl CidrTable {
         errors: &mut Vec<Diagnostic>,
     ) -> Option<CidrTable> {
         let before = errors.len();
-        let mut stack: Vec<Block> = vec![(0, None, Vec::new())];
+        let mut nesting = Nesting::new();
         for ll in lines {
             let err = |m: String| Diagnostic::param(file, Some(ll.line), param, m);
             let text = ll.text.trim();
             if text == "endif" {
-                if stack.len() == 1 {
-                    errors.push(err("endif without if".into()));
-                    continue;
-                }
-                let (_, cond, body) = stack.pop().expect("stack has an if");
-                if let Some((net, negate)) = cond {
-                    stack.last_mut().expect("outer block").2.push(Rule::If { net, negate, body });
+                if let Err(m) = nesting.close(|_, (net, negate), body| Rule::If { net, negate, body }) {
+                    errors.push(err(m));
                 }
                 continue;
             }
@@ -98,13 +91,8 @@ impl CidrTable {
                 None => (text, ""),
             };
             if first == "if" {
-                match parse_pattern(rest) {
-                    Ok(cond) => stack.push((ll.line, Some(cond), Vec::new())),
-                    Err(m) => {
-                        errors.push(err(m));
-                        stack.push((ll.line, None, Vec::new()));
-                    }
-                }
+                let cond = parse_pattern(rest).map_err(|m| errors.push(err(m))).ok();
+                nesting.open(ll.line, cond);
                 continue;
             }
             // `! 10.0.0.0/8 result` is allowed too.
@@ -121,19 +109,13 @@ impl CidrTable {
                 continue;
             }
             match parse_pattern(&pattern) {
-                Ok((net, negate)) => stack.last_mut().expect("outer block").2.push(Rule::Match {
-                    net,
-                    negate,
-                    result: result.to_owned(),
-                }),
+                Ok((net, negate)) => nesting.push(Rule::Match { net, negate, result: result.to_owned() }),
                 Err(m) => errors.push(err(m)),
             }
         }
-        while stack.len() > 1 {
-            let (line, _, _) = stack.pop().expect("open if");
+        let rules = nesting.finish(|line| {
             errors.push(Diagnostic::param(file, Some(line), param, "if without matching endif"));
-        }
-        let rules = stack.pop().map(|(_, _, b)| b).unwrap_or_default();
+        });
         (errors.len() == before).then(|| CidrTable { name: spec.to_owned(), rules })
     }
 }

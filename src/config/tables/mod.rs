@@ -342,6 +342,54 @@ pub(crate) fn strip_extension<'a>(local: &'a str, delimiters: &str) -> Option<&'
     if pos == 0 { None } else { Some(&local[..pos]) }
 }
 
+/// The `if` / `endif` nesting of `regexp:`, `pcre:` and `cidr:` tables
+/// while they are parsed: a stack of open blocks, each with its line, its
+/// condition (`C`) and the rules (`R`) read so far.
+pub(crate) struct Nesting<C, R> {
+    stack: Vec<(usize, Option<C>, Vec<R>)>,
+}
+
+impl<C, R> Nesting<C, R> {
+    pub(crate) fn new() -> Self {
+        Nesting { stack: vec![(0, None, Vec::new())] }
+    }
+
+    /// Opens an `if` block at `line`; `cond` is `None` when the condition
+    /// did not parse (reported by the caller), so later `endif`s still
+    /// pair up.
+    pub(crate) fn open(&mut self, line: usize, cond: Option<C>) {
+        self.stack.push((line, cond, Vec::new()));
+    }
+
+    /// Closes the innermost `if`, turning it into a rule with `make(line,
+    /// condition, body)`; an error when no `if` is open.
+    pub(crate) fn close(&mut self, make: impl FnOnce(usize, C, Vec<R>) -> R) -> Result<(), String> {
+        if self.stack.len() == 1 {
+            return Err("endif without if".into());
+        }
+        let (line, cond, body) = self.stack.pop().expect("an if is open");
+        if let Some(cond) = cond {
+            self.push(make(line, cond, body));
+        }
+        Ok(())
+    }
+
+    /// Adds a rule to the innermost block.
+    pub(crate) fn push(&mut self, rule: R) {
+        self.stack.last_mut().expect("the outermost block stays").2.push(rule);
+    }
+
+    /// The top-level rules; `unclosed(line)` is called for each `if`
+    /// still open.
+    pub(crate) fn finish(mut self, mut unclosed: impl FnMut(usize)) -> Vec<R> {
+        while self.stack.len() > 1 {
+            let (line, _, _) = self.stack.pop().expect("an if is open");
+            unclosed(line);
+        }
+        self.stack.pop().map(|(_, _, rules)| rules).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

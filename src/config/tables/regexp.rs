@@ -17,6 +17,7 @@ use std::path::Path;
 use super::super::error::Diagnostic;
 use super::super::main_cf::LogicalLine;
 use super::super::{Table, TableError};
+use super::Nesting;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Engine {
@@ -67,9 +68,6 @@ enum Part {
     Group(usize),
 }
 
-/// An open `if` block while parsing: its line, condition and rules.
-type Block = (usize, Option<(Matcher, bool)>, Vec<Rule>);
-
 #[derive(Debug)]
 enum Rule {
     Match { line: usize, pat: Matcher, negate: bool, unless: Option<Matcher>, result: Vec<Part> },
@@ -92,35 +90,30 @@ impl RegexpTable {
         errors: &mut Vec<Diagnostic>,
     ) -> Option<RegexpTable> {
         let before = errors.len();
-        // A stack of open `if` blocks: (line, pattern, negate, body).
-        let mut stack: Vec<Block> = vec![(0, None, Vec::new())];
+        let mut nesting = Nesting::new();
         for ll in lines {
             let err = |m: String| Diagnostic::param(file, Some(ll.line), param, m);
             let text = ll.text.trim();
             if text == "endif" {
-                if stack.len() == 1 {
-                    errors.push(err("endif without if".into()));
-                    continue;
-                }
-                let (line, cond, body) = stack.pop().expect("stack has an if");
-                if let Some((pat, negate)) = cond {
-                    stack.last_mut().expect("outer block").2.push(Rule::If { line, pat, negate, body });
+                if let Err(m) =
+                    nesting.close(|line, (pat, negate), body| Rule::If { line, pat, negate, body })
+                {
+                    errors.push(err(m));
                 }
                 continue;
             }
             if let Some(rest) = text.strip_prefix("if").filter(|r| r.starts_with(char::is_whitespace)) {
                 match parse_pattern(rest.trim_start(), engine) {
                     Ok((pat, negate, tail)) if tail.trim().is_empty() => {
-                        stack.push((ll.line, Some((pat, negate)), Vec::new()));
+                        nesting.open(ll.line, Some((pat, negate)))
                     }
                     Ok(_) => {
                         errors.push(err("an if line takes no result".into()));
-                        // Keep the nesting right so later endifs pair up.
-                        stack.push((ll.line, None, Vec::new()));
+                        nesting.open(ll.line, None);
                     }
                     Err(m) => {
                         errors.push(err(m));
-                        stack.push((ll.line, None, Vec::new()));
+                        nesting.open(ll.line, None);
                     }
                 }
                 continue;
@@ -141,22 +134,14 @@ impl RegexpTable {
                         }));
                         continue;
                     }
-                    stack.last_mut().expect("outer block").2.push(Rule::Match {
-                        line: ll.line,
-                        pat,
-                        negate,
-                        unless,
-                        result,
-                    });
+                    nesting.push(Rule::Match { line: ll.line, pat, negate, unless, result });
                 }
                 Err(m) => errors.push(err(m)),
             }
         }
-        while stack.len() > 1 {
-            let (line, _, _) = stack.pop().expect("open if");
+        let rules = nesting.finish(|line| {
             errors.push(Diagnostic::param(file, Some(line), param, "if without matching endif"));
-        }
-        let rules = stack.pop().map(|(_, _, body)| body).unwrap_or_default();
+        });
         (errors.len() == before).then(|| RegexpTable { name: spec.to_owned(), rules })
     }
 }

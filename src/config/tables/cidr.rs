@@ -218,4 +218,12 @@ endif
         assert!(e[4].contains("no result"));
         assert!(e[5].contains("without matching endif"));
     }
+
+    #[test]
+    fn endif_without_if_and_a_bad_if_keep_the_nesting() {
+        let e = table("endif\nif 10.0.0.1/8\n10.0.0.0/8 x\nendif\n").unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("c:1:") && e[0].contains("endif without if"), "{e:?}");
+        assert!(e[1].starts_with("c:2:") && e[1].contains("host address bits"), "{e:?}");
+    }
 }

@@ -274,8 +274,11 @@ impl Decoder {
                 }
                 State::LineStart { eod } => {
                     if self.dot && input[i] == b'.' {
+                        // Not counted: RFC 5321 4.5.3.1.6 limits a line to
+                        // 1000 octets "not counting the leading dot
+                        // duplicated for transparency", and this dot is
+                        // either that one or the end of data.
                         i += 1;
-                        self.count(1);
                         self.state = State::Dot { eod };
                     } else {
                         self.state = State::Text;

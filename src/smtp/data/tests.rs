@@ -126,8 +126,14 @@ fn lines_of_998_octets_pass_and_999_do_not() {
     let mut ok = vec![b'x'; 998];
     ok.extend_from_slice(b"\r\n.\r\n");
     assert_eq!(run(BareNewline::Normalize, &ok).3, None);
-    // A stuffed dot counts: it is on the wire.
+    // The dot added for transparency does not count (RFC 5321 4.5.3.1.6):
+    // 998 dots are 999 octets on the wire and pass, 999 dots do not.
     let mut stuffed = vec![b'.'; 999];
+    stuffed.extend_from_slice(b"\r\n.\r\n");
+    let (out, _, done, v) = run(BareNewline::Normalize, &stuffed);
+    assert!(done);
+    assert_eq!((out.len(), v), (998 + 2, None));
+    let mut stuffed = vec![b'.'; 1000];
     stuffed.extend_from_slice(b"\r\n.\r\n");
     assert_eq!(run(BareNewline::Normalize, &stuffed).3, Some(Violation::LineTooLong));
     let mut long = vec![b'x'; 999];

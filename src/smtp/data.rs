@@ -429,6 +429,13 @@ impl Headers {
         self.complete
     }
 
+    /// The `Message-ID:` header's identifier (without angle brackets), for
+    /// the `message-id=<...>` log line.
+    pub fn message_id(&self) -> Option<String> {
+        let parser = mail_parser::MessageParser::new();
+        parser.parse_headers(&self.buf).and_then(|m| m.message_id().map(str::to_owned))
+    }
+
     /// How many `Received:` headers the message carries.
     pub fn received_count(&self) -> usize {
         let parser = mail_parser::MessageParser::new();

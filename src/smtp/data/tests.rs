@@ -169,6 +169,16 @@ fn headers_count_received_lines() {
 }
 
 #[test]
+fn headers_give_the_message_id_for_the_log() {
+    let mut h = Headers::new(1024);
+    h.feed(b"Subject: x\r\nMessage-ID: <abc.1@client.test>\r\n\r\nbody\r\n");
+    assert_eq!(h.message_id().as_deref(), Some("abc.1@client.test"));
+    let mut none = Headers::new(1024);
+    none.feed(b"Subject: x\r\n\r\n");
+    assert_eq!(none.message_id(), None);
+}
+
+#[test]
 fn received_header_has_postfix_layout() {
     let t = Trace {
         helo: "client.example",

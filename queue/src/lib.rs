@@ -15,6 +15,11 @@
 //! The API speaks mail and never returns RocksDB types. Writes that must be
 //! durable go to one writer thread that merges concurrent callers' batches
 //! into one synced write (group commit); reads run on tokio's blocking pool.
+//!
+//! Log lines about a message name the Postfix program that would have
+//! written them as their tracing target (`qmgr` for `removed` and
+//! `requeued`, `postsuper` for hold, release and delete), so the daemon's
+//! log reads as Postfix's to Postfix log tools.
 #![forbid(unsafe_code)]
 
 mod codec;
@@ -591,7 +596,7 @@ impl Queue {
                 }
                 if after.envelope.is_done() {
                     Inner::remove(&mut change, id, &rec, inflight);
-                    tracing::info!("{id}: removed");
+                    tracing::info!(target: "qmgr", "{id}: removed");
                     return Ok((change, Ok(Recorded::Removed)));
                 }
                 after.due = next_due;
@@ -737,7 +742,8 @@ impl Queue {
                             }
                             Lookup::Found(rec) => {
                                 if f(&mut change, id, &rec, inner.is_inflight(id)?) {
-                                    tracing::info!("{id}: {what}");
+                                    // Only the administrator holds and deletes.
+                                    tracing::info!(target: "postsuper", "{id}: {what}");
                                     n += 1;
                                 }
                             }
@@ -866,7 +872,7 @@ impl Queue {
                             let mut after = rec.clone();
                             after.due = now;
                             Inner::rewrite(&mut change, id, &rec, &after, false, false);
-                            tracing::info!("{id}: requeued");
+                            tracing::info!(target: "qmgr", "{id}: requeued");
                             n += 1;
                         }
                         Lookup::Corrupt(raw, e) => {
@@ -1226,13 +1232,9 @@ impl Draft {
         // dropped, it is written, so dropping the draft must not clean up.
         self.finished = true;
         writer.submit(change).await?;
-        let e = &rec.envelope;
-        tracing::info!(
-            "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
-            e.sender,
-            e.size,
-            e.recipients.len()
-        );
+        // No log line here: the `from=<...>, size=..., nrcpt=...` line is
+        // the queue manager's, written when delivery takes the message, as
+        // Postfix's qmgr does.
         inner.wake();
         Ok(id)
     }

@@ -237,10 +237,8 @@ impl Handler {
                     Some(v) => v,
                     None => self.all_ids().await?,
                 };
+                // The queue logs `ID: removed` for each message it removed.
                 let n = self.queue.delete(&ids).await.map_err(e)?;
-                for id in ids.iter().take(n) {
-                    tracing::info!(target: "postsuper", "{id}: removed");
-                }
                 Ok(Response::text(format!("sluice: Deleted: {n} message{}", plural(n))))
             }
             Request::Requeue { ids } => {

@@ -5,8 +5,12 @@
 //! so tools that read Postfix logs (pflogsumm, fail2ban filters, log
 //! shippers) read ours with the syslog name `sluice`. The program part after
 //! `sluice/` is the event's Postfix role: an event names it with
-//! `target: "smtpd"` (also `qmgr`, `lmtp`, `smtp`, `bounce`, `postsuper`,
-//! `master`); events from a module path get the role of their module.
+//! `target: "smtpd"` (also `cleanup`, `qmgr`, `lmtp`, `smtp`, `error`,
+//! `discard`, `bounce`, `postsuper`, `master`); events from a module path
+//! get the role of their module. pflogsumm counts by these names: `client=`
+//! and `reject:` lines only from `smtpd`, `from=<...>, size=` only from
+//! another program than `smtpd` (Postfix's `qmgr`), `to=<...>, status=` from
+//! the delivery agents.
 //! Under systemd (stderr is the journal) the timestamp and host are left to
 //! journald.
 
@@ -212,9 +216,9 @@ mod tests {
 
     #[test]
     fn explicit_targets_name_the_program() {
-        assert_eq!(program("lmtp"), "lmtp");
-        assert_eq!(program("smtpd"), "smtpd");
-        assert_eq!(program("postsuper"), "postsuper");
+        for p in ["lmtp", "smtp", "smtpd", "cleanup", "qmgr", "bounce", "error", "discard", "postsuper"] {
+            assert_eq!(program(p), p);
+        }
     }
 
     #[test]

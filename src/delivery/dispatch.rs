@@ -581,7 +581,7 @@ impl Backend {
             status,
             text,
         }
-        .emit(self.id.protocol);
+        .emit(self.id.protocol.into());
         metrics::counter!(metric::DELIVERIES, "backend" => self.name.clone(), "result" => status.as_str())
             .increment(1);
     }

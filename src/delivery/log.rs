@@ -4,15 +4,18 @@
 //! `QUEUEID: to=<u@example.test>, relay=mbx1[127.0.0.1]:24, delay=0.12,
 //! delays=0.01/0/0.02/0.09, dsn=2.0.0, status=sent (250 2.0.0 ...)`
 //!
-//! Lines are emitted with the tracing target `lmtp` or `smtp` (the Postfix
-//! program that would have logged them); admin's formatter turns that into
-//! `sluice/lmtp[PID]:`. Owns formatting, and the names of the metrics the
+//! Lines are emitted with the tracing target of the Postfix program that
+//! would have logged them ([`Agent`]: `lmtp`, `smtp`, `error`, `discard`,
+//! `qmgr`); admin's formatter turns that into `sluice/lmtp[PID]:`. The
+//! queue manager's own line about a message it takes for delivery
+//! (`QUEUEID: from=<...>, size=N, nrcpt=N (queue active)`) is formatted here
+//! too ([`active_line`]). Owns formatting, and the names of the metrics the
 //! delivery code counts as it logs (the same names the admin side's
 //! Prometheus exporter describes).
 
 use std::time::Duration;
 
-use sluice_queue::QueueId;
+use sluice_queue::{Envelope, QueueId};
 
 use crate::config::Protocol;
 use crate::reply::Status;
@@ -45,6 +48,41 @@ impl LogStatus {
             LogStatus::Bounced => "bounced",
         }
     }
+}
+
+/// The Postfix program a result line is logged as: the delivery agent of
+/// the route (`lmtp`, `smtp`; `error` and `discard` for those transports),
+/// or the queue manager for a recipient it could not route at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agent {
+    Lmtp,
+    Smtp,
+    Error,
+    Discard,
+    Qmgr,
+}
+
+impl From<Protocol> for Agent {
+    fn from(p: Protocol) -> Agent {
+        match p {
+            Protocol::Lmtp => Agent::Lmtp,
+            Protocol::Smtp => Agent::Smtp,
+        }
+    }
+}
+
+/// The queue manager's line for a message it takes for delivery, as
+/// Postfix's qmgr writes it when the message enters the active queue:
+/// `QUEUEID: from=<sender>, size=N, nrcpt=N (queue active)`. Log tools take
+/// the message's size and sender from it (pflogsumm's bytes and sender
+/// counts).
+pub fn active_line(id: QueueId, envelope: &Envelope) -> String {
+    format!(
+        "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+        envelope.sender,
+        envelope.size,
+        envelope.recipients.len()
+    )
 }
 
 /// One recipient's result as logged.
@@ -131,12 +169,16 @@ impl ResultLine<'_> {
         s
     }
 
-    /// Logs the line as the Postfix program of the protocol would.
-    pub fn emit(&self, protocol: Protocol) {
+    /// Logs the line as `agent` (tracing targets are static, hence the
+    /// match).
+    pub fn emit(&self, agent: Agent) {
         let line = self.format();
-        match protocol {
-            Protocol::Lmtp => tracing::info!(target: "lmtp", "{line}"),
-            Protocol::Smtp => tracing::info!(target: "smtp", "{line}"),
+        match agent {
+            Agent::Lmtp => tracing::info!(target: "lmtp", "{line}"),
+            Agent::Smtp => tracing::info!(target: "smtp", "{line}"),
+            Agent::Error => tracing::info!(target: "error", "{line}"),
+            Agent::Discard => tracing::info!(target: "discard", "{line}"),
+            Agent::Qmgr => tracing::info!(target: "qmgr", "{line}"),
         }
     }
 }
@@ -186,6 +228,33 @@ mod tests {
         );
         let same = ResultLine { orcpt: Some("rfc822;U@example.test"), ..line.clone() };
         assert!(!same.format().contains("orig_to"));
+    }
+
+    #[test]
+    fn active_line_matches_postfix_qmgr() {
+        use sluice_queue::{BodyType, ClientInfo, DsnRet, Recipient};
+        let id = QueueId::from_micros(1_764_000_000_000_000);
+        let env = Envelope {
+            sender: String::new(),
+            recipients: vec![Recipient::new("a@b.test"), Recipient::new("c@d.test")],
+            arrival: 0,
+            size: 1234,
+            client: ClientInfo {
+                addr: None,
+                name: String::new(),
+                helo: String::new(),
+                protocol: String::new(),
+            },
+            declared_size: None,
+            body_type: BodyType::default(),
+            smtputf8: false,
+            ret: DsnRet::default(),
+            envid: None,
+            held: false,
+            delay_warned: false,
+            is_notification: false,
+        };
+        assert_eq!(active_line(id, &env), format!("{id}: from=<>, size=1234, nrcpt=2 (queue active)"));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use super::client::Verdict;
 use super::dispatch::{Backend, Job, PushError, spread};
 use super::dns::Resolver;
 use super::gate::{Feedback, Snapshot, position_name};
-use super::log::{LogStatus, ResultLine};
+use super::log::{Agent, LogStatus, ResultLine, active_line};
 use super::settings::{BackendSettings, Settings};
 use super::{BackendId, UnknownBackend};
 use crate::clock;
@@ -597,6 +597,13 @@ fn plan(
     permit: OwnedSemaphorePermit,
     now: UnixMillis,
 ) {
+    // Postfix's qmgr logs a message's sender, size and recipient count as
+    // the message enters its active queue; log tools (pflogsumm) take the
+    // message size and sender from this line. Once per message: a retry of
+    // a message some recipient was already tried for is not logged again.
+    if msg.envelope.recipients.iter().all(|r| r.attempts == 0 && !r.state.is_final()) {
+        tracing::info!(target: "qmgr", "{}", active_line(msg.id, &msg.envelope));
+    }
     let mut immediate = Vec::new();
     let mut groups: Vec<(BackendId, Arc<BackendSettings>, Vec<usize>)> = Vec::new();
     for (i, r) in msg.envelope.recipients.iter().enumerate() {
@@ -616,16 +623,18 @@ fn plan(
             }
             Ok(Route::Error { text }) => {
                 let (dsn, text) = split_status(&text, Status(5, 0, 0));
-                immediate.push((i, Verdict::Bounced, dsn, text));
+                immediate.push((i, Agent::Error, Verdict::Bounced, dsn, text));
             }
             Ok(Route::Discard { text }) => immediate.push((
                 i,
+                Agent::Discard,
                 Verdict::Sent,
                 Status(2, 0, 0),
                 if text.is_empty() { "discarded".into() } else { text },
             )),
             Err(e) => immediate.push((
                 i,
+                Agent::Qmgr,
                 Verdict::Deferred,
                 Status(4, 3, 0),
                 format!("transport map lookup failure: {e}"),
@@ -675,7 +684,7 @@ fn plan(
     // The scheduler's own results (error/discard routes) complete the last share.
     let done = immediate
         .into_iter()
-        .map(|(index, verdict, dsn, text)| {
+        .map(|(index, agent, verdict, dsn, text)| {
             let d = Done::Attempted {
                 verdict,
                 dsn,
@@ -686,7 +695,7 @@ fn plan(
                 lmtp: false,
                 backend_trouble: false,
             };
-            log_line(&inflight, index, "none", &d, Protocol::Smtp);
+            log_line(&inflight, index, "none", &d, agent);
             RcptDone { index, done: d }
         })
         .collect();
@@ -714,7 +723,7 @@ fn split_status(text: &str, default: Status) -> (Status, String) {
     }
 }
 
-fn log_line(msg: &InFlight, index: usize, relay: &str, d: &Done, protocol: Protocol) {
+fn log_line(msg: &InFlight, index: usize, relay: &str, d: &Done, agent: Agent) {
     let Done::Attempted { verdict, dsn, text, .. } = d else { return };
     let env = msg.envelope();
     let r = &env.recipients[index];
@@ -739,7 +748,7 @@ fn log_line(msg: &InFlight, index: usize, relay: &str, d: &Done, protocol: Proto
         },
         text,
     }
-    .emit(protocol);
+    .emit(agent);
 }
 
 /// Turns a message's results into queue outcomes, notices and a next due

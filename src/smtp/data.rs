@@ -274,8 +274,11 @@ impl Decoder {
                 }
                 State::LineStart { eod } => {
                     if self.dot && input[i] == b'.' {
+                        // Not counted: RFC 5321 4.5.3.1.6 limits a line to
+                        // 1000 octets "not counting the leading dot
+                        // duplicated for transparency", and this dot is
+                        // either that one or the end of data.
                         i += 1;
-                        self.count(1);
                         self.state = State::Dot { eod };
                     } else {
                         self.state = State::Text;
@@ -424,6 +427,13 @@ impl Headers {
     /// True once the header section has been seen whole (or the limit hit).
     pub fn is_complete(&self) -> bool {
         self.complete
+    }
+
+    /// The `Message-ID:` header's identifier (without angle brackets), for
+    /// the `message-id=<...>` log line.
+    pub fn message_id(&self) -> Option<String> {
+        let parser = mail_parser::MessageParser::new();
+        parser.parse_headers(&self.buf).and_then(|m| m.message_id().map(str::to_owned))
     }
 
     /// How many `Received:` headers the message carries.

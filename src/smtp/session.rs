@@ -861,13 +861,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             is_notification: false,
         };
         let size = body.size;
+        // Postfix's cleanup names the message's Message-ID as it files the
+        // message; admins find a queue ID from a Message-ID this way.
+        info!(target: "cleanup", "{id}: message-id=<{}>", body.headers.message_id().unwrap_or_default());
         // The reply waits for the commit: `250` means the body, envelope and
         // schedule entry are on disk in one synced batch. Anything else the
         // queue says becomes 451/452 through Reply::from, and the client
         // keeps the message.
         match draft.commit(envelope, clock::unix_millis()).await {
-            Ok(id) => {
-                info!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)");
+            Ok(_) => {
+                // The `from=<...>, size=..., nrcpt=...` line is the queue
+                // manager's (delivery logs it when it takes the message).
                 events::emit(Event::Queued { bytes: size, recipients: nrcpt });
                 // A client that delivers mail is not the one the error
                 // limits are for: its count starts again (as in Postfix).

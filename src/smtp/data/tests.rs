@@ -126,8 +126,14 @@ fn lines_of_998_octets_pass_and_999_do_not() {
     let mut ok = vec![b'x'; 998];
     ok.extend_from_slice(b"\r\n.\r\n");
     assert_eq!(run(BareNewline::Normalize, &ok).3, None);
-    // A stuffed dot counts: it is on the wire.
+    // The dot added for transparency does not count (RFC 5321 4.5.3.1.6):
+    // 998 dots are 999 octets on the wire and pass, 999 dots do not.
     let mut stuffed = vec![b'.'; 999];
+    stuffed.extend_from_slice(b"\r\n.\r\n");
+    let (out, _, done, v) = run(BareNewline::Normalize, &stuffed);
+    assert!(done);
+    assert_eq!((out.len(), v), (998 + 2, None));
+    let mut stuffed = vec![b'.'; 1000];
     stuffed.extend_from_slice(b"\r\n.\r\n");
     assert_eq!(run(BareNewline::Normalize, &stuffed).3, Some(Violation::LineTooLong));
     let mut long = vec![b'x'; 999];
@@ -160,6 +166,16 @@ fn headers_count_received_lines() {
     assert!(!h.feed(b"Received: from a\r\n\tby b; Mon, 1 Jan 2024 00:00:00 +0000\r\nReceived: from c"));
     assert!(h.feed(b" by d; Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: x\r\n\r\nReceived: not a header\r\n"));
     assert_eq!(h.received_count(), 2);
+}
+
+#[test]
+fn headers_give_the_message_id_for_the_log() {
+    let mut h = Headers::new(1024);
+    h.feed(b"Subject: x\r\nMessage-ID: <abc.1@client.test>\r\n\r\nbody\r\n");
+    assert_eq!(h.message_id().as_deref(), Some("abc.1@client.test"));
+    let mut none = Headers::new(1024);
+    none.feed(b"Subject: x\r\n\r\n");
+    assert_eq!(none.message_id(), None);
 }
 
 #[test]

@@ -243,7 +243,9 @@ impl Envelope {
     /// result never un-delivers or un-bounces anyone); `Delivered` and
     /// `Bounced` are final and count an attempt; `Deferred` keeps the
     /// recipient pending with the last reply and counts an attempt;
-    /// `Postponed` changes nothing (only the message's due time moves).
+    /// `Postponed` changes nothing (only the message's due time moves);
+    /// `Waiting` makes the recipient deferred with its reason but counts no
+    /// attempt.
     pub fn apply(&mut self, idx: usize, outcome: &Outcome, now: UnixMillis) -> bool {
         let Some(r) = self.recipients.get_mut(idx) else { return false };
         if r.state.is_final() {
@@ -251,6 +253,10 @@ impl Envelope {
         }
         let state = match outcome {
             Outcome::Postponed => return true,
+            Outcome::Waiting { reply } => {
+                r.state = RcptState::Deferred { reply: reply.clone() };
+                return true;
+            }
             Outcome::Delivered { reply } => RcptState::Delivered { at: now, reply: reply.clone() },
             Outcome::Bounced { reply } => {
                 RcptState::Bounced { at: now, reply: reply.clone(), notified: false }
@@ -275,9 +281,16 @@ pub enum Outcome {
     Bounced {
         reply: String,
     },
-    /// Not attempted (rate limit, open breaker, paused backend): the state
+    /// Not attempted (the backend is busy, sluice is stopping): the state
     /// and attempt count are unchanged; only the due time moves.
     Postponed,
+    /// Not attempted, held back for a reason the administrator should see
+    /// (an open circuit breaker, a paused backend): the recipient shows as
+    /// deferred with `reply` as its reason, as `mailq` shows Postfix's
+    /// "delivery temporarily suspended"; the attempt count is unchanged.
+    Waiting {
+        reply: String,
+    },
 }
 
 /// Circuit-breaker position as the queue stores it; the semantics live in
@@ -373,6 +386,7 @@ mod tests {
             "[a-z ]{0,8}".prop_map(|reply| Outcome::Deferred { reply }),
             "[a-z ]{0,8}".prop_map(|reply| Outcome::Bounced { reply }),
             Just(Outcome::Postponed),
+            "[a-z ]{0,8}".prop_map(|reply| Outcome::Waiting { reply }),
         ]
     }
 
@@ -409,6 +423,11 @@ mod tests {
                 }
                 if b.state.is_final() || o == Outcome::Postponed {
                     prop_assert_eq!(a, b);
+                    continue;
+                }
+                if let Outcome::Waiting { reply } = &o {
+                    prop_assert_eq!(a.attempts, b.attempts);
+                    prop_assert_eq!(&a.state, &RcptState::Deferred { reply: reply.clone() });
                     continue;
                 }
                 prop_assert_eq!(a.attempts, b.attempts + 1);

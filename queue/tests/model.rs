@@ -34,7 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1usize..4, 0usize..2500, prop::bool::weighted(0.1), 0u64..3)
             .prop_map(|(rcpts, len, held, due_offset)| Op::Enqueue { rcpts, len, held, due_offset }),
         4 => (0usize..5).prop_map(|limit| Op::Claim { limit }),
-        4 => (any::<usize>(), prop::collection::vec(0u8..4, 1..4), 0u64..50)
+        4 => (any::<usize>(), prop::collection::vec(0u8..5, 1..4), 0u64..50)
             .prop_map(|(pick, kinds, delay)| Op::Record { pick, kinds, delay }),
         1 => any::<usize>().prop_map(|pick| Op::Hold { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Release { pick }),
@@ -71,7 +71,8 @@ fn outcome(kind: u8, step: usize) -> Outcome {
         0 => Outcome::Delivered { reply: format!("250 ok {step}") },
         1 => Outcome::Deferred { reply: format!("451 later {step}") },
         2 => Outcome::Bounced { reply: format!("550 no {step}") },
-        _ => Outcome::Postponed,
+        3 => Outcome::Postponed,
+        _ => Outcome::Waiting { reply: format!("delivery temporarily suspended {step}") },
     }
 }
 

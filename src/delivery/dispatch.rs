@@ -23,9 +23,10 @@ use sluice_queue::{QueueId, UnixMillis};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::bounce;
 use super::client::{self, Health, OpenError, Session, Transaction, TxRcpt, Verdict};
 use super::gate::{Admission, Gate, Permit, Report};
-use super::log::{LogStatus, ResultLine, metric};
+use super::log::{LogStatus, metric};
 use super::scheduler::{Done, InFlight, RcptDone, Shared};
 use super::settings::BackendSettings;
 use super::{BackendId, dns};
@@ -237,14 +238,25 @@ impl Backend {
                 Admission::Postpone { until, reason } => {
                     let park = self.gate.is_paused(now);
                     let jobs: Vec<Job> = lock(&self.jobs).queue.drain(..).collect();
+                    let dsn = bounce::status_in(&reason);
                     for job in jobs {
+                        // Postfix logs mail it holds back from a suspended
+                        // destination as deferred, with the reason; so does
+                        // sluice (no attempt is counted).
+                        let waited = job.queued_at.elapsed();
+                        for &index in &job.rcpts {
+                            let mut line =
+                                job.msg.result_line(index, "none", dsn, LogStatus::Deferred, &reason);
+                            line.delays[1] = waited;
+                            line.emit(self.id.protocol.into());
+                        }
                         let until = spread(now, until);
                         let done = job
                             .rcpts
                             .iter()
                             .map(|&index| RcptDone {
                                 index,
-                                done: Done::Postponed { until, reason: reason.clone(), park },
+                                done: Done::Postponed { until, reason: reason.clone(), park, shown: true },
                             })
                             .collect();
                         job.msg.complete(Some(Arc::clone(&self)), done);
@@ -277,7 +289,12 @@ impl Backend {
                 .iter()
                 .map(|&index| RcptDone {
                     index,
-                    done: Done::Postponed { until: now, reason: "shutdown".into(), park: false },
+                    done: Done::Postponed {
+                        until: now,
+                        reason: "shutdown".into(),
+                        park: false,
+                        shown: false,
+                    },
                 })
                 .collect();
             job.msg.complete(Some(Arc::clone(self)), done);
@@ -420,7 +437,12 @@ impl Backend {
                     .iter()
                     .map(|&index| RcptDone {
                         index,
-                        done: Done::Postponed { until, reason: "queue file read error".into(), park: false },
+                        done: Done::Postponed {
+                            until,
+                            reason: "queue file read error".into(),
+                            park: false,
+                            shown: true,
+                        },
                     })
                     .collect()
             }
@@ -560,28 +582,11 @@ impl Backend {
 
     fn log(&self, msg: &InFlight, index: usize, relay: &str, t: &Times, d: &Done) {
         let Done::Attempted { verdict, dsn, text, .. } = d else { return };
-        let status = match verdict {
-            Verdict::Sent => LogStatus::Sent,
-            Verdict::Deferred => LogStatus::Deferred,
-            Verdict::Bounced => LogStatus::Bounced,
-        };
-        let env = msg.envelope();
-        let r = &env.recipients[index];
-        let now = clock::unix_millis();
-        let before_qmgr = Duration::from_millis(msg.claimed_ms().saturating_sub(env.arrival));
+        let status = LogStatus::from(*verdict);
+        let mut line = msg.result_line(index, relay, *dsn, status, text);
         let in_qmgr = t.dispatched.saturating_duration_since(msg.claimed_at().min(t.queued));
-        ResultLine {
-            queue_id: msg.id(),
-            to: &r.address,
-            orcpt: r.orcpt.as_deref(),
-            relay,
-            delay: Duration::from_millis(now.saturating_sub(env.arrival)),
-            delays: [before_qmgr, in_qmgr, t.setup, t.xfer],
-            dsn: *dsn,
-            status,
-            text,
-        }
-        .emit(self.id.protocol.into());
+        line.delays[1..].copy_from_slice(&[in_qmgr, t.setup, t.xfer]);
+        line.emit(self.id.protocol.into());
         metrics::counter!(metric::DELIVERIES, "backend" => self.name.clone(), "result" => status.as_str())
             .increment(1);
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use sluice_queue::{Envelope, QueueId};
 
+use super::client::Verdict;
 use crate::config::Protocol;
 use crate::reply::Status;
 
@@ -60,6 +61,16 @@ pub enum Agent {
     Error,
     Discard,
     Qmgr,
+}
+
+impl From<Verdict> for LogStatus {
+    fn from(v: Verdict) -> LogStatus {
+        match v {
+            Verdict::Sent => LogStatus::Sent,
+            Verdict::Deferred => LogStatus::Deferred,
+            Verdict::Bounced => LogStatus::Bounced,
+        }
+    }
 }
 
 impl From<Protocol> for Agent {

@@ -80,8 +80,10 @@ pub enum Done {
         /// park the message for an early wake-up.
         backend_trouble: bool,
     },
-    /// Not attempted: wait until then; not an attempt.
-    Postponed { until: UnixMillis, reason: String, park: bool },
+    /// Not attempted: wait until then; not an attempt. `shown`: the reason
+    /// is the administrator's business (an open breaker, a paused backend)
+    /// and is recorded as the recipient's reason (`mailq`), not just logged.
+    Postponed { until: UnixMillis, reason: String, park: bool, shown: bool },
     /// Nothing to record (the message vanished, or shutdown cut it off).
     Abandoned,
 }
@@ -118,6 +120,38 @@ struct Pending {
 impl InFlight {
     pub fn id(&self) -> QueueId {
         self.msg.id
+    }
+
+    /// Recipient `index`'s result line (`to=<...>, relay=..., delay=...`),
+    /// with the first part of `delays=` (arrival to claim) filled in; the
+    /// caller sets the other three when it has them.
+    pub fn result_line<'a>(
+        &'a self,
+        index: usize,
+        relay: &'a str,
+        dsn: Status,
+        status: LogStatus,
+        text: &'a str,
+    ) -> ResultLine<'a> {
+        let env = self.envelope();
+        let r = &env.recipients[index];
+        let now = clock::unix_millis();
+        ResultLine {
+            queue_id: self.id(),
+            to: &r.address,
+            orcpt: r.orcpt.as_deref(),
+            relay,
+            delay: Duration::from_millis(now.saturating_sub(env.arrival)),
+            delays: [
+                Duration::from_millis(self.claimed_ms.saturating_sub(env.arrival)),
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+            ],
+            dsn,
+            status,
+            text,
+        }
     }
 
     pub fn envelope(&self) -> &Envelope {
@@ -708,7 +742,10 @@ fn postpone(job: Job, backend: Option<Arc<Backend>>, until: UnixMillis, reason: 
     let done = job
         .rcpts
         .iter()
-        .map(|&index| RcptDone { index, done: Done::Postponed { until, reason: reason.to_owned(), park } })
+        .map(|&index| RcptDone {
+            index,
+            done: Done::Postponed { until, reason: reason.to_owned(), park, shown: false },
+        })
         .collect();
     job.msg.complete(backend, done);
 }
@@ -725,30 +762,7 @@ fn split_status(text: &str, default: Status) -> (Status, String) {
 
 fn log_line(msg: &InFlight, index: usize, relay: &str, d: &Done, agent: Agent) {
     let Done::Attempted { verdict, dsn, text, .. } = d else { return };
-    let env = msg.envelope();
-    let r = &env.recipients[index];
-    let now = clock::unix_millis();
-    ResultLine {
-        queue_id: msg.id(),
-        to: &r.address,
-        orcpt: r.orcpt.as_deref(),
-        relay,
-        delay: Duration::from_millis(now.saturating_sub(env.arrival)),
-        delays: [
-            Duration::from_millis(msg.claimed_ms().saturating_sub(env.arrival)),
-            Duration::ZERO,
-            Duration::ZERO,
-            Duration::ZERO,
-        ],
-        dsn: *dsn,
-        status: match verdict {
-            Verdict::Sent => LogStatus::Sent,
-            Verdict::Deferred => LogStatus::Deferred,
-            Verdict::Bounced => LogStatus::Bounced,
-        },
-        text,
-    }
-    .emit(agent);
+    msg.result_line(index, relay, *dsn, LogStatus::from(*verdict), text).emit(agent);
 }
 
 /// Turns a message's results into queue outcomes, notices and a next due
@@ -838,13 +852,16 @@ async fn record(
                 }
                 outcomes.push((index, Outcome::Bounced { reply: text }));
             }
-            Done::Postponed { until, reason, .. } => {
+            Done::Postponed { until, reason, shown, .. } => {
                 next = Some(next.map_or(until, |t| t.min(until)));
                 if bounce::wanted(Kind::Delay, &rcpt.notify) {
-                    let text = waiting_on(reason);
+                    let text = waiting_on(reason.clone());
                     delayed.push(entry(Action::Delayed, bounce::status_in(&text), None, None, &text));
                 }
-                outcomes.push((index, Outcome::Postponed));
+                outcomes.push((
+                    index,
+                    if shown { Outcome::Waiting { reply: reason } } else { Outcome::Postponed },
+                ));
             }
         }
     }

@@ -644,6 +644,17 @@ impl std::io::Write for LogBuffer {
 
 #[tokio::test]
 async fn log_lines_read_like_postfix() {
+    // tracing caches each call site's interest for the whole process. While
+    // a single dispatcher is registered, a call site first reached on
+    // another test's thread (which has no subscriber) is cached as "never",
+    // and this test loses that line (`connect from` went missing in about
+    // half the runs). With more than one dispatcher registered for good,
+    // tracing asks every registered subscriber instead, this one included.
+    static ASK_EVERY_SUBSCRIBER: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
+    ASK_EVERY_SUBSCRIBER.get_or_init(|| {
+        let none = || tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        [none(), none()]
+    });
     let buf = LogBuffer::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()

@@ -5,13 +5,15 @@
 //! servers over LMTP or SMTP through a gate per backend (`delivery`).
 //! `config` reads Postfix-style `main.cf`/`master.cf`; `admin` is the
 //! command line, admin socket, metrics and logs; `server` wires them
-//! together and owns the order of shutdown.
+//! together and owns the order of shutdown; `dns` is the resolver the
+//! inbound server and delivery share.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod dns;
 pub mod reply;
 pub mod server;
 pub mod shutdown;

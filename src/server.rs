@@ -222,7 +222,19 @@ impl Running {
         let sessions = Stage::new();
         let delivery = Stage::new();
 
-        let delivery_handle = crate::delivery::start(queue.clone(), live.clone(), delivery.clone()).await?;
+        // One resolver for the whole daemon: delivery's MX and address
+        // lookups and the SMTP server's client names share its cache.
+        let resolver: Arc<dyn crate::dns::Resolver> = Arc::new(
+            crate::dns::SystemResolver::new()
+                .map_err(|e| anyhow::anyhow!("cannot set up the DNS resolver: {e}"))?,
+        );
+        let delivery_handle = crate::delivery::start_with_resolver(
+            queue.clone(),
+            live.clone(),
+            Arc::clone(&resolver),
+            delivery.clone(),
+        )
+        .await?;
 
         let mut inbound: Vec<(String, Arc<smtp::Inbound>)> = Vec::new();
         let mut smtp_addrs = Vec::new();
@@ -237,7 +249,7 @@ impl Running {
                 None => {
                     let settings = smtp::Settings::from_service(svc)
                         .map_err(|e| anyhow::anyhow!("master.cf service {name}: {e}"))?;
-                    let ib = smtp::Inbound::new(queue.clone(), settings);
+                    let ib = smtp::Inbound::with_resolver(queue.clone(), settings, Arc::clone(&resolver));
                     inbound.push((name.clone(), ib.clone()));
                     ib
                 }

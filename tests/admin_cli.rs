@@ -206,3 +206,60 @@ fn sigterm_under_load_loses_no_acknowledged_message() {
         assert!(queued.contains(id), "acknowledged {id} missing after shutdown");
     }
 }
+
+/// Every path under `dir` (itself included) owned by root.
+fn owned_by_root(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).expect("stat");
+        if meta.uid() == 0 {
+            found.push(p.clone());
+        }
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&p).expect("read_dir").map(|e| e.expect("entry").path()));
+        }
+    }
+    found
+}
+
+#[test]
+fn direct_fallback_as_root_leaves_no_root_owned_file_in_the_spool() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to chown the spool and to run the fallback as root");
+        return;
+    }
+    let cfg = TestConfig::new(&closed_port_transport(), "");
+    let daemon = Daemon::start(&cfg);
+    let id =
+        queued_id(&send(cfg.smtp, "a@sender.test", &["u@relay.test"], "Subject: s\r\n\r\nx\r\n").unwrap());
+    assert!(daemon.stop().success());
+
+    // The spool as a packaged install has it: owned by the daemon's user
+    // (here nobody:nogroup), reachable through the config directory, which
+    // tempfile created 0700.
+    let spool = cfg.path().join("spool");
+    let st = std::process::Command::new("chown").args(["-R", "65534:65534"]).arg(&spool).status().unwrap();
+    assert!(st.success());
+    std::fs::set_permissions(cfg.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(owned_by_root(&spool).is_empty());
+
+    // Read-only and read-write fallbacks, as root. RocksDB creates files at
+    // every open (info log, manifest, options, a new write-ahead log).
+    let out = cfg.sluice(&["queue", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mail system is down"), "{out:?}");
+    assert!(stdout(&out).contains(&id), "{out:?}");
+    let out = cfg.sluice(&["queue", "hold", "ALL"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&cfg.sluice(&["queue", "list"])).contains(&format!("{id}!")));
+    let out = cfg.sluice(&["queue", "release", "ALL"]);
+    assert!(out.status.success(), "{out:?}");
+
+    let root_owned = owned_by_root(&spool);
+    assert!(root_owned.is_empty(), "root-owned after the fallback: {root_owned:?}");
+
+    // The fallback's writes are intact for the next reader.
+    let text = stdout(&cfg.sluice(&["queue", "list"]));
+    assert!(text.contains(&id) && !text.contains(&format!("{id}!")), "{text}");
+}

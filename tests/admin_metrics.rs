@@ -39,7 +39,8 @@ fn metrics_parse_as_prometheus_text_and_health_follows_the_high_water_mark() {
     let transport = format!("lmtp:[127.0.0.1]:{}", common::free_port());
     let cfg = TestConfig::new(&transport, "");
     let daemon = Daemon::start(&cfg);
-    for i in 0..2 {
+    let sent = 2;
+    for i in 0..sent {
         send(cfg.smtp, "a@sender.test", &["u@relay.test"], &format!("Subject: {i}\r\n\r\nx\r\n")).unwrap();
     }
     // A relay attempt, rejected.
@@ -56,6 +57,24 @@ fn metrics_parse_as_prometheus_text_and_health_follows_the_high_water_mark() {
         scrape.samples.iter().any(|s| s.metric == "sluice_smtpd_rejects_total"),
         "the relay rejection is counted:\n{text}"
     );
+    // Each accepted message was committed by a synced write of its own (the
+    // sends were one after another), so the group-commit histogram holds at
+    // least one observation per message, and at least one change each.
+    let batches = scrape
+        .samples
+        .iter()
+        .find_map(|s| match (&s.metric[..], &s.value) {
+            ("sluice_queue_fsync_batch_size", prometheus_parse::Value::Histogram(b)) => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("fsync batch histogram missing:\n{text}"));
+    let total = batches.iter().find(|b| b.less_than.is_infinite()).map(|b| b.count);
+    assert!(total.is_some_and(|c| c >= f64::from(sent)), "+Inf bucket {total:?}:\n{text}");
+    let count = value(&scrape, "sluice_queue_fsync_batch_size_count", None).unwrap_or(0.0);
+    assert!(count >= f64::from(sent), "histogram count {count} < {sent} messages:\n{text}");
+    assert_eq!(Some(count), total, "_count and the +Inf bucket agree:\n{text}");
+    let changes = value(&scrape, "sluice_queue_fsync_batch_size_sum", None).unwrap_or(0.0);
+    assert!(changes >= count, "every synced write carries a change: sum {changes}, count {count}");
 
     assert_eq!(get(cfg.metrics, "/health").0, 200);
     cfg.append_main_cf("sluice_queue_high_water = 1");

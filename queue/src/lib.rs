@@ -35,7 +35,7 @@ mod writer;
 pub use error::Error;
 pub use ids::IdGen;
 pub use model::*;
-pub use writer::WriterStats;
+pub use writer::{FSYNC_BATCH_METRIC, WriterStats};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -17,6 +17,11 @@
 //!   are earlier records of the same sequential WAL, and RocksDB's synced
 //!   write syncs every live WAL file up to its own record.
 //!
+//! Each synced write records how many changes it carried in the
+//! [`FSYNC_BATCH_METRIC`] histogram through the `metrics` facade: the crate
+//! names no exporter, so nothing is recorded unless the program installed
+//! one (the daemon does; tests and the admin fallback need not).
+//!
 //! The thread never touches message semantics: it applies what it is given.
 //! It also runs the dead-prefix compaction (see `store.rs`) on a helper
 //! thread after enough deletions.
@@ -175,6 +180,11 @@ pub struct WriterStats {
     pub syncs: u64,
 }
 
+/// Name of the histogram of changes per synced write (the group-commit
+/// batch size). The daemon describes it and sets its buckets with its other
+/// metric names; it is defined here so the name has one owner.
+pub const FSYNC_BATCH_METRIC: &str = "sluice_queue_fsync_batch_size";
+
 /// State shared between the writer thread and the queue handles.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
@@ -267,6 +277,10 @@ pub(crate) fn write_group<'a>(
     shared.writes.fetch_add(1, Ordering::Relaxed);
     if sync {
         shared.syncs.fetch_add(1, Ordering::Relaxed);
+        // Only synced writes: a buffered write costs no fsync, and counting
+        // it would make the batches look smaller than the fsyncs they are.
+        // `n` is at most MAX_GROUP_CHANGES, exact as f64.
+        metrics::histogram!(FSYNC_BATCH_METRIC).record(n as f64);
     }
     Ok(deletes)
 }

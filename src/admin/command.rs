@@ -1,8 +1,16 @@
 //! Runs the command line: dispatches subcommands, talks to the daemon over
 //! the admin socket, and falls back to the queue directly when the daemon is
 //! not running (as `postqueue`/`postsuper` do on a stopped Postfix).
+//!
+//! The fallback opens RocksDB itself, and RocksDB creates files (log,
+//! manifest, options, info log) whenever it opens a database, even read
+//! only. Run as root, those files would belong to root inside a spool the
+//! daemon (running as the spool's owner) must write, and the next start
+//! would fail. So a root fallback first becomes the owner of
+//! `queue_directory`, as Postfix's `postsuper` becomes `mail_owner`.
 
 use std::io::{BufRead, IsTerminal};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -161,11 +169,15 @@ async fn direct(config: &Arc<Config>, req: Request) -> anyhow::Result<Option<Res
         );
     }
     eprintln!("sluice: warning: mail system is down -- accessing queue directly");
-    let queue = if read_only {
-        sluice_queue::Queue::open_read_only(&dir)?
+    become_spool_owner(Path::new(config.string("queue_directory")))?;
+    let opened = if read_only {
+        sluice_queue::Queue::open_read_only(&dir)
     } else {
-        sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())?
+        sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())
     };
+    let queue = opened.with_context(|| {
+        format!("opening the queue at {} as uid {}", dir.display(), nix::unistd::geteuid())
+    })?;
     let cfg = config.clone();
     let handler = Handler {
         queue: queue.clone(),
@@ -178,6 +190,53 @@ async fn direct(config: &Arc<Config>, req: Request) -> anyhow::Result<Option<Res
         queue.close().await?;
     }
     Ok(Some(resp))
+}
+
+/// Who the direct fallback runs as while it has the queue open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    /// Stay as we are: not root (we cannot switch, and whatever we may
+    /// create is ours to create), or root with a spool owned by root.
+    Unchanged,
+    /// Become the spool's owner before RocksDB creates a file.
+    Owner { uid: u32, gid: u32 },
+}
+
+/// Decides who opens the queue. `spool_uid`/`spool_gid` own
+/// `queue_directory`; `owner_gid` is the primary group of that uid's passwd
+/// entry, if it has one (otherwise the directory's group stands in).
+fn fallback_identity(euid: u32, spool_uid: u32, spool_gid: u32, owner_gid: Option<u32>) -> Identity {
+    if euid != 0 || spool_uid == 0 {
+        return Identity::Unchanged;
+    }
+    Identity::Owner { uid: spool_uid, gid: owner_gid.unwrap_or(spool_gid) }
+}
+
+/// When running as root, permanently becomes the owner of `queue_directory`
+/// (groups, then gid, then uid: each later step needs the earlier
+/// privilege). Supplementary groups are reduced to the owner's primary
+/// group, as Postfix's `set_ugid` does. A failure is an error, never a
+/// silent carry-on as root.
+fn become_spool_owner(queue_directory: &Path) -> anyhow::Result<()> {
+    use nix::unistd::{Gid, Uid, User, geteuid, setgid, setgroups, setuid};
+    let euid = geteuid();
+    if !euid.is_root() {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(queue_directory)
+        .with_context(|| format!("reading the owner of {}", queue_directory.display()))?;
+    // An owner without a passwd entry (a bare uid) is still an owner.
+    let owner = User::from_uid(Uid::from_raw(meta.uid())).ok().flatten();
+    match fallback_identity(euid.as_raw(), meta.uid(), meta.gid(), owner.map(|u| u.gid.as_raw())) {
+        Identity::Unchanged => Ok(()),
+        Identity::Owner { uid, gid } => {
+            let gid = Gid::from_raw(gid);
+            setgroups(&[gid]).context("setgroups to the queue owner's group")?;
+            setgid(gid).with_context(|| format!("setgid {gid}"))?;
+            setuid(Uid::from_raw(uid)).with_context(|| format!("setuid {uid}"))?;
+            Ok(())
+        }
+    }
 }
 
 fn print(resp: &Response, json: bool, list: bool) -> anyhow::Result<ExitCode> {
@@ -219,4 +278,24 @@ fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
         render(sub.clone(), format!("sluice-{}", sub.get_name()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_becomes_the_owner_of_a_spool_owned_by_someone_else() {
+        assert_eq!(fallback_identity(0, 101, 102, Some(103)), Identity::Owner { uid: 101, gid: 103 });
+        // No passwd entry: the directory's group.
+        assert_eq!(fallback_identity(0, 65534, 65534, None), Identity::Owner { uid: 65534, gid: 65534 });
+    }
+
+    #[test]
+    fn root_stays_root_on_a_root_owned_spool_and_others_stay_themselves() {
+        assert_eq!(fallback_identity(0, 0, 0, Some(0)), Identity::Unchanged);
+        assert_eq!(fallback_identity(0, 0, 101, Some(0)), Identity::Unchanged);
+        assert_eq!(fallback_identity(101, 101, 101, Some(101)), Identity::Unchanged);
+        assert_eq!(fallback_identity(1000, 101, 101, Some(101)), Identity::Unchanged);
+    }
 }

@@ -43,8 +43,9 @@ pub mod names {
     pub const QUEUE_OLDEST: &str = "sluice_queue_oldest_message_age_seconds";
     /// Records found corrupt and quarantined.
     pub const QUEUE_QUARANTINED: &str = "sluice_queue_quarantined";
-    /// Synced writes merged into one fsync (group commit batch size).
-    pub const FSYNC_BATCH: &str = "sluice_queue_fsync_batch_size";
+    /// Queue changes carried by each synced write (group commit batch
+    /// size); recorded by the queue's writer thread, which owns the name.
+    pub const FSYNC_BATCH: &str = sluice_queue::FSYNC_BATCH_METRIC;
     /// Recipient results by `backend` and `result` (sent, deferred, bounced).
     pub const DELIVERIES: &str = "sluice_delivery_recipients_total";
     /// Delivery transaction latency by `backend`.
@@ -72,7 +73,7 @@ fn describe() {
     describe_gauge!(names::QUEUE_BYTES, Unit::Bytes, "Bytes of queued message bodies");
     describe_gauge!(names::QUEUE_OLDEST, Unit::Seconds, "Age of the oldest queued message");
     describe_gauge!(names::QUEUE_QUARANTINED, "Corrupt queue records moved aside");
-    describe_histogram!(names::FSYNC_BATCH, "Queue writes made durable by one fsync");
+    describe_histogram!(names::FSYNC_BATCH, "Queue changes made durable by each synced write (group commit)");
     describe_counter!(names::DELIVERIES, "Recipient delivery results by backend and result");
     describe_histogram!(names::LATENCY, Unit::Seconds, "Delivery transaction latency by backend");
     describe_gauge!(names::CONCURRENCY, "Deliveries in progress by backend");
@@ -96,7 +97,8 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(names::FSYNC_BATCH.into()),
-                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                        // Up to the writer's largest group (1024 changes).
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
                     )
                 });
             let recorder = match builder {

@@ -375,6 +375,13 @@ pub static PARAMS: &[Param] = &[
         Relay,
         "Reply code for a recipient not in relay_recipient_maps.",
     ),
+    p(
+        "unknown_client_reject_code",
+        "450",
+        CODE,
+        Relay,
+        "Reply code of reject_unknown_client_hostname and reject_unknown_reverse_client_hostname when the name is known not to exist or not to match (a temporary DNS failure always gets 450).",
+    ),
     p("access_map_reject_code", "554", CODE, Relay, "Reply code when an access table says REJECT."),
     p("access_map_defer_code", "450", CODE, Relay, "Reply code when an access table says DEFER."),
     // SMTP server limits.
@@ -501,6 +508,13 @@ pub static PARAMS: &[Param] = &[
         "Reply code for smtpd_forbid_bare_newline = reject.",
     ),
     p("smtpd_helo_required", "no", Bool, Limits, "Require HELO or EHLO before MAIL FROM."),
+    p(
+        "smtpd_peername_lookup",
+        "yes",
+        Bool,
+        Limits,
+        "Look up each client's reverse name and confirm it with a forward lookup (no: every client is unknown, as is any whose lookup fails or times out).",
+    ),
     p(
         "disable_vrfy_command",
         "yes",
@@ -819,6 +833,13 @@ pub static PARAMS: &[Param] = &[
         Enum(&["text", "json"]),
         Sluice,
         "Log lines as Postfix-style text or as JSON objects.",
+    ),
+    p(
+        "sluice_peername_lookup_timeout",
+        "5s",
+        SECS_MS,
+        Sluice,
+        "Longest time the reverse and forward lookups of a client's name may take before the greeting; past it the client is unknown.",
     ),
     p(
         "sluice_shutdown_grace",

@@ -49,6 +49,12 @@ pub enum Restriction {
     /// `reject_unauth_pipelining`: reject a client that sends commands ahead
     /// of time where PIPELINING does not allow it.
     RejectUnauthPipelining,
+    /// `reject_unknown_client_hostname` (formerly `reject_unknown_client`):
+    /// reject a client without a forward-confirmed reverse name.
+    RejectUnknownClientHostname,
+    /// `reject_unknown_reverse_client_hostname`: reject a client address
+    /// without a reverse (PTR) name.
+    RejectUnknownReverseClientHostname,
     /// `check_client_access type:table`: client IP address (then its
     /// networks for cidr tables).
     CheckClientAccess(Maps),
@@ -78,13 +84,13 @@ const SIMPLE: &[(&str, Make)] = &[
     ("reject_non_fqdn_recipient", || Restriction::RejectNonFqdnRecipient),
     ("reject_non_fqdn_sender", || Restriction::RejectNonFqdnSender),
     ("reject_unauth_pipelining", || Restriction::RejectUnauthPipelining),
+    ("reject_unknown_client_hostname", || Restriction::RejectUnknownClientHostname),
+    ("reject_unknown_client", || Restriction::RejectUnknownClientHostname),
+    ("reject_unknown_reverse_client_hostname", || Restriction::RejectUnknownReverseClientHostname),
 ];
 
 /// Postfix restrictions sluice does not implement that take no argument.
 const UNSUPPORTED_SIMPLE: &[&str] = &[
-    "reject_unknown_client_hostname",
-    "reject_unknown_reverse_client_hostname",
-    "reject_unknown_client",
     "reject_unknown_helo_hostname",
     "reject_unknown_hostname",
     "reject_invalid_helo_hostname",

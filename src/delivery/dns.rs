@@ -1,171 +1,20 @@
-//! Name resolution for delivery: MX and address lookups behind a small
-//! [`Resolver`] trait, implemented over `hickory-resolver`
-//! ([`SystemResolver`]) and by a fixed table ([`StaticResolver`], the test
-//! double: tests have no DNS, and this is the only fake the test suite
-//! uses).
+//! Next-hop resolution for delivery: turning a next hop into an ordered
+//! list of addresses to try ([`targets`]). `[host]:port` and
+//! `inet:host:port` never look up MX, a bare domain does (falling back to
+//! its address records when it has no MX, as RFC 5321 section 5.1 says).
+//! Never connects.
 //!
-//! Owns turning a next hop into an ordered list of addresses to try
-//! ([`targets`]): `[host]:port` and `inet:host:port` never look up MX, a
-//! bare domain does (falling back to its address records when it has no MX,
-//! as RFC 5321 section 5.1 says). Never connects.
+//! The lookups themselves are [`crate::dns`]'s, shared with the inbound
+//! server; they are re-exported here so delivery code and its tests name
+//! them where they always have.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use futures::future::BoxFuture;
+pub use crate::dns::{DnsError, Resolver, StaticResolver, SystemResolver};
 
 use crate::config::NextHop;
-
-/// Why a lookup failed, in the two kinds delivery acts on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DnsError {
-    /// The name does not exist or has no records of the type: permanent
-    /// (the mail bounces, `5.4.4`).
-    #[error("Host or domain name not found. Name service error for name={name} type={rtype}: Host not found")]
-    NotFound { name: String, rtype: &'static str },
-    /// Timeout, SERVFAIL, no resolver: try again later (`4.4.3`).
-    #[error(
-        "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found, try again"
-    )]
-    Temporary { name: String, rtype: &'static str },
-}
-
-impl DnsError {
-    /// True for an answer that will not change by retrying.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, DnsError::NotFound { .. })
-    }
-}
-
-/// The lookups delivery needs.
-pub trait Resolver: Send + Sync + fmt::Debug {
-    /// MX records of `domain` as (preference, exchange host), any order.
-    /// `NotFound` when the domain exists without MX records or does not exist.
-    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<(u16, String)>, DnsError>>;
-    /// A and AAAA records of `host`.
-    fn ips<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
-}
-
-/// `hickory-resolver` with the system's configuration (`/etc/resolv.conf`).
-#[derive(Clone)]
-pub struct SystemResolver {
-    inner: Arc<hickory_resolver::TokioResolver>,
-}
-
-impl fmt::Debug for SystemResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SystemResolver")
-    }
-}
-
-impl SystemResolver {
-    /// Reads the system configuration.
-    pub fn new() -> Result<SystemResolver, String> {
-        let r = hickory_resolver::TokioResolver::builder_tokio()
-            .map_err(|e| e.to_string())?
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(SystemResolver { inner: Arc::new(r) })
-    }
-}
-
-fn classify(e: &hickory_resolver::net::NetError, name: &str, rtype: &'static str) -> DnsError {
-    if e.is_no_records_found() || e.is_nx_domain() {
-        DnsError::NotFound { name: name.to_owned(), rtype }
-    } else {
-        DnsError::Temporary { name: name.to_owned(), rtype }
-    }
-}
-
-impl Resolver for SystemResolver {
-    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<(u16, String)>, DnsError>> {
-        Box::pin(async move {
-            let lookup = self.inner.mx_lookup(domain).await.map_err(|e| classify(&e, domain, "MX"))?;
-            let mut out = Vec::new();
-            for rec in lookup.answers() {
-                if let hickory_resolver::proto::rr::RData::MX(mx) = &rec.data {
-                    let host = mx.exchange.to_utf8();
-                    out.push((mx.preference, host.trim_end_matches('.').to_owned()));
-                }
-            }
-            if out.is_empty() {
-                return Err(DnsError::NotFound { name: domain.to_owned(), rtype: "MX" });
-            }
-            Ok(out)
-        })
-    }
-
-    fn ips<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
-        Box::pin(async move {
-            let lookup = self.inner.lookup_ip(host).await.map_err(|e| classify(&e, host, "A"))?;
-            let ips: Vec<IpAddr> = lookup.iter().collect();
-            if ips.is_empty() {
-                return Err(DnsError::NotFound { name: host.to_owned(), rtype: "A" });
-            }
-            Ok(ips)
-        })
-    }
-}
-
-/// A fixed table of MX and address records: the test double for DNS.
-/// Names are matched case-insensitively; a name that is not in the table
-/// does not exist.
-#[derive(Debug, Clone, Default)]
-pub struct StaticResolver {
-    mx: HashMap<String, Vec<(u16, String)>>,
-    ips: HashMap<String, Vec<IpAddr>>,
-    failing: Vec<String>,
-}
-
-impl StaticResolver {
-    /// An empty table.
-    pub fn new() -> StaticResolver {
-        StaticResolver::default()
-    }
-
-    /// Adds an MX record.
-    pub fn with_mx(mut self, domain: &str, preference: u16, host: &str) -> StaticResolver {
-        self.mx.entry(domain.to_ascii_lowercase()).or_default().push((preference, host.to_owned()));
-        self
-    }
-
-    /// Adds an address record.
-    pub fn with_ip(mut self, host: &str, ip: IpAddr) -> StaticResolver {
-        self.ips.entry(host.to_ascii_lowercase()).or_default().push(ip);
-        self
-    }
-
-    /// Makes every lookup of `name` fail temporarily (a broken DNS server).
-    pub fn with_failure(mut self, name: &str) -> StaticResolver {
-        self.failing.push(name.to_ascii_lowercase());
-        self
-    }
-}
-
-impl Resolver for StaticResolver {
-    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<(u16, String)>, DnsError>> {
-        let key = domain.to_ascii_lowercase();
-        Box::pin(async move {
-            if self.failing.contains(&key) {
-                return Err(DnsError::Temporary { name: domain.to_owned(), rtype: "MX" });
-            }
-            self.mx.get(&key).cloned().ok_or(DnsError::NotFound { name: domain.to_owned(), rtype: "MX" })
-        })
-    }
-
-    fn ips<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
-        let key = host.to_ascii_lowercase();
-        Box::pin(async move {
-            if self.failing.contains(&key) {
-                return Err(DnsError::Temporary { name: host.to_owned(), rtype: "A" });
-            }
-            self.ips.get(&key).cloned().ok_or(DnsError::NotFound { name: host.to_owned(), rtype: "A" })
-        })
-    }
-}
 
 /// One place to connect to, with the name it was found under (for
 /// `relay=name[addr]:port` in logs).

@@ -8,7 +8,8 @@
 //!
 //! Owns [`Inbound`], the state shared by a listener's sessions: the queue
 //! handle, the current settings (swapped on reload; a session keeps the
-//! settings it started with), the limiters. Never parses SMTP.
+//! settings it started with), the limiters, and the resolver for client
+//! names. Never parses SMTP.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,8 +30,10 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use super::events::{self, Event};
-use super::session::{Peer, Session};
+use super::peer::Peer;
+use super::session::Session;
 use super::settings::Settings;
+use crate::dns::Resolver;
 use crate::reply::{Reply, Status};
 use crate::shutdown::Stage;
 
@@ -46,6 +49,8 @@ pub struct Inbound {
     session_limit: AtomicUsize,
     clients: Mutex<HashMap<IpAddr, u32>>,
     rates: ArcSwap<Rates>,
+    /// Looks up client names; `None` leaves every client `unknown`.
+    resolver: Option<Arc<dyn Resolver>>,
 }
 
 /// The rate limiters built from one set of settings.
@@ -69,8 +74,20 @@ impl Rates {
 }
 
 impl Inbound {
-    /// Shared state for one listener writing into `queue`.
+    /// Shared state for one listener writing into `queue`, without name
+    /// lookups: every client is `unknown` (as with
+    /// `smtpd_peername_lookup = no`).
     pub fn new(queue: Queue, settings: Settings) -> Arc<Inbound> {
+        Inbound::build(queue, settings, None)
+    }
+
+    /// Shared state for one listener whose sessions look up client names
+    /// with `resolver` (the daemon passes the one delivery uses too).
+    pub fn with_resolver(queue: Queue, settings: Settings, resolver: Arc<dyn Resolver>) -> Arc<Inbound> {
+        Inbound::build(queue, settings, Some(resolver))
+    }
+
+    fn build(queue: Queue, settings: Settings, resolver: Option<Arc<dyn Resolver>>) -> Arc<Inbound> {
         let limit = settings.max_sessions.max(1);
         Arc::new(Inbound {
             queue,
@@ -79,7 +96,13 @@ impl Inbound {
             sessions: Arc::new(Semaphore::new(limit)),
             session_limit: AtomicUsize::new(limit),
             clients: Mutex::new(HashMap::new()),
+            resolver,
         })
+    }
+
+    /// The resolver for client names, if the listener has one.
+    pub(crate) fn resolver(&self) -> Option<&Arc<dyn Resolver>> {
+        self.resolver.as_ref()
     }
 
     /// Applies new settings (SIGHUP) to connections accepted from now on;

@@ -3,7 +3,8 @@
 //!
 //! One file per SMTP stage over one session (`session.rs`): `ehlo.rs`,
 //! `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`, `tls.rs` (STARTTLS);
-//! `policy.rs` decides relay and recipient questions, purely; `listener.rs`
+//! `policy.rs` decides relay and recipient questions, purely; `peer.rs`
+//! finds the client's forward-confirmed name before the greeting; `listener.rs`
 //! accepts connections and applies the per-client limits; `settings.rs`
 //! turns the configuration into typed values once per load.
 //!
@@ -18,6 +19,7 @@ mod ehlo;
 pub mod events;
 mod listener;
 mod mail;
+mod peer;
 pub mod policy;
 mod rcpt;
 mod session;

@@ -60,6 +60,14 @@ pub enum Restriction {
     /// `reject_unauth_pipelining`: the session itself enforces pipelining
     /// (`smtpd_forbid_unauth_pipelining`), so this never matches at RCPT.
     RejectUnauthPipelining,
+    /// `reject_unknown_client_hostname`: refuse a client without a
+    /// forward-confirmed reverse name (`unknown_client_reject_code`; 450
+    /// when a lookup failed temporarily).
+    RejectUnknownClientHostname,
+    /// `reject_unknown_reverse_client_hostname`: refuse a client address
+    /// without a reverse name (`unknown_client_reject_code`; 450 when the
+    /// lookup failed temporarily).
+    RejectUnknownReverseClientHostname,
     /// `check_client_access type:name`: the client address and networks.
     CheckClientAccess(Arc<dyn AccessTable>),
     /// `check_helo_access type:name`: the HELO/EHLO name and parents.
@@ -130,6 +138,10 @@ pub fn parse_restrictions(
             "reject_non_fqdn_recipient" => Restriction::RejectNonFqdnRecipient,
             "reject_non_fqdn_sender" => Restriction::RejectNonFqdnSender,
             "reject_unauth_pipelining" => Restriction::RejectUnauthPipelining,
+            "reject_unknown_client_hostname" | "reject_unknown_client" => {
+                Restriction::RejectUnknownClientHostname
+            }
+            "reject_unknown_reverse_client_hostname" => Restriction::RejectUnknownReverseClientHostname,
             "check_recipient_access"
             | "check_client_access"
             | "check_sender_access"
@@ -363,6 +375,8 @@ pub struct Policy {
     pub data: Vec<Restriction>,
     /// `smtpd_reject_unlisted_recipient`.
     pub reject_unlisted_recipient: bool,
+    /// `unknown_client_reject_code`.
+    pub unknown_client_reject_code: u16,
     /// The tables.
     pub lookups: Arc<dyn Lookups>,
 }
@@ -387,17 +401,60 @@ impl Default for Policy {
             recipient: Vec::new(),
             data: Vec::new(),
             reject_unlisted_recipient: true,
+            unknown_client_reject_code: 450,
             lookups: Arc::new(StaticLookups::default()),
         }
     }
+}
+
+/// How one step of finding a client's name ended (Postfix's
+/// `SMTPD_PEER_CODE_*`), in increasing order of certainty that the client
+/// has no usable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NameStatus {
+    /// Found (and, for the client name, forward-confirmed).
+    Ok,
+    /// The lookup failed temporarily (SERVFAIL, timeout): ask again later.
+    Temp,
+    /// There is no such name (no PTR record, an invalid one, or lookups
+    /// turned off).
+    Perm,
+    /// The reverse name does not resolve to the client address.
+    Forged,
+}
+
+/// What the lookups found out about a client's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Naming {
+    /// The forward-confirmed name (`reject_unknown_client_hostname`).
+    pub name: NameStatus,
+    /// The reverse name alone (`reject_unknown_reverse_client_hostname`).
+    pub reverse: NameStatus,
+}
+
+impl Naming {
+    /// No lookup was made: no name, for certain (Postfix with
+    /// `smtpd_peername_lookup = no`).
+    pub const NOT_LOOKED_UP: Naming = Naming { name: NameStatus::Perm, reverse: NameStatus::Perm };
+    /// Both lookups succeeded.
+    pub const CONFIRMED: Naming = Naming { name: NameStatus::Ok, reverse: NameStatus::Ok };
 }
 
 /// The SMTP client as restrictions see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Client<'a> {
     pub addr: IpAddr,
-    /// Reverse name, or `unknown`.
+    /// Forward-confirmed reverse name, or `unknown`.
     pub name: &'a str,
+    /// How the name lookups ended.
+    pub naming: Naming,
+}
+
+impl Client<'static> {
+    /// A client known by its address only (`unknown`, not looked up).
+    pub const fn unknown(addr: IpAddr) -> Client<'static> {
+        Client { addr, name: "unknown", naming: Naming::NOT_LOOKED_UP }
+    }
 }
 
 /// Everything a recipient decision looks at.
@@ -558,6 +615,36 @@ impl Policy {
                     self.mynetworks.contains(req.client.addr).then_some(Step::Permit)
                 }
                 Restriction::PermitSaslAuthenticated | Restriction::RejectUnauthPipelining => None,
+                // Postfix's texts and codes (smtpd_check.c): the configured
+                // code when the name is known to be missing or forged, 450
+                // when a lookup only failed for now.
+                Restriction::RejectUnknownClientHostname => {
+                    let status = req.client.naming.name;
+                    (status != NameStatus::Ok).then(|| {
+                        let code =
+                            if status >= NameStatus::Perm { self.unknown_client_reject_code } else { 450 };
+                        Step::Refuse(Reply::new(
+                            code,
+                            Status(reply_class(code), 7, 25),
+                            format!("Client host rejected: cannot find your hostname, [{}]", req.client.addr),
+                        ))
+                    })
+                }
+                Restriction::RejectUnknownReverseClientHostname => {
+                    let status = req.client.naming.reverse;
+                    (status != NameStatus::Ok).then(|| {
+                        let code =
+                            if status >= NameStatus::Perm { self.unknown_client_reject_code } else { 450 };
+                        Step::Refuse(Reply::new(
+                            code,
+                            Status(reply_class(code), 7, 1),
+                            format!(
+                                "Client host rejected: cannot find your reverse hostname, [{}]",
+                                req.client.addr
+                            ),
+                        ))
+                    })
+                }
                 Restriction::PermitAuthDestination => self.authorized(rcpt)?.then_some(Step::Permit),
                 Restriction::RejectUnauthDestination => (!self.authorized(rcpt)?).then(|| {
                     Step::Refuse(Reply::new(554, Status(5, 7, 1), format!("<{rcpt}>: Relay access denied")))
@@ -633,6 +720,11 @@ impl Policy {
             _ => None,
         })
     }
+}
+
+/// The enhanced status class that goes with a reply code (`4` for `450`).
+fn reply_class(code: u16) -> u8 {
+    if code >= 500 { 5 } else { 4 }
 }
 
 /// `user@host.domain`: a domain with a dot (or an address literal).

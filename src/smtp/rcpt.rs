@@ -76,7 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: CONNEG"));
         }
         let request = Request {
-            client: Client { addr: self.peer.addr, name: &self.peer.name },
+            client: Client { addr: self.peer.addr, name: &self.peer.name, naming: self.peer.naming },
             helo: self.helo.as_ref().map(|h| h.name.as_str()),
             sender: &m.from,
             recipient: address,

@@ -20,7 +20,6 @@
 //! content goes to the queue draft in chunks as it is decoded.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use tracing::{info, warn};
 use super::data::{self, BareNewline, Decoder, Headers, Violation};
 use super::events::{self, Event};
 use super::listener::Inbound;
+use super::peer::Peer;
 use super::settings::Settings;
 use super::tls::{Stream, TlsInfo};
 use crate::clock;
@@ -44,28 +44,6 @@ use crate::shutdown::Stage;
 const READ_CHUNK: usize = 16 * 1024;
 /// Decoded content is handed to the queue draft once this much is pending.
 const APPEND_AT: usize = 64 * 1024;
-
-/// The remote end of a session.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: IpAddr,
-    /// Reverse name; `unknown` (sluice does not look names up).
-    pub name: String,
-}
-
-impl Peer {
-    /// A peer known by its socket address only.
-    pub fn new(addr: SocketAddr) -> Peer {
-        Peer { addr: addr.ip(), name: "unknown".to_owned() }
-    }
-}
-
-impl fmt::Display for Peer {
-    /// Postfix's `name[addr]`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}]", self.name, self.addr)
-    }
-}
 
 /// What the client said in `HELO`/`EHLO`.
 #[derive(Debug, Clone)]
@@ -268,6 +246,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// client input; every failure ends as a log line.
     pub(crate) async fn run(mut self) {
         events::emit(Event::Connected);
+        // Before the greeting and the `connect from` line, as Postfix: every
+        // line of the session then names the client the same way. Bounded by
+        // sluice_peername_lookup_timeout, so a dead name server delays the
+        // greeting by at most that.
+        if self.settings.peername_lookup
+            && let Some(resolver) = self.inbound.resolver()
+        {
+            let timeout = self.settings.peername_timeout;
+            self.peer.look_up_name(resolver.as_ref(), timeout).await;
+        }
         info!("connect from {}", self.peer);
         self.serve().await;
         // Whatever ended the session, a transaction still open is not
@@ -683,7 +671,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return None;
         }
         let request = super::policy::Request {
-            client: super::policy::Client { addr: self.peer.addr, name: &self.peer.name },
+            client: super::policy::Client {
+                addr: self.peer.addr,
+                name: &self.peer.name,
+                naming: self.peer.naming,
+            },
             helo: self.helo.as_ref().map(|h| h.name.as_str()),
             sender: &m.from,
             recipient: m.rcpts.last().map_or("", |r| r.address.as_str()),

@@ -94,6 +94,12 @@ pub struct Settings {
 
     /// `smtpd_helo_required`.
     pub helo_required: bool,
+    /// `smtpd_peername_lookup`: look up and confirm the client's name (when
+    /// the listener has a resolver; without one every client is `unknown`).
+    pub peername_lookup: bool,
+    /// `sluice_peername_lookup_timeout`: the deadline of both name lookups
+    /// together, before the greeting.
+    pub peername_timeout: Duration,
     /// VRFY answered (`252`) when `disable_vrfy_command = no` (the default
     /// is `yes`, unlike Postfix: see the parameter table).
     pub vrfy: bool,
@@ -160,6 +166,8 @@ impl Default for Settings {
             error_sleep: Duration::from_secs(1),
             junk_command_limit: 100,
             helo_required: false,
+            peername_lookup: true,
+            peername_timeout: Duration::from_secs(5),
             vrfy: false,
             smtputf8: true,
             bare_newline: BareNewline::Normalize,
@@ -206,6 +214,9 @@ impl Settings {
     /// (everything else was checked when the configuration was loaded).
     pub fn from_config(config: &Arc<Config>) -> Result<Settings, SettingsError> {
         let c = config.as_ref();
+        // The configuration type-checked every value at load; a negative
+        // number is clamped to 0 rather than wrapped.
+        let count = |name: &str| u64::try_from(c.int(name)).unwrap_or(0);
         let restrictions = |name: &str| -> Vec<Restriction> {
             c.restrictions(name).iter().map(|r| restriction(r, config)).collect()
         };
@@ -218,6 +229,7 @@ impl Settings {
             recipient: restrictions("smtpd_recipient_restrictions"),
             data: restrictions("smtpd_data_restrictions"),
             reject_unlisted_recipient: c.bool("smtpd_reject_unlisted_recipient"),
+            unknown_client_reject_code: count("unknown_client_reject_code") as u16,
             lookups: Arc::new(ConfigLookups { config: Arc::clone(config) }),
         };
         policy.validate()?;
@@ -246,9 +258,6 @@ impl Settings {
                 c.string("smtpd_tls_key_file").as_ref(),
             )?),
         };
-        // The configuration type-checked every value at load; a negative
-        // number is clamped to 0 rather than wrapped.
-        let count = |name: &str| u64::try_from(c.int(name)).unwrap_or(0);
         let networks = |name: &'static str| Networks::Param { config: Arc::clone(config), name };
 
         Ok(Settings {
@@ -272,6 +281,8 @@ impl Settings {
             error_sleep: c.time("smtpd_error_sleep_time"),
             junk_command_limit: count("smtpd_junk_command_limit") as u32,
             helo_required: c.bool("smtpd_helo_required"),
+            peername_lookup: c.bool("smtpd_peername_lookup"),
+            peername_timeout: c.time("sluice_peername_lookup_timeout"),
             // VRFY is off unless the administrator asks for it, whatever
             // Postfix's default (`no`) says.
             vrfy: !c.bool("disable_vrfy_command"),
@@ -327,6 +338,8 @@ fn restriction(r: &config::Restriction, config: &Arc<Config>) -> Restriction {
         C::RejectNonFqdnRecipient => Restriction::RejectNonFqdnRecipient,
         C::RejectNonFqdnSender => Restriction::RejectNonFqdnSender,
         C::RejectUnauthPipelining => Restriction::RejectUnauthPipelining,
+        C::RejectUnknownClientHostname => Restriction::RejectUnknownClientHostname,
+        C::RejectUnknownReverseClientHostname => Restriction::RejectUnknownReverseClientHostname,
         C::CheckClientAccess(m) => Restriction::CheckClientAccess(table(m)),
         C::CheckHeloAccess(m) => Restriction::CheckHeloAccess(table(m)),
         C::CheckSenderAccess(m) => Restriction::CheckSenderAccess(table(m)),
@@ -408,7 +421,7 @@ mod tests {
     }
 
     fn decide(s: &Settings, addr: &str, rcpt: &str) -> String {
-        let client = Client { addr: addr.parse().expect("addr"), name: "unknown" };
+        let client = Client::unknown(addr.parse().expect("addr"));
         match s.policy.check_recipient(client, rcpt) {
             Decision::Accept => "accept".to_owned(),
             Decision::Refuse(r) => r.to_one_line(),
@@ -492,6 +505,30 @@ mod tests {
             &[("cert.pem", "not a certificate\n")],
         );
         assert!(matches!(Settings::from_config(&config), Err(SettingsError::Tls(_))));
+    }
+
+    #[test]
+    fn client_name_parameters_map_to_settings() {
+        let (_dir, config) = load("", &[]);
+        let s = Settings::from_config(&config).expect("settings");
+        assert!(s.peername_lookup);
+        assert_eq!(s.peername_timeout, Duration::from_secs(5));
+        assert_eq!(s.policy.unknown_client_reject_code, 450);
+        let (_dir, config) = load(
+            "smtpd_peername_lookup = no\n\
+             sluice_peername_lookup_timeout = 1500ms\n\
+             unknown_client_reject_code = 550\n\
+             smtpd_client_restrictions = reject_unknown_client_hostname\n",
+            &[],
+        );
+        let s = Settings::from_config(&config).expect("settings");
+        assert!(!s.peername_lookup);
+        assert_eq!(s.peername_timeout, Duration::from_millis(1500));
+        assert!(matches!(s.policy.client[..], [Restriction::RejectUnknownClientHostname]));
+        assert_eq!(
+            decide(&s, "192.0.2.1", "anyone@example.org"),
+            "550 5.7.25 Client host rejected: cannot find your hostname, [192.0.2.1]"
+        );
     }
 
     #[test]

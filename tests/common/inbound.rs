@@ -69,10 +69,22 @@ impl Server {
 
     /// Starts a server on an already open queue.
     pub async fn start_with(settings: Settings, queue: Queue, dir: tempfile::TempDir) -> Server {
-        let backlog = (settings.max_sessions as u32).max(1024);
+        Server::start_inbound(queue.clone(), dir, Inbound::new(queue, settings)).await
+    }
+
+    /// Starts a server on a fresh queue that looks up client names with
+    /// `resolver` (the DNS test double).
+    pub async fn start_with_resolver(settings: Settings, resolver: Arc<dyn sluice::dns::Resolver>) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(&dir.path().join("queue"), &Options::default(), sluice::clock::unix_millis())
+            .expect("open queue");
+        Server::start_inbound(queue.clone(), dir, Inbound::with_resolver(queue, settings, resolver)).await
+    }
+
+    async fn start_inbound(queue: Queue, dir: tempfile::TempDir, inbound: Arc<Inbound>) -> Server {
+        let backlog = (inbound.settings().max_sessions as u32).max(1024);
         let listener = sluice::smtp::bind("127.0.0.1:0".parse().expect("literal"), backlog).expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let inbound = Inbound::new(queue.clone(), settings);
         let stage = Stage::new();
         let task = tokio::spawn(sluice::smtp::serve(listener, Arc::clone(&inbound), stage.clone()));
         Server { addr, queue, inbound, stage, task, dir }

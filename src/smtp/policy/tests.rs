@@ -53,10 +53,8 @@ fn policy(relay: &str, recipient: &str) -> Policy {
     }
 }
 
-const OUTSIDE: Client<'static> =
-    Client { addr: IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)), name: "unknown" };
-const INSIDE: Client<'static> =
-    Client { addr: IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)), name: "unknown" };
+const OUTSIDE: Client<'static> = Client::unknown(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)));
+const INSIDE: Client<'static> = Client::unknown(IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)));
 
 fn reply(d: Decision) -> String {
     match d {
@@ -161,7 +159,7 @@ fn client_access_matches_networks() {
         "check_client_access cidr:/etc/sluice/clients, permit_mynetworks, reject_unauth_destination",
         "",
     );
-    let spammer = Client { addr: "192.0.2.9".parse().unwrap(), name: "unknown" };
+    let spammer = Client::unknown("192.0.2.9".parse().unwrap());
     assert_eq!(
         reply(p.check_recipient(spammer, "user@relay.example")),
         "554 5.7.1 <unknown[192.0.2.9]>: Client host rejected: spam source"
@@ -343,4 +341,38 @@ fn data_restrictions_apply_to_the_data_command() {
     .unwrap();
     assert_eq!(r(&p, OUTSIDE), "554 5.7.1 <DATA>: Data command rejected: Access denied");
     assert_eq!(r(&p, INSIDE), "accept");
+}
+
+#[test]
+fn unknown_client_names_are_refused_permanently_or_for_now() {
+    let mut p = policy("permit_mynetworks, reject_unauth_destination", "");
+    p.client = parse_restrictions(
+        "smtpd_client_restrictions",
+        &words("reject_unknown_reverse_client_hostname, reject_unknown_client_hostname"),
+        &table,
+    )
+    .unwrap();
+    let addr: IpAddr = "198.51.100.7".parse().unwrap();
+    let client =
+        |name: NameStatus, reverse: NameStatus| Client { addr, name: "x", naming: Naming { name, reverse } };
+    let rcpt = "user@relay.example";
+    use NameStatus::*;
+    assert_eq!(p.check_recipient(client(Ok, Ok), rcpt), Decision::Accept);
+    let hostname = "Client host rejected: cannot find your hostname, [198.51.100.7]";
+    let reverse = "Client host rejected: cannot find your reverse hostname, [198.51.100.7]";
+    // No PTR at all: the reverse check refuses first, with the configured code.
+    assert_eq!(reply(p.check_recipient(client(Perm, Perm), rcpt)), format!("450 4.7.1 {reverse}"));
+    p.unknown_client_reject_code = 550;
+    assert_eq!(reply(p.check_recipient(client(Perm, Perm), rcpt)), format!("550 5.7.1 {reverse}"));
+    // A PTR that does not confirm: only the stricter check refuses.
+    assert_eq!(reply(p.check_recipient(client(Forged, Ok), rcpt)), format!("550 5.7.25 {hostname}"));
+    // Temporary failures always answer 450, whatever the configured code.
+    assert_eq!(reply(p.check_recipient(client(Temp, Ok), rcpt)), format!("450 4.7.25 {hostname}"));
+    assert_eq!(reply(p.check_recipient(client(Temp, Temp), rcpt)), format!("450 4.7.1 {reverse}"));
+    // The pre-2.3 name still means reject_unknown_client_hostname.
+    p.client =
+        parse_restrictions("smtpd_client_restrictions", &words("reject_unknown_client"), &table).unwrap();
+    assert_eq!(reply(p.check_recipient(client(Forged, Ok), rcpt)), format!("550 5.7.25 {hostname}"));
+    // Unknown as an address-only client is: no lookup, a certain "no".
+    assert_eq!(reply(p.check_recipient(Client::unknown(addr), rcpt)), format!("550 5.7.25 {hostname}"));
 }

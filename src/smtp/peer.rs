@@ -1,0 +1,247 @@
+//! The remote end of a session and its name, found the way Postfix's smtpd
+//! finds it before the greeting: the reverse (PTR) name of the client
+//! address, then a forward lookup of that name, which must list the address.
+//! Only a name that passes both is the client's `name`; otherwise the client
+//! is `unknown`, and the outcome of each step ([`Naming`]) is kept for
+//! `reject_unknown_client_hostname` and
+//! `reject_unknown_reverse_client_hostname`.
+//!
+//! The two lookups share one deadline (`sluice_peername_lookup_timeout`),
+//! so a dead name server delays a greeting by at most that much; a lookup
+//! cut off by it counts as a temporary failure, like SERVFAIL. Uses the
+//! daemon's shared [`Resolver`]; never talks SMTP.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::policy::{NameStatus, Naming};
+use crate::clock;
+use crate::dns::{DnsError, Family, Resolver};
+
+/// What a client is called when its name is not known.
+pub const UNKNOWN: &str = "unknown";
+
+/// The remote end of a session.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: IpAddr,
+    /// Forward-confirmed reverse name, or `unknown`: the name in logs,
+    /// `Received:` and restrictions.
+    pub name: String,
+    /// The reverse name even when it does not forward-confirm, or `unknown`.
+    pub reverse_name: String,
+    /// How the lookups ended.
+    pub naming: Naming,
+}
+
+impl Peer {
+    /// A peer known by its socket address only: `unknown`, as with
+    /// `smtpd_peername_lookup = no` until [`Peer::look_up_name`] runs.
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr: addr.ip(),
+            name: UNKNOWN.to_owned(),
+            reverse_name: UNKNOWN.to_owned(),
+            naming: Naming::NOT_LOOKED_UP,
+        }
+    }
+
+    /// Looks up and forward-confirms the client's name within `timeout`.
+    pub async fn look_up_name(&mut self, resolver: &dyn Resolver, timeout: Duration) {
+        let deadline = clock::instant() + timeout;
+        // A v4 client on a dual-stack socket arrives as ::ffff:a.b.c.d; its
+        // names are those of a.b.c.d.
+        let addr = self.addr.to_canonical();
+
+        let reverse = match tokio::time::timeout_at(deadline, resolver.ptr(addr)).await {
+            Ok(Ok(names)) => match names.into_iter().find(|n| valid_hostname(n)) {
+                Some(n) => Ok(n),
+                None => {
+                    warn!("{addr}: PTR record has no valid host name");
+                    Err(NameStatus::Perm)
+                }
+            },
+            Ok(Err(e)) => Err(status_of(&e)),
+            Err(_elapsed) => Err(NameStatus::Temp),
+        };
+        let reverse_name = match reverse {
+            Ok(n) => n,
+            Err(status) => {
+                self.naming = Naming { name: status, reverse: status };
+                return;
+            }
+        };
+
+        let name = match tokio::time::timeout_at(deadline, resolver.ips_of(&reverse_name, Family::of(addr)))
+            .await
+        {
+            Ok(Ok(ips)) if ips.iter().any(|ip| ip.to_canonical() == addr) => Ok(()),
+            Ok(Ok(_)) => {
+                warn!("hostname {reverse_name} does not resolve to address {addr}");
+                Err(NameStatus::Forged)
+            }
+            Ok(Err(e)) => {
+                // Postfix's words (getaddrinfo's messages), so log watchers
+                // keep matching them.
+                let (why, status) = match e {
+                    DnsError::NotFound { .. } => ("Name or service not known", NameStatus::Forged),
+                    DnsError::Temporary { .. } => ("Temporary failure in name resolution", NameStatus::Temp),
+                };
+                warn!("hostname {reverse_name} does not resolve to address {addr}: {why}");
+                Err(status)
+            }
+            Err(_elapsed) => {
+                warn!(
+                    "hostname {reverse_name} does not resolve to address {addr}: Temporary failure in name resolution"
+                );
+                Err(NameStatus::Temp)
+            }
+        };
+        self.naming = Naming {
+            name: match name {
+                Ok(()) => NameStatus::Ok,
+                Err(s) => s,
+            },
+            reverse: NameStatus::Ok,
+        };
+        if name.is_ok() {
+            self.name = reverse_name.clone();
+        }
+        self.reverse_name = reverse_name;
+    }
+}
+
+impl fmt::Display for Peer {
+    /// Postfix's `name[addr]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.name, self.addr)
+    }
+}
+
+fn status_of(e: &DnsError) -> NameStatus {
+    if e.is_permanent() { NameStatus::Perm } else { NameStatus::Temp }
+}
+
+/// A host name a PTR record may name: dot-separated labels of letters,
+/// digits, `-` and `_`, none empty, longer than 63 or starting or ending
+/// with `-`, at most 255 in all, and not all digits (a "name" such as
+/// `192.0.2.1` could pass for an address in access tables).
+fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && name.bytes().any(|b| !b.is_ascii_digit() && b != b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::StaticResolver;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn peer(addr: &str) -> Peer {
+        Peer::new(SocketAddr::new(addr.parse().unwrap(), 2525))
+    }
+
+    async fn named(r: &StaticResolver, addr: &str) -> Peer {
+        let mut p = peer(addr);
+        p.look_up_name(r, TIMEOUT).await;
+        p
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_name_that_lists_the_address_is_confirmed() {
+        let r = StaticResolver::new()
+            .with_ptr(ip("192.0.2.1"), "mail.example")
+            .with_ip("mail.example", ip("192.0.2.9"))
+            .with_ip("mail.example", ip("192.0.2.1"));
+        let p = named(&r, "192.0.2.1").await;
+        assert_eq!(p.to_string(), "mail.example[192.0.2.1]");
+        assert_eq!(p.naming, Naming { name: NameStatus::Ok, reverse: NameStatus::Ok });
+        // The same from an IPv4-mapped address on a dual-stack socket.
+        let p = named(&r, "::ffff:192.0.2.1").await;
+        assert_eq!(p.name, "mail.example");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_list_the_address_is_forged() {
+        let r = StaticResolver::new()
+            .with_ptr(ip("192.0.2.1"), "liar.example")
+            .with_ip("liar.example", ip("192.0.2.99"))
+            .with_ptr(ip("192.0.2.2"), "gone.example")
+            .with_ptr(ip("2001:db8::1"), "v4only.example")
+            .with_ip("v4only.example", ip("192.0.2.1"));
+        for addr in ["192.0.2.1", "192.0.2.2", "2001:db8::1"] {
+            let p = named(&r, addr).await;
+            assert_eq!(p.name, UNKNOWN, "{addr}");
+            assert_eq!(p.naming, Naming { name: NameStatus::Forged, reverse: NameStatus::Ok }, "{addr}");
+            assert_ne!(p.reverse_name, UNKNOWN);
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_or_bogus_ptr_is_permanent_and_servfail_temporary() {
+        let r = StaticResolver::new()
+            .with_ptr(ip("192.0.2.3"), "192.0.2.3")
+            .with_failure("192.0.2.4")
+            .with_ptr(ip("192.0.2.5"), "flaky.example")
+            .with_failure("flaky.example");
+        let perm = Naming { name: NameStatus::Perm, reverse: NameStatus::Perm };
+        assert_eq!(named(&r, "192.0.2.2").await.naming, perm, "no PTR");
+        assert_eq!(named(&r, "192.0.2.3").await.naming, perm, "numeric PTR");
+        let p = named(&r, "192.0.2.4").await;
+        assert_eq!(
+            (p.name.as_str(), p.naming),
+            (UNKNOWN, Naming { name: NameStatus::Temp, reverse: NameStatus::Temp })
+        );
+        let p = named(&r, "192.0.2.5").await;
+        assert_eq!(
+            (p.name.as_str(), p.naming),
+            (UNKNOWN, Naming { name: NameStatus::Temp, reverse: NameStatus::Ok })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_name_server_costs_one_timeout_and_leaves_the_client_unknown() {
+        let r = StaticResolver::new()
+            .with_silence("192.0.2.6")
+            .with_ptr(ip("192.0.2.7"), "slow.example")
+            .with_silence("slow.example");
+        let p = named(&r, "192.0.2.6").await;
+        assert_eq!(
+            (p.name.as_str(), p.naming.name, p.naming.reverse),
+            (UNKNOWN, NameStatus::Temp, NameStatus::Temp)
+        );
+        let p = named(&r, "192.0.2.7").await;
+        assert_eq!(
+            (p.name.as_str(), p.naming.name, p.naming.reverse),
+            (UNKNOWN, NameStatus::Temp, NameStatus::Ok)
+        );
+    }
+
+    #[test]
+    fn host_name_syntax() {
+        for ok in ["mail.example", "a", "x-1.example", "_dmarc.example", "1.2.3.example"] {
+            assert!(valid_hostname(ok), "{ok}");
+        }
+        for bad in
+            ["", "192.0.2.1", "123", "-a.example", "a-.example", "a..example", "a b.example", &"a".repeat(64)]
+        {
+            assert!(!valid_hostname(bad), "{bad}");
+        }
+    }
+}

@@ -147,7 +147,10 @@ impl expand::Source for Scope<'_> {
             return Some(Cow::Borrowed(v));
         }
         if name == "config_directory" {
-            return Some(Cow::Owned(self.loader.dir.display().to_string()));
+            // Absolute, so that a table named `$config_directory/x` is not
+            // joined to a relative `-c DIR` a second time (`-c conf/dev`).
+            let dir = std::path::absolute(&self.loader.dir).unwrap_or_else(|_| self.loader.dir.clone());
+            return Some(Cow::Owned(dir.display().to_string()));
         }
         if name == "service_name"
             && let Some(s) = self.service

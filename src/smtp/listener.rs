@@ -312,7 +312,10 @@ pub async fn serve_staged(listener: TcpListener, inbound: Arc<Inbound>, accept: 
             }
         }
     }
-    info!("stopped accepting on {local:?}");
+    match local {
+        Some(addr) => info!("stopped accepting on {addr}"),
+        None => info!("stopped accepting"),
+    }
 }
 
 /// Runs one session over an already-connected stream, without the

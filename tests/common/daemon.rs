@@ -27,7 +27,9 @@ impl TestConfig {
     /// An MX for `relay.test` (any recipient; the test client 127.0.0.1 is
     /// outside mynetworks, so relay control applies to it) routed to `transport` (a
     /// transport(5) result such as `lmtp:[127.0.0.1]:PORT`); `extra` lines
-    /// are appended to main.cf.
+    /// are appended to main.cf. Clients are not looked up in DNS
+    /// (`smtpd_peername_lookup = no`): the machine's resolver is not the
+    /// test's to rely on, so every client is `unknown`, as in Postfix.
     pub fn new(transport: &str, extra: &str) -> TestConfig {
         let dir = tempfile::tempdir().expect("tempdir");
         let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -48,6 +50,7 @@ impl TestConfig {
              maximal_backoff_time = 2s\n\
              queue_run_delay = 1s\n\
              sluice_shutdown_grace = 2s\n\
+             smtpd_peername_lookup = no\n\
              {extra}\n",
             q = d.join("spool").display(),
             d = d.display(),

@@ -280,7 +280,7 @@ pub async fn serve_staged(listener: TcpListener, inbound: Arc<Inbound>, accept: 
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    warn!("accept on {local:?}: {e}");
+                    warn!("accept on {}: {e}", local.map_or_else(|| "listener".to_owned(), |a| a.to_string()));
                     tokio::select! {
                         _ = accept.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(100)) => continue,

@@ -15,9 +15,11 @@ use super::values::{split_list, unbrace};
 use std::path::Path;
 use std::sync::Arc;
 
-/// One restriction of a restriction list, in Postfix's words.
+/// One restriction of a restriction list, in Postfix's words. `T` is what
+/// a `check_*_access` restriction consults: the configuration's [`Maps`]
+/// here; the SMTP server's policy uses its own access-table type.
 #[derive(Debug, Clone)]
-pub enum Restriction {
+pub enum Restriction<T = Maps> {
     /// `permit`: stop, accept.
     Permit,
     /// `reject`: stop, refuse (5xx).
@@ -57,37 +59,95 @@ pub enum Restriction {
     RejectUnknownReverseClientHostname,
     /// `check_client_access type:table`: client IP address (then its
     /// networks for cidr tables).
-    CheckClientAccess(Maps),
+    CheckClientAccess(T),
     /// `check_helo_access type:table`: the HELO/EHLO name (domain keys).
-    CheckHeloAccess(Maps),
+    CheckHeloAccess(T),
     /// `check_sender_access type:table`: MAIL FROM address (address keys).
-    CheckSenderAccess(Maps),
+    CheckSenderAccess(T),
     /// `check_recipient_access type:table`: RCPT TO address (address keys).
-    CheckRecipientAccess(Maps),
+    CheckRecipientAccess(T),
 }
 
-type Make = fn() -> Restriction;
+/// A restriction name sluice implements, as [`named`] finds it.
+#[derive(Debug)]
+pub enum Named<T> {
+    /// Complete as it is.
+    Simple(Restriction<T>),
+    /// A `check_*_access` that takes the next word as its table.
+    WithTable(fn(T) -> Restriction<T>),
+}
 
-/// Restrictions sluice understands, without argument.
-const SIMPLE: &[(&str, Make)] = &[
-    ("permit", || Restriction::Permit),
-    ("reject", || Restriction::Reject),
-    ("defer", || Restriction::Defer),
-    ("defer_if_permit", || Restriction::DeferIfPermit),
-    ("defer_if_reject", || Restriction::DeferIfReject),
-    ("permit_mynetworks", || Restriction::PermitMynetworks),
-    ("permit_sasl_authenticated", || Restriction::PermitSaslAuthenticated),
-    ("reject_unauth_destination", || Restriction::RejectUnauthDestination),
-    ("defer_unauth_destination", || Restriction::DeferUnauthDestination),
-    ("permit_auth_destination", || Restriction::PermitAuthDestination),
-    ("reject_unlisted_recipient", || Restriction::RejectUnlistedRecipient),
-    ("reject_non_fqdn_recipient", || Restriction::RejectNonFqdnRecipient),
-    ("reject_non_fqdn_sender", || Restriction::RejectNonFqdnSender),
-    ("reject_unauth_pipelining", || Restriction::RejectUnauthPipelining),
-    ("reject_unknown_client_hostname", || Restriction::RejectUnknownClientHostname),
-    ("reject_unknown_client", || Restriction::RejectUnknownClientHostname),
-    ("reject_unknown_reverse_client_hostname", || Restriction::RejectUnknownReverseClientHostname),
-];
+/// The restriction `name` (case-insensitive) stands for, if sluice
+/// implements it: the one list of names every parser uses.
+pub fn named<T>(name: &str) -> Option<Named<T>> {
+    use Restriction as R;
+    let simple = match name.to_ascii_lowercase().as_str() {
+        "permit" => R::Permit,
+        "reject" => R::Reject,
+        "defer" => R::Defer,
+        "defer_if_permit" => R::DeferIfPermit,
+        "defer_if_reject" => R::DeferIfReject,
+        "permit_mynetworks" => R::PermitMynetworks,
+        "permit_sasl_authenticated" => R::PermitSaslAuthenticated,
+        "reject_unauth_destination" => R::RejectUnauthDestination,
+        "defer_unauth_destination" => R::DeferUnauthDestination,
+        "permit_auth_destination" => R::PermitAuthDestination,
+        "reject_unlisted_recipient" => R::RejectUnlistedRecipient,
+        "reject_non_fqdn_recipient" => R::RejectNonFqdnRecipient,
+        "reject_non_fqdn_sender" => R::RejectNonFqdnSender,
+        "reject_unauth_pipelining" => R::RejectUnauthPipelining,
+        "reject_unknown_client_hostname" | "reject_unknown_client" => R::RejectUnknownClientHostname,
+        "reject_unknown_reverse_client_hostname" => R::RejectUnknownReverseClientHostname,
+        "check_client_access" => return Some(Named::WithTable(R::CheckClientAccess)),
+        "check_helo_access" => return Some(Named::WithTable(R::CheckHeloAccess)),
+        "check_sender_access" => return Some(Named::WithTable(R::CheckSenderAccess)),
+        "check_recipient_access" => return Some(Named::WithTable(R::CheckRecipientAccess)),
+        _ => return None,
+    };
+    Some(Named::Simple(simple))
+}
+
+impl<T> Restriction<T> {
+    /// The same restriction with its table (if any) turned into `f`'s.
+    pub fn map_table<U>(&self, f: impl FnOnce(&T) -> U) -> Restriction<U> {
+        use Restriction as R;
+        match self {
+            R::Permit => R::Permit,
+            R::Reject => R::Reject,
+            R::Defer => R::Defer,
+            R::DeferIfPermit => R::DeferIfPermit,
+            R::DeferIfReject => R::DeferIfReject,
+            R::PermitMynetworks => R::PermitMynetworks,
+            R::PermitSaslAuthenticated => R::PermitSaslAuthenticated,
+            R::RejectUnauthDestination => R::RejectUnauthDestination,
+            R::DeferUnauthDestination => R::DeferUnauthDestination,
+            R::PermitAuthDestination => R::PermitAuthDestination,
+            R::RejectUnlistedRecipient => R::RejectUnlistedRecipient,
+            R::RejectNonFqdnRecipient => R::RejectNonFqdnRecipient,
+            R::RejectNonFqdnSender => R::RejectNonFqdnSender,
+            R::RejectUnauthPipelining => R::RejectUnauthPipelining,
+            R::RejectUnknownClientHostname => R::RejectUnknownClientHostname,
+            R::RejectUnknownReverseClientHostname => R::RejectUnknownReverseClientHostname,
+            R::CheckClientAccess(t) => R::CheckClientAccess(f(t)),
+            R::CheckHeloAccess(t) => R::CheckHeloAccess(f(t)),
+            R::CheckSenderAccess(t) => R::CheckSenderAccess(f(t)),
+            R::CheckRecipientAccess(t) => R::CheckRecipientAccess(f(t)),
+        }
+    }
+
+    /// True for the restrictions that stop an open relay on their own
+    /// (Postfix refuses to start without one of them in the relay or
+    /// recipient list).
+    pub fn guards_relay(&self) -> bool {
+        matches!(
+            self,
+            Restriction::Reject
+                | Restriction::Defer
+                | Restriction::RejectUnauthDestination
+                | Restriction::DeferUnauthDestination
+        )
+    }
+}
 
 /// Postfix restrictions sluice does not implement that take no argument.
 const UNSUPPORTED_SIMPLE: &[&str] = &[
@@ -177,18 +237,15 @@ pub(crate) fn parse(
         let name = parts.next().unwrap_or_default();
         let inline_arg = parts.next();
         let name_lc = name.to_ascii_lowercase();
-        if let Some((_, make)) = SIMPLE.iter().find(|(n, _)| *n == name_lc) {
-            out.push(make());
-            continue;
-        }
-        let access = match name_lc.as_str() {
-            "check_client_access" => Some(Restriction::CheckClientAccess as fn(Maps) -> Restriction),
-            "check_helo_access" => Some(Restriction::CheckHeloAccess as fn(Maps) -> Restriction),
-            "check_sender_access" => Some(Restriction::CheckSenderAccess as fn(Maps) -> Restriction),
-            "check_recipient_access" => Some(Restriction::CheckRecipientAccess as fn(Maps) -> Restriction),
-            _ => None,
+        let make = match named(&name) {
+            Some(Named::Simple(r)) => {
+                out.push(r);
+                continue;
+            }
+            Some(Named::WithTable(make)) => Some(make),
+            None => None,
         };
-        if let Some(make) = access {
+        if let Some(make) = make {
             let Some(spec) = inline_arg.or_else(|| it.next()) else {
                 errors.push(origin.error(format!("{name} needs a table argument (type:name)")));
                 continue;

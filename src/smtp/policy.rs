@@ -20,78 +20,14 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::TableError;
+use crate::config::{Named, TableError, named};
 use crate::reply::{Reply, Status};
 
-/// One element of a restriction list.
-#[derive(Debug, Clone)]
-pub enum Restriction {
-    /// `permit`: ends the list, accepting.
-    Permit,
-    /// `reject`: `554 5.7.1 ... Access denied`.
-    Reject,
-    /// `defer`: `450 4.7.1 ... Try again later`.
-    Defer,
-    /// `defer_if_permit`: should a later restriction (or the end of the
-    /// lists) permit, defer instead.
-    DeferIfPermit,
-    /// `defer_if_reject`: should a later restriction reject, defer instead.
-    DeferIfReject,
-    /// `permit_mynetworks`: accept clients in `mynetworks`.
-    PermitMynetworks,
-    /// `permit_sasl_authenticated`: sluice has no AUTH, so this never
-    /// matches; accepted so Postfix's default list parses.
-    PermitSaslAuthenticated,
-    /// `permit_auth_destination`: accept a recipient in `relay_domains`.
-    PermitAuthDestination,
-    /// `reject_unauth_destination`: `554 5.7.1 <addr>: Relay access denied`
-    /// unless the recipient domain is one of `relay_domains`.
-    RejectUnauthDestination,
-    /// `defer_unauth_destination`: the same with `454 4.7.1`.
-    DeferUnauthDestination,
-    /// `reject_unlisted_recipient`: `550 5.1.1` for a relay-domain address
-    /// not in `relay_recipient_maps` (when that is set).
-    RejectUnlistedRecipient,
-    /// `reject_non_fqdn_recipient`: `504 5.5.2` without a dotted domain.
-    RejectNonFqdnRecipient,
-    /// `reject_non_fqdn_sender`: `504 5.5.2` without a dotted domain (the
-    /// null sender passes).
-    RejectNonFqdnSender,
-    /// `reject_unauth_pipelining`: the session itself enforces pipelining
-    /// (`smtpd_forbid_unauth_pipelining`), so this never matches at RCPT.
-    RejectUnauthPipelining,
-    /// `reject_unknown_client_hostname`: refuse a client without a
-    /// forward-confirmed reverse name (`unknown_client_reject_code`; 450
-    /// when a lookup failed temporarily).
-    RejectUnknownClientHostname,
-    /// `reject_unknown_reverse_client_hostname`: refuse a client address
-    /// without a reverse name (`unknown_client_reject_code`; 450 when the
-    /// lookup failed temporarily).
-    RejectUnknownReverseClientHostname,
-    /// `check_client_access type:name`: the client address and networks.
-    CheckClientAccess(Arc<dyn AccessTable>),
-    /// `check_helo_access type:name`: the HELO/EHLO name and parents.
-    CheckHeloAccess(Arc<dyn AccessTable>),
-    /// `check_sender_access type:name`: the MAIL FROM address.
-    CheckSenderAccess(Arc<dyn AccessTable>),
-    /// `check_recipient_access type:name`: the RCPT TO address.
-    CheckRecipientAccess(Arc<dyn AccessTable>),
-}
-
-impl Restriction {
-    /// True for the restrictions that stop an open relay on their own
-    /// (Postfix refuses to start without one of them in the relay or
-    /// recipient list).
-    fn guards_relay(&self) -> bool {
-        matches!(
-            self,
-            Restriction::Reject
-                | Restriction::Defer
-                | Restriction::RejectUnauthDestination
-                | Restriction::DeferUnauthDestination
-        )
-    }
-}
+/// One element of a restriction list: the configuration's restriction
+/// (one list of names and meanings, `config::Restriction`), consulting
+/// [`AccessTable`]s. What each does at RCPT time, with Postfix's reply
+/// codes and texts, is [`Policy`]'s evaluation below.
+pub type Restriction = crate::config::Restriction<Arc<dyn AccessTable>>;
 
 /// A restriction list that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,42 +58,16 @@ pub fn parse_restrictions(
     let mut out = Vec::with_capacity(words.len());
     let mut it = words.iter();
     while let Some(w) = it.next() {
-        let name = w.to_ascii_lowercase();
-        let r = match name.as_str() {
-            "permit" => Restriction::Permit,
-            "reject" => Restriction::Reject,
-            "defer" => Restriction::Defer,
-            "defer_if_permit" => Restriction::DeferIfPermit,
-            "defer_if_reject" => Restriction::DeferIfReject,
-            "permit_mynetworks" => Restriction::PermitMynetworks,
-            "permit_sasl_authenticated" => Restriction::PermitSaslAuthenticated,
-            "permit_auth_destination" => Restriction::PermitAuthDestination,
-            "reject_unauth_destination" => Restriction::RejectUnauthDestination,
-            "defer_unauth_destination" => Restriction::DeferUnauthDestination,
-            "reject_unlisted_recipient" => Restriction::RejectUnlistedRecipient,
-            "reject_non_fqdn_recipient" => Restriction::RejectNonFqdnRecipient,
-            "reject_non_fqdn_sender" => Restriction::RejectNonFqdnSender,
-            "reject_unauth_pipelining" => Restriction::RejectUnauthPipelining,
-            "reject_unknown_client_hostname" | "reject_unknown_client" => {
-                Restriction::RejectUnknownClientHostname
-            }
-            "reject_unknown_reverse_client_hostname" => Restriction::RejectUnknownReverseClientHostname,
-            "check_recipient_access"
-            | "check_client_access"
-            | "check_sender_access"
-            | "check_helo_access" => {
+        let r = match named(w) {
+            Some(Named::Simple(r)) => r,
+            Some(Named::WithTable(make)) => {
                 let t = it.next().and_then(|t| table(t)).ok_or_else(|| PolicyError::MissingTable {
                     param: param.to_owned(),
-                    name: name.clone(),
+                    name: w.to_ascii_lowercase(),
                 })?;
-                match name.as_str() {
-                    "check_recipient_access" => Restriction::CheckRecipientAccess(t),
-                    "check_client_access" => Restriction::CheckClientAccess(t),
-                    "check_sender_access" => Restriction::CheckSenderAccess(t),
-                    _ => Restriction::CheckHeloAccess(t),
-                }
+                make(t)
             }
-            _ => return Err(PolicyError::Unknown { param: param.to_owned(), name: w.clone() }),
+            None => return Err(PolicyError::Unknown { param: param.to_owned(), name: w.clone() }),
         };
         out.push(r);
     }

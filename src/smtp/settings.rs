@@ -318,33 +318,10 @@ pub fn admission(c: &Config) -> sluice_queue::Admission {
 
 /// A restriction as the configuration parsed it, with its tables.
 fn restriction(r: &config::Restriction, config: &Arc<Config>) -> Restriction {
-    use config::Restriction as C;
-    let table = |maps: &Maps| -> Arc<dyn AccessTable> {
+    r.map_table(|maps: &Maps| -> Arc<dyn AccessTable> {
         let name = maps.tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
         Arc::new(ConfigTable { maps: maps.clone(), config: Arc::clone(config), name })
-    };
-    match r {
-        C::Permit => Restriction::Permit,
-        C::Reject => Restriction::Reject,
-        C::Defer => Restriction::Defer,
-        C::DeferIfPermit => Restriction::DeferIfPermit,
-        C::DeferIfReject => Restriction::DeferIfReject,
-        C::PermitMynetworks => Restriction::PermitMynetworks,
-        C::PermitSaslAuthenticated => Restriction::PermitSaslAuthenticated,
-        C::RejectUnauthDestination => Restriction::RejectUnauthDestination,
-        C::DeferUnauthDestination => Restriction::DeferUnauthDestination,
-        C::PermitAuthDestination => Restriction::PermitAuthDestination,
-        C::RejectUnlistedRecipient => Restriction::RejectUnlistedRecipient,
-        C::RejectNonFqdnRecipient => Restriction::RejectNonFqdnRecipient,
-        C::RejectNonFqdnSender => Restriction::RejectNonFqdnSender,
-        C::RejectUnauthPipelining => Restriction::RejectUnauthPipelining,
-        C::RejectUnknownClientHostname => Restriction::RejectUnknownClientHostname,
-        C::RejectUnknownReverseClientHostname => Restriction::RejectUnknownReverseClientHostname,
-        C::CheckClientAccess(m) => Restriction::CheckClientAccess(table(m)),
-        C::CheckHeloAccess(m) => Restriction::CheckHeloAccess(table(m)),
-        C::CheckSenderAccess(m) => Restriction::CheckSenderAccess(table(m)),
-        C::CheckRecipientAccess(m) => Restriction::CheckRecipientAccess(table(m)),
-    }
+    })
 }
 
 /// [`Lookups`] over a loaded configuration.

@@ -203,6 +203,16 @@ impl Inner {
         })
     }
 
+    /// Message `id`'s record, or the error to answer with: not found, or
+    /// corrupt (then `change` quarantines it).
+    fn existing(&self, id: QueueId, change: &mut Change) -> Result<std::result::Result<Record, Error>> {
+        Ok(match self.lookup(id)? {
+            Lookup::Found(r) => Ok(r),
+            Lookup::Missing => Err(Error::NotFound(id)),
+            Lookup::Corrupt(raw, e) => Err(Inner::quarantine_envelope(id, &raw, &e.to_string(), change)),
+        })
+    }
+
     fn is_inflight(&self, id: QueueId) -> Result<bool> {
         self.store.contains(Table::Inflight, &keys::id_key(id))
     }
@@ -579,13 +589,9 @@ impl Queue {
         self.inner
             .mutate(vec![id], move |inner| {
                 let mut change = Change::new(Durability::Synced);
-                let rec = match inner.lookup(id)? {
-                    Lookup::Missing => return Ok((change, Err(Error::NotFound(id)))),
-                    Lookup::Corrupt(raw, e) => {
-                        let err = Inner::quarantine_envelope(id, &raw, &e.to_string(), &mut change);
-                        return Ok((change, Err(err)));
-                    }
-                    Lookup::Found(r) => r,
+                let rec = match inner.existing(id, &mut change)? {
+                    Ok(r) => r,
+                    Err(e) => return Ok((change, Err(e))),
                 };
                 let inflight = inner.is_inflight(id)?;
                 let mut after = rec.clone();
@@ -619,13 +625,9 @@ impl Queue {
         self.inner
             .mutate(vec![id], move |inner| {
                 let mut change = Change::new(Durability::Synced);
-                let rec = match inner.lookup(id)? {
-                    Lookup::Missing => return Ok((change, Err(Error::NotFound(id)))),
-                    Lookup::Corrupt(raw, e) => {
-                        let err = Inner::quarantine_envelope(id, &raw, &e.to_string(), &mut change);
-                        return Ok((change, Err(err)));
-                    }
-                    Lookup::Found(r) => r,
+                let rec = match inner.existing(id, &mut change)? {
+                    Ok(r) => r,
+                    Err(e) => return Ok((change, Err(e))),
                 };
                 let mut after = rec.clone();
                 f(&mut after.envelope);
@@ -647,13 +649,9 @@ impl Queue {
         self.inner
             .mutate(vec![id], move |inner| {
                 let mut change = Change::new(Durability::Synced);
-                let rec = match inner.lookup(id)? {
-                    Lookup::Missing => return Ok((change, Err(Error::NotFound(id)))),
-                    Lookup::Corrupt(raw, e) => {
-                        let err = Inner::quarantine_envelope(id, &raw, &e.to_string(), &mut change);
-                        return Ok((change, Err(err)));
-                    }
-                    Lookup::Found(r) => r,
+                let rec = match inner.existing(id, &mut change)? {
+                    Ok(r) => r,
+                    Err(e) => return Ok((change, Err(e))),
                 };
                 let mut body =
                     Vec::with_capacity(usize::try_from(rec.envelope.size).unwrap_or(0).min(64 << 20));

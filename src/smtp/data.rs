@@ -346,30 +346,20 @@ impl Decoder {
     /// A bare LF was consumed; `dot` when it ended a line holding only a
     /// (not yet output) dot.
     fn bare_lf(&mut self, out: &mut Vec<u8>, dot: bool) {
-        match self.mode {
-            BareNewline::Normalize => {
-                if dot {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(b"\r\n");
-                self.new_line(false);
-            }
-            BareNewline::No | BareNewline::Reject => {
-                if self.mode == BareNewline::Reject {
-                    self.set_violation(Violation::BareLf);
-                }
-                // Not a line end: the dot had other characters on its line,
-                // so it was stuffing and is dropped.
-                out.push(b'\n');
-                self.line_len = 0;
-                self.state = State::Text;
-            }
-        }
+        self.bare(out, dot, b'\n', Violation::BareLf);
     }
 
     /// A CR turned out to be bare (the byte after it is not LF and has not
     /// been consumed); `dot` when the CR followed a line-leading dot.
     fn bare_cr(&mut self, out: &mut Vec<u8>, dot: bool) {
+        self.bare(out, dot, b'\r', Violation::BareCr);
+    }
+
+    /// A bare line-end byte: a line end when normalizing (a pending dot
+    /// was the whole line and is kept), else an ordinary byte, after which
+    /// a pending dot had other characters on its line, so it was stuffing
+    /// and is dropped.
+    fn bare(&mut self, out: &mut Vec<u8>, dot: bool, byte: u8, violation: Violation) {
         match self.mode {
             BareNewline::Normalize => {
                 if dot {
@@ -380,9 +370,9 @@ impl Decoder {
             }
             BareNewline::No | BareNewline::Reject => {
                 if self.mode == BareNewline::Reject {
-                    self.set_violation(Violation::BareCr);
+                    self.set_violation(violation);
                 }
-                out.push(b'\r');
+                out.push(byte);
                 self.line_len = 0;
                 self.state = State::Text;
             }

@@ -696,3 +696,22 @@ async fn ipv6_clients_are_served_and_traced() {
     task.await.expect("server task");
     queue.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn commands_without_arguments_refuse_arguments_and_stay_in_command_mode() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    // Not 354: what follows is still read as commands, as Postfix does.
+    assert_eq!(c.cmd("DATA now").await.text(), "501 5.5.4 Syntax: DATA");
+    assert_eq!(c.cmd("RSET all").await.text(), "501 5.5.4 Syntax: RSET");
+    assert_eq!(c.cmd("QUIT later").await.text(), "501 5.5.4 Syntax: QUIT");
+    // The transaction survived the refusals; trailing white space is no argument.
+    assert_eq!(c.cmd("DATA \t").await.code, 354);
+    c.send(b"Subject: after\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    assert_eq!(c.cmd("QUIT ").await.code, 221);
+    assert_eq!(server.messages().await.len(), 1);
+    server.stop().await;
+}

@@ -455,6 +455,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Close;
         }
         match request {
+            // smtp-proto skips whatever follows these verbs; RFC 5321 gives
+            // them no arguments, and Postfix refuses `DATA x`. Taking it
+            // would put sluice in DATA mode where a strict hop in front
+            // still reads commands: a disagreement smugglers live on.
+            Ok(req) if takes_no_arguments(name) && has_arguments(line) => {
+                self.last = name;
+                let count = match name {
+                    "DATA" => "data",
+                    "RSET" => "rset",
+                    "QUIT" => "quit",
+                    _ => "starttls",
+                };
+                self.counts.add(count, false);
+                self.reply(&Reply::new(501, Status(5, 5, 4), format!("Syntax: {name}")));
+                let _ = req;
+                Flow::Continue
+            }
             Ok(req) => self.request(req).await,
             Err(e) => {
                 self.counts.add("unknown", false);
@@ -956,6 +973,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 fn verb(line: &[u8]) -> String {
     let end = line.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(line.len());
     String::from_utf8_lossy(&line[..end.min(64)]).to_ascii_uppercase()
+}
+
+/// Commands RFC 5321 defines without arguments (NOOP and HELP take an
+/// optional string).
+fn takes_no_arguments(name: &str) -> bool {
+    matches!(name, "DATA" | "RSET" | "QUIT" | "STARTTLS")
+}
+
+/// Whether anything but white space follows the verb on a command line.
+fn has_arguments(line: &[u8]) -> bool {
+    let end = line.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(line.len());
+    line[end..].iter().any(|b| !b.is_ascii_whitespace())
 }
 
 /// `smtpd_forbidden_commands`: HTTP verbs and mail headers sent to the

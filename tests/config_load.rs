@@ -536,3 +536,22 @@ fn zero_timeouts_and_retry_intervals_are_refused_as_postfix_does() {
     assert_eq!(l.config.time("lmtp_connect_timeout"), Duration::ZERO);
     assert_eq!(l.config.time("maximal_queue_lifetime"), Duration::ZERO);
 }
+
+#[test]
+fn invisible_characters_in_a_parameter_name_are_errors_that_show_them() {
+    // Saved by an editor that writes a byte order mark, or pasted with a
+    // zero-width space: the setting would be an "unknown parameter" whose
+    // name looks right, and myhostname would silently stay the default.
+    let d = tmp();
+    let dir = d.path().display().to_string();
+    let errors =
+        load_err(d.path(), "\u{feff}myhostname = mx.example.com\nrelay\u{200b}_domains = example.com\n", "");
+    let expect = [
+        format!(
+            "{dir}/main.cf:1: parameter name \"\\u{{feff}}myhostname\" contains the character U+FEFF \
+             (the file starts with a UTF-8 byte order mark; save it without one)"
+        ),
+        format!("{dir}/main.cf:2: parameter name \"relay\\u{{200b}}_domains\" contains the character U+200B"),
+    ];
+    assert_eq!(errors, expect);
+}

@@ -173,3 +173,40 @@ fn the_packaged_configuration_is_a_closed_mx() {
     let names: Vec<&str> = c.transports().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, vec!["lmtp", "smtp", "relay"]);
 }
+
+#[test]
+fn serve_refuses_a_broken_configuration_with_the_messages_check_gives() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = d.path().join("spool");
+    write(
+        d.path(),
+        &format!(
+            "queue_directory = {}\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
+             message_size_limit = ten\nsmtpd_recipient_restrictions = {{ permit_mynetworks\n",
+            spool.display()
+        ),
+        "127.0.0.1:2 inet n - n - smtpd\n",
+    );
+    let (code, _, check) = run(d.path(), &["check"]);
+    assert_eq!(code, 1, "{check}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("-c")
+        .arg(d.path())
+        .arg("serve")
+        .output()
+        .expect("run sluice serve");
+    let serve = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{serve}");
+    assert!(!serve.contains("panicked"), "{serve}");
+    let dir = d.path().display();
+    for e in [
+        format!("{dir}/main.cf:4: message_size_limit: bad size value \"ten\""),
+        format!("{dir}/main.cf:5: smtpd_recipient_restrictions: unbalanced '{{'"),
+        format!("{dir}/master.cf:1: expected service type private unpriv chroot wakeup maxproc command"),
+    ] {
+        assert!(check.contains(&format!("sluice: error: {e}")), "check: missing {e:?} in\n{check}");
+        assert!(serve.contains(&format!("sluice: fatal: {e}")), "serve: missing {e:?} in\n{serve}");
+    }
+    // Nothing was started: no queue was created.
+    assert!(!spool.exists());
+}

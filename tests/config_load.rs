@@ -506,3 +506,52 @@ fn every_parameter_the_other_modules_read_exists() {
         }
     }
 }
+
+#[test]
+fn zero_timeouts_and_retry_intervals_are_refused_as_postfix_does() {
+    // A zero smtpd_timeout would time out every client at its first
+    // command: the MX would refuse all mail while `config check` said ok.
+    let d = tmp();
+    let dir = d.path().display().to_string();
+    let main = "smtpd_timeout = 0\nqueue_run_delay = 0s\nminimal_backoff_time = 0m\n";
+    let master = "smtp inet n - y - - smtpd -o smtpd_starttls_timeout=0\n\
+                  mbx unix - - n - 10 lmtp -o lmtp_data_done_timeout=0\n";
+    let errors = load_err(d.path(), main, master);
+    for e in [
+        format!("{dir}/main.cf:1: smtpd_timeout: time value \"0\" must be greater than zero"),
+        format!("{dir}/main.cf:2: queue_run_delay: time value \"0s\" must be greater than zero"),
+        format!("{dir}/main.cf:3: minimal_backoff_time: time value \"0m\" must be greater than zero"),
+        format!("{dir}/master.cf:1: smtpd_starttls_timeout: time value \"0\" must be greater than zero"),
+        format!("{dir}/master.cf:2: lmtp_data_done_timeout: time value \"0\" must be greater than zero"),
+    ] {
+        assert!(errors.iter().any(|got| got.starts_with(&e)), "missing {e:?} in\n{}", errors.join("\n"));
+    }
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    // Where zero means something (no limit, the system default), it stays allowed.
+    let l = load(
+        d.path(),
+        "lmtp_connect_timeout = 0\nsmtpd_error_sleep_time = 0\nmaximal_queue_lifetime = 0\n",
+        "",
+    );
+    assert_eq!(l.config.time("lmtp_connect_timeout"), Duration::ZERO);
+    assert_eq!(l.config.time("maximal_queue_lifetime"), Duration::ZERO);
+}
+
+#[test]
+fn invisible_characters_in_a_parameter_name_are_errors_that_show_them() {
+    // Saved by an editor that writes a byte order mark, or pasted with a
+    // zero-width space: the setting would be an "unknown parameter" whose
+    // name looks right, and myhostname would silently stay the default.
+    let d = tmp();
+    let dir = d.path().display().to_string();
+    let errors =
+        load_err(d.path(), "\u{feff}myhostname = mx.example.com\nrelay\u{200b}_domains = example.com\n", "");
+    let expect = [
+        format!(
+            "{dir}/main.cf:1: parameter name \"\\u{{feff}}myhostname\" contains the character U+FEFF \
+             (the file starts with a UTF-8 byte order mark; save it without one)"
+        ),
+        format!("{dir}/main.cf:2: parameter name \"relay\\u{{200b}}_domains\" contains the character U+200B"),
+    ];
+    assert_eq!(errors, expect);
+}

@@ -40,6 +40,8 @@ async fn log_lines_read_like_postfix() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let server = Server::start(relay_settings()).await;
     let mut c = Raw::ehlo(server.addr).await;
+    // A known command with bad syntax counts as that command, not as unknown.
+    c.cmd("MAIL FROM:<a@source.test> SIZE=ten").await;
     c.cmd("MAIL FROM:<a@source.test>").await;
     c.cmd("RCPT TO:<x@elsewhere.test>").await;
     c.cmd("RCPT TO:<user@relay.test>").await;
@@ -48,6 +50,7 @@ async fn log_lines_read_like_postfix() {
     c.send(b"x\r\n.\r\n").await;
     let queued = c.reply().await.expect("reply").text();
     let id = queued.rsplit(' ').next().expect("id").to_owned();
+    c.cmd("XYZZY").await;
     c.cmd("QUIT").await;
     assert!(c.closed().await);
     server.stop().await;
@@ -64,7 +67,8 @@ async fn log_lines_read_like_postfix() {
              User unknown in relay recipient table; from=<a@source.test> to=<ghost@relay.test> proto=ESMTP helo=<client.test>"
         ),
         format!("{id}: message-id=<>"),
-        "disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=1/3 data=1 quit=1 commands=5/7".to_owned(),
+        "disconnect from unknown[127.0.0.1] ehlo=1 mail=1/2 rcpt=1/3 data=1 unknown=0/1 quit=1 commands=5/9"
+            .to_owned(),
     ];
     let mut at = 0;
     for w in &want {

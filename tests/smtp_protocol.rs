@@ -696,3 +696,61 @@ async fn ipv6_clients_are_served_and_traced() {
     task.await.expect("server task");
     queue.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn commands_without_arguments_refuse_arguments_and_stay_in_command_mode() {
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    // Not 354: what follows is still read as commands, as Postfix does.
+    assert_eq!(c.cmd("DATA now").await.text(), "501 5.5.4 Syntax: DATA");
+    assert_eq!(c.cmd("RSET all").await.text(), "501 5.5.4 Syntax: RSET");
+    assert_eq!(c.cmd("QUIT later").await.text(), "501 5.5.4 Syntax: QUIT");
+    // The transaction survived the refusals; trailing white space is no argument.
+    assert_eq!(c.cmd("DATA \t").await.code, 354);
+    c.send(b"Subject: after\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    assert_eq!(c.cmd("QUIT ").await.code, 221);
+    assert_eq!(server.messages().await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_message_has_nothing_queued() {
+    let server = Server::start(relay_settings()).await;
+    // DATA cut off anywhere before the final CRLF.CRLF, BDAT mid-chunk and
+    // between chunks: none of it is a message.
+    let cuts: [&[u8]; 6] = [
+        b"",
+        b"Subject: half\r\n\r\nbody\r\n",
+        b"Subject: half\r\n\r\nbody\r\n.",
+        b"Subject: half\r\n\r\nbody\r\n.\r",
+        b"BDAT 100 LAST\r\nSubject: half\r\n",
+        b"BDAT 16\r\nSubject: half!\r\n",
+    ];
+    for cut in cuts {
+        let mut c = Raw::ehlo(server.addr).await;
+        assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+        assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+        if !cut.starts_with(b"BDAT") {
+            assert_eq!(c.cmd("DATA").await.code, 354);
+        }
+        c.send(cut).await;
+        if cut.starts_with(b"BDAT 16\r\n") {
+            assert_eq!(c.reply().await.expect("chunk").text(), "250 2.0.0 Ok: 16 bytes");
+        }
+        drop(c);
+    }
+    // A complete message afterwards is the only one in the queue.
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(b"Subject: whole\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    let msgs = server.messages().await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    server.stop().await;
+}

@@ -647,7 +647,13 @@ fn build_config(
             Kind::Int { min } => values::parse_int(&value).and_then(|i| {
                 if i < min { Err(format!("value {i} is below the minimum {min}")) } else { Ok(Typed::Int(i)) }
             }),
-            Kind::Time { unit, ms } => values::parse_time(&value, unit, ms).map(Typed::Time),
+            Kind::Time { unit, ms, nonzero } => values::parse_time(&value, unit, ms).and_then(|d| {
+                if nonzero && d.is_zero() {
+                    Err(format!("time value \"{}\" must be greater than zero", value.trim()))
+                } else {
+                    Ok(Typed::Time(d))
+                }
+            }),
             Kind::Size => values::parse_size(&value).map(Typed::Size),
             Kind::Rate => values::parse_rate(&value).map(Typed::Rate),
             Kind::Listen => values::parse_listen(&value).map(Typed::Listen),

@@ -86,6 +86,25 @@ pub(crate) fn parse(
     let mut params: BTreeMap<String, RawValue> = BTreeMap::new();
     for ll in logical_lines(text, file, errors) {
         match split_assignment(&ll.text) {
+            Some((name, _)) if let Some(c) = name.chars().find(|c| !c.is_ascii_graphic()) => {
+                // A byte order mark from a Windows editor, or a non-breaking
+                // space pasted from a web page: the name would be unknown,
+                // and the warning would show nothing wrong with it.
+                let hint = if c == '\u{feff}' && ll.line == 1 {
+                    " (the file starts with a UTF-8 byte order mark; save it without one)"
+                } else {
+                    ""
+                };
+                errors.push(Diagnostic::at(
+                    file,
+                    ll.line,
+                    format!(
+                        "parameter name \"{}\" contains the character U+{:04X}{hint}",
+                        name.escape_default(),
+                        u32::from(c)
+                    ),
+                ));
+            }
             Some((name, value)) => {
                 if let Some(prev) = params.get(name) {
                     warnings.push(Diagnostic::param(

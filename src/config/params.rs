@@ -21,8 +21,11 @@ pub enum Kind {
     /// A decimal integer, at least `min`.
     Int { min: i64 },
     /// A time value; a bare number is in `unit` (`s`, `m`, `h`, `d`, `w`);
-    /// `ms` is accepted when `ms` is true (sluice's own parameters only).
-    Time { unit: char, ms: bool },
+    /// `ms` is accepted when `ms` is true (sluice's own parameters only);
+    /// zero is refused when `nonzero` is true (Postfix's minimum of 1 for
+    /// timeouts and retry intervals: a zero `smtpd_timeout` would time
+    /// out every client).
+    Time { unit: char, ms: bool, nonzero: bool },
     /// A byte count.
     Size,
     /// A list split on commas and/or white space.
@@ -62,8 +65,11 @@ impl Kind {
             Kind::Str => "text".into(),
             Kind::Bool => "yes/no".into(),
             Kind::Int { min } => format!("integer ≥ {min}"),
-            Kind::Time { unit, ms: false } => format!("time (s/m/h/d/w; bare number = {unit})"),
-            Kind::Time { unit, ms: true } => format!("time (ms/s/m/h/d/w; bare number = {unit})"),
+            Kind::Time { unit, ms, nonzero } => {
+                let units = if *ms { "ms/s/m/h/d/w" } else { "s/m/h/d/w" };
+                let least = if *nonzero { ", > 0" } else { "" };
+                format!("time ({units}; bare number = {unit}{least})")
+            }
             Kind::Size => "bytes".into(),
             Kind::List => "list".into(),
             Kind::Maps => "lookup tables".into(),
@@ -173,8 +179,10 @@ const fn computed(
 const INT0: Kind = Kind::Int { min: 0 };
 const INT1: Kind = Kind::Int { min: 1 };
 const CODE: Kind = Kind::Int { min: 200 };
-const SECS: Kind = Kind::Time { unit: 's', ms: false };
-const SECS_MS: Kind = Kind::Time { unit: 's', ms: true };
+const SECS: Kind = Kind::Time { unit: 's', ms: false, nonzero: false };
+/// Seconds, at least one: timeouts and intervals where Postfix's minimum is 1.
+const SECS1: Kind = Kind::Time { unit: 's', ms: false, nonzero: true };
+const SECS_MS: Kind = Kind::Time { unit: 's', ms: true, nonzero: false };
 
 use Group::*;
 use Kind::*;
@@ -396,7 +404,7 @@ pub static PARAMS: &[Param] = &[
     p(
         "smtpd_timeout",
         "${stress?{10}:{300}}s",
-        SECS,
+        SECS1,
         Limits,
         "How long the SMTP server waits for a client command or data.",
     ),
@@ -478,7 +486,7 @@ pub static PARAMS: &[Param] = &[
         Limits,
         "Messages per client address per anvil_rate_time_unit (0: no limit).",
     ),
-    p("anvil_rate_time_unit", "60s", SECS, Limits, "The time unit of the per-client rate limits."),
+    p("anvil_rate_time_unit", "60s", SECS1, Limits, "The time unit of the per-client rate limits."),
     p(
         "smtpd_client_event_limit_exceptions",
         "$mynetworks",
@@ -555,7 +563,7 @@ pub static PARAMS: &[Param] = &[
     p(
         "smtpd_starttls_timeout",
         "${stress?{10}:{300}}s",
-        SECS,
+        SECS1,
         Tls,
         "Time limit for the TLS handshake after STARTTLS.",
     ),
@@ -594,30 +602,30 @@ pub static PARAMS: &[Param] = &[
     p(
         "maximal_queue_lifetime",
         "5d",
-        Kind::Time { unit: 'd', ms: false },
+        Kind::Time { unit: 'd', ms: false, nonzero: false },
         Queue,
         "How long a recipient may stay deferred before it bounces.",
     ),
     p(
         "bounce_queue_lifetime",
         "5d",
-        Kind::Time { unit: 'd', ms: false },
+        Kind::Time { unit: 'd', ms: false, nonzero: false },
         Queue,
         "maximal_queue_lifetime for bounces (null sender).",
     ),
-    p("minimal_backoff_time", "300s", SECS, Queue, "Shortest wait before retrying a deferred recipient."),
-    p("maximal_backoff_time", "4000s", SECS, Queue, "Longest wait before retrying a deferred recipient."),
+    p("minimal_backoff_time", "300s", SECS1, Queue, "Shortest wait before retrying a deferred recipient."),
+    p("maximal_backoff_time", "4000s", SECS1, Queue, "Longest wait before retrying a deferred recipient."),
     p(
         "queue_run_delay",
         "300s",
-        SECS,
+        SECS1,
         Queue,
         "How often the deferred queue is scanned for mail that is due.",
     ),
     p(
         "delay_warning_time",
         "0h",
-        Kind::Time { unit: 'h', ms: false },
+        Kind::Time { unit: 'h', ms: false, nonzero: false },
         Queue,
         "Send the sender a delay notice after this long (0: never).",
     ),
@@ -673,29 +681,29 @@ pub static PARAMS: &[Param] = &[
     ),
     // LMTP/SMTP client.
     p("smtp_connect_timeout", "30s", SECS, Client, "SMTP client: time limit to connect (0: system default)."),
-    p("smtp_helo_timeout", "300s", SECS, Client, "SMTP client: time limit for the greeting and EHLO reply."),
-    p("smtp_mail_timeout", "300s", SECS, Client, "SMTP client: time limit for the MAIL FROM reply."),
-    p("smtp_rcpt_timeout", "300s", SECS, Client, "SMTP client: time limit for a RCPT TO reply."),
-    p("smtp_data_init_timeout", "120s", SECS, Client, "SMTP client: time limit for the DATA reply."),
+    p("smtp_helo_timeout", "300s", SECS1, Client, "SMTP client: time limit for the greeting and EHLO reply."),
+    p("smtp_mail_timeout", "300s", SECS1, Client, "SMTP client: time limit for the MAIL FROM reply."),
+    p("smtp_rcpt_timeout", "300s", SECS1, Client, "SMTP client: time limit for a RCPT TO reply."),
+    p("smtp_data_init_timeout", "120s", SECS1, Client, "SMTP client: time limit for the DATA reply."),
     p(
         "smtp_data_xfer_timeout",
         "180s",
-        SECS,
+        SECS1,
         Client,
         "SMTP client: time limit for sending one chunk of message content.",
     ),
     p(
         "smtp_data_done_timeout",
         "600s",
-        SECS,
+        SECS1,
         Client,
         "SMTP client: time limit for the reply to the final dot.",
     ),
-    p("smtp_quit_timeout", "300s", SECS, Client, "SMTP client: time limit for the QUIT reply."),
+    p("smtp_quit_timeout", "300s", SECS1, Client, "SMTP client: time limit for the QUIT reply."),
     p(
         "smtp_rset_timeout",
         "20s",
-        SECS,
+        SECS1,
         Client,
         "SMTP client: time limit for the RSET reply on a reused connection.",
     ),
@@ -715,29 +723,29 @@ pub static PARAMS: &[Param] = &[
         "SMTP client: how long a connection may be reused before it is closed.",
     ),
     p("lmtp_connect_timeout", "0s", SECS, Client, "LMTP client: time limit to connect (0: system default)."),
-    p("lmtp_lhlo_timeout", "300s", SECS, Client, "LMTP client: time limit for the greeting and LHLO reply."),
-    p("lmtp_mail_timeout", "300s", SECS, Client, "LMTP client: time limit for the MAIL FROM reply."),
-    p("lmtp_rcpt_timeout", "300s", SECS, Client, "LMTP client: time limit for a RCPT TO reply."),
-    p("lmtp_data_init_timeout", "120s", SECS, Client, "LMTP client: time limit for the DATA reply."),
+    p("lmtp_lhlo_timeout", "300s", SECS1, Client, "LMTP client: time limit for the greeting and LHLO reply."),
+    p("lmtp_mail_timeout", "300s", SECS1, Client, "LMTP client: time limit for the MAIL FROM reply."),
+    p("lmtp_rcpt_timeout", "300s", SECS1, Client, "LMTP client: time limit for a RCPT TO reply."),
+    p("lmtp_data_init_timeout", "120s", SECS1, Client, "LMTP client: time limit for the DATA reply."),
     p(
         "lmtp_data_xfer_timeout",
         "180s",
-        SECS,
+        SECS1,
         Client,
         "LMTP client: time limit for sending one chunk of message content.",
     ),
     p(
         "lmtp_data_done_timeout",
         "600s",
-        SECS,
+        SECS1,
         Client,
         "LMTP client: time limit for each recipient's reply after the final dot.",
     ),
-    p("lmtp_quit_timeout", "300s", SECS, Client, "LMTP client: time limit for the QUIT reply."),
+    p("lmtp_quit_timeout", "300s", SECS1, Client, "LMTP client: time limit for the QUIT reply."),
     p(
         "lmtp_rset_timeout",
         "20s",
-        SECS,
+        SECS1,
         Client,
         "LMTP client: time limit for the RSET reply on a reused connection.",
     ),

@@ -455,9 +455,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Close;
         }
         match request {
+            // smtp-proto skips whatever follows these verbs; RFC 5321 gives
+            // them no arguments, and Postfix refuses `DATA x`. Taking it
+            // would put sluice in DATA mode where a strict hop in front
+            // still reads commands: a disagreement smugglers live on.
+            Ok(req) if takes_no_arguments(name) && has_arguments(line) => {
+                self.last = name;
+                self.counts.add(counter(name), false);
+                self.reply(&Reply::new(501, Status(5, 5, 4), format!("Syntax: {name}")));
+                let _ = req;
+                Flow::Continue
+            }
             Ok(req) => self.request(req).await,
             Err(e) => {
-                self.counts.add("unknown", false);
+                // A known command with bad syntax counts as that command
+                // (`mail=0/1`), as in Postfix's disconnect line.
+                let known = KNOWN_VERBS.iter().find(|v| v.eq_ignore_ascii_case(&verb)).copied();
+                if let Some(v) = known {
+                    self.last = v;
+                }
+                self.counts.add(known.map_or("unknown", counter), false);
                 self.reply(&parse_error(e));
                 Flow::Continue
             }
@@ -956,6 +973,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 fn verb(line: &[u8]) -> String {
     let end = line.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(line.len());
     String::from_utf8_lossy(&line[..end.min(64)]).to_ascii_uppercase()
+}
+
+/// The commands sluice implements, as `Request::name()` spells them.
+const KNOWN_VERBS: [&str; 13] = [
+    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "HELP", "STARTTLS",
+    "AUTH",
+];
+
+/// The `disconnect from` counter of a command (`MAIL` counts as `mail`).
+fn counter(name: &str) -> &'static str {
+    match name {
+        "EHLO" => "ehlo",
+        "HELO" => "helo",
+        "MAIL" => "mail",
+        "RCPT" => "rcpt",
+        "DATA" => "data",
+        "BDAT" => "bdat",
+        "RSET" => "rset",
+        "NOOP" => "noop",
+        "QUIT" => "quit",
+        "VRFY" => "vrfy",
+        "HELP" => "help",
+        "STARTTLS" => "starttls",
+        "AUTH" => "auth",
+        _ => "unknown",
+    }
+}
+
+/// Commands RFC 5321 defines without arguments (NOOP and HELP take an
+/// optional string).
+fn takes_no_arguments(name: &str) -> bool {
+    matches!(name, "DATA" | "RSET" | "QUIT" | "STARTTLS")
+}
+
+/// Whether anything but white space follows the verb on a command line.
+fn has_arguments(line: &[u8]) -> bool {
+    let end = line.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(line.len());
+    line[end..].iter().any(|b| !b.is_ascii_whitespace())
 }
 
 /// `smtpd_forbidden_commands`: HTTP verbs and mail headers sent to the

@@ -44,6 +44,12 @@ const EVICT_AFTER: Duration = Duration::from_secs(600);
 /// arrive together.
 const SPREAD: f64 = 0.1;
 const MAX_SPREAD: Duration = Duration::from_secs(5);
+/// The least time mail held back by an open breaker stays on disk before it
+/// is looked at again, in milliseconds. It is parked too, so this is only
+/// the safety net for mail beyond what a gate parks, and for a restart
+/// (which forgets what was parked); the probe and the breaker closing
+/// bring the backlog back as soon as the backend is.
+const BREAKER_HOLD_MS: UnixMillis = 60_000;
 
 /// Some recipients of one claimed message, for one backend.
 #[derive(Debug)]
@@ -236,7 +242,16 @@ impl Backend {
                     }
                 }
                 Admission::Postpone { until, reason } => {
-                    let park = self.gate.is_paused(now);
+                    // Held-back mail is parked, whether for a pause or an
+                    // open breaker: the resume, or the breaker closing
+                    // after a good probe, calls it back at once. An open
+                    // breaker's mail also stays on disk for at least
+                    // `BREAKER_HOLD` (the probe time is often sooner):
+                    // otherwise every message of an outage's backlog would
+                    // be claimed, logged and written back at every probe.
+                    let park = true;
+                    let until =
+                        if self.gate.is_paused(now) { until } else { until.max(now + BREAKER_HOLD_MS) };
                     let jobs: Vec<Job> = lock(&self.jobs).queue.drain(..).collect();
                     let dsn = bounce::status_in(&reason);
                     for job in jobs {

@@ -299,3 +299,53 @@ fn a_mailbox_server_outage_defers_opens_the_breaker_and_drains_on_return() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn mail_deferred_before_a_restart_goes_out_as_soon_as_the_backend_returns() {
+    let mut dc = Dovecot::start(&[User::new("alice")], false);
+    let name = format!("lmtp:[127.0.0.1]:{}", dc.lmtp_port);
+    let cfg = TestConfig::new(
+        &name,
+        "minimal_backoff_time = 300s\n\
+         maximal_backoff_time = 600s\n\
+         lmtp_sluice_breaker_cooldown = 1s\n\
+         lmtp_sluice_breaker_max_cooldown = 2s\n",
+    );
+    let daemon = Daemon::start(&cfg);
+    let context = |dc: &Dovecot| format!("sluice:\n{}\ndovecot:\n{}", cfg.log(), dc.log());
+    dc.stop();
+    const N: usize = 8;
+    for i in 0..N {
+        send(cfg.smtp, "a@sender.test", &["alice@relay.test"], &message(&format!("restart-{i}")))
+            .expect("accepted");
+    }
+    wait_until(
+        "all mail deferred and the breaker open",
+        Duration::from_secs(30),
+        || {
+            let q = queue_json(&cfg);
+            q.len() == N
+                && q.iter().all(|m| m["queue_name"] == "deferred")
+                && backend(&cfg, &name).is_some_and(|b| b["breaker"] == "open")
+        },
+        || context(&dc),
+    );
+    // The daemon restarts during the outage: what it had parked in memory
+    // to wake on recovery is gone; the queue and the breaker's record are
+    // what is left.
+    assert!(daemon.stop().success());
+    let daemon = Daemon::start(&cfg);
+    dc.restart();
+    // Well before the next retry (5 minutes) or the breaker's hold (60 s).
+    wait_until(
+        "the backlog delivered after the mailbox server returned",
+        Duration::from_secs(30),
+        || {
+            let got = subjects(&dc, "alice");
+            (0..N).all(|i| got.contains_key(&format!("restart-{i}")))
+        },
+        || format!("queue: {:?}\n{}", queue_json(&cfg), context(&dc)),
+    );
+    assert_eq!(backend(&cfg, &name).expect("listed")["breaker"], "closed");
+    assert!(daemon.stop().success());
+}

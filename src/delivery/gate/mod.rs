@@ -361,11 +361,14 @@ impl Gate {
 
     /// Remembers a message deferred or postponed because of this backend,
     /// so it is woken when the backend recovers. Bounded by [`PARK_LIMIT`].
-    pub fn park(&self, id: QueueId) {
+    /// Returns whether it was parked now (false: already parked, or full).
+    pub fn park(&self, id: QueueId) -> bool {
         let mut st = self.state();
         if st.parked.len() < PARK_LIMIT && st.parked_set.insert(id) {
             st.parked.push_back(id);
+            return true;
         }
+        false
     }
 
     /// A parked message to send as a probe when no mail is coming for this

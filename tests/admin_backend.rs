@@ -87,6 +87,9 @@ fn a_paused_backend_keeps_its_mail_queued_until_resumed() {
     let listed = backend_list(&cfg);
     let b = listed.iter().find(|b| b["name"] == name.as_str()).expect("still listed");
     assert!(!b["paused_until"].is_null(), "{b}");
+    // `sluice status` counts it: a paused backend holds mail back too.
+    let status = stdout(&cfg.sluice(&["status"]));
+    assert!(status.contains("backends_paused: 1\n"), "{status}");
 
     let out = cfg.sluice(&["backend", "resume", &name]);
     assert!(out.status.success(), "{out:?}");

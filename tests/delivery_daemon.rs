@@ -225,7 +225,9 @@ fn a_mailbox_server_outage_defers_opens_the_breaker_and_drains_on_return() {
     // What the other commands say while the mailbox server is down.
     let status = stdout(&cfg.sluice(&["status"]));
     assert!(
-        status.contains("sluice is running") && status.contains(&format!("queue_messages: {N}")),
+        status.contains("sluice is running")
+            && status.contains(&format!("queue_messages: {N}\n"))
+            && status.contains("backends_not_closed: 1\n"),
         "{status}"
     );
     let summary = stdout(&cfg.sluice(&["queue", "summary"]));

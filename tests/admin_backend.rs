@@ -74,7 +74,8 @@ fn a_paused_backend_keeps_its_mail_queued_until_resumed() {
         || {
             let listing = stdout(&cfg.sluice(&["queue", "list"]));
             listing.matches("(delivery paused by administrator)").count() == 2
-                && cfg.log().matches("status=deferred (delivery paused by administrator)").count() == 2
+                && cfg.log().matches("dsn=4.3.2, status=deferred (delivery paused by administrator)").count()
+                    == 2
         },
         log,
     );

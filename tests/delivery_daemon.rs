@@ -258,6 +258,12 @@ fn a_mailbox_server_outage_defers_opens_the_breaker_and_drains_on_return() {
         log.lines().any(|l| l.contains(&format!("backend {name}: circuit breaker open"))),
         "no breaker line naming the backend:\n{log}"
     );
+    // Held back, not expired: the status is the failure's, never 4.4.7.
+    let held: Vec<&str> = log.lines().filter(|l| l.contains("(delivery temporarily suspended: ")).collect();
+    assert!(!held.is_empty(), "{log}");
+    for l in &held {
+        assert!(l.contains(", dsn=4.4.1, status=deferred"), "{l}");
+    }
     // One attempt per message, two for one that served as a probe: a
     // failed delivery is not retried at once while the breaker is still
     // closed, and the breaker's hold counts no attempt.

@@ -4,21 +4,24 @@
 //! - `sluice serve` killed with SIGKILL while it accepts and delivers:
 //!   after a restart on the same spool, every message that got `250` is in
 //!   the mailbox (a duplicate is allowed, a loss is not), and the mail that
-//!   was in flight is made due again spread out, not all at once;
+//!   was in flight is made due again spread out, not all at once, and a
+//!   mailbox server counting its connections sees no more after the
+//!   restart than the concurrency limit allows;
 //! - the mailbox server down for a while, then back on the same port: mail
 //!   is deferred with the reason shown by `mailq`, the breaker opens and the
 //!   admin commands say so, the log names the backend without a flood of
 //!   lines per message, and once Dovecot is back the backlog is delivered
 //!   by the breaker's probe, not at the next retry (`minimal_backoff_time =
-//!   300s` here).
+//!   300s` here), also when sluice was restarted during the outage.
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::backend::{Backend, Mode, Proto};
 use common::daemon::{Daemon, TestConfig, queued_id, send};
 use common::dovecot::{Dovecot, User};
 use common::wait_until;
@@ -356,4 +359,73 @@ fn mail_deferred_before_a_restart_goes_out_as_soon_as_the_backend_returns() {
     );
     assert_eq!(backend(&cfg, &name).expect("listed")["breaker"], "closed");
     assert!(daemon.stop().success());
+}
+
+/// The SIGKILL restart seen from the mailbox server: a test backend that
+/// counts its connections, slow enough that many deliveries are under way
+/// or waiting when the daemon dies. After the restart the backend sees no
+/// more connections than the concurrency limit, and gets everything.
+// The waits below block their thread; the backend runs on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_restart_after_sigkill_does_not_hammer_the_backend() {
+    const LIMIT: usize = 3;
+    const N: usize = 30;
+    let b = Backend::start(Proto::Lmtp).await;
+    b.set_mode(Mode::Slow { base: Duration::from_millis(300), capacity: 100, overload_at: None }).await;
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    let cfg = Arc::new(TestConfig::new(&name, &format!("lmtp_destination_concurrency_limit = {LIMIT}\n")));
+    let daemon = Daemon::start(&cfg);
+    let mut senders = Vec::new();
+    for t in 0..3 {
+        let addr = cfg.smtp;
+        senders.push(tokio::task::spawn_blocking(move || {
+            (0..N / 3)
+                .map(|i| {
+                    let s = format!("hammer-{t}-{i}");
+                    send(addr, "a@sender.test", &["alice@relay.test"], &message(&s)).expect("accepted");
+                    s
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut sent = Vec::new();
+    for s in senders {
+        sent.extend(s.await.expect("sender"));
+    }
+    let c = Arc::clone(&cfg);
+    wait_until("a few deliveries", Duration::from_secs(30), || b.received().len() >= 3, move || c.log());
+    daemon.signal("KILL");
+    let mut daemon = daemon;
+    daemon.child.child.wait().expect("wait");
+    drop(daemon);
+    assert!(b.received().len() < N, "everything was delivered before the kill");
+    assert!(b.peak_connections() <= LIMIT, "peak {} before the kill", b.peak_connections());
+
+    // Connections the dead daemon left open are closed by the kernel; the
+    // count starts again with the new daemon's.
+    wait_until("the old connections closed", Duration::from_secs(10), || b.connections() == 0, String::new);
+    b.reset_peaks();
+    let daemon = Daemon::start(&cfg);
+    let c = Arc::clone(&cfg);
+    let received = || b.received().iter().map(|r| subject_of(&r.data)).collect::<HashSet<String>>();
+    wait_until(
+        "everything delivered after the restart",
+        Duration::from_secs(60),
+        || sent.iter().all(|s| received().contains(s)),
+        move || c.log(),
+    );
+    assert!(
+        b.peak_connections() <= LIMIT,
+        "the restarted daemon opened {} connections at once (limit {LIMIT})",
+        b.peak_connections()
+    );
+    assert!(daemon.stop().success());
+}
+
+/// The Subject of a message as the test backend received it.
+fn subject_of(data: &[u8]) -> String {
+    String::from_utf8_lossy(data)
+        .lines()
+        .find_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
+        .unwrap_or_default()
 }

@@ -349,6 +349,8 @@ impl Running {
         let now = clock::unix_millis();
         let backends = self.delivery_handle.backends().list();
         let open = backends.iter().filter(|b| b.breaker != "closed").count();
+        // A paused backend holds its mail as surely as an open breaker.
+        let paused = backends.iter().filter(|b| b.paused_until.is_some_and(|u| u > now)).count();
         let data = serde_json::json!({
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
@@ -361,6 +363,7 @@ impl Running {
             "oldest_message_age_seconds": st.oldest_arrival.map(|a| now.saturating_sub(a) / 1000),
             "backends": backends.len(),
             "backends_not_closed": open,
+            "backends_paused": paused,
         });
         Response::status(data)
     }

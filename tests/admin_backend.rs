@@ -74,7 +74,8 @@ fn a_paused_backend_keeps_its_mail_queued_until_resumed() {
         || {
             let listing = stdout(&cfg.sluice(&["queue", "list"]));
             listing.matches("(delivery paused by administrator)").count() == 2
-                && cfg.log().matches("status=deferred (delivery paused by administrator)").count() == 2
+                && cfg.log().matches("dsn=4.3.2, status=deferred (delivery paused by administrator)").count()
+                    == 2
         },
         log,
     );
@@ -87,6 +88,9 @@ fn a_paused_backend_keeps_its_mail_queued_until_resumed() {
     let listed = backend_list(&cfg);
     let b = listed.iter().find(|b| b["name"] == name.as_str()).expect("still listed");
     assert!(!b["paused_until"].is_null(), "{b}");
+    // `sluice status` counts it: a paused backend holds mail back too.
+    let status = stdout(&cfg.sluice(&["status"]));
+    assert!(status.contains("backends_paused: 1\n"), "{status}");
 
     let out = cfg.sluice(&["backend", "resume", &name]);
     assert!(out.status.success(), "{out:?}");

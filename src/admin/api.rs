@@ -208,10 +208,34 @@ impl Handler {
             }
             Request::QueueFlush { backend, domain } => {
                 let n = self.flush(backend.as_deref(), domain.as_deref(), now).await?;
+                let mut text = format!("sluice: {n} message(s) scheduled for immediate delivery");
                 if let Some(b) = &self.backends {
                     b.wake();
+                    // A flush neither closes a breaker nor ends a pause: name
+                    // the backends whose mail keeps waiting anyway, so the
+                    // admin is not left wondering why nothing moved.
+                    for v in b.list() {
+                        if backend.as_deref().is_some_and(|name| name != v.name) {
+                            continue;
+                        }
+                        let why = if v.paused_until.is_some_and(|u| u > now) {
+                            "paused by the administrator; its mail waits for `sluice backend resume`"
+                                .to_owned()
+                        } else if v.breaker != "closed" {
+                            let probe = v
+                                .probe_at
+                                .map(|p| {
+                                    format!(" (next probe in {}s)", p.saturating_sub(now).div_ceil(1000))
+                                })
+                                .unwrap_or_default();
+                            format!("circuit breaker {}; its mail waits for the probe{probe}", v.breaker)
+                        } else {
+                            continue;
+                        };
+                        text.push_str(&format!("\nsluice: backend {}: {why}", v.name));
+                    }
                 }
-                Ok(Response::text(format!("sluice: {n} message(s) scheduled for immediate delivery")))
+                Ok(Response::text(text))
             }
             Request::Hold { ids } => {
                 let ids = match self.select(&ids).await? {

@@ -23,7 +23,6 @@ use sluice_queue::{QueueId, UnixMillis};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::bounce;
 use super::client::{self, Health, OpenError, Session, Transaction, TxRcpt, Verdict};
 use super::gate::{Admission, Gate, Permit, Report};
 use super::log::{LogStatus, metric};
@@ -44,6 +43,12 @@ const EVICT_AFTER: Duration = Duration::from_secs(600);
 /// arrive together.
 const SPREAD: f64 = 0.1;
 const MAX_SPREAD: Duration = Duration::from_secs(5);
+/// The least time mail held back by an open breaker stays on disk before it
+/// is looked at again, in milliseconds. It is parked too, so this is only
+/// the safety net for mail beyond what a gate parks, and for a restart
+/// (which forgets what was parked); the probe and the breaker closing
+/// bring the backlog back as soon as the backend is.
+const BREAKER_HOLD_MS: UnixMillis = 60_000;
 
 /// Some recipients of one claimed message, for one backend.
 #[derive(Debug)]
@@ -236,9 +241,28 @@ impl Backend {
                     }
                 }
                 Admission::Postpone { until, reason } => {
-                    let park = self.gate.is_paused(now);
+                    // Held-back mail is parked, whether for a pause or an
+                    // open breaker: the resume, or the breaker closing
+                    // after a good probe, calls it back at once. An open
+                    // breaker's mail also stays on disk for at least
+                    // `BREAKER_HOLD_MS` (the probe time is often sooner):
+                    // otherwise every message of an outage's backlog would
+                    // be claimed, logged and written back at every probe.
+                    let park = true;
+                    let paused = self.gate.is_paused(now);
+                    let until = if paused { until } else { until.max(now + BREAKER_HOLD_MS) };
                     let jobs: Vec<Job> = lock(&self.jobs).queue.drain(..).collect();
-                    let dsn = bounce::status_in(&reason);
+                    // The status of the failure that opened the breaker when
+                    // its text has one, as Postfix logs mail for a dead
+                    // destination; otherwise 4.4.1 (no answer from host),
+                    // and 4.3.2 for a pause (as Postfix's deferred
+                    // transports). Never 4.4.7: that says the message
+                    // expired, which monitoring reads as lost mail.
+                    let dsn = reason.split_whitespace().find_map(Status::parse).unwrap_or(if paused {
+                        Status(4, 3, 2)
+                    } else {
+                        Status(4, 4, 1)
+                    });
                     for job in jobs {
                         // Postfix logs mail it holds back from a suspended
                         // destination as deferred, with the reason; so does

@@ -15,8 +15,10 @@
 //! recorded, so a crash can repeat a notice but never lose one.
 //!
 //! The loop sleeps until the next due time, a new message, a flush, or a
-//! backend recovering (which makes its parked mail due). Never speaks SMTP
-//! and never opens connections.
+//! backend recovering (which makes its parked mail due). At start, the
+//! deferred mail of backends stored as open or paused is parked on them
+//! again (what was parked lived in the previous process's memory). Never
+//! speaks SMTP and never opens connections.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -525,6 +527,8 @@ pub(crate) fn spawn(
     }
     let guard = stage.guard();
     let s = Arc::clone(&shared);
+    shared.tracker.spawn(async move { repark(&s).await });
+    let s = Arc::clone(&shared);
     tokio::spawn(async move {
         run(&s).await;
         // Stop: deliveries in progress get the grace period to finish and
@@ -541,6 +545,78 @@ pub(crate) fn spawn(
         drop(guard);
     });
     Handle { shared }
+}
+
+/// Envelopes read per page while re-parking after a start.
+const REPARK_PAGE: usize = 1000;
+
+/// After a start, parks again the deferred mail of backends the queue
+/// remembers as not delivering (an open breaker, a pause): what they had
+/// parked in memory died with the previous process, and without it the
+/// breaker's probe has no message to send and its closing (or the resume)
+/// nothing to wake, so the backlog would wait out its backoff however soon
+/// the mailbox server came back. Pages through the deferred messages
+/// (bounded memory), and stops once every such gate is full.
+async fn repark(shared: &Arc<Shared>) {
+    let names: Vec<String> = lock(&shared.stored)
+        .iter()
+        .filter(|(_, r)| r.breaker != sluice_queue::BreakerPosition::Closed || r.paused_until.is_some())
+        .map(|(n, _)| n.clone())
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    let mut after = None;
+    let mut parked = 0usize;
+    loop {
+        if shared.token.is_cancelled() {
+            return;
+        }
+        let filter = sluice_queue::Filter {
+            held: Some(false),
+            deferred_only: true,
+            after,
+            limit: Some(REPARK_PAGE),
+            ..sluice_queue::Filter::default()
+        };
+        let page = match shared.queue.list(filter).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("cannot read the queue to restore parked mail: {e}");
+                return;
+            }
+        };
+        let Some((last, _, _)) = page.last() else { break };
+        after = Some(*last);
+        let config = shared.config.load_full();
+        let mut full = true;
+        for (id, env, _) in &page {
+            for r in env.recipients.iter().filter(|r| !r.state.is_final()) {
+                let Ok(Route::Deliver { transport, protocol, nexthop }) = config.route(&r.address) else {
+                    continue;
+                };
+                let bid = BackendId { transport, protocol, nexthop };
+                if names.contains(&bid.to_string()) {
+                    let bs = shared.backend_settings(&config, &bid.transport, protocol);
+                    let b = shared.backend(&bid, bs);
+                    if b.gate().park(*id) {
+                        parked += 1;
+                    }
+                    break;
+                }
+            }
+        }
+        for name in &names {
+            let b = lock(&shared.backends).values().find(|b| b.name() == name).cloned();
+            full &= b.is_some_and(|b| b.gate().snapshot().parked >= super::gate::PARK_LIMIT);
+        }
+        if full || page.len() < REPARK_PAGE {
+            break;
+        }
+    }
+    if parked > 0 {
+        tracing::info!("{parked} deferred message(s) parked again on backends restored open or paused");
+    }
 }
 
 /// The claim loop.

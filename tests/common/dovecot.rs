@@ -137,6 +137,33 @@ impl Dovecot {
         d
     }
 
+    /// Stops Dovecot (SIGTERM to its master, by PID) and waits until its
+    /// LMTP port refuses connections: the mailbox server is down.
+    pub fn stop(&mut self) {
+        self.child.terminate(Duration::from_secs(10));
+        let lmtp: SocketAddr = ([127, 0, 0, 1], self.lmtp_port).into();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&lmtp, Duration::from_millis(200)).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "dovecot still listens on {lmtp}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts Dovecot again after [`stop`](Self::stop): same configuration,
+    /// same ports, same mailboxes.
+    pub fn restart(&mut self) {
+        let dovecot = which("dovecot").expect("dovecot installed");
+        let conf = self.dir.path().join("dovecot.conf");
+        self.child = ChildGuard::spawn(
+            "dovecot",
+            Command::new(dovecot).arg("-F").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()),
+        );
+        let lmtp: SocketAddr = ([127, 0, 0, 1], self.lmtp_port).into();
+        if !wait_for_port(lmtp, Duration::from_secs(15)) {
+            panic!("dovecot did not restart; log:\n{}", self.log());
+        }
+    }
+
     /// Dovecot's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()

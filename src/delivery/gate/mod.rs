@@ -361,11 +361,14 @@ impl Gate {
 
     /// Remembers a message deferred or postponed because of this backend,
     /// so it is woken when the backend recovers. Bounded by [`PARK_LIMIT`].
-    pub fn park(&self, id: QueueId) {
+    /// Returns whether it was parked now (false: already parked, or full).
+    pub fn park(&self, id: QueueId) -> bool {
         let mut st = self.state();
         if st.parked.len() < PARK_LIMIT && st.parked_set.insert(id) {
             st.parked.push_back(id);
+            return true;
         }
+        false
     }
 
     /// A parked message to send as a probe when no mail is coming for this
@@ -394,11 +397,18 @@ impl Gate {
     }
 
     /// Up to `n` parked messages to call back because the backend's
-    /// in-memory queue has room; none while the breaker is not closed or the
-    /// backend is paused (their mail waits for the probe or the resume).
+    /// in-memory queue has room; none while the breaker is not closed, the
+    /// backend is paused, or its last delivery failed (their mail waits for
+    /// the probe, the resume, or the next success). Room left by failing
+    /// deliveries is no reason to retry: the message just deferred for the
+    /// failure would come straight back, attempt after attempt, until the
+    /// breaker opened.
     pub fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId> {
         let mut st = self.state();
-        if st.breaker.position() != BreakerPosition::Closed || st.paused_until.is_some_and(|u| u > now) {
+        if st.breaker.position() != BreakerPosition::Closed
+            || st.paused_until.is_some_and(|u| u > now)
+            || st.troubled
+        {
             return Vec::new();
         }
         let n = n.min(st.parked.len());

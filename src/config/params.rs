@@ -802,10 +802,10 @@ pub static PARAMS: &[Param] = &[
     ),
     p(
         "sluice_breaker_max_cooldown",
-        "300s",
+        "30s",
         SECS_MS,
         Sluice,
-        "Longest wait between probes of an open breaker.",
+        "Longest wait between probes of an open breaker: the longest a recovered backend waits for its backlog (one probe per interval costs a down server nothing).",
     ),
     p(
         "sluice_queue_high_water",

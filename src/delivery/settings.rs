@@ -247,7 +247,7 @@ impl BackendSettings {
             failure_threshold: 5,
             failed_cohort_limit: 1,
             cooldown: Duration::from_secs(10),
-            max_cooldown: Duration::from_secs(600),
+            max_cooldown: Duration::from_secs(30),
             timeouts: Timeouts::default(),
             idle_time: Duration::from_secs(2),
             reuse_time: Duration::from_secs(300),

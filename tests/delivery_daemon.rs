@@ -160,19 +160,24 @@ fn sigkill_while_delivering_loses_no_acknowledged_message() {
     assert!(daemon.stop().success());
 }
 
-#[test]
-fn a_mailbox_server_outage_defers_opens_the_breaker_and_drains_on_return() {
-    let mut dc = Dovecot::start(&[User::new("alice")], false);
-    let name = format!("lmtp:[127.0.0.1]:{}", dc.lmtp_port);
-    // Retries are five minutes apart: only the breaker's probe can bring
-    // the backlog out within the test's time.
-    let cfg = TestConfig::new(
-        &name,
+/// A daemon for `name` whose retries are five minutes apart, so only the
+/// breaker's probe (every 1 to 2 s here) can bring a backlog out within
+/// the test's time.
+fn outage_config(name: &str) -> TestConfig {
+    TestConfig::new(
+        name,
         "minimal_backoff_time = 300s\n\
          maximal_backoff_time = 600s\n\
          lmtp_sluice_breaker_cooldown = 1s\n\
          lmtp_sluice_breaker_max_cooldown = 2s\n",
-    );
+    )
+}
+
+#[test]
+fn a_mailbox_server_outage_defers_opens_the_breaker_and_drains_on_return() {
+    let mut dc = Dovecot::start(&[User::new("alice")], false);
+    let name = format!("lmtp:[127.0.0.1]:{}", dc.lmtp_port);
+    let cfg = outage_config(&name);
     let daemon = Daemon::start(&cfg);
     let context = |dc: &Dovecot| format!("sluice:\n{}\ndovecot:\n{}", cfg.log(), dc.log());
 
@@ -315,13 +320,7 @@ fn a_mailbox_server_outage_defers_opens_the_breaker_and_drains_on_return() {
 fn mail_deferred_before_a_restart_goes_out_as_soon_as_the_backend_returns() {
     let mut dc = Dovecot::start(&[User::new("alice")], false);
     let name = format!("lmtp:[127.0.0.1]:{}", dc.lmtp_port);
-    let cfg = TestConfig::new(
-        &name,
-        "minimal_backoff_time = 300s\n\
-         maximal_backoff_time = 600s\n\
-         lmtp_sluice_breaker_cooldown = 1s\n\
-         lmtp_sluice_breaker_max_cooldown = 2s\n",
-    );
+    let cfg = outage_config(&name);
     let daemon = Daemon::start(&cfg);
     let context = |dc: &Dovecot| format!("sluice:\n{}\ndovecot:\n{}", cfg.log(), dc.log());
     dc.stop();

@@ -14,7 +14,7 @@ use sluice_queue::{Filter, Queue, QueueId, UnixMillis};
 
 use super::view::{self, MessageView};
 use crate::clock;
-use crate::config::{Config, NextHop, Route};
+use crate::config::{Config, Route};
 
 /// Which messages a command applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,11 +150,7 @@ impl std::fmt::Debug for Handler {
 /// `transport:nexthop` as a transport map would write it.
 pub fn backend_name(route: &Route) -> Option<String> {
     match route {
-        Route::Deliver { transport, nexthop, .. } => Some(match nexthop {
-            NextHop::Host { host, port } => format!("{transport}:[{host}]:{port}"),
-            NextHop::Mx { domain, port } => format!("{transport}:{domain}:{port}"),
-            NextHop::Unix(path) => format!("{transport}:unix:{}", path.display()),
-        }),
+        Route::Deliver { transport, nexthop, .. } => Some(format!("{transport}:{nexthop}")),
         Route::Error { .. } | Route::Discard { .. } => None,
     }
 }

@@ -59,12 +59,7 @@ impl fmt::Display for BackendId {
     /// transport map result would be: `lmtp:[mbx1]:24`, `smtp:example.org:25`,
     /// `lmtp:unix:/run/dovecot/lmtp`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = &self.transport;
-        match &self.nexthop {
-            NextHop::Host { host, port } => write!(f, "{t}:[{host}]:{port}"),
-            NextHop::Mx { domain, port } => write!(f, "{t}:{domain}:{port}"),
-            NextHop::Unix(path) => write!(f, "{t}:unix:{}", path.display()),
-        }
+        write!(f, "{}:{}", self.transport, self.nexthop)
     }
 }
 

@@ -269,6 +269,26 @@ impl Inner {
         change.delta.add(Delta::between(Some(&rec.envelope), None));
     }
 
+    /// [`Inner::mutate`] for one existing message: `f` gets its record and
+    /// the change to add to. A missing message answers
+    /// [`Error::NotFound`]; a corrupt one is quarantined and answers
+    /// [`Error::Corrupt`].
+    async fn mutate_existing<T: Send + 'static>(
+        self: &Arc<Self>,
+        id: QueueId,
+        f: impl FnOnce(&Inner, Record, &mut Change) -> Result<Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.mutate(vec![id], move |inner| {
+            let mut change = Change::new(Durability::Synced);
+            let answer = match inner.existing(id, &mut change)? {
+                Ok(rec) => f(inner, rec, &mut change)?,
+                Err(e) => Err(e),
+            };
+            Ok((change, answer))
+        })
+        .await
+    }
+
     /// Runs a read-modify-write on some messages: takes their lock stripes,
     /// computes the change from the current state on the blocking pool,
     /// writes it, and only then releases the stripes.
@@ -587,12 +607,7 @@ impl Queue {
         self.inner.writer()?;
         let results = results.to_vec();
         self.inner
-            .mutate(vec![id], move |inner| {
-                let mut change = Change::new(Durability::Synced);
-                let rec = match inner.existing(id, &mut change)? {
-                    Ok(r) => r,
-                    Err(e) => return Ok((change, Err(e))),
-                };
+            .mutate_existing(id, move |inner, rec, change| {
                 let inflight = inner.is_inflight(id)?;
                 let mut after = rec.clone();
                 for (idx, outcome) in &results {
@@ -601,13 +616,13 @@ impl Queue {
                     }
                 }
                 if after.envelope.is_done() {
-                    Inner::remove(&mut change, id, &rec, inflight);
+                    Inner::remove(change, id, &rec, inflight);
                     tracing::info!(target: "qmgr", "{id}: removed");
-                    return Ok((change, Ok(Recorded::Removed)));
+                    return Ok(Ok(Recorded::Removed));
                 }
                 after.due = next_due;
-                Inner::rewrite(&mut change, id, &rec, &after, inflight, false);
-                Ok((change, Ok(Recorded::Scheduled(next_due))))
+                Inner::rewrite(change, id, &rec, &after, inflight, false);
+                Ok(Ok(Recorded::Scheduled(next_due)))
             })
             .await
     }
@@ -623,19 +638,14 @@ impl Queue {
     ) -> Result<()> {
         self.inner.writer()?;
         self.inner
-            .mutate(vec![id], move |inner| {
-                let mut change = Change::new(Durability::Synced);
-                let rec = match inner.existing(id, &mut change)? {
-                    Ok(r) => r,
-                    Err(e) => return Ok((change, Err(e))),
-                };
+            .mutate_existing(id, move |inner, rec, change| {
                 let mut after = rec.clone();
                 f(&mut after.envelope);
                 after.envelope.size = rec.envelope.size;
                 if after != rec {
-                    Inner::rewrite(&mut change, id, &rec, &after, inner.is_inflight(id)?, true);
+                    Inner::rewrite(change, id, &rec, &after, inner.is_inflight(id)?, true);
                 }
-                Ok((change, Ok(())))
+                Ok(Ok(()))
             })
             .await
     }
@@ -647,12 +657,7 @@ impl Queue {
     /// the quarantine, so it is not attempted again and again.
     pub async fn body(&self, id: QueueId) -> Result<Vec<u8>> {
         self.inner
-            .mutate(vec![id], move |inner| {
-                let mut change = Change::new(Durability::Synced);
-                let rec = match inner.existing(id, &mut change)? {
-                    Ok(r) => r,
-                    Err(e) => return Ok((change, Err(e))),
-                };
+            .mutate_existing(id, move |inner, rec, change| {
                 let mut body =
                     Vec::with_capacity(usize::try_from(rec.envelope.size).unwrap_or(0).min(64 << 20));
                 let mut problem = None;
@@ -670,7 +675,7 @@ impl Queue {
                         Some(format!("body has {} bytes, envelope says {}", body.len(), rec.envelope.size));
                 }
                 match problem {
-                    None => Ok((change, Ok(body))),
+                    None => Ok(Ok(body)),
                     Some(reason) => {
                         // The envelope is readable, so the counters can be
                         // corrected exactly.
@@ -682,7 +687,7 @@ impl Queue {
                             change.delete(Table::Schedule, keys::schedule_key(rec.due, id).to_vec());
                         }
                         let err = Error::Corrupt { key: id.to_string(), reason };
-                        Ok((change, Err(err)))
+                        Ok(Err(err))
                     }
                 }
             })

@@ -712,8 +712,7 @@ fn build_config(
                 config.restrictions.insert(name.clone(), r);
                 Ok(Typed::Text)
             }
-            Kind::DomainList => {
-                let parent = config.parent_features.contains(&name);
+            Kind::DomainList | Kind::HostList => {
                 let mut b = Build {
                     origin: origin.clone(),
                     dir: &loader.dir,
@@ -721,23 +720,17 @@ fn build_config(
                     errors: &mut *errors_here,
                     warnings: &mut *warnings,
                 };
-                let list: DomainList = b.domain_list(&value, parent);
-                config.domain_lists.insert(name.clone(), list);
-                Ok(Typed::Text)
-            }
-            Kind::HostList => {
-                let mut b = Build {
-                    origin: origin.clone(),
-                    dir: &loader.dir,
-                    cache: &mut *cache,
-                    errors: &mut *errors_here,
-                    warnings: &mut *warnings,
-                };
-                let list: HostList = b.host_list(&value);
-                if name == "mynetworks" {
-                    config.mynetworks = list.networks();
+                if kind == Kind::DomainList {
+                    let parent = config.parent_features.contains(&name);
+                    let list: DomainList = b.domain_list(&value, parent);
+                    config.domain_lists.insert(name.clone(), list);
+                } else {
+                    let list: HostList = b.host_list(&value);
+                    if name == "mynetworks" {
+                        config.mynetworks = list.networks();
+                    }
+                    config.host_lists.insert(name.clone(), list);
                 }
-                config.host_lists.insert(name.clone(), list);
                 Ok(Typed::Text)
             }
             Kind::Transport => {

@@ -54,7 +54,7 @@ fn rejected_percent(report: &str) -> u64 {
 
 #[test]
 fn pflogsumm_counts_what_sluice_received_delivered_bounced_and_rejected() {
-    assert!(Dovecot::available(), "dovecot-lmtpd is needed (scripts/bootstrap test installs it)");
+    Dovecot::require();
     let pflogsumm = which("pflogsumm").expect("pflogsumm is needed (scripts/bootstrap test installs it)");
     let dc = Dovecot::start(&["alice", "bob", "carol", "sender"].map(User::new), false);
     let lmtp = format!("lmtp:[127.0.0.1]:{}", dc.lmtp_port);

@@ -67,10 +67,7 @@ fn lf(b: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn lmtp_to_dovecot_delivers_byte_exact_to_every_recipient() {
-    if !Dovecot::available() {
-        eprintln!("dovecot not installed; skipping");
-        return;
-    }
+    Dovecot::require();
     let dc = Dovecot::start(&[User::new("alice"), User::new("bob")], false);
     let mut s = open(dc.lmtp_port, Protocol::Lmtp).await;
     assert!(s.caps().pipelining, "Dovecot LMTP offers PIPELINING");
@@ -173,8 +170,8 @@ async fn lmtp_over_a_unix_socket() {
 }
 
 /// Starts Postfix's smtp-sink with extra flags; `None` when not installed.
-fn smtp_sink(flags: &[&str]) -> Option<(common::ChildGuard, u16)> {
-    let sink = common::which("smtp-sink")?;
+fn smtp_sink(flags: &[&str]) -> (common::ChildGuard, u16) {
+    let sink = common::need("smtp-sink", "postfix");
     let port = common::free_port();
     let mut cmd = Command::new(sink);
     if Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false) {
@@ -183,15 +180,12 @@ fn smtp_sink(flags: &[&str]) -> Option<(common::ChildGuard, u16)> {
     cmd.args(flags).arg(format!("127.0.0.1:{port}")).arg("10");
     let guard = common::ChildGuard::spawn("smtp-sink", &mut cmd);
     assert!(common::wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(5)));
-    Some((guard, port))
+    (guard, port)
 }
 
 #[tokio::test]
 async fn smtp_to_postfix_smtp_sink() {
-    let Some((_sink, port)) = smtp_sink(&[]) else {
-        eprintln!("smtp-sink not installed; skipping");
-        return;
-    };
+    let (_sink, port) = smtp_sink(&[]);
     let mut s = open(port, Protocol::Smtp).await;
     assert!(s.caps().pipelining);
     for i in 0..3 {
@@ -208,9 +202,7 @@ async fn smtp_to_postfix_smtp_sink() {
 #[tokio::test]
 async fn smtp_falls_back_to_helo_and_works_without_pipelining() {
     // -e: no ESMTP (EHLO is refused), -p: no PIPELINING.
-    let Some((_sink, port)) = smtp_sink(&["-e", "-p"]) else {
-        return;
-    };
+    let (_sink, port) = smtp_sink(&["-e", "-p"]);
     let mut s = open(port, Protocol::Smtp).await;
     assert_eq!(*s.caps(), client::wire::Caps::default(), "nothing offered after HELO");
     let body = tricky_body("helo");

@@ -23,10 +23,7 @@ fn strip_return_path(stored: &[u8]) -> &[u8] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_mail_reaches_dovecot_byte_exact_and_over_quota_bounces_to_the_sender() {
-    if !Dovecot::available() {
-        eprintln!("dovecot not installed; skipping");
-        return;
-    }
+    Dovecot::require();
     let dc = Dovecot::start(
         &[User::new("alice"), User::new("bob"), User::with_quota("full", "*:storage=1K")],
         false,

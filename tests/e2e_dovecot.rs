@@ -166,7 +166,7 @@ async fn smtplib_send(cfg: &TestConfig, name: &str, rcpts: &[&str], data: &[u8],
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_from_real_clients_lands_in_dovecot_byte_exact_and_the_log_reads_as_postfix() {
-    assert!(Dovecot::available(), "dovecot-lmtpd is needed (scripts/bootstrap test installs it)");
+    Dovecot::require();
     assert!(have("swaks") && have("python3"), "swaks and python3 are needed");
     let users = ["alice", "bob", "carol", "sender"].map(User::new);
     let dc = Dovecot::start(&users, false);

@@ -24,18 +24,16 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dovecot::Dovecot;
-use common::{free_port, have, wait_for_port, wait_until};
+use common::{free_port, wait_for_port, wait_until};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn available() -> bool {
-    if Dovecot::available() && have("swaks") {
-        return true;
-    }
-    eprintln!("dovecot or swaks not installed; skipping");
-    false
+/// Fails the test when the dev run's peers are missing.
+fn require_peers() {
+    Dovecot::require();
+    common::need("swaks", "swaks");
 }
 
 /// A process as `/proc` knows it: PID and start time (clock ticks after
@@ -319,9 +317,7 @@ fn http_get(url: &str) -> String {
 
 #[test]
 fn readme_swaks_line_lands_byte_exact_in_the_maildir_and_sigterm_stops_everything() {
-    if !available() {
-        return;
-    }
+    require_peers();
     let mut run = RunDev::start();
     let p = run.ports;
 
@@ -405,9 +401,7 @@ fn readme_swaks_line_lands_byte_exact_in_the_maildir_and_sigterm_stops_everythin
 
 #[test]
 fn ctrl_c_stops_sluice_once_and_dovecot_and_a_second_run_on_the_same_ports_refuses() {
-    if !available() {
-        return;
-    }
+    require_peers();
     let mut run = RunDev::start();
     let dovecot = run.pid_file("dovecot");
     assert!(run.seen.iter().any(|(pid, _)| *pid == dovecot));

@@ -87,6 +87,15 @@ impl Dovecot {
         which("dovecot").is_some() && Path::new("/usr/lib/dovecot/lmtp").exists()
     }
 
+    /// Fails the test when Dovecot's LMTP server is not installed.
+    pub fn require() {
+        assert!(
+            Dovecot::available(),
+            "dovecot-lmtpd is needed (Debian packages dovecot-lmtpd, dovecot-imapd; \
+             scripts/bootstrap test installs them)"
+        );
+    }
+
     /// Starts Dovecot with these users. Panics when it does not come up (the
     /// log is printed).
     pub fn start(users: &[User], quota_tempfail: bool) -> Dovecot {

@@ -89,6 +89,15 @@ pub fn have(program: &str) -> bool {
     which(program).is_some()
 }
 
+/// The path of a program a test needs as its peer; a missing one fails
+/// the test (a test that passes without its peer proves nothing).
+/// `scripts/test` installs every peer through `scripts/bootstrap test`.
+pub fn need(program: &str, package: &str) -> std::path::PathBuf {
+    which(program).unwrap_or_else(|| {
+        panic!("{program} is not installed (Debian package {package}; scripts/bootstrap test installs it)")
+    })
+}
+
 /// Full path of a program on PATH or in the sbin dirs Debian uses.
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();

@@ -198,8 +198,10 @@ async fn a_backlog_larger_than_memory_waits_on_disk_and_nothing_is_lost() {
     // At most 16 messages in memory, 4 waiting for this backend; the rest of
     // the backlog stays on disk, parked on the backend, and is called back
     // as it drains.
-    let tuning = sluice::delivery::Tuning { active_limit: Some(16), backend_queue_limit: Some(4) };
-    let h = Harness::start_tuned(&main_cf(b.port(), bounces.port(), ""), tuning).await;
+    let tuning = sluice::delivery::Tuning { backend_queue_limit: Some(4) };
+    let h =
+        Harness::start_tuned(&main_cf(b.port(), bounces.port(), "qmgr_message_active_limit = 16\n"), tuning)
+            .await;
     let name = backend_name(&b);
     b.set_mode(Mode::Slow { base: Duration::from_millis(30), capacity: 2, overload_at: None }).await;
     let mut subjects = HashSet::new();

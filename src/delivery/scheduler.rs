@@ -233,13 +233,11 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// In-memory limits that have no configuration parameter (sluice does not
-/// read Postfix's queue-manager tuning); `None` keeps the default. Tests
+/// In-memory limits that have no configuration parameter (the window
+/// itself is `qmgr_message_active_limit`); `None` keeps the default. Tests
 /// and benches shrink them to reach the overflow paths.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tuning {
-    /// Messages in memory at once (default 20,000).
-    pub active_limit: Option<usize>,
     /// Deliveries one backend may hold in memory (default a quarter of the
     /// active limit).
     pub backend_queue_limit: Option<usize>,
@@ -247,11 +245,6 @@ pub struct Tuning {
 
 impl Tuning {
     fn apply(&self, mut s: Settings) -> Settings {
-        if let Some(n) = self.active_limit {
-            s.active_limit = n.max(1);
-            s.claim_batch = s.claim_batch.min(s.active_limit);
-            s.backend_queue_limit = (s.active_limit / 4).max(1);
-        }
         if let Some(n) = self.backend_queue_limit {
             s.backend_queue_limit = n.max(1);
         }

@@ -76,10 +76,7 @@ impl Default for Settings {
 impl Settings {
     /// Reads the scheduler's settings from a loaded configuration.
     pub fn from_config(config: &Config) -> Settings {
-        // Postfix's qmgr_message_active_limit default; sluice does not read
-        // the parameter (queue-manager tuning is not supported), so the
-        // window is fixed.
-        let active_limit = Settings::default().active_limit;
+        let active_limit = usize::try_from(config.int("qmgr_message_active_limit")).unwrap_or(1).max(1);
         let warn = config.time("delay_warning_time");
         Settings {
             minimal_backoff: config.time("minimal_backoff_time"),
@@ -401,5 +398,13 @@ mod tests {
         assert_eq!(s.delay_warning, Some(Duration::from_secs(4 * 3600)));
         let d = Settings::from_config(&load("", MASTER));
         assert_eq!(d.delay_warning, None, "Postfix's default 0h: no warnings");
+    }
+
+    #[test]
+    fn the_in_memory_window_is_qmgr_message_active_limit() {
+        let d = Settings::from_config(&load("", MASTER));
+        assert_eq!((d.active_limit, d.claim_batch, d.backend_queue_limit), (20_000, 256, 5_000));
+        let s = Settings::from_config(&load("qmgr_message_active_limit = 100\n", MASTER));
+        assert_eq!((s.active_limit, s.claim_batch, s.backend_queue_limit), (100, 100, 25));
     }
 }

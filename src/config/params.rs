@@ -630,6 +630,13 @@ pub static PARAMS: &[Param] = &[
         "Send the sender a delay notice after this long (0: never).",
     ),
     p(
+        "bounce_size_limit",
+        "50000",
+        INT0,
+        Queue,
+        "Largest original message (bytes) a RET=FULL failure report returns whole; larger ones come back as headers only.",
+    ),
+    p(
         "qmgr_message_active_limit",
         "20000",
         INT1,

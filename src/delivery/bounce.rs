@@ -23,10 +23,6 @@ use sluice_queue::{BodyType, ClientInfo, DsnRet, Envelope, Notify, QueueId, Reci
 use crate::delivery::client::wire::header_section;
 use crate::reply::Status;
 
-/// The largest original message returned whole with `RET=FULL` (Postfix's
-/// `bounce_size_limit` default); larger ones come back as headers only.
-pub const BOUNCE_SIZE_LIMIT: usize = 50_000;
-
 /// Which report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -113,6 +109,9 @@ pub struct Report<'a> {
     pub original: &'a [u8],
     /// For delay warnings: how long the message will still be retried.
     pub retry_until: Option<UnixMillis>,
+    /// `bounce_size_limit`: the largest original returned whole with
+    /// `RET=FULL`; a larger one comes back as its headers only.
+    pub size_limit: usize,
 }
 
 fn rfc822_date(ms: UnixMillis) -> String {
@@ -197,7 +196,7 @@ impl Report<'_> {
     pub fn build(&self) -> Vec<u8> {
         let full = self.kind == Kind::Failure
             && self.envelope.ret == DsnRet::Full
-            && self.original.len() <= BOUNCE_SIZE_LIMIT;
+            && self.original.len() <= self.size_limit;
         let returned: &[u8] = if full { self.original } else { header_section(self.original) };
         let cte = if returned.is_ascii() { "7bit" } else { "8bit" };
         let returned_part = if full {
@@ -324,6 +323,7 @@ mod tests {
             now: 1_764_000_100_000,
             original: ORIGINAL,
             retry_until: Some(1_764_432_000_000),
+            size_limit: 50_000,
         }
     }
 
@@ -381,6 +381,18 @@ mod tests {
         let inner = returned.message().expect("nested message");
         assert_eq!(inner.subject(), Some("lunch"));
         assert_eq!(inner.body_text(0).as_deref().map(str::trim), Some("secret body"));
+    }
+
+    #[test]
+    fn ret_full_past_bounce_size_limit_returns_the_headers_only() {
+        let env = envelope(DsnRet::Full);
+        let mut r = report(Kind::Failure, &env, vec![failed("bob@dest.test")]);
+        r.size_limit = ORIGINAL.len() - 1;
+        let msg = MessageParser::default().parse(&r.build()).unwrap().into_owned();
+        assert_eq!(msg.parts[3].content_type().unwrap().subtype(), Some("rfc822-headers"));
+        r.size_limit = ORIGINAL.len();
+        let msg = MessageParser::default().parse(&r.build()).unwrap().into_owned();
+        assert_eq!(msg.parts[3].content_type().unwrap().subtype(), Some("rfc822"));
     }
 
     #[test]

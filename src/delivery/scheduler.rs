@@ -1016,6 +1016,7 @@ async fn queue_report(
         now,
         original: &original,
         retry_until,
+        size_limit: s.bounce_size_limit,
     };
     let body = report.build();
     let envelope = report.envelope(&body);

@@ -48,6 +48,9 @@ pub struct Settings {
     /// again within seconds) rather than crowding out mail for other
     /// backends.
     pub backend_queue_limit: usize,
+    /// `bounce_size_limit`: the largest message a `RET=FULL` failure report
+    /// returns whole.
+    pub bounce_size_limit: usize,
     /// `myhostname`: our name in `LHLO`/`EHLO` and in bounces.
     pub myhostname: String,
     /// How long in-flight deliveries may run on after shutdown is asked for
@@ -67,6 +70,7 @@ impl Default for Settings {
             active_limit: 20_000,
             claim_batch: 256,
             backend_queue_limit: 5_000,
+            bounce_size_limit: 50_000,
             myhostname: "localhost".into(),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -87,6 +91,7 @@ impl Settings {
             active_limit,
             claim_batch: active_limit.clamp(1, 256),
             backend_queue_limit: (active_limit / 4).max(1),
+            bounce_size_limit: usize::try_from(config.int("bounce_size_limit")).unwrap_or(0),
             myhostname: config.string("myhostname").to_owned(),
             shutdown_grace: config.time("sluice_shutdown_grace"),
         }

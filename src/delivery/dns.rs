@@ -5,14 +5,13 @@
 //! Never connects.
 //!
 //! The lookups themselves are [`crate::dns`]'s, shared with the inbound
-//! server; they are re-exported here so delivery code and its tests name
-//! them where they always have.
+//! server.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-pub use crate::dns::{DnsError, Resolver, StaticResolver, SystemResolver};
+use crate::dns::{DnsError, Resolver};
 
 use crate::config::NextHop;
 
@@ -112,6 +111,7 @@ async fn host_targets(resolver: &dyn Resolver, host: &str, port: u16) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::StaticResolver;
     use std::net::Ipv4Addr;
 
     fn ip(last: u8) -> IpAddr {

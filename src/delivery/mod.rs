@@ -11,7 +11,7 @@
 //!   hops; [`log`] formats the Postfix-style result lines; [`backoff`] and
 //!   [`settings`] are the plain policy and configuration.
 //!
-//! Never touches inbound sessions. The public entry point is [`start`]; it
+//! Never touches inbound sessions. The public entry point is [`start_with_resolver`]; it
 //! returns a [`Handle`] for the admin side (backend snapshots, pause,
 //! resume, wake).
 
@@ -33,6 +33,7 @@ use arc_swap::ArcSwap;
 use sluice_queue::Queue;
 
 use crate::config::{Config, NextHop, Protocol};
+use crate::dns::Resolver;
 use crate::shutdown::Stage;
 
 pub use self::gate::Snapshot;
@@ -69,9 +70,6 @@ pub enum Error {
     /// Reading stored backend records failed.
     #[error("reading backend state from the queue: {0}")]
     Queue(#[from] sluice_queue::Error),
-    /// The system resolver configuration could not be read.
-    #[error("DNS resolver: {0}")]
-    Resolver(String),
 }
 
 /// No backend by that name is known (neither running nor stored).
@@ -81,21 +79,17 @@ pub struct UnknownBackend {
     pub name: String,
 }
 
-/// Starts delivery with the system's DNS resolver. `config` is the live
-/// configuration (a reload swaps it; the next decisions use the new one).
-/// Runs until `stage` is cancelled: then it stops claiming, lets deliveries
-/// in progress finish within the grace period, records their results, and
+/// Starts delivery with `resolver` for next hops (the daemon passes the
+/// one it shares with the inbound server; tests a
+/// [`crate::dns::StaticResolver`]). `config` is the live configuration (a
+/// reload swaps it; the next decisions use the new one). Runs until
+/// `stage` is cancelled: then it stops claiming, lets deliveries in
+/// progress finish within the grace period, records their results, and
 /// drops its guard.
-pub async fn start(queue: Queue, config: Arc<ArcSwap<Config>>, stage: Stage) -> Result<Handle, Error> {
-    let resolver = dns::SystemResolver::new().map_err(Error::Resolver)?;
-    start_with_resolver(queue, config, Arc::new(resolver), stage).await
-}
-
-/// [`start`] with a given resolver (tests use [`dns::StaticResolver`]).
 pub async fn start_with_resolver(
     queue: Queue,
     config: Arc<ArcSwap<Config>>,
-    resolver: Arc<dyn dns::Resolver>,
+    resolver: Arc<dyn Resolver>,
     stage: Stage,
 ) -> Result<Handle, Error> {
     start_tuned(queue, config, resolver, stage, Tuning::default()).await
@@ -106,7 +100,7 @@ pub async fn start_with_resolver(
 pub async fn start_tuned(
     queue: Queue,
     config: Arc<ArcSwap<Config>>,
-    resolver: Arc<dyn dns::Resolver>,
+    resolver: Arc<dyn Resolver>,
     stage: Stage,
     tuning: Tuning,
 ) -> Result<Handle, Error> {

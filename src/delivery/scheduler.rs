@@ -38,13 +38,13 @@ use super::backoff::{self, Backoff};
 use super::bounce::{self, Action, Kind, ReportRcpt};
 use super::client::Verdict;
 use super::dispatch::{Backend, Job, PushError, spread};
-use super::dns::Resolver;
 use super::gate::{Feedback, Snapshot, position_name};
 use super::log::{Agent, LogStatus, ResultLine, active_line};
 use super::settings::{BackendSettings, Settings};
 use super::{BackendId, UnknownBackend};
 use crate::clock;
 use crate::config::{Config, Protocol, Route};
+use crate::dns::Resolver;
 use crate::reply::Status;
 use crate::shutdown::Stage;
 

@@ -348,6 +348,38 @@ async fn relay_and_unknown_recipients_are_refused_at_rcpt() {
 }
 
 #[tokio::test]
+async fn postmaster_without_a_domain_is_postmaster_at_myorigin() {
+    // RFC 5321 4.5.1: `RCPT TO:<Postmaster>` (any case) must be accepted;
+    // it is routed and checked as postmaster@$myorigin.
+    // (relay_settings lists every address of any.relay.test.)
+    let settings = Settings { myorigin: format!("any.{RELAY_DOMAIN}"), ..relay_settings() };
+    let server = Server::start(settings).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    assert_eq!(c.cmd("RCPT TO:<PostMaster>").await.code, 250);
+    // The empty path is still no recipient.
+    assert_eq!(c.cmd("RCPT TO:<>").await.text(), "501 5.1.3 Bad recipient address syntax");
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(b"x\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    let env = &server.messages().await[0].1;
+    let to: Vec<_> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(to, [format!("postmaster@any.{RELAY_DOMAIN}")]);
+    server.stop().await;
+
+    // Where $myorigin is not a relay domain, the relay check refuses it
+    // by that name, as Postfix does.
+    let server = Server::start(Settings { myorigin: "elsewhere.test".to_owned(), ..relay_settings() }).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    c.cmd("MAIL FROM:<a@source.test>").await;
+    assert_eq!(
+        c.cmd("RCPT TO:<postmaster>").await.text(),
+        "554 5.7.1 <postmaster@elsewhere.test>: Relay access denied"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn default_settings_are_not_an_open_relay() {
     let server = Server::start(Settings::default()).await;
     let mut c = Raw::ehlo(server.addr).await;

@@ -466,6 +466,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let _ = req;
                 Flow::Continue
             }
+            // smtp-proto reads `<Postmaster>` (RFC 5321 4.1.1.3: without a
+            // domain, any case) as the empty path; it must be accepted
+            // (4.5.1) and, as Postfix's append_at_myorigin does, it is
+            // postmaster@$myorigin from here on.
+            Ok(smtp_proto::Request::Rcpt { mut to }) if to.address.is_empty() && names_postmaster(line) => {
+                self.last = "RCPT";
+                to.address = format!("postmaster@{}", self.settings.myorigin).into();
+                self.rcpt(to).await
+            }
             Ok(req) => self.request(req).await,
             Err(e) => {
                 // A known command with bad syntax counts as that command
@@ -1020,6 +1029,14 @@ fn is_forbidden(verb: &str) -> bool {
         || (verb.len() > 1
             && verb.ends_with(':')
             && verb[..verb.len() - 1].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}
+
+/// True when the path of a `RCPT TO:` line is `<postmaster>` in any case.
+fn names_postmaster(line: &[u8]) -> bool {
+    line.iter()
+        .position(|&b| b == b'<')
+        .and_then(|at| line.get(at + 1..at + 12))
+        .is_some_and(|path| path.eq_ignore_ascii_case(b"postmaster>"))
 }
 
 /// Bytes as a log-safe string.

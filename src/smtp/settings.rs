@@ -53,6 +53,9 @@ pub struct Settings {
     pub banner: String,
     /// `mail_name`: in `Received:`.
     pub mail_name: String,
+    /// `myorigin`: the domain of `RCPT TO:<Postmaster>` (RFC 5321 4.5.1),
+    /// which is then checked and routed as `postmaster@$myorigin`.
+    pub myorigin: String,
 
     /// `message_size_limit` in bytes; 0 means no limit.
     pub message_size_limit: u64,
@@ -150,6 +153,7 @@ impl Default for Settings {
             myhostname: "localhost".to_owned(),
             banner: "localhost ESMTP sluice".to_owned(),
             mail_name: "sluice".to_owned(),
+            myorigin: "localhost".to_owned(),
             message_size_limit: 10_240_000,
             recipient_limit: 1000,
             command_line_limit: 2048,
@@ -264,6 +268,7 @@ impl Settings {
             myhostname: c.string("myhostname").to_owned(),
             banner: c.string("smtpd_banner").to_owned(),
             mail_name: c.string("mail_name").to_owned(),
+            myorigin: c.string("myorigin").to_owned(),
             message_size_limit: c.size("message_size_limit"),
             recipient_limit: count("smtpd_recipient_limit") as usize,
             // RFC 5321 4.5.3.1.4: at least 512 octets must be accepted.

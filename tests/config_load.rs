@@ -326,6 +326,54 @@ maildrop  unix  -  n  n  -  -   pipe flags=DRXhu user=vmail argv=/usr/bin/maildr
 }
 
 #[test]
+fn transport_map_typos_are_errors_naming_the_table_line() {
+    let d = tmp();
+    std::fs::write(
+        d.path().join("transport"),
+        "# a comment\n\
+         good.test      lmtp:[127.0.0.1]:24\n\
+         keep.test      :[127.0.0.1]:2424\n\
+         gone.test      error:5.1.2 gone\n\
+         typo.test      lmpt:[127.0.0.1]:24\n\
+         port.test      smtp:[127.0.0.1]:smtpx\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("transport.re"),
+        "/^(.*)@dyn\\.test$/ lmtp:[$1]:24\n\
+         if /@sub\\./\n\
+         /^x/ smtp:192.0.2.1\n\
+         endif\n",
+    )
+    .unwrap();
+    let main = "transport_maps = hash:transport, regexp:transport.re,\n    inline:{ in.test=mbx:[::1]:24 }\n";
+    let t = d.path().join("transport").display().to_string();
+    let re = d.path().join("transport.re").display().to_string();
+    let main_cf = d.path().join("main.cf").display().to_string();
+    assert_eq!(
+        load_err(d.path(), main, ""),
+        [
+            format!(
+                "{t}:5: transport_maps: \"lmpt:[127.0.0.1]:24\": transport \"lmpt\" is not defined in master.cf"
+            ),
+            format!(
+                "{t}:6: transport_maps: \"smtp:[127.0.0.1]:smtpx\": bad port \"smtpx\" (expected a number or one of smtp, lmtp, submission, submissions, smtps)"
+            ),
+            format!(
+                "{re}:3: transport_maps: \"smtp:192.0.2.1\": \"192.0.2.1\": an IP address must be written in brackets, [192.0.2.1]"
+            ),
+            format!(
+                "{main_cf}:1: transport_maps: inline:{{ in.test=mbx:[::1]:24 }}: \"mbx:[::1]:24\": transport \"mbx\" is not defined in master.cf"
+            ),
+        ]
+    );
+    // The same tables load once master.cf defines mbx and the entries are fixed.
+    std::fs::write(d.path().join("transport"), "good.test lmtp:[127.0.0.1]:24\n").unwrap();
+    std::fs::write(d.path().join("transport.re"), "/^(.*)@dyn\\.test$/ lmtp:[$1]:24\n").unwrap();
+    load(d.path(), main, "mbx unix - - n - - lmtp\n");
+}
+
+#[test]
 fn tls_needs_readable_files() {
     let d = tmp();
     let errors = load_err(d.path(), "smtpd_tls_security_level = may\n", "");

@@ -733,16 +733,7 @@ fn build_config(
                 }
                 Ok(Typed::Text)
             }
-            Kind::Transport => {
-                let (t, nexthop) = route::split_result(&value);
-                match info_kind(&config.transport_info, t) {
-                    None => Err(format!("transport \"{t}\" is not defined in master.cf")),
-                    Some(TransportKind::Deliver(p)) if !nexthop.is_empty() => {
-                        route::parse_nexthop(nexthop, p, 25, 24, Path::new("/")).map(|_| Typed::Text)
-                    }
-                    Some(_) => Ok(Typed::Text),
-                }
-            }
+            Kind::Transport => check_transport(&config.transport_info, &value, false).map(|_| Typed::Text),
             Kind::NextHop => {
                 if value.trim().is_empty() {
                     Ok(Typed::Text)
@@ -773,7 +764,46 @@ fn build_config(
         warnings.push(scope.diag(&by, what));
     }
     check_tls(&config, scope, errors);
+    check_transport_maps(&config, scope, errors);
     config
+}
+
+/// Checks a `transport:nexthop` value: the transport is defined (master.cf
+/// or built in) and its next hop parses. In a table (`in_table`) an empty
+/// transport keeps the default one; its next hop is then checked by LMTP's
+/// rules, the more lenient, so a valid entry is never refused.
+fn check_transport(info: &[TransportInfo], value: &str, in_table: bool) -> Result<(), String> {
+    let (t, nexthop) = route::split_result(value);
+    let kind = match info_kind(info, t) {
+        Some(kind) => kind,
+        None if in_table && t.is_empty() => TransportKind::Deliver(Protocol::Lmtp),
+        None => return Err(format!("transport \"{t}\" is not defined in master.cf")),
+    };
+    match kind {
+        TransportKind::Deliver(p) if !nexthop.is_empty() => {
+            route::parse_nexthop(nexthop, p, 25, 24, Path::new("/")).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every fixed result in transport_maps must name a defined transport and
+/// a next hop sluice can parse: a typo is an error naming the table's file
+/// and line when the configuration loads (and `sluice config check` and a
+/// reload refuse it), not a deferral when mail for that domain arrives.
+fn check_transport_maps(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
+    for table in &config.maps("transport_maps").tables {
+        table.each_result(&mut |at, result| {
+            if let Err(m) = check_transport(&config.transport_info, result, true) {
+                errors.push(match at {
+                    Some((file, line)) => {
+                        Diagnostic::param(file, Some(line), "transport_maps", format!("\"{result}\": {m}"))
+                    }
+                    None => scope.diag("transport_maps", format!("{}: \"{result}\": {m}", table.name())),
+                });
+            }
+        });
+    }
 }
 
 /// The text of `name`'s default for messages.

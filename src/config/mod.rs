@@ -62,6 +62,10 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// Where a table entry was written: its file and line (`None` for tables
+/// without a file, such as `inline:` and `static:`).
+pub type WrittenAt<'a> = Option<(&'a std::path::Path, usize)>;
+
 /// One lookup table (`hash:/etc/sluice/transport`, `regexp:...`, ...).
 pub trait Table: Send + Sync + std::fmt::Debug {
     /// Looks up one key exactly as given (case-folding as Postfix does for
@@ -74,6 +78,11 @@ pub trait Table: Send + Sync + std::fmt::Debug {
     fn is_pattern(&self) -> bool {
         false
     }
+    /// Visits each fixed result the table holds, with the file and line it
+    /// was written on where it has one, so a load can check results the
+    /// way they will be used (transport_maps). Results built from a
+    /// pattern's match groups are only known at lookup and are left out.
+    fn each_result(&self, _visit: &mut dyn FnMut(WrittenAt<'_>, &str)) {}
 }
 
 /// A parameter's list of tables (`transport_maps = hash:a, regexp:b`),

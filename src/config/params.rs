@@ -1217,7 +1217,11 @@ delivers to the recipient domain. Next hops: `[host]:port` and `inet:host:port` 
 are under queue_directory). `error:text` bounces, `discard:` drops; named master.cf transports take \
 their protocol from their command. Without a transport_maps entry, `relay_domains` use \
 `relay_transport` and other domains `default_transport`, with `relayhost` as the next hop when the \
-transport names none, else the recipient domain.\n\n",
+transport names none, else the recipient domain. Every fixed result in transport_maps is checked \
+when the configuration loads: a transport master.cf does not define (e.g. `local`) or a next hop \
+that does not parse is an error naming the table's file and line, so `sluice config check` and \
+`sluice reload` refuse it. Results built from a regexp's `$n` are checked when used; a bad one \
+defers that mail and logs why.\n\n",
     );
     for group in Group::ALL {
         let _ = writeln!(s, "## {}\n", group.title());

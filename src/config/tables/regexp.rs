@@ -12,11 +12,11 @@
 //! bad rule is an error, not skipped with a warning as Postfix does, so a
 //! typo cannot silently change routing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::super::error::Diagnostic;
 use super::super::main_cf::LogicalLine;
-use super::super::{Table, TableError};
+use super::super::{Table, TableError, WrittenAt};
 use super::Nesting;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,7 @@ enum Rule {
 #[derive(Debug)]
 pub(crate) struct RegexpTable {
     name: String,
+    file: PathBuf,
     rules: Vec<Rule>,
 }
 
@@ -142,7 +143,7 @@ impl RegexpTable {
         let rules = nesting.finish(|line| {
             errors.push(Diagnostic::param(file, Some(line), param, "if without matching endif"));
         });
-        (errors.len() == before).then(|| RegexpTable { name: spec.to_owned(), rules })
+        (errors.len() == before).then(|| RegexpTable { name: spec.to_owned(), file: file.to_owned(), rules })
     }
 }
 
@@ -353,6 +354,21 @@ impl RegexpTable {
     }
 }
 
+/// Calls `visit` with the line and text of every result that has no
+/// `$n` in it, in file order.
+fn fixed_results(rules: &[Rule], visit: &mut dyn FnMut(usize, &str)) {
+    for rule in rules {
+        match rule {
+            Rule::If { body, .. } => fixed_results(body, visit),
+            Rule::Match { line, result, .. } => {
+                if let [Part::Text(t)] = result.as_slice() {
+                    visit(*line, t);
+                }
+            }
+        }
+    }
+}
+
 fn render(parts: &[Part], groups: &[Option<String>]) -> String {
     let mut out = String::new();
     for p in parts {
@@ -371,6 +387,10 @@ impl Table for RegexpTable {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn each_result(&self, visit: &mut dyn FnMut(WrittenAt<'_>, &str)) {
+        fixed_results(&self.rules, &mut |line, text| visit(Some((&self.file, line)), text));
     }
 
     fn is_pattern(&self) -> bool {

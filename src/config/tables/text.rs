@@ -7,18 +7,21 @@
 //! with a warning, as postmap does.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::super::error::Diagnostic;
 use super::super::main_cf::logical_lines;
 use super::super::values::{split_list, unbrace};
-use super::super::{Table, TableError};
+use super::super::{Table, TableError, WrittenAt};
 use super::Origin;
 
 #[derive(Debug)]
 pub(crate) struct TextTable {
     name: String,
-    map: HashMap<String, String>,
+    /// The source file; `None` for `inline:`.
+    file: Option<PathBuf>,
+    /// Key to value and the line it came from (0 for `inline:`).
+    map: HashMap<String, (String, usize)>,
 }
 
 impl TextTable {
@@ -55,9 +58,13 @@ impl TextTable {
                 ));
                 continue;
             }
-            map.insert(key, value.to_owned());
+            map.insert(key, (value.to_owned(), ll.line));
         }
-        (errors.len() == before).then(|| TextTable { name: spec.to_owned(), map })
+        (errors.len() == before).then(|| TextTable {
+            name: spec.to_owned(),
+            file: Some(path.to_owned()),
+            map,
+        })
     }
 
     /// `inline:{ key=value, { key = value with spaces } }`.
@@ -83,9 +90,9 @@ impl TextTable {
                     .push(origin.error(format!("{spec}: duplicate entry \"{k}\": the first one is used")));
                 continue;
             }
-            map.insert(k, v);
+            map.insert(k, (v, 0));
         }
-        Some(TextTable { name: spec.to_owned(), map })
+        Some(TextTable { name: spec.to_owned(), file: None, map })
     }
 }
 
@@ -114,11 +121,19 @@ pub(crate) fn parse_inline_pairs(body: &str) -> Result<Vec<(String, String)>, St
 
 impl Table for TextTable {
     fn lookup(&self, key: &str) -> Result<Option<String>, TableError> {
-        Ok(self.map.get(&key.to_lowercase()).cloned())
+        Ok(self.map.get(&key.to_lowercase()).map(|(v, _)| v.clone()))
     }
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn each_result(&self, visit: &mut dyn FnMut(WrittenAt<'_>, &str)) {
+        let mut entries: Vec<_> = self.map.values().collect();
+        entries.sort_by_key(|(_, line)| *line);
+        for (value, line) in entries {
+            visit(self.file.as_deref().map(|f| (f, *line)), value);
+        }
     }
 }
 
@@ -136,6 +151,10 @@ impl Table for StaticTable {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn each_result(&self, visit: &mut dyn FnMut(WrittenAt<'_>, &str)) {
+        visit(None, &self.value);
     }
 }
 

@@ -410,14 +410,16 @@ impl Backend {
             // opening another, still within this delivery's slot.
             drop(s);
         }
-        let targets = dns::targets(self.shared.resolver.as_ref(), &self.id.nexthop).await.map_err(|e| {
-            let permanent = e.is_permanent();
-            Failure {
-                text: e.to_string(),
-                dsn: if permanent { Status(5, 4, 4) } else { Status(4, 4, 3) },
-                permanent,
-            }
-        })?;
+        let targets = dns::targets(self.shared.resolver.as_ref(), &self.id.nexthop, settings.address_limit)
+            .await
+            .map_err(|e| {
+                let permanent = e.is_permanent();
+                Failure {
+                    text: e.to_string(),
+                    dsn: if permanent { Status(5, 4, 4) } else { Status(4, 4, 3) },
+                    permanent,
+                }
+            })?;
         let s = client::open(&targets, self.id.protocol, &settings.helo_name, &settings.timeouts)
             .await
             .map_err(|OpenError { text, dsn }| Failure { text, dsn, permanent: false })?;

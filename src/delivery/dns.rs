@@ -46,20 +46,22 @@ impl Target {
     }
 }
 
-/// How many addresses of a next hop are tried per delivery (Postfix's
-/// `smtp_mx_address_limit` default is 5).
-pub const ADDRESS_LIMIT: usize = 5;
-
 /// The addresses to try for a next hop, best first: MX by preference (then
-/// each exchange's addresses), or the host's own addresses. IP literals
+/// each exchange's addresses), or the host's own addresses, at most `limit`
+/// of them (`<transport>_mx_address_limit`; `None`: all). IP literals
 /// (`[192.0.2.1]`, `[IPv6:...]`) need no lookup.
-pub async fn targets(resolver: &dyn Resolver, nexthop: &NextHop) -> Result<Vec<Target>, DnsError> {
+pub async fn targets(
+    resolver: &dyn Resolver,
+    nexthop: &NextHop,
+    limit: Option<usize>,
+) -> Result<Vec<Target>, DnsError> {
+    let limit = limit.unwrap_or(usize::MAX);
     match nexthop {
         NextHop::Unix(path) => Ok(vec![Target::Unix(path.clone())]),
-        NextHop::Host { host, port } => host_targets(resolver, host, *port).await,
+        NextHop::Host { host, port } => host_targets(resolver, host, *port, limit).await,
         NextHop::Mx { domain, port } => {
             if literal(domain).is_some() {
-                return host_targets(resolver, domain, *port).await;
+                return host_targets(resolver, domain, *port, limit).await;
             }
             match resolver.mx(domain).await {
                 Ok(mut mxs) => {
@@ -67,22 +69,22 @@ pub async fn targets(resolver: &dyn Resolver, nexthop: &NextHop) -> Result<Vec<T
                     let mut out = Vec::new();
                     let mut last_err = None;
                     for (_, host) in mxs {
-                        match host_targets(resolver, &host, *port).await {
+                        match host_targets(resolver, &host, *port, limit).await {
                             Ok(t) => out.extend(t),
                             Err(e) => last_err = Some(e),
                         }
-                        if out.len() >= ADDRESS_LIMIT {
+                        if out.len() >= limit {
                             break;
                         }
                     }
-                    out.truncate(ADDRESS_LIMIT);
+                    out.truncate(limit);
                     match (out.is_empty(), last_err) {
                         (true, Some(e)) => Err(e),
                         _ => Ok(out),
                     }
                 }
                 // No MX: the domain's own address records (RFC 5321 5.1).
-                Err(DnsError::NotFound { .. }) => host_targets(resolver, domain, *port).await,
+                Err(DnsError::NotFound { .. }) => host_targets(resolver, domain, *port, limit).await,
                 Err(e) => Err(e),
             }
         }
@@ -96,12 +98,17 @@ fn literal(host: &str) -> Option<IpAddr> {
     h.parse().ok()
 }
 
-async fn host_targets(resolver: &dyn Resolver, host: &str, port: u16) -> Result<Vec<Target>, DnsError> {
+async fn host_targets(
+    resolver: &dyn Resolver,
+    host: &str,
+    port: u16,
+    limit: usize,
+) -> Result<Vec<Target>, DnsError> {
     if let Some(ip) = literal(host) {
         return Ok(vec![Target::Inet { name: ip.to_string(), addr: SocketAddr::new(ip, port) }]);
     }
     let mut ips = resolver.ips(host).await?;
-    ips.truncate(ADDRESS_LIMIT);
+    ips.truncate(limit);
     Ok(ips
         .into_iter()
         .map(|ip| Target::Inet { name: host.to_owned(), addr: SocketAddr::new(ip, port) })
@@ -121,10 +128,10 @@ mod tests {
     #[tokio::test]
     async fn bracketed_host_is_not_looked_up_as_mx() {
         let r = StaticResolver::new().with_mx("mbx.test", 10, "other.test").with_ip("mbx.test", ip(5));
-        let t = targets(&r, &NextHop::Host { host: "mbx.test".into(), port: 24 }).await.unwrap();
+        let t = targets(&r, &NextHop::Host { host: "mbx.test".into(), port: 24 }, Some(5)).await.unwrap();
         assert_eq!(t, vec![Target::Inet { name: "mbx.test".into(), addr: SocketAddr::new(ip(5), 24) }]);
         assert_eq!(t[0].to_string(), "mbx.test[127.0.0.5]:24");
-        let t = targets(&r, &NextHop::Host { host: "127.0.0.9".into(), port: 2525 }).await.unwrap();
+        let t = targets(&r, &NextHop::Host { host: "127.0.0.9".into(), port: 2525 }, Some(5)).await.unwrap();
         assert_eq!(t[0].to_string(), "127.0.0.9[127.0.0.9]:2525");
     }
 
@@ -136,19 +143,39 @@ mod tests {
             .with_ip("mx1.example.test", ip(1))
             .with_ip("mx2.example.test", ip(2))
             .with_ip("nomx.test", ip(3));
-        let t = targets(&r, &NextHop::Mx { domain: "example.test".into(), port: 25 }).await.unwrap();
+        let t = targets(&r, &NextHop::Mx { domain: "example.test".into(), port: 25 }, Some(5)).await.unwrap();
         let names: Vec<String> = t.iter().map(|t| t.to_string()).collect();
         assert_eq!(names, ["mx1.example.test[127.0.0.1]:25", "mx2.example.test[127.0.0.2]:25"]);
-        let t = targets(&r, &NextHop::Mx { domain: "nomx.test".into(), port: 25 }).await.unwrap();
+        let t = targets(&r, &NextHop::Mx { domain: "nomx.test".into(), port: 25 }, Some(5)).await.unwrap();
         assert_eq!(t[0].to_string(), "nomx.test[127.0.0.3]:25");
+    }
+
+    #[tokio::test]
+    async fn mx_address_limit_caps_the_addresses_tried() {
+        let mut r = StaticResolver::new();
+        for (pref, host) in [(10, "a.test"), (20, "b.test"), (30, "c.test")] {
+            r = r.with_mx("many.test", pref, host);
+            for n in 0..2 {
+                r = r.with_ip(host, ip(pref as u8 + n));
+            }
+        }
+        let hop = NextHop::Mx { domain: "many.test".into(), port: 25 };
+        let t = targets(&r, &hop, Some(3)).await.unwrap();
+        let names: Vec<String> = t.iter().map(|t| t.to_string()).collect();
+        assert_eq!(names, ["a.test[127.0.0.10]:25", "a.test[127.0.0.11]:25", "b.test[127.0.0.20]:25"]);
+        assert_eq!(targets(&r, &hop, None).await.unwrap().len(), 6);
+        let host = NextHop::Host { host: "c.test".into(), port: 24 };
+        assert_eq!(targets(&r, &host, Some(1)).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn missing_and_failing_names_are_told_apart() {
         let r = StaticResolver::new().with_failure("broken.test");
-        let e = targets(&r, &NextHop::Mx { domain: "nowhere.test".into(), port: 25 }).await.unwrap_err();
+        let e =
+            targets(&r, &NextHop::Mx { domain: "nowhere.test".into(), port: 25 }, Some(5)).await.unwrap_err();
         assert!(e.is_permanent(), "{e}");
-        let e = targets(&r, &NextHop::Mx { domain: "broken.test".into(), port: 25 }).await.unwrap_err();
+        let e =
+            targets(&r, &NextHop::Mx { domain: "broken.test".into(), port: 25 }, Some(5)).await.unwrap_err();
         assert!(!e.is_permanent(), "{e}");
     }
 

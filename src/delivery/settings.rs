@@ -15,7 +15,8 @@
 //! `destination_concurrency_failed_cohort_limit`, `connect_timeout`,
 //! `helo_timeout`, `mail_timeout`, `rcpt_timeout`, `data_init_timeout`,
 //! `data_xfer_timeout`, `data_done_timeout`, `quit_timeout`, `rset_timeout`,
-//! `sluice_rate_limit`, `sluice_rate_burst`, `sluice_latency_target`,
+//! `connection_cache_time_limit`, `connection_reuse_time_limit`,
+//! `mx_address_limit`, `sluice_rate_limit`, `sluice_rate_burst`, `sluice_latency_target`,
 //! `sluice_breaker_failure_threshold`, `sluice_breaker_cooldown`,
 //! `sluice_breaker_max_cooldown`.
 
@@ -230,6 +231,9 @@ pub struct BackendSettings {
     /// `<transport>_connection_reuse_time_limit`: a connection older than
     /// this is not reused.
     pub reuse_time: Duration,
+    /// `<transport>_mx_address_limit`: addresses of the next hop tried per
+    /// delivery (`None`: all).
+    pub address_limit: Option<usize>,
     /// Our name in `LHLO`/`EHLO`.
     pub helo_name: String,
 }
@@ -253,6 +257,7 @@ impl BackendSettings {
             timeouts: Timeouts::default(),
             idle_time: Duration::from_secs(2),
             reuse_time: Duration::from_secs(300),
+            address_limit: Some(5),
             helo_name: "localhost".into(),
         }
     }
@@ -262,7 +267,6 @@ impl BackendSettings {
     /// `lmtp_X`/`smtp_X`, else `X`), type-checked when the configuration
     /// was loaded.
     pub fn from_config(config: &Config, transport: &str, protocol: Protocol) -> BackendSettings {
-        let d = BackendSettings::new(protocol);
         let int = |suffix: &str| config.transport_int(transport, suffix);
         let time = |suffix: &str| config.transport_time(transport, suffix);
         let count = |suffix: &str, min: u32| u32::try_from(int(suffix)).unwrap_or(u32::MAX).max(min);
@@ -311,10 +315,9 @@ impl BackendSettings {
                 rset: time("rset_timeout"),
                 quit: time("quit_timeout"),
             },
-            // Postfix's smtp_connection_cache_time_limit and
-            // smtp_connection_reuse_time_limit defaults (not configurable).
-            idle_time: d.idle_time,
-            reuse_time: d.reuse_time,
+            idle_time: time("connection_cache_time_limit"),
+            reuse_time: time("connection_reuse_time_limit"),
+            address_limit: usize::try_from(int("mx_address_limit")).ok().filter(|n| *n > 0),
             helo_name: config.transport_param(transport, "helo_name").to_owned(),
         }
     }
@@ -360,8 +363,14 @@ mod tests {
              mbx_sluice_rate_limit = 30/m\n\
              mbx_sluice_breaker_cooldown = 500ms\n\
              lmtp_lhlo_timeout = 5s\n\
+             lmtp_connection_reuse_time_limit = 60s\n\
+             lmtp_mx_address_limit = 2\n\
              slow_destination_rate_delay = 2s\n",
-            MASTER,
+            // Client parameters per service come from master.cf, as in Postfix.
+            &MASTER.replace(
+                "mbx unix - - n - 3 lmtp\n",
+                "mbx unix - - n - 3 lmtp\n  -o lmtp_connection_cache_time_limit=7s\n  -o lmtp_mx_address_limit=0\n",
+            ),
         );
         let mbx = BackendSettings::from_config(&cf, "mbx", Protocol::Lmtp);
         assert_eq!(mbx.concurrency_limit, 3, "master.cf maxproc caps the concurrency limit");
@@ -379,6 +388,8 @@ mod tests {
         );
         assert_eq!(mbx.helo_name, "mx.example.test");
         assert_eq!(mbx.initial_concurrency, 3, "never above the limit");
+        assert_eq!((mbx.idle_time, mbx.reuse_time), (Duration::from_secs(7), Duration::from_secs(60)));
+        assert_eq!(mbx.address_limit, None, "0 means every address");
 
         let slow = BackendSettings::from_config(&cf, "slow", Protocol::Lmtp);
         assert_eq!(slow.rate_delay, Duration::from_secs(2));
@@ -388,6 +399,12 @@ mod tests {
         assert_eq!((lmtp.concurrency_limit, lmtp.recipient_limit, lmtp.rate), (20, 50, None));
         assert_eq!(lmtp.failure_threshold, 5);
         assert_eq!(lmtp.latency_target, Duration::from_secs(2));
+        assert_eq!((lmtp.idle_time, lmtp.address_limit), (Duration::from_secs(2), Some(2)));
+        let smtp = BackendSettings::from_config(&cf, "smtp", Protocol::Smtp);
+        assert_eq!(
+            smtp,
+            BackendSettings { helo_name: "mx.example.test".into(), ..BackendSettings::new(Protocol::Smtp) }
+        );
     }
 
     #[test]

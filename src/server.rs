@@ -351,6 +351,12 @@ impl Running {
         let open = backends.iter().filter(|b| b.breaker != "closed").count();
         // A paused backend holds its mail as surely as an open breaker.
         let paused = backends.iter().filter(|b| b.paused_until.is_some_and(|u| u > now)).count();
+        // Which ones, and why: what an administrator looks at first.
+        let holding: Vec<String> = backends
+            .iter()
+            .filter(|b| b.holds_mail(now))
+            .map(|b| format!("{} {}: {}", b.name, b.breaker, b.note(now)))
+            .collect();
         let data = serde_json::json!({
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
@@ -364,6 +370,7 @@ impl Running {
             "backends": backends.len(),
             "backends_not_closed": open,
             "backends_paused": paused,
+            "backends_holding_mail": holding,
         });
         Response::status(data)
     }

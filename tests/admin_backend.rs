@@ -91,6 +91,10 @@ fn a_paused_backend_keeps_its_mail_queued_until_resumed() {
     // `sluice status` counts it: a paused backend holds mail back too.
     let status = stdout(&cfg.sluice(&["status"]));
     assert!(status.contains("backends_paused: 1\n"), "{status}");
+    assert!(
+        status.contains(&format!("backends_holding_mail:\n  {name} closed: paused until resumed\n")),
+        "{status}"
+    );
 
     let out = cfg.sluice(&["backend", "resume", &name]);
     assert!(out.status.success(), "{out:?}");

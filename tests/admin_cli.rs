@@ -146,6 +146,7 @@ fn reload_refuses_a_broken_config_and_applies_a_good_one() {
 
     let status = stdout(&cfg.sluice(&["status"]));
     assert!(status.contains("sluice is running") && status.contains("queue_messages: 1"), "{status}");
+    assert!(status.contains("backends_holding_mail: none\n"), "{status}");
     assert!(cfg.sluice(&["stop"]).status.success());
     let mut daemon = daemon;
     let mut exit = None;

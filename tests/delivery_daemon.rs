@@ -235,7 +235,8 @@ fn a_mailbox_server_outage_defers_opens_the_breaker_and_drains_on_return() {
     assert!(
         status.contains("sluice is running")
             && status.contains(&format!("queue_messages: {N}\n"))
-            && status.contains("backends_not_closed: 1\n"),
+            && status.contains("backends_not_closed: 1\n")
+            && status.contains(&format!("backends_holding_mail:\n  {name} open: probe in ")),
         "{status}"
     );
     let summary = stdout(&cfg.sluice(&["queue", "summary"]));

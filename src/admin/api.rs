@@ -69,6 +69,28 @@ pub struct BackendView {
     pub probe_at: Option<UnixMillis>,
 }
 
+impl BackendView {
+    /// True when the backend holds its mail back: breaker not closed, or
+    /// paused by the administrator.
+    pub fn holds_mail(&self, now: UnixMillis) -> bool {
+        self.breaker != "closed" || self.paused_until.is_some_and(|p| p > now)
+    }
+
+    /// Why mail waits for it, in a few words: the pause, the next probe and
+    /// the last error.
+    pub fn note(&self, now: UnixMillis) -> String {
+        let last = self.last_error.clone().unwrap_or_default();
+        match (self.paused_until, self.probe_at) {
+            (Some(u64::MAX), _) => "paused until resumed".into(),
+            (Some(p), _) if p > now => format!("paused for {}s", (p - now) / 1000),
+            (_, Some(t)) if self.breaker == "open" => {
+                format!("probe in {}s; {last}", t.saturating_sub(now) / 1000)
+            }
+            _ => last,
+        }
+    }
+}
+
 /// What admin needs from the delivery side (implemented by the scheduler's
 /// handle in the daemon; absent in the direct fallback).
 pub trait Backends: Send + Sync {
@@ -411,20 +433,7 @@ pub fn backend_table(list: &[BackendView], now: UnixMillis) -> String {
     for b in list {
         let lat = |v: Option<f64>| v.map(|s| format!("{:.0}ms", s * 1000.0)).unwrap_or_else(|| "-".into());
         let rate = if b.rate > 0.0 { format!("{:.1}", b.rate) } else { "-".into() };
-        let mut note = b.last_error.clone().unwrap_or_default();
-        if let Some(p) = b.paused_until
-            && p > now
-        {
-            note = if p == u64::MAX {
-                "paused until resumed".into()
-            } else {
-                format!("paused for {}s", (p - now) / 1000)
-            };
-        } else if b.breaker == "open"
-            && let Some(t) = b.probe_at
-        {
-            note = format!("probe in {}s; {note}", t.saturating_sub(now) / 1000);
-        }
+        let note = b.note(now);
         let _ = writeln!(
             out,
             "{:<w$}  {:<9}  {:>11}  {:>7}  {:>9}  {:>9}  {}",
@@ -441,14 +450,23 @@ pub fn backend_table(list: &[BackendView], now: UnixMillis) -> String {
 }
 
 fn status_text(st: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     let mut out = String::from("sluice is running\n");
     if let Some(obj) = st.as_object() {
         for (k, v) in obj {
-            let v = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out.push_str(&format!("{k}: {v}\n"));
+            match v {
+                // A list: one item per indented line under its name.
+                Value::Array(items) if items.is_empty() => out.push_str(&format!("{k}: none\n")),
+                Value::Array(items) => {
+                    out.push_str(&format!("{k}:\n"));
+                    items.iter().for_each(|i| out.push_str(&format!("  {}\n", text(i))));
+                }
+                v => out.push_str(&format!("{k}: {}\n", text(v))),
+            }
         }
     }
     out

@@ -50,7 +50,8 @@ pub enum Command {
     Reload,
     /// Stop the running daemon gracefully (SIGTERM).
     Stop,
-    /// Show whether the daemon runs, and its queue and backends at a glance.
+    /// Show whether the daemon runs, its queue at a glance, and which
+    /// backends hold mail back (breaker open or paused) and why.
     Status,
     /// Print a shell completion script to stdout.
     Completions {

@@ -390,6 +390,21 @@ pub static PARAMS: &[Param] = &[
         Relay,
         "Reply code of reject_unknown_client_hostname and reject_unknown_reverse_client_hostname when the name is known not to exist or not to match (a temporary DNS failure always gets 450).",
     ),
+    p(
+        "non_fqdn_reject_code",
+        "504",
+        CODE,
+        Relay,
+        "Reply code of reject_non_fqdn_sender, reject_non_fqdn_recipient and reject_non_fqdn_helo_hostname.",
+    ),
+    p("invalid_hostname_reject_code", "501", CODE, Relay, "Reply code of reject_invalid_helo_hostname."),
+    p(
+        "maps_rbl_reject_code",
+        "554",
+        CODE,
+        Relay,
+        "Reply code of reject_rbl_client when the client's address is listed. The blocklists are asked when the client connects, within sluice_peername_lookup_timeout; one that fails or is late lists nothing.",
+    ),
     p("access_map_reject_code", "554", CODE, Relay, "Reply code when an access table says REJECT."),
     p("access_map_defer_code", "450", CODE, Relay, "Reply code when an access table says DEFER."),
     // SMTP server limits.
@@ -1221,6 +1236,16 @@ them. Address lookups follow Postfix: `user+ext@domain`, `user@domain`, then `do
 parent domains when `parent_domain_matches_subdomains` lists the feature, else `.domain` keys), \
 then `user+ext@`, `user@` for access tables; `*` last for transport_maps; `@domain` for \
 relay_recipient_maps. Regular-expression and CIDR tables see only the full address.\n\n",
+    );
+    s.push_str("## Restrictions\n\n");
+    let _ = writeln!(
+        s,
+        "Restriction lists take these Postfix restrictions: {}. Others Postfix has are warned about \
+and left out of the list; a misspelt name is an error. `reject_rbl_client domain[=d.d.d.d]` \
+asks the blocklist when the client connects (within `sluice_peername_lookup_timeout`, at the same \
+time as the client's name); without a filter only answers in 127.0.0.0/8 count, and never \
+127.255.255.x, which blocklists use to refuse a query. The reply carries no TXT reason.\n",
+        super::restrictions::NAMES.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
     );
     s.push_str("## Routing\n\n");
     s.push_str(

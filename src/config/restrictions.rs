@@ -57,6 +57,16 @@ pub enum Restriction<T = Maps> {
     /// `reject_unknown_reverse_client_hostname`: reject a client address
     /// without a reverse (PTR) name.
     RejectUnknownReverseClientHostname,
+    /// `reject_invalid_helo_hostname` (formerly `reject_invalid_hostname`):
+    /// reject a HELO/EHLO name that is neither a host name nor an address
+    /// literal.
+    RejectInvalidHeloHostname,
+    /// `reject_non_fqdn_helo_hostname` (formerly `reject_non_fqdn_hostname`):
+    /// reject a HELO/EHLO name without a dot (address literals pass).
+    RejectNonFqdnHeloHostname,
+    /// `reject_rbl_client rbl_domain[=d.d.d.d]`: reject a client whose
+    /// address the DNS blocklist lists.
+    RejectRblClient(Dnsbl),
     /// `check_client_access type:table`: client IP address (then its
     /// networks for cidr tables).
     CheckClientAccess(T),
@@ -68,6 +78,33 @@ pub enum Restriction<T = Maps> {
     CheckRecipientAccess(T),
 }
 
+/// Every restriction name [`named`] knows, for the parameter reference.
+pub const NAMES: &[&str] = &[
+    "permit",
+    "reject",
+    "defer",
+    "defer_if_permit",
+    "defer_if_reject",
+    "permit_mynetworks",
+    "permit_sasl_authenticated",
+    "reject_unauth_destination",
+    "defer_unauth_destination",
+    "permit_auth_destination",
+    "reject_unlisted_recipient",
+    "reject_non_fqdn_recipient",
+    "reject_non_fqdn_sender",
+    "reject_unauth_pipelining",
+    "reject_unknown_client_hostname",
+    "reject_unknown_reverse_client_hostname",
+    "reject_invalid_helo_hostname",
+    "reject_non_fqdn_helo_hostname",
+    "reject_rbl_client",
+    "check_client_access",
+    "check_helo_access",
+    "check_sender_access",
+    "check_recipient_access",
+];
+
 /// A restriction name sluice implements, as [`named`] finds it.
 #[derive(Debug)]
 pub enum Named<T> {
@@ -75,6 +112,8 @@ pub enum Named<T> {
     Simple(Restriction<T>),
     /// A `check_*_access` that takes the next word as its table.
     WithTable(fn(T) -> Restriction<T>),
+    /// A restriction that takes the next word as its argument.
+    WithArg(fn(&str) -> Result<Restriction<T>, String>),
 }
 
 /// The restriction `name` (case-insensitive) stands for, if sluice
@@ -98,6 +137,9 @@ pub fn named<T>(name: &str) -> Option<Named<T>> {
         "reject_unauth_pipelining" => R::RejectUnauthPipelining,
         "reject_unknown_client_hostname" | "reject_unknown_client" => R::RejectUnknownClientHostname,
         "reject_unknown_reverse_client_hostname" => R::RejectUnknownReverseClientHostname,
+        "reject_invalid_helo_hostname" | "reject_invalid_hostname" => R::RejectInvalidHeloHostname,
+        "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => R::RejectNonFqdnHeloHostname,
+        "reject_rbl_client" => return Some(Named::WithArg(|arg| Dnsbl::parse(arg).map(R::RejectRblClient))),
         "check_client_access" => return Some(Named::WithTable(R::CheckClientAccess)),
         "check_helo_access" => return Some(Named::WithTable(R::CheckHeloAccess)),
         "check_sender_access" => return Some(Named::WithTable(R::CheckSenderAccess)),
@@ -128,6 +170,9 @@ impl<T> Restriction<T> {
             R::RejectUnauthPipelining => R::RejectUnauthPipelining,
             R::RejectUnknownClientHostname => R::RejectUnknownClientHostname,
             R::RejectUnknownReverseClientHostname => R::RejectUnknownReverseClientHostname,
+            R::RejectInvalidHeloHostname => R::RejectInvalidHeloHostname,
+            R::RejectNonFqdnHeloHostname => R::RejectNonFqdnHeloHostname,
+            R::RejectRblClient(d) => R::RejectRblClient(d.clone()),
             R::CheckClientAccess(t) => R::CheckClientAccess(f(t)),
             R::CheckHeloAccess(t) => R::CheckHeloAccess(f(t)),
             R::CheckSenderAccess(t) => R::CheckSenderAccess(f(t)),
@@ -153,10 +198,6 @@ impl<T> Restriction<T> {
 const UNSUPPORTED_SIMPLE: &[&str] = &[
     "reject_unknown_helo_hostname",
     "reject_unknown_hostname",
-    "reject_invalid_helo_hostname",
-    "reject_invalid_hostname",
-    "reject_non_fqdn_helo_hostname",
-    "reject_non_fqdn_hostname",
     "reject_unknown_sender_domain",
     "reject_unknown_recipient_domain",
     "reject_unverified_sender",
@@ -180,7 +221,6 @@ const UNSUPPORTED_SIMPLE: &[&str] = &[
 
 /// Postfix restrictions sluice does not implement that take one argument.
 const UNSUPPORTED_WITH_ARG: &[&str] = &[
-    "reject_rbl_client",
     "reject_rhsbl_client",
     "reject_rhsbl_sender",
     "reject_rhsbl_recipient",
@@ -243,6 +283,17 @@ pub(crate) fn parse(
                 continue;
             }
             Some(Named::WithTable(make)) => Some(make),
+            Some(Named::WithArg(make)) => {
+                let Some(arg) = inline_arg.or_else(|| it.next()) else {
+                    errors.push(origin.error(format!("{name} needs an argument")));
+                    continue;
+                };
+                match make(&arg) {
+                    Ok(r) => out.push(r),
+                    Err(e) => errors.push(origin.error(format!("{name} {arg}: {e}"))),
+                }
+                continue;
+            }
             None => None,
         };
         if let Some(make) = make {
@@ -271,6 +322,97 @@ pub(crate) fn parse(
         errors.push(origin.error(format!("unknown restriction \"{name}\"")));
     }
     out
+}
+
+/// A DNS blocklist as `reject_rbl_client` names it: `domain`, or
+/// `domain=d.d.d.d` where each octet is a number, `[n..m]` or `[a;b;c]`
+/// and only an answer it matches means "listed".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dnsbl {
+    pub domain: String,
+    filter: Option<[Octets; 4]>,
+}
+
+/// One octet of a `reject_rbl_client` answer filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Octets {
+    Range(u8, u8),
+    Set(Vec<u8>),
+}
+
+impl Octets {
+    fn parse(s: &str) -> Result<Octets, String> {
+        let octet = |t: &str| t.trim().parse::<u8>().map_err(|_| format!("\"{t}\" is not an octet"));
+        let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
+            let n = octet(s)?;
+            return Ok(Octets::Range(n, n));
+        };
+        if let Some((lo, hi)) = inner.split_once("..") {
+            let (lo, hi) = (octet(lo)?, octet(hi)?);
+            if lo > hi {
+                return Err(format!("empty range [{inner}]"));
+            }
+            return Ok(Octets::Range(lo, hi));
+        }
+        inner.split(';').map(octet).collect::<Result<_, _>>().map(Octets::Set)
+    }
+
+    fn contains(&self, n: u8) -> bool {
+        match self {
+            Octets::Range(lo, hi) => (*lo..=*hi).contains(&n),
+            Octets::Set(v) => v.contains(&n),
+        }
+    }
+}
+
+impl Dnsbl {
+    /// Parses `domain[=pattern]`.
+    pub fn parse(arg: &str) -> Result<Dnsbl, String> {
+        let (domain, pattern) = match arg.split_once('=') {
+            Some((d, p)) => (d.trim(), Some(p.trim())),
+            None => (arg.trim(), None),
+        };
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if domain.is_empty() || !domain.contains('.') {
+            return Err(format!("\"{domain}\" is not a DNS blocklist domain"));
+        }
+        let filter = match pattern {
+            None => None,
+            Some(p) => {
+                // Dots inside `[n..m]` do not separate octets.
+                let mut parts = Vec::new();
+                let (mut start, mut inside) = (0, false);
+                for (i, c) in p.char_indices() {
+                    match c {
+                        '[' => inside = true,
+                        ']' => inside = false,
+                        '.' if !inside => {
+                            parts.push(&p[start..i]);
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+                parts.push(&p[start..]);
+                let octets: Vec<Octets> = parts.into_iter().map(Octets::parse).collect::<Result<_, _>>()?;
+                let octets: [Octets; 4] = octets.try_into().map_err(|_| format!("\"{p}\" is not d.d.d.d"))?;
+                Some(octets)
+            }
+        };
+        Ok(Dnsbl { domain, filter })
+    }
+
+    /// True when the blocklist's answer `a` means "listed": it matches
+    /// the filter, or without one it is any address in 127.0.0.0/8 other
+    /// than 127.255.255.0/24, where blocklists answer "error, query
+    /// refused" (an open resolver, over quota), which must not block mail.
+    pub fn lists(&self, a: std::net::Ipv4Addr) -> bool {
+        let o = a.octets();
+        match &self.filter {
+            Some(f) => f.iter().zip(o).all(|(p, n)| p.contains(n)),
+            None => o[0] == 127 && !(o[1] == 255 && o[2] == 255),
+        }
+    }
 }
 
 /// What an access(5) table's result says.
@@ -357,17 +499,52 @@ mod tests {
 
     #[test]
     fn misspelt_is_an_error_unsupported_is_a_warning_and_skipped() {
-        let (r, e, w) =
-            run("permit_mynetwork, reject_rbl_client zen.spamhaus.org, reject_unauth_destination");
+        let (r, e, w) = run("permit_mynetwork, reject_rhsbl_sender dbl.example, reject_unauth_destination");
         assert_eq!(
             e,
             vec!["main.cf:7: smtpd_recipient_restrictions: unknown restriction \"permit_mynetwork\""]
         );
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("reject_rbl_client zen.spamhaus.org"));
+        assert!(w[0].contains("reject_rhsbl_sender dbl.example"));
         assert_eq!(r.len(), 1);
         let (_, e, _) = run("check_recipient_access");
         assert!(e[0].contains("needs a table"));
+        let (_, e, _) = run("reject_rbl_client");
+        assert!(e[0].contains("reject_rbl_client needs an argument"), "{e:?}");
+        let (_, e, _) = run("reject_rbl_client zen.example=127.0.0.[9..2]");
+        assert!(e[0].ends_with("reject_rbl_client zen.example=127.0.0.[9..2]: empty range [9..2]"), "{e:?}");
+    }
+
+    #[test]
+    fn the_listed_names_are_the_implemented_ones() {
+        for n in NAMES {
+            assert!(named::<()>(n).is_some(), "{n} is listed but not implemented");
+            assert!(!UNSUPPORTED_SIMPLE.contains(n) && !UNSUPPORTED_WITH_ARG.contains(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn dnsbl_answers_and_filters() {
+        let (r, e, _) =
+            run("reject_invalid_helo_hostname, reject_non_fqdn_hostname, reject_rbl_client Zen.Example., \
+             { reject_rbl_client bl.example=127.0.[0..1].[2;4;10] }");
+        assert!(e.is_empty(), "{e:?}");
+        assert!(matches!(r[0], Restriction::RejectInvalidHeloHostname));
+        assert!(matches!(r[1], Restriction::RejectNonFqdnHeloHostname));
+        let (Restriction::RejectRblClient(any), Restriction::RejectRblClient(some)) = (&r[2], &r[3]) else {
+            panic!("{r:?}")
+        };
+        assert_eq!((any.domain.as_str(), some.domain.as_str()), ("zen.example", "bl.example"));
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        assert!(any.lists(ip("127.0.0.2")) && any.lists(ip("127.0.0.11")));
+        // Blocklists' "query refused" codes and answers outside 127/8 are
+        // not listings.
+        assert!(!any.lists(ip("127.255.255.254")) && !any.lists(ip("192.0.2.1")));
+        assert!(some.lists(ip("127.0.1.4")) && some.lists(ip("127.0.0.10")));
+        assert!(!some.lists(ip("127.0.0.3")) && !some.lists(ip("127.0.2.2")));
+        assert!(Dnsbl::parse("localhost").is_err());
+        assert!(Dnsbl::parse("bl.example=127.0.0").is_err());
+        assert!(Dnsbl::parse("bl.example=127.0.0.256").is_err());
     }
 
     #[test]

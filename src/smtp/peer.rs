@@ -12,12 +12,12 @@
 //! daemon's shared [`Resolver`]; never talks SMTP.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tracing::warn;
 
-use super::policy::{NameStatus, Naming};
+use super::policy::{Client, NameStatus, Naming};
 use crate::clock;
 use crate::dns::{DnsError, Family, Resolver};
 
@@ -35,6 +35,8 @@ pub struct Peer {
     pub reverse_name: String,
     /// How the lookups ended.
     pub naming: Naming,
+    /// The DNS blocklists that list the client, with their answers.
+    pub dnsbl: Vec<(String, Vec<Ipv4Addr>)>,
 }
 
 impl Peer {
@@ -46,7 +48,13 @@ impl Peer {
             name: UNKNOWN.to_owned(),
             reverse_name: UNKNOWN.to_owned(),
             naming: Naming::NOT_LOOKED_UP,
+            dnsbl: Vec::new(),
         }
+    }
+
+    /// The client as restrictions see it.
+    pub fn client(&self) -> Client<'_> {
+        Client { addr: self.addr, name: &self.name, naming: self.naming, dnsbl: &self.dnsbl }
     }
 
     /// Looks up and forward-confirms the client's name within `timeout`.
@@ -114,6 +122,70 @@ impl Peer {
     }
 }
 
+/// Asks each DNS blocklist in `domains` about `addr`, all at once and
+/// within `timeout`, and returns the answers of those that list it. A
+/// blocklist that fails or stays silent lists nothing, as in Postfix: a
+/// broken blocklist must not stop mail. Answers in 127.255.255.0/24 are the
+/// blocklist refusing the query (a public resolver, a quota), logged so the
+/// administrator sees the blocklist is not working.
+pub async fn dnsbl_listings(
+    resolver: &dyn Resolver,
+    addr: IpAddr,
+    domains: &[String],
+    timeout: Duration,
+) -> Vec<(String, Vec<Ipv4Addr>)> {
+    let addr = addr.to_canonical();
+    let deadline = clock::instant() + timeout;
+    let asks = domains.iter().map(|domain| async move {
+        let name = format!("{}.{domain}", reversed(addr));
+        match tokio::time::timeout_at(deadline, resolver.ips_of(&name, Family::V4)).await {
+            Ok(Ok(ips)) => {
+                let answers: Vec<Ipv4Addr> = ips
+                    .into_iter()
+                    .filter_map(|ip| match ip.to_canonical() {
+                        IpAddr::V4(a) => Some(a),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                if let Some(a) = answers.iter().find(|a| a.octets()[..3] == [127, 255, 255]) {
+                    warn!("{addr}: DNS blocklist {domain} refused the query (answer {a}); it blocks nothing");
+                }
+                Some((domain.clone(), answers))
+            }
+            Ok(Err(DnsError::NotFound { .. })) => None,
+            Ok(Err(e)) => {
+                warn!("{addr}: DNS blocklist {domain}: {e}");
+                None
+            }
+            Err(_elapsed) => {
+                warn!("{addr}: DNS blocklist {domain} did not answer within {timeout:?}");
+                None
+            }
+        }
+    });
+    futures::future::join_all(asks).await.into_iter().flatten().collect()
+}
+
+/// The DNS blocklist form of an address: `4.3.2.1` for 1.2.3.4, reversed
+/// nibbles for IPv6.
+fn reversed(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(a) => {
+            let hex: Vec<String> = a
+                .octets()
+                .iter()
+                .rev()
+                .flat_map(|b| [format!("{:x}", b & 0xf), format!("{:x}", b >> 4)])
+                .collect();
+            hex.join(".")
+        }
+    }
+}
+
 impl fmt::Display for Peer {
     /// Postfix's `name[addr]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -129,7 +201,7 @@ fn status_of(e: &DnsError) -> NameStatus {
 /// digits, `-` and `_`, none empty, longer than 63 or starting or ending
 /// with `-`, at most 255 in all, and not all digits (a "name" such as
 /// `192.0.2.1` could pass for an address in access tables).
-fn valid_hostname(name: &str) -> bool {
+pub(crate) fn valid_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name.split('.').all(|l| {
@@ -161,6 +233,27 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn blocklist_names_reverse_octets_and_nibbles() {
+        assert_eq!(reversed(ip("192.0.2.1")), "1.2.0.192");
+        assert_eq!(
+            reversed(ip("2001:db8::1")),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2"
+        );
+    }
+
+    #[tokio::test]
+    async fn blocklists_are_asked_by_canonical_address_and_only_listings_kept() {
+        let r = StaticResolver::new()
+            .with_ip("1.2.0.192.bl.example", ip("127.0.0.2"))
+            .with_ip("1.2.0.192.bl.example", ip("2001:db8::2"))
+            .with_failure("1.2.0.192.broken.example");
+        let domains = ["bl.example", "clean.example", "broken.example"].map(String::from);
+        let got = dnsbl_listings(&r, ip("::ffff:192.0.2.1"), &domains, TIMEOUT).await;
+        assert_eq!(got, vec![("bl.example".to_owned(), vec![Ipv4Addr::new(127, 0, 0, 2)])]);
+        assert!(dnsbl_listings(&r, ip("192.0.2.9"), &domains, TIMEOUT).await.is_empty());
     }
 
     #[tokio::test]

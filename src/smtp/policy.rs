@@ -38,6 +38,9 @@ pub enum PolicyError {
     /// `check_*_access` without its table, or a table that is not known.
     #[error("{param}: \"{name}\" needs a known table argument")]
     MissingTable { param: String, name: String },
+    /// A restriction's argument is missing or wrong.
+    #[error("{param}: {name}: {message}")]
+    BadArgument { param: String, name: String, message: String },
     /// Neither relay nor recipient restrictions can stop an open relay.
     #[error(
         "in smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one of \
@@ -66,6 +69,14 @@ pub fn parse_restrictions(
                     name: w.to_ascii_lowercase(),
                 })?;
                 make(t)
+            }
+            Some(Named::WithArg(make)) => {
+                let bad = |message: String| PolicyError::BadArgument {
+                    param: param.to_owned(),
+                    name: w.to_ascii_lowercase(),
+                    message,
+                };
+                make(it.next().ok_or_else(|| bad("needs an argument".into()))?).map_err(bad)?
             }
             None => return Err(PolicyError::Unknown { param: param.to_owned(), name: w.clone() }),
         };
@@ -287,6 +298,12 @@ pub struct Policy {
     pub reject_unlisted_recipient: bool,
     /// `unknown_client_reject_code`.
     pub unknown_client_reject_code: u16,
+    /// `non_fqdn_reject_code`: the `reject_non_fqdn_*` restrictions.
+    pub non_fqdn_reject_code: u16,
+    /// `invalid_hostname_reject_code`: `reject_invalid_helo_hostname`.
+    pub invalid_hostname_reject_code: u16,
+    /// `maps_rbl_reject_code`: `reject_rbl_client`.
+    pub rbl_reject_code: u16,
     /// The tables.
     pub lookups: Arc<dyn Lookups>,
 }
@@ -312,6 +329,9 @@ impl Default for Policy {
             data: Vec::new(),
             reject_unlisted_recipient: true,
             unknown_client_reject_code: 450,
+            non_fqdn_reject_code: 504,
+            invalid_hostname_reject_code: 501,
+            rbl_reject_code: 554,
             lookups: Arc::new(StaticLookups::default()),
         }
     }
@@ -358,12 +378,15 @@ pub struct Client<'a> {
     pub name: &'a str,
     /// How the name lookups ended.
     pub naming: Naming,
+    /// The DNS blocklists that answered for this client's address, with
+    /// their answers ([`Policy::dnsbl_domains`] were asked at connect).
+    pub dnsbl: &'a [(String, Vec<std::net::Ipv4Addr>)],
 }
 
 impl Client<'static> {
     /// A client known by its address only (`unknown`, not looked up).
     pub const fn unknown(addr: IpAddr) -> Client<'static> {
-        Client { addr, name: "unknown", naming: Naming::NOT_LOOKED_UP }
+        Client { addr, name: "unknown", naming: Naming::NOT_LOOKED_UP, dnsbl: &[] }
     }
 }
 
@@ -419,6 +442,22 @@ impl Policy {
         } else {
             Err(PolicyError::OpenRelay)
         }
+    }
+
+    /// The DNS blocklists the lists consult (`reject_rbl_client`), each
+    /// once: a session asks them about its client when it connects.
+    pub fn dnsbl_domains(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for list in [&self.client, &self.helo, &self.sender, &self.relay, &self.recipient, &self.data] {
+            for r in list.iter() {
+                if let Restriction::RejectRblClient(bl) = r
+                    && !out.contains(&bl.domain)
+                {
+                    out.push(bl.domain.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Decides whether `recipient` is accepted from `client` (HELO name and
@@ -565,17 +604,55 @@ impl Policy {
                 Restriction::RejectUnlistedRecipient => self.unlisted(rcpt)?.map(Step::Refuse),
                 Restriction::RejectNonFqdnRecipient => (!is_fqdn_address(rcpt)).then(|| {
                     Step::Refuse(Reply::new(
-                        504,
-                        Status(5, 5, 2),
+                        self.non_fqdn_reject_code,
+                        Status(reply_class(self.non_fqdn_reject_code), 5, 2),
                         format!("{} rejected: need fully-qualified address", what(Class::Recipient)),
                     ))
                 }),
                 Restriction::RejectNonFqdnSender => (!req.sender.is_empty() && !is_fqdn_address(req.sender))
                     .then(|| {
                         Step::Refuse(Reply::new(
-                            504,
-                            Status(5, 5, 2),
+                            self.non_fqdn_reject_code,
+                            Status(reply_class(self.non_fqdn_reject_code), 5, 2),
                             format!("{} rejected: need fully-qualified address", what(Class::Sender)),
+                        ))
+                    }),
+                // Postfix checks the HELO name only once one was given.
+                Restriction::RejectInvalidHeloHostname => {
+                    req.helo.filter(|h| !valid_helo_name(h)).map(|_| {
+                        let code = self.invalid_hostname_reject_code;
+                        Step::Refuse(Reply::new(
+                            code,
+                            Status(reply_class(code), 5, 2),
+                            format!("{} rejected: Invalid name", what(Class::Helo)),
+                        ))
+                    })
+                }
+                Restriction::RejectNonFqdnHeloHostname => {
+                    req.helo.filter(|h| !h.starts_with('[') && !is_fqdn_host(h)).map(|_| {
+                        let code = self.non_fqdn_reject_code;
+                        Step::Refuse(Reply::new(
+                            code,
+                            Status(reply_class(code), 5, 2),
+                            format!("{} rejected: need fully-qualified hostname", what(Class::Helo)),
+                        ))
+                    })
+                }
+                Restriction::RejectRblClient(bl) => req
+                    .client
+                    .dnsbl
+                    .iter()
+                    .find(|(domain, _)| *domain == bl.domain)
+                    .is_some_and(|(_, answers)| answers.iter().any(|a| bl.lists(*a)))
+                    .then(|| {
+                        let code = self.rbl_reject_code;
+                        Step::Refuse(Reply::new(
+                            code,
+                            Status(reply_class(code), 7, 1),
+                            format!(
+                                "Service unavailable; Client host [{}] blocked using {}",
+                                req.client.addr, bl.domain
+                            ),
                         ))
                     }),
                 Restriction::CheckRecipientAccess(t) => t
@@ -635,6 +712,24 @@ impl Policy {
 /// The enhanced status class that goes with a reply code (`4` for `450`).
 fn reply_class(code: u16) -> u8 {
     if code >= 500 { 5 } else { 4 }
+}
+
+/// A HELO name Postfix's `reject_invalid_helo_hostname` lets through: a
+/// host name, or an address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`).
+pub(crate) fn valid_helo_name(name: &str) -> bool {
+    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(lit) => {
+            let lit = lit.strip_prefix("IPv6:").or_else(|| lit.strip_prefix("ipv6:")).unwrap_or(lit);
+            lit.parse::<IpAddr>().is_ok()
+        }
+        None => super::peer::valid_hostname(name.strip_suffix('.').unwrap_or(name)),
+    }
+}
+
+/// A host name with a dot in it, written as a valid host name.
+fn is_fqdn_host(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.contains('.') && super::peer::valid_hostname(name)
 }
 
 /// `user@host.domain`: a domain with a dot (or an address literal).

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use super::mail::xtext;
-use super::policy::{Client, Decision, Request};
+use super::policy::{Decision, Request};
 use super::session::{Flow, Session, Transaction};
 use crate::reply::{Reply, Status};
 
@@ -76,7 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: CONNEG"));
         }
         let request = Request {
-            client: Client { addr: self.peer.addr, name: &self.peer.name, naming: self.peer.naming },
+            client: self.peer.client(),
             helo: self.helo.as_ref().map(|h| h.name.as_str()),
             sender: &m.from,
             recipient: address,

@@ -247,14 +247,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(crate) async fn run(mut self) {
         events::emit(Event::Connected);
         // Before the greeting and the `connect from` line, as Postfix: every
-        // line of the session then names the client the same way. Bounded by
-        // sluice_peername_lookup_timeout, so a dead name server delays the
-        // greeting by at most that.
-        if self.settings.peername_lookup
-            && let Some(resolver) = self.inbound.resolver()
-        {
+        // line of the session then names the client the same way. The DNS
+        // blocklists the restrictions name are asked at the same time. Both
+        // are bounded by sluice_peername_lookup_timeout, so a dead name
+        // server delays the greeting by at most that.
+        if let Some(resolver) = self.inbound.resolver() {
             let timeout = self.settings.peername_timeout;
-            self.peer.look_up_name(resolver.as_ref(), timeout).await;
+            let blocklists = self.settings.policy.dnsbl_domains();
+            let (lookup, addr) = (self.settings.peername_lookup, self.peer.addr);
+            let peer = &mut self.peer;
+            let (_, listed) = tokio::join!(
+                async {
+                    if lookup {
+                        peer.look_up_name(resolver.as_ref(), timeout).await;
+                    }
+                },
+                super::peer::dnsbl_listings(resolver.as_ref(), addr, &blocklists, timeout)
+            );
+            self.peer.dnsbl = listed;
         }
         info!("connect from {}", self.peer);
         self.serve().await;
@@ -697,11 +707,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return None;
         }
         let request = super::policy::Request {
-            client: super::policy::Client {
-                addr: self.peer.addr,
-                name: &self.peer.name,
-                naming: self.peer.naming,
-            },
+            client: self.peer.client(),
             helo: self.helo.as_ref().map(|h| h.name.as_str()),
             sender: &m.from,
             recipient: m.rcpts.last().map_or("", |r| r.address.as_str()),

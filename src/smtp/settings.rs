@@ -234,6 +234,9 @@ impl Settings {
             data: restrictions("smtpd_data_restrictions"),
             reject_unlisted_recipient: c.bool("smtpd_reject_unlisted_recipient"),
             unknown_client_reject_code: count("unknown_client_reject_code") as u16,
+            non_fqdn_reject_code: count("non_fqdn_reject_code") as u16,
+            invalid_hostname_reject_code: count("invalid_hostname_reject_code") as u16,
+            rbl_reject_code: count("maps_rbl_reject_code") as u16,
             lookups: Arc::new(ConfigLookups { config: Arc::clone(config) }),
         };
         policy.validate()?;

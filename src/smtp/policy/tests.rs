@@ -213,8 +213,12 @@ fn plain_reject_defer_and_permit() {
 fn lists_that_allow_open_relay_are_refused() {
     assert_eq!(policy("permit_mynetworks", "permit").validate(), Err(PolicyError::OpenRelay));
     assert!(matches!(
-        parse_restrictions("smtpd_relay_restrictions", &words("permit_mynetworks reject_rbl_client x"), &table),
-        Err(PolicyError::Unknown { name, .. }) if name == "reject_rbl_client"
+        parse_restrictions("smtpd_relay_restrictions", &words("permit_mynetworks reject_rhsbl_sender x"), &table),
+        Err(PolicyError::Unknown { name, .. }) if name == "reject_rhsbl_sender"
+    ));
+    assert!(matches!(
+        parse_restrictions("smtpd_relay_restrictions", &words("reject_rbl_client nodot"), &table),
+        Err(PolicyError::BadArgument { name, .. }) if name == "reject_rbl_client"
     ));
     assert!(matches!(
         parse_restrictions("smtpd_recipient_restrictions", &words("check_recipient_access"), &table),
@@ -353,8 +357,12 @@ fn unknown_client_names_are_refused_permanently_or_for_now() {
     )
     .unwrap();
     let addr: IpAddr = "198.51.100.7".parse().unwrap();
-    let client =
-        |name: NameStatus, reverse: NameStatus| Client { addr, name: "x", naming: Naming { name, reverse } };
+    let client = |name: NameStatus, reverse: NameStatus| Client {
+        addr,
+        name: "x",
+        naming: Naming { name, reverse },
+        dnsbl: &[],
+    };
     let rcpt = "user@relay.example";
     use NameStatus::*;
     assert_eq!(p.check_recipient(client(Ok, Ok), rcpt), Decision::Accept);

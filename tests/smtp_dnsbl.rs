@@ -1,0 +1,128 @@
+//! Client and HELO restrictions an internet MX leans on, configured in
+//! main.cf the way a Postfix administrator writes them:
+//! `reject_rbl_client` (DNS blocklists, with and without an answer filter),
+//! `reject_invalid_helo_hostname` and `reject_non_fqdn_helo_hostname`,
+//! with Postfix's reply codes and texts and the reply-code parameters.
+//!
+//! DNS is the StaticResolver test double (tests have no DNS); the server
+//! listens on loopback and a raw client talks to it. The blocklist sees the
+//! client as 127.0.0.1, i.e. the name `1.0.0.127.<blocklist>`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::clients::Raw;
+use common::inbound::Server;
+use sluice::config::Config;
+use sluice::dns::StaticResolver;
+use sluice::smtp::Settings;
+
+const MASTER: &str = "smtp inet n - n - - smtpd\n";
+
+/// Settings read from a main.cf that relays for relay.test and adds
+/// `extra` lines.
+fn settings(extra: &str) -> Settings {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = format!(
+        "myhostname = mx.test\nrelay_domains = relay.test\nmynetworks = 192.0.2.0/24\n\
+         smtpd_peername_lookup = no\n{extra}"
+    );
+    let loaded = Config::from_texts(dir.path(), &main, MASTER).unwrap_or_else(|e| panic!("config: {e}"));
+    Settings::from_config(&loaded.config).expect("settings")
+}
+
+fn listed(answers: &[&str]) -> StaticResolver {
+    let mut r = StaticResolver::new();
+    for a in answers {
+        r = r.with_ip("1.0.0.127.bl.test", a.parse().expect("literal"));
+    }
+    r
+}
+
+/// HELO, MAIL and RCPT; the RCPT reply.
+async fn rcpt_reply(server: &Server, helo: &str) -> String {
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd(&format!("EHLO {helo}")).await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").await.code, 250);
+    let r = c.cmd("RCPT TO:<user@relay.test>").await.text();
+    c.cmd("QUIT").await;
+    r
+}
+
+#[tokio::test]
+async fn a_listed_client_is_refused_and_an_unlisted_one_accepted() {
+    let s = settings("smtpd_client_restrictions = reject_rbl_client bl.test\n");
+    let server = Server::start_with_resolver(s.clone(), Arc::new(listed(&["127.0.0.2"]))).await;
+    assert_eq!(
+        rcpt_reply(&server, "client.test").await,
+        "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using bl.test"
+    );
+    server.stop().await;
+
+    // Not listed: NXDOMAIN from the blocklist.
+    let server = Server::start_with_resolver(s.clone(), Arc::new(StaticResolver::new())).await;
+    assert_eq!(rcpt_reply(&server, "client.test").await, "250 2.1.5 Ok");
+    server.stop().await;
+
+    // A blocklist refusing the query (127.255.255.x) or failing lists
+    // nothing: a broken blocklist must not stop mail.
+    for resolver in [listed(&["127.255.255.254"]), StaticResolver::new().with_failure("1.0.0.127.bl.test")] {
+        let server = Server::start_with_resolver(s.clone(), Arc::new(resolver)).await;
+        assert_eq!(rcpt_reply(&server, "client.test").await, "250 2.1.5 Ok");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_answer_filter_and_the_reply_code_parameter_apply() {
+    let s = settings(
+        "smtpd_recipient_restrictions = reject_rbl_client bl.test=127.0.0.[4..11], reject_unauth_destination\n\
+         maps_rbl_reject_code = 550\n",
+    );
+    let server = Server::start_with_resolver(s.clone(), Arc::new(listed(&["127.0.0.2"]))).await;
+    assert_eq!(rcpt_reply(&server, "client.test").await, "250 2.1.5 Ok", "127.0.0.2 is outside the filter");
+    server.stop().await;
+    let server = Server::start_with_resolver(s, Arc::new(listed(&["127.0.0.2", "127.0.0.10"]))).await;
+    assert_eq!(
+        rcpt_reply(&server, "client.test").await,
+        "550 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using bl.test"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_blocklist_costs_one_timeout_and_lists_nothing() {
+    let mut s = settings("smtpd_client_restrictions = reject_rbl_client bl.test\n");
+    s.peername_timeout = Duration::from_millis(300);
+    let server =
+        Server::start_with_resolver(s, Arc::new(StaticResolver::new().with_silence("1.0.0.127.bl.test")))
+            .await;
+    assert_eq!(rcpt_reply(&server, "client.test").await, "250 2.1.5 Ok");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn helo_names_must_be_valid_and_fully_qualified() {
+    let s = settings(
+        "smtpd_helo_required = yes\n\
+         smtpd_helo_restrictions = reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname\n",
+    );
+    let server = Server::start(s).await;
+    for ok in ["mail.client.test", "mail.client.test.", "[127.0.0.1]", "[IPv6:::1]"] {
+        assert_eq!(rcpt_reply(&server, ok).await, "250 2.1.5 Ok", "{ok}");
+    }
+    for bad in ["bad_-.test!", "192.0.2.1", "[not-an-address]", "-x.test"] {
+        assert_eq!(
+            rcpt_reply(&server, bad).await,
+            format!("501 5.5.2 <{bad}>: Helo command rejected: Invalid name"),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        rcpt_reply(&server, "localhost").await,
+        "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
+    );
+    server.stop().await;
+}

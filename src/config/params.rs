@@ -399,6 +399,20 @@ pub static PARAMS: &[Param] = &[
     ),
     p("invalid_hostname_reject_code", "501", CODE, Relay, "Reply code of reject_invalid_helo_hostname."),
     p(
+        "unknown_address_reject_code",
+        "450",
+        CODE,
+        Relay,
+        "Reply code of reject_unknown_sender_domain when the domain has no MX and no address record (a failed lookup defers with 450 unless something else rejects).",
+    ),
+    p(
+        "nullmx_reject_code",
+        "556",
+        CODE,
+        Relay,
+        "Reply code of reject_unknown_sender_domain for a domain whose null MX (RFC 7505) says it takes no mail.",
+    ),
+    p(
         "maps_rbl_reject_code",
         "554",
         CODE,
@@ -1244,7 +1258,9 @@ relay_recipient_maps. Regular-expression and CIDR tables see only the full addre
 and left out of the list; a misspelt name is an error. `reject_rbl_client domain[=d.d.d.d]` \
 asks the blocklist when the client connects (within `sluice_peername_lookup_timeout`, at the same \
 time as the client's name); without a filter only answers in 127.0.0.0/8 count, and never \
-127.255.255.x, which blocklists use to refuse a query. The reply carries no TXT reason.\n",
+127.255.255.x, which blocklists use to refuse a query. The reply carries no TXT reason. \
+`reject_unknown_sender_domain` asks DNS at MAIL FROM (MX, else A/AAAA; a lone null MX is RFC \
+7505's \"takes no mail\"), within the same bound.\n",
         super::restrictions::NAMES.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
     );
     s.push_str("## Routing\n\n");

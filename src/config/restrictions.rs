@@ -64,6 +64,9 @@ pub enum Restriction<T = Maps> {
     /// `reject_non_fqdn_helo_hostname` (formerly `reject_non_fqdn_hostname`):
     /// reject a HELO/EHLO name without a dot (address literals pass).
     RejectNonFqdnHeloHostname,
+    /// `reject_unknown_sender_domain`: reject a sender whose domain has no
+    /// MX and no address record, or a null MX (RFC 7505).
+    RejectUnknownSenderDomain,
     /// `reject_rbl_client rbl_domain[=d.d.d.d]`: reject a client whose
     /// address the DNS blocklist lists.
     RejectRblClient(Dnsbl),
@@ -98,6 +101,7 @@ pub const NAMES: &[&str] = &[
     "reject_unknown_reverse_client_hostname",
     "reject_invalid_helo_hostname",
     "reject_non_fqdn_helo_hostname",
+    "reject_unknown_sender_domain",
     "reject_rbl_client",
     "check_client_access",
     "check_helo_access",
@@ -139,6 +143,7 @@ pub fn named<T>(name: &str) -> Option<Named<T>> {
         "reject_unknown_reverse_client_hostname" => R::RejectUnknownReverseClientHostname,
         "reject_invalid_helo_hostname" | "reject_invalid_hostname" => R::RejectInvalidHeloHostname,
         "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => R::RejectNonFqdnHeloHostname,
+        "reject_unknown_sender_domain" => R::RejectUnknownSenderDomain,
         "reject_rbl_client" => return Some(Named::WithArg(|arg| Dnsbl::parse(arg).map(R::RejectRblClient))),
         "check_client_access" => return Some(Named::WithTable(R::CheckClientAccess)),
         "check_helo_access" => return Some(Named::WithTable(R::CheckHeloAccess)),
@@ -172,6 +177,7 @@ impl<T> Restriction<T> {
             R::RejectUnknownReverseClientHostname => R::RejectUnknownReverseClientHostname,
             R::RejectInvalidHeloHostname => R::RejectInvalidHeloHostname,
             R::RejectNonFqdnHeloHostname => R::RejectNonFqdnHeloHostname,
+            R::RejectUnknownSenderDomain => R::RejectUnknownSenderDomain,
             R::RejectRblClient(d) => R::RejectRblClient(d.clone()),
             R::CheckClientAccess(t) => R::CheckClientAccess(f(t)),
             R::CheckHeloAccess(t) => R::CheckHeloAccess(f(t)),
@@ -198,7 +204,6 @@ impl<T> Restriction<T> {
 const UNSUPPORTED_SIMPLE: &[&str] = &[
     "reject_unknown_helo_hostname",
     "reject_unknown_hostname",
-    "reject_unknown_sender_domain",
     "reject_unknown_recipient_domain",
     "reject_unverified_sender",
     "reject_unverified_recipient",

@@ -3,27 +3,38 @@
 //! belong before a transaction starts: HELO and TLS requirements, the
 //! declared size, the client's message rate, and queue backpressure
 //! (`452 4.3.1 Insufficient system storage` when the queue is above its
-//! high-water mark or the disk below `queue_minfree`).
+//! high-water mark or the disk below `queue_minfree`); and, for
+//! `reject_unknown_sender_domain`, what DNS says of the sender's domain.
 //!
 //! Must not open the queue draft: that waits for the first accepted
 //! recipient, so rejected relay attempts cost no storage.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use sluice_queue::{BodyType, DsnRet};
 use smtp_proto::MailFrom;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
+use super::policy::DomainStatus;
 use super::session::{Flow, Mail, Session, Transaction};
 use super::settings::TlsLevel;
+use crate::dns::{DnsError, Resolver};
 use crate::reply::{Reply, Status};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `MAIL FROM:<reverse-path> [parameters]`.
     pub(super) async fn mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Flow {
         match self.check_mail(&from) {
-            Ok(mail) => {
+            Ok(mut mail) => {
+                if self.settings.policy.checks_sender_domain()
+                    && let Some(resolver) = self.inbound.resolver()
+                    && let Some((_, domain)) = mail.from.rsplit_once('@')
+                {
+                    let timeout = self.settings.peername_timeout;
+                    mail.sender_domain = domain_status(resolver.as_ref(), domain, timeout).await;
+                }
                 self.counts.add("mail", true);
                 self.tx = Transaction::Mail(Box::new(mail));
                 self.reply(&Reply::new(250, Status(2, 1, 0), "Ok"));
@@ -108,8 +119,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             rcpts: Vec::new(),
             draft: None,
             body: None,
+            sender_domain: DomainStatus::Found,
         })
     }
+}
+
+/// Whether a mail domain exists for `reject_unknown_sender_domain`: an MX
+/// record, else an address record (RFC 5321 5.1); a lone null MX (RFC 7505)
+/// says it takes no mail. Address literals are not looked up. Bounded by
+/// `timeout`; a late or failed answer is [`DomainStatus::TryAgain`].
+async fn domain_status(resolver: &dyn Resolver, domain: &str, timeout: Duration) -> DomainStatus {
+    if domain.starts_with('[') {
+        return DomainStatus::Found;
+    }
+    let ask = async {
+        match resolver.mx(domain).await {
+            Ok(mx) if mx.len() == 1 && matches!(mx[0].1.as_str(), "" | ".") => DomainStatus::NullMx,
+            Ok(_) => DomainStatus::Found,
+            Err(DnsError::NotFound { .. }) => match resolver.ips(domain).await {
+                Ok(_) => DomainStatus::Found,
+                Err(DnsError::NotFound { .. }) => DomainStatus::NotFound,
+                Err(DnsError::Temporary { .. }) => DomainStatus::TryAgain,
+            },
+            Err(DnsError::Temporary { .. }) => DomainStatus::TryAgain,
+        }
+    };
+    tokio::time::timeout(timeout, ask).await.unwrap_or(DomainStatus::TryAgain)
 }
 
 /// The first MAIL parameter smtp-proto understood but sluice does not

@@ -304,6 +304,10 @@ pub struct Policy {
     pub invalid_hostname_reject_code: u16,
     /// `maps_rbl_reject_code`: `reject_rbl_client`.
     pub rbl_reject_code: u16,
+    /// `unknown_address_reject_code`: `reject_unknown_sender_domain`.
+    pub unknown_address_reject_code: u16,
+    /// `nullmx_reject_code`: a sender domain with a null MX.
+    pub nullmx_reject_code: u16,
     /// The tables.
     pub lookups: Arc<dyn Lookups>,
 }
@@ -332,6 +336,8 @@ impl Default for Policy {
             non_fqdn_reject_code: 504,
             invalid_hostname_reject_code: 501,
             rbl_reject_code: 554,
+            unknown_address_reject_code: 450,
+            nullmx_reject_code: 556,
             lookups: Arc::new(StaticLookups::default()),
         }
     }
@@ -398,8 +404,25 @@ pub struct Request<'a> {
     pub helo: Option<&'a str>,
     /// The reverse path (empty for `<>`).
     pub sender: &'a str,
+    /// What DNS said of the sender's domain, when a restriction asked
+    /// ([`Policy::checks_sender_domain`]); `Found` otherwise.
+    pub sender_domain: DomainStatus,
     /// The recipient, without angle brackets.
     pub recipient: &'a str,
+}
+
+/// What DNS says of a mail domain (`reject_unknown_sender_domain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DomainStatus {
+    /// It has an MX or an address record (or was not looked up).
+    #[default]
+    Found,
+    /// Its only MX is the null MX (RFC 7505): it sends but takes no mail.
+    NullMx,
+    /// It has neither.
+    NotFound,
+    /// The lookup failed for now.
+    TryAgain,
 }
 
 /// The outcome of a check.
@@ -460,10 +483,18 @@ impl Policy {
         out
     }
 
+    /// True when a list has `reject_unknown_sender_domain`: the session
+    /// then asks DNS about the sender's domain at MAIL.
+    pub fn checks_sender_domain(&self) -> bool {
+        [&self.client, &self.helo, &self.sender, &self.relay, &self.recipient, &self.data]
+            .iter()
+            .any(|list| list.iter().any(|r| matches!(r, Restriction::RejectUnknownSenderDomain)))
+    }
+
     /// Decides whether `recipient` is accepted from `client` (HELO name and
     /// sender unknown: for callers outside a session).
     pub fn check_recipient(&self, client: Client<'_>, recipient: &str) -> Decision {
-        self.check(&Request { client, helo: None, sender: "", recipient })
+        self.check(&Request { client, helo: None, sender: "", sender_domain: DomainStatus::Found, recipient })
     }
 
     /// Decides a recipient: the client, HELO, sender, relay and recipient
@@ -638,6 +669,39 @@ impl Policy {
                         ))
                     })
                 }
+                // Postfix's texts; a lookup that failed for now defers only
+                // if nothing else rejects (unknown_address_tempfail_action
+                // = defer_if_permit).
+                Restriction::RejectUnknownSenderDomain if !req.sender.is_empty() => {
+                    let domain = req.sender.rsplit_once('@').map_or("", |(_, d)| d);
+                    let refuse = |code: u16, st: u16, text: String| {
+                        Reply::new(
+                            code,
+                            Status(reply_class(code), 1, st),
+                            format!("{} rejected: {text}", what(Class::Sender)),
+                        )
+                    };
+                    match req.sender_domain {
+                        DomainStatus::Found => None,
+                        DomainStatus::NotFound => Some(Step::Refuse(refuse(
+                            self.unknown_address_reject_code,
+                            8,
+                            "Domain not found".into(),
+                        ))),
+                        DomainStatus::NullMx => Some(Step::Refuse(refuse(
+                            self.nullmx_reject_code,
+                            10,
+                            format!("Domain {domain} does not accept mail (nullMX)"),
+                        ))),
+                        DomainStatus::TryAgain => {
+                            pending
+                                .if_permit
+                                .get_or_insert_with(|| refuse(450, 8, "Domain not found".into()));
+                            None
+                        }
+                    }
+                }
+                Restriction::RejectUnknownSenderDomain => None,
                 Restriction::RejectRblClient(bl) => req
                     .client
                     .dnsbl

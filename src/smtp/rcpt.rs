@@ -79,6 +79,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             client: self.peer.client(),
             helo: self.helo.as_ref().map(|h| h.name.as_str()),
             sender: &m.from,
+            sender_domain: m.sender_domain,
             recipient: address,
         };
         if let Decision::Refuse(r) = s.policy.check(&request) {

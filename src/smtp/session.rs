@@ -95,6 +95,9 @@ pub(super) struct Mail {
     pub draft: Option<Draft>,
     /// Content being received (DATA, or BDAT chunks so far).
     pub body: Option<Body>,
+    /// What DNS said of the sender's domain (asked only for
+    /// `reject_unknown_sender_domain`).
+    pub sender_domain: super::policy::DomainStatus,
 }
 
 /// Message content in transit to the draft.
@@ -710,6 +713,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             client: self.peer.client(),
             helo: self.helo.as_ref().map(|h| h.name.as_str()),
             sender: &m.from,
+            sender_domain: m.sender_domain,
             recipient: m.rcpts.last().map_or("", |r| r.address.as_str()),
         };
         match self.settings.policy.check_data(&request) {

@@ -237,6 +237,8 @@ impl Settings {
             non_fqdn_reject_code: count("non_fqdn_reject_code") as u16,
             invalid_hostname_reject_code: count("invalid_hostname_reject_code") as u16,
             rbl_reject_code: count("maps_rbl_reject_code") as u16,
+            unknown_address_reject_code: count("unknown_address_reject_code") as u16,
+            nullmx_reject_code: count("nullmx_reject_code") as u16,
             lookups: Arc::new(ConfigLookups { config: Arc::clone(config) }),
         };
         policy.validate()?;

@@ -245,7 +245,7 @@ fn key_orders_follow_postfix() {
 }
 
 fn req<'a>(client: Client<'a>, helo: Option<&'a str>, sender: &'a str, recipient: &'a str) -> Request<'a> {
-    Request { client, helo, sender, recipient }
+    Request { client, helo, sender, sender_domain: DomainStatus::Found, recipient }
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! Client and HELO restrictions an internet MX leans on, configured in
-//! main.cf the way a Postfix administrator writes them:
+//! Client, HELO and sender restrictions an internet MX leans on,
+//! configured in main.cf the way a Postfix administrator writes them:
 //! `reject_rbl_client` (DNS blocklists, with and without an answer filter),
-//! `reject_invalid_helo_hostname` and `reject_non_fqdn_helo_hostname`,
-//! with Postfix's reply codes and texts and the reply-code parameters.
+//! `reject_invalid_helo_hostname`, `reject_non_fqdn_helo_hostname` and
+//! `reject_unknown_sender_domain` (with RFC 7505 null MX), with Postfix's
+//! reply codes and texts and the reply-code parameters.
 //!
 //! DNS is the StaticResolver test double (tests have no DNS); the server
 //! listens on loopback and a raw client talks to it. The blocklist sees the
@@ -43,9 +44,13 @@ fn listed(answers: &[&str]) -> StaticResolver {
 
 /// HELO, MAIL and RCPT; the RCPT reply.
 async fn rcpt_reply(server: &Server, helo: &str) -> String {
+    rcpt_reply_from(server, helo, "a@sender.test").await
+}
+
+async fn rcpt_reply_from(server: &Server, helo: &str, sender: &str) -> String {
     let mut c = Raw::connect(server.addr).await;
     assert_eq!(c.cmd(&format!("EHLO {helo}")).await.code, 250);
-    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").await.code, 250);
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{sender}>")).await.code, 250);
     let r = c.cmd("RCPT TO:<user@relay.test>").await.text();
     c.cmd("QUIT").await;
     r
@@ -123,6 +128,43 @@ async fn helo_names_must_be_valid_and_fully_qualified() {
     assert_eq!(
         rcpt_reply(&server, "localhost").await,
         "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sender_domains_must_exist_in_dns() {
+    let s = settings(
+        "smtpd_sender_restrictions = reject_unknown_sender_domain\n\
+         smtpd_recipient_restrictions = check_recipient_access inline:{ vip@relay.test=REJECT }, reject_unauth_destination\n",
+    );
+    let r = StaticResolver::new()
+        .with_mx("mx.sender.test", 10, "in.sender.test")
+        .with_ip("a.sender.test", "192.0.2.1".parse().expect("literal"))
+        .with_mx("nullmx.sender.test", 0, ".")
+        .with_failure("flaky.sender.test");
+    let server = Server::start_with_resolver(s, Arc::new(r)).await;
+    for ok in ["u@mx.sender.test", "u@a.sender.test", ""] {
+        assert_eq!(rcpt_reply_from(&server, "client.test", ok).await, "250 2.1.5 Ok", "<{ok}>");
+    }
+    assert_eq!(
+        rcpt_reply_from(&server, "client.test", "u@gone.sender.test").await,
+        "450 4.1.8 <u@gone.sender.test>: Sender address rejected: Domain not found"
+    );
+    assert_eq!(
+        rcpt_reply_from(&server, "client.test", "u@nullmx.sender.test").await,
+        "556 5.1.10 <u@nullmx.sender.test>: Sender address rejected: Domain nullmx.sender.test does not accept mail (nullMX)"
+    );
+    // A failed lookup defers (defer_if_permit), and a later rejection wins.
+    assert_eq!(
+        rcpt_reply_from(&server, "client.test", "u@flaky.sender.test").await,
+        "450 4.1.8 <u@flaky.sender.test>: Sender address rejected: Domain not found"
+    );
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<u@flaky.sender.test>").await.code, 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<vip@relay.test>").await.text(),
+        "554 5.7.1 <vip@relay.test>: Recipient address rejected: Access denied"
     );
     server.stop().await;
 }

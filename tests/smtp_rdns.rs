@@ -13,12 +13,12 @@
 mod common;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::clients::{Raw, python, text};
 use common::inbound::{Server, relay_settings};
-use sluice::admin::log::PostfixFormat;
+use common::log::Log;
 use sluice::dns::StaticResolver;
 use sluice::smtp::Settings;
 use sluice::smtp::policy::Restriction;
@@ -32,40 +32,6 @@ s.ehlo('client.test')
 s.sendmail('a@sender.test', ['user@relay.test'], b'Subject: rdns\r\n\r\nhello\r\n')
 s.quit()
 "#;
-
-/// Log lines written by the server, in Postfix's format. The server runs on
-/// the test's own thread (tokio's current-thread test runtime), so a
-/// thread-local subscriber sees exactly this test's lines.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Log {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn capture() -> (Log, tracing::subscriber::DefaultGuard) {
-        let log = Log::default();
-        let writer = log.clone();
-        let sub = tracing_subscriber::fmt()
-            .event_format(PostfixFormat::new("mx.test", false))
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let guard = tracing::subscriber::set_default(sub);
-        (log, guard)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
 
 fn loopback() -> IpAddr {
     LOOPBACK.parse().expect("literal")

@@ -765,7 +765,33 @@ fn build_config(
     }
     check_tls(&config, scope, errors);
     check_transport_maps(&config, scope, errors);
+    check_header_checks(&config, scope, errors, warnings);
     config
+}
+
+/// Every fixed header_checks result must be an action Postfix knows; one
+/// sluice does not take (it relays mail unchanged) is a warning.
+fn check_header_checks(
+    config: &Config,
+    scope: &Scope<'_>,
+    errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    for table in &config.maps("header_checks").tables {
+        table.each_result(&mut |at, result| {
+            let diag = |m: String| match at {
+                Some((file, line)) => Diagnostic::param(file, Some(line), "header_checks", m),
+                None => scope.diag("header_checks", format!("{}: {m}", table.name())),
+            };
+            match restrictions::HeaderAction::parse(result) {
+                Err(m) => errors.push(diag(m)),
+                Ok(restrictions::HeaderAction::Unsupported(word)) => warnings.push(diag(format!(
+                    "{word} is not supported (sluice relays mail unchanged); it is taken as DUNNO"
+                ))),
+                Ok(_) => {}
+            }
+        });
+    }
 }
 
 /// Checks a `transport:nexthop` value: the transport is defined (master.cf

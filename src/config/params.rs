@@ -560,6 +560,13 @@ pub static PARAMS: &[Param] = &[
         "Refuse the VRFY command (Postfix's default is no; an MX has no reason to confirm addresses to the internet).",
     ),
     p(
+        "header_checks",
+        "",
+        Maps,
+        Limits,
+        "Patterns (regexp:, pcre:) matched against each logical header line of incoming mail; actions REJECT, DISCARD, HOLD, WARN, DUNNO/OK. Actions that would change the message (IGNORE, PREPEND, REPLACE, ...) are not supported: mail is relayed unchanged.",
+    ),
+    p(
         "hopcount_limit",
         "50",
         INT1,
@@ -1036,7 +1043,6 @@ static REASONS: &[(&[&str], &str)] = &[
     (&["milter_", "smtpd_milters", "non_smtpd_milters", "smtpd_milter_maps"], "milters are not supported"),
     (
         &[
-            "header_checks",
             "body_checks",
             "mime_header_checks",
             "nested_header_checks",

@@ -420,6 +420,47 @@ impl Dnsbl {
     }
 }
 
+/// What a `header_checks` result says (header_checks(5)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderAction {
+    /// `REJECT [text]`: refuse the whole message; inspection stops.
+    Reject(Option<String>),
+    /// `DISCARD [text]`: claim delivery and drop it; inspection stops.
+    Discard(Option<String>),
+    /// `HOLD [text]`: queue it on hold (`sluice queue release` frees it).
+    Hold(Option<String>),
+    /// `WARN [text]` / `INFO [text]`: log, and go on.
+    Warn(Option<String>),
+    /// `DUNNO`, `OK`: nothing; the next header is inspected.
+    Dunno,
+    /// A Postfix action that would change the message or its route
+    /// (`IGNORE`, `PREPEND`, `REPLACE`, `REDIRECT`, `FILTER`, ...): sluice
+    /// relays mail unchanged, so it is taken as `DUNNO`, with a warning.
+    Unsupported(String),
+}
+
+impl HeaderAction {
+    /// Parses a header_checks result; an unknown action word is an error.
+    pub fn parse(result: &str) -> Result<HeaderAction, String> {
+        let r = result.trim();
+        let (word, text) = match r.split_once(char::is_whitespace) {
+            Some((w, t)) => (w, Some(t.trim().to_owned()).filter(|t| !t.is_empty())),
+            None => (r, None),
+        };
+        Ok(match word.to_ascii_uppercase().as_str() {
+            "REJECT" => HeaderAction::Reject(text),
+            "DISCARD" => HeaderAction::Discard(text),
+            "HOLD" => HeaderAction::Hold(text),
+            "WARN" | "INFO" => HeaderAction::Warn(text),
+            "DUNNO" | "OK" => HeaderAction::Dunno,
+            "IGNORE" | "PREPEND" | "REPLACE" | "REDIRECT" | "FILTER" | "BCC" | "STRIP" | "PASS" => {
+                HeaderAction::Unsupported(word.to_ascii_uppercase())
+            }
+            _ => return Err(format!("unknown header_checks action \"{word}\"")),
+        })
+    }
+}
+
 /// What an access(5) table's result says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -526,6 +567,24 @@ mod tests {
             assert!(named::<()>(n).is_some(), "{n} is listed but not implemented");
             assert!(!UNSUPPORTED_SIMPLE.contains(n) && !UNSUPPORTED_WITH_ARG.contains(n), "{n}");
         }
+    }
+
+    #[test]
+    fn header_check_actions() {
+        assert_eq!(HeaderAction::parse("REJECT"), Ok(HeaderAction::Reject(None)));
+        assert_eq!(
+            HeaderAction::parse("reject  no exe files "),
+            Ok(HeaderAction::Reject(Some("no exe files".into())))
+        );
+        assert_eq!(HeaderAction::parse("DISCARD"), Ok(HeaderAction::Discard(None)));
+        assert_eq!(HeaderAction::parse("HOLD look at it"), Ok(HeaderAction::Hold(Some("look at it".into()))));
+        assert_eq!(HeaderAction::parse("INFO x"), Ok(HeaderAction::Warn(Some("x".into()))));
+        assert_eq!(HeaderAction::parse("ok"), Ok(HeaderAction::Dunno));
+        assert_eq!(
+            HeaderAction::parse("PREPEND X-Spam: yes"),
+            Ok(HeaderAction::Unsupported("PREPEND".into()))
+        );
+        assert!(HeaderAction::parse("REJCT").is_err());
     }
 
     #[test]

@@ -426,6 +426,26 @@ impl Headers {
         parser.parse_headers(&self.buf).and_then(|m| m.message_id().map(str::to_owned))
     }
 
+    /// The header section's logical lines as header_checks sees them: a
+    /// header with its continuation lines joined by `\n` (CRs dropped).
+    pub fn logical_lines(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.buf);
+        let mut out: Vec<String> = Vec::new();
+        for line in text.split("\r\n") {
+            if line.is_empty() {
+                break;
+            }
+            match out.last_mut() {
+                Some(last) if line.starts_with([' ', '\t']) => {
+                    last.push('\n');
+                    last.push_str(line);
+                }
+                _ => out.push(line.to_owned()),
+            }
+        }
+        out
+    }
+
     /// How many `Received:` headers the message carries.
     pub fn received_count(&self) -> usize {
         let parser = mail_parser::MessageParser::new();

@@ -37,6 +37,7 @@ use super::peer::Peer;
 use super::settings::Settings;
 use super::tls::{Stream, TlsInfo};
 use crate::clock;
+use crate::config::HeaderAction;
 use crate::reply::{Reply, Status};
 use crate::shutdown::Stage;
 
@@ -111,6 +112,70 @@ pub(super) struct Body {
     pub size: u64,
     /// The first storage failure; the rest of the content is discarded.
     pub storage: Option<sluice_queue::Error>,
+    /// What `header_checks` said, once the header section was complete.
+    pub verdict: HeaderVerdict,
+}
+
+/// The outcome of `header_checks` for one message. Each logged event is
+/// kept with its log text: `header NAME: value from client; from=<...>
+/// to=<...> proto=... helo=<...>`, as Postfix's cleanup words it.
+#[derive(Debug, Default)]
+pub(super) struct HeaderVerdict {
+    /// REJECT or DISCARD (inspection stopped there), with its log text.
+    pub stop: Option<(HeaderAction, String)>,
+    /// HOLD: the message is queued on hold.
+    pub hold: Option<String>,
+}
+
+impl HeaderVerdict {
+    /// Runs `checks` over each logical header line, logging WARN at once.
+    fn of(checks: &crate::config::Maps, headers: &Headers, id: &str, context: &str) -> HeaderVerdict {
+        let mut v = HeaderVerdict::default();
+        for line in headers.logical_lines() {
+            let result = match checks.lookup(&line) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!("{id}: header_checks: {e}");
+                    continue;
+                }
+            };
+            let shown = printable(line.replace('\n', " ").as_bytes());
+            let log = |text: &Option<String>, default: &str| {
+                format!("header {shown} from {context}: {}", text.as_deref().unwrap_or(default))
+            };
+            match HeaderAction::parse(&result) {
+                Ok(HeaderAction::Reject(t)) => {
+                    let line =
+                        log(&t.as_ref().map(|t| format!("5.7.1 {t}")), "5.7.1 Message content rejected");
+                    v.stop = Some((HeaderAction::Reject(t), line));
+                    break;
+                }
+                Ok(HeaderAction::Discard(t)) => {
+                    let line = log(&t, "header_checks");
+                    v.stop = Some((HeaderAction::Discard(t), line));
+                    break;
+                }
+                Ok(HeaderAction::Hold(t)) => {
+                    v.hold.get_or_insert_with(|| log(&t, "header_checks"));
+                }
+                // Postfix words it `ID: warning: header ...` (an event, not a fault).
+                Ok(HeaderAction::Warn(t)) => info!("{id}: warning: {}", log(&t, "header_checks")),
+                Ok(HeaderAction::Dunno) => {}
+                Ok(HeaderAction::Unsupported(word)) => {
+                    warn!("{id}: header_checks action {word} is not supported; taken as DUNNO")
+                }
+                Err(e) => warn!("{id}: header_checks: {e}; taken as DUNNO"),
+            }
+        }
+        v
+    }
+
+    /// True once the message is refused or discarded: nothing more of it
+    /// needs storing.
+    pub fn stops(&self) -> bool {
+        self.stop.is_some()
+    }
 }
 
 /// What the processing loop does next.
@@ -669,6 +734,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         s
     }
 
+    /// The queue ID and `client; from=<...> to=<...> proto=... helo=<...>`
+    /// for header_checks log lines.
+    fn header_log_context(&self) -> (String, String) {
+        let to = match &self.tx {
+            Transaction::Mail(m) => m.rcpts.first().map(|r| r.address.clone()),
+            Transaction::Idle => None,
+        };
+        (self.queue_id(), format!("{};{}", self.peer, self.context(to.as_deref())))
+    }
+
     /// The queue ID for log lines: the draft's, or `NOQUEUE`.
     pub(super) fn queue_id(&self) -> String {
         match &self.tx {
@@ -756,6 +831,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             headers: Headers::new(settings.header_size_limit),
             size: 0,
             storage: None,
+            verdict: HeaderVerdict::default(),
         };
         // A storage failure is remembered, not answered now: the client is
         // already sending content, which must be read to its end before
@@ -776,6 +852,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn feed_body(&mut self, n: usize) -> usize {
         let limit = self.settings.message_size_limit;
         let hops = self.settings.hopcount_limit;
+        // header_checks run once, when the header section is complete; the
+        // log context is only built while they are still to run.
+        let checks_pending = !self.settings.header_checks.is_empty()
+            && matches!(&self.tx, Transaction::Mail(m) if m.body.as_ref().is_some_and(|b| !b.headers.is_complete()));
+        let context = checks_pending.then(|| self.header_log_context());
         let Transaction::Mail(m) = &mut self.tx else {
             self.rbuf.advance(n);
             return n;
@@ -796,18 +877,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if limit > 0 && body.size > limit {
             body.decoder.set_violation(Violation::TooBig);
         }
-        // The hop count is checked once, as soon as the header section is
-        // complete, so a looping message is not stored at all.
-        if !body.headers.is_complete()
-            && body.headers.feed(fresh)
-            && hops > 0
-            && body.headers.received_count() + 1 >= hops
-        {
-            body.decoder.set_violation(Violation::TooManyHops);
+        // The hop count and header_checks are checked once, as soon as the
+        // header section is complete, so a refused message is not stored.
+        if !body.headers.is_complete() && body.headers.feed(fresh) {
+            if hops > 0 && body.headers.received_count() + 1 >= hops {
+                body.decoder.set_violation(Violation::TooManyHops);
+            }
+            if let Some((id, context)) = &context {
+                body.verdict = HeaderVerdict::of(&self.settings.header_checks, &body.headers, id, context);
+            }
         }
         // Once the message is refused (or the queue failed) the rest is
         // read only to find its end: nothing more is stored.
-        if body.decoder.violation().is_some() || body.storage.is_some() {
+        if body.decoder.violation().is_some() || body.storage.is_some() || body.verdict.stops() {
             body.out.clear();
         } else if body.out.len() >= APPEND_AT
             && let Some(d) = m.draft.as_mut()
@@ -825,6 +907,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// says it is on disk. Ends the transaction either way; true when the
     /// message was queued.
     pub(super) async fn finish_message(&mut self) -> bool {
+        // A message that ended inside its header section still meets
+        // header_checks.
+        let context = (!self.settings.header_checks.is_empty()).then(|| self.header_log_context());
         let Transaction::Mail(mut m) = std::mem::take(&mut self.tx) else { return false };
         let Some(mut body) = m.body.take() else { return false };
         let Some(mut draft) = m.draft.take() else { return false };
@@ -836,8 +921,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             body.decoder.set_violation(Violation::TooManyHops);
         }
+        if !body.headers.is_complete()
+            && let Some((id, context)) = &context
+        {
+            body.verdict = HeaderVerdict::of(&self.settings.header_checks, &body.headers, id, context);
+        }
         if body.decoder.violation().is_none()
             && body.storage.is_none()
+            && !body.verdict.stops()
             && !body.out.is_empty()
             && let Err(e) = draft.append(&body.out).await
         {
@@ -866,6 +957,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply(&r);
             return false;
         }
+        // header_checks: REJECT answers 550 and DISCARD claims delivery;
+        // neither keeps the message.
+        if let Some((action, log)) = body.verdict.stop.take() {
+            if let Err(e) = draft.abort().await {
+                warn!("{id}: cannot delete staged message: {e}");
+            }
+            return match action {
+                HeaderAction::Reject(text) => {
+                    info!("{id}: reject: {log}");
+                    let text = text.unwrap_or_else(|| "Message content rejected".into());
+                    self.reply(&Reply::new(550, Status(5, 7, 1), text));
+                    false
+                }
+                _ => {
+                    info!("{id}: discard: {log}");
+                    self.reply(&Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}")));
+                    true
+                }
+            };
+        }
+        if let Some(log) = &body.verdict.hold {
+            info!("{id}: hold: {log}");
+        }
         let nrcpt = m.rcpts.len();
         let from = m.from.clone();
         let envelope = Envelope {
@@ -884,7 +998,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             smtputf8: m.smtputf8,
             ret: m.ret,
             envid: m.envid,
-            held: false,
+            held: body.verdict.hold.is_some(),
             delay_warned: false,
             is_notification: false,
         };

@@ -70,6 +70,8 @@ pub struct Settings {
     pub header_size_limit: usize,
     /// `hopcount_limit`: `Received:` headers (ours included) that mean a loop.
     pub hopcount_limit: usize,
+    /// `header_checks`: patterns over each logical header line.
+    pub header_checks: crate::config::Maps,
 
     /// `smtpd_timeout`: to receive one command line or send one reply.
     pub timeout: Duration,
@@ -160,6 +162,7 @@ impl Default for Settings {
             data_line_limit: Some(super::data::MAX_LINE),
             header_size_limit: 102_400,
             hopcount_limit: 50,
+            header_checks: crate::config::Maps::default(),
             timeout: Duration::from_secs(300),
             starttls_timeout: Duration::from_secs(300),
             min_data_rate: 500,
@@ -281,6 +284,7 @@ impl Settings {
             data_line_limit: Some(super::data::MAX_LINE),
             header_size_limit: count("header_size_limit") as usize,
             hopcount_limit: count("hopcount_limit") as usize,
+            header_checks: c.maps("header_checks").clone(),
             timeout: c.time("smtpd_timeout"),
             starttls_timeout: c.time("smtpd_starttls_timeout"),
             min_data_rate: count("smtpd_min_data_rate"),

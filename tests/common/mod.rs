@@ -9,6 +9,7 @@
 pub mod clients;
 pub mod daemon;
 pub mod inbound;
+pub mod log;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};

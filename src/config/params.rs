@@ -904,7 +904,7 @@ pub static PARAMS: &[Param] = &[
         "5s",
         SECS_MS,
         Sluice,
-        "Longest time the reverse and forward lookups of a client's name may take before the greeting; past it the client is unknown.",
+        "Longest time the DNS lookups of the SMTP server may take: the client's reverse and forward name before the greeting (past it the client is unknown), reject_rbl_client blocklists (past it: not listed) and reject_unknown_sender_domain at MAIL (past it: a 450 unless something else rejects).",
     ),
     p(
         "sluice_shutdown_grace",

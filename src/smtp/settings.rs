@@ -102,8 +102,9 @@ pub struct Settings {
     /// `smtpd_peername_lookup`: look up and confirm the client's name (when
     /// the listener has a resolver; without one every client is `unknown`).
     pub peername_lookup: bool,
-    /// `sluice_peername_lookup_timeout`: the deadline of both name lookups
-    /// together, before the greeting.
+    /// `sluice_peername_lookup_timeout`: the deadline of the name and DNS
+    /// blocklist lookups together before the greeting, and of the
+    /// sender-domain lookup at MAIL.
     pub peername_timeout: Duration,
     /// VRFY answered (`252`) when `disable_vrfy_command = no` (the default
     /// is `yes`, unlike Postfix: see the parameter table).

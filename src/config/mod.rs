@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigErrors, Diagnostic, TableError};
-pub use restrictions::{Access, HeaderAction, Named, Restriction, named};
+pub use restrictions::{Access, HeaderAction, Named, PolicyEndpoint, PolicyService, Restriction, named};
 pub use values::Rate;
 
 use matchlist::{DomainList, HostList};

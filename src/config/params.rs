@@ -560,6 +560,20 @@ pub static PARAMS: &[Param] = &[
         "Refuse the VRFY command (Postfix's default is no; an MX has no reason to confirm addresses to the internet).",
     ),
     p(
+        "smtpd_policy_service_timeout",
+        "100s",
+        SECS1,
+        Relay,
+        "Longest exchange with a check_policy_service server (connect, request, answer); past it the default action applies.",
+    ),
+    p(
+        "smtpd_policy_service_default_action",
+        "451 4.3.5 Server configuration problem",
+        Str,
+        Relay,
+        "The access(5) result used when a policy server cannot be reached, times out or answers without action=.",
+    ),
+    p(
         "header_checks",
         "",
         Maps,
@@ -1043,6 +1057,17 @@ static REASONS: &[(&[&str], &str)] = &[
     (&["milter_", "smtpd_milters", "non_smtpd_milters", "smtpd_milter_maps"], "milters are not supported"),
     (
         &[
+            "smtpd_policy_service_max_idle",
+            "smtpd_policy_service_max_ttl",
+            "smtpd_policy_service_request_limit",
+            "smtpd_policy_service_retry_delay",
+            "smtpd_policy_service_try_limit",
+            "smtpd_policy_service_policy_context",
+        ],
+        "sluice asks a policy server over a new connection per request, once, within smtpd_policy_service_timeout",
+    ),
+    (
+        &[
             "body_checks",
             "mime_header_checks",
             "nested_header_checks",
@@ -1266,7 +1291,11 @@ asks the blocklist when the client connects (within `sluice_peername_lookup_time
 time as the client's name); without a filter only answers in 127.0.0.0/8 count, and never \
 127.255.255.x, which blocklists use to refuse a query. The reply carries no TXT reason. \
 `reject_unknown_sender_domain` asks DNS at MAIL FROM (MX, else A/AAAA; a lone null MX is RFC \
-7505's \"takes no mail\"), within the same bound.\n",
+7505's \"takes no mail\"), within the same bound. `check_policy_service inet:host:port` or \
+`unix:path` (relative to queue_directory) speaks Postfix's policy delegation protocol, one \
+connection per request; its answer is an access(5) result, and `PREPEND` headers (from a policy \
+server or an access table) are written before sluice's `Received:`, the one change sluice makes \
+to a message besides that header.\n",
         super::restrictions::NAMES.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
     );
     s.push_str("## Routing\n\n");

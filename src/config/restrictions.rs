@@ -70,6 +70,10 @@ pub enum Restriction<T = Maps> {
     /// `reject_rbl_client rbl_domain[=d.d.d.d]`: reject a client whose
     /// address the DNS blocklist lists.
     RejectRblClient(Dnsbl),
+    /// `check_policy_service inet:host:port|unix:/path`: ask a policy
+    /// server (Postfix's SMTPD policy delegation protocol); its `action=`
+    /// is an access(5) result.
+    CheckPolicyService(PolicyService),
     /// `check_client_access type:table`: client IP address (then its
     /// networks for cidr tables).
     CheckClientAccess(T),
@@ -103,6 +107,7 @@ pub const NAMES: &[&str] = &[
     "reject_non_fqdn_helo_hostname",
     "reject_unknown_sender_domain",
     "reject_rbl_client",
+    "check_policy_service",
     "check_client_access",
     "check_helo_access",
     "check_sender_access",
@@ -145,6 +150,9 @@ pub fn named<T>(name: &str) -> Option<Named<T>> {
         "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => R::RejectNonFqdnHeloHostname,
         "reject_unknown_sender_domain" => R::RejectUnknownSenderDomain,
         "reject_rbl_client" => return Some(Named::WithArg(|arg| Dnsbl::parse(arg).map(R::RejectRblClient))),
+        "check_policy_service" => {
+            return Some(Named::WithArg(|arg| PolicyService::parse(arg).map(R::CheckPolicyService)));
+        }
         "check_client_access" => return Some(Named::WithTable(R::CheckClientAccess)),
         "check_helo_access" => return Some(Named::WithTable(R::CheckHeloAccess)),
         "check_sender_access" => return Some(Named::WithTable(R::CheckSenderAccess)),
@@ -179,6 +187,7 @@ impl<T> Restriction<T> {
             R::RejectNonFqdnHeloHostname => R::RejectNonFqdnHeloHostname,
             R::RejectUnknownSenderDomain => R::RejectUnknownSenderDomain,
             R::RejectRblClient(d) => R::RejectRblClient(d.clone()),
+            R::CheckPolicyService(p) => R::CheckPolicyService(p.clone()),
             R::CheckClientAccess(t) => R::CheckClientAccess(f(t)),
             R::CheckHeloAccess(t) => R::CheckHeloAccess(f(t)),
             R::CheckSenderAccess(t) => R::CheckSenderAccess(f(t)),
@@ -234,7 +243,6 @@ const UNSUPPORTED_WITH_ARG: &[&str] = &[
     "reject_maps_rbl",
     "permit_dnswl_client",
     "permit_rhswl_client",
-    "check_policy_service",
     "check_client_a_access",
     "check_client_mx_access",
     "check_client_ns_access",
@@ -327,6 +335,54 @@ pub(crate) fn parse(
         errors.push(origin.error(format!("unknown restriction \"{name}\"")));
     }
     out
+}
+
+/// A policy server as `check_policy_service` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyService {
+    /// As written (`inet:127.0.0.1:10023`): the key of its answers and the
+    /// name in log lines.
+    pub name: String,
+    pub endpoint: PolicyEndpoint,
+}
+
+/// Where a policy server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyEndpoint {
+    /// `inet:host:port` or `host:port`.
+    Inet { host: String, port: u16 },
+    /// `unix:/path`; a relative path is under queue_directory (Postfix's
+    /// `private/policy`), resolved by [`PolicyService::under`].
+    Unix(std::path::PathBuf),
+}
+
+impl PolicyService {
+    /// Parses `inet:host:port`, `host:port`, `[host]:port` or `unix:path`.
+    pub fn parse(arg: &str) -> Result<PolicyService, String> {
+        let name = arg.trim().to_owned();
+        let endpoint = if let Some(path) = name.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            PolicyEndpoint::Unix(path.into())
+        } else {
+            let rest = name.strip_prefix("inet:").unwrap_or(&name);
+            let (host, port) = super::values::split_host_port(rest)?;
+            let host = host.unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']');
+            PolicyEndpoint::Inet { host: host.to_owned(), port: super::values::parse_port(port)? }
+        };
+        Ok(PolicyService { name, endpoint })
+    }
+
+    /// The same server with a relative unix path made absolute under `dir`.
+    pub fn under(&self, dir: &Path) -> PolicyService {
+        match &self.endpoint {
+            PolicyEndpoint::Unix(p) if p.is_relative() => {
+                PolicyService { name: self.name.clone(), endpoint: PolicyEndpoint::Unix(dir.join(p)) }
+            }
+            _ => self.clone(),
+        }
+    }
 }
 
 /// A DNS blocklist as `reject_rbl_client` names it: `domain`, or

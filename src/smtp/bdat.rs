@@ -29,7 +29,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if limit > 0 && so_far.saturating_add(size) > limit {
                     Some(Reply::new(552, Status(5, 3, 4), "Error: message file too big"))
                 } else if m.body.is_none() {
-                    self.data_refusal()
+                    self.data_refusal().await
                 } else {
                     None
                 }

@@ -40,7 +40,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Transaction::Mail(m) if m.body_type == BodyType::BinaryMime => {
                 Some(Reply::new(503, Status(5, 5, 1), "Error: BODY=BINARYMIME requires BDAT"))
             }
-            Transaction::Mail(_) => self.data_refusal(),
+            Transaction::Mail(_) => self.data_refusal().await,
         };
         if let Some(r) = refusal {
             self.counts.add("data", false);

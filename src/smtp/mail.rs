@@ -120,8 +120,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             draft: None,
             body: None,
             sender_domain: DomainStatus::Found,
+            prepend: Vec::new(),
+            instance: next_instance(),
         })
     }
+}
+
+/// A name for one mail transaction, unique in this process and across
+/// restarts, for policy servers (`instance=`): they use it to tell a new
+/// message from another recipient of the same one.
+fn next_instance() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}.{:x}.{n:x}", std::process::id(), crate::clock::unix_millis())
 }
 
 /// Whether a mail domain exists for `reject_unknown_sender_domain`: an MX

@@ -21,6 +21,7 @@ mod listener;
 mod mail;
 mod peer;
 pub mod policy;
+mod policy_client;
 mod rcpt;
 mod session;
 mod settings;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::{Named, TableError, named};
+use crate::config::{Named, PolicyService, TableError, named};
 use crate::reply::{Reply, Status};
 
 /// One element of a restriction list: the configuration's restriction
@@ -409,6 +409,10 @@ pub struct Request<'a> {
     pub sender_domain: DomainStatus,
     /// The recipient, without angle brackets.
     pub recipient: &'a str,
+    /// What the policy servers said so far for this request: (server name,
+    /// `action=` value). A `check_policy_service` without its answer here
+    /// makes the decision [`Decision::Ask`].
+    pub policy_answers: &'a [(String, String)],
 }
 
 /// What DNS says of a mail domain (`reject_unknown_sender_domain`).
@@ -431,12 +435,16 @@ pub enum Decision {
     Accept,
     /// Refuse with this reply (4xx: try later, 5xx: never).
     Refuse(Reply),
+    /// Ask this policy server, then decide again with its answer in
+    /// [`Request::policy_answers`].
+    Ask(PolicyService),
 }
 
 /// What one restriction or list decided.
 enum Step {
     Permit,
     Refuse(Reply),
+    Ask(PolicyService),
 }
 
 /// What a refusal names, as Postfix words it.
@@ -454,6 +462,8 @@ enum Class {
 struct Pending {
     if_permit: Option<Reply>,
     if_reject: bool,
+    /// Headers an access result or policy server asked to `PREPEND`.
+    prepend: Vec<String>,
 }
 
 impl Policy {
@@ -494,7 +504,15 @@ impl Policy {
     /// Decides whether `recipient` is accepted from `client` (HELO name and
     /// sender unknown: for callers outside a session).
     pub fn check_recipient(&self, client: Client<'_>, recipient: &str) -> Decision {
-        self.check(&Request { client, helo: None, sender: "", sender_domain: DomainStatus::Found, recipient })
+        let req = Request {
+            client,
+            helo: None,
+            sender: "",
+            sender_domain: DomainStatus::Found,
+            recipient,
+            policy_answers: &[],
+        };
+        self.check(&req)
     }
 
     /// Decides a recipient: the client, HELO, sender, relay and recipient
@@ -502,13 +520,24 @@ impl Policy {
     /// a refusal ends everything), then the implicit unlisted-recipient
     /// check.
     pub fn check(&self, req: &Request<'_>) -> Decision {
-        match self.evaluate(req) {
-            Ok(d) => d,
-            Err(_) => Decision::Refuse(Reply::new(
-                451,
-                Status(4, 3, 0),
-                format!("<{}>: Temporary lookup failure", req.recipient),
-            )),
+        self.check_prepending(req).0
+    }
+
+    /// [`Policy::check`], with the headers to prepend to the message when
+    /// the recipient is accepted (`PREPEND` results).
+    pub fn check_prepending(&self, req: &Request<'_>) -> (Decision, Vec<String>) {
+        let mut pending = Pending::default();
+        match self.evaluate(req, &mut pending) {
+            Ok(Decision::Accept) => (Decision::Accept, pending.prepend),
+            Ok(d) => (d, Vec::new()),
+            Err(_) => (
+                Decision::Refuse(Reply::new(
+                    451,
+                    Status(4, 3, 0),
+                    format!("<{}>: Temporary lookup failure", req.recipient),
+                )),
+                Vec::new(),
+            ),
         }
     }
 
@@ -518,13 +547,13 @@ impl Policy {
         let mut pending = Pending::default();
         match self.list(&self.data, Class::Data, req, &mut pending) {
             Ok(Some(Step::Refuse(r))) => Decision::Refuse(soften(r, &pending)),
+            Ok(Some(Step::Ask(s))) => Decision::Ask(s),
             Ok(_) => pending.if_permit.map_or(Decision::Accept, Decision::Refuse),
             Err(_) => Decision::Refuse(Reply::new(451, Status(4, 3, 0), "<DATA>: Temporary lookup failure")),
         }
     }
 
-    fn evaluate(&self, req: &Request<'_>) -> Result<Decision, TableError> {
-        let mut pending = Pending::default();
+    fn evaluate(&self, req: &Request<'_>, pending: &mut Pending) -> Result<Decision, TableError> {
         for (list, class) in [
             (&self.client, Class::Client),
             (&self.helo, Class::Helo),
@@ -532,17 +561,19 @@ impl Policy {
             (&self.relay, Class::Recipient),
             (&self.recipient, Class::Recipient),
         ] {
-            if let Some(Step::Refuse(r)) = self.list(list, class, req, &mut pending)? {
-                return Ok(Decision::Refuse(soften(r, &pending)));
+            match self.list(list, class, req, pending)? {
+                Some(Step::Refuse(r)) => return Ok(Decision::Refuse(soften(r, pending))),
+                Some(Step::Ask(s)) => return Ok(Decision::Ask(s)),
+                _ => {}
             }
         }
         if self.reject_unlisted_recipient
             && let Some(r) = self.unlisted(req.recipient)?
         {
-            return Ok(Decision::Refuse(soften(r, &pending)));
+            return Ok(Decision::Refuse(soften(r, pending)));
         }
         // The end of the lists is an implicit permit.
-        Ok(match pending.if_permit {
+        Ok(match pending.if_permit.take() {
             Some(r) => Decision::Refuse(r),
             None => Decision::Accept,
         })
@@ -702,6 +733,12 @@ impl Policy {
                     }
                 }
                 Restriction::RejectUnknownSenderDomain => None,
+                Restriction::CheckPolicyService(svc) => {
+                    match req.policy_answers.iter().find(|(name, _)| *name == svc.name) {
+                        Some((_, action)) => access_action(&svc.name, action, &what(class), pending),
+                        None => Some(Step::Ask(svc.clone())),
+                    }
+                }
                 Restriction::RejectRblClient(bl) => req
                     .client
                     .dnsbl
@@ -773,6 +810,14 @@ impl Policy {
     }
 }
 
+/// `Name: value` on one line: what `PREPEND` may add.
+fn is_header_line(text: &str) -> bool {
+    let Some((name, _)) = text.split_once(':') else { return false };
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && !text.contains(['\r', '\n'])
+}
+
 /// The enhanced status class that goes with a reply code (`4` for `450`).
 fn reply_class(code: u16) -> u8 {
     if code >= 500 { 5 } else { 4 }
@@ -842,6 +887,19 @@ fn access_action(table: &str, value: &str, what: &str, pending: &mut Pending) ->
         }
         "DEFER_IF_REJECT" => {
             pending.if_reject = true;
+            None
+        }
+        // A header for the message if it is accepted (policyd-spf's
+        // `Received-SPF:`); the only change sluice makes to mail, as it is
+        // asked for by the administrator's own policy.
+        "PREPEND" => {
+            if is_header_line(text) {
+                if !pending.prepend.iter().any(|h| h == text) {
+                    pending.prepend.push(text.to_owned());
+                }
+            } else {
+                tracing::warn!("{table}: PREPEND result is not a header: \"{}\"", text.escape_debug());
+            }
             None
         }
         "REJECT" => refuse(554, Status(5, 7, 1), "Access denied"),

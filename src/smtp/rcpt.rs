@@ -16,14 +16,28 @@ use tracing::info;
 use super::mail::xtext;
 use super::policy::{Decision, Request};
 use super::session::{Flow, Session, Transaction};
+use crate::config::PolicyService;
 use crate::reply::{Reply, Status};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `RCPT TO:<forward-path> [parameters]`.
     pub(super) async fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>) -> Flow {
         let address = to.address.to_string();
-        match self.check_rcpt(&to) {
-            Ok(rcpt) => {
+        // Policy servers are asked as the restrictions reach them; each
+        // answer goes into the next round of the same decision.
+        let mut answers: Vec<(String, String)> = Vec::new();
+        let checked = loop {
+            match self.check_rcpt(&to, &answers) {
+                Ok(Checked::Ask(service)) => {
+                    let action = self.ask_policy(&service, "RCPT", &address).await;
+                    answers.push((service.name, action));
+                }
+                Ok(Checked::Accept(rcpt, prepend)) => break Ok((rcpt, prepend)),
+                Err(r) => break Err(r),
+            }
+        };
+        match checked {
+            Ok((rcpt, prepend)) => {
                 let peer = self.peer.to_string();
                 let queue = self.inbound.queue().clone();
                 if let Transaction::Mail(m) = &mut self.tx {
@@ -35,6 +49,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     // A repeated recipient is accepted but stored once.
                     if !m.rcpts.iter().any(|r| r.address.eq_ignore_ascii_case(&rcpt.address)) {
                         m.rcpts.push(rcpt);
+                    }
+                    for h in prepend {
+                        if !m.prepend.contains(&h) {
+                            m.prepend.push(h);
+                        }
                     }
                 }
                 self.counts.add("rcpt", true);
@@ -51,7 +70,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Flow::Continue
     }
 
-    fn check_rcpt(&self, to: &RcptTo<Cow<'_, str>>) -> Result<Recipient, Reply> {
+    fn check_rcpt(&self, to: &RcptTo<Cow<'_, str>>, answers: &[(String, String)]) -> Result<Checked, Reply> {
         let s = &self.settings;
         let Transaction::Mail(m) = &self.tx else {
             return Err(Reply::new(503, Status(5, 5, 1), "Error: need MAIL command"));
@@ -81,10 +100,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             sender: &m.from,
             sender_domain: m.sender_domain,
             recipient: address,
+            policy_answers: answers,
         };
-        if let Decision::Refuse(r) = s.policy.check(&request) {
-            return Err(r);
-        }
+        let prepend = match s.policy.check_prepending(&request) {
+            (Decision::Refuse(r), _) => return Err(r),
+            (Decision::Ask(service), _) => return Ok(Checked::Ask(service)),
+            (Decision::Accept, prepend) => prepend,
+        };
         let flags = to.flags;
         let notify = Notify {
             specified: flags
@@ -103,6 +125,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // smtp-proto accepts only the rfc822 address type and decodes the
         // xtext; the envelope keeps the wire form.
         rcpt.orcpt = to.orcpt.as_deref().map(|o| format!("rfc822;{}", xtext(o)));
-        Ok(rcpt)
+        Ok(Checked::Accept(rcpt, prepend))
     }
+}
+
+/// A recipient check that got as far as the policy.
+enum Checked {
+    /// Accepted, with the headers the restrictions asked to prepend.
+    Accept(Recipient, Vec<String>),
+    /// A policy server must be asked before the decision.
+    Ask(PolicyService),
 }

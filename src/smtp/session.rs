@@ -37,7 +37,7 @@ use super::peer::Peer;
 use super::settings::Settings;
 use super::tls::{Stream, TlsInfo};
 use crate::clock;
-use crate::config::HeaderAction;
+use crate::config::{HeaderAction, PolicyService};
 use crate::reply::{Reply, Status};
 use crate::shutdown::Stage;
 
@@ -99,6 +99,11 @@ pub(super) struct Mail {
     /// What DNS said of the sender's domain (asked only for
     /// `reject_unknown_sender_domain`).
     pub sender_domain: super::policy::DomainStatus,
+    /// Headers restrictions asked to `PREPEND` (policy servers' results),
+    /// written before our `Received:` as Postfix does.
+    pub prepend: Vec<String>,
+    /// The transaction's name for policy servers (`instance=`).
+    pub instance: String,
 }
 
 /// Message content in transit to the draft.
@@ -779,7 +784,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// `smtpd_data_restrictions` for the current transaction: the refusal,
     /// if any (the caller logs it).
-    pub(super) fn data_refusal(&self) -> Option<Reply> {
+    pub(super) async fn data_refusal(&mut self) -> Option<Reply> {
+        let mut answers: Vec<(String, String)> = Vec::new();
+        loop {
+            match self.data_decision(&answers)? {
+                Ok(r) => return r,
+                Err(service) => {
+                    let action = self.ask_policy(&service, "DATA", "").await;
+                    answers.push((service.name, action));
+                }
+            }
+        }
+    }
+
+    /// One round of [`Session::data_refusal`]: `None` without a
+    /// transaction or restrictions, `Err` when a policy server must be
+    /// asked first.
+    fn data_decision(&self, answers: &[(String, String)]) -> Option<Result<Option<Reply>, PolicyService>> {
         let Transaction::Mail(m) = &self.tx else { return None };
         if self.settings.policy.data.is_empty() {
             return None;
@@ -790,11 +811,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             sender: &m.from,
             sender_domain: m.sender_domain,
             recipient: m.rcpts.last().map_or("", |r| r.address.as_str()),
+            policy_answers: answers,
         };
-        match self.settings.policy.check_data(&request) {
-            super::policy::Decision::Accept => None,
-            super::policy::Decision::Refuse(r) => Some(r),
-        }
+        Some(match self.settings.policy.check_data(&request) {
+            super::policy::Decision::Accept => Ok(None),
+            super::policy::Decision::Refuse(r) => Ok(Some(r)),
+            super::policy::Decision::Ask(service) => Err(service),
+        })
+    }
+
+    /// Asks a policy server about the current transaction at `state`
+    /// (`RCPT`, `DATA`), with Postfix's attribute names.
+    pub(super) async fn ask_policy(&self, service: &PolicyService, state: &str, recipient: &str) -> String {
+        let (sender, count, instance, size) = match &self.tx {
+            Transaction::Mail(m) => {
+                (m.from.clone(), m.rcpts.len(), m.instance.clone(), m.declared_size.unwrap_or(0))
+            }
+            Transaction::Idle => (String::new(), 0, String::new(), 0),
+        };
+        let (tls_version, tls_cipher) =
+            self.tls.as_ref().map(|t| (t.version.clone(), t.cipher.clone())).unwrap_or_default();
+        let attributes = [
+            ("request", "smtpd_access_policy".to_owned()),
+            ("protocol_state", state.to_owned()),
+            ("protocol_name", self.protocol(false)),
+            ("helo_name", self.helo.as_ref().map(|h| h.name.clone()).unwrap_or_default()),
+            ("queue_id", self.queue_id().replace("NOQUEUE", "")),
+            ("sender", sender),
+            ("recipient", recipient.to_owned()),
+            ("recipient_count", count.to_string()),
+            ("client_address", self.peer.addr.to_string()),
+            ("client_name", self.peer.name.clone()),
+            ("reverse_client_name", self.peer.reverse_name.clone()),
+            ("instance", instance),
+            ("size", size.to_string()),
+            ("encryption_protocol", tls_version),
+            ("encryption_cipher", tls_cipher),
+        ];
+        let s = &self.settings;
+        super::policy_client::ask(service, &attributes, s.policy_timeout, &s.policy_default_action).await
     }
 
     /// Begins a message body (DATA or the first BDAT chunk): our
@@ -833,6 +888,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             storage: None,
             verdict: HeaderVerdict::default(),
         };
+        // Headers the restrictions asked for come first, then ours, in
+        // Postfix's order.
+        let mut header = header;
+        for h in m.prepend.iter().rev() {
+            header.insert_str(0, &format!("{h}\r\n"));
+        }
         // A storage failure is remembered, not answered now: the client is
         // already sending content, which must be read to its end before
         // the 451 can be understood as the reply to it.

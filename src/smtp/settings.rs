@@ -70,6 +70,12 @@ pub struct Settings {
     pub header_size_limit: usize,
     /// `hopcount_limit`: `Received:` headers (ours included) that mean a loop.
     pub hopcount_limit: usize,
+    /// `smtpd_policy_service_timeout`: the whole exchange with a policy
+    /// server.
+    pub policy_timeout: Duration,
+    /// `smtpd_policy_service_default_action`: the answer when a policy
+    /// server cannot be asked.
+    pub policy_default_action: String,
     /// `header_checks`: patterns over each logical header line.
     pub header_checks: crate::config::Maps,
 
@@ -164,6 +170,8 @@ impl Default for Settings {
             header_size_limit: 102_400,
             hopcount_limit: 50,
             header_checks: crate::config::Maps::default(),
+            policy_timeout: Duration::from_secs(100),
+            policy_default_action: "451 4.3.5 Server configuration problem".to_owned(),
             timeout: Duration::from_secs(300),
             starttls_timeout: Duration::from_secs(300),
             min_data_rate: 500,
@@ -286,6 +294,8 @@ impl Settings {
             header_size_limit: count("header_size_limit") as usize,
             hopcount_limit: count("hopcount_limit") as usize,
             header_checks: c.maps("header_checks").clone(),
+            policy_timeout: c.time("smtpd_policy_service_timeout"),
+            policy_default_action: c.string("smtpd_policy_service_default_action").to_owned(),
             timeout: c.time("smtpd_timeout"),
             starttls_timeout: c.time("smtpd_starttls_timeout"),
             min_data_rate: count("smtpd_min_data_rate"),
@@ -333,10 +343,17 @@ pub fn admission(c: &Config) -> sluice_queue::Admission {
 
 /// A restriction as the configuration parsed it, with its tables.
 fn restriction(r: &config::Restriction, config: &Arc<Config>) -> Restriction {
-    r.map_table(|maps: &Maps| -> Arc<dyn AccessTable> {
+    let r = r.map_table(|maps: &Maps| -> Arc<dyn AccessTable> {
         let name = maps.tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
         Arc::new(ConfigTable { maps: maps.clone(), config: Arc::clone(config), name })
-    })
+    });
+    match r {
+        // `unix:private/policy` is under queue_directory, as in Postfix.
+        Restriction::CheckPolicyService(p) => {
+            Restriction::CheckPolicyService(p.under(std::path::Path::new(config.string("queue_directory"))))
+        }
+        r => r,
+    }
 }
 
 /// [`Lookups`] over a loaded configuration.
@@ -417,6 +434,7 @@ mod tests {
         match s.policy.check_recipient(client, rcpt) {
             Decision::Accept => "accept".to_owned(),
             Decision::Refuse(r) => r.to_one_line(),
+            Decision::Ask(p) => format!("ask {}", p.name),
         }
     }
 

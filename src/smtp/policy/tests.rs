@@ -60,6 +60,7 @@ fn reply(d: Decision) -> String {
     match d {
         Decision::Accept => "accept".to_owned(),
         Decision::Refuse(r) => r.to_one_line(),
+        Decision::Ask(s) => format!("ask {}", s.name),
     }
 }
 
@@ -245,7 +246,7 @@ fn key_orders_follow_postfix() {
 }
 
 fn req<'a>(client: Client<'a>, helo: Option<&'a str>, sender: &'a str, recipient: &'a str) -> Request<'a> {
-    Request { client, helo, sender, sender_domain: DomainStatus::Found, recipient }
+    Request { client, helo, sender, sender_domain: DomainStatus::Found, recipient, policy_answers: &[] }
 }
 
 #[test]
@@ -327,14 +328,8 @@ fn ipv4_mapped_clients_match_ipv4_networks() {
 #[test]
 fn data_restrictions_apply_to_the_data_command() {
     let mut p = policy("permit_mynetworks, reject_unauth_destination", "");
-    let r = |p: &Policy, addr: Client<'static>| match p.check_data(&req(
-        addr,
-        Some("h.example"),
-        "a@source.example",
-        "user@relay.example",
-    )) {
-        Decision::Accept => "accept".to_owned(),
-        Decision::Refuse(r) => r.to_one_line(),
+    let r = |p: &Policy, addr: Client<'static>| {
+        reply(p.check_data(&req(addr, Some("h.example"), "a@source.example", "user@relay.example")))
     };
     assert_eq!(r(&p, OUTSIDE), "accept");
     p.data = parse_restrictions(

@@ -10,25 +10,12 @@ mod common;
 
 use common::clients::Raw;
 use common::inbound::{Server, relay_settings};
-
-/// Collects log output of the current thread (the test runtime is
-/// single-threaded, so the server's tasks log here too).
-#[derive(Clone, Default)]
-struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use common::log::Log;
 
 #[tokio::test]
 async fn log_lines_read_like_postfix() {
-    let buf = LogBuffer::default();
+    // The shared capture buffer, with a plain formatter: the bare messages.
+    let buf = Log::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -54,7 +41,7 @@ async fn log_lines_read_like_postfix() {
     c.cmd("QUIT").await;
     assert!(c.closed().await);
     server.stop().await;
-    let log = String::from_utf8(buf.0.lock().expect("log lock").clone()).expect("utf-8");
+    let log = buf.text();
     let lines: Vec<&str> = log.lines().map(str::trim).collect();
     let want = [
         "connect from unknown[127.0.0.1]".to_owned(),

@@ -47,7 +47,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigErrors, Diagnostic, TableError};
-pub use restrictions::{Access, HeaderAction, Named, PolicyEndpoint, PolicyService, Restriction, named};
+pub use restrictions::{
+    Access, Dnsbl, HeaderAction, Named, PolicyEndpoint, PolicyService, Restriction, RhsblName, named,
+};
 pub use values::Rate;
 
 use matchlist::{DomainList, HostList};

@@ -399,6 +399,13 @@ pub static PARAMS: &[Param] = &[
     ),
     p("invalid_hostname_reject_code", "501", CODE, Relay, "Reply code of reject_invalid_helo_hostname."),
     p(
+        "unknown_hostname_reject_code",
+        "450",
+        CODE,
+        Relay,
+        "Reply code of reject_unknown_helo_hostname when the HELO name has no address and no MX record (a failed lookup defers with 450 unless something else rejects).",
+    ),
+    p(
         "unknown_address_reject_code",
         "450",
         CODE,
@@ -417,7 +424,7 @@ pub static PARAMS: &[Param] = &[
         "554",
         CODE,
         Relay,
-        "Reply code of reject_rbl_client when the client's address is listed. The blocklists are asked when the client connects, within sluice_peername_lookup_timeout; one that fails or is late lists nothing.",
+        "Reply code of reject_rbl_client and the reject_rhsbl_* restrictions when a DNS blocklist lists the client or name. reject_rbl_client and permit_dnswl_client lists are asked when the client connects, the reject_rhsbl_* ones when the restriction is reached; each within sluice_peername_lookup_timeout, and one that fails or is late lists nothing.",
     ),
     p("access_map_reject_code", "554", CODE, Relay, "Reply code when an access table says REJECT."),
     p("access_map_defer_code", "450", CODE, Relay, "Reply code when an access table says DEFER."),
@@ -1290,8 +1297,16 @@ and left out of the list; a misspelt name is an error. `reject_rbl_client domain
 asks the blocklist when the client connects (within `sluice_peername_lookup_timeout`, at the same \
 time as the client's name); without a filter only answers in 127.0.0.0/8 count, and never \
 127.255.255.x, which blocklists use to refuse a query. The reply carries no TXT reason. \
+`permit_dnswl_client domain[=d.d.d.d]` is asked at the same time; without a filter it also \
+ignores 127.0.0.255 (an allowlist refusing the query), and in the relay and recipient lists it \
+permits only mail for a destination sluice relays to, so it never makes an open relay. \
+`reject_rhsbl_client` (the confirmed client name), `reject_rhsbl_reverse_client` (the reverse \
+name, confirmed or not), `reject_rhsbl_helo`, `reject_rhsbl_sender` and \
+`reject_rhsbl_recipient` (the address's domain) ask `<name>.<domain>` when the restriction is \
+reached, with the same answer rules. \
 `reject_unknown_sender_domain` asks DNS at MAIL FROM (MX, else A/AAAA; a lone null MX is RFC \
-7505's \"takes no mail\"), within the same bound. `check_policy_service inet:host:port` or \
+7505's \"takes no mail\"), and `reject_unknown_helo_hostname` (MX or A/AAAA of the HELO name; \
+address literals pass) when it is reached, within the same bound. `check_policy_service inet:host:port` or \
 `unix:path` (relative to queue_directory) speaks Postfix's policy delegation protocol, one \
 connection per request; its answer is an access(5) result, and `PREPEND` headers (from a policy \
 server or an access table) are written before sluice's `Received:`, the one change sluice makes \

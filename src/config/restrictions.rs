@@ -67,9 +67,19 @@ pub enum Restriction<T = Maps> {
     /// `reject_unknown_sender_domain`: reject a sender whose domain has no
     /// MX and no address record, or a null MX (RFC 7505).
     RejectUnknownSenderDomain,
+    /// `reject_unknown_helo_hostname` (formerly `reject_unknown_hostname`):
+    /// reject a HELO/EHLO name that has no address and no MX record.
+    RejectUnknownHeloHostname,
     /// `reject_rbl_client rbl_domain[=d.d.d.d]`: reject a client whose
     /// address the DNS blocklist lists.
     RejectRblClient(Dnsbl),
+    /// `permit_dnswl_client dnswl_domain[=d.d.d.d]`: permit a client whose
+    /// address the DNS allowlist lists (never past reject_unauth_destination).
+    PermitDnswlClient(Dnsbl),
+    /// `reject_rhsbl_{client,reverse_client,helo,sender,recipient}
+    /// rbl_domain[=d.d.d.d]`: reject when the domain blocklist lists that
+    /// name.
+    RejectRhsbl(RhsblName, Dnsbl),
     /// `check_policy_service inet:host:port|unix:/path`: ask a policy
     /// server (Postfix's SMTPD policy delegation protocol); its `action=`
     /// is an access(5) result.
@@ -106,7 +116,14 @@ pub const NAMES: &[&str] = &[
     "reject_invalid_helo_hostname",
     "reject_non_fqdn_helo_hostname",
     "reject_unknown_sender_domain",
+    "reject_unknown_helo_hostname",
     "reject_rbl_client",
+    "permit_dnswl_client",
+    "reject_rhsbl_client",
+    "reject_rhsbl_reverse_client",
+    "reject_rhsbl_helo",
+    "reject_rhsbl_sender",
+    "reject_rhsbl_recipient",
     "check_policy_service",
     "check_client_access",
     "check_helo_access",
@@ -149,7 +166,34 @@ pub fn named<T>(name: &str) -> Option<Named<T>> {
         "reject_invalid_helo_hostname" | "reject_invalid_hostname" => R::RejectInvalidHeloHostname,
         "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => R::RejectNonFqdnHeloHostname,
         "reject_unknown_sender_domain" => R::RejectUnknownSenderDomain,
+        "reject_unknown_helo_hostname" | "reject_unknown_hostname" => R::RejectUnknownHeloHostname,
         "reject_rbl_client" => return Some(Named::WithArg(|arg| Dnsbl::parse(arg).map(R::RejectRblClient))),
+        "permit_dnswl_client" => {
+            return Some(Named::WithArg(|arg| Dnsbl::parse(arg).map(R::PermitDnswlClient)));
+        }
+        "reject_rhsbl_client" => {
+            return Some(Named::WithArg(|arg| {
+                Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::Client, d))
+            }));
+        }
+        "reject_rhsbl_reverse_client" => {
+            return Some(Named::WithArg(|arg| {
+                Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::ReverseClient, d))
+            }));
+        }
+        "reject_rhsbl_helo" => {
+            return Some(Named::WithArg(|arg| Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::Helo, d))));
+        }
+        "reject_rhsbl_sender" => {
+            return Some(Named::WithArg(|arg| {
+                Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::Sender, d))
+            }));
+        }
+        "reject_rhsbl_recipient" => {
+            return Some(Named::WithArg(|arg| {
+                Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::Recipient, d))
+            }));
+        }
         "check_policy_service" => {
             return Some(Named::WithArg(|arg| PolicyService::parse(arg).map(R::CheckPolicyService)));
         }
@@ -186,7 +230,10 @@ impl<T> Restriction<T> {
             R::RejectInvalidHeloHostname => R::RejectInvalidHeloHostname,
             R::RejectNonFqdnHeloHostname => R::RejectNonFqdnHeloHostname,
             R::RejectUnknownSenderDomain => R::RejectUnknownSenderDomain,
+            R::RejectUnknownHeloHostname => R::RejectUnknownHeloHostname,
             R::RejectRblClient(d) => R::RejectRblClient(d.clone()),
+            R::PermitDnswlClient(d) => R::PermitDnswlClient(d.clone()),
+            R::RejectRhsbl(n, d) => R::RejectRhsbl(*n, d.clone()),
             R::CheckPolicyService(p) => R::CheckPolicyService(p.clone()),
             R::CheckClientAccess(t) => R::CheckClientAccess(f(t)),
             R::CheckHeloAccess(t) => R::CheckHeloAccess(f(t)),
@@ -211,8 +258,6 @@ impl<T> Restriction<T> {
 
 /// Postfix restrictions sluice does not implement that take no argument.
 const UNSUPPORTED_SIMPLE: &[&str] = &[
-    "reject_unknown_helo_hostname",
-    "reject_unknown_hostname",
     "reject_unknown_recipient_domain",
     "reject_unverified_sender",
     "reject_unverified_recipient",
@@ -235,13 +280,7 @@ const UNSUPPORTED_SIMPLE: &[&str] = &[
 
 /// Postfix restrictions sluice does not implement that take one argument.
 const UNSUPPORTED_WITH_ARG: &[&str] = &[
-    "reject_rhsbl_client",
-    "reject_rhsbl_sender",
-    "reject_rhsbl_recipient",
-    "reject_rhsbl_helo",
-    "reject_rhsbl_reverse_client",
     "reject_maps_rbl",
-    "permit_dnswl_client",
     "permit_rhswl_client",
     "check_client_a_access",
     "check_client_mx_access",
@@ -385,6 +424,21 @@ impl PolicyService {
     }
 }
 
+/// The name a `reject_rhsbl_*` restriction asks a domain blocklist about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RhsblName {
+    /// The client's forward-confirmed name (`reject_rhsbl_client`).
+    Client,
+    /// The client's reverse name, confirmed or not (`reject_rhsbl_reverse_client`).
+    ReverseClient,
+    /// The HELO/EHLO name (`reject_rhsbl_helo`).
+    Helo,
+    /// The sender's domain (`reject_rhsbl_sender`).
+    Sender,
+    /// The recipient's domain (`reject_rhsbl_recipient`).
+    Recipient,
+}
+
 /// A DNS blocklist as `reject_rbl_client` names it: `domain`, or
 /// `domain=d.d.d.d` where each octet is a number, `[n..m]` or `[a;b;c]`
 /// and only an answer it matches means "listed".
@@ -473,6 +527,14 @@ impl Dnsbl {
             Some(f) => f.iter().zip(o).all(|(p, n)| p.contains(n)),
             None => o[0] == 127 && !(o[1] == 255 && o[2] == 255),
         }
+    }
+
+    /// True when a DNS allowlist's answer `a` means "listed"
+    /// (`permit_dnswl_client`): as [`Dnsbl::lists`], and without a filter
+    /// 127.0.0.255 is not a listing either: allowlists answer it when they
+    /// refuse the query (over quota), which must not let a client through.
+    pub fn allowlists(&self, a: std::net::Ipv4Addr) -> bool {
+        self.lists(a) && (self.filter.is_some() || a != std::net::Ipv4Addr::new(127, 0, 0, 255))
     }
 }
 
@@ -601,13 +663,13 @@ mod tests {
 
     #[test]
     fn misspelt_is_an_error_unsupported_is_a_warning_and_skipped() {
-        let (r, e, w) = run("permit_mynetwork, reject_rhsbl_sender dbl.example, reject_unauth_destination");
+        let (r, e, w) = run("permit_mynetwork, check_sender_mx_access hash:mx, reject_unauth_destination");
         assert_eq!(
             e,
             vec!["main.cf:7: smtpd_recipient_restrictions: unknown restriction \"permit_mynetwork\""]
         );
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("reject_rhsbl_sender dbl.example"));
+        assert!(w[0].contains("check_sender_mx_access hash:mx"));
         assert_eq!(r.len(), 1);
         let (_, e, _) = run("check_recipient_access");
         assert!(e[0].contains("needs a table"));
@@ -665,6 +727,34 @@ mod tests {
         assert!(Dnsbl::parse("localhost").is_err());
         assert!(Dnsbl::parse("bl.example=127.0.0").is_err());
         assert!(Dnsbl::parse("bl.example=127.0.0.256").is_err());
+    }
+
+    #[test]
+    fn allowlists_and_domain_blocklists() {
+        let (r, e, _) = run("permit_dnswl_client list.dnswl.example, reject_unknown_hostname, \
+             reject_rhsbl_client dbl.example, reject_rhsbl_reverse_client dbl.example, \
+             reject_rhsbl_helo dbl.example, reject_rhsbl_sender dbl.example=127.0.1.[2..99], \
+             reject_rhsbl_recipient dbl.example");
+        assert!(e.is_empty(), "{e:?}");
+        let Restriction::PermitDnswlClient(wl) = &r[0] else { panic!("{r:?}") };
+        assert!(matches!(r[1], Restriction::RejectUnknownHeloHostname));
+        let names: Vec<RhsblName> = r[2..]
+            .iter()
+            .map(|x| match x {
+                Restriction::RejectRhsbl(n, d) if d.domain == "dbl.example" => *n,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        use RhsblName::*;
+        assert_eq!(names, [Client, ReverseClient, Helo, Sender, Recipient]);
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        assert!(wl.allowlists(ip("127.0.10.2")));
+        // "Query refused" answers are no listing.
+        assert!(!wl.allowlists(ip("127.0.0.255")) && !wl.allowlists(ip("127.255.255.254")));
+        let filtered = Dnsbl::parse("list.dnswl.example=127.0.0.255").unwrap();
+        assert!(filtered.allowlists(ip("127.0.0.255")), "an explicit filter is the administrator's word");
+        let (_, e, _) = run("reject_rhsbl_sender");
+        assert!(!e.is_empty(), "a domain blocklist restriction needs its list");
     }
 
     #[test]

@@ -135,11 +135,12 @@ fn next_instance() -> String {
     format!("{:x}.{:x}.{n:x}", std::process::id(), crate::clock::unix_millis())
 }
 
-/// Whether a mail domain exists for `reject_unknown_sender_domain`: an MX
+/// Whether a mail domain exists for `reject_unknown_sender_domain` (or a
+/// host name for `reject_unknown_helo_hostname`): an MX
 /// record, else an address record (RFC 5321 5.1); a lone null MX (RFC 7505)
 /// says it takes no mail. Address literals are not looked up. Bounded by
 /// `timeout`; a late or failed answer is [`DomainStatus::TryAgain`].
-async fn domain_status(resolver: &dyn Resolver, domain: &str, timeout: Duration) -> DomainStatus {
+pub(super) async fn domain_status(resolver: &dyn Resolver, domain: &str, timeout: Duration) -> DomainStatus {
     if domain.starts_with('[') {
         return DomainStatus::Found;
     }

@@ -54,7 +54,13 @@ impl Peer {
 
     /// The client as restrictions see it.
     pub fn client(&self) -> Client<'_> {
-        Client { addr: self.addr, name: &self.name, naming: self.naming, dnsbl: &self.dnsbl }
+        Client {
+            addr: self.addr,
+            name: &self.name,
+            reverse_name: &self.reverse_name,
+            naming: self.naming,
+            dnsbl: &self.dnsbl,
+        }
     }
 
     /// Looks up and forward-confirms the client's name within `timeout`.
@@ -138,32 +144,59 @@ pub async fn dnsbl_listings(
     let deadline = clock::instant() + timeout;
     let asks = domains.iter().map(|domain| async move {
         let name = format!("{}.{domain}", reversed(addr));
-        match tokio::time::timeout_at(deadline, resolver.ips_of(&name, Family::V4)).await {
-            Ok(Ok(ips)) => {
-                let answers: Vec<Ipv4Addr> = ips
-                    .into_iter()
-                    .filter_map(|ip| match ip.to_canonical() {
-                        IpAddr::V4(a) => Some(a),
-                        IpAddr::V6(_) => None,
-                    })
-                    .collect();
-                if let Some(a) = answers.iter().find(|a| a.octets()[..3] == [127, 255, 255]) {
-                    warn!("{addr}: DNS blocklist {domain} refused the query (answer {a}); it blocks nothing");
-                }
-                Some((domain.clone(), answers))
-            }
-            Ok(Err(DnsError::NotFound { .. })) => None,
-            Ok(Err(e)) => {
-                warn!("{addr}: DNS blocklist {domain}: {e}");
-                None
-            }
-            Err(_elapsed) => {
-                warn!("{addr}: DNS blocklist {domain} did not answer within {timeout:?}");
-                None
-            }
-        }
+        listing(resolver, &name, &addr.to_string(), domain, deadline).await.map(|a| (domain.clone(), a))
     });
     futures::future::join_all(asks).await.into_iter().flatten().collect()
+}
+
+/// Asks the domain blocklist `list` about `domain` (the query
+/// `<domain>.<list>`, for the `reject_rhsbl_*` restrictions) within
+/// `timeout`: its answers, none when it does not list the name, fails or
+/// is late.
+pub async fn rhsbl_listing(
+    resolver: &dyn Resolver,
+    domain: &str,
+    list: &str,
+    timeout: Duration,
+) -> Vec<Ipv4Addr> {
+    let name = format!("{domain}.{list}");
+    listing(resolver, &name, domain, list, clock::instant() + timeout).await.unwrap_or_default()
+}
+
+/// The IPv4 answers of the blocklist `list` for the query `name` about
+/// `subject` (for logs), or `None` when it does not list it, fails or has
+/// not answered by `deadline`.
+async fn listing(
+    resolver: &dyn Resolver,
+    name: &str,
+    subject: &str,
+    list: &str,
+    deadline: tokio::time::Instant,
+) -> Option<Vec<Ipv4Addr>> {
+    match tokio::time::timeout_at(deadline, resolver.ips_of(name, Family::V4)).await {
+        Ok(Ok(ips)) => {
+            let answers: Vec<Ipv4Addr> = ips
+                .into_iter()
+                .filter_map(|ip| match ip.to_canonical() {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            if let Some(a) = answers.iter().find(|a| a.octets()[..3] == [127, 255, 255]) {
+                warn!("{subject}: DNS blocklist {list} refused the query (answer {a}); it blocks nothing");
+            }
+            Some(answers)
+        }
+        Ok(Err(DnsError::NotFound { .. })) => None,
+        Ok(Err(e)) => {
+            warn!("{subject}: DNS blocklist {list}: {e}");
+            None
+        }
+        Err(_elapsed) => {
+            warn!("{subject}: DNS blocklist {list} did not answer in time");
+            None
+        }
+    }
 }
 
 /// The DNS blocklist form of an address: `4.3.2.1` for 1.2.3.4, reversed

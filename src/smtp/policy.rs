@@ -6,9 +6,13 @@
 //! `smtpd_reject_unlisted_recipient` check.
 //!
 //! Pure: a decision is a function of the restriction lists, the request
-//! (client, HELO name, sender, recipient) and the lookup tables. It never
-//! touches the network, the queue or the clock, and logs only a table
-//! result it cannot act on (the session logs the reply).
+//! (client, HELO name, sender, recipient, and the answers gathered so far)
+//! and the lookup tables. It never touches the network, the queue or the
+//! clock, and logs only a table result it cannot act on (the session logs
+//! the reply). A restriction that needs a policy server or a DNS answer
+//! the request lacks makes the decision [`Decision::Ask`]; the session
+//! finds out and decides again, so nothing is asked that no restriction
+//! reaches.
 //!
 //! The reply texts are Postfix's, word for word, so log parsers and the
 //! humans who read bounces recognise them.
@@ -20,7 +24,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::{Named, PolicyService, TableError, named};
+use crate::config::{Named, PolicyService, RhsblName, TableError, named};
 use crate::reply::{Reply, Status};
 
 /// One element of a restriction list: the configuration's restriction
@@ -302,7 +306,9 @@ pub struct Policy {
     pub non_fqdn_reject_code: u16,
     /// `invalid_hostname_reject_code`: `reject_invalid_helo_hostname`.
     pub invalid_hostname_reject_code: u16,
-    /// `maps_rbl_reject_code`: `reject_rbl_client`.
+    /// `unknown_hostname_reject_code`: `reject_unknown_helo_hostname`.
+    pub unknown_hostname_reject_code: u16,
+    /// `maps_rbl_reject_code`: `reject_rbl_client`, `reject_rhsbl_*`.
     pub rbl_reject_code: u16,
     /// `unknown_address_reject_code`: `reject_unknown_sender_domain`.
     pub unknown_address_reject_code: u16,
@@ -335,6 +341,7 @@ impl Default for Policy {
             unknown_client_reject_code: 450,
             non_fqdn_reject_code: 504,
             invalid_hostname_reject_code: 501,
+            unknown_hostname_reject_code: 450,
             rbl_reject_code: 554,
             unknown_address_reject_code: 450,
             nullmx_reject_code: 556,
@@ -382,6 +389,8 @@ pub struct Client<'a> {
     pub addr: IpAddr,
     /// Forward-confirmed reverse name, or `unknown`.
     pub name: &'a str,
+    /// The reverse name, confirmed or not, or `unknown`.
+    pub reverse_name: &'a str,
     /// How the name lookups ended.
     pub naming: Naming,
     /// The DNS blocklists that answered for this client's address, with
@@ -392,7 +401,7 @@ pub struct Client<'a> {
 impl Client<'static> {
     /// A client known by its address only (`unknown`, not looked up).
     pub const fn unknown(addr: IpAddr) -> Client<'static> {
-        Client { addr, name: "unknown", naming: Naming::NOT_LOOKED_UP, dnsbl: &[] }
+        Client { addr, name: "unknown", reverse_name: "unknown", naming: Naming::NOT_LOOKED_UP, dnsbl: &[] }
     }
 }
 
@@ -409,13 +418,67 @@ pub struct Request<'a> {
     pub sender_domain: DomainStatus,
     /// The recipient, without angle brackets.
     pub recipient: &'a str,
-    /// What the policy servers said so far for this request: (server name,
-    /// `action=` value). A `check_policy_service` without its answer here
-    /// makes the decision [`Decision::Ask`].
-    pub policy_answers: &'a [(String, String)],
+    /// What was asked on the way to this decision. A restriction whose
+    /// answer is not here makes the decision [`Decision::Ask`].
+    pub answers: &'a Answers,
 }
 
-/// What DNS says of a mail domain (`reject_unknown_sender_domain`).
+/// What a restriction needs to know from outside before it can decide:
+/// the session finds out and decides again with the answer in
+/// [`Answers`]. Asked only when a restriction is reached, as Postfix does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Question {
+    /// A policy server's `action=` (`check_policy_service`).
+    Policy(PolicyService),
+    /// What the domain blocklist `list` says of `domain` (`reject_rhsbl_*`):
+    /// the address records of `<domain>.<list>`
+    /// ([`Question::listing_key`]).
+    Listing { domain: String, list: String },
+    /// Whether this host name has an address or MX record
+    /// (`reject_unknown_helo_hostname`).
+    Host(String),
+}
+
+impl Question {
+    /// The name a [`Question::Listing`]'s answer is kept under in
+    /// [`Answers::listings`].
+    pub fn listing_key(domain: &str, list: &str) -> String {
+        format!("{domain}.{list}")
+    }
+}
+
+/// The answers to [`Question`]s so far, for one decision.
+#[derive(Debug, Clone, Default)]
+pub struct Answers {
+    /// (policy server name, `action=` value).
+    pub policy: Vec<(String, String)>,
+    /// (query name, its address records): empty when not listed, or when
+    /// the lookup failed or was late, since a broken blocklist must not
+    /// stop mail.
+    pub listings: Vec<(String, Vec<std::net::Ipv4Addr>)>,
+    /// (host name, what DNS says of it).
+    pub hosts: Vec<(String, DomainStatus)>,
+}
+
+/// No answers: for a decision asked outside a session.
+pub static NO_ANSWERS: Answers = Answers { policy: Vec::new(), listings: Vec::new(), hosts: Vec::new() };
+
+impl Answers {
+    fn policy(&self, name: &str) -> Option<&str> {
+        self.policy.iter().find(|(n, _)| n == name).map(|(_, a)| a.as_str())
+    }
+
+    fn listing(&self, query: &str) -> Option<&[std::net::Ipv4Addr]> {
+        self.listings.iter().find(|(q, _)| q == query).map(|(_, a)| a.as_slice())
+    }
+
+    fn host(&self, name: &str) -> Option<DomainStatus> {
+        self.hosts.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
+    }
+}
+
+/// What DNS says of a mail domain (`reject_unknown_sender_domain`) or a
+/// host name (`reject_unknown_helo_hostname`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DomainStatus {
     /// It has an MX or an address record (or was not looked up).
@@ -435,16 +498,16 @@ pub enum Decision {
     Accept,
     /// Refuse with this reply (4xx: try later, 5xx: never).
     Refuse(Reply),
-    /// Ask this policy server, then decide again with its answer in
-    /// [`Request::policy_answers`].
-    Ask(PolicyService),
+    /// Find this out, then decide again with the answer in
+    /// [`Request::answers`].
+    Ask(Question),
 }
 
 /// What one restriction or list decided.
 enum Step {
     Permit,
     Refuse(Reply),
-    Ask(PolicyService),
+    Ask(Question),
 }
 
 /// What a refusal names, as Postfix words it.
@@ -477,13 +540,14 @@ impl Policy {
         }
     }
 
-    /// The DNS blocklists the lists consult (`reject_rbl_client`), each
-    /// once: a session asks them about its client when it connects.
+    /// The DNS block- and allowlists the lists consult about the client's
+    /// address (`reject_rbl_client`, `permit_dnswl_client`), each once: a
+    /// session asks them about its client when it connects.
     pub fn dnsbl_domains(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for list in [&self.client, &self.helo, &self.sender, &self.relay, &self.recipient, &self.data] {
             for r in list.iter() {
-                if let Restriction::RejectRblClient(bl) = r
+                if let Restriction::RejectRblClient(bl) | Restriction::PermitDnswlClient(bl) = r
                     && !out.contains(&bl.domain)
                 {
                     out.push(bl.domain.clone());
@@ -510,7 +574,7 @@ impl Policy {
             sender: "",
             sender_domain: DomainStatus::Found,
             recipient,
-            policy_answers: &[],
+            answers: &NO_ANSWERS,
         };
         self.check(&req)
     }
@@ -733,10 +797,79 @@ impl Policy {
                     }
                 }
                 Restriction::RejectUnknownSenderDomain => None,
-                Restriction::CheckPolicyService(svc) => {
-                    match req.policy_answers.iter().find(|(name, _)| *name == svc.name) {
-                        Some((_, action)) => access_action(&svc.name, action, &what(class), pending),
-                        None => Some(Step::Ask(svc.clone())),
+                // Postfix's text; a lookup that failed for now defers only
+                // if nothing else rejects (unknown_helo_hostname_tempfail_action
+                // = defer_if_permit). Address literals are not looked up.
+                Restriction::RejectUnknownHeloHostname => {
+                    let refuse = |code: u16| {
+                        Reply::new(
+                            code,
+                            Status(reply_class(code), 7, 1),
+                            format!("{} rejected: Host not found", what(Class::Helo)),
+                        )
+                    };
+                    match req.helo.filter(|h| !h.starts_with('[')) {
+                        None => None,
+                        Some(h) if !valid_helo_name(h) => {
+                            Some(Step::Refuse(refuse(self.unknown_hostname_reject_code)))
+                        }
+                        Some(h) => {
+                            let name = h.trim_end_matches('.').to_ascii_lowercase();
+                            match req.answers.host(&name) {
+                                None => Some(Step::Ask(Question::Host(name))),
+                                Some(DomainStatus::NotFound) => {
+                                    Some(Step::Refuse(refuse(self.unknown_hostname_reject_code)))
+                                }
+                                Some(DomainStatus::TryAgain) => {
+                                    pending.if_permit.get_or_insert_with(|| refuse(450));
+                                    None
+                                }
+                                Some(DomainStatus::Found | DomainStatus::NullMx) => None,
+                            }
+                        }
+                    }
+                }
+                Restriction::CheckPolicyService(svc) => match req.answers.policy(&svc.name) {
+                    Some(action) => access_action(&svc.name, action, &what(class), pending),
+                    None => Some(Step::Ask(Question::Policy(svc.clone()))),
+                },
+                // Never past reject_unauth_destination: in the relay and
+                // recipient lists it permits only mail for a destination
+                // sluice relays to, as Postfix.
+                Restriction::PermitDnswlClient(bl) => {
+                    let listed = req
+                        .client
+                        .dnsbl
+                        .iter()
+                        .find(|(domain, _)| *domain == bl.domain)
+                        .is_some_and(|(_, answers)| answers.iter().any(|a| bl.allowlists(*a)));
+                    let guarded = matches!(class, Class::Recipient) && !self.authorized(rcpt)?;
+                    (listed && !guarded).then_some(Step::Permit)
+                }
+                Restriction::RejectRhsbl(which, bl) => {
+                    let (subject, what_name, domain) = rhsbl_subject(*which, req);
+                    match domain.map(|d| d.trim_end_matches('.')).filter(|d| super::peer::valid_hostname(d)) {
+                        None => None,
+                        Some(d) => {
+                            let domain = d.to_ascii_lowercase();
+                            match req.answers.listing(&Question::listing_key(&domain, &bl.domain)) {
+                                None => {
+                                    Some(Step::Ask(Question::Listing { domain, list: bl.domain.clone() }))
+                                }
+                                Some(a) if a.iter().any(|a| bl.lists(*a)) => {
+                                    let code = self.rbl_reject_code;
+                                    Some(Step::Refuse(Reply::new(
+                                        code,
+                                        Status(reply_class(code), 7, 1),
+                                        format!(
+                                            "Service unavailable; {subject} [{what_name}] blocked using {}",
+                                            bl.domain
+                                        ),
+                                    )))
+                                }
+                                Some(_) => None,
+                            }
+                        }
                     }
                 }
                 Restriction::RejectRblClient(bl) => req
@@ -839,6 +972,28 @@ pub(crate) fn valid_helo_name(name: &str) -> bool {
 fn is_fqdn_host(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     name.contains('.') && super::peer::valid_hostname(name)
+}
+
+/// What a `reject_rhsbl_*` restriction looks at: Postfix's name for it in
+/// the reply, what the reply shows between brackets, and the domain to
+/// ask about (none when there is nothing to ask: no HELO, the null
+/// sender, an unknown client name, an address literal).
+fn rhsbl_subject<'a>(which: RhsblName, req: &Request<'a>) -> (&'static str, &'a str, Option<&'a str>) {
+    let known = |name: &'a str| (name != super::peer::UNKNOWN).then_some(name);
+    let domain_of =
+        |address: &'a str| address.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.starts_with('['));
+    match which {
+        RhsblName::Client => ("Client host", req.client.name, known(req.client.name)),
+        RhsblName::ReverseClient => {
+            ("Unverified Client host", req.client.reverse_name, known(req.client.reverse_name))
+        }
+        RhsblName::Helo => {
+            let helo = req.helo.unwrap_or("");
+            ("Helo command", helo, req.helo.filter(|h| !h.starts_with('[')))
+        }
+        RhsblName::Sender => ("Sender address", req.sender, domain_of(req.sender)),
+        RhsblName::Recipient => ("Recipient address", req.recipient, domain_of(req.recipient)),
+    }
 }
 
 /// `user@host.domain`: a domain with a dot (or an address literal).

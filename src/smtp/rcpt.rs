@@ -14,24 +14,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use super::mail::xtext;
-use super::policy::{Decision, Request};
+use super::policy::{Answers, Decision, Question, Request};
 use super::session::{Flow, Session, Transaction};
-use crate::config::PolicyService;
 use crate::reply::{Reply, Status};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `RCPT TO:<forward-path> [parameters]`.
     pub(super) async fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>) -> Flow {
         let address = to.address.to_string();
-        // Policy servers are asked as the restrictions reach them; each
-        // answer goes into the next round of the same decision.
-        let mut answers: Vec<(String, String)> = Vec::new();
+        // Policy servers and DNS are asked as the restrictions reach them;
+        // each answer goes into the next round of the same decision.
+        let mut answers = Answers::default();
         let checked = loop {
             match self.check_rcpt(&to, &answers) {
-                Ok(Checked::Ask(service)) => {
-                    let action = self.ask_policy(&service, "RCPT", &address).await;
-                    answers.push((service.name, action));
-                }
+                Ok(Checked::Ask(question)) => self.answer(question, "RCPT", &address, &mut answers).await,
                 Ok(Checked::Accept(rcpt, prepend)) => break Ok((rcpt, prepend)),
                 Err(r) => break Err(r),
             }
@@ -70,7 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Flow::Continue
     }
 
-    fn check_rcpt(&self, to: &RcptTo<Cow<'_, str>>, answers: &[(String, String)]) -> Result<Checked, Reply> {
+    fn check_rcpt(&self, to: &RcptTo<Cow<'_, str>>, answers: &Answers) -> Result<Checked, Reply> {
         let s = &self.settings;
         let Transaction::Mail(m) = &self.tx else {
             return Err(Reply::new(503, Status(5, 5, 1), "Error: need MAIL command"));
@@ -100,11 +96,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             sender: &m.from,
             sender_domain: m.sender_domain,
             recipient: address,
-            policy_answers: answers,
+            answers,
         };
         let prepend = match s.policy.check_prepending(&request) {
             (Decision::Refuse(r), _) => return Err(r),
-            (Decision::Ask(service), _) => return Ok(Checked::Ask(service)),
+            (Decision::Ask(question), _) => return Ok(Checked::Ask(question)),
             (Decision::Accept, prepend) => prepend,
         };
         let flags = to.flags;
@@ -133,6 +129,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 enum Checked {
     /// Accepted, with the headers the restrictions asked to prepend.
     Accept(Recipient, Vec<String>),
-    /// A policy server must be asked before the decision.
-    Ask(PolicyService),
+    /// A policy server or DNS must be asked before the decision.
+    Ask(Question),
 }

@@ -785,14 +785,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `smtpd_data_restrictions` for the current transaction: the refusal,
     /// if any (the caller logs it).
     pub(super) async fn data_refusal(&mut self) -> Option<Reply> {
-        let mut answers: Vec<(String, String)> = Vec::new();
+        let mut answers = super::policy::Answers::default();
         loop {
             match self.data_decision(&answers)? {
                 Ok(r) => return r,
-                Err(service) => {
-                    let action = self.ask_policy(&service, "DATA", "").await;
-                    answers.push((service.name, action));
-                }
+                Err(question) => self.answer(question, "DATA", "", &mut answers).await,
+            }
+        }
+    }
+
+    /// Finds out what a restriction asked (`question`) at `state` (`RCPT`,
+    /// `DATA`) about `recipient`, into `answers` for the next round of the
+    /// decision. DNS questions are bounded by sluice_peername_lookup_timeout;
+    /// without a resolver, a name is not listed and a host lookup fails for
+    /// now.
+    pub(super) async fn answer(
+        &self,
+        question: super::policy::Question,
+        state: &str,
+        recipient: &str,
+        answers: &mut super::policy::Answers,
+    ) {
+        use super::policy::{DomainStatus, Question};
+        let timeout = self.settings.peername_timeout;
+        let resolver = self.inbound.resolver();
+        match question {
+            Question::Policy(service) => {
+                let action = self.ask_policy(&service, state, recipient).await;
+                answers.policy.push((service.name, action));
+            }
+            Question::Listing { domain, list } => {
+                let listed = match &resolver {
+                    Some(r) => super::peer::rhsbl_listing(r.as_ref(), &domain, &list, timeout).await,
+                    None => Vec::new(),
+                };
+                answers.listings.push((Question::listing_key(&domain, &list), listed));
+            }
+            Question::Host(name) => {
+                let status = match &resolver {
+                    Some(r) => super::mail::domain_status(r.as_ref(), &name, timeout).await,
+                    None => DomainStatus::TryAgain,
+                };
+                answers.hosts.push((name, status));
             }
         }
     }
@@ -800,7 +834,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// One round of [`Session::data_refusal`]: `None` without a
     /// transaction or restrictions, `Err` when a policy server must be
     /// asked first.
-    fn data_decision(&self, answers: &[(String, String)]) -> Option<Result<Option<Reply>, PolicyService>> {
+    fn data_decision(
+        &self,
+        answers: &super::policy::Answers,
+    ) -> Option<Result<Option<Reply>, super::policy::Question>> {
         let Transaction::Mail(m) = &self.tx else { return None };
         if self.settings.policy.data.is_empty() {
             return None;
@@ -811,12 +848,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             sender: &m.from,
             sender_domain: m.sender_domain,
             recipient: m.rcpts.last().map_or("", |r| r.address.as_str()),
-            policy_answers: answers,
+            answers,
         };
         Some(match self.settings.policy.check_data(&request) {
             super::policy::Decision::Accept => Ok(None),
             super::policy::Decision::Refuse(r) => Ok(Some(r)),
-            super::policy::Decision::Ask(service) => Err(service),
+            super::policy::Decision::Ask(question) => Err(question),
         })
     }
 

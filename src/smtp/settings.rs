@@ -248,6 +248,7 @@ impl Settings {
             unknown_client_reject_code: count("unknown_client_reject_code") as u16,
             non_fqdn_reject_code: count("non_fqdn_reject_code") as u16,
             invalid_hostname_reject_code: count("invalid_hostname_reject_code") as u16,
+            unknown_hostname_reject_code: count("unknown_hostname_reject_code") as u16,
             rbl_reject_code: count("maps_rbl_reject_code") as u16,
             unknown_address_reject_code: count("unknown_address_reject_code") as u16,
             nullmx_reject_code: count("nullmx_reject_code") as u16,
@@ -434,7 +435,7 @@ mod tests {
         match s.policy.check_recipient(client, rcpt) {
             Decision::Accept => "accept".to_owned(),
             Decision::Refuse(r) => r.to_one_line(),
-            Decision::Ask(p) => format!("ask {}", p.name),
+            Decision::Ask(q) => format!("ask {q:?}"),
         }
     }
 

@@ -60,7 +60,8 @@ fn reply(d: Decision) -> String {
     match d {
         Decision::Accept => "accept".to_owned(),
         Decision::Refuse(r) => r.to_one_line(),
-        Decision::Ask(s) => format!("ask {}", s.name),
+        Decision::Ask(Question::Policy(s)) => format!("ask {}", s.name),
+        Decision::Ask(q) => format!("ask {q:?}"),
     }
 }
 
@@ -214,8 +215,8 @@ fn plain_reject_defer_and_permit() {
 fn lists_that_allow_open_relay_are_refused() {
     assert_eq!(policy("permit_mynetworks", "permit").validate(), Err(PolicyError::OpenRelay));
     assert!(matches!(
-        parse_restrictions("smtpd_relay_restrictions", &words("permit_mynetworks reject_rhsbl_sender x"), &table),
-        Err(PolicyError::Unknown { name, .. }) if name == "reject_rhsbl_sender"
+        parse_restrictions("smtpd_relay_restrictions", &words("permit_mynetworks check_sender_mx_access x"), &table),
+        Err(PolicyError::Unknown { name, .. }) if name == "check_sender_mx_access"
     ));
     assert!(matches!(
         parse_restrictions("smtpd_relay_restrictions", &words("reject_rbl_client nodot"), &table),
@@ -246,7 +247,7 @@ fn key_orders_follow_postfix() {
 }
 
 fn req<'a>(client: Client<'a>, helo: Option<&'a str>, sender: &'a str, recipient: &'a str) -> Request<'a> {
-    Request { client, helo, sender, sender_domain: DomainStatus::Found, recipient, policy_answers: &[] }
+    Request { client, helo, sender, sender_domain: DomainStatus::Found, recipient, answers: &NO_ANSWERS }
 }
 
 #[test]
@@ -355,6 +356,7 @@ fn unknown_client_names_are_refused_permanently_or_for_now() {
     let client = |name: NameStatus, reverse: NameStatus| Client {
         addr,
         name: "x",
+        reverse_name: "x",
         naming: Naming { name, reverse },
         dnsbl: &[],
     };

@@ -171,29 +171,11 @@ pub fn named<T>(name: &str) -> Option<Named<T>> {
         "permit_dnswl_client" => {
             return Some(Named::WithArg(|arg| Dnsbl::parse(arg).map(R::PermitDnswlClient)));
         }
-        "reject_rhsbl_client" => {
-            return Some(Named::WithArg(|arg| {
-                Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::Client, d))
-            }));
-        }
-        "reject_rhsbl_reverse_client" => {
-            return Some(Named::WithArg(|arg| {
-                Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::ReverseClient, d))
-            }));
-        }
-        "reject_rhsbl_helo" => {
-            return Some(Named::WithArg(|arg| Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::Helo, d))));
-        }
-        "reject_rhsbl_sender" => {
-            return Some(Named::WithArg(|arg| {
-                Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::Sender, d))
-            }));
-        }
-        "reject_rhsbl_recipient" => {
-            return Some(Named::WithArg(|arg| {
-                Dnsbl::parse(arg).map(|d| R::RejectRhsbl(RhsblName::Recipient, d))
-            }));
-        }
+        "reject_rhsbl_client" => return Some(Named::WithArg(|a| rhsbl(RhsblName::Client, a))),
+        "reject_rhsbl_reverse_client" => return Some(Named::WithArg(|a| rhsbl(RhsblName::ReverseClient, a))),
+        "reject_rhsbl_helo" => return Some(Named::WithArg(|a| rhsbl(RhsblName::Helo, a))),
+        "reject_rhsbl_sender" => return Some(Named::WithArg(|a| rhsbl(RhsblName::Sender, a))),
+        "reject_rhsbl_recipient" => return Some(Named::WithArg(|a| rhsbl(RhsblName::Recipient, a))),
         "check_policy_service" => {
             return Some(Named::WithArg(|arg| PolicyService::parse(arg).map(R::CheckPolicyService)));
         }
@@ -204,6 +186,12 @@ pub fn named<T>(name: &str) -> Option<Named<T>> {
         _ => return None,
     };
     Some(Named::Simple(simple))
+}
+
+/// A `reject_rhsbl_*` restriction asking about `which` name, from its
+/// argument.
+fn rhsbl<T>(which: RhsblName, arg: &str) -> Result<Restriction<T>, String> {
+    Dnsbl::parse(arg).map(|d| Restriction::RejectRhsbl(which, d))
 }
 
 impl<T> Restriction<T> {

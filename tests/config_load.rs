@@ -391,6 +391,55 @@ fn tls_needs_readable_files() {
     assert_eq!(c.string("smtpd_tls_key_file"), cert.display().to_string(), "key defaults to the cert file");
     let errors = load_err(d.path(), "smtpd_tls_security_level = sometimes\n", "");
     assert!(errors[0].contains("expected empty, none, may, encrypt"), "{errors:?}");
+
+    // One chain file replaces the pair; it must be readable, and sluice
+    // takes one.
+    let dir = d.path().display();
+    let main = format!("smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}\n", cert.display());
+    load(d.path(), &main, "");
+    let errors =
+        load_err(d.path(), "smtpd_tls_security_level = may\nsmtpd_tls_chain_files = /nonexistent.pem\n", "");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .starts_with(&format!("{dir}/main.cf:2: smtpd_tls_chain_files: cannot read /nonexistent.pem"))
+    );
+    let main = format!("smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {0}, {0}\n", cert.display());
+    let errors = load_err(d.path(), &main, "");
+    assert!(
+        errors[0].ends_with("smtpd_tls_chain_files: 2 files given; sluice takes one (one key algorithm)"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn tls_protocols_in_postfix_syntax() {
+    let d = tmp();
+    let dir = d.path().display();
+    let c = load(
+        d.path(),
+        "smtpd_tls_protocols = >=TLSv1.2\nsmtpd_tls_mandatory_protocols = !SSLv2, !SSLv3, !TLSv1, !TLSv1.1\n",
+        "",
+    )
+    .config;
+    assert_eq!(c.string("smtpd_tls_protocols"), ">=TLSv1.2");
+    let errors = load_err(
+        d.path(),
+        "smtpd_tls_protocols = >=TLSv1.2\nsmtpd_tls_mandatory_protocols = <=TLSv1.1\n",
+        "",
+    );
+    assert_eq!(
+        errors,
+        [format!(
+            "{dir}/main.cf:2: smtpd_tls_mandatory_protocols: leaves neither TLSv1.2 nor TLSv1.3, the versions sluice speaks"
+        )]
+    );
+    let errors = load_err(d.path(), "smtpd_tls_protocols = !SSLv2, !TLS1.2\n", "");
+    assert!(
+        errors[0]
+            .starts_with(&format!("{dir}/main.cf:1: smtpd_tls_protocols: unknown TLS protocol \"TLS1.2\"")),
+        "{errors:?}"
+    );
 }
 
 #[test]

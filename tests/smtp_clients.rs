@@ -244,3 +244,68 @@ async fn encrypt_level_requires_starttls_before_mail() {
     assert_eq!(c.cmd("STARTTLS").await.text(), "502 5.5.1 Error: command not implemented");
     server.stop().await;
 }
+
+const STARTTLS_VERSION: &str = r#"
+import smtplib, ssl, sys
+host, port, ca, highest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+if highest == "1.2":
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+s = smtplib.SMTP(host, port, timeout=20)
+s.ehlo("py.client.test")
+try:
+    s.starttls(context=ctx)
+except ssl.SSLError as e:
+    print("handshake failed:", e.reason)
+    sys.exit(0)
+print("version", s.sock.version())
+s.ehlo("py.client.test")
+s.sendmail("a@source.test", ["user@relay.test"], "Subject: tls\r\n\r\nbody\r\n")
+s.quit()
+"#;
+
+/// STARTTLS as main.cf configures it: the key and chain in one
+/// `smtpd_tls_chain_files` file, and the protocol versions from
+/// `smtpd_tls_protocols` (level may) or `smtpd_tls_mandatory_protocols`
+/// (level encrypt), in Postfix's syntax; a client limited to a version the
+/// server does not offer fails the handshake.
+#[tokio::test]
+async fn tls_protocols_and_chain_files_from_main_cf() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = dir.path().join("chain.pem");
+    std::fs::write(&chain, format!("{}{}", pki.key_pem, pki.cert_pem)).expect("write chain");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("write ca");
+    let settings = |level: &str, protocols: &str, mandatory: &str| {
+        let main = format!(
+            "smtpd_tls_security_level = {level}\nsmtpd_tls_chain_files = {}\n\
+             smtpd_tls_protocols = {protocols}\nsmtpd_tls_mandatory_protocols = {mandatory}\n",
+            chain.display()
+        );
+        let loaded = sluice::config::Config::from_texts(dir.path(), &main, "smtp inet n - n - - smtpd\n")
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        let tls = sluice::smtp::Settings::from_config(&loaded.config).expect("settings");
+        sluice::smtp::Settings { tls_level: tls.tls_level, tls: tls.tls, ..relay_settings() }
+    };
+    let ca = ca.to_str().expect("utf-8 path");
+    for (level, protocols, mandatory, highest, want) in [
+        ("may", ">=TLSv1.3", "<=TLSv1.2", "1.3", "version TLSv1.3"),
+        ("may", ">=TLSv1.3", "<=TLSv1.2", "1.2", "handshake failed"),
+        ("may", "!SSLv2, !SSLv3, !TLSv1.3", ">=TLSv1.3", "1.3", "version TLSv1.2"),
+        ("encrypt", "<=TLSv1.2", ">=TLSv1.3", "1.2", "handshake failed"),
+        ("encrypt", "<=TLSv1.2", ">=TLSv1.3", "1.3", "version TLSv1.3"),
+    ] {
+        let server = Server::start(settings(level, protocols, mandatory)).await;
+        let out = python(server.addr, STARTTLS_VERSION, &[ca, highest]).await;
+        let log = text(&out);
+        let case = format!(
+            "level {level}, protocols {protocols}, mandatory {mandatory}, client up to TLSv{highest}"
+        );
+        assert!(out.status.success(), "{case}: {log}");
+        assert!(log.contains(want), "{case}: {log}");
+        let msgs = server.messages().await;
+        assert_eq!(msgs.len(), usize::from(want.starts_with("version")), "{case}: {log}");
+        server.stop().await;
+    }
+}

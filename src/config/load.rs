@@ -687,6 +687,7 @@ fn build_config(
                 None => Err(format!("bad compatibility level \"{value}\"")),
             },
             Kind::Protocols => parse_protocols(&value).map(|_| Typed::Text),
+            Kind::TlsProtocols => values::parse_tls_protocols(&value).map(|_| Typed::Text),
             Kind::Interfaces => interface_addresses(&value).map(|_| Typed::Text),
             Kind::Str => Ok(Typed::Text),
             Kind::List => values::split_list(&value).map(|_| Typed::Text),
@@ -841,11 +842,30 @@ fn info_kind(info: &[TransportInfo], name: &str) -> Option<TransportKind> {
     info.iter().find(|t| t.name == name).map(|t| t.kind)
 }
 
-/// STARTTLS needs a readable certificate and key.
+/// STARTTLS needs a readable certificate and key: one
+/// `smtpd_tls_chain_files` file, or `smtpd_tls_cert_file` and
+/// `smtpd_tls_key_file`.
 fn check_tls(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
     let level = config.string("smtpd_tls_security_level").trim();
     if !matches!(level, "may" | "encrypt") {
         return;
+    }
+    let chain = config.list("smtpd_tls_chain_files");
+    match chain.as_slice() {
+        [] => {}
+        [path] => {
+            if let Err(e) = std::fs::File::open(path) {
+                errors.push(scope.diag("smtpd_tls_chain_files", format!("cannot read {path}: {e}")));
+            }
+            return;
+        }
+        _ => {
+            errors.push(scope.diag(
+                "smtpd_tls_chain_files",
+                format!("{} files given; sluice takes one (one key algorithm)", chain.len()),
+            ));
+            return;
+        }
     }
     for name in ["smtpd_tls_cert_file", "smtpd_tls_key_file"] {
         let path = config.string(name).trim();

@@ -50,7 +50,7 @@ pub use error::{ConfigErrors, Diagnostic, TableError};
 pub use restrictions::{
     Access, Dnsbl, HeaderAction, Named, PolicyEndpoint, PolicyService, Restriction, RhsblName, named,
 };
-pub use values::Rate;
+pub use values::{Rate, TlsProtocols, parse_tls_protocols};
 
 use matchlist::{DomainList, HostList};
 use route::TransportInfo;

@@ -56,6 +56,8 @@ pub enum Kind {
     Interfaces,
     /// `inet_protocols` syntax (`all`, `ipv4`, `ipv6`).
     Protocols,
+    /// TLS protocol versions (`>=TLSv1.2`, `!SSLv2, !SSLv3`).
+    TlsProtocols,
 }
 
 impl Kind {
@@ -87,6 +89,7 @@ impl Kind {
             Kind::Level => "compatibility level".into(),
             Kind::Interfaces => "all | loopback-only | addresses".into(),
             Kind::Protocols => "all | ipv4 | ipv6".into(),
+            Kind::TlsProtocols => "TLS protocols (>=TLSv1.2, !TLSv1.1, ...)".into(),
         }
     }
 }
@@ -604,6 +607,13 @@ pub static PARAMS: &[Param] = &[
     // TLS.
     p("smtpd_tls_cert_file", "", Str, Tls, "PEM file with the server certificate (and chain) for STARTTLS."),
     p(
+        "smtpd_tls_chain_files",
+        "",
+        List,
+        Tls,
+        "One PEM file holding the private key and then the certificate chain, leaf first (Postfix's preferred form); when set it replaces smtpd_tls_cert_file and smtpd_tls_key_file. sluice takes one file (one key algorithm).",
+    ),
+    p(
         "smtpd_tls_key_file",
         "$smtpd_tls_cert_file",
         Str,
@@ -616,6 +626,20 @@ pub static PARAMS: &[Param] = &[
         Enum(&["", "none", "may", "encrypt"]),
         Tls,
         "none (or empty): no STARTTLS; may: offer STARTTLS; encrypt: require it before MAIL.",
+    ),
+    p(
+        "smtpd_tls_protocols",
+        ">=TLSv1",
+        TlsProtocols,
+        Tls,
+        "TLS protocols offered with smtpd_tls_security_level = may, in Postfix's syntax (>=TLSv1.2, <=TLSv1.3, !TLSv1.2, ...). sluice speaks TLSv1.2 and TLSv1.3 only; a value that leaves neither is an error.",
+    ),
+    p(
+        "smtpd_tls_mandatory_protocols",
+        ">=TLSv1",
+        TlsProtocols,
+        Tls,
+        "TLS protocols offered with smtpd_tls_security_level = encrypt, as smtpd_tls_protocols.",
     ),
     p(
         "smtpd_starttls_timeout",
@@ -1047,7 +1071,7 @@ static REASONS: &[(&[&str], &str)] = &[
     ),
     (
         &["smtpd_tls_"],
-        "only smtpd_tls_cert_file, smtpd_tls_key_file and smtpd_tls_security_level are supported; TLS protocol and cipher choices are rustls defaults",
+        "only smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_chain_files, smtpd_tls_security_level, smtpd_tls_protocols and smtpd_tls_mandatory_protocols are supported; cipher choices are rustls defaults",
     ),
     (
         &["smtp_tls_", "lmtp_tls_", "smtp_use_tls", "smtp_enforce_tls", "lmtp_use_tls", "lmtp_enforce_tls"],

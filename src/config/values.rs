@@ -225,6 +225,51 @@ pub(crate) fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
 pub(crate) const ANY_V4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub(crate) const ANY_V6: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
+/// The TLS protocol versions a `smtpd_tls_protocols` or
+/// `smtpd_tls_mandatory_protocols` value leaves on, among the two the TLS
+/// library speaks (SSLv2 to TLSv1.1 are never offered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsProtocols {
+    pub tls12: bool,
+    pub tls13: bool,
+}
+
+/// Postfix's protocol names, oldest first.
+const TLS_PROTOCOLS: [&str; 6] = ["SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
+
+/// Parses Postfix's TLS protocol syntax: `>=TLSv1.2`, `<=TLSv1.3`,
+/// exclusions (`!SSLv2, !SSLv3, !TLSv1`), or (obsolete) the names to
+/// include. An unknown name, or a value that leaves neither TLSv1.2 nor
+/// TLSv1.3 on, is an error.
+pub fn parse_tls_protocols(s: &str) -> Result<TlsProtocols, String> {
+    let index = |name: &str| {
+        TLS_PROTOCOLS.iter().position(|p| p.eq_ignore_ascii_case(name)).ok_or_else(|| {
+            format!("unknown TLS protocol \"{name}\" (expected one of {})", TLS_PROTOCOLS.join(", "))
+        })
+    };
+    let mut on = [true; TLS_PROTOCOLS.len()];
+    let mut included: Option<[bool; TLS_PROTOCOLS.len()]> = None;
+    for w in split_list(s)? {
+        if let Some(name) = w.strip_prefix(">=") {
+            let i = index(name)?;
+            on[..i].iter_mut().for_each(|p| *p = false);
+        } else if let Some(name) = w.strip_prefix("<=") {
+            let i = index(name)?;
+            on[i + 1..].iter_mut().for_each(|p| *p = false);
+        } else if let Some(name) = w.strip_prefix('!') {
+            on[index(name)?] = false;
+        } else {
+            included.get_or_insert([false; TLS_PROTOCOLS.len()])[index(&w)?] = true;
+        }
+    }
+    let allowed = |i: usize| on[i] && included.is_none_or(|inc| inc[i]);
+    let p = TlsProtocols { tls12: allowed(4), tls13: allowed(5) };
+    if !p.tls12 && !p.tls13 {
+        return Err("leaves neither TLSv1.2 nor TLSv1.3, the versions sluice speaks".into());
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +337,21 @@ mod tests {
         assert_eq!(parse_listen("[::1]:9025"), Ok(Some("[::1]:9025".parse().unwrap())));
         assert_eq!(parse_listen(""), Ok(None));
         assert!(parse_listen("metrics.example:9025").is_err());
+    }
+
+    #[test]
+    fn tls_protocols_as_postfix_writes_them() {
+        let both = TlsProtocols { tls12: true, tls13: true };
+        let only13 = TlsProtocols { tls12: false, tls13: true };
+        let only12 = TlsProtocols { tls12: true, tls13: false };
+        assert_eq!(parse_tls_protocols(">=TLSv1"), Ok(both));
+        assert_eq!(parse_tls_protocols("!SSLv2, !SSLv3"), Ok(both));
+        assert_eq!(parse_tls_protocols(""), Ok(both));
+        assert_eq!(parse_tls_protocols(">=TLSv1.3"), Ok(only13));
+        assert_eq!(parse_tls_protocols("!SSLv2 !SSLv3 !TLSv1 !TLSv1.1 !TLSv1.2"), Ok(only13));
+        assert_eq!(parse_tls_protocols("<=TLSv1.2"), Ok(only12));
+        assert_eq!(parse_tls_protocols("tlsv1.2, TLSv1.1"), Ok(only12), "an inclusion list");
+        assert!(parse_tls_protocols("<=TLSv1.1").unwrap_err().contains("neither TLSv1.2 nor TLSv1.3"));
+        assert!(parse_tls_protocols("!TLSv1.4").unwrap_err().contains("unknown TLS protocol \"TLSv1.4\""));
     }
 }

@@ -275,10 +275,27 @@ impl Settings {
         };
         let tls = match tls_level {
             TlsLevel::None => None,
-            _ => Some(tls::server_config_from_files(
-                c.string("smtpd_tls_cert_file").as_ref(),
-                c.string("smtpd_tls_key_file").as_ref(),
-            )?),
+            _ => {
+                // Postfix: the mandatory list where TLS is required.
+                let param = match tls_level {
+                    TlsLevel::Encrypt => "smtpd_tls_mandatory_protocols",
+                    _ => "smtpd_tls_protocols",
+                };
+                let protocols = crate::config::parse_tls_protocols(c.string(param))
+                    .map_err(|message| SettingsError::Value { param, message })?;
+                let chain = c.list("smtpd_tls_chain_files");
+                let (cert, key) = match chain.as_slice() {
+                    [] => (c.string("smtpd_tls_cert_file"), c.string("smtpd_tls_key_file")),
+                    [one] => (one.as_str(), one.as_str()),
+                    _ => {
+                        return Err(SettingsError::Value {
+                            param: "smtpd_tls_chain_files",
+                            message: "sluice takes one chain file (one key algorithm)".into(),
+                        });
+                    }
+                };
+                Some(tls::server_config_from_files(cert.as_ref(), key.as_ref(), protocols)?)
+            }
         };
         let networks = |name: &'static str| Networks::Param { config: Arc::clone(config), name };
 

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rustls::ServerConfig;
+
+use crate::config::TlsProtocols;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -103,39 +105,54 @@ pub enum TlsError {
 }
 
 /// Builds the server configuration from PEM files: the certificate chain
-/// (leaf first) and the private key (PKCS#8, PKCS#1 or SEC1).
-pub fn server_config_from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// (leaf first) and the private key (PKCS#8, PKCS#1 or SEC1), which may be
+/// the same file (`smtpd_tls_chain_files` holds both, key first). Offers
+/// the `protocols` versions.
+pub fn server_config_from_files(
+    cert: &Path,
+    key: &Path,
+    protocols: TlsProtocols,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Cert { path: cert.display().to_string(), message: e.to_string() })?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TlsError::Key { path: key.display().to_string(), message: e.to_string() })?;
-    build(certs, key, &cert.display().to_string())
+    build(certs, key, &cert.display().to_string(), protocols)
 }
 
-/// Builds the server configuration from PEM text (tests, embedded keys).
+/// Builds the server configuration from PEM text (tests, embedded keys),
+/// offering TLSv1.2 and TLSv1.3.
 pub fn server_config_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Cert { path: "(inline)".into(), message: e.to_string() })?;
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| TlsError::Key { path: "(inline)".into(), message: e.to_string() })?;
-    build(certs, key, "(inline)")
+    build(certs, key, "(inline)", TlsProtocols { tls12: true, tls13: true })
 }
 
 fn build(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     path: &str,
+    protocols: TlsProtocols,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     if certs.is_empty() {
         return Err(TlsError::Cert { path: path.to_owned(), message: "no certificate found".into() });
+    }
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    if protocols.tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if protocols.tls12 {
+        versions.push(&rustls::version::TLS12);
     }
     // One explicit provider: with two compiled in, rustls would panic at run
     // time unless a process default were installed.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)

@@ -81,6 +81,9 @@ pub trait Resolver: Send + Sync + fmt::Debug {
     /// PTR records of `addr`: its reverse names, without the trailing dot.
     /// `NotFound` when the address has none.
     fn ptr<'a>(&'a self, addr: IpAddr) -> BoxFuture<'a, Result<Vec<String>, DnsError>>;
+    /// TXT records of `name`, each record's strings joined (the reason a
+    /// DNS blocklist gives for a listing).
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>>;
 }
 
 /// `hickory-resolver` with the system's configuration (`/etc/resolv.conf`).
@@ -180,9 +183,27 @@ impl Resolver for SystemResolver {
             non_empty(names, &text, "PTR")
         })
     }
+
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
+        Box::pin(async move {
+            let lookup = self.inner.txt_lookup(name).await.map_err(|e| classify(&e, name, "TXT"))?;
+            let texts = lookup
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    hickory_resolver::proto::rr::RData::TXT(t) => {
+                        let bytes: Vec<u8> = t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                        Some(String::from_utf8_lossy(&bytes).into_owned())
+                    }
+                    _ => None,
+                })
+                .collect();
+            non_empty(texts, name, "TXT")
+        })
+    }
 }
 
-/// A fixed table of MX, address and PTR records: the test double for DNS.
+/// A fixed table of MX, address, PTR and TXT records: the test double for DNS.
 /// Names are matched case-insensitively; a name or address that is not in
 /// the table does not exist.
 #[derive(Debug, Clone, Default)]
@@ -190,6 +211,7 @@ pub struct StaticResolver {
     mx: HashMap<String, Vec<(u16, String)>>,
     ips: HashMap<String, Vec<IpAddr>>,
     ptr: HashMap<IpAddr, Vec<String>>,
+    txt: HashMap<String, Vec<String>>,
     failing: Vec<String>,
     silent: Vec<String>,
 }
@@ -215,6 +237,12 @@ impl StaticResolver {
     /// Adds a PTR record: `addr`'s reverse name is `name`.
     pub fn with_ptr(mut self, addr: IpAddr, name: &str) -> StaticResolver {
         self.ptr.entry(addr).or_default().push(name.to_owned());
+        self
+    }
+
+    /// Adds a TXT record.
+    pub fn with_txt(mut self, name: &str, text: &str) -> StaticResolver {
+        self.txt.entry(name.to_ascii_lowercase()).or_default().push(text.to_owned());
         self
     }
 
@@ -285,6 +313,14 @@ impl Resolver for StaticResolver {
         Box::pin(async move {
             self.misbehave(&key, &key, "PTR").await?;
             self.ptr.get(&addr).cloned().ok_or(DnsError::NotFound { name: key.clone(), rtype: "PTR" })
+        })
+    }
+
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
+        let key = name.to_ascii_lowercase();
+        Box::pin(async move {
+            self.misbehave(&key, name, "TXT").await?;
+            self.txt.get(&key).cloned().ok_or(DnsError::NotFound { name: name.to_owned(), rtype: "TXT" })
         })
     }
 }

@@ -342,3 +342,31 @@ async fn helo_names_must_exist_in_dns() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_blocklist_reason_from_txt_goes_into_the_reply_made_safe() {
+    let s = settings(
+        "smtpd_client_restrictions = reject_rbl_client bl.test\n\
+         smtpd_sender_restrictions = reject_rhsbl_sender dbl.test\n",
+    );
+    let r =
+        listed(&["127.0.0.2"]).with_txt("1.0.0.127.bl.test", "Listed, see https://bl.test/q?ip=127.0.0.1");
+    let server = Server::start_with_resolver(s.clone(), Arc::new(r)).await;
+    assert_eq!(
+        rcpt_reply(&server, "client.test").await,
+        "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using bl.test; \
+         Listed, see https://bl.test/q?ip=127.0.0.1"
+    );
+    server.stop().await;
+
+    // A reason with line breaks or 8-bit text cannot break the reply.
+    let r = StaticResolver::new()
+        .with_ip("bad.test.dbl.test", ip("127.0.1.2"))
+        .with_txt("bad.test.dbl.test", "spam\r\n250 2.0.0 Ok caf\u{e9}");
+    let server = Server::start_with_resolver(s, Arc::new(r)).await;
+    assert_eq!(
+        rcpt_reply_from(&server, "client.test", "a@bad.test").await,
+        "554 5.7.1 Service unavailable; Sender address [a@bad.test] blocked using dbl.test; spam__250 2.0.0 Ok caf_"
+    );
+    server.stop().await;
+}

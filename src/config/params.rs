@@ -1320,7 +1320,9 @@ relay_recipient_maps. Regular-expression and CIDR tables see only the full addre
 and left out of the list; a misspelt name is an error. `reject_rbl_client domain[=d.d.d.d]` \
 asks the blocklist when the client connects (within `sluice_peername_lookup_timeout`, at the same \
 time as the client's name); without a filter only answers in 127.0.0.0/8 count, and never \
-127.255.255.x, which blocklists use to refuse a query. The reply carries no TXT reason. \
+127.255.255.x, which blocklists use to refuse a query. A listing's TXT record (asked by the same \
+deadline) ends the reply as its reason, as in Postfix's default_rbl_reply, with anything but \
+printable ASCII replaced by `_`. \
 `permit_dnswl_client domain[=d.d.d.d]` is asked at the same time; without a filter it also \
 ignores 127.0.0.255 (an allowlist refusing the query), and in the relay and recipient lists it \
 permits only mail for a destination sluice relays to, so it never makes an open relay. \

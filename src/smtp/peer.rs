@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::policy::{Client, NameStatus, Naming};
+use super::policy::{Client, Listing, NameStatus, Naming};
 use crate::clock;
 use crate::dns::{DnsError, Family, Resolver};
 
@@ -35,8 +35,8 @@ pub struct Peer {
     pub reverse_name: String,
     /// How the lookups ended.
     pub naming: Naming,
-    /// The DNS blocklists that list the client, with their answers.
-    pub dnsbl: Vec<(String, Vec<Ipv4Addr>)>,
+    /// The DNS block- and allowlists that list the client, with their answers.
+    pub dnsbl: Vec<(String, Listing)>,
 }
 
 impl Peer {
@@ -139,7 +139,7 @@ pub async fn dnsbl_listings(
     addr: IpAddr,
     domains: &[String],
     timeout: Duration,
-) -> Vec<(String, Vec<Ipv4Addr>)> {
+) -> Vec<(String, Listing)> {
     let addr = addr.to_canonical();
     let deadline = clock::instant() + timeout;
     let asks = domains.iter().map(|domain| async move {
@@ -153,26 +153,22 @@ pub async fn dnsbl_listings(
 /// `<domain>.<list>`, for the `reject_rhsbl_*` restrictions) within
 /// `timeout`: its answers, none when it does not list the name, fails or
 /// is late.
-pub async fn rhsbl_listing(
-    resolver: &dyn Resolver,
-    domain: &str,
-    list: &str,
-    timeout: Duration,
-) -> Vec<Ipv4Addr> {
+pub async fn rhsbl_listing(resolver: &dyn Resolver, domain: &str, list: &str, timeout: Duration) -> Listing {
     let name = format!("{domain}.{list}");
     listing(resolver, &name, domain, list, clock::instant() + timeout).await.unwrap_or_default()
 }
 
-/// The IPv4 answers of the blocklist `list` for the query `name` about
+/// The answers of the blocklist `list` for the query `name` about
 /// `subject` (for logs), or `None` when it does not list it, fails or has
-/// not answered by `deadline`.
+/// not answered by `deadline`. An answer that may be a listing brings the
+/// list's TXT record along (by the same deadline) as the reason.
 async fn listing(
     resolver: &dyn Resolver,
     name: &str,
     subject: &str,
     list: &str,
     deadline: tokio::time::Instant,
-) -> Option<Vec<Ipv4Addr>> {
+) -> Option<Listing> {
     match tokio::time::timeout_at(deadline, resolver.ips_of(name, Family::V4)).await {
         Ok(Ok(ips)) => {
             let answers: Vec<Ipv4Addr> = ips
@@ -185,7 +181,15 @@ async fn listing(
             if let Some(a) = answers.iter().find(|a| a.octets()[..3] == [127, 255, 255]) {
                 warn!("{subject}: DNS blocklist {list} refused the query (answer {a}); it blocks nothing");
             }
-            Some(answers)
+            let reason = if answers.iter().any(|a| a.octets()[..3] != [127, 255, 255]) {
+                match tokio::time::timeout_at(deadline, resolver.txt(name)).await {
+                    Ok(Ok(texts)) => Some(reply_safe(&texts.join("; "))),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            Some(Listing { answers, reason })
         }
         Ok(Err(DnsError::NotFound { .. })) => None,
         Ok(Err(e)) => {
@@ -197,6 +201,13 @@ async fn listing(
             None
         }
     }
+}
+
+/// Text from DNS made fit for an SMTP reply line, as Postfix's
+/// smtpd_expansion_filter does: printable ASCII and spaces kept, anything
+/// else (CR, LF, controls, 8-bit) becomes `_`; cut at 200 characters.
+fn reply_safe(text: &str) -> String {
+    text.chars().take(200).map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '_' }).collect()
 }
 
 /// The DNS blocklist form of an address: `4.3.2.1` for 1.2.3.4, reversed
@@ -285,7 +296,8 @@ mod tests {
             .with_failure("1.2.0.192.broken.example");
         let domains = ["bl.example", "clean.example", "broken.example"].map(String::from);
         let got = dnsbl_listings(&r, ip("::ffff:192.0.2.1"), &domains, TIMEOUT).await;
-        assert_eq!(got, vec![("bl.example".to_owned(), vec![Ipv4Addr::new(127, 0, 0, 2)])]);
+        let listed = Listing { answers: vec![Ipv4Addr::new(127, 0, 0, 2)], reason: None };
+        assert_eq!(got, vec![("bl.example".to_owned(), listed)]);
         assert!(dnsbl_listings(&r, ip("192.0.2.9"), &domains, TIMEOUT).await.is_empty());
     }
 

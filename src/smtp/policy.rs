@@ -393,9 +393,33 @@ pub struct Client<'a> {
     pub reverse_name: &'a str,
     /// How the name lookups ended.
     pub naming: Naming,
-    /// The DNS blocklists that answered for this client's address, with
-    /// their answers ([`Policy::dnsbl_domains`] were asked at connect).
-    pub dnsbl: &'a [(String, Vec<std::net::Ipv4Addr>)],
+    /// The DNS block- and allowlists that answered for this client's
+    /// address, with their answers ([`Policy::dnsbl_domains`] were asked at
+    /// connect).
+    pub dnsbl: &'a [(String, Listing)],
+}
+
+/// What a DNS block- or allowlist answered about an address or name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Its address records; none when it does not list the name, or the
+    /// lookup failed or was late (a broken blocklist must not stop mail).
+    pub answers: Vec<std::net::Ipv4Addr>,
+    /// Its TXT record, made safe for a reply: the reason it gives for the
+    /// listing (Postfix's `$rbl_reason`), often a link to a removal page.
+    pub reason: Option<String>,
+}
+
+impl Listing {
+    /// True when `bl` reads an answer as listed.
+    fn by(&self, bl: &crate::config::Dnsbl) -> bool {
+        self.answers.iter().any(|a| bl.lists(*a))
+    }
+
+    /// `; <reason>` for the reply, as Postfix's default_rbl_reply adds it.
+    fn reason_suffix(&self) -> String {
+        self.reason.as_deref().map(|r| format!("; {r}")).unwrap_or_default()
+    }
 }
 
 impl Client<'static> {
@@ -452,10 +476,8 @@ impl Question {
 pub struct Answers {
     /// (policy server name, `action=` value).
     pub policy: Vec<(String, String)>,
-    /// (query name, its address records): empty when not listed, or when
-    /// the lookup failed or was late, since a broken blocklist must not
-    /// stop mail.
-    pub listings: Vec<(String, Vec<std::net::Ipv4Addr>)>,
+    /// (query name, what the domain blocklist answered).
+    pub listings: Vec<(String, Listing)>,
     /// (host name, what DNS says of it).
     pub hosts: Vec<(String, DomainStatus)>,
 }
@@ -468,8 +490,8 @@ impl Answers {
         self.policy.iter().find(|(n, _)| n == name).map(|(_, a)| a.as_str())
     }
 
-    fn listing(&self, query: &str) -> Option<&[std::net::Ipv4Addr]> {
-        self.listings.iter().find(|(q, _)| q == query).map(|(_, a)| a.as_slice())
+    fn listing(&self, query: &str) -> Option<&Listing> {
+        self.listings.iter().find(|(q, _)| q == query).map(|(_, l)| l)
     }
 
     fn host(&self, name: &str) -> Option<DomainStatus> {
@@ -842,7 +864,7 @@ impl Policy {
                         .dnsbl
                         .iter()
                         .find(|(domain, _)| *domain == bl.domain)
-                        .is_some_and(|(_, answers)| answers.iter().any(|a| bl.allowlists(*a)));
+                        .is_some_and(|(_, l)| l.answers.iter().any(|a| bl.allowlists(*a)));
                     let guarded = matches!(class, Class::Recipient) && !self.authorized(rcpt)?;
                     (listed && !guarded).then_some(Step::Permit)
                 }
@@ -856,17 +878,7 @@ impl Policy {
                                 None => {
                                     Some(Step::Ask(Question::Listing { domain, list: bl.domain.clone() }))
                                 }
-                                Some(a) if a.iter().any(|a| bl.lists(*a)) => {
-                                    let code = self.rbl_reject_code;
-                                    Some(Step::Refuse(Reply::new(
-                                        code,
-                                        Status(reply_class(code), 7, 1),
-                                        format!(
-                                            "Service unavailable; {subject} [{what_name}] blocked using {}",
-                                            bl.domain
-                                        ),
-                                    )))
-                                }
+                                Some(l) if l.by(bl) => Some(self.blocked(subject, what_name, bl, l)),
                                 Some(_) => None,
                             }
                         }
@@ -876,19 +888,8 @@ impl Policy {
                     .client
                     .dnsbl
                     .iter()
-                    .find(|(domain, _)| *domain == bl.domain)
-                    .is_some_and(|(_, answers)| answers.iter().any(|a| bl.lists(*a)))
-                    .then(|| {
-                        let code = self.rbl_reject_code;
-                        Step::Refuse(Reply::new(
-                            code,
-                            Status(reply_class(code), 7, 1),
-                            format!(
-                                "Service unavailable; Client host [{}] blocked using {}",
-                                req.client.addr, bl.domain
-                            ),
-                        ))
-                    }),
+                    .find(|(domain, l)| *domain == bl.domain && l.by(bl))
+                    .map(|(_, l)| self.blocked("Client host", &req.client.addr.to_string(), bl, l)),
                 Restriction::CheckRecipientAccess(t) => t
                     .lookup_address(rcpt)?
                     .and_then(|v| access_action(t.name(), &v, &what(Class::Recipient), pending)),
@@ -911,6 +912,22 @@ impl Policy {
             }
         }
         Ok(None)
+    }
+
+    /// The refusal of a DNS blocklist listing, in Postfix's words
+    /// (default_rbl_reply): `subject` is what was listed (`Client host`,
+    /// `Sender address`, ...) and `what` its value.
+    fn blocked(&self, subject: &str, what: &str, bl: &crate::config::Dnsbl, listing: &Listing) -> Step {
+        let code = self.rbl_reject_code;
+        Step::Refuse(Reply::new(
+            code,
+            Status(reply_class(code), 7, 1),
+            format!(
+                "Service unavailable; {subject} [{what}] blocked using {}{}",
+                bl.domain,
+                listing.reason_suffix()
+            ),
+        ))
     }
 
     /// True when sluice relays for the recipient's domain: one of

@@ -817,7 +817,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Question::Listing { domain, list } => {
                 let listed = match &resolver {
                     Some(r) => super::peer::rhsbl_listing(r.as_ref(), &domain, &list, timeout).await,
-                    None => Vec::new(),
+                    None => Default::default(),
                 };
                 answers.listings.push((Question::listing_key(&domain, &list), listed));
             }

@@ -380,6 +380,39 @@ async fn postmaster_without_a_domain_is_postmaster_at_myorigin() {
 }
 
 #[tokio::test]
+async fn address_literals_are_paths_and_relay_control_still_applies() {
+    // RFC 5321 4.1.3: a path's domain may be an address literal. The
+    // sender keeps it as sent; a recipient at a literal is no relay domain.
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<root@[127.0.0.1]> SIZE=10").await.code, 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<postmaster@[127.0.0.1]>").await.text(),
+        "554 5.7.1 <postmaster@[127.0.0.1]>: Relay access denied"
+    );
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(b"x\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<dev@[IPv6:2001:db8::1]>").await.code, 250);
+    assert_eq!(c.cmd("RSET").await.code, 250);
+    // Brackets that hold no address, or a literal that is not the end of
+    // the path, stay syntax errors.
+    for bad in ["<a@[not.an.address]>", "<a@[127.0.0.1]x>", "<a@[127.0.0.1>", "<a@[]>"] {
+        assert_eq!(
+            c.cmd(&format!("MAIL FROM:{bad}")).await.text(),
+            "501 5.1.7 Bad sender address syntax",
+            "{bad}"
+        );
+    }
+    let msgs = server.messages().await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].1.sender, "root@[127.0.0.1]");
+    assert_eq!(msgs[0].1.recipients.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn default_settings_are_not_an_open_relay() {
     let server = Server::start(Settings::default()).await;
     let mut c = Raw::ehlo(server.addr).await;

@@ -976,13 +976,19 @@ fn reply_class(code: u16) -> u8 {
 /// A HELO name Postfix's `reject_invalid_helo_hostname` lets through: a
 /// host name, or an address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`).
 pub(crate) fn valid_helo_name(name: &str) -> bool {
-    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-        Some(lit) => {
-            let lit = lit.strip_prefix("IPv6:").or_else(|| lit.strip_prefix("ipv6:")).unwrap_or(lit);
-            lit.parse::<IpAddr>().is_ok()
-        }
-        None => super::peer::valid_hostname(name.strip_suffix('.').unwrap_or(name)),
+    if name.starts_with('[') {
+        address_literal(name).is_some()
+    } else {
+        super::peer::valid_hostname(name.strip_suffix('.').unwrap_or(name))
     }
+}
+
+/// The address of an address literal (RFC 5321 4.1.3): `[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]` (the tag is optional here, as in Postfix).
+pub(crate) fn address_literal(text: &str) -> Option<IpAddr> {
+    let lit = text.strip_prefix('[')?.strip_suffix(']')?;
+    let lit = lit.strip_prefix("IPv6:").or_else(|| lit.strip_prefix("ipv6:")).unwrap_or(lit);
+    lit.parse().ok()
 }
 
 /// A host name with a dot in it, written as a valid host name.

@@ -19,6 +19,7 @@
 //! line (`line_length_limit`) or one read of message content, and message
 //! content goes to the queue draft in chunks as it is decoded.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -516,7 +517,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply(&Reply::new(221, Status(2, 7, 0), "Error: I can break rules, too. Goodbye."));
             return Flow::Close;
         }
-        let request = smtp_proto::Request::parse(&mut line.iter());
+        // smtp-proto reads dot-atom domains only; an address literal
+        // (RFC 5321 4.1.3) is parsed under a stand-in name and put back.
+        let stand_in = stand_in_literal(line);
+        let parsed_line = stand_in.as_ref().map_or(line, |(l, _)| l.as_slice());
+        let mut request = smtp_proto::Request::parse(&mut parsed_line.iter());
+        if let Some((_, literal)) = &stand_in {
+            put_back_literal(&mut request, literal);
+        }
         let name = match &request {
             Ok(r) => r.name(),
             Err(_) => "UNKNOWN",
@@ -1251,6 +1259,48 @@ fn is_forbidden(verb: &str) -> bool {
         || (verb.len() > 1
             && verb.ends_with(':')
             && verb[..verb.len() - 1].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}
+
+/// The domain an address literal stands in for while smtp-proto parses a
+/// path: under `.invalid` (RFC 2606), so it is never a real one.
+const LITERAL_STAND_IN: &str = "address-literal.invalid";
+
+/// For a `MAIL FROM:` or `RCPT TO:` line whose path ends in an address
+/// literal (`<user@[192.0.2.1]>`, `<user@[IPv6:2001:db8::1]>`): the line
+/// with [`LITERAL_STAND_IN`] in its place, and the literal. Anything that
+/// is not an IP address between the brackets is left for smtp-proto to
+/// refuse.
+fn stand_in_literal(line: &[u8]) -> Option<(Vec<u8>, String)> {
+    let verb = line.get(..4)?;
+    if !verb.eq_ignore_ascii_case(b"MAIL") && !verb.eq_ignore_ascii_case(b"RCPT") {
+        return None;
+    }
+    let at = line.windows(2).position(|w| w == b"@[")?;
+    let close = at + 2 + line[at + 2..].iter().position(|&b| b == b']')?;
+    if line.get(close + 1) != Some(&b'>') {
+        return None;
+    }
+    let literal = std::str::from_utf8(&line[at + 1..=close]).ok()?;
+    super::policy::address_literal(literal)?;
+    let mut patched = line[..=at].to_vec();
+    patched.extend_from_slice(LITERAL_STAND_IN.as_bytes());
+    patched.extend_from_slice(&line[close + 1..]);
+    Some((patched, literal.to_owned()))
+}
+
+/// Puts the address literal back where [`stand_in_literal`] took it out.
+fn put_back_literal(
+    request: &mut Result<smtp_proto::Request<Cow<'_, str>>, smtp_proto::Error>,
+    literal: &str,
+) {
+    let address = match request {
+        Ok(smtp_proto::Request::Mail { from }) => &mut from.address,
+        Ok(smtp_proto::Request::Rcpt { to }) => &mut to.address,
+        _ => return,
+    };
+    if let Some(local) = address.strip_suffix(LITERAL_STAND_IN).filter(|l| l.ends_with('@')) {
+        *address = Cow::Owned(format!("{local}{literal}"));
+    }
 }
 
 /// True when the path of a `RCPT TO:` line is `<postmaster>` in any case.

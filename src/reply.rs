@@ -27,6 +27,11 @@ impl fmt::Display for Status {
 }
 
 impl Status {
+    /// `5.Y.Z` as `4.Y.Z` (see [`Reply::softened`]); others unchanged.
+    pub fn softened(self) -> Status {
+        if self.0 == 5 { Status(4, self.1, self.2) } else { self }
+    }
+
     /// Parses `2.0.0`-style text.
     pub fn parse(s: &str) -> Option<Status> {
         let mut it = s.split('.');
@@ -61,6 +66,19 @@ impl Reply {
     pub fn multiline(code: u16, status: Option<Status>, lines: Vec<String>) -> Reply {
         let lines = if lines.is_empty() { vec![String::new()] } else { lines };
         Reply { code, status, lines }
+    }
+
+    /// The reply with a permanent failure made temporary (`5xx X.Y.Z`
+    /// becomes `4xx 4.Y.Z`): Postfix's `soft_bounce` safety net, which
+    /// keeps mail that would be refused or bounced retryable. Other replies
+    /// are returned as they are.
+    pub fn softened(&self) -> Reply {
+        let mut r = self.clone();
+        if r.code / 100 == 5 {
+            r.code -= 100;
+            r.status = r.status.map(Status::softened);
+        }
+        r
     }
 
     /// The three-digit code.
@@ -208,5 +226,15 @@ mod tests {
         let io = sluice_queue::Error::Storage("boom".into());
         assert_eq!(Reply::from(&io).code(), 451);
         assert_eq!(Reply::from(&io).status(), Some(Status(4, 3, 0)));
+    }
+    #[test]
+    fn softened_makes_permanent_failures_temporary_only() {
+        let r = Reply::multiline(554, Some(Status(5, 7, 1)), vec!["a".into(), "b".into()]);
+        assert_eq!(r.softened(), Reply::multiline(454, Some(Status(4, 7, 1)), vec!["a".into(), "b".into()]));
+        assert_eq!(Reply::new(550, Status(5, 1, 1), "x").softened().to_one_line(), "450 4.1.1 x");
+        let kept = [Reply::new(450, Status(4, 2, 2), "x"), Reply::new(250, Status(2, 0, 0), "Ok")];
+        for r in kept {
+            assert_eq!(r.softened(), r);
+        }
     }
 }

@@ -224,3 +224,43 @@ async fn a_backlog_larger_than_memory_waits_on_disk_and_nothing_is_lost() {
     assert!(bounces.received().is_empty());
     h.stop().await;
 }
+
+/// `soft_bounce = yes`: a mailbox server's 5xx for a recipient defers it
+/// (nothing is bounced, even past maximal_queue_lifetime, here zero), and
+/// the mail goes out once the server takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_bounce_defers_what_would_bounce_until_the_server_takes_it() {
+    let b = Backend::start(Proto::Lmtp).await;
+    let bounces = Backend::start(Proto::Smtp).await;
+    let h = Harness::start(&main_cf(
+        b.port(),
+        bounces.port(),
+        "soft_bounce = yes\nmaximal_queue_lifetime = 0s\nminimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n",
+    ))
+    .await;
+    b.set_mode(Mode::PerRecipient { pattern: "gone".into(), code: 550, text: "5.1.1 User unknown".into() })
+        .await;
+    for i in 0..3 {
+        h.enqueue("sender@remote.test", &["ok@dev.test", "gone@dev.test"], &message(&format!("soft-{i}")))
+            .await;
+    }
+    eventually("the other recipient gets every message", Duration::from_secs(30), || {
+        b.received().iter().filter(|r| r.rcpts == ["ok@dev.test"]).count() >= 3
+    })
+    .await;
+    // Refused again on retries (1 s apart), and still queued.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.queued().await, 3, "soft-bounced mail stays queued");
+    assert!(bounces.received().is_empty(), "nothing is bounced under soft_bounce");
+
+    b.set_mode(Mode::Normal).await;
+    eventually(
+        "the refused recipient gets its mail once the server takes it",
+        Duration::from_secs(30),
+        || b.received().iter().filter(|r| r.rcpts.iter().any(|a| a == "gone@dev.test")).count() >= 3,
+    )
+    .await;
+    eventually_async("the queue is empty", Duration::from_secs(30), || async { h.queued().await == 0 }).await;
+    assert!(bounces.received().is_empty());
+    h.stop().await;
+}

@@ -413,6 +413,36 @@ async fn address_literals_are_paths_and_relay_control_still_applies() {
 }
 
 #[tokio::test]
+async fn soft_bounce_answers_4xx_where_it_would_refuse_for_good() {
+    let (log, _guard) = common::log::Log::capture();
+    let server = Server::start(Settings { soft_bounce: true, ..relay_settings() }).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.code, 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<x@elsewhere.test>").await.text(),
+        "454 4.7.1 <x@elsewhere.test>: Relay access denied"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<ghost@relay.test>").await.text(),
+        "450 4.1.1 <ghost@relay.test>: Recipient address rejected: User unknown in relay recipient table"
+    );
+    // Temporary and positive replies are as they were.
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.text(), "250 2.1.5 Ok");
+    assert_eq!(c.cmd("BOGUS").await.code, 402, "a 502 goes out as 402 as well");
+    c.cmd("QUIT").await;
+    server.stop().await;
+    // The log shows what the client was told.
+    let text = log.text();
+    assert!(
+        text.contains(
+            ": 454 4.7.1 <x@elsewhere.test>: Relay access denied; from=<a@source.test> to=<x@elsewhere.test>"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains(" 554 "), "{text}");
+}
+
+#[tokio::test]
 async fn default_settings_are_not_an_open_relay() {
     let server = Server::start(Settings::default()).await;
     let mut c = Raw::ehlo(server.addr).await;

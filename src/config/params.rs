@@ -681,6 +681,13 @@ pub static PARAMS: &[Param] = &[
     p("lmtp_tcp_port", "24", Port, Routing, "Default port of LMTP next hops."),
     // Queue.
     p(
+        "soft_bounce",
+        "no",
+        Bool,
+        Queue,
+        "Safety net: with yes, nothing is refused or bounced for good. The SMTP server answers 4xx where it would answer 5xx (4.Y.Z for 5.Y.Z), delivery defers a recipient a mailbox server refuses with 5xx, and mail past maximal_queue_lifetime stays queued instead of bouncing. Logs show the softened replies, with status=deferred.",
+    ),
+    p(
         "maximal_queue_lifetime",
         "5d",
         Kind::Time { unit: 'd', ms: false, nonzero: false },
@@ -1245,7 +1252,7 @@ fn reason_for(name: &str) -> &'static str {
             }
         }
     }
-    "not implemented by sluice"
+    "a Postfix feature sluice does not have"
 }
 
 /// True for a name Postfix knows (supported by sluice or not).

@@ -480,6 +480,7 @@ impl Backend {
     async fn deliver(self: Arc<Self>, job: Job, permit: Permit, pooled: Option<Session>) {
         let dispatched = clock::instant();
         let settings = self.gate.settings();
+        let soft_bounce = self.shared.settings().soft_bounce;
         let msg = Arc::clone(&job.msg);
         let body = match msg.body(&self.shared.queue).await {
             Ok(b) => b,
@@ -519,7 +520,8 @@ impl Backend {
                             dsn_passed: false,
                             lmtp: self.id.protocol == Protocol::Lmtp,
                             backend_trouble: true,
-                        };
+                        }
+                        .softened(soft_bounce);
                         self.log(&msg, index, "none", &times, &d);
                         RcptDone { index, done: d }
                     })
@@ -598,7 +600,8 @@ impl Backend {
                     dsn_passed,
                     lmtp: self.id.protocol == Protocol::Lmtp,
                     backend_trouble: backend_trouble && r.verdict == Verdict::Deferred,
-                };
+                }
+                .softened(soft_bounce);
                 self.log(&msg, index, &relay, &times, &d);
                 RcptDone { index, done: d }
             })

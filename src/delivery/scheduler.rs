@@ -90,6 +90,35 @@ pub enum Done {
     Abandoned,
 }
 
+impl Done {
+    /// The result under `soft_bounce` (when `soft`): a bounce becomes a
+    /// deferral with a 4.Y.Z status, as Postfix's safety net has it.
+    pub fn softened(self, soft: bool) -> Done {
+        match self {
+            Done::Attempted {
+                verdict: Verdict::Bounced,
+                dsn,
+                text,
+                diagnostic,
+                remote,
+                dsn_passed,
+                lmtp,
+                backend_trouble,
+            } if soft => Done::Attempted {
+                verdict: Verdict::Deferred,
+                dsn: dsn.softened(),
+                text,
+                diagnostic,
+                remote,
+                dsn_passed,
+                lmtp,
+                backend_trouble,
+            },
+            d => d,
+        }
+    }
+}
+
 /// One recipient's result.
 #[derive(Debug, Clone)]
 pub struct RcptDone {
@@ -797,7 +826,8 @@ fn plan(
                 dsn_passed: false,
                 lmtp: false,
                 backend_trouble: false,
-            };
+            }
+            .softened(settings.soft_bounce);
             log_line(&inflight, index, "none", &d, agent);
             RcptDone { index, done: d }
         })
@@ -847,7 +877,8 @@ async fn record(
     let env = msg.envelope();
     let now = clock::unix_millis();
     let lifetime = backoff::lifetime(env, s.maximal_queue_lifetime, s.bounce_queue_lifetime);
-    let expired = backoff::expired(env.arrival, lifetime, now);
+    // Under soft_bounce nothing expires: it stays queued for a human.
+    let expired = !s.soft_bounce && backoff::expired(env.arrival, lifetime, now);
     let policy = Backoff { min: s.minimal_backoff, max: s.maximal_backoff };
 
     let mut outcomes: Vec<(usize, Outcome)> = Vec::new();

@@ -36,6 +36,9 @@ pub struct Settings {
     pub maximal_queue_lifetime: Duration,
     /// `bounce_queue_lifetime`: the same for sluice's own notifications.
     pub bounce_queue_lifetime: Duration,
+    /// `soft_bounce`: a permanent failure defers instead, and nothing
+    /// expires.
+    pub soft_bounce: bool,
     /// `delay_warning_time`: send one delay notice after this long (`None`:
     /// never, Postfix's default `0h`).
     pub delay_warning: Option<Duration>,
@@ -67,6 +70,7 @@ impl Default for Settings {
             maximal_backoff: Duration::from_secs(4000),
             maximal_queue_lifetime: Duration::from_secs(5 * 86400),
             bounce_queue_lifetime: Duration::from_secs(5 * 86400),
+            soft_bounce: false,
             delay_warning: None,
             active_limit: 20_000,
             claim_batch: 256,
@@ -88,6 +92,7 @@ impl Settings {
             maximal_backoff: config.time("maximal_backoff_time"),
             maximal_queue_lifetime: config.time("maximal_queue_lifetime"),
             bounce_queue_lifetime: config.time("bounce_queue_lifetime"),
+            soft_bounce: config.bool("soft_bounce"),
             delay_warning: (!warn.is_zero()).then_some(warn),
             active_limit,
             claim_batch: active_limit.clamp(1, 256),

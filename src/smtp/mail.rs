@@ -46,7 +46,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         "{}: reject: MAIL from {}: {}; from=<{}>{}",
                         self.queue_id(),
                         self.peer,
-                        r.to_one_line(),
+                        self.shown(&r),
                         from.address,
                         self.context(None)
                     );

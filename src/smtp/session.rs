@@ -664,11 +664,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Replies are batched in `wbuf` and written before the next read:
         // pipelined commands are answered in order, in as few writes as
         // the client's batching allows.
+        let softened;
+        let r = if self.settings.soft_bounce && r.code() >= 500 {
+            softened = r.softened();
+            &softened
+        } else {
+            r
+        };
         if r.code() >= 400 {
             self.errors += 1;
             events::emit(Event::Rejected { stage: self.last, code: r.code() });
         }
         self.wbuf.extend_from_slice(&r.to_wire());
+    }
+
+    /// A refusal as the log shows it: as it is sent, so after `soft_bounce`.
+    pub(super) fn shown(&self, r: &Reply) -> String {
+        if self.settings.soft_bounce { r.softened().to_one_line() } else { r.to_one_line() }
     }
 
     /// The `421` a session gets when sluice stops while it is open.
@@ -773,7 +785,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             "{}: reject: {stage} from {}: {};{}",
             self.queue_id(),
             self.peer,
-            r.to_one_line(),
+            self.shown(r),
             self.context(to)
         );
     }
@@ -1055,7 +1067,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             info!(
                 "{id}: reject: END-OF-MESSAGE from {}: {}; from=<{}> proto={} helo=<{}>",
                 self.peer,
-                r.to_one_line(),
+                self.shown(&r),
                 m.from,
                 self.protocol(m.smtputf8),
                 self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("")
@@ -1130,7 +1142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(e) => {
                 let r = Reply::from(&e);
                 warn!("{id}: queue commit failed: {e}");
-                info!("{id}: reject: END-OF-MESSAGE from {}: {}; from=<{from}>", self.peer, r.to_one_line());
+                info!("{id}: reject: END-OF-MESSAGE from {}: {}; from=<{from}>", self.peer, self.shown(&r));
                 self.reply(&r);
                 false
             }

@@ -119,6 +119,8 @@ pub struct Settings {
     pub smtputf8: bool,
     /// `smtpd_forbid_bare_newline`.
     pub bare_newline: BareNewline,
+    /// `soft_bounce`: every 5xx reply goes out (and is logged) as 4xx.
+    pub soft_bounce: bool,
     /// `smtpd_forbid_bare_newline_exclusions`: clients treated as `no`.
     pub bare_newline_exclusions: Networks,
     /// `smtpd_forbid_bare_newline_reject_code` (521 also disconnects).
@@ -187,6 +189,7 @@ impl Default for Settings {
             vrfy: false,
             smtputf8: true,
             bare_newline: BareNewline::Normalize,
+            soft_bounce: false,
             bare_newline_exclusions: Networks::default(),
             bare_newline_reject_code: 550,
             forbid_unauth_pipelining: true,
@@ -331,6 +334,7 @@ impl Settings {
             vrfy: !c.bool("disable_vrfy_command"),
             smtputf8: c.bool("smtputf8_enable"),
             bare_newline,
+            soft_bounce: c.bool("soft_bounce"),
             bare_newline_exclusions: networks("smtpd_forbid_bare_newline_exclusions"),
             bare_newline_reject_code: count("smtpd_forbid_bare_newline_reject_code") as u16,
             forbid_unauth_pipelining: c.bool("smtpd_forbid_unauth_pipelining"),

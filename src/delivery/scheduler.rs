@@ -93,29 +93,15 @@ pub enum Done {
 impl Done {
     /// The result under `soft_bounce` (when `soft`): a bounce becomes a
     /// deferral with a 4.Y.Z status, as Postfix's safety net has it.
-    pub fn softened(self, soft: bool) -> Done {
-        match self {
-            Done::Attempted {
-                verdict: Verdict::Bounced,
-                dsn,
-                text,
-                diagnostic,
-                remote,
-                dsn_passed,
-                lmtp,
-                backend_trouble,
-            } if soft => Done::Attempted {
-                verdict: Verdict::Deferred,
-                dsn: dsn.softened(),
-                text,
-                diagnostic,
-                remote,
-                dsn_passed,
-                lmtp,
-                backend_trouble,
-            },
-            d => d,
+    pub fn softened(mut self, soft: bool) -> Done {
+        if soft
+            && let Done::Attempted { verdict, dsn, .. } = &mut self
+            && *verdict == Verdict::Bounced
+        {
+            *verdict = Verdict::Deferred;
+            *dsn = dsn.softened();
         }
+        self
     }
 }
 

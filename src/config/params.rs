@@ -642,6 +642,20 @@ pub static PARAMS: &[Param] = &[
         "TLS protocols offered with smtpd_tls_security_level = encrypt, as smtpd_tls_protocols.",
     ),
     p(
+        "smtpd_upstream_proxy_protocol",
+        "",
+        Enum(&["", "haproxy"]),
+        Listening,
+        "haproxy: every connection starts with HAProxy's PROXY protocol header (version 1 or 2) naming the real client, as a load balancer in front sends it; limits, restrictions, logs and Received: then see that client. A connection without a valid header is dropped. Set it per listener with -o in master.cf.",
+    ),
+    p(
+        "smtpd_upstream_proxy_timeout",
+        "5s",
+        SECS1,
+        Listening,
+        "Time limit for reading the PROXY protocol header.",
+    ),
+    p(
         "smtpd_starttls_timeout",
         "${stress?{10}:{300}}s",
         SECS1,

@@ -4,7 +4,9 @@
 //! sessions per client address (`smtpd_client_connection_count_limit`), and
 //! connection and message rates per client address
 //! (`smtpd_client_connection_rate_limit`, `smtpd_client_message_rate_limit`
-//! over `anvil_rate_time_unit`, with `governor` keyed limiters).
+//! over `anvil_rate_time_unit`, with `governor` keyed limiters). Behind a
+//! load balancer (`smtpd_upstream_proxy_protocol`), the PROXY header is read
+//! first, so the limits count the real client.
 //!
 //! Owns [`Inbound`], the state shared by a listener's sessions: the queue
 //! handle, the current settings (swapped on reload; a session keeps the
@@ -19,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::BytesMut;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::HashMapStateStore;
@@ -31,6 +34,7 @@ use tracing::{info, warn};
 
 use super::events::{self, Event};
 use super::peer::Peer;
+use super::proxy;
 use super::session::Session;
 use super::settings::Settings;
 use crate::dns::Resolver;
@@ -290,31 +294,56 @@ pub async fn serve_staged(listener: TcpListener, inbound: Arc<Inbound>, accept: 
         };
         let settings = inbound.settings();
         let _ = stream.set_nodelay(true);
-        match inbound.admit(peer.ip(), &settings) {
-            Ok(slot) => {
-                let guard = stage.guard();
-                let inbound = Arc::clone(&inbound);
-                let stage = stage.clone();
-                tokio::spawn(async move {
-                    let session = Session::new(stream, Peer::new(peer), inbound, settings, stage);
-                    session.run().await;
-                    drop((slot, permit, guard));
-                });
-            }
-            Err(why) => {
-                warn!("{why} for service smtp");
-                events::emit(Event::ConnectionRefused);
-                let guard = stage.guard();
-                tokio::spawn(async move {
-                    refuse(stream, peer, &settings).await;
-                    drop((permit, guard));
-                });
-            }
+        if settings.upstream_proxy {
+            // The header comes first, in the session's own task: a slow
+            // load balancer holds up no other connection.
+            let guard = stage.guard();
+            let (inbound, stage) = (Arc::clone(&inbound), stage.clone());
+            tokio::spawn(async move {
+                let mut stream = stream;
+                match proxy::read_header(&mut stream, peer, settings.upstream_proxy_timeout).await {
+                    Ok((client, early)) => {
+                        start(stream, client, early, inbound, settings, stage).await;
+                    }
+                    Err(e) => warn!("{e} from [{}]:{}", peer.ip(), peer.port()),
+                }
+                drop((permit, guard));
+            });
+            continue;
         }
+        let guard = stage.guard();
+        let (inbound, stage) = (Arc::clone(&inbound), stage.clone());
+        tokio::spawn(async move {
+            start(stream, peer, BytesMut::new(), inbound, settings, stage).await;
+            drop((permit, guard));
+        });
     }
     match local {
         Some(addr) => info!("stopped accepting on {addr}"),
         None => info!("stopped accepting"),
+    }
+}
+
+/// Admits a connection from `client` against the per-client limits and
+/// runs its session (`early`: bytes already read from it), or refuses it.
+async fn start(
+    stream: TcpStream,
+    client: SocketAddr,
+    early: BytesMut,
+    inbound: Arc<Inbound>,
+    settings: Arc<Settings>,
+    stage: Stage,
+) {
+    match inbound.admit(client.ip(), &settings) {
+        Ok(slot) => {
+            Session::new(stream, Peer::new(client), inbound, settings, stage).with_input(early).run().await;
+            drop(slot);
+        }
+        Err(why) => {
+            warn!("{why} for service smtp");
+            events::emit(Event::ConnectionRefused);
+            refuse(stream, client, &settings).await;
+        }
     }
 }
 

@@ -22,6 +22,7 @@ mod mail;
 mod peer;
 pub mod policy;
 mod policy_client;
+mod proxy;
 mod rcpt;
 mod session;
 mod settings;

@@ -316,6 +316,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Starts the session with `early` as the first bytes read from the
+    /// client (read before the session began, after a PROXY header).
+    pub(crate) fn with_input(mut self, early: BytesMut) -> Self {
+        self.rbuf.unsplit(early);
+        self
+    }
+
     /// Runs the session to its end and closes the stream. Never panics on
     /// client input; every failure ends as a log line.
     pub(crate) async fn run(mut self) {

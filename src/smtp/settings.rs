@@ -83,6 +83,10 @@ pub struct Settings {
     pub timeout: Duration,
     /// `smtpd_starttls_timeout`: for the TLS handshake.
     pub starttls_timeout: Duration,
+    /// `smtpd_upstream_proxy_protocol = haproxy`: read a PROXY header first.
+    pub upstream_proxy: bool,
+    /// `smtpd_upstream_proxy_timeout`.
+    pub upstream_proxy_timeout: Duration,
     /// `smtpd_min_data_rate` (bytes/s): DATA and BDAT must average at least
     /// this after the first `smtpd_timeout`; stops a client trickling bytes.
     pub min_data_rate: u64,
@@ -176,6 +180,8 @@ impl Default for Settings {
             policy_default_action: "451 4.3.5 Server configuration problem".to_owned(),
             timeout: Duration::from_secs(300),
             starttls_timeout: Duration::from_secs(300),
+            upstream_proxy: false,
+            upstream_proxy_timeout: Duration::from_secs(5),
             min_data_rate: 500,
             session_time_limit: Duration::from_secs(3600),
             greet_pause: Duration::ZERO,
@@ -319,6 +325,8 @@ impl Settings {
             policy_default_action: c.string("smtpd_policy_service_default_action").to_owned(),
             timeout: c.time("smtpd_timeout"),
             starttls_timeout: c.time("smtpd_starttls_timeout"),
+            upstream_proxy: c.string("smtpd_upstream_proxy_protocol").trim() == "haproxy",
+            upstream_proxy_timeout: c.time("smtpd_upstream_proxy_timeout"),
             min_data_rate: count("smtpd_min_data_rate"),
             session_time_limit: Settings::default().session_time_limit,
             greet_pause: Duration::ZERO,

@@ -81,6 +81,12 @@ impl Reply {
         r
     }
 
+    /// The reply without its enhanced status code (for a client that was
+    /// not offered ENHANCEDSTATUSCODES).
+    pub fn without_status(&self) -> Reply {
+        Reply { status: None, ..self.clone() }
+    }
+
     /// The three-digit code.
     pub fn code(&self) -> u16 {
         self.code

@@ -309,3 +309,37 @@ async fn tls_protocols_and_chain_files_from_main_cf() {
         server.stop().await;
     }
 }
+
+/// `smtpd_discard_ehlo_keywords`: what is not announced is not honoured
+/// either, for a client that uses it anyway.
+#[tokio::test]
+async fn discarded_ehlo_keywords_are_neither_announced_nor_honoured() {
+    let pki = TestPki::new();
+    let discard = ["chunking", "dsn", "starttls", "enhancedstatuscodes", "pipelining", "silent-discard"];
+    let settings = sluice::smtp::Settings {
+        discard_ehlo_keywords: discard.map(String::from).to_vec(),
+        ..pki.settings(TlsLevel::May)
+    };
+    let server = Server::start(settings).await;
+    let mut c = Raw::connect(server.addr).await;
+    let ehlo = c.cmd("EHLO client.test").await;
+    let keywords: Vec<&str> = ehlo.lines.iter().skip(1).map(String::as_str).collect();
+    assert_eq!(keywords, ["SIZE 1000000", "8BITMIME", "SMTPUTF8", "BINARYMIME"], "{:?}", ehlo.lines);
+    // No enhanced status codes in replies.
+    assert_eq!(c.cmd("STARTTLS").await.text(), "502 Error: command not implemented");
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test> RET=HDRS").await.text(), "555 Unsupported option: RET");
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test>").await.text(), "250 Ok");
+    assert_eq!(
+        c.cmd("RCPT TO:<user@relay.test> NOTIFY=SUCCESS").await.text(),
+        "555 Unsupported option: NOTIFY"
+    );
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.text(), "250 Ok");
+    c.send(b"BDAT 4 LAST\r\nabcd").await;
+    assert_eq!(c.reply().await.expect("reply").text(), "502 Error: command not implemented");
+    // Without PIPELINING announced, commands sent ahead are a violation.
+    c.send(b"MAIL FROM:<a@source.test>\r\nRCPT TO:<user@relay.test>\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").text(), "554 Error: SMTP protocol synchronization");
+    assert!(c.closed().await);
+    assert!(server.messages().await.is_empty());
+    server.stop().await;
+}

@@ -642,6 +642,13 @@ pub static PARAMS: &[Param] = &[
         "TLS protocols offered with smtpd_tls_security_level = encrypt, as smtpd_tls_protocols.",
     ),
     p(
+        "smtpd_discard_ehlo_keywords",
+        "",
+        List,
+        Limits,
+        "EHLO keywords not to announce (pipelining, size, vrfy, starttls, enhancedstatuscodes, 8bitmime, dsn, smtputf8, chunking, binarymime), each then also refused where a client could use it anyway: STARTTLS and BDAT get 502, DSN and SMTPUTF8 parameters 555, pipelining counts as unauthorized, replies lose their enhanced status codes. Each session that had keywords removed logs them, unless the list holds silent-discard.",
+    ),
+    p(
         "smtpd_upstream_proxy_protocol",
         "",
         Enum(&["", "haproxy"]),

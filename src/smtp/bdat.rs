@@ -20,6 +20,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Flow {
         let limit = self.settings.message_size_limit;
         let refusal = match &self.tx {
+            // smtpd_discard_ehlo_keywords took CHUNKING away.
+            _ if !self.settings.offers("chunking") => {
+                Some(Reply::new(502, Status(5, 5, 1), "Error: command not implemented"))
+            }
             Transaction::Idle => Some(Reply::new(503, Status(5, 5, 1), "Error: need MAIL command")),
             Transaction::Mail(m) if m.rcpts.is_empty() => {
                 Some(Reply::new(554, Status(5, 5, 1), "Error: no valid recipients"))

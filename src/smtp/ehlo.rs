@@ -8,6 +8,7 @@
 //! in `bdat.rs`, `STARTTLS` in `tls.rs`).
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
 
 use super::session::{Flow, Helo, Session};
 use super::settings::{Settings, TlsLevel};
@@ -28,7 +29,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.helo = Some(Helo { name: host.to_owned(), esmtp });
         self.counts.add(name, true);
         let reply = if esmtp {
-            Reply::multiline(250, None, capabilities(&self.settings, self.tls.is_some()))
+            let (lines, discarded) = capabilities(&self.settings, self.tls.is_some());
+            if !discarded.is_empty() && self.settings.offers("silent-discard") {
+                info!("discarding EHLO keywords: {}", discarded.join(" "));
+            }
+            Reply::multiline(250, None, lines)
         } else {
             Reply::multiline(250, None, vec![self.settings.myhostname.clone()])
         };
@@ -37,8 +42,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// The EHLO reply lines: the host name, then one extension per line.
-pub(super) fn capabilities(s: &Settings, tls_active: bool) -> Vec<String> {
+/// The EHLO reply lines (the host name, then one extension per line), and
+/// the keywords `smtpd_discard_ehlo_keywords` took out.
+pub(super) fn capabilities(s: &Settings, tls_active: bool) -> (Vec<String>, Vec<String>) {
     let mut lines = vec![s.myhostname.clone(), "PIPELINING".to_owned()];
     lines.push(if s.message_size_limit > 0 {
         format!("SIZE {}", s.message_size_limit)
@@ -59,5 +65,9 @@ pub(super) fn capabilities(s: &Settings, tls_active: bool) -> Vec<String> {
     }
     lines.push("CHUNKING".to_owned());
     lines.push("BINARYMIME".to_owned());
-    lines
+    let host = lines.remove(0);
+    let (kept, discarded): (Vec<String>, Vec<String>) = lines
+        .into_iter()
+        .partition(|l| s.offers(&l.split(' ').next().unwrap_or_default().to_ascii_lowercase()));
+    (std::iter::once(host).chain(kept).collect(), discarded)
 }

@@ -71,9 +71,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(param) = unsupported_mail_param(from) {
             return Err(Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {param}")));
         }
+        // Extensions not announced are not honoured either
+        // (smtputf8_enable, smtpd_discard_ehlo_keywords).
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
-        if smtputf8 && !s.smtputf8 {
+        if smtputf8 && !(s.smtputf8 && s.offers("smtputf8")) {
             return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: SMTPUTF8"));
+        }
+        if !s.offers("dsn") {
+            let ret = from.flags & (smtp_proto::MAIL_RET_FULL | smtp_proto::MAIL_RET_HDRS) != 0;
+            if let Some(p) = [(ret, "RET"), (from.env_id.is_some(), "ENVID")].iter().find(|(on, _)| *on) {
+                return Err(Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {}", p.1)));
+            }
+        }
+        if from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 && !s.offers("binarymime") {
+            return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: BODY=BINARYMIME"));
         }
         if !smtputf8 && !from.address.is_ascii() {
             return Err(Reply::new(553, Status(5, 6, 7), "Must declare SMTPUTF8 to send unicode address"));

@@ -84,6 +84,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !m.smtputf8 && !address.is_ascii() {
             return Err(Reply::new(553, Status(5, 6, 7), "Must declare SMTPUTF8 to send unicode address"));
         }
+        if !s.offers("dsn") {
+            let notify = to.flags
+                & (smtp_proto::RCPT_NOTIFY_NEVER
+                    | smtp_proto::RCPT_NOTIFY_SUCCESS
+                    | smtp_proto::RCPT_NOTIFY_FAILURE
+                    | smtp_proto::RCPT_NOTIFY_DELAY)
+                != 0;
+            if let Some(p) = [(notify, "NOTIFY"), (to.orcpt.is_some(), "ORCPT")].iter().find(|(on, _)| *on) {
+                return Err(Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {}", p.1)));
+            }
+        }
         if to.flags & (smtp_proto::RCPT_RRVS_REJECT | smtp_proto::RCPT_RRVS_CONTINUE) != 0 {
             return Err(Reply::new(555, Status(5, 5, 4), "Unsupported option: RRVS"));
         }

@@ -546,7 +546,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             && !self.rbuf.is_empty()
             && name != "BDAT"
             && name != "STARTTLS"
-            && (last_in_group || !self.esmtp())
+            && (last_in_group || !self.esmtp() || !self.settings.offers("pipelining"))
         {
             self.last = name;
             self.protocol_violation();
@@ -617,7 +617,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             R::Vrfy { value } => {
                 self.junk_command("vrfy");
-                if self.settings.vrfy {
+                if self.settings.vrfy && self.settings.offers("vrfy") {
                     // Recipient validity is not disclosed: RFC 5321 3.5.3.
                     let v = value.trim_matches(['<', '>']).to_owned();
                     self.reply(&Reply::new(
@@ -682,7 +682,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.errors += 1;
             events::emit(Event::Rejected { stage: self.last, code: r.code() });
         }
-        self.wbuf.extend_from_slice(&r.to_wire());
+        if self.settings.offers("enhancedstatuscodes") {
+            self.wbuf.extend_from_slice(&r.to_wire());
+        } else {
+            self.wbuf.extend_from_slice(&r.without_status().to_wire());
+        }
     }
 
     /// A refusal as the log shows it: as it is sent, so after `soft_bounce`.

@@ -121,6 +121,9 @@ pub struct Settings {
     pub vrfy: bool,
     /// `smtputf8_enable`.
     pub smtputf8: bool,
+    /// `smtpd_discard_ehlo_keywords`, lower-case: extensions not announced
+    /// and, where a client could still use them, not honoured.
+    pub discard_ehlo_keywords: Vec<String>,
     /// `smtpd_forbid_bare_newline`.
     pub bare_newline: BareNewline,
     /// `soft_bounce`: every 5xx reply goes out (and is logged) as 4xx.
@@ -194,6 +197,7 @@ impl Default for Settings {
             peername_timeout: Duration::from_secs(5),
             vrfy: false,
             smtputf8: true,
+            discard_ehlo_keywords: Vec::new(),
             bare_newline: BareNewline::Normalize,
             soft_bounce: false,
             bare_newline_exclusions: Networks::default(),
@@ -214,6 +218,12 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// False when `smtpd_discard_ehlo_keywords` takes the EHLO keyword
+    /// `keyword` (lower case) away.
+    pub fn offers(&self, keyword: &str) -> bool {
+        !self.discard_ehlo_keywords.iter().any(|k| k == keyword)
+    }
+
     /// The bare-newline mode that applies to a client (exclusions get `No`).
     pub fn bare_newline_for(&self, addr: IpAddr) -> BareNewline {
         if self.bare_newline_exclusions.contains(addr) { BareNewline::No } else { self.bare_newline }
@@ -341,6 +351,11 @@ impl Settings {
             // Postfix's default (`no`) says.
             vrfy: !c.bool("disable_vrfy_command"),
             smtputf8: c.bool("smtputf8_enable"),
+            discard_ehlo_keywords: c
+                .list("smtpd_discard_ehlo_keywords")
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
             bare_newline,
             soft_bounce: c.bool("soft_bounce"),
             bare_newline_exclusions: networks("smtpd_forbid_bare_newline_exclusions"),

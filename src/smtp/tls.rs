@@ -39,7 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Continue;
         }
         let config = match (&self.settings.tls, self.settings.tls_level) {
-            (Some(c), TlsLevel::May | TlsLevel::Encrypt) => Arc::clone(c),
+            (Some(c), TlsLevel::May | TlsLevel::Encrypt) if self.settings.offers("starttls") => Arc::clone(c),
             _ => {
                 self.counts.add("starttls", false);
                 self.reply(&Reply::new(502, Status(5, 5, 1), "Error: command not implemented"));

@@ -3,7 +3,8 @@
 //! and stores nothing, DISCARD claims delivery and stores nothing, HOLD
 //! queues the message on hold, WARN only logs; folded headers are matched
 //! as one logical line, body lines never; what passes is stored byte for
-//! byte as sent, over DATA and BDAT. Load-time checks refuse unknown
+//! byte as sent, over DATA and BDAT. `body_checks` the same over body
+//! lines, within body_checks_size_limit. Load-time checks refuse unknown
 //! actions and warn about the ones sluice does not take.
 
 mod common;
@@ -139,4 +140,86 @@ fn unknown_actions_are_errors_and_unsupported_ones_warnings() {
         )),
         "{w:#?}"
     );
+}
+
+const BODY_CHECKS: &str = "\
+/^Subject:/ WARN a header line in the body
+/click here to win/ REJECT Looks like spam
+/^X-Body-Trash/ DISCARD
+/^hold me$/ HOLD body hold
+";
+
+/// Settings with body_checks (and the header_checks above), the body
+/// inspected up to `limit` bytes.
+fn body_settings(limit: usize) -> (Settings, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("header_checks"), CHECKS).expect("write table");
+    std::fs::write(dir.path().join("body_checks"), BODY_CHECKS).expect("write table");
+    let main = format!(
+        "myhostname = mx.test\nrelay_domains = relay.test\nmynetworks = 192.0.2.0/24\n\
+         header_checks = regexp:$config_directory/header_checks\n\
+         body_checks = regexp:$config_directory/body_checks\nbody_checks_size_limit = {limit}\n"
+    );
+    let loaded = Config::from_texts(dir.path(), &main, MASTER).unwrap_or_else(|e| panic!("config: {e}"));
+    (Settings::from_config(&loaded.config).expect("settings"), dir)
+}
+
+#[tokio::test]
+async fn body_checks_see_body_lines_only_within_the_size_limit() {
+    let (log, _guard) = Log::capture();
+    let (s, _dir) = body_settings(1000);
+    let server = Server::start(s).await;
+
+    // A header never meets body_checks, a body line does (also when the
+    // DATA reads split it).
+    let r = send(&server, "Subject: click here to win\r\n\r\nhello\r\n").await;
+    assert!(r.starts_with("250 "), "{r}");
+    let r = send(&server, "Subject: hi\r\n\r\nfirst\r\nplease click here to win now\r\n").await;
+    assert_eq!(r, "550 5.7.1 Looks like spam");
+    let r = send(&server, "Subject: hi\r\n\r\nX-Body-Trash: 1\r\n").await;
+    assert!(r.starts_with("250 "), "{r}");
+    let held = "Subject: hi\r\n\r\nhold me\r\n";
+    assert!(send(&server, held).await.starts_with("250 "));
+    // Past body_checks_size_limit, nothing is looked at.
+    let filler = format!("{}\r\n", "x".repeat(60)).repeat(20);
+    let late = format!("Subject: late\r\n\r\n{filler}click here to win\r\n");
+    assert!(send(&server, &late).await.starts_with("250 "));
+    // A dot-stuffed line is checked as the message holds it.
+    let r = send(&server, "Subject: hi\r\n\r\n..click here to win\r\n").await;
+    assert_eq!(r, "550 5.7.1 Looks like spam");
+
+    let mut msgs = server.messages().await;
+    msgs.sort_by_key(|(_, e, _)| e.held);
+    assert_eq!(msgs.len(), 3, "the rejected and discarded messages are not stored");
+    assert!(msgs[2].1.held, "HOLD from body_checks");
+    assert!(msgs[2].2.ends_with(held.as_bytes()));
+    let lines = log.text();
+    for want in [
+        ": reject: body please click here to win now from unknown[127.0.0.1]; from=<a@sender.test> to=<user@relay.test> proto=ESMTP helo=<client.test>: 5.7.1 Looks like spam\n",
+        ": discard: body X-Body-Trash: 1 from unknown[127.0.0.1]; from=<a@sender.test> to=<user@relay.test> proto=ESMTP helo=<client.test>: body_checks\n",
+        ": hold: body hold me from unknown[127.0.0.1]; from=<a@sender.test> to=<user@relay.test> proto=ESMTP helo=<client.test>: body hold\n",
+    ] {
+        assert!(lines.contains(want), "missing {want:?} in\n{lines}");
+    }
+    assert!(!lines.contains("warning: body"), "no body line starts with Subject: here\n{lines}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn body_checks_apply_to_bdat_chunks_split_inside_a_line() {
+    let (s, _dir) = body_settings(51_200);
+    let server = Server::start(s).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    let first = b"Subject: hi\r\n\r\nclick here";
+    c.send(format!("BDAT {}\r\n", first.len()).as_bytes()).await;
+    c.send(first).await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    let rest = b" to win\r\n";
+    c.send(format!("BDAT {} LAST\r\n", rest.len()).as_bytes()).await;
+    c.send(rest).await;
+    assert_eq!(c.reply().await.expect("reply").text(), "550 5.7.1 Looks like spam");
+    assert!(server.messages().await.is_empty());
+    server.stop().await;
 }

@@ -770,19 +770,23 @@ fn build_config(
     config
 }
 
-/// Every fixed header_checks result must be an action Postfix knows; one
-/// sluice does not take (it relays mail unchanged) is a warning.
+/// Every fixed header_checks and body_checks result must be an action
+/// Postfix knows; one sluice does not take (it relays mail unchanged) is a
+/// warning.
 fn check_header_checks(
     config: &Config,
     scope: &Scope<'_>,
     errors: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) {
-    for table in &config.maps("header_checks").tables {
+    let tables = ["header_checks", "body_checks"]
+        .into_iter()
+        .flat_map(|param| config.maps(param).tables.iter().map(move |t| (param, t)));
+    for (param, table) in tables {
         table.each_result(&mut |at, result| {
             let diag = |m: String| match at {
-                Some((file, line)) => Diagnostic::param(file, Some(line), "header_checks", m),
-                None => scope.diag("header_checks", format!("{}: {m}", table.name())),
+                Some((file, line)) => Diagnostic::param(file, Some(line), param, m),
+                None => scope.diag(param, format!("{}: {m}", table.name())),
             };
             match restrictions::HeaderAction::parse(result) {
                 Err(m) => errors.push(diag(m)),

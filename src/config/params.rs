@@ -591,6 +591,14 @@ pub static PARAMS: &[Param] = &[
         "Patterns (regexp:, pcre:) matched against each logical header line of incoming mail; actions REJECT, DISCARD, HOLD, WARN, DUNNO/OK. Actions that would change the message (IGNORE, PREPEND, REPLACE, ...) are not supported: mail is relayed unchanged.",
     ),
     p(
+        "body_checks",
+        "",
+        Maps,
+        Limits,
+        "Patterns (regexp:, pcre:) matched against each line of the message body, i.e. every line after the header section as sent (no MIME decoding: part headers and encoded content are lines too), up to body_checks_size_limit bytes; lines longer than line_length_limit are checked in pieces of that size. Actions as header_checks.",
+    ),
+    p("body_checks_size_limit", "51200", Size, Limits, "How many bytes of the body body_checks inspect."),
+    p(
         "hopcount_limit",
         "50",
         INT1,
@@ -1127,7 +1135,6 @@ static REASONS: &[(&[&str], &str)] = &[
     ),
     (
         &[
-            "body_checks",
             "mime_header_checks",
             "nested_header_checks",
             "smtp_header_checks",
@@ -1138,7 +1145,6 @@ static REASONS: &[(&[&str], &str)] = &[
             "lmtp_body_checks",
             "lmtp_mime_header_checks",
             "lmtp_nested_header_checks",
-            "body_checks_size_limit",
             "header_checks_",
             "content_filter",
             "smtpd_proxy_",

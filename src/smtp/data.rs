@@ -532,5 +532,79 @@ pub fn rfc5322_date(unix_secs: u64) -> String {
     )
 }
 
+/// The body lines `body_checks` look at: every line after the header
+/// section (the first empty line), as the client sent it (no MIME
+/// decoding), within the first `limit` body bytes. A line longer than
+/// `max_line` is seen in pieces of that size, as Postfix stores it.
+#[derive(Debug)]
+pub struct BodyLines {
+    in_headers: bool,
+    /// The header line or body line read so far (a header line only to
+    /// find the empty one; at most `max_line` bytes of either).
+    line: Vec<u8>,
+    /// Body bytes inspected so far.
+    seen: usize,
+    limit: usize,
+    max_line: usize,
+}
+
+impl BodyLines {
+    pub fn new(limit: usize, max_line: usize) -> BodyLines {
+        BodyLines { in_headers: true, line: Vec::new(), seen: 0, limit, max_line: max_line.max(1) }
+    }
+
+    /// Feeds decoded message bytes (CRLF line ends); `check` gets each
+    /// complete body line without its CRLF and returns false to stop
+    /// looking.
+    pub fn feed(&mut self, bytes: &[u8], check: &mut impl FnMut(&str) -> bool) {
+        for &b in bytes {
+            if !self.in_headers && self.seen >= self.limit {
+                return;
+            }
+            if !self.in_headers {
+                self.seen += 1;
+            }
+            if b == b'\n' {
+                if self.line.last() == Some(&b'\r') {
+                    self.line.pop();
+                }
+                if self.in_headers {
+                    self.in_headers = !self.line.is_empty();
+                    self.line.clear();
+                } else if !self.emit(check) {
+                    self.seen = self.limit;
+                    return;
+                }
+                continue;
+            }
+            if self.line.len() >= self.max_line {
+                // The piece is full: headers need only their start, body
+                // pieces are checked as lines.
+                if self.in_headers {
+                    continue;
+                }
+                if !self.emit(check) {
+                    self.seen = self.limit;
+                    return;
+                }
+            }
+            self.line.push(b);
+        }
+    }
+
+    /// The message ended: the last line, if it had no line end.
+    pub fn finish(&mut self, check: &mut impl FnMut(&str) -> bool) {
+        if !self.in_headers && !self.line.is_empty() && self.seen <= self.limit {
+            self.emit(check);
+        }
+    }
+
+    fn emit(&mut self, check: &mut impl FnMut(&str) -> bool) -> bool {
+        let go_on = check(&String::from_utf8_lossy(&self.line));
+        self.line.clear();
+        go_on
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::data::{self, BareNewline, Decoder, Headers, Violation};
+use super::data::{self, BareNewline, BodyLines, Decoder, Headers, Violation};
 use super::events::{self, Event};
 use super::listener::Inbound;
 use super::peer::Peer;
@@ -118,13 +118,23 @@ pub(super) struct Body {
     pub size: u64,
     /// The first storage failure; the rest of the content is discarded.
     pub storage: Option<sluice_queue::Error>,
-    /// What `header_checks` said, once the header section was complete.
+    /// What `header_checks` and `body_checks` said so far.
     pub verdict: HeaderVerdict,
+    /// The body lines for `body_checks` (`None` without them).
+    pub lines: Option<BodyLines>,
 }
 
-/// The outcome of `header_checks` for one message. Each logged event is
-/// kept with its log text: `header NAME: value from client; from=<...>
-/// to=<...> proto=... helo=<...>`, as Postfix's cleanup words it.
+/// Which content table a line meets.
+#[derive(Debug, Clone, Copy)]
+enum Content {
+    Header,
+    Body,
+}
+
+/// The outcome of `header_checks` and `body_checks` for one message. Each
+/// logged event is kept with its log text: `header NAME: value from
+/// client; from=<...> to=<...> proto=... helo=<...>` (`body LINE from ...`
+/// for body_checks), as Postfix's cleanup words it.
 #[derive(Debug, Default)]
 pub(super) struct HeaderVerdict {
     /// REJECT or DISCARD (inspection stopped there), with its log text.
@@ -138,43 +148,63 @@ impl HeaderVerdict {
     fn of(checks: &crate::config::Maps, headers: &Headers, id: &str, context: &str) -> HeaderVerdict {
         let mut v = HeaderVerdict::default();
         for line in headers.logical_lines() {
-            let result = match checks.lookup(&line) {
-                Ok(Some(r)) => r,
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!("{id}: header_checks: {e}");
-                    continue;
-                }
-            };
-            let shown = printable(line.replace('\n', " ").as_bytes());
-            let log = |text: &Option<String>, default: &str| {
-                format!("header {shown} from {context}: {}", text.as_deref().unwrap_or(default))
-            };
-            match HeaderAction::parse(&result) {
-                Ok(HeaderAction::Reject(t)) => {
-                    let line =
-                        log(&t.as_ref().map(|t| format!("5.7.1 {t}")), "5.7.1 Message content rejected");
-                    v.stop = Some((HeaderAction::Reject(t), line));
-                    break;
-                }
-                Ok(HeaderAction::Discard(t)) => {
-                    let line = log(&t, "header_checks");
-                    v.stop = Some((HeaderAction::Discard(t), line));
-                    break;
-                }
-                Ok(HeaderAction::Hold(t)) => {
-                    v.hold.get_or_insert_with(|| log(&t, "header_checks"));
-                }
-                // Postfix words it `ID: warning: header ...` (an event, not a fault).
-                Ok(HeaderAction::Warn(t)) => info!("{id}: warning: {}", log(&t, "header_checks")),
-                Ok(HeaderAction::Dunno) => {}
-                Ok(HeaderAction::Unsupported(word)) => {
-                    warn!("{id}: header_checks action {word} is not supported; taken as DUNNO")
-                }
-                Err(e) => warn!("{id}: header_checks: {e}; taken as DUNNO"),
+            if !v.check(Content::Header, checks, &line, id, context) {
+                break;
             }
         }
         v
+    }
+
+    /// Looks `line` up in `checks` (header_checks or body_checks, as `kind`
+    /// says) and records or logs what the result asks. False once the
+    /// message is refused or discarded: inspection stops there.
+    fn check(
+        &mut self,
+        kind: Content,
+        checks: &crate::config::Maps,
+        line: &str,
+        id: &str,
+        context: &str,
+    ) -> bool {
+        let (word, param) = match kind {
+            Content::Header => ("header", "header_checks"),
+            Content::Body => ("body", "body_checks"),
+        };
+        let result = match checks.lookup(line) {
+            Ok(Some(r)) => r,
+            Ok(None) => return true,
+            Err(e) => {
+                warn!("{id}: {param}: {e}");
+                return true;
+            }
+        };
+        let shown = printable(line.replace('\n', " ").as_bytes());
+        let log = |text: &Option<String>, default: &str| {
+            format!("{word} {shown} from {context}: {}", text.as_deref().unwrap_or(default))
+        };
+        match HeaderAction::parse(&result) {
+            Ok(HeaderAction::Reject(t)) => {
+                let line = log(&t.as_ref().map(|t| format!("5.7.1 {t}")), "5.7.1 Message content rejected");
+                self.stop = Some((HeaderAction::Reject(t), line));
+                return false;
+            }
+            Ok(HeaderAction::Discard(t)) => {
+                let line = log(&t, param);
+                self.stop = Some((HeaderAction::Discard(t), line));
+                return false;
+            }
+            Ok(HeaderAction::Hold(t)) => {
+                self.hold.get_or_insert_with(|| log(&t, param));
+            }
+            // Postfix words it `ID: warning: header ...` (an event, not a fault).
+            Ok(HeaderAction::Warn(t)) => info!("{id}: warning: {}", log(&t, param)),
+            Ok(HeaderAction::Dunno) => {}
+            Ok(HeaderAction::Unsupported(word)) => {
+                warn!("{id}: {param} action {word} is not supported; taken as DUNNO")
+            }
+            Err(e) => warn!("{id}: {param}: {e}; taken as DUNNO"),
+        }
+        true
     }
 
     /// True once the message is refused or discarded: nothing more of it
@@ -955,6 +985,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             size: 0,
             storage: None,
             verdict: HeaderVerdict::default(),
+            lines: (!settings.body_checks.is_empty())
+                .then(|| BodyLines::new(settings.body_checks_size_limit, settings.line_length_limit)),
         };
         // Headers the restrictions asked for come first, then ours, in
         // Postfix's order.
@@ -981,10 +1013,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn feed_body(&mut self, n: usize) -> usize {
         let limit = self.settings.message_size_limit;
         let hops = self.settings.hopcount_limit;
-        // header_checks run once, when the header section is complete; the
-        // log context is only built while they are still to run.
-        let checks_pending = !self.settings.header_checks.is_empty()
-            && matches!(&self.tx, Transaction::Mail(m) if m.body.as_ref().is_some_and(|b| !b.headers.is_complete()));
+        // header_checks run once, when the header section is complete,
+        // body_checks on each body line; the log context is only built
+        // while they are still to run.
+        let checks_pending = matches!(&self.tx, Transaction::Mail(m) if m.body.as_ref().is_some_and(|b| {
+            !b.verdict.stops()
+                && ((!self.settings.header_checks.is_empty() && !b.headers.is_complete()) || b.lines.is_some())
+        }));
         let context = checks_pending.then(|| self.header_log_context());
         let Transaction::Mail(m) = &mut self.tx else {
             self.rbuf.advance(n);
@@ -1012,9 +1047,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if hops > 0 && body.headers.received_count() + 1 >= hops {
                 body.decoder.set_violation(Violation::TooManyHops);
             }
-            if let Some((id, context)) = &context {
+            if let Some((id, context)) = &context
+                && !self.settings.header_checks.is_empty()
+            {
                 body.verdict = HeaderVerdict::of(&self.settings.header_checks, &body.headers, id, context);
             }
+        }
+        if let (Some(lines), Some((id, context))) = (body.lines.as_mut(), &context)
+            && !body.verdict.stops()
+        {
+            let verdict = &mut body.verdict;
+            let checks = &self.settings.body_checks;
+            lines.feed(fresh, &mut |line| verdict.check(Content::Body, checks, line, id, context));
         }
         // Once the message is refused (or the queue failed) the rest is
         // read only to find its end: nothing more is stored.
@@ -1037,8 +1081,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// message was queued.
     pub(super) async fn finish_message(&mut self) -> bool {
         // A message that ended inside its header section still meets
-        // header_checks.
-        let context = (!self.settings.header_checks.is_empty()).then(|| self.header_log_context());
+        // header_checks, and a last line without CRLF body_checks.
+        let s = &self.settings;
+        let context =
+            (!s.header_checks.is_empty() || !s.body_checks.is_empty()).then(|| self.header_log_context());
         let Transaction::Mail(mut m) = std::mem::take(&mut self.tx) else { return false };
         let Some(mut body) = m.body.take() else { return false };
         let Some(mut draft) = m.draft.take() else { return false };
@@ -1051,9 +1097,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             body.decoder.set_violation(Violation::TooManyHops);
         }
         if !body.headers.is_complete()
+            && !self.settings.header_checks.is_empty()
             && let Some((id, context)) = &context
         {
             body.verdict = HeaderVerdict::of(&self.settings.header_checks, &body.headers, id, context);
+        }
+        if let (Some(lines), Some((id, context))) = (body.lines.as_mut(), &context)
+            && !body.verdict.stops()
+        {
+            let verdict = &mut body.verdict;
+            let checks = &self.settings.body_checks;
+            lines.finish(&mut |line| verdict.check(Content::Body, checks, line, id, context));
         }
         if body.decoder.violation().is_none()
             && body.storage.is_none()

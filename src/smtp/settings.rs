@@ -78,6 +78,13 @@ pub struct Settings {
     pub policy_default_action: String,
     /// `header_checks`: patterns over each logical header line.
     pub header_checks: crate::config::Maps,
+    /// `body_checks`: patterns over each body line.
+    pub body_checks: crate::config::Maps,
+    /// `body_checks_size_limit`: how much of the body they see.
+    pub body_checks_size_limit: usize,
+    /// `line_length_limit`: body lines longer than this are checked in
+    /// pieces, as Postfix stores them.
+    pub line_length_limit: usize,
 
     /// `smtpd_timeout`: to receive one command line or send one reply.
     pub timeout: Duration,
@@ -179,6 +186,9 @@ impl Default for Settings {
             header_size_limit: 102_400,
             hopcount_limit: 50,
             header_checks: crate::config::Maps::default(),
+            body_checks: crate::config::Maps::default(),
+            body_checks_size_limit: 51_200,
+            line_length_limit: 2048,
             policy_timeout: Duration::from_secs(100),
             policy_default_action: "451 4.3.5 Server configuration problem".to_owned(),
             timeout: Duration::from_secs(300),
@@ -331,6 +341,9 @@ impl Settings {
             header_size_limit: count("header_size_limit") as usize,
             hopcount_limit: count("hopcount_limit") as usize,
             header_checks: c.maps("header_checks").clone(),
+            body_checks: c.maps("body_checks").clone(),
+            body_checks_size_limit: usize::try_from(c.size("body_checks_size_limit")).unwrap_or(usize::MAX),
+            line_length_limit: (count("line_length_limit") as usize).max(1),
             policy_timeout: c.time("smtpd_policy_service_timeout"),
             policy_default_action: c.string("smtpd_policy_service_default_action").to_owned(),
             timeout: c.time("smtpd_timeout"),

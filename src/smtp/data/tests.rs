@@ -270,3 +270,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn body_lines_skip_the_header_section_and_split_long_lines() {
+    let mut seen = Vec::new();
+    let mut lines = BodyLines::new(1000, 4);
+    let mut check = |l: &str| {
+        seen.push(l.to_owned());
+        true
+    };
+    lines.feed(b"Subject: x\r\n\tfolded\r\n\r\nab\r\nabcdefg\r", &mut check);
+    lines.feed(b"\n\r\nend", &mut check);
+    lines.finish(&mut check);
+    assert_eq!(seen, ["ab", "abcd", "efg", "", "end"]);
+
+    // The limit counts body bytes; a false from the check stops it.
+    let mut seen = Vec::new();
+    let mut lines = BodyLines::new(6, 100);
+    lines.feed(b"H: 1\r\n\r\none\r\ntwo\r\nthree\r\n", &mut |l: &str| {
+        seen.push(l.to_owned());
+        true
+    });
+    assert_eq!(seen, ["one"]);
+    let mut n = 0;
+    let mut lines = BodyLines::new(100, 100);
+    lines.feed(b"\r\na\r\nb\r\n", &mut |_: &str| {
+        n += 1;
+        false
+    });
+    assert_eq!(n, 1);
+}

@@ -27,7 +27,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut answers = Answers::default();
         let checked = loop {
             match self.check_rcpt(&to, &answers) {
-                Ok(Checked::Ask(question)) => self.answer(question, "RCPT", &address, &mut answers).await,
+                Ok(Checked::Ask(question)) => {
+                    if let Err(r) = self.answer(question, "RCPT", &address, &mut answers).await {
+                        break Err(r);
+                    }
+                }
                 Ok(Checked::Accept(rcpt, prepend)) => break Ok((rcpt, prepend)),
                 Err(r) => break Err(r),
             }

@@ -29,7 +29,7 @@ use futures::FutureExt;
 use sluice_queue::{BodyType, ClientInfo, Draft, DsnRet, Envelope, Recipient};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::data::{self, BareNewline, BodyLines, Decoder, Headers, Violation};
 use super::events::{self, Event};
@@ -123,6 +123,10 @@ pub(super) struct Body {
     /// The body lines for `body_checks` (`None` without them).
     pub lines: Option<BodyLines>,
 }
+
+/// The most questions one restriction decision may ask (see
+/// [`Session::answer`]); far more than any restriction list has.
+const MAX_QUESTIONS: usize = 100;
 
 /// Which content table a line meets.
 #[derive(Debug, Clone, Copy)]
@@ -850,7 +854,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         loop {
             match self.data_decision(&answers)? {
                 Ok(r) => return r,
-                Err(question) => self.answer(question, "DATA", "", &mut answers).await,
+                Err(question) => {
+                    if let Err(r) = self.answer(question, "DATA", "", &mut answers).await {
+                        return Some(r);
+                    }
+                }
             }
         }
     }
@@ -860,14 +868,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// decision. DNS questions are bounded by sluice_peername_lookup_timeout;
     /// without a resolver, a name is not listed and a host lookup fails for
     /// now.
+    ///
+    /// A decision asks each question once, so more than [`MAX_QUESTIONS`]
+    /// means one is asked again and again: it is cut off with a 451
+    /// instead of looping.
     pub(super) async fn answer(
         &self,
         question: super::policy::Question,
         state: &str,
         recipient: &str,
         answers: &mut super::policy::Answers,
-    ) {
+    ) -> Result<(), Reply> {
         use super::policy::{DomainStatus, Question};
+        if answers.policy.len() + answers.listings.len() + answers.hosts.len() >= MAX_QUESTIONS {
+            error!(
+                "{}: {question:?} asked again after {MAX_QUESTIONS} answers; decision cut off",
+                self.queue_id()
+            );
+            return Err(Reply::new(451, Status(4, 3, 0), "Error: internal restriction error"));
+        }
         let timeout = self.settings.peername_timeout;
         let resolver = self.inbound.resolver();
         match question {
@@ -890,6 +909,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 answers.hosts.push((name, status));
             }
         }
+        Ok(())
     }
 
     /// One round of [`Session::data_refusal`]: `None` without a

@@ -147,6 +147,7 @@ const BODY_CHECKS: &str = "\
 /click here to win/ REJECT Looks like spam
 /^X-Body-Trash/ DISCARD
 /^hold me$/ HOLD body hold
+/^\\.one dot$/ REJECT Dot line
 ";
 
 /// Settings with body_checks (and the header_checks above), the body
@@ -184,9 +185,9 @@ async fn body_checks_see_body_lines_only_within_the_size_limit() {
     let filler = format!("{}\r\n", "x".repeat(60)).repeat(20);
     let late = format!("Subject: late\r\n\r\n{filler}click here to win\r\n");
     assert!(send(&server, &late).await.starts_with("250 "));
-    // A dot-stuffed line is checked as the message holds it.
-    let r = send(&server, "Subject: hi\r\n\r\n..click here to win\r\n").await;
-    assert_eq!(r, "550 5.7.1 Looks like spam");
+    // A dot-stuffed line is checked as the message holds it (one dot).
+    let r = send(&server, "Subject: hi\r\n\r\n..one dot\r\n").await;
+    assert_eq!(r, "550 5.7.1 Dot line");
 
     let mut msgs = server.messages().await;
     msgs.sort_by_key(|(_, e, _)| e.held);

@@ -413,6 +413,23 @@ async fn address_literals_are_paths_and_relay_control_still_applies() {
 }
 
 #[tokio::test]
+async fn only_the_path_is_read_for_an_address_literal() {
+    // A bracketed address in a parameter after the path is the
+    // parameter's business: it reaches the envelope as sent.
+    let server = Server::start(relay_settings()).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@source.test> ENVID=x@[127.0.0.1]>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(b"x\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    let msgs = server.messages().await;
+    assert_eq!(msgs[0].1.sender, "a@source.test");
+    assert_eq!(msgs[0].1.envid.as_deref(), Some("x@[127.0.0.1]>"));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn soft_bounce_answers_4xx_where_it_would_refuse_for_good() {
     let (log, _guard) = common::log::Log::capture();
     let server = Server::start(Settings { soft_bounce: true, ..relay_settings() }).await;

@@ -81,7 +81,8 @@ async fn mail_through_haproxy_carries_the_real_client() {
     }
     let lines = log.text();
     assert_eq!(lines.matches(&format!(" connect from unknown[{CLIENT}]")).count(), 2, "{lines}");
-    assert!(!lines.contains(" connect from localhost[127.0.0.1]"), "{lines}");
+    // (The readiness probes, sent through HAProxy from 127.0.0.1, show as
+    // that client: the address is the header's, not the socket's.)
 
     // Straight to sluice, without the proxy's header: dropped unanswered.
     let mut direct = tokio::net::TcpStream::connect(server.addr).await.expect("connect");

@@ -154,7 +154,7 @@ pub async fn dnsbl_listings(
 /// `timeout`: its answers, none when it does not list the name, fails or
 /// is late.
 pub async fn rhsbl_listing(resolver: &dyn Resolver, domain: &str, list: &str, timeout: Duration) -> Listing {
-    let name = format!("{domain}.{list}");
+    let name = super::policy::Question::listing_key(domain, list);
     listing(resolver, &name, domain, list, clock::instant() + timeout).await.unwrap_or_default()
 }
 

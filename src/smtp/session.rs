@@ -119,7 +119,7 @@ pub(super) struct Body {
     /// The first storage failure; the rest of the content is discarded.
     pub storage: Option<sluice_queue::Error>,
     /// What `header_checks` and `body_checks` said so far.
-    pub verdict: HeaderVerdict,
+    pub verdict: ContentVerdict,
     /// The body lines for `body_checks` (`None` without them).
     pub lines: Option<BodyLines>,
 }
@@ -140,17 +140,17 @@ enum Content {
 /// client; from=<...> to=<...> proto=... helo=<...>` (`body LINE from ...`
 /// for body_checks), as Postfix's cleanup words it.
 #[derive(Debug, Default)]
-pub(super) struct HeaderVerdict {
+pub(super) struct ContentVerdict {
     /// REJECT or DISCARD (inspection stopped there), with its log text.
     pub stop: Option<(HeaderAction, String)>,
     /// HOLD: the message is queued on hold.
     pub hold: Option<String>,
 }
 
-impl HeaderVerdict {
+impl ContentVerdict {
     /// Runs `checks` over each logical header line, logging WARN at once.
-    fn of(checks: &crate::config::Maps, headers: &Headers, id: &str, context: &str) -> HeaderVerdict {
-        let mut v = HeaderVerdict::default();
+    fn of(checks: &crate::config::Maps, headers: &Headers, id: &str, context: &str) -> ContentVerdict {
+        let mut v = ContentVerdict::default();
         for line in headers.logical_lines() {
             if !v.check(Content::Header, checks, &line, id, context) {
                 break;
@@ -1004,7 +1004,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             headers: Headers::new(settings.header_size_limit),
             size: 0,
             storage: None,
-            verdict: HeaderVerdict::default(),
+            verdict: ContentVerdict::default(),
             lines: (!settings.body_checks.is_empty())
                 .then(|| BodyLines::new(settings.body_checks_size_limit, settings.line_length_limit)),
         };
@@ -1070,7 +1070,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Some((id, context)) = &context
                 && !self.settings.header_checks.is_empty()
             {
-                body.verdict = HeaderVerdict::of(&self.settings.header_checks, &body.headers, id, context);
+                body.verdict = ContentVerdict::of(&self.settings.header_checks, &body.headers, id, context);
             }
         }
         if let (Some(lines), Some((id, context))) = (body.lines.as_mut(), &context)
@@ -1120,7 +1120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             && !self.settings.header_checks.is_empty()
             && let Some((id, context)) = &context
         {
-            body.verdict = HeaderVerdict::of(&self.settings.header_checks, &body.headers, id, context);
+            body.verdict = ContentVerdict::of(&self.settings.header_checks, &body.headers, id, context);
         }
         if let (Some(lines), Some((id, context))) = (body.lines.as_mut(), &context)
             && !body.verdict.stops()
@@ -1364,17 +1364,19 @@ const LITERAL_STAND_IN: &str = "address-literal.invalid";
 
 /// For a `MAIL FROM:` or `RCPT TO:` line whose path ends in an address
 /// literal (`<user@[192.0.2.1]>`, `<user@[IPv6:2001:db8::1]>`): the line
-/// with [`LITERAL_STAND_IN`] in its place, and the literal. Anything that
-/// is not an IP address between the brackets is left for smtp-proto to
-/// refuse.
+/// with [`LITERAL_STAND_IN`] in its place, and the literal. Only the path
+/// (up to its `>`) is looked at, never the parameters after it. Anything
+/// that is not an IP address between the brackets is left for smtp-proto
+/// to refuse.
 fn stand_in_literal(line: &[u8]) -> Option<(Vec<u8>, String)> {
     let verb = line.get(..4)?;
     if !verb.eq_ignore_ascii_case(b"MAIL") && !verb.eq_ignore_ascii_case(b"RCPT") {
         return None;
     }
-    let at = line.windows(2).position(|w| w == b"@[")?;
-    let close = at + 2 + line[at + 2..].iter().position(|&b| b == b']')?;
-    if line.get(close + 1) != Some(&b'>') {
+    let path_end = memchr::memchr(b'>', line)?;
+    let at = line[..path_end].windows(2).position(|w| w == b"@[")?;
+    let close = at + 2 + line[at + 2..path_end].iter().position(|&b| b == b']')?;
+    if close + 1 != path_end {
         return None;
     }
     let literal = std::str::from_utf8(&line[at + 1..=close]).ok()?;

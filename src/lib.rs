@@ -3,13 +3,14 @@
 //! Mail arrives over SMTP (`smtp`), is made durable in the queue crate
 //! (`sluice_queue`) before it is acknowledged, and leaves for the mailbox
 //! servers over LMTP or SMTP through a gate per backend (`delivery`).
-//! `config` reads Postfix-style `main.cf`/`master.cf`; `admin` is the
-//! command line, admin socket, metrics and logs; `server` wires them
-//! together and owns the order of shutdown; `dns` is the resolver the
+//! `config` reads Postfix-style `main.cf`/`master.cf`; `cli` is the
+//! command line; `admin` is the admin socket, metrics and logs; `server`
+//! wires them together and owns the order of shutdown; `dns` is the resolver the
 //! inbound server and delivery share.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;

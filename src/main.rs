@@ -1,10 +1,10 @@
 //! The `sluice` binary: parses the command line and hands over to
-//! `sluice::admin::run`. Invoked as `mailq`, it lists the queue.
+//! `sluice::cli::run`. Invoked as `mailq`, it lists the queue.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice::admin::cli::Cli;
+use sluice::cli::Cli;
 
 fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         args.splice(1..1, ["queue".into(), "list".into()]);
     }
     let cli = Cli::parse_from(args);
-    match sluice::admin::run(cli) {
+    match sluice::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sluice: fatal: {e:#}");

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
@@ -29,37 +28,14 @@ use crate::config::{Config, ConfigErrors, Loaded};
 use crate::shutdown::Stage;
 use crate::smtp;
 
-/// `sluice serve`: runs the daemon until SIGTERM or `sluice stop`.
-pub fn main(config_dir: &Path, args: admin::cli::ServeArgs) -> anyhow::Result<ExitCode> {
-    let loaded = match Config::load(config_dir) {
-        Ok(l) => l,
-        Err(errors) => {
-            for d in &errors.0 {
-                eprintln!("sluice: fatal: {d}");
-            }
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let config = &loaded.config;
-    let format = match config.string("sluice_log_format") {
-        "json" => alog::Format::Json,
-        _ => alog::Format::Text,
-    };
-    let file = args.log_file.clone().or_else(|| {
-        let f = config.string("maillog_file");
-        (!f.is_empty()).then(|| PathBuf::from(f))
-    });
-    let logfile = alog::init(format, config.string("myhostname"), file.as_deref()).with_context(|| {
-        format!("opening log file {}", file.as_deref().unwrap_or(Path::new("")).display())
-    })?;
-    for w in &loaded.warnings {
-        warn!(target: "master", "{w}");
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sluice").build()?;
-    let code = rt.block_on(daemon(config_dir.to_owned(), loaded, logfile));
-    // Blocking reads still running (none should be) must not hold up exit.
-    rt.shutdown_timeout(Duration::from_secs(2));
-    code
+/// Where the queue's database lives inside `queue_directory`.
+pub fn queue_db_dir(config: &Config) -> PathBuf {
+    Path::new(config.string("queue_directory")).join("db")
+}
+
+/// The admin socket path (`sluice_admin_socket`).
+pub fn admin_socket(config: &Config) -> PathBuf {
+    PathBuf::from(config.string("sluice_admin_socket"))
 }
 
 /// Everything the daemon binds before it starts serving; tests bind port 0.
@@ -86,7 +62,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
     if smtp_listeners.is_empty() {
         warn!(target: "master", "master.cf has no smtpd service: not accepting mail");
     }
-    let path = admin::command::admin_socket(config);
+    let path = admin_socket(config);
     let admin_l = admin::socket::bind(&path)
         .await
         .with_context(|| format!("sluice_admin_socket: cannot listen on {}", path.display()))?;
@@ -108,7 +84,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
 
 /// Opens (creating) the queue under `queue_directory`.
 pub fn open_queue(config: &Config) -> anyhow::Result<sluice_queue::Queue> {
-    let dir = admin::command::queue_db_dir(config);
+    let dir = queue_db_dir(config);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("queue_directory: cannot create {}", dir.display()))?;
     let queue = sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())
@@ -116,7 +92,10 @@ pub fn open_queue(config: &Config) -> anyhow::Result<sluice_queue::Queue> {
     Ok(queue)
 }
 
-async fn daemon(
+/// The daemon's life: starts every service, serves until SIGTERM, SIGINT
+/// or `sluice stop` (reloading on SIGHUP or `sluice reload`), then stops
+/// in the documented order.
+pub async fn daemon(
     config_dir: PathBuf,
     loaded: Loaded,
     logfile: Option<alog::LogFile>,

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use clap::Parser;
-use sluice::config::command::{ConfigArgs, run_to};
+use sluice::cli::postconf::{ConfigArgs, run_to};
 
 #[derive(Parser)]
 struct Cli {

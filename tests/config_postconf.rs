@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use sluice::config::command::{ConfigArgs, run_to};
+use sluice::cli::postconf::{ConfigArgs, run_to};
 
 /// Defaults sluice changes on purpose; compared only when set in main.cf.
 const DIFFERENT_DEFAULTS: &[(&str, &str)] = &[

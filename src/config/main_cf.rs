@@ -56,7 +56,7 @@ pub(crate) fn logical_lines(text: &str, file: &Path, errors: &mut Vec<Diagnostic
 }
 
 /// Collapses runs of white space to one space, as postconf prints values.
-pub(crate) fn normalize_space(s: &str) -> String {
+pub fn normalize_space(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

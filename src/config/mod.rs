@@ -24,10 +24,9 @@
 //! Layout: `main_cf.rs` (syntax), `expand.rs` (`$name`), `params.rs` (the
 //! table), `values.rs` (value syntax), `master_cf.rs`, `tables/`,
 //! `matchlist.rs` (domain and network lists), `restrictions.rs`,
-//! `route.rs`, `load.rs` (files to typed settings), `command.rs`
-//! (`sluice config`).
+//! `route.rs`, `load.rs` (files to typed settings). `sluice config`, the
+//! command that prints all this, is the command line's (`cli/postconf.rs`).
 
-pub mod command;
 mod error;
 mod expand;
 mod load;
@@ -47,10 +46,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigErrors, Diagnostic, TableError};
+pub use main_cf::normalize_space;
 pub use restrictions::{
     Access, Dnsbl, HeaderAction, Named, PolicyEndpoint, PolicyService, Restriction, RhsblName, named,
 };
 pub use values::{Rate, TlsProtocols, parse_tls_protocols};
+
+/// The configuration directory when none is given (`-c`), as
+/// `/etc/postfix` is Postfix's.
+pub const DEFAULT_DIR: &str = "/etc/sluice";
 
 use matchlist::{DomainList, HostList};
 use route::TransportInfo;
@@ -641,8 +645,7 @@ impl Config {
             .settings
             .iter()
             .filter(|(name, s)| {
-                s.source != Source::Default
-                    || (name.as_str() == "config_directory" && s.value != command::DEFAULT_DIR)
+                s.source != Source::Default || (name.as_str() == "config_directory" && s.value != DEFAULT_DIR)
             })
             .map(|(n, s)| (n.clone(), s.raw.clone()))
             .collect();

@@ -1,6 +1,7 @@
-//! Runs the command line: dispatches subcommands, talks to the daemon over
-//! the admin socket, and falls back to the queue directly when the daemon is
-//! not running (as `postqueue`/`postsuper` do on a stopped Postfix).
+//! The commands that are admin API requests (`queue`, `backend`, `reload`,
+//! `stop`, `status`): sent to the daemon over the admin socket, or, when
+//! the daemon is not running, executed against the queue directly (as
+//! `postqueue`/`postsuper` do on a stopped Postfix).
 //!
 //! The fallback opens RocksDB itself, and RocksDB creates files (log,
 //! manifest, options, info log) whenever it opens a database, even read
@@ -11,50 +12,29 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::api::{Handler, Ids, Request, Response};
-use super::cli::{BackendCommand, Cli, Command, IdArgs, QueueCommand};
-use super::socket::{self, SocketError};
+use super::args::{BackendCommand, Command, IdArgs, QueueCommand};
+use crate::admin::api::{Handler, Ids, Request, Response};
+use crate::admin::socket::{self, SocketError};
+use crate::admin::view::{self, MessageView};
 use crate::clock;
 use crate::config::Config;
+use crate::server::{admin_socket, queue_db_dir};
 
 /// How long a command waits for the daemon's answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Where the queue's database lives inside `queue_directory`.
-pub fn queue_db_dir(config: &Config) -> PathBuf {
-    Path::new(config.string("queue_directory")).join("db")
-}
-
-/// The admin socket path (`sluice_admin_socket`).
-pub fn admin_socket(config: &Config) -> PathBuf {
-    PathBuf::from(config.string("sluice_admin_socket"))
-}
-
-/// Entry point of the binary after argument parsing.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Serve(args) => crate::server::main(&cli.config_dir, args),
-        Command::Config(args) => crate::config::command::run(&cli.config_dir, &args),
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut super::cli::command(), "sluice", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Man { dir } => {
-            write_man_pages(&dir)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        other => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(client(&cli.config_dir, other))
-        }
-    }
+/// Runs `command` (one of the request commands) with the configuration
+/// in `config_dir`.
+pub fn run(config_dir: &Path, command: Command) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(client(config_dir, command))
 }
 
 fn load_config(dir: &Path) -> anyhow::Result<Arc<Config>> {
@@ -120,7 +100,7 @@ async fn client(config_dir: &Path, command: Command) -> anyhow::Result<ExitCode>
         Command::Stop => Request::Stop,
         Command::Status => Request::Status,
         Command::Serve(_) | Command::Config(_) | Command::Completions { .. } | Command::Man { .. } => {
-            unreachable!("handled by run()")
+            unreachable!("handled by cli::run")
         }
     };
     let list = matches!(req, Request::QueueList);
@@ -245,8 +225,8 @@ fn print(resp: &Response, json: bool, list: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     if json && list {
-        let msgs: Vec<super::view::MessageView> = serde_json::from_value(resp.data.clone())?;
-        print!("{}", super::view::mailq_json(&msgs));
+        let msgs: Vec<MessageView> = serde_json::from_value(resp.data.clone())?;
+        print!("{}", view::mailq_json(&msgs));
     } else if json {
         println!("{}", serde_json::to_string_pretty(&resp.data)?);
     } else if list || std::io::stdout().is_terminal() || !resp.text.is_empty() {
@@ -256,28 +236,6 @@ fn print(resp: &Response, json: bool, list: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `sluice man DIR`: sluice.8 plus one page per subcommand (sluice-queue.8 ...).
-fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cmd = super::cli::command();
-    let render = |cmd: clap::Command, name: String| -> anyhow::Result<()> {
-        let man = clap_mangen::Man::new(cmd.clone().name(name.clone())).section("8");
-        let mut buf = Vec::new();
-        man.render(&mut buf)?;
-        let path = dir.join(format!("{name}.8"));
-        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
-    };
-    render(cmd.clone(), "sluice".into())?;
-    for sub in cmd.get_subcommands() {
-        if matches!(sub.get_name(), "completions" | "man" | "help") {
-            continue;
-        }
-        render(sub.clone(), format!("sluice-{}", sub.get_name()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,15 +1,12 @@
 //! The command line: one binary, Postfix's words, `--help` worth reading.
 //!
-//! Definitions only; [`crate::admin::run`] dispatches. Completions and man
+//! Definitions only; [`super::run`] dispatches. Completions and man
 //! pages are generated from these same definitions (`sluice completions`,
 //! `sluice man`), so they cannot drift from the code.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-
-/// Default configuration directory, as `/etc/postfix` is Postfix's.
-pub const DEFAULT_CONFIG_DIR: &str = "/etc/sluice";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,7 +24,7 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/sluice";
 )]
 pub struct Cli {
     /// Configuration directory holding main.cf and master.cf (like `postfix -c`).
-    #[arg(short = 'c', long = "config-dir", global = true, env = "SLUICE_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    #[arg(short = 'c', long = "config-dir", global = true, env = "SLUICE_CONFIG_DIR", default_value = crate::config::DEFAULT_DIR)]
     pub config_dir: PathBuf,
 
     #[command(subcommand)]
@@ -45,7 +42,7 @@ pub enum Command {
     #[command(subcommand)]
     Backend(BackendCommand),
     /// Show or check the configuration (like postconf).
-    Config(crate::config::command::ConfigArgs),
+    Config(super::postconf::ConfigArgs),
     /// Reload main.cf, master.cf and lookup tables in the running daemon (SIGHUP).
     Reload,
     /// Stop the running daemon gracefully (SIGTERM).

@@ -1,7 +1,7 @@
 //! `sluice config`: print parameters as `postconf` does, and `check` the
 //! whole configuration.
 //!
-//! Owns the command's arguments and output only; the CLI wires
+//! Owns the command's arguments and output only; [`super::run`] wires
 //! `sluice config` and `-c DIR` to [`run`]. Output follows postconf:
 //! `name = value` (white space runs collapsed), `name =` for an empty
 //! value, warnings on stderr.
@@ -18,11 +18,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::main_cf::normalize_space;
-use super::{Config, params};
-
-/// The configuration directory when `-c` is not given.
-pub const DEFAULT_DIR: &str = "/etc/sluice";
+use crate::config::{Config, normalize_space, params};
 
 /// Arguments of `sluice config`.
 #[derive(Debug, Clone, Default, clap::Args)]

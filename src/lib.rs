@@ -4,12 +4,11 @@
 //! (`sluice_queue`) before it is acknowledged, and leaves for the mailbox
 //! servers over LMTP or SMTP through a gate per backend (`delivery`).
 //! `config` reads Postfix-style `main.cf`/`master.cf`; `cli` is the
-//! command line; `admin` is the admin socket, metrics and logs; `server`
-//! wires them together and owns the order of shutdown; `dns` is the resolver the
+//! command line; `server` is the daemon: it wires them together, owns the
+//! order of shutdown, and runs the admin service (socket, metrics, logs); `dns` is the resolver the
 //! inbound server and delivery share.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

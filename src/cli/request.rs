@@ -20,11 +20,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::args::{BackendCommand, Command, IdArgs, QueueCommand};
-use crate::admin::api::{Handler, Ids, Request, Response};
-use crate::admin::socket::{self, SocketError};
-use crate::admin::view::{self, MessageView};
 use crate::clock;
 use crate::config::Config;
+use crate::server::admin::api::{Handler, Ids, Request, Response};
+use crate::server::admin::socket::{self, SocketError};
+use crate::server::admin::view::{self, MessageView};
 use crate::server::{admin_socket, queue_db_dir};
 
 /// How long a command waits for the daemon's answer.

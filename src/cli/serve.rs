@@ -11,9 +11,9 @@ use anyhow::Context;
 use tracing::warn;
 
 use super::args::ServeArgs;
-use crate::admin::log as alog;
 use crate::config::Config;
 use crate::server;
+use crate::server::admin::log as alog;
 
 /// `sluice serve`: runs the daemon until SIGTERM or `sluice stop`.
 pub fn run(config_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {

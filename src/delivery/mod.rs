@@ -15,7 +15,6 @@
 //! returns a [`Handle`] for the admin side (backend snapshots, pause,
 //! resume, wake).
 
-mod admin_view;
 pub mod backoff;
 pub mod bounce;
 pub mod client;

@@ -24,9 +24,9 @@ pub enum Event {
     TlsHandshake { ok: bool },
 }
 
-/// Records an event in the metrics (names in `admin::metrics::names`).
+/// Records an event in the metrics (names in `server::admin::metrics::names`).
 pub fn emit(event: Event) {
-    use crate::admin::metrics::names;
+    use crate::server::admin::metrics::names;
     tracing::trace!(target: "sluice::smtp::events", ?event);
     match event {
         Event::Connected => metrics::gauge!(names::SESSIONS).increment(1.0),

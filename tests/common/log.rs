@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use sluice::admin::log::PostfixFormat;
+use sluice::server::admin::log::PostfixFormat;
 
 /// Log lines written by the server, in Postfix's format. The server runs on
 /// the test's own thread (tokio's current-thread test runtime), so a

@@ -8,6 +8,12 @@
 //! results → the queue writer flushes. Everything acknowledged with `250`
 //! is on disk before the `250` is sent, so even a second SIGTERM (immediate
 //! exit) loses nothing.
+//!
+//! The admin service (`admin/`: the API and its socket, metrics and
+//! health, the log format) runs under the daemon: the daemon starts it and
+//! answers its control requests (reload, stop, status) in its main loop.
+
+pub mod admin;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,11 +24,11 @@ use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::admin::api::{ControlRequest, Handler, Response};
-use crate::admin::{self, log as alog, metrics as ametrics};
+use self::admin::api::{ControlRequest, Handler, Response};
+use self::admin::{log as alog, metrics as ametrics};
 use crate::clock;
 use crate::config::{Config, ConfigErrors, Loaded};
 use crate::shutdown::Stage;
@@ -244,7 +250,7 @@ impl Running {
         let handler = Handler {
             queue: queue.clone(),
             config: Arc::new(move || live_for_admin.load_full()),
-            backends: Some(delivery_handle.backends()),
+            backends: Some(admin::backends::of(&delivery_handle)),
             control,
         };
         let (path, admin_l) = bound.admin;
@@ -326,7 +332,7 @@ impl Running {
     pub fn status(&self) -> Response {
         let st = self.queue.stats();
         let now = clock::unix_millis();
-        let backends = self.delivery_handle.backends().list();
+        let backends = admin::backends::of(&self.delivery_handle).list();
         let open = backends.iter().filter(|b| b.breaker != "closed").count();
         // A paused backend holds its mail as surely as an open breaker.
         let paused = backends.iter().filter(|b| b.paused_until.is_some_and(|u| u > now)).count();
@@ -400,16 +406,4 @@ impl ametrics::Probe for Probe {
         let limits = crate::smtp::admission(&c);
         self.queue.admit(&limits).map_err(|e| e.to_string())
     }
-}
-
-/// Sends a request to the main loop and waits for its answer.
-pub async fn control(
-    tx: &mpsc::Sender<ControlRequest>,
-    make: impl FnOnce(oneshot::Sender<Response>) -> ControlRequest,
-) -> Response {
-    let (reply, rx) = oneshot::channel();
-    if tx.send(make(reply)).await.is_err() {
-        return Response::error("the daemon is shutting down");
-    }
-    rx.await.unwrap_or_else(|_| Response::error("the daemon is shutting down"))
 }

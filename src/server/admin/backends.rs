@@ -1,20 +1,31 @@
-//! What the admin side sees of delivery: [`Handle`] as admin's
-//! [`Backends`] (`sluice backend list|pause|resume`, `sluice queue flush`).
+//! What the admin service sees of delivery: the scheduler's [`Handle`] as
+//! the API's [`Backends`] (`sluice backend list|pause|resume`, `sluice
+//! queue flush`).
 //!
-//! Owns only the translation from gate snapshots to admin's view; the
+//! Owns only the translation from gate snapshots to the API's view; the
 //! behaviour lives in the scheduler and the gates.
 
 use std::sync::Arc;
 
 use sluice_queue::UnixMillis;
 
-use super::gate::position_name;
-use super::scheduler::Handle;
-use crate::admin::api::{BackendView, Backends};
+use super::api::{BackendView, Backends};
+use crate::delivery::Handle;
+use crate::delivery::gate::position_name;
 
-impl Backends for Handle {
+/// The running delivery as the admin API's view of the backends.
+pub fn of(handle: &Handle) -> Arc<dyn Backends> {
+    Arc::new(Delivery(handle.clone()))
+}
+
+/// The adapter: delivery knows nothing of the admin API.
+#[derive(Debug)]
+struct Delivery(Handle);
+
+impl Backends for Delivery {
     fn list(&self) -> Vec<BackendView> {
-        Handle::list(self)
+        self.0
+            .list()
             .into_iter()
             .map(|b| {
                 let s = b.snapshot;
@@ -36,21 +47,14 @@ impl Backends for Handle {
     }
 
     fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), String> {
-        Handle::pause(self, name, until).map_err(|e| e.to_string())
+        self.0.pause(name, until).map_err(|e| e.to_string())
     }
 
     fn resume(&self, name: &str) -> Result<(), String> {
-        Handle::resume(self, name).map_err(|e| e.to_string())
+        self.0.resume(name).map_err(|e| e.to_string())
     }
 
     fn wake(&self) {
-        Handle::wake(self)
-    }
-}
-
-impl Handle {
-    /// This handle as admin's view of the backends.
-    pub fn backends(&self) -> Arc<dyn Backends> {
-        Arc::new(self.clone())
+        self.0.wake()
     }
 }

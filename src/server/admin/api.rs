@@ -312,7 +312,7 @@ impl Handler {
             }
             Request::Reload | Request::Stop | Request::Status => {
                 let c = self.control.as_ref().ok_or("sluice is not running")?;
-                Ok(crate::server::control(c, |reply| match req {
+                Ok(control(c, |reply| match req {
                     Request::Reload => ControlRequest::Reload(reply),
                     Request::Stop => ControlRequest::Stop(reply),
                     _ => ControlRequest::Status(reply),
@@ -470,6 +470,19 @@ fn status_text(st: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// Sends a control request to the daemon's main loop and waits for its
+/// answer.
+pub async fn control(
+    tx: &tokio::sync::mpsc::Sender<ControlRequest>,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<Response>) -> ControlRequest,
+) -> Response {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.send(make(reply)).await.is_err() {
+        return Response::error("the daemon is shutting down");
+    }
+    rx.await.unwrap_or_else(|_| Response::error("the daemon is shutting down"))
 }
 
 #[cfg(test)]

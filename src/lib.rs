@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod dns;
+pub mod metric;
 pub mod reply;
 pub mod server;
 pub mod shutdown;

@@ -25,12 +25,13 @@ use tokio::time::Instant;
 
 use super::client::{self, Health, OpenError, Session, Transaction, TxRcpt, Verdict};
 use super::gate::{Admission, Gate, Permit, Report};
-use super::log::{LogStatus, metric};
+use super::log::LogStatus;
 use super::scheduler::{Done, InFlight, RcptDone, Shared};
 use super::settings::BackendSettings;
 use super::{BackendId, dns};
 use crate::clock;
 use crate::config::Protocol;
+use crate::metric;
 use crate::reply::Status;
 
 /// How often an idle dispatcher closes expired idle connections.

@@ -9,9 +9,8 @@
 //! `qmgr`); admin's formatter turns that into `sluice/lmtp[PID]:`. The
 //! queue manager's own line about a message it takes for delivery
 //! (`QUEUEID: from=<...>, size=N, nrcpt=N (queue active)`) is formatted here
-//! too ([`active_line`]). Owns formatting, and the names of the metrics the
-//! delivery code counts as it logs (the same names the admin side's
-//! Prometheus exporter describes).
+//! too ([`active_line`]). Owns formatting only (the metrics counted beside
+//! the lines are named in [`crate::metric`]).
 
 use std::time::Duration;
 
@@ -20,18 +19,6 @@ use sluice_queue::{Envelope, QueueId};
 use super::client::Verdict;
 use crate::config::Protocol;
 use crate::reply::Status;
-
-/// Metric names (Prometheus); labels: `backend`, and `result` or `to`.
-pub mod metric {
-    /// Recipient results by `backend` and `result` (sent, deferred, bounced).
-    pub const DELIVERIES: &str = "sluice_delivery_recipients_total";
-    /// The server's share of a transaction's time, by `backend`.
-    pub const LATENCY: &str = "sluice_delivery_latency_seconds";
-    /// Breaker transitions by `backend` and `to`.
-    pub const BREAKER_TRANSITIONS: &str = "sluice_backend_breaker_transitions_total";
-    /// Times a delivery waited for the rate limit, by `backend`.
-    pub const RATE_LIMITED: &str = "sluice_backend_rate_limit_waits_total";
-}
 
 /// `status=` of a result line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,9 +28,10 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use self::admin::api::{ControlRequest, Handler, Response};
-use self::admin::{log as alog, metrics as ametrics};
+use self::admin::{exporter, log as alog};
 use crate::clock;
 use crate::config::{Config, ConfigErrors, Loaded};
+use crate::metric;
 use crate::shutdown::Stage;
 use crate::smtp;
 
@@ -257,12 +258,12 @@ impl Running {
         tokio::spawn(admin::socket::serve(admin_l, path, handler, accept.clone()));
 
         if let Some(l) = bound.metrics {
-            let handle = ametrics::install();
+            let handle = exporter::install();
             let probe = Arc::new(Probe { queue: queue.clone(), config: live.clone() });
             if let Ok(a) = l.local_addr() {
                 info!(target: "master", "metrics and health on http://{a}/metrics");
             }
-            tokio::spawn(ametrics::serve(l, handle, probe, accept.clone()));
+            tokio::spawn(exporter::serve(l, handle, probe, accept.clone()));
         }
 
         Ok(Running {
@@ -387,18 +388,17 @@ struct Probe {
     config: Arc<ArcSwap<Config>>,
 }
 
-impl ametrics::Probe for Probe {
+impl exporter::Probe for Probe {
     fn sample(&self) {
-        use ametrics::names;
         let st = self.queue.stats();
-        metrics::gauge!(names::QUEUE_MESSAGES, "state" => "all").set(st.messages as f64);
-        metrics::gauge!(names::QUEUE_MESSAGES, "state" => "held").set(st.held as f64);
-        metrics::gauge!(names::QUEUE_RECIPIENTS).set(st.recipients_pending as f64);
-        metrics::gauge!(names::QUEUE_BYTES).set(st.bytes as f64);
-        metrics::gauge!(names::QUEUE_QUARANTINED).set(st.quarantined as f64);
+        metrics::gauge!(metric::QUEUE_MESSAGES, "state" => "all").set(st.messages as f64);
+        metrics::gauge!(metric::QUEUE_MESSAGES, "state" => "held").set(st.held as f64);
+        metrics::gauge!(metric::QUEUE_RECIPIENTS).set(st.recipients_pending as f64);
+        metrics::gauge!(metric::QUEUE_BYTES).set(st.bytes as f64);
+        metrics::gauge!(metric::QUEUE_QUARANTINED).set(st.quarantined as f64);
         let age =
             st.oldest_arrival.map(|a| clock::unix_millis().saturating_sub(a) as f64 / 1000.0).unwrap_or(0.0);
-        metrics::gauge!(names::QUEUE_OLDEST).set(age);
+        metrics::gauge!(metric::QUEUE_OLDEST).set(age);
     }
 
     fn health(&self) -> Result<(), String> {

@@ -2,6 +2,8 @@
 //! countable thing passes through [`emit`], the one place metrics hook in;
 //! the Postfix-style log lines are written at the call sites, not here.
 
+use crate::metric;
+
 /// A countable happening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -24,28 +26,27 @@ pub enum Event {
     TlsHandshake { ok: bool },
 }
 
-/// Records an event in the metrics (names in `server::admin::metrics::names`).
+/// Records an event in the metrics (names in [`crate::metric`]).
 pub fn emit(event: Event) {
-    use crate::server::admin::metrics::names;
     tracing::trace!(target: "sluice::smtp::events", ?event);
     match event {
-        Event::Connected => metrics::gauge!(names::SESSIONS).increment(1.0),
-        Event::Disconnected => metrics::gauge!(names::SESSIONS).decrement(1.0),
+        Event::Connected => metrics::gauge!(metric::SESSIONS).increment(1.0),
+        Event::Disconnected => metrics::gauge!(metric::SESSIONS).decrement(1.0),
         Event::ConnectionRefused => {
-            metrics::counter!(names::REJECTED, "stage" => "CONNECT", "code" => "421").increment(1)
+            metrics::counter!(metric::REJECTED, "stage" => "CONNECT", "code" => "421").increment(1)
         }
         Event::Rejected { stage, code } => {
-            metrics::counter!(names::REJECTED, "stage" => stage, "code" => code.to_string()).increment(1)
+            metrics::counter!(metric::REJECTED, "stage" => stage, "code" => code.to_string()).increment(1)
         }
-        Event::Queued { .. } => metrics::counter!(names::ACCEPTED).increment(1),
+        Event::Queued { .. } => metrics::counter!(metric::ACCEPTED).increment(1),
         Event::Timeout => {
-            metrics::counter!(names::REJECTED, "stage" => "TIMEOUT", "code" => "421").increment(1)
+            metrics::counter!(metric::REJECTED, "stage" => "TIMEOUT", "code" => "421").increment(1)
         }
         Event::ProtocolViolation => {
-            metrics::counter!(names::REJECTED, "stage" => "PROTOCOL", "code" => "violation").increment(1)
+            metrics::counter!(metric::REJECTED, "stage" => "PROTOCOL", "code" => "violation").increment(1)
         }
         Event::TlsHandshake { ok } => {
-            metrics::counter!(names::TLS_HANDSHAKES, "result" => if ok { "ok" } else { "failed" })
+            metrics::counter!(metric::TLS_HANDSHAKES, "result" => if ok { "ok" } else { "failed" })
                 .increment(1)
         }
     }

@@ -539,7 +539,7 @@ impl Gate {
             Transition::HalfOpened => "half-open",
             Transition::Closed => "closed",
         };
-        metrics::counter!(crate::delivery::log::metric::BREAKER_TRANSITIONS, "backend" => self.name.clone(), "to" => to)
+        metrics::counter!(crate::metric::BREAKER_TRANSITIONS, "backend" => self.name.clone(), "to" => to)
             .increment(1);
         match t {
             Transition::Opened { failures, probe_at } => tracing::warn!(

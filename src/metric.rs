@@ -1,0 +1,70 @@
+//! The names of every metric sluice exports, with their labels, units and
+//! help texts: the one owner of the words a dashboard or an alert is
+//! written against. Recording code anywhere (`smtp`, `delivery`, the
+//! daemon's queue gauges) names its metric here; the exporter
+//! (`server::admin::exporter`) describes them with [`describe`].
+//!
+//! Units follow Prometheus conventions (`_seconds`, `_bytes`, `_total` for
+//! counters). Never records anything itself, and imports no module of this
+//! crate (it sits on the ground floor, below everything that records).
+
+/// Messages accepted (250 after DATA/BDAT).
+pub const ACCEPTED: &str = "sluice_smtpd_messages_accepted_total";
+/// Negative replies by SMTP `stage` (the command: `RCPT`, `MAIL`,
+/// `END-OF-MESSAGE`, or `CONNECT`/`TIMEOUT`/`PROTOCOL`) and reply `code`.
+pub const REJECTED: &str = "sluice_smtpd_rejects_total";
+/// STARTTLS handshakes by `result`.
+pub const TLS_HANDSHAKES: &str = "sluice_smtpd_tls_handshakes_total";
+/// SMTP sessions open now.
+pub const SESSIONS: &str = "sluice_smtpd_sessions";
+/// Messages in the queue, by `state` (all, held).
+pub const QUEUE_MESSAGES: &str = "sluice_queue_messages";
+/// Recipients not yet delivered or bounced.
+pub const QUEUE_RECIPIENTS: &str = "sluice_queue_recipients_pending";
+/// Bytes of message bodies in the queue.
+pub const QUEUE_BYTES: &str = "sluice_queue_bytes";
+/// Age of the oldest queued message.
+pub const QUEUE_OLDEST: &str = "sluice_queue_oldest_message_age_seconds";
+/// Records found corrupt and quarantined.
+pub const QUEUE_QUARANTINED: &str = "sluice_queue_quarantined";
+/// Queue changes carried by each synced write (group commit batch
+/// size); recorded by the queue's writer thread, which names it (the
+/// queue crate cannot import this one).
+pub const FSYNC_BATCH: &str = sluice_queue::FSYNC_BATCH_METRIC;
+/// Recipient results by `backend` and `result` (sent, deferred, bounced).
+pub const DELIVERIES: &str = "sluice_delivery_recipients_total";
+/// Delivery transaction latency by `backend`.
+pub const LATENCY: &str = "sluice_delivery_latency_seconds";
+/// Deliveries in progress, by `backend`.
+pub const CONCURRENCY: &str = "sluice_backend_concurrency";
+/// Current adaptive concurrency limit, by `backend`.
+pub const CONCURRENCY_LIMIT: &str = "sluice_backend_concurrency_limit";
+/// Breaker state by `backend`: 0 closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "sluice_backend_breaker_state";
+/// Breaker transitions by `backend` and `to`.
+pub const BREAKER_TRANSITIONS: &str = "sluice_backend_breaker_transitions_total";
+/// Deliveries postponed by the rate limiter, by `backend`.
+pub const RATE_LIMITED: &str = "sluice_backend_rate_limit_waits_total";
+
+/// Registers each metric's help text and unit with the installed
+/// recorder (the exporter calls it once, when it installs one).
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(ACCEPTED, "Messages accepted and queued");
+    describe_counter!(REJECTED, "Negative SMTP replies by stage and code");
+    describe_gauge!(SESSIONS, "SMTP sessions open now");
+    describe_counter!(TLS_HANDSHAKES, "STARTTLS handshakes by result");
+    describe_gauge!(QUEUE_MESSAGES, "Messages in the queue by state");
+    describe_gauge!(QUEUE_RECIPIENTS, "Recipients waiting for delivery");
+    describe_gauge!(QUEUE_BYTES, Unit::Bytes, "Bytes of queued message bodies");
+    describe_gauge!(QUEUE_OLDEST, Unit::Seconds, "Age of the oldest queued message");
+    describe_gauge!(QUEUE_QUARANTINED, "Corrupt queue records moved aside");
+    describe_histogram!(FSYNC_BATCH, "Queue changes made durable by each synced write (group commit)");
+    describe_counter!(DELIVERIES, "Recipient delivery results by backend and result");
+    describe_histogram!(LATENCY, Unit::Seconds, "Delivery transaction latency by backend");
+    describe_gauge!(CONCURRENCY, "Deliveries in progress by backend");
+    describe_gauge!(CONCURRENCY_LIMIT, "Adaptive concurrency limit by backend");
+    describe_gauge!(BREAKER_STATE, "Circuit breaker state by backend: 0 closed, 1 half-open, 2 open");
+    describe_counter!(BREAKER_TRANSITIONS, "Circuit breaker transitions by backend");
+    describe_counter!(RATE_LIMITED, "Deliveries postponed by the rate limiter");
+}

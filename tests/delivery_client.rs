@@ -11,7 +11,7 @@ use common::backend::{Backend, Mode, Proto};
 use common::dovecot::{Dovecot, User};
 use sluice::config::Protocol;
 use sluice::delivery::client::{self, Health, Session, Transaction, TxRcpt, Verdict};
-use sluice::delivery::dns::Target;
+use sluice::delivery::nexthop::Target;
 use sluice::delivery::settings::Timeouts;
 use sluice_queue::{BodyType, DsnRet, Notify};
 

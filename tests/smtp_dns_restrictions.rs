@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::clients::Raw;
 use common::inbound::Server;
 use sluice::config::Config;
-use sluice::dns::StaticResolver;
+use sluice::resolver::StaticResolver;
 use sluice::smtp::Settings;
 
 const MASTER: &str = "smtp inet n - n - - smtpd\n";

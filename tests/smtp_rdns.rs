@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::clients::{Raw, python, text};
 use common::inbound::{Server, relay_settings};
 use common::log::Log;
-use sluice::dns::StaticResolver;
+use sluice::resolver::StaticResolver;
 use sluice::smtp::Settings;
 use sluice::smtp::policy::Restriction;
 

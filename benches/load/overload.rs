@@ -30,7 +30,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use backend::{Backend, Mode, Proto};
 use sluice::config::Config;
-use sluice::dns::StaticResolver;
+use sluice::resolver::StaticResolver;
 use sluice::shutdown::Stage;
 use sluice_queue::{ClientInfo, Envelope, Options, Queue, Recipient};
 

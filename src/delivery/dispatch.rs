@@ -25,10 +25,10 @@ use tokio::time::Instant;
 
 use super::client::{self, Health, OpenError, Session, Transaction, TxRcpt, Verdict};
 use super::gate::{Admission, Gate, Permit, Report};
-use super::log::LogStatus;
+use super::result_line::LogStatus;
 use super::scheduler::{Done, InFlight, RcptDone, Shared};
 use super::settings::BackendSettings;
-use super::{BackendId, dns};
+use super::{BackendId, nexthop};
 use crate::clock;
 use crate::config::Protocol;
 use crate::metric;
@@ -411,9 +411,10 @@ impl Backend {
             // opening another, still within this delivery's slot.
             drop(s);
         }
-        let targets = dns::targets(self.shared.resolver.as_ref(), &self.id.nexthop, settings.address_limit)
-            .await
-            .map_err(|e| {
+        let targets =
+            nexthop::targets(self.shared.resolver.as_ref(), &self.id.nexthop, settings.address_limit)
+                .await
+                .map_err(|e| {
                 let permanent = e.is_permanent();
                 Failure {
                     text: e.to_string(),

@@ -7,8 +7,8 @@
 //! - [`dispatch`] is one backend: its waiting jobs, its [`gate`] (rate
 //!   limiter, adaptive concurrency, circuit breaker) and its idle
 //!   connections; it starts deliveries through the [`client`].
-//! - [`bounce`] builds delivery status notifications; [`dns`] resolves next
-//!   hops; [`log`] formats the Postfix-style result lines; [`backoff`] and
+//! - [`bounce`] builds delivery status notifications; [`nexthop`] resolves
+//!   next hops; [`result_line`] formats the Postfix-style result lines; [`backoff`] and
 //!   [`settings`] are the plain policy and configuration.
 //!
 //! Never touches inbound sessions. The public entry point is [`start_with_resolver`]; it
@@ -19,9 +19,9 @@ pub mod backoff;
 pub mod bounce;
 pub mod client;
 pub mod dispatch;
-pub mod dns;
 pub mod gate;
-pub mod log;
+pub mod nexthop;
+pub mod result_line;
 pub mod scheduler;
 pub mod settings;
 
@@ -32,7 +32,7 @@ use arc_swap::ArcSwap;
 use sluice_queue::Queue;
 
 use crate::config::{Config, NextHop, Protocol};
-use crate::dns::Resolver;
+use crate::resolver::Resolver;
 use crate::shutdown::Stage;
 
 pub use self::gate::Snapshot;
@@ -80,7 +80,7 @@ pub struct UnknownBackend {
 
 /// Starts delivery with `resolver` for next hops (the daemon passes the
 /// one it shares with the inbound server; tests a
-/// [`crate::dns::StaticResolver`]). `config` is the live configuration (a
+/// [`crate::resolver::StaticResolver`]). `config` is the live configuration (a
 /// reload swaps it; the next decisions use the new one). Runs until
 /// `stage` is cancelled: then it stops claiming, lets deliveries in
 /// progress finish within the grace period, records their results, and

@@ -39,13 +39,13 @@ use super::bounce::{self, Action, Kind, ReportRcpt};
 use super::client::Verdict;
 use super::dispatch::{Backend, Job, PushError, spread};
 use super::gate::{Feedback, Snapshot, position_name};
-use super::log::{Agent, LogStatus, ResultLine, active_line};
+use super::result_line::{Agent, LogStatus, ResultLine, active_line};
 use super::settings::{BackendSettings, Settings};
 use super::{BackendId, UnknownBackend};
 use crate::clock;
 use crate::config::{Config, Protocol, Route};
-use crate::dns::Resolver;
 use crate::reply::Status;
+use crate::resolver::Resolver;
 use crate::shutdown::Stage;
 
 /// The longest mail for a backend with a full in-memory queue is left on

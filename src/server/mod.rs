@@ -210,8 +210,8 @@ impl Running {
 
         // One resolver for the whole daemon: delivery's MX and address
         // lookups and the SMTP server's client names share its cache.
-        let resolver: Arc<dyn crate::dns::Resolver> = Arc::new(
-            crate::dns::SystemResolver::new()
+        let resolver: Arc<dyn crate::resolver::Resolver> = Arc::new(
+            crate::resolver::SystemResolver::new()
                 .map_err(|e| anyhow::anyhow!("cannot set up the DNS resolver: {e}"))?,
         );
         let delivery_handle = crate::delivery::start_with_resolver(

@@ -37,8 +37,8 @@ use super::peer::Peer;
 use super::proxy;
 use super::session::Session;
 use super::settings::Settings;
-use crate::dns::Resolver;
 use crate::reply::{Reply, Status};
+use crate::resolver::Resolver;
 use crate::shutdown::Stage;
 
 /// What a listener's sessions share. Create one per listener with

@@ -20,8 +20,8 @@ use tracing::info;
 use super::policy::DomainStatus;
 use super::session::{Flow, Mail, Session, Transaction};
 use super::settings::TlsLevel;
-use crate::dns::{DnsError, Resolver};
 use crate::reply::{Reply, Status};
+use crate::resolver::{DnsError, Resolver};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `MAIL FROM:<reverse-path> [parameters]`.

@@ -19,7 +19,7 @@ use tracing::warn;
 
 use super::policy::{Client, Listing, NameStatus, Naming};
 use crate::clock;
-use crate::dns::{DnsError, Family, Resolver};
+use crate::resolver::{DnsError, Family, Resolver};
 
 /// What a client is called when its name is not known.
 pub const UNKNOWN: &str = "unknown";
@@ -261,7 +261,7 @@ pub(crate) fn valid_hostname(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::StaticResolver;
+    use crate::resolver::StaticResolver;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 

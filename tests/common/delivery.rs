@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sluice::config::Config;
 use sluice::delivery::{self, Handle, Tuning};
-use sluice::dns::StaticResolver;
+use sluice::resolver::StaticResolver;
 use sluice::shutdown::Stage;
 use sluice_queue::{ClientInfo, Envelope, Filter, Options, Queue, QueueId, Recipient};
 

@@ -74,7 +74,10 @@ impl Server {
 
     /// Starts a server on a fresh queue that looks up client names with
     /// `resolver` (the DNS test double).
-    pub async fn start_with_resolver(settings: Settings, resolver: Arc<dyn sluice::dns::Resolver>) -> Server {
+    pub async fn start_with_resolver(
+        settings: Settings,
+        resolver: Arc<dyn sluice::resolver::Resolver>,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let queue = Queue::open(&dir.path().join("queue"), &Options::default(), sluice::clock::unix_millis())
             .expect("open queue");

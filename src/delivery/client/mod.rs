@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use self::wire::{Caps, DotStuffer, MailParams};
 use crate::clock;
 use crate::config::Protocol;
-use crate::delivery::dns::Target;
+use crate::delivery::nexthop::Target;
 use crate::delivery::settings::Timeouts;
 use crate::reply::{Class, Reply, Status};
 

@@ -4,14 +4,14 @@
 //! its address records when it has no MX, as RFC 5321 section 5.1 says).
 //! Never connects.
 //!
-//! The lookups themselves are [`crate::dns`]'s, shared with the inbound
+//! The lookups themselves are [`crate::resolver`]'s, shared with the inbound
 //! server.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::dns::{DnsError, Resolver};
+use crate::resolver::{DnsError, Resolver};
 
 use crate::config::NextHop;
 
@@ -118,7 +118,7 @@ async fn host_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::StaticResolver;
+    use crate::resolver::StaticResolver;
     use std::net::Ipv4Addr;
 
     fn ip(last: u8) -> IpAddr {

@@ -467,7 +467,7 @@ async fn default_settings_are_not_an_open_relay() {
     // Postfix's default: loopback is mynetworks, and may relay; nothing
     // else may. Loopback is all tests have, so check the decision itself.
     let policy = &Settings::default().policy;
-    let outsider = sluice::smtp::policy::Client::unknown("198.51.100.1".parse().unwrap());
+    let outsider = sluice::smtp::naming::Client::unknown("198.51.100.1".parse().unwrap());
     assert!(matches!(
         policy.check_recipient(outsider, "x@elsewhere.test"),
         sluice::smtp::policy::Decision::Refuse(r) if r.code() == 454

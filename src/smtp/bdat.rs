@@ -9,8 +9,9 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::data::Decoder;
-use super::session::{Flow, Input, Session, Transaction};
+use super::content::Decoder;
+use super::session::Session;
+use super::state::{Flow, Input, Transaction};
 use crate::clock;
 use crate::reply::{Reply, Status};
 use sluice_queue::BodyType;

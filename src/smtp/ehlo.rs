@@ -5,13 +5,14 @@
 //! Must not advertise anything the session does not honour: every keyword
 //! here has its handler (`PIPELINING` in `session.rs`, `SIZE`, `8BITMIME`,
 //! `SMTPUTF8` and `DSN` in `mail.rs`/`rcpt.rs`, `CHUNKING` and `BINARYMIME`
-//! in `bdat.rs`, `STARTTLS` in `tls.rs`).
+//! in `bdat.rs`, `STARTTLS` in `starttls.rs`).
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
-use super::session::{Flow, Helo, Session};
+use super::session::Session;
 use super::settings::{Settings, TlsLevel};
+use super::state::{Flow, Helo};
 use crate::reply::{Reply, Status};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {

@@ -18,8 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use super::policy::DomainStatus;
-use super::session::{Flow, Mail, Session, Transaction};
+use super::session::Session;
 use super::settings::TlsLevel;
+use super::state::{Flow, Mail, Transaction};
 use crate::reply::{Reply, Status};
 use crate::resolver::{DnsError, Resolver};
 

@@ -1,24 +1,67 @@
 //! The inbound SMTP server: listener, sessions, policy checks, TLS.
 //! Writes accepted mail through the queue crate; never delivers.
 //!
-//! One file per SMTP stage over one session (`session.rs`): `ehlo.rs`,
-//! `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`, `tls.rs` (STARTTLS);
-//! `policy.rs` decides relay and recipient questions, purely; `peer.rs`
-//! finds the client's forward-confirmed name before the greeting; `listener.rs`
-//! accepts connections and applies the per-client limits; `settings.rs`
-//! turns the configuration into typed values once per load.
-//!
 //! Entry points: build an [`Inbound`] per listener (queue handle and
 //! [`Settings`]), bind the socket with [`bind`] (a backlog large enough for
 //! bursts), then [`serve`] it until the shutdown
 //! [`Stage`](crate::shutdown::Stage) is cancelled.
+//!
+//! # Floor plan
+//!
+//! From the top down; a module imports only from the ones below it.
+//!
+//! - `listener.rs`: the accept loop (PROXY header, per-client limits), one
+//!   session per connection.
+//! - The stages, one file per SMTP command over one session (as Stalwart
+//!   does): `ehlo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`,
+//!   `starttls.rs`, `housekeeping.rs` (RSET, NOOP, QUIT, VRFY, HELP);
+//!   `message.rs`, the message from its first byte to the
+//!   queue commit (begin, feed, finish, the content verdicts); `answer.rs`,
+//!   the restriction questions (policy servers, DNS) and the `DATA`
+//!   decision. Each adds methods to the session; none imports another
+//!   stage's types.
+//! - `session.rs`: the command loop, the replies and the deadlines.
+//! - `state.rs`: the session's state as data (HELO, input mode, the
+//!   transaction, the message in transit).
+//! - `inbound.rs` ([`Inbound`]): what a listener's sessions share, and the
+//!   per-client limits.
+//! - `settings.rs`: the configuration as typed values, once per load.
+//! - `policy/`: the restriction decisions, pure (no network, no clock).
+//! - `peer.rs`: the client's forward-confirmed name and its DNS blocklist
+//!   listings, found at connect.
+//! - Leaves: `content.rs` (the DATA decoder, headers, body lines, our
+//!   `Received:`), `naming.rs` (how the client is named), `tls.rs` (server
+//!   TLS configuration and the session's stream), `command.rs` (reading a
+//!   command line), `policy_client.rs` (the policy delegation protocol),
+//!   `proxy.rs` (the PROXY header), `events.rs` (the metrics hook).
+//!
+//! # Where milters plug in
+//!
+//! A milter stage talks to the filters at each point where Postfix's
+//! smtpd calls them, after sluice's own checks of that stage passed:
+//! connect (`Session::run`, after the client is named and before the
+//! greeting), HELO (`ehlo.rs`, once the name is accepted), MAIL
+//! (`mail.rs`, after `check_mail`), RCPT (`rcpt.rs`, after the restriction
+//! decision), DATA (`data.rs`/`bdat.rs`, after the data restrictions),
+//! headers and body (`message.rs`, `feed_body`: the header section as it
+//! completes, body chunks as they are decoded) and end of message
+//! (`message.rs`, `finish_message`, after the content verdicts and before
+//! the queue commit: header edits and a replaced body are applied to the
+//! draft there, so the `250` still means the edited message is on disk).
 
+mod answer;
 mod bdat;
-pub mod data;
+mod command;
+mod content;
+mod data;
 mod ehlo;
 pub mod events;
+mod housekeeping;
+mod inbound;
 mod listener;
 mod mail;
+mod message;
+pub mod naming;
 mod peer;
 pub mod policy;
 mod policy_client;
@@ -26,9 +69,12 @@ mod proxy;
 mod rcpt;
 mod session;
 mod settings;
+mod starttls;
+mod state;
 pub mod tls;
 
-pub use data::BareNewline;
-pub use listener::{Inbound, bind, serve, serve_staged, serve_stream};
+pub use content::BareNewline;
+pub use inbound::Inbound;
+pub use listener::{bind, serve, serve_staged, serve_stream};
 pub use settings::admission;
 pub use settings::{Settings, SettingsError, TlsLevel};

@@ -17,12 +17,9 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::policy::{Client, Listing, NameStatus, Naming};
+use super::naming::{Client, Listing, NameStatus, Naming, UNKNOWN, valid_hostname};
 use crate::clock;
 use crate::resolver::{DnsError, Family, Resolver};
-
-/// What a client is called when its name is not known.
-pub const UNKNOWN: &str = "unknown";
 
 /// The remote end of a session.
 #[derive(Debug, Clone)]
@@ -239,23 +236,6 @@ impl fmt::Display for Peer {
 
 fn status_of(e: &DnsError) -> NameStatus {
     if e.is_permanent() { NameStatus::Perm } else { NameStatus::Temp }
-}
-
-/// A host name a PTR record may name: dot-separated labels of letters,
-/// digits, `-` and `_`, none empty, longer than 63 or starting or ending
-/// with `-`, at most 255 in all, and not all digits (a "name" such as
-/// `192.0.2.1` could pass for an address in access tables).
-pub(crate) fn valid_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        && name.bytes().any(|b| !b.is_ascii_digit() && b != b'.')
 }
 
 #[cfg(test)]

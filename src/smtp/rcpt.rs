@@ -1,6 +1,6 @@
 //! The `RCPT TO` stage: recipient syntax, the per-message recipient limit
 //! (`452 4.5.3 Error: too many recipients`), the relay and recipient
-//! restrictions (decided by `policy.rs`, logged here as Postfix logs them),
+//! restrictions (decided by `policy/`, logged here as Postfix logs them),
 //! and the DSN parameters `NOTIFY` and `ORCPT`, kept in the envelope.
 //!
 //! The queue draft is opened at the first accepted recipient; that is when
@@ -15,7 +15,8 @@ use tracing::info;
 
 use super::mail::xtext;
 use super::policy::{Answers, Decision, Question, Request};
-use super::session::{Flow, Session, Transaction};
+use super::session::Session;
+use super::state::{Flow, Transaction};
 use crate::reply::{Reply, Status};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {

@@ -10,224 +10,46 @@
 //! PIPELINING), and shutdown can never cut a commit in half: it is only
 //! looked at while waiting for a command.
 //!
-//! The stage handlers live beside this file (`ehlo.rs`, `mail.rs`,
-//! `rcpt.rs`, `data.rs`, `bdat.rs`, `tls.rs`); this file owns the loop, the
-//! deadlines, error counting, pipelining rules and the queue commit. It is
-//! generic over the byte stream so tests drive it over `tokio::io::duplex`.
+//! This file owns the loop, the deadlines, the replies (batched, counted
+//! as errors, softened under `soft_bounce`), error counting, pipelining
+//! rules and the dispatch of each command to its stage. The stages live
+//! beside it (`ehlo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`,
+//! `starttls.rs`, `housekeeping.rs`), the message from its first byte to
+//! the queue commit in `message.rs`, the restriction questions in
+//! `answer.rs`, and the state they share in `state.rs`. It is generic over the byte stream
+//! so tests drive it over `tokio::io::duplex`.
 //!
 //! Memory is bounded per session: the read buffer holds at most one command
 //! line (`line_length_limit`) or one read of message content, and message
 //! content goes to the queue draft in chunks as it is decoded.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures::FutureExt;
-use sluice_queue::{BodyType, ClientInfo, Draft, DsnRet, Envelope, Recipient};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use super::data::{self, BareNewline, BodyLines, Decoder, Headers, Violation};
+use super::command::{
+    KNOWN_VERBS, counter, has_arguments, is_forbidden, names_postmaster, parse_error, printable,
+    put_back_literal, stand_in_literal, takes_no_arguments, verb,
+};
+use super::content::{BareNewline, Violation};
 use super::events::{self, Event};
-use super::listener::Inbound;
+use super::inbound::Inbound;
 use super::peer::Peer;
 use super::settings::Settings;
+use super::state::{Counts, Flow, Helo, Input, Transaction};
 use super::tls::{Stream, TlsInfo};
 use crate::clock;
-use crate::config::{HeaderAction, PolicyService};
 use crate::reply::{Reply, Status};
 use crate::shutdown::Stage;
 
 /// How much the read buffer grows by at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// Decoded content is handed to the queue draft once this much is pending.
-const APPEND_AT: usize = 64 * 1024;
-
-/// What the client said in `HELO`/`EHLO`.
-#[derive(Debug, Clone)]
-pub(super) struct Helo {
-    pub name: String,
-    /// `EHLO` (extensions, PIPELINING) rather than `HELO`.
-    pub esmtp: bool,
-}
-
-/// What the next input bytes are.
-#[derive(Debug)]
-pub(super) enum Input {
-    /// Command lines.
-    Command,
-    /// The rest of a command line that was too long: skipped.
-    SkipLine,
-    /// DATA content up to the end-of-data line.
-    Data,
-    /// A BDAT chunk of which `left` bytes are still to come.
-    Bdat { left: u64, last: bool },
-    /// A BDAT chunk that will not be stored; `reply` is sent once it has
-    /// been read.
-    Discard { left: u64, reply: Reply },
-}
-
-/// The mail transaction. A recipient can only exist inside `Mail`, so
-/// `RCPT` before `MAIL` cannot be represented.
-#[derive(Debug, Default)]
-pub(super) enum Transaction {
-    #[default]
-    Idle,
-    Mail(Box<Mail>),
-}
-
-/// A transaction after `MAIL FROM`.
-#[derive(Debug)]
-pub(super) struct Mail {
-    /// The reverse path, empty for `<>`.
-    pub from: String,
-    pub declared_size: Option<u64>,
-    pub body_type: BodyType,
-    pub smtputf8: bool,
-    pub ret: DsnRet,
-    /// `ENVID`, xtext-encoded as received.
-    pub envid: Option<String>,
-    pub rcpts: Vec<Recipient>,
-    /// Opened at the first accepted recipient (the queue ID is assigned
-    /// then, as Postfix does with `smtpd_delay_open_until_valid_rcpt`).
-    pub draft: Option<Draft>,
-    /// Content being received (DATA, or BDAT chunks so far).
-    pub body: Option<Body>,
-    /// What DNS said of the sender's domain (asked only for
-    /// `reject_unknown_sender_domain`).
-    pub sender_domain: super::policy::DomainStatus,
-    /// Headers restrictions asked to `PREPEND` (policy servers' results),
-    /// written before our `Received:` as Postfix does.
-    pub prepend: Vec<String>,
-    /// The transaction's name for policy servers (`instance=`).
-    pub instance: String,
-}
-
-/// Message content in transit to the draft.
-#[derive(Debug)]
-pub(super) struct Body {
-    pub decoder: Decoder,
-    /// Decoded bytes not yet appended to the draft.
-    pub out: Vec<u8>,
-    pub headers: Headers,
-    /// Decoded client bytes so far (our `Received:` not included).
-    pub size: u64,
-    /// The first storage failure; the rest of the content is discarded.
-    pub storage: Option<sluice_queue::Error>,
-    /// What `header_checks` and `body_checks` said so far.
-    pub verdict: ContentVerdict,
-    /// The body lines for `body_checks` (`None` without them).
-    pub lines: Option<BodyLines>,
-}
-
-/// The most questions one restriction decision may ask (see
-/// [`Session::answer`]); far more than any restriction list has.
-const MAX_QUESTIONS: usize = 100;
-
-/// Which content table a line meets.
-#[derive(Debug, Clone, Copy)]
-enum Content {
-    Header,
-    Body,
-}
-
-/// The outcome of `header_checks` and `body_checks` for one message. Each
-/// logged event is kept with its log text: `header NAME: value from
-/// client; from=<...> to=<...> proto=... helo=<...>` (`body LINE from ...`
-/// for body_checks), as Postfix's cleanup words it.
-#[derive(Debug, Default)]
-pub(super) struct ContentVerdict {
-    /// REJECT or DISCARD (inspection stopped there), with its log text.
-    pub stop: Option<(HeaderAction, String)>,
-    /// HOLD: the message is queued on hold.
-    pub hold: Option<String>,
-}
-
-impl ContentVerdict {
-    /// Runs `checks` over each logical header line, logging WARN at once.
-    fn of(checks: &crate::config::Maps, headers: &Headers, id: &str, context: &str) -> ContentVerdict {
-        let mut v = ContentVerdict::default();
-        for line in headers.logical_lines() {
-            if !v.check(Content::Header, checks, &line, id, context) {
-                break;
-            }
-        }
-        v
-    }
-
-    /// Looks `line` up in `checks` (header_checks or body_checks, as `kind`
-    /// says) and records or logs what the result asks. False once the
-    /// message is refused or discarded: inspection stops there.
-    fn check(
-        &mut self,
-        kind: Content,
-        checks: &crate::config::Maps,
-        line: &str,
-        id: &str,
-        context: &str,
-    ) -> bool {
-        let (word, param) = match kind {
-            Content::Header => ("header", "header_checks"),
-            Content::Body => ("body", "body_checks"),
-        };
-        let result = match checks.lookup(line) {
-            Ok(Some(r)) => r,
-            Ok(None) => return true,
-            Err(e) => {
-                warn!("{id}: {param}: {e}");
-                return true;
-            }
-        };
-        let shown = printable(line.replace('\n', " ").as_bytes());
-        let log = |text: &Option<String>, default: &str| {
-            format!("{word} {shown} from {context}: {}", text.as_deref().unwrap_or(default))
-        };
-        match HeaderAction::parse(&result) {
-            Ok(HeaderAction::Reject(t)) => {
-                let line = log(&t.as_ref().map(|t| format!("5.7.1 {t}")), "5.7.1 Message content rejected");
-                self.stop = Some((HeaderAction::Reject(t), line));
-                return false;
-            }
-            Ok(HeaderAction::Discard(t)) => {
-                let line = log(&t, param);
-                self.stop = Some((HeaderAction::Discard(t), line));
-                return false;
-            }
-            Ok(HeaderAction::Hold(t)) => {
-                self.hold.get_or_insert_with(|| log(&t, param));
-            }
-            // Postfix words it `ID: warning: header ...` (an event, not a fault).
-            Ok(HeaderAction::Warn(t)) => info!("{id}: warning: {}", log(&t, param)),
-            Ok(HeaderAction::Dunno) => {}
-            Ok(HeaderAction::Unsupported(word)) => {
-                warn!("{id}: {param} action {word} is not supported; taken as DUNNO")
-            }
-            Err(e) => warn!("{id}: {param}: {e}; taken as DUNNO"),
-        }
-        true
-    }
-
-    /// True once the message is refused or discarded: nothing more of it
-    /// needs storing.
-    pub fn stops(&self) -> bool {
-        self.stop.is_some()
-    }
-}
-
-/// What the processing loop does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Flow {
-    /// Process more buffered input.
-    Continue,
-    /// Flush replies and read.
-    NeedInput,
-    /// Flush replies and end the session.
-    Close,
-}
 
 /// Outcome of one read.
 enum Read {
@@ -236,42 +58,6 @@ enum Read {
     Timeout,
     Shutdown,
     Failed(std::io::Error),
-}
-
-/// Per-command counters for the `disconnect from` line, as Postfix prints
-/// them (`ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=6/7`).
-#[derive(Debug, Default)]
-pub(super) struct Counts {
-    /// (name, ok, total) in first-use order.
-    items: Vec<(&'static str, u32, u32)>,
-}
-
-impl Counts {
-    pub(super) fn add(&mut self, name: &'static str, ok: bool) {
-        match self.items.iter_mut().find(|(n, _, _)| *n == name) {
-            Some(item) => {
-                item.1 += u32::from(ok);
-                item.2 += 1;
-            }
-            None => self.items.push((name, u32::from(ok), 1)),
-        }
-    }
-}
-
-impl fmt::Display for Counts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (mut ok, mut total) = (0, 0);
-        for (name, o, t) in &self.items {
-            ok += o;
-            total += t;
-            if o == t {
-                write!(f, " {name}={t}")?;
-            } else {
-                write!(f, " {name}={o}/{t}")?;
-            }
-        }
-        if ok == total { write!(f, " commands={total}") } else { write!(f, " commands={ok}/{total}") }
-    }
 }
 
 /// One client connection.
@@ -632,47 +418,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             R::Rcpt { to } => self.rcpt(to).await,
             R::Data => self.data().await,
             R::Bdat { chunk_size, is_last } => self.bdat(chunk_size as u64, is_last).await,
-            R::Rset => {
-                // RSET ends the transaction but keeps the HELO name and TLS.
-                self.reset().await;
-                self.junk_command("rset");
-                self.reply(&Reply::new(250, Status(2, 0, 0), "Ok"));
-                Flow::Continue
-            }
-            R::Noop { .. } => {
-                self.junk_command("noop");
-                self.reply(&Reply::new(250, Status(2, 0, 0), "Ok"));
-                Flow::Continue
-            }
-            R::Quit => {
-                self.counts.add("quit", true);
-                self.reply(&Reply::new(221, Status(2, 0, 0), "Bye"));
-                Flow::Close
-            }
-            R::Vrfy { value } => {
-                self.junk_command("vrfy");
-                if self.settings.vrfy && self.settings.offers("vrfy") {
-                    // Recipient validity is not disclosed: RFC 5321 3.5.3.
-                    let v = value.trim_matches(['<', '>']).to_owned();
-                    self.reply(&Reply::new(
-                        252,
-                        Status(2, 0, 0),
-                        format!("<{v}>: Cannot VRFY user, but will accept message"),
-                    ));
-                } else {
-                    self.reply(&Reply::new(502, Status(5, 5, 1), "VRFY command is disabled"));
-                }
-                Flow::Continue
-            }
-            R::Help { .. } => {
-                self.junk_command("help");
-                self.reply(&Reply::new(
-                    214,
-                    Status(2, 0, 0),
-                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS; see RFC 5321",
-                ));
-                Flow::Continue
-            }
+            R::Rset => self.rset().await,
+            R::Noop { .. } => self.noop(),
+            R::Quit => self.quit(),
+            R::Vrfy { value } => self.vrfy(&value),
+            R::Help { .. } => self.help(),
             R::StartTls => self.starttls().await,
             // sluice has no SASL: an MX takes mail from anyone for its
             // domains and authenticates no one.
@@ -687,16 +437,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.reply(&Reply::new(502, Status(5, 5, 2), "Error: command not recognized"));
                 Flow::Continue
             }
-        }
-    }
-
-    /// NOOP, RSET, VRFY and HELP beyond `smtpd_junk_command_limit` count as
-    /// errors, so a client cannot idle forever on them.
-    fn junk_command(&mut self, name: &'static str) {
-        self.counts.add(name, true);
-        self.junk += 1;
-        if self.junk > self.settings.junk_command_limit {
-            self.errors += 1;
         }
     }
 
@@ -806,7 +546,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The queue ID and `client; from=<...> to=<...> proto=... helo=<...>`
     /// for header_checks log lines.
-    fn header_log_context(&self) -> (String, String) {
+    pub(super) fn header_log_context(&self) -> (String, String) {
         let to = match &self.tx {
             Transaction::Mail(m) => m.rcpts.first().map(|r| r.address.clone()),
             Transaction::Idle => None,
@@ -843,393 +583,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let id = d.id();
             if let Err(e) = d.abort().await {
                 warn!("{id}: cannot delete staged message: {e}");
-            }
-        }
-    }
-
-    /// `smtpd_data_restrictions` for the current transaction: the refusal,
-    /// if any (the caller logs it).
-    pub(super) async fn data_refusal(&mut self) -> Option<Reply> {
-        let mut answers = super::policy::Answers::default();
-        loop {
-            match self.data_decision(&answers)? {
-                Ok(r) => return r,
-                Err(question) => {
-                    if let Err(r) = self.answer(question, "DATA", "", &mut answers).await {
-                        return Some(r);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Finds out what a restriction asked (`question`) at `state` (`RCPT`,
-    /// `DATA`) about `recipient`, into `answers` for the next round of the
-    /// decision. DNS questions are bounded by sluice_peername_lookup_timeout;
-    /// without a resolver, a name is not listed and a host lookup fails for
-    /// now.
-    ///
-    /// A decision asks each question once, so more than [`MAX_QUESTIONS`]
-    /// means one is asked again and again: it is cut off with a 451
-    /// instead of looping.
-    pub(super) async fn answer(
-        &self,
-        question: super::policy::Question,
-        state: &str,
-        recipient: &str,
-        answers: &mut super::policy::Answers,
-    ) -> Result<(), Reply> {
-        use super::policy::{DomainStatus, Question};
-        if answers.policy.len() + answers.listings.len() + answers.hosts.len() >= MAX_QUESTIONS {
-            error!(
-                "{}: {question:?} asked again after {MAX_QUESTIONS} answers; decision cut off",
-                self.queue_id()
-            );
-            return Err(Reply::new(451, Status(4, 3, 0), "Error: internal restriction error"));
-        }
-        let timeout = self.settings.peername_timeout;
-        let resolver = self.inbound.resolver();
-        match question {
-            Question::Policy(service) => {
-                let action = self.ask_policy(&service, state, recipient).await;
-                answers.policy.push((service.name, action));
-            }
-            Question::Listing { domain, list } => {
-                let listed = match &resolver {
-                    Some(r) => super::peer::rhsbl_listing(r.as_ref(), &domain, &list, timeout).await,
-                    None => Default::default(),
-                };
-                answers.listings.push((Question::listing_key(&domain, &list), listed));
-            }
-            Question::Host(name) => {
-                let status = match &resolver {
-                    Some(r) => super::mail::domain_status(r.as_ref(), &name, timeout).await,
-                    None => DomainStatus::TryAgain,
-                };
-                answers.hosts.push((name, status));
-            }
-        }
-        Ok(())
-    }
-
-    /// One round of [`Session::data_refusal`]: `None` without a
-    /// transaction or restrictions, `Err` when a policy server must be
-    /// asked first.
-    fn data_decision(
-        &self,
-        answers: &super::policy::Answers,
-    ) -> Option<Result<Option<Reply>, super::policy::Question>> {
-        let Transaction::Mail(m) = &self.tx else { return None };
-        if self.settings.policy.data.is_empty() {
-            return None;
-        }
-        let request = super::policy::Request {
-            client: self.peer.client(),
-            helo: self.helo.as_ref().map(|h| h.name.as_str()),
-            sender: &m.from,
-            sender_domain: m.sender_domain,
-            recipient: m.rcpts.last().map_or("", |r| r.address.as_str()),
-            answers,
-        };
-        Some(match self.settings.policy.check_data(&request) {
-            super::policy::Decision::Accept => Ok(None),
-            super::policy::Decision::Refuse(r) => Ok(Some(r)),
-            super::policy::Decision::Ask(question) => Err(question),
-        })
-    }
-
-    /// Asks a policy server about the current transaction at `state`
-    /// (`RCPT`, `DATA`), with Postfix's attribute names.
-    pub(super) async fn ask_policy(&self, service: &PolicyService, state: &str, recipient: &str) -> String {
-        let (sender, count, instance, size) = match &self.tx {
-            Transaction::Mail(m) => {
-                (m.from.clone(), m.rcpts.len(), m.instance.clone(), m.declared_size.unwrap_or(0))
-            }
-            Transaction::Idle => (String::new(), 0, String::new(), 0),
-        };
-        let (tls_version, tls_cipher) =
-            self.tls.as_ref().map(|t| (t.version.clone(), t.cipher.clone())).unwrap_or_default();
-        let attributes = [
-            ("request", "smtpd_access_policy".to_owned()),
-            ("protocol_state", state.to_owned()),
-            ("protocol_name", self.protocol(false)),
-            ("helo_name", self.helo.as_ref().map(|h| h.name.clone()).unwrap_or_default()),
-            ("queue_id", self.queue_id().replace("NOQUEUE", "")),
-            ("sender", sender),
-            ("recipient", recipient.to_owned()),
-            ("recipient_count", count.to_string()),
-            ("client_address", self.peer.addr.to_string()),
-            ("client_name", self.peer.name.clone()),
-            ("reverse_client_name", self.peer.reverse_name.clone()),
-            ("instance", instance),
-            ("size", size.to_string()),
-            ("encryption_protocol", tls_version),
-            ("encryption_cipher", tls_cipher),
-        ];
-        let s = &self.settings;
-        super::policy_client::ask(service, &attributes, s.policy_timeout, &s.policy_default_action).await
-    }
-
-    /// Begins a message body (DATA or the first BDAT chunk): our
-    /// `Received:` header goes into the draft first.
-    pub(super) async fn begin_body(&mut self, decoder: Decoder) {
-        let now_secs = clock::unix_millis() / 1000;
-        let tls = self.tls.clone();
-        let helo = self.helo.as_ref().map(|h| h.name.clone()).unwrap_or_default();
-        let smtputf8 = matches!(&self.tx, Transaction::Mail(m) if m.smtputf8);
-        let protocol = self.protocol(smtputf8);
-        let settings = Arc::clone(&self.settings);
-        let peer = self.peer.clone();
-        let Transaction::Mail(m) = &mut self.tx else { return };
-        let id = m.draft.as_ref().map(|d| d.id().to_string()).unwrap_or_default();
-        let for_rcpt = if m.rcpts.len() == 1 { Some(m.rcpts[0].address.clone()) } else { None };
-        let header = data::received_header(&data::Trace {
-            helo: &helo,
-            client_name: &peer.name,
-            client_addr: peer.addr,
-            myhostname: &settings.myhostname,
-            mail_name: &settings.mail_name,
-            protocol: &protocol,
-            tls: tls.as_ref().map(|t| (t.version.as_str(), t.cipher.as_str())),
-            queue_id: &id,
-            for_rcpt: for_rcpt.as_deref(),
-            unix_secs: now_secs,
-        });
-        // The header is the first thing in the draft: the body then streams
-        // after it, and nothing has to be rewritten or held back to
-        // prepend it later.
-        let mut body = Body {
-            decoder,
-            out: Vec::new(),
-            headers: Headers::new(settings.header_size_limit),
-            size: 0,
-            storage: None,
-            verdict: ContentVerdict::default(),
-            lines: (!settings.body_checks.is_empty())
-                .then(|| BodyLines::new(settings.body_checks_size_limit, settings.line_length_limit)),
-        };
-        // Headers the restrictions asked for come first, then ours, in
-        // Postfix's order.
-        let mut header = header;
-        for h in m.prepend.iter().rev() {
-            header.insert_str(0, &format!("{h}\r\n"));
-        }
-        // A storage failure is remembered, not answered now: the client is
-        // already sending content, which must be read to its end before
-        // the 451 can be understood as the reply to it.
-        if let Some(d) = m.draft.as_mut()
-            && let Err(e) = d.append(header.as_bytes()).await
-        {
-            body.storage = Some(e);
-        }
-        m.body = Some(body);
-        self.xfer_started = clock::instant();
-        self.xfer_bytes = 0;
-    }
-
-    /// Feeds message bytes through the body's decoder, enforcing size and
-    /// hop count, and appends to the draft when enough is pending. Returns
-    /// how many input bytes were consumed.
-    pub(super) async fn feed_body(&mut self, n: usize) -> usize {
-        let limit = self.settings.message_size_limit;
-        let hops = self.settings.hopcount_limit;
-        // header_checks run once, when the header section is complete,
-        // body_checks on each body line; the log context is only built
-        // while they are still to run.
-        let checks_pending = matches!(&self.tx, Transaction::Mail(m) if m.body.as_ref().is_some_and(|b| {
-            !b.verdict.stops()
-                && ((!self.settings.header_checks.is_empty() && !b.headers.is_complete()) || b.lines.is_some())
-        }));
-        let context = checks_pending.then(|| self.header_log_context());
-        let Transaction::Mail(m) = &mut self.tx else {
-            self.rbuf.advance(n);
-            return n;
-        };
-        let Some(body) = m.body.as_mut() else {
-            self.rbuf.advance(n);
-            return n;
-        };
-        // `out` only ever holds what was decoded since the last append, so
-        // its size is bounded by APPEND_AT plus one read (twice that when
-        // every byte is a bare LF turned into CRLF).
-        let before = body.out.len();
-        let used = body.decoder.decode(&self.rbuf[..n], &mut body.out);
-        self.rbuf.advance(used);
-        self.xfer_bytes += used as u64;
-        let fresh = &body.out[before..];
-        body.size += fresh.len() as u64;
-        if limit > 0 && body.size > limit {
-            body.decoder.set_violation(Violation::TooBig);
-        }
-        // The hop count and header_checks are checked once, as soon as the
-        // header section is complete, so a refused message is not stored.
-        if !body.headers.is_complete() && body.headers.feed(fresh) {
-            if hops > 0 && body.headers.received_count() + 1 >= hops {
-                body.decoder.set_violation(Violation::TooManyHops);
-            }
-            if let Some((id, context)) = &context
-                && !self.settings.header_checks.is_empty()
-            {
-                body.verdict = ContentVerdict::of(&self.settings.header_checks, &body.headers, id, context);
-            }
-        }
-        if let (Some(lines), Some((id, context))) = (body.lines.as_mut(), &context)
-            && !body.verdict.stops()
-        {
-            let verdict = &mut body.verdict;
-            let checks = &self.settings.body_checks;
-            lines.feed(fresh, &mut |line| verdict.check(Content::Body, checks, line, id, context));
-        }
-        // Once the message is refused (or the queue failed) the rest is
-        // read only to find its end: nothing more is stored.
-        if body.decoder.violation().is_some() || body.storage.is_some() || body.verdict.stops() {
-            body.out.clear();
-        } else if body.out.len() >= APPEND_AT
-            && let Some(d) = m.draft.as_mut()
-        {
-            if let Err(e) = d.append(&body.out).await {
-                body.storage = Some(e);
-            }
-            body.out.clear();
-        }
-        used
-    }
-
-    /// Commits the message received in the current transaction and
-    /// answers for it: `250 2.0.0 Ok: queued as ID` only once the queue
-    /// says it is on disk. Ends the transaction either way; true when the
-    /// message was queued.
-    pub(super) async fn finish_message(&mut self) -> bool {
-        // A message that ended inside its header section still meets
-        // header_checks, and a last line without CRLF body_checks.
-        let s = &self.settings;
-        let context =
-            (!s.header_checks.is_empty() || !s.body_checks.is_empty()).then(|| self.header_log_context());
-        let Transaction::Mail(mut m) = std::mem::take(&mut self.tx) else { return false };
-        let Some(mut body) = m.body.take() else { return false };
-        let Some(mut draft) = m.draft.take() else { return false };
-        let id = draft.id();
-        // The hop count when the header section never ended (tiny message).
-        if !body.headers.is_complete()
-            && self.settings.hopcount_limit > 0
-            && body.headers.received_count() + 1 >= self.settings.hopcount_limit
-        {
-            body.decoder.set_violation(Violation::TooManyHops);
-        }
-        if !body.headers.is_complete()
-            && !self.settings.header_checks.is_empty()
-            && let Some((id, context)) = &context
-        {
-            body.verdict = ContentVerdict::of(&self.settings.header_checks, &body.headers, id, context);
-        }
-        if let (Some(lines), Some((id, context))) = (body.lines.as_mut(), &context)
-            && !body.verdict.stops()
-        {
-            let verdict = &mut body.verdict;
-            let checks = &self.settings.body_checks;
-            lines.finish(&mut |line| verdict.check(Content::Body, checks, line, id, context));
-        }
-        if body.decoder.violation().is_none()
-            && body.storage.is_none()
-            && !body.verdict.stops()
-            && !body.out.is_empty()
-            && let Err(e) = draft.append(&body.out).await
-        {
-            body.storage = Some(e);
-        }
-        let refusal = match (body.decoder.violation(), body.storage.take()) {
-            (Some(v), _) => Some(v.reply(self.settings.bare_newline_reject_code)),
-            (None, Some(e)) => {
-                warn!("{id}: queue append failed: {e}");
-                Some(Reply::from(&e))
-            }
-            (None, None) => None,
-        };
-        if let Some(r) = refusal {
-            if let Err(e) = draft.abort().await {
-                warn!("{id}: cannot delete staged message: {e}");
-            }
-            info!(
-                "{id}: reject: END-OF-MESSAGE from {}: {}; from=<{}> proto={} helo=<{}>",
-                self.peer,
-                self.shown(&r),
-                m.from,
-                self.protocol(m.smtputf8),
-                self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("")
-            );
-            self.reply(&r);
-            return false;
-        }
-        // header_checks: REJECT answers 550 and DISCARD claims delivery;
-        // neither keeps the message.
-        if let Some((action, log)) = body.verdict.stop.take() {
-            if let Err(e) = draft.abort().await {
-                warn!("{id}: cannot delete staged message: {e}");
-            }
-            return match action {
-                HeaderAction::Reject(text) => {
-                    info!("{id}: reject: {log}");
-                    let text = text.unwrap_or_else(|| "Message content rejected".into());
-                    self.reply(&Reply::new(550, Status(5, 7, 1), text));
-                    false
-                }
-                _ => {
-                    info!("{id}: discard: {log}");
-                    self.reply(&Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}")));
-                    true
-                }
-            };
-        }
-        if let Some(log) = &body.verdict.hold {
-            info!("{id}: hold: {log}");
-        }
-        let nrcpt = m.rcpts.len();
-        let from = m.from.clone();
-        let envelope = Envelope {
-            sender: m.from,
-            recipients: m.rcpts,
-            arrival: clock::unix_millis(),
-            size: 0,
-            client: ClientInfo {
-                addr: Some(self.peer.addr),
-                name: self.peer.name.clone(),
-                helo: self.helo.as_ref().map(|h| h.name.clone()).unwrap_or_default(),
-                protocol: self.protocol(m.smtputf8),
-            },
-            declared_size: m.declared_size,
-            body_type: m.body_type,
-            smtputf8: m.smtputf8,
-            ret: m.ret,
-            envid: m.envid,
-            held: body.verdict.hold.is_some(),
-            delay_warned: false,
-            is_notification: false,
-        };
-        let size = body.size;
-        // Postfix's cleanup names the message's Message-ID as it files the
-        // message; admins find a queue ID from a Message-ID this way.
-        info!(target: "cleanup", "{id}: message-id=<{}>", body.headers.message_id().unwrap_or_default());
-        // The reply waits for the commit: `250` means the body, envelope and
-        // schedule entry are on disk in one synced batch. Anything else the
-        // queue says becomes 451/452 through Reply::from, and the client
-        // keeps the message.
-        match draft.commit(envelope, clock::unix_millis()).await {
-            Ok(_) => {
-                // The `from=<...>, size=..., nrcpt=...` line is the queue
-                // manager's (delivery logs it when it takes the message).
-                events::emit(Event::Queued { bytes: size, recipients: nrcpt });
-                // A client that delivers mail is not the one the error
-                // limits are for: its count starts again (as in Postfix).
-                self.errors = 0;
-                self.reply(&Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}")));
-                true
-            }
-            Err(e) => {
-                let r = Reply::from(&e);
-                warn!("{id}: queue commit failed: {e}");
-                info!("{id}: reject: END-OF-MESSAGE from {}: {}; from=<{from}>", self.peer, self.shown(&r));
-                self.reply(&r);
-                false
             }
         }
     }
@@ -1302,134 +655,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         self.last_read = clock::instant();
         r
-    }
-}
-
-/// The command word of a line, upper-cased (for the forbidden list).
-fn verb(line: &[u8]) -> String {
-    let end = line.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(line.len());
-    String::from_utf8_lossy(&line[..end.min(64)]).to_ascii_uppercase()
-}
-
-/// The commands sluice implements, as `Request::name()` spells them.
-const KNOWN_VERBS: [&str; 13] = [
-    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "HELP", "STARTTLS",
-    "AUTH",
-];
-
-/// The `disconnect from` counter of a command (`MAIL` counts as `mail`).
-fn counter(name: &str) -> &'static str {
-    match name {
-        "EHLO" => "ehlo",
-        "HELO" => "helo",
-        "MAIL" => "mail",
-        "RCPT" => "rcpt",
-        "DATA" => "data",
-        "BDAT" => "bdat",
-        "RSET" => "rset",
-        "NOOP" => "noop",
-        "QUIT" => "quit",
-        "VRFY" => "vrfy",
-        "HELP" => "help",
-        "STARTTLS" => "starttls",
-        "AUTH" => "auth",
-        _ => "unknown",
-    }
-}
-
-/// Commands RFC 5321 defines without arguments (NOOP and HELP take an
-/// optional string).
-fn takes_no_arguments(name: &str) -> bool {
-    matches!(name, "DATA" | "RSET" | "QUIT" | "STARTTLS")
-}
-
-/// Whether anything but white space follows the verb on a command line.
-fn has_arguments(line: &[u8]) -> bool {
-    let end = line.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(line.len());
-    line[end..].iter().any(|b| !b.is_ascii_whitespace())
-}
-
-/// `smtpd_forbidden_commands`: HTTP verbs and mail headers sent to the
-/// SMTP port mean the client is not an MTA (or is being used to attack us).
-fn is_forbidden(verb: &str) -> bool {
-    matches!(verb, "CONNECT" | "GET" | "POST" | "PUT" | "HEAD")
-        || (verb.len() > 1
-            && verb.ends_with(':')
-            && verb[..verb.len() - 1].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-}
-
-/// The domain an address literal stands in for while smtp-proto parses a
-/// path: under `.invalid` (RFC 2606), so it is never a real one.
-const LITERAL_STAND_IN: &str = "address-literal.invalid";
-
-/// For a `MAIL FROM:` or `RCPT TO:` line whose path ends in an address
-/// literal (`<user@[192.0.2.1]>`, `<user@[IPv6:2001:db8::1]>`): the line
-/// with [`LITERAL_STAND_IN`] in its place, and the literal. Only the path
-/// (up to its `>`) is looked at, never the parameters after it. Anything
-/// that is not an IP address between the brackets is left for smtp-proto
-/// to refuse.
-fn stand_in_literal(line: &[u8]) -> Option<(Vec<u8>, String)> {
-    let verb = line.get(..4)?;
-    if !verb.eq_ignore_ascii_case(b"MAIL") && !verb.eq_ignore_ascii_case(b"RCPT") {
-        return None;
-    }
-    let path_end = memchr::memchr(b'>', line)?;
-    let at = line[..path_end].windows(2).position(|w| w == b"@[")?;
-    let close = at + 2 + line[at + 2..path_end].iter().position(|&b| b == b']')?;
-    if close + 1 != path_end {
-        return None;
-    }
-    let literal = std::str::from_utf8(&line[at + 1..=close]).ok()?;
-    super::policy::address_literal(literal)?;
-    let mut patched = line[..=at].to_vec();
-    patched.extend_from_slice(LITERAL_STAND_IN.as_bytes());
-    patched.extend_from_slice(&line[close + 1..]);
-    Some((patched, literal.to_owned()))
-}
-
-/// Puts the address literal back where [`stand_in_literal`] took it out.
-fn put_back_literal(
-    request: &mut Result<smtp_proto::Request<Cow<'_, str>>, smtp_proto::Error>,
-    literal: &str,
-) {
-    let address = match request {
-        Ok(smtp_proto::Request::Mail { from }) => &mut from.address,
-        Ok(smtp_proto::Request::Rcpt { to }) => &mut to.address,
-        _ => return,
-    };
-    if let Some(local) = address.strip_suffix(LITERAL_STAND_IN).filter(|l| l.ends_with('@')) {
-        *address = Cow::Owned(format!("{local}{literal}"));
-    }
-}
-
-/// True when the path of a `RCPT TO:` line is `<postmaster>` in any case.
-fn names_postmaster(line: &[u8]) -> bool {
-    line.iter()
-        .position(|&b| b == b'<')
-        .and_then(|at| line.get(at + 1..at + 12))
-        .is_some_and(|path| path.eq_ignore_ascii_case(b"postmaster>"))
-}
-
-/// Bytes as a log-safe string.
-pub(super) fn printable(bytes: &[u8]) -> String {
-    bytes.escape_ascii().to_string()
-}
-
-/// The reply for a line smtp-proto could not parse.
-fn parse_error(e: smtp_proto::Error) -> Reply {
-    use smtp_proto::Error as E;
-    match e {
-        E::UnknownCommand => Reply::new(502, Status(5, 5, 2), "Error: command not recognized"),
-        E::InvalidSenderAddress => Reply::new(501, Status(5, 1, 7), "Bad sender address syntax"),
-        E::InvalidRecipientAddress => Reply::new(501, Status(5, 1, 3), "Bad recipient address syntax"),
-        E::SyntaxError { syntax } => Reply::new(501, Status(5, 5, 4), format!("Syntax: {syntax}")),
-        E::InvalidParameter { param } => {
-            Reply::new(501, Status(5, 5, 4), format!("Bad {param} parameter syntax"))
-        }
-        E::UnsupportedParameter { param } => {
-            Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {}", printable(param.as_bytes())))
-        }
-        _ => Reply::new(500, Status(5, 5, 2), "Error: bad syntax"),
     }
 }
 

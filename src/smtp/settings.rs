@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::data::BareNewline;
+use super::content::BareNewline;
 use super::policy::{AccessTable, Lookups, Networks, Policy, PolicyError, Restriction};
 use super::tls::{self, TlsError};
 use crate::config::{self, Config, Maps, SmtpdService, TableError};
@@ -182,7 +182,7 @@ impl Default for Settings {
             message_size_limit: 10_240_000,
             recipient_limit: 1000,
             command_line_limit: 2048,
-            data_line_limit: Some(super::data::MAX_LINE),
+            data_line_limit: Some(super::content::MAX_LINE),
             header_size_limit: 102_400,
             hopcount_limit: 50,
             header_checks: crate::config::Maps::default(),
@@ -337,7 +337,7 @@ impl Settings {
             recipient_limit: count("smtpd_recipient_limit") as usize,
             // RFC 5321 4.5.3.1.4: at least 512 octets must be accepted.
             command_line_limit: (count("line_length_limit") as usize).max(512),
-            data_line_limit: Some(super::data::MAX_LINE),
+            data_line_limit: Some(super::content::MAX_LINE),
             header_size_limit: count("header_size_limit") as usize,
             hopcount_limit: count("hopcount_limit") as usize,
             header_checks: c.maps("header_checks").clone(),
@@ -474,7 +474,8 @@ impl AccessTable for ConfigTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::policy::{Client, Decision};
+    use crate::smtp::naming::Client;
+    use crate::smtp::policy::Decision;
 
     fn load(main_cf: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<Config>) {
         let dir = tempfile::tempdir().expect("tempdir");

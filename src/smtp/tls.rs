@@ -1,14 +1,11 @@
-//! STARTTLS (RFC 3207): the server TLS configuration (rustls with the ring
-//! provider, certificate and key from `smtpd_tls_cert_file` and
-//! `smtpd_tls_key_file`), and the stream a session reads and writes, plain
-//! before STARTTLS and encrypted after it.
+//! TLS for the inbound server: the server configuration (rustls with the
+//! ring provider, certificate and key from `smtpd_tls_cert_file` and
+//! `smtpd_tls_key_file`, the protocol versions allowed), the stream a
+//! session reads and writes ([`Stream`], plain before STARTTLS and
+//! encrypted after it) and what the handshake agreed ([`TlsInfo`]).
 //!
-//! The `STARTTLS` command handler is here as well: it discards whatever the
-//! client pipelined after the command (those plaintext bytes must never be
-//! read as if they came over TLS: the classic command injection), answers
-//! `220 2.0.0 Ready to start TLS`, runs the handshake within
-//! `smtpd_starttls_timeout` and forgets the HELO name and any transaction
-//! (RFC 3207 4.2).
+//! A leaf below the settings and the session: the `STARTTLS` command
+//! itself is a stage of its own (`starttls.rs`).
 
 use std::io;
 use std::path::Path;
@@ -23,75 +20,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
-use tracing::{info, warn};
-
-use super::events::{self, Event};
-use super::session::{Flow, Session, printable};
-use super::settings::TlsLevel;
-use crate::reply::{Reply, Status};
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// `STARTTLS`.
-    pub(super) async fn starttls(&mut self) -> Flow {
-        if self.tls.is_some() {
-            self.counts.add("starttls", false);
-            self.reply(&Reply::new(554, Status(5, 5, 1), "Error: TLS already active"));
-            return Flow::Continue;
-        }
-        let config = match (&self.settings.tls, self.settings.tls_level) {
-            (Some(c), TlsLevel::May | TlsLevel::Encrypt) if self.settings.offers("starttls") => Arc::clone(c),
-            _ => {
-                self.counts.add("starttls", false);
-                self.reply(&Reply::new(502, Status(5, 5, 1), "Error: command not implemented"));
-                return Flow::Continue;
-            }
-        };
-        if !self.rbuf.is_empty() {
-            let n = self.rbuf.len().min(100);
-            warn!(
-                "{} bytes pipelined after STARTTLS from {} discarded: {}",
-                self.rbuf.len(),
-                self.peer,
-                printable(&self.rbuf[..n])
-            );
-            events::emit(Event::ProtocolViolation);
-            self.rbuf.clear();
-        }
-        self.reply(&Reply::new(220, Status(2, 0, 0), "Ready to start TLS"));
-        if self.flush().await.is_err() {
-            return Flow::Close;
-        }
-        let handshake =
-            tokio::time::timeout(self.settings.starttls_timeout, self.stream.upgrade(config)).await;
-        match handshake {
-            Ok(Ok(info)) => {
-                info!(
-                    "Anonymous TLS connection established from {}: {} with cipher {}",
-                    self.peer, info.version, info.cipher
-                );
-                events::emit(Event::TlsHandshake { ok: true });
-                self.counts.add("starttls", true);
-                self.tls = Some(info);
-                self.reset().await;
-                self.helo = None;
-                self.rbuf.clear();
-                Flow::Continue
-            }
-            Ok(Err(e)) => {
-                info!("SSL_accept error from {}: {e}", self.peer);
-                events::emit(Event::TlsHandshake { ok: false });
-                self.counts.add("starttls", false);
-                Flow::Close
-            }
-            Err(_) => {
-                info!("SSL_accept error from {}: timed out", self.peer);
-                events::emit(Event::TlsHandshake { ok: false });
-                self.counts.add("starttls", false);
-                Flow::Close
-            }
-        }
-    }
-}
 
 /// A certificate or key that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,10 @@
+//! The restriction decisions against Postfix's behaviour, with tables
+//! and answers held in memory.
+
+use std::collections::HashSet;
+
 use super::*;
+use crate::smtp::naming::{NameStatus, Naming};
 
 fn words(s: &str) -> Vec<String> {
     s.split([',', ' ']).filter(|w| !w.is_empty()).map(str::to_owned).collect()

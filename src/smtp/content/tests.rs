@@ -1,3 +1,6 @@
+//! The decoder against the smuggling shapes and byte-at-a-time input
+//! (proptest), the header section, body lines and `Received:`.
+
 use super::*;
 use proptest::prelude::*;
 

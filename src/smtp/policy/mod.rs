@@ -17,268 +17,20 @@
 //! The reply texts are Postfix's, word for word, so log parsers and the
 //! humans who read bounces recognise them.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
+mod access;
+mod request;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-
-use crate::config::{Named, PolicyService, RhsblName, TableError, named};
+pub use self::access::{
+    AccessTable, Lookups, Networks, PolicyError, Restriction, StaticLookups, StaticTable, address_keys,
+    client_keys, parse_restrictions,
+};
+pub use self::request::{Answers, Decision, DomainStatus, NO_ANSWERS, Question, Request};
+use super::naming::{Client, Listing, NameStatus, UNKNOWN, valid_hostname};
+use crate::config::{RhsblName, TableError};
 use crate::reply::{Reply, Status};
-
-/// One element of a restriction list: the configuration's restriction
-/// (one list of names and meanings, `config::Restriction`), consulting
-/// [`AccessTable`]s. What each does at RCPT time, with Postfix's reply
-/// codes and texts, is [`Policy`]'s evaluation below.
-pub type Restriction = crate::config::Restriction<Arc<dyn AccessTable>>;
-
-/// A restriction list that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
-    /// A name sluice does not implement.
-    #[error("{param}: unsupported restriction \"{name}\"")]
-    Unknown { param: String, name: String },
-    /// `check_*_access` without its table, or a table that is not known.
-    #[error("{param}: \"{name}\" needs a known table argument")]
-    MissingTable { param: String, name: String },
-    /// A restriction's argument is missing or wrong.
-    #[error("{param}: {name}: {message}")]
-    BadArgument { param: String, name: String, message: String },
-    /// Neither relay nor recipient restrictions can stop an open relay.
-    #[error(
-        "in smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one of \
-         reject_unauth_destination, defer_unauth_destination, reject or defer"
-    )]
-    OpenRelay,
-}
-
-/// Parses a restriction list written as text (the words of the parameter
-/// value); `table` opens the table a `check_*_access` names. The loaded
-/// configuration hands over lists it already parsed; this is for tools and
-/// tests that build settings by hand.
-pub fn parse_restrictions(
-    param: &str,
-    words: &[String],
-    table: &dyn Fn(&str) -> Option<Arc<dyn AccessTable>>,
-) -> Result<Vec<Restriction>, PolicyError> {
-    let mut out = Vec::with_capacity(words.len());
-    let mut it = words.iter();
-    while let Some(w) = it.next() {
-        let r = match named(w) {
-            Some(Named::Simple(r)) => r,
-            Some(Named::WithTable(make)) => {
-                let t = it.next().and_then(|t| table(t)).ok_or_else(|| PolicyError::MissingTable {
-                    param: param.to_owned(),
-                    name: w.to_ascii_lowercase(),
-                })?;
-                make(t)
-            }
-            Some(Named::WithArg(make)) => {
-                let bad = |message: String| PolicyError::BadArgument {
-                    param: param.to_owned(),
-                    name: w.to_ascii_lowercase(),
-                    message,
-                };
-                make(it.next().ok_or_else(|| bad("needs an argument".into()))?).map_err(bad)?
-            }
-            None => return Err(PolicyError::Unknown { param: param.to_owned(), name: w.clone() }),
-        };
-        out.push(r);
-    }
-    Ok(out)
-}
-
-/// An access(5) table as restrictions consult it. The key order is the
-/// table's business (Postfix's, for the configuration's tables).
-pub trait AccessTable: Send + Sync + fmt::Debug {
-    /// `type:name` as configured, for logs.
-    fn name(&self) -> &str;
-    /// An email address: `user@domain`, `domain`, parent domains, `user@`.
-    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError>;
-    /// A client address, then its networks.
-    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError>;
-    /// A host name (HELO), then its parent domains.
-    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError>;
-}
-
-/// The tables a decision consults besides access tables. Implemented over
-/// the loaded configuration in `settings.rs`, and by [`StaticLookups`].
-pub trait Lookups: Send + Sync + fmt::Debug {
-    /// `relay_domains` membership (subdomains as
-    /// `parent_domain_matches_subdomains` says).
-    fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError>;
-    /// `relay_recipient_maps`: `None` when the parameter is empty (every
-    /// address in a relay domain is valid), else whether `address` is listed.
-    fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError>;
-}
-
-/// Lookups over in-memory data, for tools and tests without a
-/// configuration directory. Keys are compared case-insensitively, as
-/// Postfix's indexed tables do.
-#[derive(Debug, Clone, Default)]
-pub struct StaticLookups {
-    /// Relay domains; each also matches its subdomains.
-    pub relay_domains: Vec<String>,
-    /// `relay_recipient_maps` keys (`user@domain` or `@domain`); `None`
-    /// when the parameter is empty.
-    pub relay_recipients: Option<HashSet<String>>,
-}
-
-impl Lookups for StaticLookups {
-    fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError> {
-        let d = domain.trim_end_matches('.').to_ascii_lowercase();
-        Ok(self.relay_domains.iter().any(|r| {
-            let r = r.to_ascii_lowercase();
-            d == r || d.strip_suffix(&r).is_some_and(|head| head.ends_with('.'))
-        }))
-    }
-
-    fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError> {
-        let Some(set) = &self.relay_recipients else { return Ok(None) };
-        let a = address.to_ascii_lowercase();
-        let at_domain = a.rfind('@').map(|i| a[i..].to_owned());
-        Ok(Some(set.contains(&a) || at_domain.is_some_and(|d| set.contains(&d))))
-    }
-}
-
-/// An access table over in-memory data, with Postfix's key orders.
-#[derive(Debug, Clone, Default)]
-pub struct StaticTable {
-    pub name: String,
-    /// Lower-case keys to results.
-    pub entries: HashMap<String, String>,
-}
-
-impl StaticTable {
-    /// A shareable table named `name` holding `entries` (keys are lower-cased).
-    pub fn shared<'a>(
-        name: &str,
-        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Arc<dyn AccessTable> {
-        Arc::new(StaticTable {
-            name: name.to_owned(),
-            entries: entries.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect(),
-        })
-    }
-
-    fn first(&self, keys: Vec<String>) -> Option<String> {
-        keys.into_iter().find_map(|k| self.entries.get(&k).cloned())
-    }
-}
-
-impl AccessTable for StaticTable {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError> {
-        Ok(self.first(address_keys(address)))
-    }
-
-    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
-        Ok(self.first(client_keys(addr)))
-    }
-
-    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError> {
-        let d = domain.trim_end_matches('.').to_ascii_lowercase();
-        let mut keys = vec![d.clone()];
-        let mut rest = d.as_str();
-        while let Some((_, parent)) = rest.split_once('.') {
-            keys.push(format!(".{parent}"));
-            keys.push(parent.to_owned());
-            rest = parent;
-        }
-        Ok(self.first(keys))
-    }
-}
-
-/// Postfix's access-table keys for an address: `user@domain`, `domain`,
-/// each parent domain as `.parent` and plain (`smtpd_access_maps` is in
-/// `parent_domain_matches_subdomains` by default), then `user@`.
-pub fn address_keys(address: &str) -> Vec<String> {
-    let a = address.to_ascii_lowercase();
-    let mut keys = vec![a.clone()];
-    if let Some((user, domain)) = a.rsplit_once('@') {
-        keys.push(domain.to_owned());
-        let mut rest = domain;
-        while let Some((_, parent)) = rest.split_once('.') {
-            keys.push(format!(".{parent}"));
-            keys.push(parent.to_owned());
-            rest = parent;
-        }
-        keys.push(format!("{user}@"));
-    }
-    keys
-}
-
-/// The keys `check_client_access` tries for an address: the address, then
-/// the networks obtained by dropping least significant octets (IPv4) or
-/// groups (IPv6), as Postfix does.
-pub fn client_keys(addr: IpAddr) -> Vec<String> {
-    let text = addr.to_string();
-    let sep = if addr.is_ipv4() { '.' } else { ':' };
-    let mut keys = vec![text.clone()];
-    let mut rest = text.as_str();
-    while let Some((head, _)) = rest.rsplit_once(sep) {
-        let head = head.trim_end_matches(':');
-        if head.is_empty() {
-            break;
-        }
-        keys.push(head.to_owned());
-        rest = head;
-    }
-    keys
-}
-
-/// A client address list in `mynetworks` syntax.
-#[derive(Clone)]
-pub enum Networks {
-    /// Literal networks.
-    List(Vec<IpNet>),
-    /// A network-list parameter of a loaded configuration, with its tables,
-    /// negations and pattern files (`mynetworks`,
-    /// `smtpd_forbid_bare_newline_exclusions`, ...).
-    Param { config: Arc<crate::config::Config>, name: &'static str },
-}
-
-impl Networks {
-    /// True when `addr` is in the list (an IPv4-mapped IPv6 address
-    /// matches as its IPv4 form).
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        match self {
-            Networks::List(nets) => {
-                let v4 = match addr {
-                    IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4),
-                    IpAddr::V4(_) => None,
-                };
-                nets.iter().any(|n| n.contains(&addr) || v4.is_some_and(|a| n.contains(&a)))
-            }
-            Networks::Param { config, name } => config.matches_client(name, addr),
-        }
-    }
-}
-
-impl From<Vec<IpNet>> for Networks {
-    fn from(nets: Vec<IpNet>) -> Networks {
-        Networks::List(nets)
-    }
-}
-
-impl Default for Networks {
-    fn default() -> Networks {
-        Networks::List(Vec::new())
-    }
-}
-
-impl fmt::Debug for Networks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Networks::List(n) => f.debug_tuple("List").field(n).finish(),
-            Networks::Param { name, .. } => write!(f, "Param({name})"),
-        }
-    }
-}
 
 /// The restriction lists and what they consult.
 #[derive(Debug, Clone)]
@@ -348,181 +100,6 @@ impl Default for Policy {
             lookups: Arc::new(StaticLookups::default()),
         }
     }
-}
-
-/// How one step of finding a client's name ended (Postfix's
-/// `SMTPD_PEER_CODE_*`), in increasing order of certainty that the client
-/// has no usable name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum NameStatus {
-    /// Found (and, for the client name, forward-confirmed).
-    Ok,
-    /// The lookup failed temporarily (SERVFAIL, timeout): ask again later.
-    Temp,
-    /// There is no such name (no PTR record, an invalid one, or lookups
-    /// turned off).
-    Perm,
-    /// The reverse name does not resolve to the client address.
-    Forged,
-}
-
-/// What the lookups found out about a client's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Naming {
-    /// The forward-confirmed name (`reject_unknown_client_hostname`).
-    pub name: NameStatus,
-    /// The reverse name alone (`reject_unknown_reverse_client_hostname`).
-    pub reverse: NameStatus,
-}
-
-impl Naming {
-    /// No lookup was made: no name, for certain (Postfix with
-    /// `smtpd_peername_lookup = no`).
-    pub const NOT_LOOKED_UP: Naming = Naming { name: NameStatus::Perm, reverse: NameStatus::Perm };
-    /// Both lookups succeeded.
-    pub const CONFIRMED: Naming = Naming { name: NameStatus::Ok, reverse: NameStatus::Ok };
-}
-
-/// The SMTP client as restrictions see it.
-#[derive(Debug, Clone, Copy)]
-pub struct Client<'a> {
-    pub addr: IpAddr,
-    /// Forward-confirmed reverse name, or `unknown`.
-    pub name: &'a str,
-    /// The reverse name, confirmed or not, or `unknown`.
-    pub reverse_name: &'a str,
-    /// How the name lookups ended.
-    pub naming: Naming,
-    /// The DNS block- and allowlists that answered for this client's
-    /// address, with their answers ([`Policy::dnsbl_domains`] were asked at
-    /// connect).
-    pub dnsbl: &'a [(String, Listing)],
-}
-
-/// What a DNS block- or allowlist answered about an address or name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
-    /// Its address records; none when it does not list the name, or the
-    /// lookup failed or was late (a broken blocklist must not stop mail).
-    pub answers: Vec<std::net::Ipv4Addr>,
-    /// Its TXT record, made safe for a reply: the reason it gives for the
-    /// listing (Postfix's `$rbl_reason`), often a link to a removal page.
-    pub reason: Option<String>,
-}
-
-impl Listing {
-    /// True when `bl` reads an answer as listed.
-    fn by(&self, bl: &crate::config::Dnsbl) -> bool {
-        self.answers.iter().any(|a| bl.lists(*a))
-    }
-
-    /// `; <reason>` for the reply, as Postfix's default_rbl_reply adds it.
-    fn reason_suffix(&self) -> String {
-        self.reason.as_deref().map(|r| format!("; {r}")).unwrap_or_default()
-    }
-}
-
-impl Client<'static> {
-    /// A client known by its address only (`unknown`, not looked up).
-    pub const fn unknown(addr: IpAddr) -> Client<'static> {
-        Client { addr, name: "unknown", reverse_name: "unknown", naming: Naming::NOT_LOOKED_UP, dnsbl: &[] }
-    }
-}
-
-/// Everything a recipient decision looks at.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    pub client: Client<'a>,
-    /// The HELO/EHLO name, if given.
-    pub helo: Option<&'a str>,
-    /// The reverse path (empty for `<>`).
-    pub sender: &'a str,
-    /// What DNS said of the sender's domain, when a restriction asked
-    /// ([`Policy::checks_sender_domain`]); `Found` otherwise.
-    pub sender_domain: DomainStatus,
-    /// The recipient, without angle brackets.
-    pub recipient: &'a str,
-    /// What was asked on the way to this decision. A restriction whose
-    /// answer is not here makes the decision [`Decision::Ask`].
-    pub answers: &'a Answers,
-}
-
-/// What a restriction needs to know from outside before it can decide:
-/// the session finds out and decides again with the answer in
-/// [`Answers`]. Asked only when a restriction is reached, as Postfix does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Question {
-    /// A policy server's `action=` (`check_policy_service`).
-    Policy(PolicyService),
-    /// What the domain blocklist `list` says of `domain` (`reject_rhsbl_*`):
-    /// the address records of `<domain>.<list>`
-    /// ([`Question::listing_key`]).
-    Listing { domain: String, list: String },
-    /// Whether this host name has an address or MX record
-    /// (`reject_unknown_helo_hostname`).
-    Host(String),
-}
-
-impl Question {
-    /// The name a [`Question::Listing`]'s answer is kept under in
-    /// [`Answers::listings`].
-    pub fn listing_key(domain: &str, list: &str) -> String {
-        format!("{domain}.{list}")
-    }
-}
-
-/// The answers to [`Question`]s so far, for one decision.
-#[derive(Debug, Clone, Default)]
-pub struct Answers {
-    /// (policy server name, `action=` value).
-    pub policy: Vec<(String, String)>,
-    /// (query name, what the domain blocklist answered).
-    pub listings: Vec<(String, Listing)>,
-    /// (host name, what DNS says of it).
-    pub hosts: Vec<(String, DomainStatus)>,
-}
-
-/// No answers: for a decision asked outside a session.
-pub static NO_ANSWERS: Answers = Answers { policy: Vec::new(), listings: Vec::new(), hosts: Vec::new() };
-
-impl Answers {
-    fn policy(&self, name: &str) -> Option<&str> {
-        self.policy.iter().find(|(n, _)| n == name).map(|(_, a)| a.as_str())
-    }
-
-    fn listing(&self, query: &str) -> Option<&Listing> {
-        self.listings.iter().find(|(q, _)| q == query).map(|(_, l)| l)
-    }
-
-    fn host(&self, name: &str) -> Option<DomainStatus> {
-        self.hosts.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
-    }
-}
-
-/// What DNS says of a mail domain (`reject_unknown_sender_domain`) or a
-/// host name (`reject_unknown_helo_hostname`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DomainStatus {
-    /// It has an MX or an address record (or was not looked up).
-    #[default]
-    Found,
-    /// Its only MX is the null MX (RFC 7505): it sends but takes no mail.
-    NullMx,
-    /// It has neither.
-    NotFound,
-    /// The lookup failed for now.
-    TryAgain,
-}
-
-/// The outcome of a check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Accept,
-    /// Refuse with this reply (4xx: try later, 5xx: never).
-    Refuse(Reply),
-    /// Find this out, then decide again with the answer in
-    /// [`Request::answers`].
-    Ask(Question),
 }
 
 /// What one restriction or list decided.
@@ -870,7 +447,7 @@ impl Policy {
                 }
                 Restriction::RejectRhsbl(which, bl) => {
                     let (subject, what_name, domain) = rhsbl_subject(*which, req);
-                    match domain.map(|d| d.trim_end_matches('.')).filter(|d| super::peer::valid_hostname(d)) {
+                    match domain.map(|d| d.trim_end_matches('.')).filter(|d| valid_hostname(d)) {
                         None => None,
                         Some(d) => {
                             let domain = d.to_ascii_lowercase();
@@ -979,7 +556,7 @@ pub(crate) fn valid_helo_name(name: &str) -> bool {
     if name.starts_with('[') {
         address_literal(name).is_some()
     } else {
-        super::peer::valid_hostname(name.strip_suffix('.').unwrap_or(name))
+        valid_hostname(name.strip_suffix('.').unwrap_or(name))
     }
 }
 
@@ -994,7 +571,7 @@ pub(crate) fn address_literal(text: &str) -> Option<IpAddr> {
 /// A host name with a dot in it, written as a valid host name.
 fn is_fqdn_host(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
-    name.contains('.') && super::peer::valid_hostname(name)
+    name.contains('.') && valid_hostname(name)
 }
 
 /// What a `reject_rhsbl_*` restriction looks at: Postfix's name for it in
@@ -1002,7 +579,7 @@ fn is_fqdn_host(name: &str) -> bool {
 /// ask about (none when there is nothing to ask: no HELO, the null
 /// sender, an unknown client name, an address literal).
 fn rhsbl_subject<'a>(which: RhsblName, req: &Request<'a>) -> (&'static str, &'a str, Option<&'a str>) {
-    let known = |name: &'a str| (name != super::peer::UNKNOWN).then_some(name);
+    let known = |name: &'a str| (name != UNKNOWN).then_some(name);
     let domain_of =
         |address: &'a str| address.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.starts_with('['));
     match which {

@@ -1,0 +1,264 @@
+//! [`Inbound`]: what the sessions of one listener share — the queue handle,
+//! the current settings (swapped on reload; a session keeps the settings
+//! it started with), the resolver for client names, and the per-client
+//! limits that apply before a session starts: concurrent sessions on the
+//! listener (a semaphore permit is taken before `accept`, so excess
+//! clients wait in the kernel's backlog), concurrent sessions per client
+//! address (`smtpd_client_connection_count_limit`), and connection and
+//! message rates per client address (`smtpd_client_connection_rate_limit`,
+//! `smtpd_client_message_rate_limit` over `anvil_rate_time_unit`, with
+//! `governor` keyed limiters).
+//!
+//! Below the session and the accept loop, which both hold it; never parses
+//! SMTP and never accepts connections itself.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+use sluice_queue::Queue;
+use tokio::sync::Semaphore;
+
+use super::settings::Settings;
+use crate::resolver::Resolver;
+
+/// What a listener's sessions share. Create one per listener with
+/// [`Inbound::new`]; [`Inbound::reload`] applies new settings to new
+/// connections.
+#[derive(Debug)]
+pub struct Inbound {
+    queue: Queue,
+    settings: ArcSwap<Settings>,
+    sessions: Arc<Semaphore>,
+    /// Permits the semaphore was sized for (changes on reload).
+    session_limit: AtomicUsize,
+    clients: Mutex<HashMap<IpAddr, u32>>,
+    rates: ArcSwap<Rates>,
+    /// Looks up client names; `None` leaves every client `unknown`.
+    resolver: Option<Arc<dyn Resolver>>,
+}
+
+/// The rate limiters built from one set of settings.
+#[derive(Debug, Default)]
+struct Rates {
+    connections: Option<ClientRate>,
+    messages: Option<ClientRate>,
+}
+
+impl Rates {
+    fn new(s: &Settings) -> Rates {
+        Rates {
+            connections: ClientRate::new(
+                s.client_connection_rate_limit,
+                s.rate_time_unit,
+                DefaultClock::default(),
+            ),
+            messages: ClientRate::new(s.client_message_rate_limit, s.rate_time_unit, DefaultClock::default()),
+        }
+    }
+}
+
+impl Inbound {
+    /// Shared state for one listener writing into `queue`, without name
+    /// lookups: every client is `unknown` (as with
+    /// `smtpd_peername_lookup = no`).
+    pub fn new(queue: Queue, settings: Settings) -> Arc<Inbound> {
+        Inbound::build(queue, settings, None)
+    }
+
+    /// Shared state for one listener whose sessions look up client names
+    /// with `resolver` (the daemon passes the one delivery uses too).
+    pub fn with_resolver(queue: Queue, settings: Settings, resolver: Arc<dyn Resolver>) -> Arc<Inbound> {
+        Inbound::build(queue, settings, Some(resolver))
+    }
+
+    fn build(queue: Queue, settings: Settings, resolver: Option<Arc<dyn Resolver>>) -> Arc<Inbound> {
+        let limit = settings.max_sessions.max(1);
+        Arc::new(Inbound {
+            queue,
+            rates: ArcSwap::from_pointee(Rates::new(&settings)),
+            settings: ArcSwap::from_pointee(settings),
+            sessions: Arc::new(Semaphore::new(limit)),
+            session_limit: AtomicUsize::new(limit),
+            clients: Mutex::new(HashMap::new()),
+            resolver,
+        })
+    }
+
+    /// The permits for sessions on this listener: the accept loop takes
+    /// one before it accepts.
+    pub(super) fn sessions(&self) -> &Arc<Semaphore> {
+        &self.sessions
+    }
+
+    /// The resolver for client names, if the listener has one.
+    pub(crate) fn resolver(&self) -> Option<&Arc<dyn Resolver>> {
+        self.resolver.as_ref()
+    }
+
+    /// Applies new settings (SIGHUP) to connections accepted from now on;
+    /// running sessions keep theirs. Rate limiter state restarts only when
+    /// a rate setting changed.
+    pub fn reload(&self, settings: Settings) {
+        let old = self.settings.load();
+        if old.client_connection_rate_limit != settings.client_connection_rate_limit
+            || old.client_message_rate_limit != settings.client_message_rate_limit
+            || old.rate_time_unit != settings.rate_time_unit
+        {
+            self.rates.store(Arc::new(Rates::new(&settings)));
+        }
+        let want = settings.max_sessions.max(1);
+        let had = self.session_limit.swap(want, Ordering::SeqCst);
+        if want > had {
+            self.sessions.add_permits(want - had);
+        } else if had > want {
+            // Permits held by running sessions are taken back as they end.
+            let sem = Arc::clone(&self.sessions);
+            let n = (had - want) as u32;
+            tokio::spawn(async move {
+                if let Ok(p) = sem.acquire_many_owned(n).await {
+                    p.forget();
+                }
+            });
+        }
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The settings new sessions get.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// The queue sessions write into.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Counts a `MAIL` from `addr` against `smtpd_client_message_rate_limit`;
+    /// false when over the limit.
+    pub(crate) fn message_allowed(&self, addr: IpAddr, settings: &Settings) -> bool {
+        if settings.is_limit_exempt(addr) {
+            return true;
+        }
+        self.rates.load().messages.as_ref().is_none_or(|r| r.check(addr))
+    }
+
+    /// Admits a new connection from `addr` against the per-client limits,
+    /// or returns the reply that refuses it.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        addr: IpAddr,
+        settings: &Settings,
+    ) -> Result<Option<ClientSlot>, String> {
+        if settings.is_limit_exempt(addr) {
+            return Ok(None);
+        }
+        if let Some(rate) = &self.rates.load().connections
+            && !rate.check(addr)
+        {
+            return Err(format!("Connection rate limit exceeded from {addr}"));
+        }
+        let limit = settings.client_connection_count_limit;
+        if limit == 0 {
+            return Ok(None);
+        }
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let n = clients.entry(addr).or_insert(0);
+        if *n >= limit {
+            let count = *n + 1;
+            return Err(format!("Connection concurrency limit exceeded: {count} from {addr}"));
+        }
+        *n += 1;
+        Ok(Some(ClientSlot { inbound: Arc::clone(self), addr }))
+    }
+}
+
+/// One counted session of a client; the count drops with it.
+#[derive(Debug)]
+pub(super) struct ClientSlot {
+    inbound: Arc<Inbound>,
+    addr: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut clients = self.inbound.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = clients.get_mut(&self.addr) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                clients.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// A per-client-address rate: at most `limit` events per `unit`, with
+/// bursts up to `limit` (GCRA, as governor implements it).
+pub(crate) struct ClientRate<C: Clock = DefaultClock> {
+    limiter: RateLimiter<IpAddr, HashMapStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
+    checks: AtomicU64,
+}
+
+impl<C: Clock> std::fmt::Debug for ClientRate<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRate").field("clients", &self.limiter.len()).finish()
+    }
+}
+
+impl<C: Clock> ClientRate<C> {
+    /// `None` when `limit` is 0 (no limit).
+    pub(crate) fn new(limit: u32, unit: Duration, clock: C) -> Option<ClientRate<C>> {
+        let burst = NonZeroU32::new(limit)?;
+        let quota = Quota::with_period(unit.max(Duration::from_millis(1)) / limit)?.allow_burst(burst);
+        Some(ClientRate { limiter: RateLimiter::hashmap_with_clock(quota, clock), checks: AtomicU64::new(0) })
+    }
+
+    /// Counts one event; false when over the limit.
+    pub(crate) fn check(&self, addr: IpAddr) -> bool {
+        // Forget idle clients now and then so the table stays bounded by
+        // the clients of the last time unit.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter.check_key(&addr).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn client_rate_allows_limit_per_unit_per_address() {
+        let clock = FakeRelativeClock::default();
+        let rate = ClientRate::new(3, Duration::from_secs(60), clock.clone()).unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(rate.check(a) && rate.check(a) && rate.check(a));
+        assert!(!rate.check(a));
+        // Another client has its own budget.
+        assert!(rate.check(b));
+        // One event's worth of time later, one more is allowed.
+        clock.advance(Duration::from_secs(20));
+        assert!(rate.check(a));
+        assert!(!rate.check(a));
+        // A whole unit later, a full burst again.
+        clock.advance(Duration::from_secs(60));
+        assert!(rate.check(a) && rate.check(a) && rate.check(a));
+    }
+
+    #[test]
+    fn zero_means_no_rate_limit() {
+        assert!(ClientRate::new(0, Duration::from_secs(60), FakeRelativeClock::default()).is_none());
+    }
+}

@@ -11,22 +11,27 @@
 //! by a delivery holding a slot when no idle one exists, and a finished
 //! connection is kept idle only while busy + idle stays within the limit.
 //!
-//! Never reads the queue's schedule or decides retries: that is the
-//! scheduler's.
+//! A backend sees delivery through its narrow [`Context`] (the queue, the
+//! resolver, the live settings, requeueing and persisting its gate's
+//! record) and its gate through the [`BackendGate`] trait: it never imports
+//! the scheduler or the registry. Never reads the queue's schedule or
+//! decides retries: that is the scheduler's and the recording's.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_queue::{QueueId, UnixMillis};
+use sluice_queue::UnixMillis;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::client::{self, Health, OpenError, Session, Transaction, TxRcpt, Verdict};
-use super::gate::{Admission, Gate, Permit, Report};
+use super::context::{Context, lock};
+use super::gate::{Admission, BackendGate, Feedback, Permit, Report};
+use super::inflight::{Done, InFlight, RcptDone};
+use super::record;
 use super::result_line::LogStatus;
-use super::scheduler::{Done, InFlight, RcptDone, Shared};
 use super::settings::BackendSettings;
 use super::{BackendId, nexthop};
 use crate::clock;
@@ -82,16 +87,12 @@ struct Jobs {
 pub struct Backend {
     id: BackendId,
     name: String,
-    gate: Gate,
+    gate: Arc<dyn BackendGate>,
     jobs: Mutex<Jobs>,
     job_ready: Notify,
     pool: Mutex<Vec<Session>>,
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     running: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `until` plus a little random spread.
@@ -102,17 +103,10 @@ pub fn spread(now: UnixMillis, until: UnixMillis) -> UnixMillis {
 }
 
 impl Backend {
-    /// A backend with its gate (restored from `record` when the queue kept
-    /// one). Its dispatcher is started by [`Backend::start`].
-    pub fn new(
-        id: BackendId,
-        settings: Arc<BackendSettings>,
-        shared: Arc<Shared>,
-        now: UnixMillis,
-    ) -> Backend {
+    /// A backend with its gate (the registry chose and restored it). Its
+    /// dispatcher is started by [`Backend::start`].
+    pub fn new(id: BackendId, gate: Arc<dyn BackendGate>, ctx: Arc<Context>) -> Backend {
         let name = id.to_string();
-        let record = shared.stored_record(&name);
-        let gate = Gate::new(name.clone(), settings, record.as_ref(), now);
         Backend {
             id,
             name,
@@ -120,7 +114,7 @@ impl Backend {
             jobs: Mutex::new(Jobs::default()),
             job_ready: Notify::new(),
             pool: Mutex::new(Vec::new()),
-            shared,
+            ctx,
             running: AtomicBool::new(false),
         }
     }
@@ -129,7 +123,7 @@ impl Backend {
     pub fn start(self: &Arc<Self>) {
         if !self.running.swap(true, Ordering::AcqRel) {
             let me = Arc::clone(self);
-            self.shared.tracker.spawn(async move { me.dispatch().await });
+            self.ctx.tracker.spawn(async move { me.dispatch().await });
         }
     }
 
@@ -141,8 +135,13 @@ impl Backend {
         &self.name
     }
 
-    pub fn gate(&self) -> &Gate {
-        &self.gate
+    pub fn gate(&self) -> &dyn BackendGate {
+        self.gate.as_ref()
+    }
+
+    /// The gate as the in-flight bookkeeping keeps it (to park mail on).
+    pub fn gate_handle(&self) -> Arc<dyn BackendGate> {
+        Arc::clone(&self.gate)
     }
 
     /// Jobs waiting in memory.
@@ -167,8 +166,8 @@ impl Backend {
     }
 
     /// Applies a gate's feedback: store its record, make parked mail due.
-    pub async fn apply(&self, fb: super::gate::Feedback) {
-        self.shared.apply_feedback(&self.name, fb).await;
+    pub async fn apply(&self, fb: Feedback) {
+        self.ctx.apply_feedback(&self.name, fb).await;
     }
 
     /// The dispatcher: starts deliveries as the gate allows, postpones the
@@ -176,7 +175,7 @@ impl Backend {
     /// the idle pool within bounds, and retires the backend when it has been
     /// idle for long.
     async fn dispatch(self: Arc<Self>) {
-        let token = self.shared.token.clone();
+        let token = self.ctx.token.clone();
         let mut idle_since = clock::instant();
         loop {
             if token.is_cancelled() {
@@ -191,7 +190,7 @@ impl Backend {
                         "backend {}: no mail waiting, retrying deferred {id} to test the backend",
                         self.name
                     );
-                    self.shared.requeue(id).await;
+                    self.ctx.requeue(id).await;
                 }
                 if clock::instant().saturating_duration_since(idle_since) >= EVICT_AFTER && self.retire() {
                     return;
@@ -224,7 +223,7 @@ impl Backend {
                     // both counted for one delivery, nor neither.
                     let pooled = lock(&self.pool).pop();
                     let me = Arc::clone(&self);
-                    self.shared.tracker.spawn(async move { me.deliver(job, permit, pooled).await });
+                    self.ctx.tracker.spawn(async move { me.deliver(job, permit, pooled).await });
                 }
                 Admission::WaitSlot | Admission::WaitProbe => {
                     tokio::select! {
@@ -284,7 +283,7 @@ impl Backend {
                                 done: Done::Postponed { until, reason: reason.clone(), park, shown: true },
                             })
                             .collect();
-                        job.msg.complete(Some(Arc::clone(&self)), done);
+                        record::complete(&self.ctx, &job.msg, Some(Arc::clone(&self.gate)), done);
                     }
                     self.close_idle(true).await;
                 }
@@ -295,12 +294,12 @@ impl Backend {
     /// Calls parked mail back while the in-memory queue is below half its
     /// limit, so a backlog flows from disk at the pace the backend takes it.
     async fn refill(&self, queued: usize) {
-        let limit = self.shared.settings().backend_queue_limit;
+        let limit = self.ctx.settings.current().backend_queue_limit;
         if queued >= limit / 2 {
             return;
         }
         let ids = self.gate.take_parked(limit / 2 - queued, clock::unix_millis());
-        self.shared.requeue_many(&ids).await;
+        self.ctx.requeue_many(&ids).await;
     }
 
     /// At shutdown, jobs that never started are due again at once (they are
@@ -322,7 +321,7 @@ impl Backend {
                     },
                 })
                 .collect();
-            job.msg.complete(Some(Arc::clone(self)), done);
+            record::complete(&self.ctx, &job.msg, Some(Arc::clone(&self.gate)), done);
         }
     }
 
@@ -334,15 +333,19 @@ impl Backend {
             && snap.paused_until.is_none()
             && snap.breaker == sluice_queue::BreakerPosition::Closed
             && lock(&self.pool).is_empty();
-        if !quiet {
-            return false;
-        }
-        self.shared.retire(self)
+        // Closed, it refuses jobs; the registry forgets it and makes a new
+        // backend for the next mail to this next hop.
+        quiet && self.close_if_empty()
     }
 
-    /// Marks the backend closed if it has no jobs (called with the
-    /// scheduler's backend map locked, so no job can slip in after).
-    pub fn close_if_empty(&self) -> bool {
+    /// True once the backend retired: it takes no more jobs.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.jobs).closed
+    }
+
+    /// Marks the backend closed if it has no jobs (under the jobs lock, so
+    /// a job pushed after it is refused and goes to a new backend).
+    fn close_if_empty(&self) -> bool {
         let mut jobs = lock(&self.jobs);
         if jobs.queue.is_empty() {
             jobs.closed = true;
@@ -411,10 +414,9 @@ impl Backend {
             // opening another, still within this delivery's slot.
             drop(s);
         }
-        let targets =
-            nexthop::targets(self.shared.resolver.as_ref(), &self.id.nexthop, settings.address_limit)
-                .await
-                .map_err(|e| {
+        let targets = nexthop::targets(self.ctx.resolver.as_ref(), &self.id.nexthop, settings.address_limit)
+            .await
+            .map_err(|e| {
                 let permanent = e.is_permanent();
                 Failure {
                     text: e.to_string(),
@@ -475,16 +477,16 @@ impl Backend {
                     .collect()
             }
         };
-        msg.complete(Some(Arc::clone(self)), done);
+        record::complete(&self.ctx, &msg, Some(Arc::clone(&self.gate)), done);
     }
 
     /// One delivery, start to finish.
     async fn deliver(self: Arc<Self>, job: Job, permit: Permit, pooled: Option<Session>) {
         let dispatched = clock::instant();
         let settings = self.gate.settings();
-        let soft_bounce = self.shared.settings().soft_bounce;
+        let soft_bounce = self.ctx.settings.current().soft_bounce;
         let msg = Arc::clone(&job.msg);
-        let body = match msg.body(&self.shared.queue).await {
+        let body = match msg.body(&self.ctx.queue).await {
             Ok(b) => b,
             Err(e) => {
                 // The idle connection that came with the slot goes back.
@@ -528,7 +530,7 @@ impl Backend {
                         RcptDone { index, done: d }
                     })
                     .collect();
-                msg.complete(Some(Arc::clone(&self)), done);
+                record::complete(&self.ctx, &msg, Some(Arc::clone(&self.gate)), done);
                 return;
             }
         };
@@ -608,7 +610,7 @@ impl Backend {
                 RcptDone { index, done: d }
             })
             .collect();
-        msg.complete(Some(Arc::clone(&self)), done);
+        record::complete(&self.ctx, &msg, Some(Arc::clone(&self.gate)), done);
     }
 
     fn log(&self, msg: &InFlight, index: usize, relay: &str, t: &Times, d: &Done) {
@@ -620,16 +622,6 @@ impl Backend {
         line.emit(self.id.protocol.into());
         metrics::counter!(metric::DELIVERIES, "backend" => self.name.clone(), "result" => status.as_str())
             .increment(1);
-    }
-
-    /// The protocol (for log lines about this backend's mail).
-    pub fn protocol(&self) -> Protocol {
-        self.id.protocol
-    }
-
-    /// Parks a message on this backend's gate (see [`Gate::park`]).
-    pub fn park(&self, id: QueueId) {
-        self.gate.park(id);
     }
 }
 

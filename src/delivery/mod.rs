@@ -1,12 +1,19 @@
 //! Delivery: mail leaves the queue for the mailbox servers named by
 //! `transport_maps`, through one gate per backend.
 //!
-//! - [`scheduler`] claims due messages from the queue in bounded batches,
-//!   routes each recipient, groups them per backend, records results,
-//!   retries with backoff, bounces and expires.
+//! - [`scheduler`] claims due messages from the queue in bounded batches
+//!   and hands them out as [`plan`] says (route each recipient, group per
+//!   backend, cut by recipient limit).
+//! - [`registry`] holds the backends (creating each with its gate, behind
+//!   the [`gate::BackendGate`] trait) and the admin view of them
+//!   ([`Handle`]).
 //! - [`dispatch`] is one backend: its waiting jobs, its [`gate`] (rate
 //!   limiter, adaptive concurrency, circuit breaker) and its idle
-//!   connections; it starts deliveries through the [`client`].
+//!   connections; it starts deliveries through the [`client`]. It sees the
+//!   rest of delivery only through the narrow [`context`].
+//! - [`inflight`] keeps a claimed message's results until the last is in;
+//!   [`record`] judges them (retry with backoff, bounce, expire) and writes
+//!   them with their notices.
 //! - [`bounce`] builds delivery status notifications; [`nexthop`] resolves
 //!   next hops; [`result_line`] formats the Postfix-style result lines; [`backoff`] and
 //!   [`settings`] are the plain policy and configuration.
@@ -18,9 +25,14 @@
 pub mod backoff;
 pub mod bounce;
 pub mod client;
+pub mod context;
 pub mod dispatch;
 pub mod gate;
+pub mod inflight;
 pub mod nexthop;
+pub mod plan;
+pub mod record;
+pub mod registry;
 pub mod result_line;
 pub mod scheduler;
 pub mod settings;
@@ -36,7 +48,8 @@ use crate::resolver::Resolver;
 use crate::shutdown::Stage;
 
 pub use self::gate::Snapshot;
-pub use self::scheduler::{Handle, Tuning};
+pub use self::registry::{BackendStatus, Handle};
+pub use self::settings::Tuning;
 
 /// A backend: one transport's next hop. Each has its own gate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! Typed delivery settings: the scheduler's ([`Settings`]) and one
 //! backend's ([`BackendSettings`]), built from a [`Config`] in one place so
 //! the rest of `delivery` never reads parameters by name, and unit tests
-//! build them directly.
+//! build them directly; [`LiveSettings`] keeps them in step with the
+//! configuration in force across reloads.
 //!
 //! Owns the mapping from Postfix parameter names to meaning. Never opens
 //! sockets or the queue.
@@ -20,8 +21,12 @@
 //! `sluice_breaker_failure_threshold`, `sluice_breaker_cooldown`,
 //! `sluice_breaker_max_cooldown`.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use crate::config::{Config, Protocol};
 
@@ -330,6 +335,103 @@ impl BackendSettings {
 
 fn count_or_zero(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
+}
+
+/// In-memory limits that have no configuration parameter (the window
+/// itself is `qmgr_message_active_limit`); `None` keeps the default. Tests
+/// and benches shrink them to reach the overflow paths.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// Deliveries one backend may hold in memory (default a quarter of the
+    /// active limit).
+    pub backend_queue_limit: Option<usize>,
+}
+
+impl Tuning {
+    fn apply(&self, mut s: Settings) -> Settings {
+        if let Some(n) = self.backend_queue_limit {
+            s.backend_queue_limit = n.max(1);
+        }
+        s
+    }
+}
+
+/// The settings of the configuration in force: derived once per
+/// configuration (a reload swaps the configuration; the next call derives
+/// again), with each transport's [`BackendSettings`] cached beside them.
+pub struct LiveSettings {
+    config: Arc<ArcSwap<Config>>,
+    tuning: Tuning,
+    derived: Mutex<Derived>,
+}
+
+/// Settings derived from one configuration.
+#[derive(Debug)]
+struct Derived {
+    from: Arc<Config>,
+    settings: Arc<Settings>,
+    transports: HashMap<String, Arc<BackendSettings>>,
+}
+
+impl std::fmt::Debug for LiveSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSettings").field("tuning", &self.tuning).finish_non_exhaustive()
+    }
+}
+
+impl LiveSettings {
+    /// Settings that follow `config`, with `tuning` applied.
+    pub fn new(config: Arc<ArcSwap<Config>>, tuning: Tuning) -> LiveSettings {
+        let cfg = config.load_full();
+        let settings = Arc::new(tuning.apply(Settings::from_config(&cfg)));
+        LiveSettings {
+            config,
+            tuning,
+            derived: Mutex::new(Derived { from: cfg, settings, transports: HashMap::new() }),
+        }
+    }
+
+    fn derived(&self) -> MutexGuard<'_, Derived> {
+        self.derived.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The settings of the configuration in force, re-derived after a reload.
+    pub fn current(&self) -> Arc<Settings> {
+        let config = self.config.load_full();
+        let mut d = self.derived();
+        if !Arc::ptr_eq(&d.from, &config) {
+            *d = Derived {
+                settings: Arc::new(self.tuning.apply(Settings::from_config(&config))),
+                from: config,
+                transports: HashMap::new(),
+            };
+        }
+        Arc::clone(&d.settings)
+    }
+
+    /// A transport's settings under `config` (derived once per
+    /// configuration and transport).
+    pub fn backend(&self, config: &Arc<Config>, transport: &str, protocol: Protocol) -> Arc<BackendSettings> {
+        let mut d = self.derived();
+        if !Arc::ptr_eq(&d.from, config) {
+            *d = Derived {
+                settings: Arc::new(self.tuning.apply(Settings::from_config(config))),
+                from: Arc::clone(config),
+                transports: HashMap::new(),
+            };
+        }
+        if let Some(s) = d.transports.get(transport) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(BackendSettings::from_config(config, transport, protocol));
+        d.transports.insert(transport.to_owned(), Arc::clone(&s));
+        s
+    }
 }
 
 #[cfg(test)]

@@ -17,9 +17,12 @@
 //! record, requeue parked mail) and logs its own state changes with the
 //! backend's name.
 
+mod backend_gate;
 pub mod breaker;
 pub mod concurrency;
 pub mod limiter;
+
+pub use self::backend_gate::BackendGate;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

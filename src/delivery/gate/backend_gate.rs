@@ -1,0 +1,119 @@
+//! The gate as the rest of delivery holds it: one trait, [`BackendGate`],
+//! whatever implements it. The registry creates each backend's gate and
+//! hands it out as `Arc<dyn BackendGate>`; the dispatcher, the recording of
+//! results and the admin view use only this trait, so none of them knows
+//! which gate it holds.
+//!
+//! Today the local [`Gate`] (this process's limiter, adaptive concurrency
+//! and breaker) is the only implementation. The fleet gate (the same
+//! controls shared by every MX host through Redis, DESIGN.md "Beyond one
+//! machine") is the second: it implements this trait with its own permit
+//! (a lease with an expiry), and the registry picks it when
+//! `sluice_fleet_redis` is set. Methods that would cost it a round trip
+//! (`admit`, `report`) are the ones it may need to turn async.
+//!
+//! Owns the contract only; every method's meaning is documented on the
+//! local gate's method of the same name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sluice_queue::{QueueId, UnixMillis};
+use tokio::time::Instant;
+
+use super::concurrency::Slot;
+use super::{Admission, Feedback, Gate, Permit, Report, Snapshot};
+use crate::delivery::settings::BackendSettings;
+
+/// One backend's gate, as the dispatcher, the registry and the recording
+/// of results use it.
+pub trait BackendGate: Send + Sync + std::fmt::Debug {
+    /// The settings in force.
+    fn settings(&self) -> Arc<BackendSettings>;
+    /// Applies new settings (a reload) without losing what was learned.
+    fn reconfigure(&self, settings: Arc<BackendSettings>);
+    /// Resolves when a waiting delivery may be able to start: ask again.
+    fn changed(&self) -> BoxFuture<'_, ()>;
+    /// May a delivery start at `now`?
+    fn admit(&self, now: UnixMillis) -> Admission;
+    /// A slot not used by a delivery (to close an idle connection within
+    /// the limit), if one is free.
+    fn spare_slot(&self) -> Option<Slot>;
+    /// How a delivery went; what the caller must do about it.
+    fn report(&self, permit: Permit, report: Report, now: UnixMillis, mono: Instant) -> Feedback;
+    /// Remembers a message for an early wake-up; false when full.
+    fn park(&self, id: QueueId) -> bool;
+    /// A parked message to send as the probe of a quiet, troubled backend.
+    fn probe_candidate(&self, now: UnixMillis) -> Option<QueueId>;
+    /// Up to `n` parked messages, taken off the list.
+    fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId>;
+    /// The administrator's pause, until `until` or a resume.
+    fn pause(&self, until: Option<UnixMillis>) -> Feedback;
+    /// Ends a pause.
+    fn resume(&self) -> Feedback;
+    /// True while paused at `now`.
+    fn is_paused(&self, now: UnixMillis) -> bool;
+    /// About how long `n` more deliveries take to get through.
+    fn time_for(&self, n: usize) -> Duration;
+    /// A consistent read-only view.
+    fn snapshot(&self) -> Snapshot;
+}
+
+impl BackendGate for Gate {
+    fn settings(&self) -> Arc<BackendSettings> {
+        Gate::settings(self)
+    }
+
+    fn reconfigure(&self, settings: Arc<BackendSettings>) {
+        Gate::reconfigure(self, settings)
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Gate::changed(self))
+    }
+
+    fn admit(&self, now: UnixMillis) -> Admission {
+        Gate::admit(self, now)
+    }
+
+    fn spare_slot(&self) -> Option<Slot> {
+        Gate::spare_slot(self)
+    }
+
+    fn report(&self, permit: Permit, report: Report, now: UnixMillis, mono: Instant) -> Feedback {
+        Gate::report(self, permit, report, now, mono)
+    }
+
+    fn park(&self, id: QueueId) -> bool {
+        Gate::park(self, id)
+    }
+
+    fn probe_candidate(&self, now: UnixMillis) -> Option<QueueId> {
+        Gate::probe_candidate(self, now)
+    }
+
+    fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId> {
+        Gate::take_parked(self, n, now)
+    }
+
+    fn pause(&self, until: Option<UnixMillis>) -> Feedback {
+        Gate::pause(self, until)
+    }
+
+    fn resume(&self) -> Feedback {
+        Gate::resume(self)
+    }
+
+    fn is_paused(&self, now: UnixMillis) -> bool {
+        Gate::is_paused(self, now)
+    }
+
+    fn time_for(&self, n: usize) -> Duration {
+        Gate::time_for(self, n)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Gate::snapshot(self)
+    }
+}

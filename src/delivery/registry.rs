@@ -1,0 +1,200 @@
+//! The backend registry: one [`Backend`] per transport and next hop,
+//! created (with its gate and its dispatcher) on first use, and the admin
+//! view of them ([`Handle`]: list, pause, resume, wake).
+//!
+//! The registry is where each backend's gate is chosen: it builds the
+//! local [`Gate`] today and hands it to the backend as
+//! `Arc<dyn BackendGate>`; the fleet gate shared through Redis is the
+//! second choice this is the place for, and nothing else changes when it
+//! comes. A backend that retired itself after a long idle stays in the map
+//! until it is next looked up or another backend is created, and is never
+//! listed or used again.
+//!
+//! Never claims mail and never records results; the admin view reads and
+//! steers gates and the stored records only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sluice_queue::{BackendRecord, BreakerPosition, UnixMillis};
+
+use super::context::{Context, lock};
+use super::dispatch::Backend;
+use super::gate::{BackendGate, Gate, Snapshot, position_name};
+use super::settings::BackendSettings;
+use super::{BackendId, UnknownBackend};
+use crate::clock;
+
+/// Every backend delivery knows of now.
+#[derive(Debug)]
+pub struct Registry {
+    ctx: Arc<Context>,
+    backends: Mutex<HashMap<BackendId, Arc<Backend>>>,
+}
+
+impl Registry {
+    pub fn new(ctx: Arc<Context>) -> Registry {
+        Registry { ctx, backends: Mutex::new(HashMap::new()) }
+    }
+
+    /// The backend for an id, created (and its dispatcher started) on first
+    /// use; its settings follow the configuration.
+    pub fn backend(&self, id: &BackendId, settings: Arc<BackendSettings>) -> Arc<Backend> {
+        let mut map = lock(&self.backends);
+        if let Some(b) = map.get(id).filter(|b| !b.is_closed()) {
+            b.gate().reconfigure(settings);
+            return Arc::clone(b);
+        }
+        // Retired backends are forgotten here, when a new one is made.
+        map.retain(|_, b| !b.is_closed());
+        let name = id.to_string();
+        let record = self.ctx.stored_record(&name);
+        let gate: Arc<dyn BackendGate> =
+            Arc::new(Gate::new(name, settings, record.as_ref(), clock::unix_millis()));
+        let b = Arc::new(Backend::new(id.clone(), gate, Arc::clone(&self.ctx)));
+        b.start();
+        map.insert(id.clone(), Arc::clone(&b));
+        b
+    }
+
+    /// The running backend named `name`, if any.
+    pub fn find(&self, name: &str) -> Option<Arc<Backend>> {
+        lock(&self.backends).values().find(|b| b.name() == name && !b.is_closed()).cloned()
+    }
+
+    /// Forgets every backend (at shutdown: they point back at the context
+    /// through their tasks, and the queue handle they hold must go).
+    pub fn clear(&self) {
+        lock(&self.backends).clear();
+    }
+
+    /// Every running backend.
+    fn running(&self) -> Vec<Arc<Backend>> {
+        lock(&self.backends).values().filter(|b| !b.is_closed()).cloned().collect()
+    }
+}
+
+/// A backend as listed: its gate's snapshot plus the jobs waiting for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendStatus {
+    pub snapshot: Snapshot,
+    /// Deliveries waiting in memory for the gate.
+    pub queued: usize,
+}
+
+impl BackendStatus {
+    /// `closed`, `open`, `half-open`.
+    pub fn breaker_name(&self) -> &'static str {
+        position_name(self.snapshot.breaker)
+    }
+}
+
+/// The handle `start` returns: what the admin side may see and do.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    registry: Arc<Registry>,
+    ctx: Arc<Context>,
+}
+
+impl Handle {
+    pub(super) fn new(registry: Arc<Registry>, ctx: Arc<Context>) -> Handle {
+        Handle { registry, ctx }
+    }
+
+    /// Every backend: running ones, and ones the queue remembers (an open
+    /// breaker or a pause from before a restart) that no mail has needed yet.
+    pub fn list(&self) -> Vec<BackendStatus> {
+        let mut out: Vec<BackendStatus> = self
+            .registry
+            .running()
+            .iter()
+            .map(|b| BackendStatus { snapshot: b.gate().snapshot(), queued: b.queued() })
+            .collect();
+        for (name, rec) in self.ctx.stored().iter() {
+            if !out.iter().any(|s| &s.snapshot.name == name) {
+                out.push(BackendStatus {
+                    snapshot: Snapshot {
+                        name: name.clone(),
+                        breaker: rec.breaker,
+                        paused_until: rec.paused_until,
+                        in_flight: 0,
+                        limit: 0,
+                        max_limit: 0,
+                        peak: 0,
+                        rate: 0.0,
+                        latency: None,
+                        best_latency: None,
+                        last_error: rec.last_error.clone(),
+                        probe_at: rec.probe_at,
+                        parked: 0,
+                    },
+                    queued: 0,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.snapshot.name.cmp(&b.snapshot.name));
+        out
+    }
+
+    /// Pauses a backend (`sluice backend pause NAME`) until `until` or until
+    /// resumed. Its mail is postponed, not attempted. The pause is stored.
+    pub fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), UnknownBackend> {
+        if let Some(b) = self.registry.find(name) {
+            let fb = b.gate().pause(until);
+            let ctx = Arc::clone(&self.ctx);
+            let name = name.to_owned();
+            tokio::spawn(async move { ctx.apply_feedback(&name, fb).await });
+            return Ok(());
+        }
+        self.update_stored(name, |r| r.paused_until = Some(until.unwrap_or(u64::MAX)))
+    }
+
+    /// Ends a pause; the backend's parked mail is due now.
+    pub fn resume(&self, name: &str) -> Result<(), UnknownBackend> {
+        if let Some(b) = self.registry.find(name) {
+            let fb = b.gate().resume();
+            let ctx = Arc::clone(&self.ctx);
+            let name = name.to_owned();
+            tokio::spawn(async move { ctx.apply_feedback(&name, fb).await });
+            self.wake();
+            return Ok(());
+        }
+        self.update_stored(name, |r| r.paused_until = None)
+    }
+
+    fn update_stored(&self, name: &str, f: impl FnOnce(&mut BackendRecord)) -> Result<(), UnknownBackend> {
+        let rec = {
+            let mut stored = self.ctx.stored();
+            let Some(rec) = stored.get_mut(name) else {
+                return Err(UnknownBackend { name: name.to_owned() });
+            };
+            f(rec);
+            rec.clone()
+        };
+        let ctx = Arc::clone(&self.ctx);
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = ctx.queue.put_backend(&name, &rec).await {
+                tracing::error!("backend {name}: cannot store state: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Looks at the queue now (after a flush, a release, a reload).
+    pub fn wake(&self) {
+        self.ctx.wake();
+    }
+
+    /// Messages recorded since start.
+    pub fn recorded(&self) -> u64 {
+        self.ctx.recorded()
+    }
+}
+
+/// True when a stored record says the backend holds its mail back (an
+/// open breaker or a pause): its deferred mail is parked on it again at
+/// start.
+pub fn holds_mail(rec: &BackendRecord) -> bool {
+    rec.breaker != BreakerPosition::Closed || rec.paused_until.is_some()
+}

@@ -23,13 +23,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Options;
 use crate::codec::{Counters, decode_counters, decode_due, decode_record, encode_counters, encode_record};
 use crate::error::Error;
+use crate::inner::quarantine_change;
 use crate::keys::{self, COUNTERS_KEY, Table};
 use crate::model::{QueueId, UnixMillis};
 use crate::store::Store;
 use crate::writer::{Change, Delta, Durability, Shared, write_group};
-use crate::{Options, quarantine_change};
 
 /// Changes written per batch during recovery: keeps each batch bounded.
 const PAGE: usize = 1024;

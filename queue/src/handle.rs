@@ -1,0 +1,208 @@
+//! The [`Queue`] handle: opening (with recovery) and closing, the
+//! backpressure check, counters, reading one message, and the scheduler's
+//! wake-up. The other operations live by concern beside it: `draft.rs`
+//! (receiving a message), `claim.rs` (the scheduler's claim and record),
+//! `admin.rs` (the administrator's commands), `backend_records.rs` (gate
+//! state) and `debug.rs` (test hooks).
+
+use std::sync::Arc;
+
+use crate::codec::encode_record;
+use crate::error::Error;
+use crate::ids::{IdGen, Locks};
+use crate::inner::{Inner, Lookup, quarantine_change};
+use crate::keys::{self, Table};
+use crate::model::*;
+use crate::writer::{Change, Delta, Durability, Writer};
+use crate::{Admission, Options, Result};
+use std::path::Path;
+
+use crate::disk::DiskWatch;
+use crate::recover;
+use crate::writer::WriterStats;
+
+/// A handle to an open queue. Cheap to clone; all clones share one database
+/// and one writer thread.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Queue {
+    fn from_opened(o: recover::Opened, opts: &Options, writable: bool) -> Result<Queue> {
+        let dir = o.store.dir().to_path_buf();
+        let writer =
+            if writable { Some(Writer::start(Arc::clone(&o.store), Arc::clone(&o.shared))?) } else { None };
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                writer,
+                disk: writable.then(|| DiskWatch::start(&dir)),
+                store: o.store,
+                shared: o.shared,
+                ids: IdGen::new(o.last_id),
+                body_chunk: opts.body_chunk.max(1),
+                locks: Locks::new(),
+                claim: Arc::new(tokio::sync::Mutex::new(())),
+                backends: tokio::sync::Mutex::new(()),
+                changed: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+
+    /// Opens (creating if needed) the queue under `dir`, recovering after a
+    /// crash: staged drafts are deleted and claimed (in-flight) messages are
+    /// due again, spread over `opts.recovery_spread` from `now`.
+    ///
+    /// Blocks (it opens RocksDB and replays its log): call it at startup or
+    /// from a blocking context. Fails with [`Error::Locked`] when another
+    /// process has the queue open.
+    pub fn open(dir: &Path, opts: &Options, now: UnixMillis) -> Result<Queue> {
+        let opened = recover::open(dir, opts, now)?;
+        Queue::from_opened(opened, opts, true)
+    }
+
+    /// Opens an existing queue read-only (for `sluice queue list` while the
+    /// daemon is down). Write methods return [`Error::ReadOnly`].
+    pub fn open_read_only(dir: &Path) -> Result<Queue> {
+        let opened = recover::open_read_only(dir)?;
+        Queue::from_opened(opened, &Options::default(), false)
+    }
+
+    /// Whether new mail may be accepted now: [`Error::Full`] when the queue
+    /// is at or above a high-water mark, [`Error::DiskLow`] when the file
+    /// system holding it has less free space than `limits.min_free`
+    /// (`statvfs`, cached for a second so it is cheap to call on every
+    /// `MAIL`).
+    pub fn admit(&self, limits: &Admission) -> Result<()> {
+        let Some(disk) = &self.inner.disk else { return Err(Error::ReadOnly) };
+        let c = self.inner.shared.counters();
+        if (limits.max_messages > 0 && c.messages >= limits.max_messages)
+            || (limits.max_bytes > 0 && c.bytes >= limits.max_bytes)
+        {
+            return Err(Error::Full { messages: c.messages, bytes: c.bytes });
+        }
+        let free = disk.free();
+        if limits.min_free > 0 && free < limits.min_free {
+            return Err(Error::DiskLow { free });
+        }
+        Ok(())
+    }
+
+    /// Counters kept by the writer; no scan. `oldest_arrival` is one seek
+    /// and one read (the first live envelope), done on the calling thread.
+    ///
+    /// The counters are exact except after an undecodable envelope was
+    /// quarantined: its size, recipients and hold flag could not be read, so
+    /// `bytes`, `recipients_pending` and `held` may keep counting them.
+    pub fn stats(&self) -> Stats {
+        let c = self.inner.shared.counters();
+        let oldest_arrival = self.inner.oldest_arrival().unwrap_or_else(|e| {
+            tracing::warn!("queue: cannot find the oldest message: {e}");
+            None
+        });
+        Stats {
+            messages: c.messages,
+            bytes: c.bytes,
+            held: c.held,
+            recipients_pending: c.recipients_pending,
+            oldest_arrival,
+            quarantined: c.quarantined,
+        }
+    }
+
+    /// What the group-commit writer has done since open: changes applied,
+    /// batches written, and fsyncs. `changes / syncs` is how many callers
+    /// shared each fsync.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.shared.writer_stats()
+    }
+
+    /// Resolves when a message is committed or made due (release, requeue)
+    /// after this call: the scheduler's wake-up. May also resolve once for
+    /// a change just before the call (never misses one).
+    pub async fn changed(&self) {
+        self.inner.changed.notified().await
+    }
+
+    /// Waits until every write handed to the writer is on disk, then stops
+    /// the writer thread. Later writes fail with [`Error::Closed`]. Closing
+    /// twice, or a read-only queue, is fine.
+    ///
+    /// Also flushes RocksDB's memtables, so the next open has no log to
+    /// replay; this can take a moment with a large unflushed memtable.
+    pub async fn close(&self) -> Result<()> {
+        match &self.inner.writer {
+            None => Ok(()),
+            Some(w) => match w.close().await {
+                Err(Error::Closed) => Ok(()),
+                r => r,
+            },
+        }
+    }
+
+    /// The whole body of a message, in order.
+    ///
+    /// A body that does not match its envelope (a missing chunk, a different
+    /// length) is reported as [`Error::Corrupt`] and the message is moved to
+    /// the quarantine, so it is not attempted again and again.
+    pub async fn body(&self, id: QueueId) -> Result<Vec<u8>> {
+        self.inner
+            .mutate_existing(id, move |inner, rec, change| {
+                let mut body =
+                    Vec::with_capacity(usize::try_from(rec.envelope.size).unwrap_or(0).min(64 << 20));
+                let mut problem = None;
+                for n in 0..rec.chunks {
+                    match inner.store.get(Table::Bodies, &keys::chunk_key(id, n))? {
+                        Some(c) => body.extend_from_slice(&c),
+                        None => {
+                            problem = Some(format!("body chunk {n} of {} is missing", rec.chunks));
+                            break;
+                        }
+                    }
+                }
+                if problem.is_none() && body.len() as u64 != rec.envelope.size {
+                    problem =
+                        Some(format!("body has {} bytes, envelope says {}", body.len(), rec.envelope.size));
+                }
+                match problem {
+                    None => Ok(Ok(body)),
+                    Some(reason) => {
+                        // The envelope is readable, so the counters can be
+                        // corrected exactly.
+                        tracing::error!("{id}: damaged body, message moved to quarantine: {reason}");
+                        let raw = encode_record(&rec);
+                        change.extend(quarantine_change(Table::Envelopes, &keys::id_key(id), &raw, &reason));
+                        change.delta.add(Delta::between(Some(&rec.envelope), None));
+                        if !rec.envelope.held && !inner.is_inflight(id)? {
+                            change.delete(Table::Schedule, keys::schedule_key(rec.due, id).to_vec());
+                        }
+                        let err = Error::Corrupt { key: id.to_string(), reason };
+                        Ok(Err(err))
+                    }
+                }
+            })
+            .await
+    }
+
+    /// The envelope and current due time (`None` when held or in flight).
+    /// A missing message is `Ok(None)`; a corrupt one is quarantined and
+    /// reported as [`Error::Corrupt`].
+    pub async fn envelope(&self, id: QueueId) -> Result<Option<(Envelope, Option<UnixMillis>)>> {
+        self.inner
+            .mutate(vec![id], move |inner| {
+                let mut change = Change::new(Durability::Synced);
+                match inner.lookup(id)? {
+                    Lookup::Missing => Ok((change, Ok(None))),
+                    Lookup::Corrupt(raw, e) => {
+                        let err = Inner::quarantine_envelope(id, &raw, &e.to_string(), &mut change);
+                        Ok((change, Err(err)))
+                    }
+                    Lookup::Found(r) => {
+                        let due = (!r.envelope.held && !inner.is_inflight(id)?).then_some(r.due);
+                        Ok((change, Ok(Some((r.envelope, due)))))
+                    }
+                }
+            })
+            .await
+    }
+}

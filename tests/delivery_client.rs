@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::backend::{Backend, Mode, Proto};
 use common::dovecot::{Dovecot, User};
 use sluice::config::Protocol;
-use sluice::delivery::client::{self, Health, Session, Transaction, TxRcpt, Verdict};
+use sluice::delivery::client::{self, Connection, Health, Transfer, TransferRcpt, Verdict};
 use sluice::delivery::nexthop::Target;
 use sluice::delivery::settings::Timeouts;
 use sluice_queue::{BodyType, DsnRet, Notify};
@@ -24,16 +24,16 @@ fn timeouts() -> Timeouts {
     Timeouts::uniform(Duration::from_secs(10))
 }
 
-async fn open(port: u16, proto: Protocol) -> Session {
+async fn open(port: u16, proto: Protocol) -> Connection {
     client::open(&[target(port)], proto, "mx.sluice.test", &timeouts()).await.expect("session opens")
 }
 
-fn rcpt(address: &str) -> TxRcpt<'_> {
-    TxRcpt { address, notify: Notify::default(), orcpt: None }
+fn rcpt(address: &str) -> TransferRcpt<'_> {
+    TransferRcpt { address, notify: Notify::default(), orcpt: None }
 }
 
-fn tx<'a>(sender: &'a str, rcpts: Vec<TxRcpt<'a>>, body: &'a [u8]) -> Transaction<'a> {
-    Transaction {
+fn tx<'a>(sender: &'a str, rcpts: Vec<TransferRcpt<'a>>, body: &'a [u8]) -> Transfer<'a> {
+    Transfer {
         sender,
         rcpts,
         body,
@@ -218,9 +218,9 @@ async fn smtp_to_the_test_backend_is_byte_exact_and_passes_dsn_parameters() {
     let mut s = open(b.port(), Protocol::Smtp).await;
     let body = tricky_body("dsn");
     let notify = Notify { specified: true, never: false, success: true, failure: true, delay: false };
-    let t = Transaction {
+    let t = Transfer {
         sender: "sender@remote.test",
-        rcpts: vec![TxRcpt { address: "x@dest.test", notify, orcpt: Some("rfc822;alias@dest.test") }],
+        rcpts: vec![TransferRcpt { address: "x@dest.test", notify, orcpt: Some("rfc822;alias@dest.test") }],
         body: &body,
         body_type: BodyType::EightBitMime,
         smtputf8: false,

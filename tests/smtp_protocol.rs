@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::clients::Raw;
 use common::inbound::{RELAY_DOMAIN, Server, relay_settings};
 use sluice::smtp::Settings;
-use sluice_queue::{Admission, BodyType, DsnRet};
+use sluice_queue::{AcceptLimits, BodyType, DsnRet};
 
 fn status_ok(r: &common::clients::Reply) -> bool {
     // Every reply after the greeting and EHLO carries an enhanced code of
@@ -661,8 +661,10 @@ async fn per_client_connection_count_and_rates_are_limited() {
 
 #[tokio::test]
 async fn queue_over_high_water_gets_452_then_accepts_again_after_draining() {
-    let settings =
-        Settings { admission: Admission { max_messages: 2, ..Admission::default() }, ..relay_settings() };
+    let settings = Settings {
+        accept_limits: AcceptLimits { max_messages: 2, ..AcceptLimits::default() },
+        ..relay_settings()
+    };
     let server = Server::start(settings).await;
     let mut c = Raw::ehlo(server.addr).await;
     for _ in 0..2 {

@@ -199,7 +199,7 @@ impl Queue {
             .read(move |inner| {
                 let start = match filter.after {
                     Some(id) => keys::successor(&keys::id_key(id)),
-                    None => inner.shared.envelope_floor.get(),
+                    None => inner.books.envelope_floor.get(),
                 };
                 let limit = filter.limit.unwrap_or(usize::MAX);
                 let domain =

@@ -25,7 +25,7 @@ impl Inner {
     /// can put them back before anyone else touches them.
     async fn claim(self: &Arc<Self>, now: UnixMillis, limit: usize) -> Result<(Vec<QueuedMessage>, Held)> {
         let writer = self.writer()?;
-        let scan = self.shared.schedule_floor.begin();
+        let scan = self.books.schedule_floor.begin();
         let start = scan.start.clone();
         let upper = keys::schedule_upper(now);
         // 1. Candidates: the first `limit` entries due by `now`, from the
@@ -171,7 +171,7 @@ impl Queue {
     pub async fn next_due(&self) -> Result<Option<UnixMillis>> {
         self.inner
             .read(|inner| {
-                let scan = inner.shared.schedule_floor.begin();
+                let scan = inner.books.schedule_floor.begin();
                 let first = inner.store.first_key(Table::Schedule, &scan.start, None)?;
                 match first {
                     Some(k) => {

@@ -14,7 +14,7 @@ use crate::inner::{Inner, Lookup, quarantine_change};
 use crate::keys::{self, Table};
 use crate::model::*;
 use crate::writer::{Change, Delta, Durability, Writer};
-use crate::{Admission, Options, Result};
+use crate::{AcceptLimits, Options, Result};
 use std::path::Path;
 
 use crate::disk::DiskWatch;
@@ -32,13 +32,13 @@ impl Queue {
     fn from_opened(o: recover::Opened, opts: &Options, writable: bool) -> Result<Queue> {
         let dir = o.store.dir().to_path_buf();
         let writer =
-            if writable { Some(Writer::start(Arc::clone(&o.store), Arc::clone(&o.shared))?) } else { None };
+            if writable { Some(Writer::start(Arc::clone(&o.store), Arc::clone(&o.books))?) } else { None };
         Ok(Queue {
             inner: Arc::new(Inner {
                 writer,
                 disk: writable.then(|| DiskWatch::start(&dir)),
                 store: o.store,
-                shared: o.shared,
+                books: o.books,
                 ids: IdGen::new(o.last_id),
                 body_chunk: opts.body_chunk.max(1),
                 locks: Locks::new(),
@@ -73,9 +73,9 @@ impl Queue {
     /// system holding it has less free space than `limits.min_free`
     /// (`statvfs`, cached for a second so it is cheap to call on every
     /// `MAIL`).
-    pub fn admit(&self, limits: &Admission) -> Result<()> {
+    pub fn admit(&self, limits: &AcceptLimits) -> Result<()> {
         let Some(disk) = &self.inner.disk else { return Err(Error::ReadOnly) };
-        let c = self.inner.shared.counters();
+        let c = self.inner.books.counters();
         if (limits.max_messages > 0 && c.messages >= limits.max_messages)
             || (limits.max_bytes > 0 && c.bytes >= limits.max_bytes)
         {
@@ -95,7 +95,7 @@ impl Queue {
     /// quarantined: its size, recipients and hold flag could not be read, so
     /// `bytes`, `recipients_pending` and `held` may keep counting them.
     pub fn stats(&self) -> Stats {
-        let c = self.inner.shared.counters();
+        let c = self.inner.books.counters();
         let oldest_arrival = self.inner.oldest_arrival().unwrap_or_else(|e| {
             tracing::warn!("queue: cannot find the oldest message: {e}");
             None
@@ -114,7 +114,7 @@ impl Queue {
     /// batches written, and fsyncs. `changes / syncs` is how many callers
     /// shared each fsync.
     pub fn writer_stats(&self) -> WriterStats {
-        self.inner.shared.writer_stats()
+        self.inner.books.writer_stats()
     }
 
     /// Resolves when a message is committed or made due (release, requeue)

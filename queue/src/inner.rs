@@ -19,7 +19,7 @@ use crate::ids::{IdGen, Locks};
 use crate::keys::{self, Table};
 use crate::model::*;
 use crate::store::Store;
-use crate::writer::{Change, Delta, Durability, Shared, Writer};
+use crate::writer::{Bookkeeping, Change, Delta, Durability, Writer};
 
 /// What all clones of a [`Queue`] share.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub(crate) struct Inner {
     /// thread joined) before the rest.
     pub(crate) writer: Option<Writer>,
     pub(crate) store: Arc<Store>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) books: Arc<Bookkeeping>,
     pub(crate) ids: IdGen,
     pub(crate) body_chunk: usize,
     pub(crate) locks: Locks,
@@ -246,7 +246,7 @@ impl Inner {
     /// `oldest_arrival` for `stats()`: the first live envelope, found from
     /// the envelope floor (IDs grow with time, so it is the oldest).
     pub(crate) fn oldest_arrival(&self) -> Result<Option<UnixMillis>> {
-        let scan = self.shared.envelope_floor.begin();
+        let scan = self.books.envelope_floor.begin();
         let Some(k) = self.store.first_key(Table::Envelopes, &scan.start, None)? else {
             return Ok(None);
         };

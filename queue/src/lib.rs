@@ -81,7 +81,7 @@ impl Default for Options {
 
 /// Backpressure limits for [`Queue::admit`]; zero means no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Admission {
+pub struct AcceptLimits {
     /// `sluice_queue_high_water` message count.
     pub max_messages: u64,
     /// `sluice_queue_high_water` bytes.

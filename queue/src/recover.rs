@@ -30,7 +30,7 @@ use crate::inner::quarantine_change;
 use crate::keys::{self, COUNTERS_KEY, Table};
 use crate::model::{QueueId, UnixMillis};
 use crate::store::Store;
-use crate::writer::{Change, Delta, Durability, Shared, write_group};
+use crate::writer::{Bookkeeping, Change, Delta, Durability, write_group};
 
 /// Changes written per batch during recovery: keeps each batch bounded.
 const PAGE: usize = 1024;
@@ -38,7 +38,7 @@ const PAGE: usize = 1024;
 /// An opened, recovered queue database.
 pub(crate) struct Opened {
     pub store: Arc<Store>,
-    pub shared: Arc<Shared>,
+    pub books: Arc<Bookkeeping>,
     /// The largest queue ID the queue has stored: the ID generator's seed.
     pub last_id: QueueId,
 }
@@ -46,21 +46,21 @@ pub(crate) struct Opened {
 /// Opens `dir` for writing and recovers it (see the module docs).
 pub(crate) fn open(dir: &Path, opts: &Options, now: UnixMillis) -> Result<Opened, Error> {
     let store = Arc::new(Store::open(dir, false)?);
-    let shared = Arc::new(Shared::new(Counters::default()));
-    load_counters(&store, &shared)?;
+    let books = Arc::new(Bookkeeping::new(Counters::default()));
+    load_counters(&store, &books)?;
 
     // Seed the ID generator before drafts are deleted: their IDs were
     // issued too (a draft's ID appeared in the `client=` log line).
-    let mut last_id = shared.counters().max_id;
+    let mut last_id = books.counters().max_id;
     for t in [Table::Envelopes, Table::Drafts] {
         if let Some(id) = store.last_key(t)?.as_deref().and_then(keys::parse_id_key) {
             last_id = last_id.max(id.as_micros());
         }
     }
 
-    let drafts = remove_drafts(&store, &shared)?;
-    let inflight = requeue_inflight(&store, &shared, opts.recovery_spread, now)?;
-    let c = shared.counters();
+    let drafts = remove_drafts(&store, &books)?;
+    let inflight = requeue_inflight(&store, &books, opts.recovery_spread, now)?;
+    let c = books.counters();
     tracing::info!(
         "queue {}: opened with {} messages ({} bytes, {} held); {} in-flight messages due again within {:?}; \
          {} unfinished messages removed",
@@ -72,26 +72,26 @@ pub(crate) fn open(dir: &Path, opts: &Options, now: UnixMillis) -> Result<Opened
         opts.recovery_spread,
         drafts,
     );
-    Ok(Opened { store, shared, last_id: QueueId::from_micros(last_id) })
+    Ok(Opened { store, books, last_id: QueueId::from_micros(last_id) })
 }
 
 /// Opens `dir` read-only: nothing is repaired or written; counters that
 /// would need rebuilding are rebuilt in memory only.
 pub(crate) fn open_read_only(dir: &Path) -> Result<Opened, Error> {
     let store = Arc::new(Store::open(dir, true)?);
-    let shared = Arc::new(Shared::new(Counters::default()));
-    load_counters(&store, &shared)?;
-    let last_id = QueueId::from_micros(shared.counters().max_id);
-    Ok(Opened { store, shared, last_id })
+    let books = Arc::new(Bookkeeping::new(Counters::default()));
+    load_counters(&store, &books)?;
+    let last_id = QueueId::from_micros(books.counters().max_id);
+    Ok(Opened { store, books, last_id })
 }
 
 /// Loads the counters record into `shared`, rebuilding it when missing from
 /// a non-empty queue or undecodable.
-fn load_counters(store: &Store, shared: &Shared) -> Result<(), Error> {
+fn load_counters(store: &Store, books: &Bookkeeping) -> Result<(), Error> {
     let why = match store.get(Table::Meta, COUNTERS_KEY)? {
         Some(raw) => match decode_counters(&raw) {
             Ok(c) => {
-                *shared.counters.lock().unwrap_or_else(|p| p.into_inner()) = c;
+                *books.counters.lock().unwrap_or_else(|p| p.into_inner()) = c;
                 return Ok(());
             }
             Err(e) => {
@@ -100,7 +100,7 @@ fn load_counters(store: &Store, shared: &Shared) -> Result<(), Error> {
                 );
                 if !store.is_read_only() {
                     let change = quarantine_change(Table::Meta, COUNTERS_KEY, &raw, &e.to_string());
-                    write_group(store, shared, [&change])?;
+                    write_group(store, books, [&change])?;
                 }
                 "corrupt"
             }
@@ -128,10 +128,10 @@ fn load_counters(store: &Store, shared: &Shared) -> Result<(), Error> {
         Ok(true)
     })?;
     if store.is_read_only() {
-        let mut c = shared.counters();
+        let mut c = books.counters();
         totals.quarantined += corrupt.len() as i64;
         totals.apply(&mut c);
-        *shared.counters.lock().unwrap_or_else(|p| p.into_inner()) = c;
+        *books.counters.lock().unwrap_or_else(|p| p.into_inner()) = c;
         return Ok(());
     }
     // Written as a delta from the (zero, or quarantine-only) counters now in
@@ -145,8 +145,8 @@ fn load_counters(store: &Store, shared: &Shared) -> Result<(), Error> {
     // An empty queue whose record was lost rebuilds to zero, a zero delta,
     // which `write_group` would not write: put the record explicitly (the
     // batch's own counters put, when there is one, comes later and wins).
-    change.put(Table::Meta, COUNTERS_KEY.to_vec(), encode_counters(&shared.counters()));
-    write_group(store, shared, [&change])?;
+    change.put(Table::Meta, COUNTERS_KEY.to_vec(), encode_counters(&books.counters()));
+    write_group(store, books, [&change])?;
     Ok(())
 }
 
@@ -155,7 +155,7 @@ fn describe(key: &[u8]) -> String {
 }
 
 /// Deletes every staged draft (chunks and marker). Returns how many.
-fn remove_drafts(store: &Store, shared: &Shared) -> Result<usize, Error> {
+fn remove_drafts(store: &Store, books: &Bookkeeping) -> Result<usize, Error> {
     let mut total = 0;
     loop {
         let ids = store.keys_from(Table::Drafts, &[], PAGE)?;
@@ -173,7 +173,7 @@ fn remove_drafts(store: &Store, shared: &Shared) -> Result<usize, Error> {
             }
             change.delete(Table::Drafts, k.clone());
         }
-        write_group(store, shared, [&change])?;
+        write_group(store, books, [&change])?;
         total += ids.len();
     }
 }
@@ -182,7 +182,7 @@ fn remove_drafts(store: &Store, shared: &Shared) -> Result<usize, Error> {
 /// from `now`. Returns how many.
 fn requeue_inflight(
     store: &Store,
-    shared: &Shared,
+    books: &Bookkeeping,
     spread: Duration,
     now: UnixMillis,
 ) -> Result<usize, Error> {
@@ -226,7 +226,7 @@ fn requeue_inflight(
             }
             change.put(Table::Envelopes, k.clone(), encode_record(&rec));
         }
-        write_group(store, shared, [&change])?;
+        write_group(store, books, [&change])?;
     }
     Ok(ids.len())
 }

@@ -185,9 +185,11 @@ pub struct WriterStats {
 /// metric names; it is defined here so the name has one owner.
 pub const FSYNC_BATCH_METRIC: &str = "sluice_queue_fsync_batch_size";
 
-/// State shared between the writer thread and the queue handles.
+/// The queue's live bookkeeping, shared by the writer thread and the
+/// queue handles: the counters as of the last write, the scan floors, and
+/// what the writer has done.
 #[derive(Debug, Default)]
-pub(crate) struct Shared {
+pub(crate) struct Bookkeeping {
     /// The counters as of the last successful write.
     pub counters: Mutex<Counters>,
     pub schedule_floor: Floor,
@@ -197,9 +199,9 @@ pub(crate) struct Shared {
     syncs: AtomicU64,
 }
 
-impl Shared {
+impl Bookkeeping {
     pub(crate) fn new(counters: Counters) -> Self {
-        Shared { counters: Mutex::new(counters), ..Shared::default() }
+        Bookkeeping { counters: Mutex::new(counters), ..Bookkeeping::default() }
     }
 
     pub(crate) fn counters(&self) -> Counters {
@@ -221,11 +223,11 @@ impl Shared {
 /// number of deletions written.
 pub(crate) fn write_group<'a>(
     store: &Store,
-    shared: &Shared,
+    books: &Bookkeeping,
     changes: impl IntoIterator<Item = &'a Change>,
 ) -> Result<u64, Error> {
     let mut batch = WriteBatch::default();
-    let before = shared.counters();
+    let before = books.counters();
     let mut counters = before;
     let mut sync = false;
     let mut deletes = 0u64;
@@ -266,17 +268,17 @@ pub(crate) fn write_group<'a>(
     store.write(batch, sync)?;
     // Published only after the write: readers never see counters or floors
     // ahead of the data (see `Floor` for why lowering must come after).
-    *shared.counters.lock().unwrap_or_else(|p| p.into_inner()) = counters;
+    *books.counters.lock().unwrap_or_else(|p| p.into_inner()) = counters;
     if let Some(k) = schedule_min {
-        shared.schedule_floor.lower(k);
+        books.schedule_floor.lower(k);
     }
     if let Some(k) = envelope_min {
-        shared.envelope_floor.lower(k);
+        books.envelope_floor.lower(k);
     }
-    shared.changes.fetch_add(n, Ordering::Relaxed);
-    shared.writes.fetch_add(1, Ordering::Relaxed);
+    books.changes.fetch_add(n, Ordering::Relaxed);
+    books.writes.fetch_add(1, Ordering::Relaxed);
     if sync {
-        shared.syncs.fetch_add(1, Ordering::Relaxed);
+        books.syncs.fetch_add(1, Ordering::Relaxed);
         // Only synced writes: a buffered write costs no fsync, and counting
         // it would make the batches look smaller than the fsyncs they are.
         // `n` is at most MAX_GROUP_CHANGES, exact as f64.
@@ -321,11 +323,11 @@ impl Writer {
     /// draft's cleanup waits for its answer, so what is queued is bounded by
     /// the number of concurrent callers (sessions and deliveries, which have
     /// their own configured limits), and sending never blocks an async task.
-    pub(crate) fn start(store: Arc<Store>, shared: Arc<Shared>) -> Result<Writer, Error> {
+    pub(crate) fn start(store: Arc<Store>, books: Arc<Bookkeeping>) -> Result<Writer, Error> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sluice-queue-writer".into())
-            .spawn(move || run(store, shared, rx))
+            .spawn(move || run(store, books, rx))
             .map_err(|e| Error::Storage(format!("cannot start the queue writer thread: {e}")))?;
         Ok(Writer { tx: Some(tx), thread: Some(thread) })
     }
@@ -372,7 +374,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(store: Arc<Store>, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
+fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
     let mut maintenance: Option<JoinHandle<()>> = None;
     let mut deletes_since_compaction = 0u64;
     let mut group: Vec<(Change, Option<Answer>)> = Vec::new();
@@ -395,7 +397,7 @@ fn run(store: Arc<Store>, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
             }
         }
         if !group.is_empty() {
-            let result = write_group(&store, &shared, group.iter().map(|(c, _)| c));
+            let result = write_group(&store, &books, group.iter().map(|(c, _)| c));
             match &result {
                 Ok(d) => deletes_since_compaction += d,
                 Err(e) => tracing::error!("queue write of {} changes failed: {e}", group.len()),
@@ -419,10 +421,10 @@ fn run(store: Arc<Store>, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
             if let Some(h) = maintenance.take() {
                 let _ = h.join();
             }
-            let (store, shared) = (Arc::clone(&store), Arc::clone(&shared));
+            let (store, books) = (Arc::clone(&store), Arc::clone(&books));
             maintenance = std::thread::Builder::new()
                 .name("sluice-queue-compact".into())
-                .spawn(move || compact_dead_prefixes(&store, &shared))
+                .spawn(move || compact_dead_prefixes(&store, &books))
                 .map_err(|e| tracing::warn!("cannot start queue compaction: {e}"))
                 .ok();
         }
@@ -449,15 +451,15 @@ fn run(store: Arc<Store>, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
 /// Compacts the range below the first live key of each time-ordered table.
 /// Everything there is deleted, so the compaction drops the tombstones and
 /// the values they cover, and later scans and blob GC have less to do.
-fn compact_dead_prefixes(store: &Store, shared: &Shared) {
+fn compact_dead_prefixes(store: &Store, books: &Bookkeeping) {
     let run = || -> Result<(), Error> {
-        let schedule = shared.schedule_floor.begin();
+        let schedule = books.schedule_floor.begin();
         let first = store.first_key(Table::Schedule, &schedule.start, None)?;
         store.compact(Table::Schedule, first.as_deref())?;
         if let Some(k) = &first {
             schedule.raise(k);
         }
-        let envelopes = shared.envelope_floor.begin();
+        let envelopes = books.envelope_floor.begin();
         let first = store.first_key(Table::Envelopes, &envelopes.start, None)?;
         // Envelope, in-flight, draft and body keys all start with the queue
         // ID, so the first live ID bounds the dead prefix of all four.

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use sluice_queue::{
-    Admission, BackendRecord, BreakerPosition, Error, Filter, Options, Outcome, Queue, QueueId, RcptState,
+    AcceptLimits, BackendRecord, BreakerPosition, Error, Filter, Options, Outcome, Queue, QueueId, RcptState,
     Recorded,
 };
 use support::{Rng, body_for, envelope};
@@ -468,19 +468,19 @@ async fn backend_records_persist() {
 async fn admit_applies_high_water_marks_and_free_space() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path(), T0);
-    q.admit(&Admission::default()).unwrap();
+    q.admit(&AcceptLimits::default()).unwrap();
     q.enqueue(envelope("", &["r@example.net"]), &[0; 100], T0).await.unwrap();
     assert!(matches!(
-        q.admit(&Admission { max_messages: 1, ..Admission::default() }),
+        q.admit(&AcceptLimits { max_messages: 1, ..AcceptLimits::default() }),
         Err(Error::Full { messages: 1, bytes: 100 })
     ));
     assert!(matches!(
-        q.admit(&Admission { max_bytes: 100, ..Admission::default() }),
+        q.admit(&AcceptLimits { max_bytes: 100, ..AcceptLimits::default() }),
         Err(Error::Full { .. })
     ));
-    q.admit(&Admission { max_messages: 2, max_bytes: 101, min_free: 1 }).unwrap();
+    q.admit(&AcceptLimits { max_messages: 2, max_bytes: 101, min_free: 1 }).unwrap();
     assert!(matches!(
-        q.admit(&Admission { min_free: u64::MAX, ..Admission::default() }),
+        q.admit(&AcceptLimits { min_free: u64::MAX, ..AcceptLimits::default() }),
         Err(Error::DiskLow { .. })
     ));
 }

@@ -26,7 +26,7 @@ use sluice_queue::UnixMillis;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::client::{self, Health, OpenError, Session, Transaction, TxRcpt, Verdict};
+use super::client::{self, Connection, Health, OpenError, Transfer, TransferRcpt, Verdict};
 use super::context::{Context, lock};
 use super::gate::{Admission, BackendGate, Feedback, Permit, Report};
 use super::inflight::{Done, InFlight, RcptDone};
@@ -90,7 +90,7 @@ pub struct Backend {
     gate: Arc<dyn BackendGate>,
     jobs: Mutex<Jobs>,
     job_ready: Notify,
-    pool: Mutex<Vec<Session>>,
+    pool: Mutex<Vec<Connection>>,
     ctx: Arc<Context>,
     running: AtomicBool,
 }
@@ -366,7 +366,7 @@ impl Backend {
     /// is). Connections beyond the limit are dropped at once.
     async fn close_idle(&self, all: bool) {
         let settings = self.gate.settings();
-        let (excess, stale): (Vec<Session>, Vec<Session>) = {
+        let (excess, stale): (Vec<Connection>, Vec<Connection>) = {
             let mut pool = lock(&self.pool);
             if all {
                 (pool.drain(..).collect(), Vec::new())
@@ -375,9 +375,9 @@ impl Backend {
                 let room = snap.limit.saturating_sub(snap.in_flight) as usize;
                 // Oldest first in the pool; keep the most recently used.
                 let over = pool.len().saturating_sub(room);
-                let excess: Vec<Session> = pool.drain(..over).collect();
+                let excess: Vec<Connection> = pool.drain(..over).collect();
                 let now = clock::instant();
-                let (old, fresh): (Vec<Session>, Vec<Session>) = pool.drain(..).partition(|s| {
+                let (old, fresh): (Vec<Connection>, Vec<Connection>) = pool.drain(..).partition(|s| {
                     now.saturating_duration_since(s.idle_since()) >= settings.idle_time
                         || now.saturating_duration_since(s.opened()) >= settings.reuse_time
                 });
@@ -398,11 +398,11 @@ impl Backend {
     }
 
     /// A pooled session still alive, or a new one.
-    async fn session(
+    async fn connection(
         &self,
         settings: &BackendSettings,
-        pooled: Option<Session>,
-    ) -> Result<(Session, bool), Failure> {
+        pooled: Option<Connection>,
+    ) -> Result<(Connection, bool), Failure> {
         if let Some(mut s) = pooled {
             let now = clock::instant();
             let fresh = now.saturating_duration_since(s.idle_since()) < settings.idle_time
@@ -432,7 +432,7 @@ impl Backend {
 
     /// Keeps a session for the next message if the bound allows; the caller
     /// still holds its slot.
-    async fn keep(&self, s: Session) {
+    async fn keep(&self, s: Connection) {
         let snap = self.gate.snapshot();
         let refused = {
             let mut pool = lock(&self.pool);
@@ -481,7 +481,7 @@ impl Backend {
     }
 
     /// One delivery, start to finish.
-    async fn deliver(self: Arc<Self>, job: Job, permit: Permit, pooled: Option<Session>) {
+    async fn deliver(self: Arc<Self>, job: Job, permit: Permit, pooled: Option<Connection>) {
         let dispatched = clock::instant();
         let settings = self.gate.settings();
         let soft_bounce = self.ctx.settings.current().soft_bounce;
@@ -498,7 +498,7 @@ impl Backend {
             }
         };
 
-        let (mut session, reused) = match self.session(&settings, pooled).await {
+        let (mut session, reused) = match self.connection(&settings, pooled).await {
             Ok(x) => x,
             Err(f) => {
                 let fb = self.gate.report(
@@ -538,15 +538,15 @@ impl Backend {
         let setup = if reused { Duration::ZERO } else { connected.saturating_duration_since(dispatched) };
 
         let env = msg.envelope();
-        let rcpts: Vec<TxRcpt<'_>> = job
+        let rcpts: Vec<TransferRcpt<'_>> = job
             .rcpts
             .iter()
             .map(|&i| {
                 let r = &env.recipients[i];
-                TxRcpt { address: &r.address, notify: r.notify, orcpt: r.orcpt.as_deref() }
+                TransferRcpt { address: &r.address, notify: r.notify, orcpt: r.orcpt.as_deref() }
             })
             .collect();
-        let tx = Transaction {
+        let tx = Transfer {
             sender: &env.sender,
             rcpts,
             body: &body,

@@ -403,7 +403,7 @@ impl exporter::Probe for Probe {
 
     fn health(&self) -> Result<(), String> {
         let c = self.config.load();
-        let limits = crate::smtp::admission(&c);
+        let limits = crate::smtp::accept_limits(&c);
         self.queue.admit(&limits).map_err(|e| e.to_string())
     }
 }

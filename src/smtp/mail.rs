@@ -102,7 +102,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ));
         }
         // Backpressure: the queue says whether it can take more.
-        if let Err(e) = self.inbound.queue().admit(&s.admission) {
+        if let Err(e) = self.inbound.queue().admit(&s.accept_limits) {
             return Err(Reply::from(&e));
         }
         let body_type = if from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {

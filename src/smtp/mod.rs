@@ -76,5 +76,5 @@ pub mod tls;
 pub use content::BareNewline;
 pub use inbound::Inbound;
 pub use listener::{bind, serve, serve_staged, serve_stream};
-pub use settings::admission;
+pub use settings::accept_limits;
 pub use settings::{Settings, SettingsError, TlsLevel};

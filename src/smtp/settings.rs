@@ -169,7 +169,7 @@ pub struct Settings {
 
     /// Backpressure limits checked at every `MAIL`
     /// (`sluice_queue_high_water`, `queue_minfree`).
-    pub admission: sluice_queue::Admission,
+    pub accept_limits: sluice_queue::AcceptLimits,
 }
 
 impl Default for Settings {
@@ -222,7 +222,7 @@ impl Default for Settings {
             client_message_rate_limit: 0,
             rate_time_unit: Duration::from_secs(60),
             limit_exceptions: Networks::default(),
-            admission: sluice_queue::Admission::default(),
+            accept_limits: sluice_queue::AcceptLimits::default(),
         }
     }
 }
@@ -383,16 +383,16 @@ impl Settings {
             client_message_rate_limit: count("smtpd_client_message_rate_limit") as u32,
             rate_time_unit: c.time("anvil_rate_time_unit"),
             limit_exceptions: networks("smtpd_client_event_limit_exceptions"),
-            admission: admission(c),
+            accept_limits: accept_limits(c),
         })
     }
 }
 
-/// The queue admission limits (`sluice_queue_high_water`,
+/// The limits past which the queue accepts no new mail (`sluice_queue_high_water`,
 /// `sluice_queue_high_water_bytes`, `queue_minfree`) of a configuration,
 /// for `MAIL` and for the `/health` endpoint.
-pub fn admission(c: &Config) -> sluice_queue::Admission {
-    sluice_queue::Admission {
+pub fn accept_limits(c: &Config) -> sluice_queue::AcceptLimits {
+    sluice_queue::AcceptLimits {
         max_messages: u64::try_from(c.int("sluice_queue_high_water")).unwrap_or(0),
         max_bytes: c.size("sluice_queue_high_water_bytes"),
         min_free: c.size("queue_minfree"),
@@ -528,8 +528,8 @@ mod tests {
         assert_eq!(s.bare_newline_for("10.1.2.3".parse().expect("addr")), BareNewline::No);
         assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Reject);
         assert_eq!(s.client_connection_rate_limit, 30);
-        assert_eq!(s.admission.max_messages, 5000);
-        assert_eq!(s.admission.min_free, 1 << 30);
+        assert_eq!(s.accept_limits.max_messages, 5000);
+        assert_eq!(s.accept_limits.min_free, 1 << 30);
         assert!(!s.vrfy, "{s:?}");
         assert!(s.forbid_unauth_pipelining);
         assert_eq!(s.tls_level, TlsLevel::None);

@@ -1,4 +1,4 @@
-//! One open connection to a backend ([`Session`]): connecting to the first
+//! One open connection to a backend ([`Connection`]): connecting to the first
 //! target that answers, the greeting and `LHLO`/`EHLO` (with the `HELO`
 //! fallback), then transactions on it, pipelined when the server offers
 //! `PIPELINING`, each read and write within its phase's timeout, until
@@ -24,7 +24,7 @@ use crate::reply::{Class, Reply, Status};
 const BODY_CHUNK: usize = 64 * 1024;
 
 /// An open conversation, past the greeting and `LHLO`/`EHLO`.
-pub struct Session {
+pub struct Connection {
     io: Box<dyn Io>,
     rbuf: Vec<u8>,
     rpos: usize,
@@ -37,9 +37,9 @@ pub struct Session {
     transactions: u32,
 }
 
-impl fmt::Debug for Session {
+impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("Connection")
             .field("target", &self.target.to_string())
             .field("protocol", &self.protocol)
             .field("caps", &self.caps)
@@ -55,7 +55,7 @@ pub async fn open(
     protocol: Protocol,
     helo_name: &str,
     timeouts: &Timeouts,
-) -> Result<Session, OpenError> {
+) -> Result<Connection, OpenError> {
     let mut last = OpenError { text: "no address to connect to".into(), dsn: Status(4, 4, 1) };
     for target in targets {
         let io: Box<dyn Io> = match connect(target, timeouts.connect).await {
@@ -65,7 +65,7 @@ pub async fn open(
                 continue;
             }
         };
-        match Session::handshake(io, target.clone(), protocol, helo_name, timeouts).await {
+        match Connection::handshake(io, target.clone(), protocol, helo_name, timeouts).await {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
@@ -105,7 +105,7 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
-impl Session {
+impl Connection {
     /// Reads the greeting and says `LHLO`/`EHLO` (falling back to `HELO` when
     /// an SMTP server rejects `EHLO`) over an already connected stream.
     pub async fn handshake(
@@ -114,9 +114,9 @@ impl Session {
         protocol: Protocol,
         helo_name: &str,
         timeouts: &Timeouts,
-    ) -> Result<Session, OpenError> {
+    ) -> Result<Connection, OpenError> {
         let now = clock::instant();
-        let mut s = Session {
+        let mut s = Connection {
             io,
             rbuf: Vec::with_capacity(4096),
             rpos: 0,
@@ -296,9 +296,9 @@ impl Session {
     }
 
     /// Runs one mail transaction. Never fails as a whole: every recipient
-    /// gets a verdict, and [`TxOutcome::reusable`] says whether the session
+    /// gets a verdict, and [`TransferOutcome::reusable`] says whether the session
     /// can carry another message.
-    pub async fn deliver(&mut self, tx: &Transaction<'_>) -> TxOutcome {
+    pub async fn deliver(&mut self, tx: &Transfer<'_>) -> TransferOutcome {
         self.transactions += 1;
         let out = self.transaction(tx).await;
         self.idle_since = clock::instant();
@@ -335,14 +335,15 @@ impl Session {
         }
     }
 
-    async fn transaction(&mut self, tx: &Transaction<'_>) -> TxOutcome {
+    async fn transaction(&mut self, tx: &Transfer<'_>) -> TransferOutcome {
         let n = tx.rcpts.len();
         let mut results: Vec<Option<RcptResult>> = vec![None; n];
         let host = self.target.host();
 
         // What cannot be sent to this server at all bounces here, before a
         // command is written.
-        let all = |r: RcptResult| TxOutcome { rcpts: vec![r; n], health: Health::Untested, reusable: true };
+        let all =
+            |r: RcptResult| TransferOutcome { rcpts: vec![r; n], health: Health::Untested, reusable: true };
         if !wire::safe_address(tx.sender) {
             return all(RcptResult::local(Verdict::Bounced, Status(5, 1, 7), "bad sender address syntax"));
         }
@@ -376,7 +377,7 @@ impl Session {
             }
         }
         if sendable.is_empty() {
-            return TxOutcome {
+            return TransferOutcome {
                 rcpts: results.into_iter().flatten().collect(),
                 health: Health::Untested,
                 reusable: true,
@@ -624,9 +625,13 @@ impl Flow {
         }
     }
 
-    fn finish(mut self, default: Health) -> TxOutcome {
+    fn finish(mut self, default: Health) -> TransferOutcome {
         let health = self.health.take().unwrap_or(default);
         self.fail_pending("no reply from server", Status(4, 4, 2));
-        TxOutcome { rcpts: self.results.into_iter().flatten().collect(), health, reusable: self.reusable }
+        TransferOutcome {
+            rcpts: self.results.into_iter().flatten().collect(),
+            health,
+            reusable: self.reusable,
+        }
     }
 }

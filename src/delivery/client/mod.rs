@@ -16,7 +16,7 @@
 mod connection;
 pub mod wire;
 
-pub use self::connection::{Session, open};
+pub use self::connection::{Connection, open};
 
 use std::fmt;
 use std::time::Duration;
@@ -145,8 +145,8 @@ pub enum Health {
 
 /// The result of one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxOutcome {
-    /// In the order of [`Transaction::rcpts`].
+pub struct TransferOutcome {
+    /// In the order of [`Transfer::rcpts`].
     pub rcpts: Vec<RcptResult>,
     pub health: Health,
     /// The session may carry another transaction.
@@ -155,17 +155,19 @@ pub struct TxOutcome {
 
 /// One recipient of a transaction.
 #[derive(Debug, Clone, Copy)]
-pub struct TxRcpt<'a> {
+pub struct TransferRcpt<'a> {
     pub address: &'a str,
     pub notify: Notify,
     pub orcpt: Option<&'a str>,
 }
 
-/// One message to one backend, for some of its recipients.
+/// One message to one backend, for some of its recipients: what one
+/// mail transaction on a [`Connection`] transfers (the client side's
+/// counterpart of the inbound server's transaction).
 #[derive(Debug, Clone)]
-pub struct Transaction<'a> {
+pub struct Transfer<'a> {
     pub sender: &'a str,
-    pub rcpts: Vec<TxRcpt<'a>>,
+    pub rcpts: Vec<TransferRcpt<'a>>,
     /// The stored message (CRLF line ends, not dot-stuffed).
     pub body: &'a [u8],
     pub body_type: BodyType,
@@ -174,7 +176,7 @@ pub struct Transaction<'a> {
     pub envid: Option<&'a str>,
 }
 
-/// Why a session could not be opened; the recipients are deferred with
+/// Why a connection could not be opened; the recipients are deferred with
 /// this text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenError {

@@ -131,21 +131,23 @@ impl Lookups for StaticLookups {
     }
 }
 
-/// An access table over in-memory data, with Postfix's key orders.
+/// An access table over in-memory data, with Postfix's key orders (for
+/// tools and tests; the configuration's tables are `config::tables`').
 #[derive(Debug, Clone, Default)]
-pub struct StaticTable {
-    pub name: String,
-    /// Lower-case keys to results.
-    pub entries: HashMap<String, String>,
+pub struct MemoryAccessTable {
+    name: String,
+    /// Lower-case keys to results (private: a key with capitals would
+    /// never be found).
+    entries: HashMap<String, String>,
 }
 
-impl StaticTable {
+impl MemoryAccessTable {
     /// A shareable table named `name` holding `entries` (keys are lower-cased).
     pub fn shared<'a>(
         name: &str,
         entries: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Arc<dyn AccessTable> {
-        Arc::new(StaticTable {
+        Arc::new(MemoryAccessTable {
             name: name.to_owned(),
             entries: entries.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect(),
         })
@@ -156,7 +158,7 @@ impl StaticTable {
     }
 }
 
-impl AccessTable for StaticTable {
+impl AccessTable for MemoryAccessTable {
     fn name(&self) -> &str {
         &self.name
     }

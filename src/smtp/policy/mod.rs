@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use self::access::{
-    AccessTable, Lookups, Networks, PolicyError, Restriction, StaticLookups, StaticTable, address_keys,
+    AccessTable, Lookups, MemoryAccessTable, Networks, PolicyError, Restriction, StaticLookups, address_keys,
     client_keys, parse_restrictions,
 };
 pub use self::request::{Answers, Decision, DomainStatus, NO_ANSWERS, Question, Request};

@@ -29,7 +29,7 @@ fn lookups() -> StaticLookups {
 /// The access tables restrictions in these tests may name.
 fn table(name: &str) -> Option<Arc<dyn AccessTable>> {
     match name {
-        "hash:/etc/sluice/rcpt_access" => Some(StaticTable::shared(
+        "hash:/etc/sluice/rcpt_access" => Some(MemoryAccessTable::shared(
             name,
             [
                 ("blocked@relay.example", "REJECT"),
@@ -42,9 +42,13 @@ fn table(name: &str) -> Option<Arc<dyn AccessTable>> {
                 ("sub.relay.example", "421 closing"),
             ],
         )),
-        "cidr:/etc/sluice/clients" => Some(StaticTable::shared(name, [("192.0.2", "REJECT spam source")])),
-        "hash:/etc/sluice/senders" => Some(StaticTable::shared(name, [("spammer.example", "REJECT")])),
-        "hash:/etc/sluice/helo" => Some(StaticTable::shared(name, [("localhost", "REJECT you are not me")])),
+        "cidr:/etc/sluice/clients" => {
+            Some(MemoryAccessTable::shared(name, [("192.0.2", "REJECT spam source")]))
+        }
+        "hash:/etc/sluice/senders" => Some(MemoryAccessTable::shared(name, [("spammer.example", "REJECT")])),
+        "hash:/etc/sluice/helo" => {
+            Some(MemoryAccessTable::shared(name, [("localhost", "REJECT you are not me")]))
+        }
         _ => None,
     }
 }

@@ -100,15 +100,21 @@ impl fmt::Debug for SystemResolver {
 }
 
 impl SystemResolver {
-    /// Reads the system configuration.
-    pub fn new() -> Result<SystemResolver, String> {
+    /// Reads the system configuration (`/etc/resolv.conf`).
+    pub fn new() -> Result<SystemResolver, SetupError> {
         let r = hickory_resolver::TokioResolver::builder_tokio()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| SetupError(e.to_string()))?
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SetupError(e.to_string()))?;
         Ok(SystemResolver { inner: Arc::new(r) })
     }
 }
+
+/// The system resolver could not be set up (an unreadable or broken
+/// resolver configuration); the text is the resolver library's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(String);
 
 fn classify(e: &hickory_resolver::net::NetError, name: &str, rtype: &'static str) -> DnsError {
     if e.is_no_records_found() || e.is_nx_domain() {

@@ -45,5 +45,5 @@ pub fn run(config_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let code = rt.block_on(server::daemon(config_dir.to_owned(), loaded, logfile));
     // Blocking reads still running (none should be) must not hold up exit.
     rt.shutdown_timeout(Duration::from_secs(2));
-    code
+    Ok(code?)
 }

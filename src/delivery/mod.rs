@@ -80,7 +80,7 @@ impl fmt::Display for BackendId {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading stored backend records failed.
-    #[error("reading backend state from the queue: {0}")]
+    #[error("reading backend state from the queue")]
     Queue(#[from] sluice_queue::Error),
 }
 

@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -34,6 +33,62 @@ use crate::config::{Config, ConfigErrors, Loaded};
 use crate::metric;
 use crate::shutdown::Stage;
 use crate::smtp;
+
+/// Why the daemon could not start, or could not stop cleanly. Each names
+/// the parameter or master.cf service to look at; the cause is its
+/// [`source`](std::error::Error::source) (the log line shows the chain).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("master.cf service {service}: cannot listen on {addr}")]
+    Listen { service: String, addr: SocketAddr, source: std::io::Error },
+    #[error("sluice_admin_socket: cannot listen on {}", path.display())]
+    AdminSocket { path: PathBuf, source: std::io::Error },
+    #[error("sluice_metrics_listen: \"{spec}\" is not an address:port")]
+    MetricsAddress { spec: String, source: std::net::AddrParseError },
+    #[error("sluice_metrics_listen: cannot listen on {addr}")]
+    MetricsListen { addr: SocketAddr, source: std::io::Error },
+    #[error("queue_directory: cannot create {}", dir.display())]
+    QueueDirectory { dir: PathBuf, source: std::io::Error },
+    #[error("queue_directory: cannot open the queue in {}", dir.display())]
+    Queue { dir: PathBuf, source: sluice_queue::Error },
+    #[error("cannot set up the DNS resolver")]
+    Resolver(#[from] crate::resolver::SetupError),
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::Error),
+    #[error("master.cf service {name} vanished")]
+    ServiceVanished { name: String },
+    #[error("master.cf service {name}")]
+    Settings { name: String, source: smtp::SettingsError },
+    #[error("cannot handle signals")]
+    Signals(#[source] std::io::Error),
+    #[error("flushing the queue")]
+    Flush(#[source] sluice_queue::Error),
+}
+
+/// Why a reload was refused (the running configuration stays). The
+/// texts are the ones the administrator sees from `sluice reload`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The files have errors: every one, with file, line and parameter.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// A listener's settings cannot be built from the new configuration.
+    #[error("master.cf service {name}: {error}")]
+    Settings { name: String, error: smtp::SettingsError },
+}
+
+/// An error and its causes on one line (`outer: inner: innermost`), as a
+/// fatal error is logged.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
 
 /// Where the queue's database lives inside `queue_directory`.
 pub fn queue_db_dir(config: &Config) -> PathBuf {
@@ -57,12 +112,15 @@ pub struct Bound {
 
 /// Binds every listener the configuration names. Fails with the address
 /// and service when one cannot be bound (port in use, no permission).
-pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
+pub async fn bind(config: &Config) -> Result<Bound, Error> {
     let mut smtp_listeners = Vec::new();
     for svc in config.smtpd_services() {
         for addr in &svc.addrs {
-            let l = smtp::bind(*addr, 1024)
-                .with_context(|| format!("master.cf service {}: cannot listen on {addr}", svc.name))?;
+            let l = smtp::bind(*addr, 1024).map_err(|source| Error::Listen {
+                service: svc.name.clone(),
+                addr: *addr,
+                source,
+            })?;
             smtp_listeners.push((svc.name.clone(), l));
         }
     }
@@ -72,31 +130,24 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
     let path = admin_socket(config);
     let admin_l = admin::socket::bind(&path)
         .await
-        .with_context(|| format!("sluice_admin_socket: cannot listen on {}", path.display()))?;
+        .map_err(|source| Error::AdminSocket { path: path.clone(), source })?;
     let metrics = match config.string("sluice_metrics_listen").trim() {
         "" => None,
         spec => {
-            let addr: SocketAddr = spec
-                .parse()
-                .with_context(|| format!("sluice_metrics_listen: \"{spec}\" is not an address:port"))?;
-            Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("sluice_metrics_listen: cannot listen on {addr}"))?,
-            )
+            let addr: SocketAddr =
+                spec.parse().map_err(|source| Error::MetricsAddress { spec: spec.to_owned(), source })?;
+            Some(TcpListener::bind(addr).await.map_err(|source| Error::MetricsListen { addr, source })?)
         }
     };
     Ok(Bound { smtp: smtp_listeners, admin: (path, admin_l), metrics })
 }
 
 /// Opens (creating) the queue under `queue_directory`.
-pub fn open_queue(config: &Config) -> anyhow::Result<sluice_queue::Queue> {
+pub fn open_queue(config: &Config) -> Result<sluice_queue::Queue, Error> {
     let dir = queue_db_dir(config);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("queue_directory: cannot create {}", dir.display()))?;
-    let queue = sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())
-        .with_context(|| format!("queue_directory: cannot open the queue in {}", dir.display()))?;
-    Ok(queue)
+    std::fs::create_dir_all(&dir).map_err(|source| Error::QueueDirectory { dir: dir.clone(), source })?;
+    sluice_queue::Queue::open(&dir, &sluice_queue::Options::default(), clock::unix_millis())
+        .map_err(|source| Error::Queue { dir, source })
 }
 
 /// The daemon's life: starts every service, serves until SIGTERM, SIGINT
@@ -106,13 +157,13 @@ pub async fn daemon(
     config_dir: PathBuf,
     loaded: Loaded,
     logfile: Option<alog::LogFile>,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, Error> {
     let config = loaded.config;
     let queue = open_queue(&config)?;
     let bound = match bind(&config).await {
         Ok(b) => b,
         Err(e) => {
-            error!(target: "master", "fatal: {e:#}");
+            error!(target: "master", "fatal: {}", chain(&e));
             queue.close().await.ok();
             return Err(e);
         }
@@ -121,7 +172,7 @@ pub async fn daemon(
     let running = match Running::start(config.clone(), queue.clone(), bound, Some(control_tx)).await {
         Ok(r) => r,
         Err(e) => {
-            error!(target: "master", "fatal: {e:#}");
+            error!(target: "master", "fatal: {}", chain(&e));
             queue.close().await.ok();
             return Err(e);
         }
@@ -129,9 +180,9 @@ pub async fn daemon(
     info!(target: "master", "daemon started -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), config_dir.display());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
     loop {
         tokio::select! {
             _ = term.recv() => { info!(target: "master", "terminating on signal 15"); break; }
@@ -202,7 +253,7 @@ impl Running {
         queue: sluice_queue::Queue,
         bound: Bound,
         control: Option<mpsc::Sender<ControlRequest>>,
-    ) -> anyhow::Result<Running> {
+    ) -> Result<Running, Error> {
         let live = Arc::new(ArcSwap::new(config.clone()));
         let accept = Stage::new();
         let sessions = Stage::new();
@@ -210,10 +261,8 @@ impl Running {
 
         // One resolver for the whole daemon: delivery's MX and address
         // lookups and the SMTP server's client names share its cache.
-        let resolver: Arc<dyn crate::resolver::Resolver> = Arc::new(
-            crate::resolver::SystemResolver::new()
-                .map_err(|e| anyhow::anyhow!("cannot set up the DNS resolver: {e}"))?,
-        );
+        let resolver: Arc<dyn crate::resolver::Resolver> =
+            Arc::new(crate::resolver::SystemResolver::new().map_err(Error::Resolver)?);
         let delivery_handle = crate::delivery::start_with_resolver(
             queue.clone(),
             live.clone(),
@@ -229,12 +278,12 @@ impl Running {
                 .smtpd_services()
                 .iter()
                 .find(|s| s.name == name)
-                .with_context(|| format!("master.cf service {name} vanished"))?;
+                .ok_or_else(|| Error::ServiceVanished { name: name.clone() })?;
             let ib = match inbound.iter().find(|(n, _)| *n == name) {
                 Some((_, ib)) => ib.clone(),
                 None => {
                     let settings = smtp::Settings::from_service(svc)
-                        .map_err(|e| anyhow::anyhow!("master.cf service {name}: {e}"))?;
+                        .map_err(|source| Error::Settings { name: name.clone(), source })?;
                     let ib = smtp::Inbound::with_resolver(queue.clone(), settings, Arc::clone(&resolver));
                     inbound.push((name.clone(), ib.clone()));
                     ib
@@ -282,21 +331,21 @@ impl Running {
     /// Loads the configuration again; on errors keeps the current one and
     /// returns them. New settings apply to new SMTP connections and to the
     /// next delivery decisions; nothing in progress is interrupted.
-    pub async fn reload(&self, dir: &Path) -> Result<(), String> {
+    pub async fn reload(&self, dir: &Path) -> Result<(), ReloadError> {
         let result = self.try_reload(dir);
         match &result {
             Ok(()) => {
                 info!(target: "master", "reload -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), dir.display())
             }
             Err(e) => {
-                error!(target: "master", "reload refused, keeping the running configuration: {}", e.replace('\n', "; "))
+                error!(target: "master", "reload refused, keeping the running configuration: {}", e.to_string().replace('\n', "; "))
             }
         }
         result
     }
 
-    fn try_reload(&self, dir: &Path) -> Result<(), String> {
-        let loaded = Config::load(dir).map_err(|e: ConfigErrors| e.to_string())?;
+    fn try_reload(&self, dir: &Path) -> Result<(), ReloadError> {
+        let loaded = Config::load(dir)?;
         let new = loaded.config;
         // Build every listener's settings first: a reload applies entirely
         // or not at all.
@@ -305,7 +354,7 @@ impl Running {
             match new.smtpd_services().iter().find(|s| &s.name == name) {
                 Some(svc) => {
                     let s = smtp::Settings::from_service(svc)
-                        .map_err(|e| format!("master.cf service {name}: {e}"))?;
+                        .map_err(|error| ReloadError::Settings { name: name.clone(), error })?;
                     updates.push((ib.clone(), s));
                 }
                 None => {
@@ -362,7 +411,7 @@ impl Running {
     }
 
     /// Graceful stop in the documented order.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> Result<(), Error> {
         let grace = self.config.load().time("sluice_shutdown_grace");
         self.accept.stop().await;
         if tokio::time::timeout(grace, self.sessions.wait_idle()).await.is_err() {
@@ -371,7 +420,7 @@ impl Running {
         self.sessions.stop().await;
         self.delivery.stop().await;
         if let Err(e) = self.queue.close().await {
-            bail!("flushing the queue: {e}");
+            return Err(Error::Flush(e));
         }
         Ok(())
     }
@@ -401,9 +450,9 @@ impl exporter::Probe for Probe {
         metrics::gauge!(metric::QUEUE_OLDEST).set(age);
     }
 
-    fn health(&self) -> Result<(), String> {
+    fn health(&self) -> Result<(), sluice_queue::Error> {
         let c = self.config.load();
         let limits = crate::smtp::accept_limits(&c);
-        self.queue.admit(&limits).map_err(|e| e.to_string())
+        self.queue.admit(&limits)
     }
 }

@@ -157,14 +157,14 @@ impl Inbound {
         self: &Arc<Self>,
         addr: IpAddr,
         settings: &Settings,
-    ) -> Result<Option<ClientSlot>, String> {
+    ) -> Result<Option<ClientSlot>, Refusal> {
         if settings.is_limit_exempt(addr) {
             return Ok(None);
         }
         if let Some(rate) = &self.rates.load().connections
             && !rate.check(addr)
         {
-            return Err(format!("Connection rate limit exceeded from {addr}"));
+            return Err(Refusal::Rate { addr });
         }
         let limit = settings.client_connection_count_limit;
         if limit == 0 {
@@ -173,12 +173,23 @@ impl Inbound {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let n = clients.entry(addr).or_insert(0);
         if *n >= limit {
-            let count = *n + 1;
-            return Err(format!("Connection concurrency limit exceeded: {count} from {addr}"));
+            return Err(Refusal::Concurrency { count: *n + 1, addr });
         }
         *n += 1;
         Ok(Some(ClientSlot { inbound: Arc::clone(self), addr }))
     }
+}
+
+/// Why a connection was refused before its session started; the text is
+/// Postfix's warning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Refusal {
+    /// Over `smtpd_client_connection_rate_limit`.
+    #[error("Connection rate limit exceeded from {addr}")]
+    Rate { addr: IpAddr },
+    /// Over `smtpd_client_connection_count_limit`, counting this one.
+    #[error("Connection concurrency limit exceeded: {count} from {addr}")]
+    Concurrency { count: u32, addr: IpAddr },
 }
 
 /// One counted session of a client; the count drops with it.

@@ -15,6 +15,7 @@ use sluice_queue::{Filter, Queue, QueueId, UnixMillis};
 use super::view::{self, MessageView};
 use crate::clock;
 use crate::config::{Config, Route};
+use crate::delivery::UnknownBackend;
 
 /// Which messages a command applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,8 +97,8 @@ impl BackendView {
 pub trait Backends: Send + Sync {
     fn list(&self) -> Vec<BackendView>;
     /// Pauses a backend until `until` (None: until resumed).
-    fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), String>;
-    fn resume(&self, name: &str) -> Result<(), String>;
+    fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), UnknownBackend>;
+    fn resume(&self, name: &str) -> Result<(), UnknownBackend>;
     /// Wakes the scheduler (after a flush or release).
     fn wake(&self);
 }
@@ -207,6 +208,9 @@ impl Handler {
         Ok(list.into_iter().map(|(id, _, _)| id).collect())
     }
 
+    /// Runs one request. The error side is the text the command prints
+    /// (`sluice: fatal: ...`): every failure ends there and nothing
+    /// branches on it, so it is a message rather than a type.
     async fn execute(&self, req: Request) -> Result<Response, String> {
         let now = clock::unix_millis();
         let e = |e: sluice_queue::Error| e.to_string();
@@ -302,12 +306,12 @@ impl Handler {
             }
             Request::BackendPause { name, until } => {
                 let b = self.backends.as_ref().ok_or("backend pause needs the running daemon")?;
-                b.pause(&name, until)?;
+                b.pause(&name, until).map_err(|e| e.to_string())?;
                 Ok(Response::text(format!("sluice: backend {name} paused")))
             }
             Request::BackendResume { name } => {
                 let b = self.backends.as_ref().ok_or("backend resume needs the running daemon")?;
-                b.resume(&name)?;
+                b.resume(&name).map_err(|e| e.to_string())?;
                 Ok(Response::text(format!("sluice: backend {name} resumed")))
             }
             Request::Reload | Request::Stop | Request::Status => {

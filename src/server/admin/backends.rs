@@ -10,8 +10,8 @@ use std::sync::Arc;
 use sluice_queue::UnixMillis;
 
 use super::api::{BackendView, Backends};
-use crate::delivery::Handle;
 use crate::delivery::gate::position_name;
+use crate::delivery::{Handle, UnknownBackend};
 
 /// The running delivery as the admin API's view of the backends.
 pub fn of(handle: &Handle) -> Arc<dyn Backends> {
@@ -46,12 +46,12 @@ impl Backends for Delivery {
             .collect()
     }
 
-    fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), String> {
-        self.0.pause(name, until).map_err(|e| e.to_string())
+    fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), UnknownBackend> {
+        self.0.pause(name, until)
     }
 
-    fn resume(&self, name: &str) -> Result<(), String> {
-        self.0.resume(name).map_err(|e| e.to_string())
+    fn resume(&self, name: &str) -> Result<(), UnknownBackend> {
+        self.0.resume(name)
     }
 
     fn wake(&self) {

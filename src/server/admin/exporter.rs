@@ -58,7 +58,7 @@ pub trait Probe: Send + Sync {
     fn sample(&self);
     /// `Ok` when healthy, otherwise the reasons (storage failing, queue past
     /// its high-water mark, disk below queue_minfree).
-    fn health(&self) -> Result<(), String>;
+    fn health(&self) -> Result<(), sluice_queue::Error>;
 }
 
 /// Serves `/metrics` and `/health` on `listener` until the stage ends.

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         for s in servers {
             s.await?;
         }
-        let stats = queue.stats();
+        let stats = queue.stats().await;
         queue.close().await?;
         println!("stopped; queue holds {} messages, {} bytes", stats.messages, stats.bytes);
         Ok(())

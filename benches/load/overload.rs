@@ -184,7 +184,7 @@ async fn run_sluice(o: Opts) {
     b.set_mode(Mode::Normal).await;
     let recovered = sluice::clock::instant();
     loop {
-        if queue.stats().messages == 0 {
+        if queue.stats().await.messages == 0 {
             break;
         }
         if recovered.elapsed() > Duration::from_secs(900) {

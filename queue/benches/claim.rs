@@ -97,7 +97,7 @@ async fn measure(dir: &Path) {
     let q = Queue::open(dir, &Options::default(), T0).expect("open queue");
     println!("open (recovery, no body reads): {:.1} ms; VmHWM {} MiB", ms(t.elapsed()), vm_hwm_kib() / 1024);
     let t = Instant::now();
-    let s = q.stats();
+    let s = q.stats().await;
     println!("stats(): {:.3} ms -> {} messages, {} bytes", ms(t.elapsed()), s.messages, s.bytes);
 
     let mut next_due = Vec::new();

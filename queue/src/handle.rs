@@ -89,14 +89,15 @@ impl Queue {
     }
 
     /// Counters kept by the writer; no scan. `oldest_arrival` is one seek
-    /// and one read (the first live envelope), done on the calling thread.
+    /// and one read (the first live envelope), done on the blocking pool as
+    /// every read is, never on the caller's async worker.
     ///
     /// The counters are exact except after an undecodable envelope was
     /// quarantined: its size, recipients and hold flag could not be read, so
     /// `bytes`, `recipients_pending` and `held` may keep counting them.
-    pub fn stats(&self) -> Stats {
+    pub async fn stats(&self) -> Stats {
         let c = self.inner.books.counters();
-        let oldest_arrival = self.inner.oldest_arrival().unwrap_or_else(|e| {
+        let oldest_arrival = self.inner.read(|inner| inner.oldest_arrival()).await.unwrap_or_else(|e| {
             tracing::warn!("queue: cannot find the oldest message: {e}");
             None
         });

@@ -90,7 +90,7 @@ async fn verify(dir: &Path, ids: &[QueueId], round: usize) -> usize {
     assert_eq!(q.debug_table_len("inflight").await.unwrap(), 0, "recovery leaves nothing in flight");
     assert_eq!(q.debug_table_len("drafts").await.unwrap(), 0, "recovery removes unfinished drafts");
     let listed = q.list(Filter::default()).await.unwrap();
-    let s = q.stats();
+    let s = q.stats().await;
     assert_eq!(s.messages, listed.len() as u64, "round {round}: counters match the contents");
     assert_eq!(s.bytes, listed.iter().map(|l| l.1.size).sum::<u64>());
     assert_eq!(s.quarantined, 0);

@@ -86,7 +86,7 @@ async fn check(q: &Queue, model: &BTreeMap<QueueId, Msg>, step: usize) -> Result
         model.iter().map(|(id, m)| (*id, m.env.clone(), m.scheduled().then_some(m.due))).collect();
     prop_assert_eq!(&listed, &expected, "list differs after step {}", step);
 
-    let s = q.stats();
+    let s = q.stats().await;
     let pending: usize = model.values().map(|m| m.env.pending()).sum();
     prop_assert_eq!(s.messages, model.len() as u64);
     prop_assert_eq!(s.bytes, model.values().map(|m| m.body.len() as u64).sum::<u64>());

@@ -38,7 +38,7 @@ async fn table_lens(q: &Queue) -> Vec<(&'static str, usize)> {
 async fn assert_empty(q: &Queue) {
     let lens = table_lens(q).await;
     assert!(lens.iter().all(|(_, n)| *n == 0), "tables not empty: {lens:?}");
-    let s = q.stats();
+    let s = q.stats().await;
     assert_eq!((s.messages, s.bytes, s.held, s.recipients_pending), (0, 0, 0, 0), "{s:?}");
     assert_eq!(s.oldest_arrival, None);
 }
@@ -62,7 +62,7 @@ async fn small_message_is_stored_and_due_at_commit_time() {
     assert_eq!(q.body(id).await.unwrap(), b"Subject: hi\r\n\r\nhello\r\n");
     assert_eq!(q.next_due().await.unwrap(), Some(T0));
 
-    let s = q.stats();
+    let s = q.stats().await;
     assert_eq!((s.messages, s.bytes, s.held, s.recipients_pending), (1, 22, 0, 2));
     assert_eq!(s.oldest_arrival, Some(T0));
     let w = q.writer_stats();
@@ -93,7 +93,7 @@ async fn fifty_megabyte_message_round_trips_intact() {
 
     let q = reopen(q, dir.path(), T0).await;
     assert!(q.body(id).await.unwrap() == body, "body differs after reopen");
-    assert_eq!(q.stats().bytes, body.len() as u64);
+    assert_eq!(q.stats().await.bytes, body.len() as u64);
     let claimed = q.claim_due(T0, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(q.record(id, &[(0, delivered())], T0, T0).await.unwrap(), Recorded::Removed);
@@ -217,7 +217,7 @@ async fn record_reschedules_until_every_recipient_is_final_then_removes() {
     assert_eq!(env.recipients[1].state, RcptState::Deferred { reply: "451 4.3.0 try later".into() });
     assert_eq!(env.recipients[2].state, RcptState::Pending);
     assert_eq!(env.recipients.iter().map(|r| r.attempts).collect::<Vec<_>>(), vec![1, 1, 0]);
-    assert_eq!(q.stats().recipients_pending, 2);
+    assert_eq!(q.stats().await.recipients_pending, 2);
     assert_eq!(q.debug_table_len("inflight").await.unwrap(), 0);
     assert_eq!(q.claim_due(next - 1, 10).await.unwrap(), vec![]);
 
@@ -290,11 +290,11 @@ async fn corrupt_envelope_is_quarantined_and_the_others_stay_readable() {
     // Garbage under a new ID, in the schedule like any message.
     let bad = QueueId::from_micros(good[2].as_micros() + 1);
     q.debug_put_raw_envelope(bad, b"\x01\xff\xff garbage", Some(T0)).await.unwrap();
-    assert_eq!(q.stats().messages, 4);
+    assert_eq!(q.stats().await.messages, 4);
 
     let claimed = q.claim_due(T0, 10).await.unwrap();
     assert_eq!(claimed.iter().map(|m| m.id).collect::<Vec<_>>(), good);
-    let s = q.stats();
+    let s = q.stats().await;
     assert_eq!((s.messages, s.quarantined), (3, 1));
     let quarantined = q.quarantined(10).await.unwrap();
     assert_eq!(quarantined.len(), 1);
@@ -311,7 +311,7 @@ async fn corrupt_envelope_is_quarantined_and_the_others_stay_readable() {
     let listed = q.list(Filter::default()).await.unwrap();
     assert_eq!(listed.iter().map(|l| l.0).collect::<Vec<_>>(), good);
     assert_eq!(q.quarantined(10).await.unwrap().len(), 3);
-    assert_eq!(q.stats().messages, 3);
+    assert_eq!(q.stats().await.messages, 3);
     for (i, id) in good.iter().enumerate() {
         assert_eq!(q.body(*id).await.unwrap(), vec![i as u8; 10]);
     }
@@ -326,7 +326,7 @@ async fn damaged_body_is_reported_and_the_message_moved_aside() {
     q.debug_delete_chunk(id, 1).await.unwrap();
     assert!(matches!(q.body(id).await, Err(Error::Corrupt { .. })));
     assert_eq!(q.envelope(id).await.unwrap(), None);
-    let s = q.stats();
+    let s = q.stats().await;
     assert_eq!((s.messages, s.bytes, s.recipients_pending, s.quarantined), (1, 2500, 1, 1));
     assert_eq!(q.body(other).await.unwrap(), vec![6; 2500]);
     assert_eq!(q.claim_due(T0, 10).await.unwrap().iter().map(|m| m.id).collect::<Vec<_>>(), vec![other]);
@@ -340,7 +340,7 @@ async fn held_mail_is_not_scheduled_until_released() {
     let other = q.enqueue(envelope("", &["r@example.net"]), b"y", T0 + 5).await.unwrap();
     assert_eq!(q.hold(&[id]).await.unwrap(), 1);
     assert_eq!(q.hold(&[id]).await.unwrap(), 0, "already held");
-    assert_eq!(q.stats().held, 1);
+    assert_eq!(q.stats().await.held, 1);
     assert_eq!(q.next_due().await.unwrap(), Some(T0 + 5));
     let held = q.list(Filter { held: Some(true), ..Filter::default() }).await.unwrap();
     assert_eq!(held.iter().map(|h| (h.0, h.2)).collect::<Vec<_>>(), vec![(id, None)]);
@@ -353,7 +353,7 @@ async fn held_mail_is_not_scheduled_until_released() {
     assert_eq!(q.release(&[id, other], T0 + 20).await.unwrap(), 1);
     waiter.await.unwrap();
     assert_eq!(q.envelope(id).await.unwrap().unwrap().1, Some(T0 + 20));
-    assert_eq!(q.stats().held, 0);
+    assert_eq!(q.stats().await.held, 0);
     assert_eq!(q.claim_due(T0 + 20, 10).await.unwrap().iter().map(|m| m.id).collect::<Vec<_>>(), vec![id]);
 }
 
@@ -499,13 +499,13 @@ async fn a_second_writer_is_locked_out_and_read_only_access_works() {
     let ro = Queue::open_read_only(dir.path()).unwrap();
     assert_eq!(ro.list(Filter::default()).await.unwrap().len(), 1);
     assert_eq!(ro.body(id).await.unwrap(), b"kept");
-    assert_eq!(ro.stats().messages, 1);
+    assert_eq!(ro.stats().await.messages, 1);
     assert!(matches!(ro.hold(&[id]).await, Err(Error::ReadOnly)));
     assert!(matches!(ro.claim_due(T0, 1).await, Err(Error::ReadOnly)));
     assert!(matches!(ro.enqueue(envelope("", &["r@example.net"]), b"x", T0).await, Err(Error::ReadOnly)));
     // A read-only open takes no lock: the daemon can start meanwhile.
     let q = open(dir.path(), T0);
-    assert_eq!(q.stats().messages, 1);
+    assert_eq!(q.stats().await.messages, 1);
 }
 
 #[tokio::test]
@@ -519,9 +519,9 @@ async fn ids_and_counters_survive_restarts() {
         last = id;
     }
     q.hold(&[last]).await.unwrap();
-    let before = q.stats();
+    let before = q.stats().await;
     let q = reopen(q, dir.path(), T0).await;
-    assert_eq!(q.stats(), before);
+    assert_eq!(q.stats().await, before);
     // Remove everything: the next ID must still be larger than any issued.
     let all: Vec<_> = q.list(Filter::default()).await.unwrap().into_iter().map(|x| x.0).collect();
     assert_eq!(q.delete(&all).await.unwrap(), 3);
@@ -565,7 +565,7 @@ async fn concurrent_commits_share_fsyncs_and_all_land() {
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    assert_eq!(q.stats().messages, 640);
+    assert_eq!(q.stats().await.messages, 640);
     let w = q.writer_stats();
     assert!(w.changes >= 640 && w.syncs <= w.changes, "{w:?}");
     for id in all {

@@ -201,7 +201,7 @@ pub async fn daemon(
                         Err(e) => Response::error(format!("reload refused, old configuration kept:\n{e}")),
                     });
                 }
-                ControlRequest::Status(reply) => { let _ = reply.send(running.status()); }
+                ControlRequest::Status(reply) => { let _ = reply.send(running.status().await); }
                 ControlRequest::Stop(reply) => {
                     let _ = reply.send(Response::text_ok("sluice: stopping"));
                     info!(target: "master", "terminating on request");
@@ -379,8 +379,8 @@ impl Running {
     }
 
     /// The status `sluice status` prints.
-    pub fn status(&self) -> Response {
-        let st = self.queue.stats();
+    pub async fn status(&self) -> Response {
+        let st = self.queue.stats().await;
         let now = clock::unix_millis();
         let backends = admin::backends::of(&self.delivery_handle).list();
         let open = backends.iter().filter(|b| b.breaker != "closed").count();
@@ -437,9 +437,10 @@ struct Probe {
     config: Arc<ArcSwap<Config>>,
 }
 
-impl exporter::Probe for Probe {
-    fn sample(&self) {
-        let st = self.queue.stats();
+impl Probe {
+    /// Samples the queue's counters into their gauges.
+    async fn sample_queue(&self) {
+        let st = self.queue.stats().await;
         metrics::gauge!(metric::QUEUE_MESSAGES, "state" => "all").set(st.messages as f64);
         metrics::gauge!(metric::QUEUE_MESSAGES, "state" => "held").set(st.held as f64);
         metrics::gauge!(metric::QUEUE_RECIPIENTS).set(st.recipients_pending as f64);
@@ -448,6 +449,12 @@ impl exporter::Probe for Probe {
         let age =
             st.oldest_arrival.map(|a| clock::unix_millis().saturating_sub(a) as f64 / 1000.0).unwrap_or(0.0);
         metrics::gauge!(metric::QUEUE_OLDEST).set(age);
+    }
+}
+
+impl exporter::Probe for Probe {
+    fn sample(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(self.sample_queue())
     }
 
     fn health(&self) -> Result<(), sluice_queue::Error> {

@@ -55,7 +55,7 @@ pub fn install() -> PrometheusHandle {
 /// What `/metrics` and `/health` need from the running daemon.
 pub trait Probe: Send + Sync {
     /// Updates gauges that are sampled at scrape time (queue counters).
-    fn sample(&self);
+    fn sample(&self) -> futures::future::BoxFuture<'_, ()>;
     /// `Ok` when healthy, otherwise the reasons (storage failing, queue past
     /// its high-water mark, disk below queue_minfree).
     fn health(&self) -> Result<(), sluice_queue::Error>;
@@ -94,7 +94,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, probe: Arc<d
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let handle = handle.clone();
                 let probe = probe.clone();
-                async move { Ok::<_, Infallible>(route(&req, &handle, probe.as_ref())) }
+                async move { Ok::<_, Infallible>(route(&req, &handle, probe.as_ref()).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let conn = hyper::server::conn::http1::Builder::new()
@@ -107,7 +107,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, probe: Arc<d
     upkeep.abort();
 }
 
-fn route(
+async fn route(
     req: &Request<hyper::body::Incoming>,
     handle: &PrometheusHandle,
     probe: &dyn Probe,
@@ -124,7 +124,7 @@ fn route(
     }
     match req.uri().path() {
         "/metrics" => {
-            probe.sample();
+            probe.sample().await;
             reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
         }
         "/health" => match probe.health() {

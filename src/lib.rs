@@ -3,10 +3,16 @@
 //! Mail arrives over SMTP (`smtp`), is made durable in the queue crate
 //! (`sluice_queue`) before it is acknowledged, and leaves for the mailbox
 //! servers over LMTP or SMTP through a gate per backend (`delivery`).
-//! `config` reads Postfix-style `main.cf`/`master.cf`; `cli` is the
-//! command line; `server` is the daemon: it wires them together, owns the
-//! order of shutdown, and runs the admin service (socket, metrics, logs);
-//! `resolver` is the DNS resolver the inbound server and delivery share.
+//!
+//! The floors, top down (ARCHITECTURE.md; a module imports only from
+//! floors below its own, and `tests/architecture.rs` checks it):
+//! - `cli`: the command line (the binary calls it; nothing else does);
+//! - `server`: the daemon, its wiring and order of shutdown, and the admin
+//!   service (API, socket, metrics, logs);
+//! - `smtp` and `delivery`, the two wings, which never import each other;
+//! - `config`: Postfix-style `main.cf`/`master.cf`, tables, typed values;
+//! - the ground: `clock`, `shutdown`, `reply`, `resolver` (the DNS
+//!   resolver both wings share) and `metric` (every metric's name).
 #![forbid(unsafe_code)]
 
 pub mod cli;

@@ -35,6 +35,7 @@ use syn::visit::Visit;
 const FLOORS: &[(&str, &[&str])] = &[
     ("ground", &["clock", "shutdown", "reply", "resolver", "metric"]),
     ("configuration", &["config"]),
+    ("services", &["milter", "auth"]),
     ("wings", &["smtp", "delivery"]),
     ("daemon", &["server"]),
     ("front door", &["cli"]),

@@ -1,19 +1,37 @@
 //! Capturing the log lines a test's in-process server writes, in
 //! Postfix's format.
+//!
+//! One subscriber is installed for the whole test binary, and it writes to
+//! the buffer of whichever test runs on the current thread. A per-test
+//! `set_default` subscriber would race with tracing's global callsite
+//! interest cache: a callsite first hit by a parallel test without a
+//! subscriber could be cached as "never" and its lines lost.
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, Once};
 
 use sluice::server::admin::log::PostfixFormat;
 
 /// Log lines written by the server, in Postfix's format. The server runs on
-/// the test's own thread (tokio's current-thread test runtime), so a
-/// thread-local subscriber sees exactly this test's lines.
+/// the test's own thread (tokio's current-thread test runtime), so the
+/// thread's buffer sees exactly this test's lines.
 #[derive(Clone, Default)]
 pub struct Log(Arc<Mutex<Vec<u8>>>);
 
-impl std::io::Write for Log {
+thread_local! {
+    static CURRENT: RefCell<Option<Log>> = const { RefCell::new(None) };
+}
+
+/// Writes to the current thread's capture, if any.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(b);
+        CURRENT.with(|c| {
+            if let Some(log) = c.borrow().as_ref() {
+                log.0.lock().expect("log buffer").extend_from_slice(b);
+            }
+        });
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -21,17 +39,29 @@ impl std::io::Write for Log {
     }
 }
 
+/// Ends the capture on this thread when dropped.
+pub struct Capture(());
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
 impl Log {
-    pub fn capture() -> (Log, tracing::subscriber::DefaultGuard) {
+    pub fn capture() -> (Log, Capture) {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let sub = tracing_subscriber::fmt()
+                .event_format(PostfixFormat::new("mx.test", false))
+                .with_writer(|| ThreadWriter)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_global_default(sub).expect("one global subscriber per test binary");
+        });
         let log = Log::default();
-        let writer = log.clone();
-        let sub = tracing_subscriber::fmt()
-            .event_format(PostfixFormat::new("mx.test", false))
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let guard = tracing::subscriber::set_default(sub);
-        (log, guard)
+        CURRENT.with(|c| *c.borrow_mut() = Some(log.clone()));
+        (log, Capture(()))
     }
 
     pub fn text(&self) -> String {

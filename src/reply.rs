@@ -1,10 +1,73 @@
 //! SMTP replies: the one type both the inbound server and the delivery
 //! client speak, and the one place a queue error becomes an SMTP reply.
+//!
+//! Also the one filter for text that came from outside ([`printable`]):
+//! what a client, a backend, a policy server or DNS says may hold control
+//! characters, and none of them may reach a reply, a log line, `mailq` or a
+//! header. A [`Reply`] filters its lines when it is built, so no reply with
+//! a CR or LF in its text can exist, whoever made it.
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// What replaces a character [`printable`] refuses in log lines, `mailq`,
+/// `queue show` and headers sluice writes (Postfix's `printable(text, '?')`).
+pub const IN_TEXT: char = '?';
+
+/// What replaces a character [`printable`] refuses in reply text (Postfix's
+/// `smtpd_expansion_filter` uses `_`).
+pub const IN_REPLIES: char = '_';
+
+/// Whether `c` may be shown as it is: printable ASCII, and characters
+/// beyond ASCII (SMTPUTF8 addresses and replies) that are neither controls
+/// nor invisible characters that make a line read as something else.
+pub fn is_printable(c: char) -> bool {
+    match c {
+        ' '..='~' => true,
+        // C0 controls (CR, LF, ESC, BEL, NUL, TAB ...) and DEL.
+        _ if c.is_ascii() => false,
+        // C1 controls: some terminals take U+009B as the start of an
+        // escape sequence, as ESC [.
+        _ if c.is_control() => false,
+        // Zero-width characters, bidirectional overrides and isolates,
+        // line and paragraph separators, the byte order mark and the
+        // interlinear annotation marks: invisible, they can hide or
+        // reorder what a log line or a mailq row says.
+        '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{2069}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}' => false,
+        _ => true,
+    }
+}
+
+/// The one filter for text from outside, used everywhere such text is
+/// shown or sent: every character [`is_printable`] refuses becomes
+/// `replacement` ([`IN_TEXT`] or [`IN_REPLIES`]). Borrows when there is
+/// nothing to replace, which is nearly always.
+pub fn printable(text: &str, replacement: char) -> Cow<'_, str> {
+    if text.chars().all(is_printable) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.chars().map(|c| if is_printable(c) { c } else { replacement }).collect())
+    }
+}
+
+/// [`printable`] for bytes that may not be UTF-8 (a command line, a
+/// header): invalid sequences become U+FFFD first.
+pub fn printable_bytes(bytes: &[u8], replacement: char) -> String {
+    printable(&String::from_utf8_lossy(bytes), replacement).into_owned()
+}
 
 /// An SMTP reply: a three-digit code, an RFC 3463 enhanced status code, and
 /// one or more lines of text.
+///
+/// The text is filtered when the reply is built ([`printable`] with
+/// [`IN_REPLIES`]): a line never holds a CR, an LF or another control
+/// character, whatever text it was built from (a `header_checks` `$1`, a
+/// policy server's answer, a DNS TXT record, a backend's reply), so a
+/// reply is one clean wire line per text line and cannot be split.
 ///
 /// Every reply sluice sends carries an enhanced status code
 /// (`ENHANCEDSTATUSCODES` is always advertised); replies parsed from a peer
@@ -59,12 +122,13 @@ pub enum Class {
 impl Reply {
     /// A reply with one line of text.
     pub fn new(code: u16, status: Status, text: impl Into<String>) -> Reply {
-        Reply { code, status: Some(status), lines: vec![text.into()] }
+        Reply { code, status: Some(status), lines: vec![clean(text.into())] }
     }
 
     /// A reply with several lines (sent as `code-` continuation lines).
     pub fn multiline(code: u16, status: Option<Status>, lines: Vec<String>) -> Reply {
-        let lines = if lines.is_empty() { vec![String::new()] } else { lines };
+        let lines =
+            if lines.is_empty() { vec![String::new()] } else { lines.into_iter().map(clean).collect() };
         Reply { code, status, lines }
     }
 
@@ -178,6 +242,14 @@ impl Reply {
     }
 }
 
+/// A reply line as it may be sent: see [`Reply`].
+fn clean(line: String) -> String {
+    match printable(&line, IN_REPLIES) {
+        Cow::Borrowed(_) => line,
+        Cow::Owned(clean) => clean,
+    }
+}
+
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_one_line())
@@ -233,6 +305,27 @@ mod tests {
         assert_eq!(Reply::from(&io).code(), 451);
         assert_eq!(Reply::from(&io).status(), Some(Status(4, 3, 0)));
     }
+    #[test]
+    fn no_reply_text_can_hold_a_line_break_or_a_control() {
+        let r = Reply::new(550, Status(5, 7, 1), "bad\r\n250 2.0.0 Ok: queued\rx\ny\u{1b}]0;t\u{7}");
+        assert_eq!(r.lines(), ["bad__250 2.0.0 Ok: queued_x_y_]0;t_"]);
+        assert_eq!(r.to_wire().iter().filter(|&&b| b == b'\n' || b == b'\r').count(), 2);
+        let r = Reply::from_peer(452, vec!["4.2.2 full\r".into(), "again\u{9b}31m\u{202e}".into()]);
+        assert_eq!(r.lines(), ["full_", "again_31m_"]);
+        assert_eq!(r.to_wire(), b"452-4.2.2 full_\r\n452 4.2.2 again_31m_\r\n");
+        // SMTPUTF8 text stays as it is.
+        assert_eq!(Reply::new(550, Status(5, 1, 1), "<pelé@exämple.test>").lines(), ["<pelé@exämple.test>"]);
+    }
+
+    #[test]
+    fn the_filter_keeps_printable_text_and_replaces_the_rest() {
+        assert!(matches!(printable("user@example.test ok", IN_TEXT), Cow::Borrowed(_)));
+        assert_eq!(printable("a\tb\0c\u{7f}d", IN_TEXT), "a?b?c?d");
+        assert_eq!(printable("用户@例子.测试", IN_TEXT), "用户@例子.测试");
+        assert_eq!(printable("x\u{200b}y\u{2028}z\u{feff}", IN_TEXT), "x?y?z?");
+        assert_eq!(printable_bytes(b"a\xffb\x1b", IN_TEXT), "a\u{fffd}b?");
+    }
+
     #[test]
     fn softened_makes_permanent_failures_temporary_only() {
         let r = Reply::multiline(554, Some(Status(5, 7, 1)), vec!["a".into(), "b".into()]);

@@ -224,3 +224,36 @@ async fn body_checks_apply_to_bdat_chunks_split_inside_a_line() {
     assert!(server.messages().await.is_empty());
     server.stop().await;
 }
+
+/// A REJECT text built from `$1` holds whatever the header held: the line
+/// break of a folded header, or a bare CR when `smtpd_forbid_bare_newline
+/// = no` keeps it. The reply is one line whatever it is built from.
+#[tokio::test]
+async fn a_reject_text_from_the_header_never_splits_the_reply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("header_checks"), "/^X-Echo: ([^!]*)$/ REJECT echo $1\n").expect("write");
+    let main = "myhostname = mx.test\nrelay_domains = relay.test\nmynetworks = 192.0.2.0/24\n\
+                header_checks = regexp:$config_directory/header_checks\nsmtpd_forbid_bare_newline = no\n";
+    let loaded = Config::from_texts(dir.path(), main, MASTER).unwrap_or_else(|e| panic!("config: {e}"));
+    let server = Server::start(Settings::from_config(&loaded.config).expect("settings")).await;
+
+    let mut c = Raw::ehlo(server.addr).await;
+    for (message, want) in [
+        (
+            "X-Echo: first\r\n\t250 2.0.0 Ok: queued as X\r\n\r\nx\r\n",
+            "550 5.7.1 echo first__250 2.0.0 Ok: queued as X",
+        ),
+        ("X-Echo: one\r250 2.0.0 forged\r\n\r\nx\r\n", "550 5.7.1 echo one_250 2.0.0 forged"),
+    ] {
+        assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").await.code, 250);
+        assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+        assert_eq!(c.cmd("DATA").await.code, 354);
+        c.send(format!("{message}.\r\n").as_bytes()).await;
+        assert_eq!(c.reply().await.expect("reply").text(), want);
+    }
+    // Nothing else was sent: the next reply is NOOP's own.
+    assert_eq!(c.cmd("NOOP").await.text(), "250 2.0.0 Ok");
+    c.cmd("QUIT").await;
+    assert!(server.messages().await.is_empty());
+    server.stop().await;
+}

@@ -42,6 +42,8 @@ class Handler(socketserver.StreamRequestHandler):
                 'reject': 'REJECT Go away',
                 'grey': 'DEFER_IF_PERMIT Greylisted, try again later',
                 'spf': 'PREPEND Received-SPF: Pass (policy.test: sender is allowed) client-ip=' + attrs['client_address'],
+                'split': 'REJECT no\r250 2.1.5 Ok\x1b[2J\x00',
+                'esc': 'PREPEND X-Policy: said \x1b]0;owned\x07 ' + attrs['helo_name'],
             }.get(user, 'DUNNO')
             self.wfile.write(('action=' + action + '\n\n').encode())
 socketserver.ThreadingTCPServer.allow_reuse_address = True
@@ -149,6 +151,28 @@ async fn policy_answers_decide_and_prepend() {
         reqs.iter().all(|q| q["instance"] == reqs[0]["instance"] && q["instance"] != ""),
         "one instance per transaction"
     );
+    server.stop().await;
+}
+
+/// A policy server's text may hold a bare CR or a control (it often
+/// quotes what the client said): the reply stays one clean line, and a
+/// PREPEND header gets no control character.
+#[tokio::test]
+async fn a_policy_servers_text_never_splits_a_reply_or_reaches_a_header_raw() {
+    let policy = PolicyServer::start();
+    let server = Server::start(settings(&format!("inet:127.0.0.1:{}", policy.port))).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").await.code, 250);
+    let r = c.cmd("RCPT TO:<split@relay.test>").await;
+    assert_eq!(r.text(), "554 5.7.1 <split@relay.test>: Recipient address rejected: no_250 2.1.5 Ok_[2J_");
+    assert_eq!(c.cmd("RCPT TO:<esc@relay.test>").await.code, 250, "the reply after it is its own");
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(b"Subject: policy\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    c.cmd("QUIT").await;
+    let msgs = server.messages().await;
+    let body = String::from_utf8_lossy(&msgs[0].2);
+    assert!(body.starts_with("X-Policy: said ?]0;owned? client.test\r\nReceived: "), "{body:?}");
     server.stop().await;
 }
 

@@ -114,9 +114,9 @@ pub(super) fn names_postmaster(line: &[u8]) -> bool {
         .is_some_and(|path| path.eq_ignore_ascii_case(b"postmaster>"))
 }
 
-/// Bytes as a log-safe string.
+/// Bytes as a log-safe string (the one filter, see [`crate::reply::printable`]).
 pub(super) fn printable(bytes: &[u8]) -> String {
-    bytes.escape_ascii().to_string()
+    crate::reply::printable_bytes(bytes, crate::reply::IN_TEXT)
 }
 
 /// The reply for a line smtp-proto could not parse.
@@ -131,7 +131,7 @@ pub(super) fn parse_error(e: smtp_proto::Error) -> Reply {
             Reply::new(501, Status(5, 5, 4), format!("Bad {param} parameter syntax"))
         }
         E::UnsupportedParameter { param } => {
-            Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {}", printable(param.as_bytes())))
+            Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {param}"))
         }
         _ => Reply::new(500, Status(5, 5, 2), "Error: bad syntax"),
     }

@@ -422,8 +422,11 @@ pub struct Trace<'a> {
 /// The `Received:` header sluice prepends, in Postfix's layout, folded with
 /// tabs and ending in CRLF.
 pub fn received_header(t: &Trace<'_>) -> String {
+    use crate::reply::{IN_TEXT, printable};
     let mut h = String::with_capacity(256);
-    let helo = if t.helo.is_empty() { "unknown" } else { t.helo };
+    // What the client chose (HELO name, recipient) was checked when it was
+    // given; filtered again here, as no control may ever reach a header.
+    let helo = printable(if t.helo.is_empty() { "unknown" } else { t.helo }, IN_TEXT);
     let addr = match t.client_addr {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("IPv6:{a}"),
@@ -434,7 +437,7 @@ pub fn received_header(t: &Trace<'_>) -> String {
             write!(h, "\t(using {version} with cipher {cipher})\r\n\t(No client certificate requested)\r\n");
     }
     let _ = write!(h, "\tby {} ({}) with {} id {}", t.myhostname, t.mail_name, t.protocol, t.queue_id);
-    match t.for_rcpt {
+    match t.for_rcpt.map(|r| printable(r, IN_TEXT)) {
         Some(r) => {
             let _ = write!(h, "\r\n\tfor <{r}>; {}\r\n", rfc5322_date(t.unix_secs));
         }

@@ -20,7 +20,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// any transaction (RFC 5321 4.1.4).
     pub(super) async fn ehlo(&mut self, host: &str, esmtp: bool) -> Flow {
         let name = if esmtp { "ehlo" } else { "helo" };
-        if host.is_empty() || host.chars().any(|c| c.is_control()) {
+        // The name goes into logs and our Received: header as it is: no
+        // control or invisible character may be part of it.
+        if host.is_empty() || !host.chars().all(crate::reply::is_printable) {
             self.counts.add(name, false);
             let syntax = if esmtp { "EHLO hostname" } else { "HELO hostname" };
             self.reply(&Reply::new(501, Status(5, 5, 4), format!("Syntax: {syntax}")));

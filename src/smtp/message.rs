@@ -82,7 +82,9 @@ impl ContentVerdict {
                 return true;
             }
         };
-        let shown = printable(line.replace('\n', " ").as_bytes());
+        // A folded header is logged on one line: its line breaks and the
+        // folding white space become spaces, anything else unprintable `?`.
+        let shown = printable(line.replace(['\n', '\t'], " ").as_bytes());
         let log = |text: &Option<String>, default: &str| {
             format!("{word} {shown} from {context}: {}", text.as_deref().unwrap_or(default))
         };

@@ -202,9 +202,14 @@ async fn listing(
 
 /// Text from DNS made fit for an SMTP reply line, as Postfix's
 /// smtpd_expansion_filter does: printable ASCII and spaces kept, anything
-/// else (CR, LF, controls, 8-bit) becomes `_`; cut at 200 characters.
+/// else (CR, LF, controls, 8-bit) becomes `_`; cut at 200 characters. The
+/// reply filters its text again ([`crate::reply::printable`]); this one
+/// is stricter (ASCII only) because a blocklist's text has no business
+/// being anything else.
 fn reply_safe(text: &str) -> String {
-    text.chars().take(200).map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '_' }).collect()
+    let ascii = |c: char| if c.is_ascii() { c } else { crate::reply::IN_REPLIES };
+    let cut: String = text.chars().take(200).map(ascii).collect();
+    crate::reply::printable(&cut, crate::reply::IN_REPLIES).into_owned()
 }
 
 /// The DNS blocklist form of an address: `4.3.2.1` for 1.2.3.4, reversed

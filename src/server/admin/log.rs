@@ -117,9 +117,11 @@ where
         }
         let mut f = Fields::default();
         event.record(&mut f);
-        // One event, one line: a peer's multi-line text must not forge lines.
+        // One event, one line: a peer's multi-line text must not forge
+        // lines, and no control character (a client's ESC sequence, a
+        // backend's NUL) reaches the log, whatever the event quoted.
         let line = format!("{}{}", f.message, f.rest).replace(['\r', '\n'], " ");
-        writeln!(w, "{line}")
+        writeln!(w, "{}", crate::reply::printable(&line, crate::reply::IN_TEXT))
     }
 }
 
@@ -253,10 +255,11 @@ mod tests {
         tracing::subscriber::with_default(sub, || {
             tracing::info!(target: "lmtp", "4Hx0000000: to=<a@b>, status=sent (250 ok\r\nforged line)");
             tracing::warn!(target: "smtpd", "disk low");
+            tracing::info!(target: "smtpd", "reject: from=<\"\u{1b}]0;x\u{7}\u{0}\"@a.b>");
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         let pid = std::process::id();
         // `Nov 25 07:55:51 mx1 sluice/lmtp[PID]: ...`
         assert_eq!(
@@ -264,5 +267,7 @@ mod tests {
             format!(" mx1 sluice/lmtp[{pid}]: 4Hx0000000: to=<a@b>, status=sent (250 ok  forged line)")
         );
         assert!(lines[1].ends_with(&format!("sluice/smtpd[{pid}]: warning: disk low")));
+        assert!(lines[2].ends_with(r#"reject: from=<"?]0;x??"@a.b>"#), "{}", lines[2]);
+        assert!(!text.bytes().any(|b| b < b' ' && b != b'\n'), "{text:?}");
     }
 }

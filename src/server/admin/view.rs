@@ -3,6 +3,10 @@
 //!
 //! Pure functions over plain data ([`MessageView`]), shared by the daemon's
 //! admin socket and the direct fallback, so both print the same bytes.
+//! What a client or a backend wrote (addresses, HELO name, reply texts,
+//! headers) is shown through the one filter ([`crate::reply::printable`]):
+//! an administrator's terminal never receives a control character from
+//! the queue.
 //! The `mailq` layout copies Postfix's column widths exactly (checked
 //! against a real Postfix 3.7 in this module's tests), because scripts and
 //! monitoring parse it.
@@ -11,6 +15,13 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use sluice_queue::{Envelope, QueueId, RcptState, UnixMillis};
+
+use crate::reply::{IN_TEXT, printable};
+
+/// Text from the queue as it may be shown.
+fn shown(text: &str) -> String {
+    printable(text, IN_TEXT).into_owned()
+}
 
 /// Postfix's queue names, used for the status mark and `queue_name`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,11 +86,11 @@ impl MessageView {
             .map(|r| {
                 let (state, reason) = match &r.state {
                     RcptState::Pending => ("pending", None),
-                    RcptState::Deferred { reply } => ("deferred", Some(reply.clone())),
-                    RcptState::Delivered { reply, .. } => ("delivered", Some(reply.clone())),
-                    RcptState::Bounced { reply, .. } => ("bounced", Some(reply.clone())),
+                    RcptState::Deferred { reply } => ("deferred", Some(shown(reply))),
+                    RcptState::Delivered { reply, .. } => ("delivered", Some(shown(reply))),
+                    RcptState::Bounced { reply, .. } => ("bounced", Some(shown(reply))),
                 };
-                RcptView { address: r.address.clone(), state: state.into(), reason, attempts: r.attempts }
+                RcptView { address: shown(&r.address), state: state.into(), reason, attempts: r.attempts }
             })
             .collect();
         let deferred = recipients.iter().any(|r| r.state == "deferred");
@@ -91,7 +102,7 @@ impl MessageView {
             QueueName::Active
         };
         let client = match env.client.addr {
-            Some(a) => format!("{}[{}]", env.client.name, a),
+            Some(a) => format!("{}[{}]", shown(&env.client.name), a),
             None => "local".to_owned(),
         };
         MessageView {
@@ -99,12 +110,12 @@ impl MessageView {
             queue_name,
             arrival_time: env.arrival / 1000,
             message_size: env.size,
-            sender: env.sender.clone(),
+            sender: shown(&env.sender),
             recipients,
             next_attempt: due,
             client,
-            helo: env.client.helo.clone(),
-            protocol: env.client.protocol.clone(),
+            helo: shown(&env.client.helo),
+            protocol: shown(&env.client.protocol),
         }
     }
 
@@ -233,7 +244,16 @@ pub fn show(m: &MessageView, headers: &str, now: UnixMillis) -> String {
         out.push('\n');
     }
     out.push('\n');
-    out.push_str(headers);
+    // The headers as the client sent them, but never a control character
+    // to the terminal (the line structure is kept).
+    for line in headers.split_inclusive('\n') {
+        let (text, end) = match line.strip_suffix("\r\n").or_else(|| line.strip_suffix('\n')) {
+            Some(text) => (text, &line[text.len()..]),
+            None => (line, ""),
+        };
+        out.push_str(&printable(text, IN_TEXT));
+        out.push_str(end);
+    }
     out
 }
 
@@ -369,6 +389,25 @@ mod tests {
         assert_eq!(v["message_size"], 398);
         assert_eq!(v["recipients"][0]["address"], "b@example.test");
         assert_eq!(v["recipients"][0]["delay_reason"], "451 later");
+    }
+
+    #[test]
+    fn nothing_a_client_or_backend_wrote_reaches_the_terminal_unfiltered() {
+        let mut env = Envelope {
+            sender: "\"\u{1b}]0;x\u{7}\"@a.test".into(),
+            recipients: vec![sluice_queue::Recipient::new("b\u{0}@x.test")],
+            ..Envelope::default()
+        };
+        env.recipients[0].state = RcptState::Deferred { reply: "451 4.3.0 busy\u{1b}[2J".into() };
+        env.client.helo = "h\u{9b}1m".into();
+        let id: QueueId = "4Hx0000000".parse().expect("queue id");
+        let m = MessageView::new(id, &env, Some(0));
+        let text = mailq(std::slice::from_ref(&m)) + &mailq_json(std::slice::from_ref(&m));
+        let text = text + &show(&m, "Subject: hi\u{1b}[31m\r\nX: y\r\n", 0);
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n' && c != '\r'), "{text:?}");
+        assert!(text.contains("\"?]0;x?\"@a.test"), "{text}");
+        assert!(text.contains("(451 4.3.0 busy?[2J)"), "{text}");
+        assert!(text.contains("Subject: hi?[31m\r\nX: y\r\n"), "{text:?}");
     }
 
     #[test]

@@ -649,8 +649,12 @@ fn access_action(table: &str, value: &str, what: &str, pending: &mut Pending) ->
         // asked for by the administrator's own policy.
         "PREPEND" => {
             if is_header_line(text) {
-                if !pending.prepend.iter().any(|h| h == text) {
-                    pending.prepend.push(text.to_owned());
+                // A policy server quotes what the client said (policyd-spf's
+                // Received-SPF: names the HELO and the sender): no control
+                // character goes into the header.
+                let text = crate::reply::printable(text, crate::reply::IN_TEXT);
+                if !pending.prepend.iter().any(|h| *h == text) {
+                    pending.prepend.push(text.into_owned());
                 }
             } else {
                 tracing::warn!("{table}: PREPEND result is not a header: \"{}\"", text.escape_debug());

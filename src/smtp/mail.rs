@@ -15,7 +15,7 @@ use std::time::Duration;
 use sluice_queue::{BodyType, DsnRet};
 use smtp_proto::MailFrom;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::policy::DomainStatus;
 use super::session::Session;
@@ -68,6 +68,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if matches!(self.tx, Transaction::Mail(_)) {
             return Err(Reply::new(503, Status(5, 5, 1), "Error: nested MAIL command"));
+        }
+        if !self.address_is_printable(&from.address, "MAIL") {
+            return Err(Reply::new(501, Status(5, 1, 7), "Bad sender address syntax"));
         }
         if let Some(param) = unsupported_mail_param(from) {
             return Err(Reply::new(555, Status(5, 5, 4), format!("Unsupported option: {param}")));
@@ -135,6 +138,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             prepend: Vec::new(),
             instance: next_instance(),
         })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// False, with Postfix's warning, for an address holding a character
+    /// the one filter refuses ([`crate::reply::is_printable`]): a control
+    /// (C0, DEL, C1: `<"\x1b]0;x\x07"@a.b>` is a valid quoted local part
+    /// to a parser, and an escape sequence to whoever reads the log or
+    /// `mailq`) or an invisible formatting character. SMTPUTF8 allows
+    /// UTF-8 in addresses, never those: they have no place in a mailbox
+    /// name, and such an address would reach logs, `mailq`, `Received:`
+    /// and DSNs.
+    pub(super) fn address_is_printable(&self, address: &str, command: &str) -> bool {
+        if address.chars().all(crate::reply::is_printable) {
+            return true;
+        }
+        warn!(
+            "Illegal address syntax from {} in {command} command: {}",
+            self.peer,
+            crate::reply::printable(address, crate::reply::IN_TEXT)
+        );
+        false
     }
 }
 

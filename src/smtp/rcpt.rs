@@ -83,7 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(Reply::new(452, Status(4, 5, 3), "Error: too many recipients"));
         }
         let address = to.address.as_ref();
-        if address.is_empty() {
+        if address.is_empty() || !self.address_is_printable(address, "RCPT") {
             return Err(Reply::new(501, Status(5, 1, 3), "Bad recipient address syntax"));
         }
         if !m.smtputf8 && !address.is_ascii() {

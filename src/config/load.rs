@@ -473,12 +473,18 @@ impl Loader {
 
         for e in listeners {
             let cfg = self.build_scope(&e.overrides, e.line, Some(&e.service), info.clone());
+            // Postfix's master passes `-o stress=yes` after the line's own
+            // options; a diagnostic both scopes share is reported once.
+            let mut stress = e.overrides.clone();
+            stress.push(("stress".to_owned(), "yes".to_owned()));
+            let stressed = self.build_scope(&stress, e.line, Some(&e.service), info.clone());
             match listener_addrs(&e.service, &cfg) {
                 Ok(addrs) => root.services.push(SmtpdService {
                     name: e.service.clone(),
                     addrs,
                     maxproc: e.maxproc,
                     config: Arc::new(cfg),
+                    stressed: Arc::new(stressed),
                 }),
                 Err(m) => self.report.error(Diagnostic::at(&self.master_path, e.line, m)),
             }

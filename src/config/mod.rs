@@ -233,6 +233,11 @@ pub struct SmtpdService {
     /// The effective configuration of this service: main.cf with this line's
     /// `-o name=value` overrides applied.
     pub config: Arc<Config>,
+    /// The same with `stress = yes`, as Postfix's master starts the
+    /// service's processes when it reaches its process limit: every
+    /// `${stress?...}` expands to its stress value (`smtpd_timeout` 10s,
+    /// `smtpd_hard_error_limit` 1, ...).
+    pub stressed: Arc<Config>,
 }
 
 /// A master.cf line whose command is `lmtp` or `smtp`: a named transport.

@@ -4,10 +4,19 @@
 //! limits that apply before a session starts: concurrent sessions on the
 //! listener (a semaphore permit is taken before `accept`, so excess
 //! clients wait in the kernel's backlog), concurrent sessions per client
-//! address (`smtpd_client_connection_count_limit`), and connection and
-//! message rates per client address (`smtpd_client_connection_rate_limit`,
+//! (`smtpd_client_connection_count_limit`), and connection and message
+//! rates per client (`smtpd_client_connection_rate_limit`,
 //! `smtpd_client_message_rate_limit` over `anvil_rate_time_unit`, with
-//! `governor` keyed limiters).
+//! `governor` keyed limiters). A client is its network of
+//! `smtpd_client_ipv4_prefix_length` / `smtpd_client_ipv6_prefix_length`
+//! bits, as in Postfix 3.8: one IPv6 end site holds more addresses than
+//! any limit, so counting single IPv6 addresses would limit nothing.
+//!
+//! Also the listener's stress ([`Stress`]): as Postfix's master does, a
+//! listener that reaches its session limit starts new sessions with its
+//! settings under stress (shorter timeouts, fewer errors allowed) for a
+//! while, so the clients that hold slots without sending mail give them
+//! up sooner.
 //!
 //! Below the session and the accept loop, which both hold it; never parses
 //! SMTP and never accepts connections itself.
@@ -18,6 +27,8 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
@@ -44,6 +55,7 @@ pub struct Inbound {
     rates: ArcSwap<Rates>,
     /// Looks up client names; `None` leaves every client `unknown`.
     resolver: Option<Arc<dyn Resolver>>,
+    stress: Mutex<Stress>,
 }
 
 /// The rate limiters built from one set of settings.
@@ -90,7 +102,32 @@ impl Inbound {
             session_limit: AtomicUsize::new(limit),
             clients: Mutex::new(HashMap::new()),
             resolver,
+            stress: Mutex::new(Stress::default()),
         })
+    }
+
+    /// The settings for a session that starts at `now`, just after it took
+    /// its slot: the listener's settings under stress when that slot was
+    /// the last free one, or was within [`STRESS_PULSE`] (logged as
+    /// Postfix's master logs it, once per pulse).
+    pub(super) fn session_settings(&self, local: &str, now: Instant) -> Arc<Settings> {
+        let settings = self.settings();
+        let Some(stressed) = settings.stress.clone() else { return settings };
+        let free = self.sessions.available_permits();
+        let (under_stress, warn) = self.stress.lock().unwrap_or_else(|e| e.into_inner()).on_start(free, now);
+        if warn {
+            let (name, limit) = (&settings.service, settings.max_sessions);
+            tracing::warn!(target: "master",
+                "service \"{name}\" ({local}) has reached its process limit \"{limit}\": new clients may experience noticeable delays"
+            );
+            tracing::warn!(target: "master",
+                "to avoid this condition, increase the process count in master.cf or reduce the service time per client"
+            );
+            tracing::warn!(target: "master",
+                "see http://www.postfix.org/STRESS_README.html for examples of stress-adapting configuration settings"
+            );
+        }
+        if under_stress { stressed } else { settings }
     }
 
     /// The permits for sessions on this listener: the accept loop takes
@@ -148,7 +185,7 @@ impl Inbound {
         if settings.is_limit_exempt(addr) {
             return true;
         }
-        self.rates.load().messages.as_ref().is_none_or(|r| r.check(addr))
+        self.rates.load().messages.as_ref().is_none_or(|r| r.check(settings.client_key(addr)))
     }
 
     /// Admits a new connection from `addr` against the per-client limits,
@@ -161,8 +198,9 @@ impl Inbound {
         if settings.is_limit_exempt(addr) {
             return Ok(None);
         }
+        let key = settings.client_key(addr);
         if let Some(rate) = &self.rates.load().connections
-            && !rate.check(addr)
+            && !rate.check(key)
         {
             return Err(Refusal::Rate { addr });
         }
@@ -171,12 +209,12 @@ impl Inbound {
             return Ok(None);
         }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let n = clients.entry(addr).or_insert(0);
+        let n = clients.entry(key).or_insert(0);
         if *n >= limit {
             return Err(Refusal::Concurrency { count: *n + 1, addr });
         }
         *n += 1;
-        Ok(Some(ClientSlot { inbound: Arc::clone(self), addr }))
+        Ok(Some(ClientSlot { inbound: Arc::clone(self), key }))
     }
 }
 
@@ -196,18 +234,50 @@ pub(super) enum Refusal {
 #[derive(Debug)]
 pub(super) struct ClientSlot {
     inbound: Arc<Inbound>,
-    addr: IpAddr,
+    /// The client's network (see [`Settings::client_key`]).
+    key: IpAddr,
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         let mut clients = self.inbound.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = clients.get_mut(&self.addr) {
+        if let Some(n) = clients.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                clients.remove(&self.addr);
+                clients.remove(&self.key);
             }
         }
+    }
+}
+
+/// How long a listener stays under stress after a session took its last
+/// free slot: Postfix's master keeps `stress=yes` for 1000 s after the
+/// process limit was last reached (its "stress pulse stretcher"), so the
+/// configuration does not flap with every session that ends.
+pub(super) const STRESS_PULSE: Duration = Duration::from_secs(1000);
+
+/// A listener's stress, as plain data with time passed in.
+#[derive(Debug, Default)]
+pub(super) struct Stress {
+    /// Under stress until then.
+    until: Option<Instant>,
+    /// When the process-limit warning was last logged.
+    warned: Option<Instant>,
+}
+
+impl Stress {
+    /// A session starts at `now`, leaving `free` slots: whether it runs
+    /// under stress, and whether the limit warning is due (once per pulse).
+    pub(super) fn on_start(&mut self, free: usize, now: Instant) -> (bool, bool) {
+        let mut warn = false;
+        if free == 0 {
+            self.until = Some(now + STRESS_PULSE);
+            if self.warned.is_none_or(|w| now >= w + STRESS_PULSE) {
+                self.warned = Some(now);
+                warn = true;
+            }
+        }
+        (self.until.is_some_and(|until| now < until), warn)
     }
 }
 
@@ -266,6 +336,20 @@ mod tests {
         // A whole unit later, a full burst again.
         clock.advance(Duration::from_secs(60));
         assert!(rate.check(a) && rate.check(a) && rate.check(a));
+    }
+
+    #[test]
+    fn the_last_free_slot_starts_a_stress_pulse_and_one_warning() {
+        let mut s = Stress::default();
+        let t0 = crate::clock::instant();
+        assert_eq!(s.on_start(3, t0), (false, false));
+        assert_eq!(s.on_start(0, t0), (true, true), "the last slot: stress, warned");
+        assert_eq!(s.on_start(2, t0 + Duration::from_secs(10)), (true, false), "slots freed: still stressed");
+        assert_eq!(s.on_start(0, t0 + Duration::from_secs(20)), (true, false), "warned once per pulse");
+        // The pulse runs from the last time the limit was reached.
+        assert_eq!(s.on_start(5, t0 + Duration::from_secs(1019)), (true, false));
+        assert_eq!(s.on_start(5, t0 + Duration::from_secs(1020)), (false, false));
+        assert_eq!(s.on_start(0, t0 + Duration::from_secs(1020)), (true, true));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::peer::Peer;
 use super::proxy;
 use super::session::Session;
 use super::settings::Settings;
+use crate::clock;
 use crate::reply::{Reply, Status};
 use crate::shutdown::Stage;
 
@@ -81,8 +82,10 @@ pub async fn serve_staged(listener: TcpListener, inbound: Arc<Inbound>, accept: 
                 }
             },
         };
-        let settings = inbound.settings();
         let _ = stream.set_nodelay(true);
+        // Its settings: under stress when it took the last free slot.
+        let local_name = local.map_or_else(|| "listener".to_owned(), |a| a.to_string());
+        let settings = inbound.session_settings(&local_name, clock::instant());
         if settings.upstream_proxy {
             // The header comes first, in the session's own task: a slow
             // load balancer holds up no other connection.

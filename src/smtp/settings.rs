@@ -166,6 +166,16 @@ pub struct Settings {
     /// `smtpd_client_event_limit_exceptions`: clients exempt from the
     /// count and rate limits.
     pub limit_exceptions: Networks,
+    /// `smtpd_client_ipv4_prefix_length` / `smtpd_client_ipv6_prefix_length`:
+    /// the network counted as one client by the count and rate limits.
+    pub client_prefix: (u8, u8),
+    /// The listener's settings under stress (its configuration with
+    /// `stress = yes`), which new sessions get while the listener is at
+    /// its limit (see `Inbound`); `None` without a configuration (settings
+    /// built in code), which never adapts.
+    pub stress: Option<Arc<Settings>>,
+    /// The master.cf service name, for the listener's log lines.
+    pub service: String,
 
     /// Backpressure limits checked at every `MAIL`
     /// (`sluice_queue_high_water`, `queue_minfree`).
@@ -222,6 +232,9 @@ impl Default for Settings {
             client_message_rate_limit: 0,
             rate_time_unit: Duration::from_secs(60),
             limit_exceptions: Networks::default(),
+            client_prefix: (32, 84),
+            stress: None,
+            service: "smtp".to_owned(),
             accept_limits: sluice_queue::AcceptLimits::default(),
         }
     }
@@ -244,13 +257,24 @@ impl Settings {
         self.limit_exceptions.contains(addr)
     }
 
+    /// The client the per-client limits count `addr` as: its network of
+    /// `smtpd_client_ipv4_prefix_length` / `smtpd_client_ipv6_prefix_length`
+    /// bits (an IPv4-mapped IPv6 address counts as its IPv4 form).
+    pub fn client_key(&self, addr: IpAddr) -> IpAddr {
+        client_network(addr, self.client_prefix)
+    }
+
     /// Settings for one master.cf `smtpd` listener: its own configuration
-    /// (main.cf with the line's `-o` overrides) and its `maxproc`.
+    /// (main.cf with the line's `-o` overrides) and its `maxproc`, with
+    /// their twin under stress.
     pub fn from_service(service: &SmtpdService) -> Result<Settings, SettingsError> {
         let mut s = Settings::from_config(&service.config)?;
+        let mut stressed = Settings::from_config(&service.stressed)?;
         if let Some(n) = service.maxproc.filter(|&n| n > 0) {
             s.max_sessions = n as usize;
+            stressed.max_sessions = n as usize;
         }
+        s.stress = Some(Arc::new(stressed));
         Ok(s)
     }
 
@@ -327,6 +351,15 @@ impl Settings {
             }
         };
         let networks = |name: &'static str| Networks::Param { config: Arc::clone(config), name };
+        let prefix = |param: &'static str, max: u64| match count(param) {
+            n if n <= max => Ok(n as u8),
+            n => Err(SettingsError::Value {
+                param,
+                message: format!("{n} is not a prefix length (0 to {max})"),
+            }),
+        };
+        let client_prefix =
+            (prefix("smtpd_client_ipv4_prefix_length", 32)?, prefix("smtpd_client_ipv6_prefix_length", 128)?);
 
         Ok(Settings {
             myhostname: c.string("myhostname").to_owned(),
@@ -383,6 +416,9 @@ impl Settings {
             client_message_rate_limit: count("smtpd_client_message_rate_limit") as u32,
             rate_time_unit: c.time("anvil_rate_time_unit"),
             limit_exceptions: networks("smtpd_client_event_limit_exceptions"),
+            client_prefix,
+            stress: None,
+            service: c.string("service_name").to_owned(),
             accept_limits: accept_limits(c),
         })
     }
@@ -396,6 +432,20 @@ pub fn accept_limits(c: &Config) -> sluice_queue::AcceptLimits {
         max_messages: u64::try_from(c.int("sluice_queue_high_water")).unwrap_or(0),
         max_bytes: c.size("sluice_queue_high_water_bytes"),
         min_free: c.size("queue_minfree"),
+    }
+}
+
+/// The network of `addr` with `prefix` = (IPv4, IPv6) bits kept.
+pub(super) fn client_network(addr: IpAddr, prefix: (u8, u8)) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V4(a) => {
+            let keep = u32::MAX.checked_shl(32 - u32::from(prefix.0.min(32))).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & keep).into())
+        }
+        IpAddr::V6(a) => {
+            let keep = u128::MAX.checked_shl(128 - u32::from(prefix.1.min(128))).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & keep).into())
+        }
     }
 }
 
@@ -472,141 +522,4 @@ impl AccessTable for ConfigTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::smtp::naming::Client;
-    use crate::smtp::policy::Decision;
-
-    fn load(main_cf: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<Config>) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).expect("write table");
-        }
-        let main_cf = main_cf.replace("$DIR", dir.path().to_str().expect("utf-8"));
-        let loaded =
-            Config::from_texts(dir.path(), &main_cf, "smtp inet n - n - - smtpd\n").expect("config loads");
-        (dir, loaded.config)
-    }
-
-    fn decide(s: &Settings, addr: &str, rcpt: &str) -> String {
-        let client = Client::unknown(addr.parse().expect("addr"));
-        match s.policy.check_recipient(client, rcpt) {
-            Decision::Accept => "accept".to_owned(),
-            Decision::Refuse(r) => r.to_one_line(),
-            Decision::Ask(q) => format!("ask {q:?}"),
-        }
-    }
-
-    #[test]
-    fn a_postfix_mx_relay_main_cf_maps_to_settings() {
-        let main_cf = "myhostname = mx1.example.net\n\
-            mynetworks = 127.0.0.0/8 [::1]/128 10.1.0.0/16\n\
-            relay_domains = example.org\n\
-            relay_recipient_maps = hash:$DIR/relay_recipients\n\
-            smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n\
-            smtpd_recipient_restrictions = check_recipient_access hash:$DIR/access\n\
-            message_size_limit = 52428800\n\
-            smtpd_recipient_limit = 200\n\
-            smtpd_timeout = 60s\n\
-            smtpd_forbid_bare_newline = reject\n\
-            smtpd_forbid_bare_newline_exclusions = 10.1.0.0/16\n\
-            smtpd_client_connection_rate_limit = 30\n\
-            sluice_queue_high_water = 5000\n\
-            queue_minfree = 1073741824\n";
-        let files = [
-            ("relay_recipients", "alice@example.org OK\nbob@example.org OK\n"),
-            ("access", "bob@example.org REJECT moved away\n"),
-        ];
-        let (_dir, config) = load(main_cf, &files);
-        let s = Settings::from_config(&config).expect("settings");
-        assert_eq!(s.myhostname, "mx1.example.net");
-        assert_eq!(s.banner, "mx1.example.net ESMTP sluice");
-        assert_eq!(s.message_size_limit, 52_428_800);
-        assert_eq!(s.recipient_limit, 200);
-        assert_eq!(s.timeout, Duration::from_secs(60));
-        assert_eq!(s.bare_newline, BareNewline::Reject);
-        assert_eq!(s.bare_newline_for("10.1.2.3".parse().expect("addr")), BareNewline::No);
-        assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Reject);
-        assert_eq!(s.client_connection_rate_limit, 30);
-        assert_eq!(s.accept_limits.max_messages, 5000);
-        assert_eq!(s.accept_limits.min_free, 1 << 30);
-        assert!(!s.vrfy, "{s:?}");
-        assert!(s.forbid_unauth_pipelining);
-        assert_eq!(s.tls_level, TlsLevel::None);
-
-        assert_eq!(decide(&s, "192.0.2.1", "alice@example.org"), "accept");
-        assert_eq!(
-            decide(&s, "192.0.2.1", "bob@example.org"),
-            "554 5.7.1 <bob@example.org>: Recipient address rejected: moved away"
-        );
-        assert_eq!(
-            decide(&s, "192.0.2.1", "carol@example.org"),
-            "550 5.1.1 <carol@example.org>: Recipient address rejected: User unknown in relay recipient table"
-        );
-        assert_eq!(
-            decide(&s, "192.0.2.1", "x@elsewhere.example"),
-            "554 5.7.1 <x@elsewhere.example>: Relay access denied"
-        );
-        assert_eq!(decide(&s, "10.1.9.9", "x@elsewhere.example"), "accept");
-    }
-
-    #[test]
-    fn postfix_defaults_are_not_an_open_relay() {
-        let (_dir, config) = load("mynetworks = 127.0.0.0/8\nrelay_domains = example.org\n", &[]);
-        let s = Settings::from_config(&config).expect("settings");
-        assert_eq!(
-            decide(&s, "192.0.2.1", "x@elsewhere.example"),
-            "454 4.7.1 <x@elsewhere.example>: Relay access denied"
-        );
-        assert_eq!(decide(&s, "192.0.2.1", "anyone@example.org"), "accept");
-        assert_eq!(s.bare_newline, BareNewline::Normalize);
-    }
-
-    #[test]
-    fn open_relay_lists_and_missing_certificates_are_refused() {
-        let (_dir, config) = load(
-            "smtpd_relay_restrictions = permit\nsmtpd_recipient_restrictions = permit_mynetworks\n",
-            &[],
-        );
-        assert!(matches!(Settings::from_config(&config), Err(SettingsError::Policy(PolicyError::OpenRelay))));
-        let (_dir, config) = load(
-            "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = $DIR/cert.pem\n",
-            &[("cert.pem", "not a certificate\n")],
-        );
-        assert!(matches!(Settings::from_config(&config), Err(SettingsError::Tls(_))));
-    }
-
-    #[test]
-    fn client_name_parameters_map_to_settings() {
-        let (_dir, config) = load("", &[]);
-        let s = Settings::from_config(&config).expect("settings");
-        assert!(s.peername_lookup);
-        assert_eq!(s.peername_timeout, Duration::from_secs(5));
-        assert_eq!(s.policy.unknown_client_reject_code, 450);
-        let (_dir, config) = load(
-            "smtpd_peername_lookup = no\n\
-             sluice_peername_lookup_timeout = 1500ms\n\
-             unknown_client_reject_code = 550\n\
-             smtpd_client_restrictions = reject_unknown_client_hostname\n",
-            &[],
-        );
-        let s = Settings::from_config(&config).expect("settings");
-        assert!(!s.peername_lookup);
-        assert_eq!(s.peername_timeout, Duration::from_millis(1500));
-        assert!(matches!(s.policy.client[..], [Restriction::RejectUnknownClientHostname]));
-        assert_eq!(
-            decide(&s, "192.0.2.1", "anyone@example.org"),
-            "550 5.7.25 Client host rejected: cannot find your hostname, [192.0.2.1]"
-        );
-    }
-
-    #[test]
-    fn exclusions_turn_bare_newline_handling_off() {
-        let s = Settings {
-            bare_newline_exclusions: vec!["10.0.0.0/8".parse().expect("net")].into(),
-            ..Settings::default()
-        };
-        assert_eq!(s.bare_newline_for("10.1.1.1".parse().expect("addr")), BareNewline::No);
-        assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Normalize);
-    }
-}
+mod tests;

@@ -44,6 +44,19 @@ impl Raw {
         Raw { reader: BufReader::new(r), writer: w }
     }
 
+    /// Connects from `source` (a loopback address: 127.0.0.0/8 gives a
+    /// test as many IPv4 clients as it needs) without reading the greeting.
+    pub async fn connect_from(addr: SocketAddr, source: &str) -> Raw {
+        let ip: std::net::IpAddr = source.parse().expect("source address");
+        let socket =
+            if ip.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+                .expect("socket");
+        socket.bind(SocketAddr::new(ip, 0)).expect("bind the source address");
+        let s = socket.connect(addr).await.expect("connect");
+        let (r, w) = s.into_split();
+        Raw { reader: BufReader::new(r), writer: w }
+    }
+
     /// Connects and reads the 220 greeting.
     pub async fn connect(addr: SocketAddr) -> Raw {
         let mut c = Raw::connect_silent(addr).await;

@@ -4,7 +4,9 @@
 //! `send-proxy-v2` is accepted with the real client's address, which the
 //! test makes different from the proxy's by sending from 127.0.0.5 while
 //! HAProxy connects from 127.0.0.1. A connection that skips the proxy (no
-//! header) is dropped without a greeting.
+//! header) is dropped without a greeting, and so is one from an address
+//! outside `sluice_upstream_proxy_networks` even with a valid header: it
+//! could claim an address in mynetworks and relay.
 
 mod common;
 
@@ -92,4 +94,45 @@ async fn mail_through_haproxy_carries_the_real_client() {
     assert!(matches!(read, Ok(Ok(0))), "no greeting, then closed: {:?}", String::from_utf8_lossy(&got));
     server.stop().await;
     assert!(log.text().contains("bad PROXY protocol header"), "{}", log.text());
+}
+
+/// Only the listed load balancers may name the client. A client that
+/// reaches the port directly from another loopback address sends a valid
+/// header naming an address in mynetworks (192.0.2.0/24 here), which would
+/// let it relay: the connection is closed before a byte is read or sent,
+/// while mail through the trusted HAProxy still flows.
+#[tokio::test]
+async fn a_header_from_outside_the_trusted_proxies_is_never_read() {
+    let (log, _guard) = Log::capture();
+    let trusted = vec!["127.0.0.1/32".parse().expect("literal")].into();
+    let settings = Settings { upstream_proxy: true, upstream_proxy_networks: trusted, ..relay_settings() };
+    let server = Server::start(settings).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_haproxy, v1, _) = haproxy(dir.path(), server.addr);
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.9:0".parse().expect("literal")).expect("bind 127.0.0.9");
+    let mut direct = socket.connect(server.addr).await.expect("connect");
+    let forged = b"PROXY TCP4 192.0.2.7 127.0.0.1 51000 25\r\nEHLO client.test\r\n\
+MAIL FROM:<a@source.test>\r\nRCPT TO:<victim@elsewhere.test>\r\n";
+    // The write may already fail: the server closes at once.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut direct, forged).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), direct.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed: {read:?}");
+    assert!(got.is_empty(), "nothing is said to it: {:?}", String::from_utf8_lossy(&got));
+
+    let out = python(v1, SEND, &[CLIENT, "trusted"]).await;
+    assert!(out.status.success() && text(&out).contains("sent"), "{}", text(&out));
+    let msgs = server.messages().await;
+    assert_eq!(msgs.len(), 1, "{}", log.text());
+    assert_eq!(msgs[0].1.client.addr, Some(CLIENT.parse().expect("literal")));
+    server.stop().await;
+    let lines = log.text();
+    assert!(
+        lines.contains("warning: connection from [127.0.0.9]:")
+            && lines.contains("not in sluice_upstream_proxy_networks"),
+        "{lines}"
+    );
+    assert!(!lines.contains("192.0.2.7"), "the forged client is never seen: {lines}");
 }

@@ -675,7 +675,14 @@ pub static PARAMS: &[Param] = &[
         "",
         Enum(&["", "haproxy"]),
         Listening,
-        "haproxy: every connection starts with HAProxy's PROXY protocol header (version 1 or 2) naming the real client, as a load balancer in front sends it; limits, restrictions, logs and Received: then see that client. A connection without a valid header is dropped. Set it per listener with -o in master.cf.",
+        "haproxy: every connection starts with HAProxy's PROXY protocol header (version 1 or 2) naming the real client, as a load balancer in front sends it; limits, restrictions, logs and Received: then see that client. A connection without a valid header is dropped, and so is one from an address outside sluice_upstream_proxy_networks. Set it per listener with -o in master.cf.",
+    ),
+    p(
+        "sluice_upstream_proxy_networks",
+        "127.0.0.0/8 [::1]/128",
+        HostList,
+        Listening,
+        "With smtpd_upstream_proxy_protocol = haproxy: the load balancers allowed to name the client. A connection from any other address is closed before a byte is read or sent (it could claim to come from mynetworks); list the load balancer's addresses when it runs on another host.",
     ),
     p(
         "smtpd_upstream_proxy_timeout",

@@ -1,7 +1,8 @@
 //! The accept loop: binds the listening socket with a backlog large enough
 //! for bursts, takes a session permit before `accept`, reads the PROXY
 //! header first behind a load balancer (`smtpd_upstream_proxy_protocol`,
-//! so the limits count the real client), applies the per-client limits of
+//! so the limits count the real client; only from the load balancers of
+//! `sluice_upstream_proxy_networks`), applies the per-client limits of
 //! [`Inbound`] and starts one [`Session`] per connection. Never parses
 //! SMTP.
 
@@ -83,6 +84,21 @@ pub async fn serve_staged(listener: TcpListener, inbound: Arc<Inbound>, accept: 
             },
         };
         let _ = stream.set_nodelay(true);
+        let base = inbound.settings();
+        if base.upstream_proxy && !base.upstream_proxy_networks.contains(peer.ip()) {
+            // Only a trusted load balancer may name the client: anyone else
+            // reaching the port directly could claim an address in
+            // mynetworks and relay. Nothing is read or sent: the peer is
+            // not a load balancer, and an SMTP reply would invite it on.
+            warn!(
+                "connection from [{}]:{} refused: not in sluice_upstream_proxy_networks",
+                peer.ip(),
+                peer.port()
+            );
+            events::emit(Event::ConnectionRefused);
+            drop((stream, permit));
+            continue;
+        }
         // Its settings: under stress when it took the last free slot.
         let local_name = local.map_or_else(|| "listener".to_owned(), |a| a.to_string());
         let settings = inbound.session_settings(&local_name, clock::instant());

@@ -94,6 +94,9 @@ pub struct Settings {
     pub upstream_proxy: bool,
     /// `smtpd_upstream_proxy_timeout`.
     pub upstream_proxy_timeout: Duration,
+    /// `sluice_upstream_proxy_networks`: the only peers whose PROXY header
+    /// is read; every other connection is closed unread.
+    pub upstream_proxy_networks: Networks,
     /// `smtpd_min_data_rate` (bytes/s): DATA and BDAT must average at least
     /// this after the first `smtpd_timeout`; stops a client trickling bytes.
     pub min_data_rate: u64,
@@ -205,6 +208,10 @@ impl Default for Settings {
             starttls_timeout: Duration::from_secs(300),
             upstream_proxy: false,
             upstream_proxy_timeout: Duration::from_secs(5),
+            upstream_proxy_networks: Networks::List(vec![
+                "127.0.0.0/8".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ]),
             min_data_rate: 500,
             session_time_limit: Duration::from_secs(3600),
             greet_pause: Duration::ZERO,
@@ -383,6 +390,7 @@ impl Settings {
             starttls_timeout: c.time("smtpd_starttls_timeout"),
             upstream_proxy: c.string("smtpd_upstream_proxy_protocol").trim() == "haproxy",
             upstream_proxy_timeout: c.time("smtpd_upstream_proxy_timeout"),
+            upstream_proxy_networks: networks("sluice_upstream_proxy_networks"),
             min_data_rate: count("smtpd_min_data_rate"),
             session_time_limit: Settings::default().session_time_limit,
             greet_pause: Duration::ZERO,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::clients::Raw;
 use common::inbound::{RELAY_DOMAIN, Server, relay_settings};
-use sluice::smtp::Settings;
+use sluice::smtp::{BareNewline, Settings};
 use sluice_queue::{AcceptLimits, BodyType, DsnRet};
 
 fn status_ok(r: &common::clients::Reply) -> bool {
@@ -261,24 +261,55 @@ async fn bdat_chunks_with_last_make_one_message() {
     server.stop().await;
 }
 
+/// BINARYMIME chunks meet the bare-newline rules as any content does (the
+/// stored body must mean one thing to every next hop, whatever path it
+/// leaves by): under normalize a bare CR or LF becomes a line end, other
+/// octets (NUL, 8-bit) are kept; under reject the message is refused; `no`
+/// stores it as sent.
 #[tokio::test]
-async fn binarymime_content_is_stored_as_sent() {
-    let server = Server::start(relay_settings()).await;
-    let mut c = Raw::ehlo(server.addr).await;
-    assert_eq!(c.cmd("MAIL FROM:<a@source.test> BODY=BINARYMIME").await.code, 250);
-    c.cmd("RCPT TO:<user@relay.test>").await;
-    // DATA cannot carry binary content.
-    assert_eq!(c.cmd("DATA").await.code, 503);
+async fn binarymime_content_follows_the_bare_newline_rules() {
     let blob: Vec<u8> = b"Content-Type: application/octet-stream\r\n\r\n"
         .iter()
         .copied()
         .chain((0..=255u8).cycle().take(3000))
         .collect();
-    c.send(format!("BDAT {} LAST\r\n", blob.len()).as_bytes()).await;
-    c.send(&blob).await;
-    assert!(c.reply().await.expect("reply").text().starts_with("250 2.0.0 Ok: queued as"));
-    assert_eq!(server.only_body().await, blob);
+    let send = |addr| {
+        let blob = blob.clone();
+        async move {
+            let mut c = Raw::ehlo(addr).await;
+            assert_eq!(c.cmd("MAIL FROM:<a@source.test> BODY=BINARYMIME").await.code, 250);
+            c.cmd("RCPT TO:<user@relay.test>").await;
+            // DATA cannot carry binary content.
+            assert_eq!(c.cmd("DATA").await.code, 503);
+            c.send(format!("BDAT {} LAST\r\n", blob.len()).as_bytes()).await;
+            c.send(&blob).await;
+            c.reply().await.expect("reply").text()
+        }
+    };
+    let server = Server::start(relay_settings()).await;
+    assert!(send(server.addr).await.starts_with("250 2.0.0 Ok: queued as"));
+    // After the header section, the octets 0..=255 over and over: no CR
+    // there is followed by LF, so each CR and each LF is bare.
+    let header = b"Content-Type: application/octet-stream\r\n\r\n".len();
+    let mut normalized = blob[..header].to_vec();
+    for &b in &blob[header..] {
+        match b {
+            b'\r' | b'\n' => normalized.extend_from_slice(b"\r\n"),
+            _ => normalized.push(b),
+        }
+    }
+    assert_eq!(server.only_body().await, normalized);
     assert_eq!(server.messages().await[0].1.body_type, BodyType::BinaryMime);
+    server.stop().await;
+
+    let server = Server::start(Settings { bare_newline: BareNewline::Reject, ..relay_settings() }).await;
+    assert_eq!(send(server.addr).await, "550 5.5.2 Error: bare <LF> received");
+    assert!(server.messages().await.is_empty());
+    server.stop().await;
+
+    let server = Server::start(Settings { bare_newline: BareNewline::No, ..relay_settings() }).await;
+    assert!(send(server.addr).await.starts_with("250 2.0.0 Ok: queued as"));
+    assert_eq!(server.only_body().await, blob);
     server.stop().await;
 }
 

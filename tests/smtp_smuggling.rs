@@ -154,8 +154,12 @@ async fn reject_refuses_commands_with_bare_line_ends() {
     server.stop().await;
 }
 
+/// `smtpd_forbid_bare_newline_exclusions` (by default `$mynetworks`)
+/// spares a client the refusal, not the normalization: what it sends is
+/// relayed to mailbox servers like anyone's mail, so it is stored with
+/// CRLF line ends (as Postfix, which stores lines, also does).
 #[tokio::test]
-async fn excluded_clients_get_no_but_still_cannot_smuggle() {
+async fn excluded_clients_are_normalized_not_refused_and_cannot_smuggle() {
     let settings = Settings {
         bare_newline: BareNewline::Reject,
         bare_newline_exclusions: vec!["127.0.0.0/8".parse().expect("literal")].into(),
@@ -166,7 +170,7 @@ async fn excluded_clients_get_no_but_still_cannot_smuggle() {
     assert!(replies[0].starts_with("250 2.0.0 Ok: queued as "), "{replies:?}");
     let msgs = server.messages().await;
     assert_eq!(msgs.len(), 1);
-    assert_eq!(common::inbound::strip_received(&msgs[0].2), expected(b"\n.\n", true));
+    assert_eq!(common::inbound::strip_received(&msgs[0].2), expected(b"\r\n.\r\n", true));
     server.stop().await;
 }
 

@@ -559,7 +559,7 @@ pub static PARAMS: &[Param] = &[
         "$mynetworks",
         HostList,
         Limits,
-        "Clients to which smtpd_forbid_bare_newline does not apply.",
+        "Clients that smtpd_forbid_bare_newline = reject does not refuse; their bare CR and LF are normalized instead (sluice: Postfix exempts them entirely, but relayed mail must not reach the mailbox servers with bare line ends, whoever sent it).",
     ),
     p(
         "smtpd_forbid_bare_newline_reject_code",

@@ -14,7 +14,6 @@ use super::session::Session;
 use super::state::{Flow, Input, Transaction};
 use crate::clock;
 use crate::reply::{Reply, Status};
-use sluice_queue::BodyType;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `BDAT size [LAST]`: sets up reading the chunk.
@@ -54,8 +53,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let needs_body = matches!(&self.tx, Transaction::Mail(m) if m.body.is_none());
         if needs_body {
-            let raw = matches!(&self.tx, Transaction::Mail(m) if m.body_type == BodyType::BinaryMime);
-            self.begin_body(Decoder::bdat(self.mode, raw)).await;
+            // BINARYMIME too: see `Decoder` for why.
+            self.begin_body(Decoder::bdat(self.mode)).await;
             self.xfer_started = clock::instant();
         }
         self.input = Input::Bdat { left: size, last };

@@ -114,13 +114,21 @@ enum State {
 ///
 /// For `DATA` (`dot = true`): removes dot-stuffing, finds the end of data,
 /// checks line length. For `BDAT` (`dot = false`): the length is given by
-/// the command, so only line endings are handled (and nothing when the body
-/// is `BINARYMIME`: `raw = true`).
+/// the command, so only line endings are handled.
+///
+/// `BODY=BINARYMIME` chunks meet the same line-ending rules as any other
+/// content: a bare CR or LF is a line end under `normalize` and refused
+/// under `reject`. sluice relays to mailbox servers over paths it does not
+/// choose when it accepts the message (DATA, or BDAT to a server without
+/// BINARYMIME, or one that parses CRLF lines anyway), so what it stores
+/// must mean one thing to all of them; a body with bare CR or LF does not.
+/// The price: a binary part carrying raw CR or LF bytes is changed (or,
+/// under `reject`, refused) like any other content; `smtpd_forbid_bare_newline
+/// = no` stores it as sent.
 #[derive(Debug)]
 pub struct Decoder {
     mode: BareNewline,
     dot: bool,
-    raw: bool,
     max_line: Option<usize>,
     state: State,
     line_len: usize,
@@ -136,7 +144,6 @@ impl Decoder {
         Decoder {
             mode,
             dot: true,
-            raw: false,
             max_line,
             state: State::LineStart { eod: true },
             line_len: 0,
@@ -144,12 +151,11 @@ impl Decoder {
         }
     }
 
-    /// A decoder for `BDAT` chunks of one message; `raw` for `BODY=BINARYMIME`.
-    pub fn bdat(mode: BareNewline, raw: bool) -> Decoder {
+    /// A decoder for `BDAT` chunks of one message, whatever its `BODY=`.
+    pub fn bdat(mode: BareNewline) -> Decoder {
         Decoder {
             mode,
             dot: false,
-            raw,
             max_line: None,
             state: State::LineStart { eod: false },
             line_len: 0,
@@ -178,10 +184,6 @@ impl Decoder {
     /// was reached, in which case the bytes after it (pipelined commands)
     /// are left to the caller. `out` grows by at most twice `input.len()`.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> usize {
-        if self.raw {
-            out.extend_from_slice(input);
-            return input.len();
-        }
         let mut i = 0;
         while i < input.len() {
             match self.state {

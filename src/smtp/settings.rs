@@ -138,7 +138,8 @@ pub struct Settings {
     pub bare_newline: BareNewline,
     /// `soft_bounce`: every 5xx reply goes out (and is logged) as 4xx.
     pub soft_bounce: bool,
-    /// `smtpd_forbid_bare_newline_exclusions`: clients treated as `no`.
+    /// `smtpd_forbid_bare_newline_exclusions`: clients never refused for a
+    /// bare newline (normalized instead).
     pub bare_newline_exclusions: Networks,
     /// `smtpd_forbid_bare_newline_reject_code` (521 also disconnects).
     pub bare_newline_reject_code: u16,
@@ -254,9 +255,18 @@ impl Settings {
         !self.discard_ehlo_keywords.iter().any(|k| k == keyword)
     }
 
-    /// The bare-newline mode that applies to a client (exclusions get `No`).
+    /// The bare-newline mode that applies to a client. An excluded client
+    /// is spared `reject` but still normalized: Postfix's exclusions exist
+    /// so that local programs sending bare LF are not refused, and Postfix
+    /// then stores their lines as lines anyway (its queue file holds
+    /// records, not line ends). Mail from `mynetworks` is relayed to the
+    /// mailbox servers like any other, so it must not reach them with bare
+    /// CR or LF either; only `smtpd_forbid_bare_newline = no` keeps them.
     pub fn bare_newline_for(&self, addr: IpAddr) -> BareNewline {
-        if self.bare_newline_exclusions.contains(addr) { BareNewline::No } else { self.bare_newline }
+        match self.bare_newline {
+            BareNewline::Reject if self.bare_newline_exclusions.contains(addr) => BareNewline::Normalize,
+            mode => mode,
+        }
     }
 
     /// True when `addr` is exempt from connection count and rate limits.

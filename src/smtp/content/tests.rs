@@ -148,7 +148,7 @@ fn lines_of_998_octets_pass_and_999_do_not() {
 
 #[test]
 fn bdat_decoder_has_no_end_marker_and_no_dot_handling() {
-    let mut d = Decoder::bdat(BareNewline::Normalize, false);
+    let mut d = Decoder::bdat(BareNewline::Normalize);
     let mut out = Vec::new();
     let input = b"..a\r\n.\r\nb\nc\r";
     assert_eq!(d.decode(input, &mut out), input.len());
@@ -156,11 +156,21 @@ fn bdat_decoder_has_no_end_marker_and_no_dot_handling() {
     d.finish(&mut out);
     assert_eq!(out, b"..a\r\n.\r\nb\r\nc\r\n");
 
-    let mut raw = Decoder::bdat(BareNewline::Normalize, true);
+    // The same for every BODY= type (BINARYMIME included): bare CR and LF
+    // are line ends under normalize, refused under reject, kept under no.
     let mut out = Vec::new();
-    raw.decode(b"\n\r\0.\r\n", &mut out);
-    raw.finish(&mut out);
-    assert_eq!(out, b"\n\r\0.\r\n");
+    let mut d = Decoder::bdat(BareNewline::Normalize);
+    d.decode(b"\n\r\0.\r\n\r", &mut out);
+    d.finish(&mut out);
+    assert_eq!(out, b"\r\n\r\n\0.\r\n\r\n");
+    let mut d = Decoder::bdat(BareNewline::Reject);
+    d.decode(b"a\rb", &mut Vec::new());
+    assert_eq!(d.violation(), Some(Violation::BareCr));
+    let mut out = Vec::new();
+    let mut d = Decoder::bdat(BareNewline::No);
+    d.decode(b"\n\r\0.\r\n\r", &mut out);
+    d.finish(&mut out);
+    assert_eq!(out, b"\n\r\0.\r\n\r");
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn a_postfix_mx_relay_main_cf_maps_to_settings() {
     assert_eq!(s.recipient_limit, 200);
     assert_eq!(s.timeout, Duration::from_secs(60));
     assert_eq!(s.bare_newline, BareNewline::Reject);
-    assert_eq!(s.bare_newline_for("10.1.2.3".parse().expect("addr")), BareNewline::No);
+    assert_eq!(s.bare_newline_for("10.1.2.3".parse().expect("addr")), BareNewline::Normalize);
     assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Reject);
     assert_eq!(s.client_connection_rate_limit, 30);
     assert_eq!(s.accept_limits.max_messages, 5000);
@@ -127,13 +127,18 @@ fn client_name_parameters_map_to_settings() {
 }
 
 #[test]
-fn exclusions_turn_bare_newline_handling_off() {
-    let s = Settings {
+fn exclusions_spare_the_refusal_never_the_normalization() {
+    let excluded = |mode| Settings {
+        bare_newline: mode,
         bare_newline_exclusions: vec!["10.0.0.0/8".parse().expect("net")].into(),
         ..Settings::default()
     };
-    assert_eq!(s.bare_newline_for("10.1.1.1".parse().expect("addr")), BareNewline::No);
-    assert_eq!(s.bare_newline_for("192.0.2.1".parse().expect("addr")), BareNewline::Normalize);
+    let (inside, outside) = ("10.1.1.1".parse().expect("addr"), "192.0.2.1".parse().expect("addr"));
+    let s = excluded(BareNewline::Reject);
+    assert_eq!(s.bare_newline_for(inside), BareNewline::Normalize);
+    assert_eq!(s.bare_newline_for(outside), BareNewline::Reject);
+    assert_eq!(excluded(BareNewline::Normalize).bare_newline_for(inside), BareNewline::Normalize);
+    assert_eq!(excluded(BareNewline::No).bare_newline_for(outside), BareNewline::No);
 }
 
 fn ip(s: &str) -> IpAddr {

@@ -32,7 +32,8 @@ const SPOOL: &str = "/var/spool/sluice";
 const CONFIG_DIR: &str = "/etc/sluice";
 const BINARY: &str = "/usr/sbin/sluice";
 /// Written by prerm on removal with the number of queued messages.
-const COUNT_FILE: &str = "/var/spool/sluice/.queued-at-removal";
+/// In root's own directory, never in the spool the sluice user controls.
+const COUNT_FILE: &str = "/var/lib/sluice/queued-at-removal";
 /// Relay domain used when the packaged main.cf names none we can use.
 const TEST_DOMAIN: &str = "package-test.example";
 
@@ -126,7 +127,7 @@ fn package_installs_serves_and_purges_per_policy() {
     assert_eq!(fs::read_to_string(COUNT_FILE).unwrap_or_default().trim(), "0");
     let purge = apt(&["purge"]);
     assert!(!purge.contains("warning"), "no warning when the queue is empty:\n{purge}");
-    for gone in [CONFIG_DIR, SPOOL, BINARY] {
+    for gone in [CONFIG_DIR, SPOOL, BINARY, "/var/lib/sluice"] {
         assert!(!Path::new(gone).exists(), "purge leaves no {gone}");
     }
     assert!(!user_exists(), "purge removes the sluice user");
@@ -155,7 +156,7 @@ fn skip_reason() -> Option<String> {
     if let Some(status) = dpkg_status() {
         return Some(format!("package sluice is already known to dpkg ({status}); the test would purge it"));
     }
-    for path in [CONFIG_DIR, SPOOL] {
+    for path in [CONFIG_DIR, SPOOL, "/var/lib/sluice"] {
         if Path::new(path).exists() {
             return Some(format!("{path} exists; the test would delete it"));
         }

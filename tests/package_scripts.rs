@@ -9,6 +9,10 @@
 //! commands it calls (systemctl, deb-systemd-helper, deb-systemd-invoke,
 //! adduser, chown, sluice) replaced by stubs that log their arguments. The
 //! port check uses the real `ss` against a real listener. Needs no root.
+//!
+//! And the removal scripts (prerm, postrm) against a spool in which the
+//! daemon's user planted symlinks: root never writes through a path that
+//! user controls, so the files the links point to stay as they were.
 
 use std::fs;
 use std::net::TcpListener;
@@ -17,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const POSTINST: &str = include_str!("../packaging/debian/postinst");
+const PRERM: &str = include_str!("../packaging/debian/prerm");
+const POSTRM: &str = include_str!("../packaging/debian/postrm");
 
 /// A postinst with its paths in a temp dir and stubbed commands.
 struct Sandbox {
@@ -215,4 +221,112 @@ fn without_systemd_nothing_is_enabled_or_started() {
     assert!(run.calls.is_empty(), "no systemd calls: {}", run.calls);
     assert!(run.output.contains("systemd is not running"), "{}", run.output);
     assert!(sandbox.spool().is_dir(), "the spool is created anyway");
+}
+
+/// prerm and postrm in a temp dir whose spool the "sluice user" has
+/// prepared: `.queued-at-removal` (where prerm used to write the count as
+/// root) and a file name prerm might use are symlinks to a file root must
+/// never write, as root would on a real system.
+struct Removal {
+    dir: tempfile::TempDir,
+}
+
+impl Removal {
+    /// `queued`: the messages the stubbed `sluice queue list --json` lists.
+    fn new(queued: usize) -> Removal {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        for d in ["etc", "run-systemd", "bin", "spool/db"] {
+            fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        fs::write(root.join("victim"), "precious\n").expect("write victim");
+        for link in [".queued-at-removal", "queued-at-removal"] {
+            std::os::unix::fs::symlink(root.join("victim"), root.join("spool").join(link))
+                .expect("plant symlink");
+        }
+        for (name, text) in [("prerm", PRERM), ("postrm", POSTRM)] {
+            let mut script = text.to_owned();
+            for (from, to) in [
+                ("SPOOL=/var/spool/sluice\n", format!("SPOOL={}/spool\n", root.display())),
+                ("CONFIG_DIR=/etc/sluice\n", format!("CONFIG_DIR={}/etc\n", root.display())),
+                ("STATE_DIR=/var/lib/sluice\n", format!("STATE_DIR={}/state\n", root.display())),
+                ("/run/systemd/system", format!("{}/run-systemd", root.display())),
+                ("#DEBHELPER#", String::new()),
+            ] {
+                // postrm has no systemd test of its own.
+                if name == "postrm" && from == "/run/systemd/system" {
+                    continue;
+                }
+                assert!(script.contains(from), "{name} no longer contains {from:?}; update this test");
+                script = script.replace(from, &to);
+            }
+            write_executable(&root.join(name), &script);
+        }
+        // `install -d -o root -g root` needs root; as another user the
+        // directory is made the user's own, which is what the test runs as.
+        write_executable(
+            &root.join("bin/install"),
+            "#!/bin/sh\nfor a; do d=$a; done\nexec mkdir -p \"$d\"\n",
+        );
+        write_executable(&root.join("bin/getent"), "#!/bin/sh\nexit 0\n");
+        write_executable(
+            &root.join("bin/runuser"),
+            "#!/bin/sh\nwhile [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"\n",
+        );
+        let lines = "echo '{\"queue_id\":\"4Hx0000000\"}'\n".repeat(queued);
+        write_executable(&root.join("bin/sluice"), &format!("#!/bin/sh\n{lines}exit 0\n"));
+        for noop in ["deb-systemd-invoke", "deluser", "delgroup", "userdel", "groupdel", "dpkg-statoverride"]
+        {
+            write_executable(&root.join("bin").join(noop), "#!/bin/sh\nexit 0\n");
+        }
+        Removal { dir }
+    }
+
+    fn run(&self, script: &str, arg: &str) -> String {
+        let root = self.dir.path();
+        let path = format!("{}:{}", root.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+        let out = Command::new(root.join(script)).arg(arg).env("PATH", path).output().expect("run script");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{script} {arg} failed: {text}");
+        text
+    }
+
+    fn victim(&self) -> String {
+        fs::read_to_string(self.dir.path().join("victim")).expect("victim still there")
+    }
+}
+
+#[test]
+fn removal_never_writes_through_a_symlink_in_the_spool() {
+    let r = Removal::new(1);
+    r.run("prerm", "remove");
+    assert_eq!(r.victim(), "precious\n", "prerm wrote through a planted symlink");
+    let count = fs::read_to_string(r.dir.path().join("state/queued-at-removal")).expect("count recorded");
+    assert_eq!(count.trim(), "1");
+    let out = r.run("postrm", "purge");
+    assert!(out.contains("holds 1 queued message"), "{out}");
+    assert!(r.dir.path().join("spool/db").is_dir(), "mail kept");
+    assert!(!r.dir.path().join("state").exists(), "purge removes its state");
+    assert_eq!(r.victim(), "precious\n");
+
+    // An empty queue: the spool goes, and with it the links, never their
+    // targets.
+    let r = Removal::new(0);
+    r.run("prerm", "remove");
+    r.run("postrm", "purge");
+    assert!(!r.dir.path().join("spool").exists(), "the spool of an empty queue is removed");
+    assert_eq!(r.victim(), "precious\n");
+}
+
+#[test]
+fn a_count_the_spool_could_have_forged_is_not_trusted() {
+    // Even a count file in the state directory that is not a number (say,
+    // a stale one replaced by something else) keeps the mail.
+    let r = Removal::new(0);
+    fs::create_dir_all(r.dir.path().join("state")).expect("mkdir state");
+    fs::write(r.dir.path().join("state/queued-at-removal"), "0; rm -rf /\n").expect("write");
+    let out = r.run("postrm", "purge");
+    assert!(out.contains("an unknown number of messages"), "{out}");
+    assert!(r.dir.path().join("spool/db").is_dir());
 }

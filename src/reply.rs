@@ -261,7 +261,9 @@ impl From<&sluice_queue::Error> for Reply {
     fn from(e: &sluice_queue::Error) -> Reply {
         use sluice_queue::Error as E;
         match e {
-            E::Full { .. } | E::DiskLow { .. } => {
+            // A full file system or failing writes: the client keeps the
+            // message and tries later, when the queue has recovered.
+            E::Full { .. } | E::DiskLow { .. } | E::NoSpace(_) | E::Unwritable(_) => {
                 Reply::new(452, Status(4, 3, 1), "Insufficient system storage")
             }
             _ => Reply::new(451, Status(4, 3, 0), "Error: queue file write error"),
@@ -301,6 +303,12 @@ mod tests {
     fn queue_full_is_452_and_storage_error_is_451() {
         let full = sluice_queue::Error::Full { messages: 1, bytes: 2 };
         assert_eq!(Reply::from(&full).to_one_line(), "452 4.3.1 Insufficient system storage");
+        for e in [
+            sluice_queue::Error::NoSpace("IO error: No space left on device".into()),
+            sluice_queue::Error::Unwritable("IO error: No space left on device".into()),
+        ] {
+            assert_eq!(Reply::from(&e).to_one_line(), "452 4.3.1 Insufficient system storage");
+        }
         let io = sluice_queue::Error::Storage("boom".into());
         assert_eq!(Reply::from(&io).code(), 451);
         assert_eq!(Reply::from(&io).status(), Some(Status(4, 3, 0)));

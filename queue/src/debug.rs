@@ -59,4 +59,12 @@ impl Queue {
         change.delete(Table::Bodies, keys::chunk_key(id, n).to_vec());
         writer.submit(change).await
     }
+
+    /// Test hook: every write fails with `why` (a stand-in for RocksDB
+    /// refusing writes after a background error) until called with `None`.
+    /// Not for production use.
+    #[doc(hidden)]
+    pub fn debug_fail_writes(&self, why: Option<&str>) {
+        self.inner.books.inject_failure(why.map(str::to_owned));
+    }
 }

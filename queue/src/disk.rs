@@ -3,7 +3,15 @@
 //! `statvfs` is cheap but not free, and `Queue::admit` runs on every `MAIL`;
 //! a small thread refreshes the figure once a second instead. (The queue
 //! reads no clock outside ID generation, so the cache is refreshed by a
-//! sleeping thread rather than by comparing timestamps.) Owns nothing else.
+//! sleeping thread rather than by comparing timestamps.)
+//!
+//! Also the floors below which the queue stops writing ([`WRITE_FLOOR`])
+//! and stops taking new mail ([`ADMIT_FLOOR`]): RocksDB must never run out
+//! of space itself. A WAL append that fails leaves its log writer in an
+//! error state, and the next write to it ends the process (Debian's
+//! RocksDB 7.8 is built with its assertions on: a test that filled the
+//! disk under it saw `AssertFalseAndGetStatusForPrevError` abort), so the
+//! queue refuses a write it cannot be sure has room, before RocksDB tries.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +22,19 @@ use std::time::Duration;
 /// How stale the free-space figure may be.
 const REFRESH: Duration = Duration::from_secs(1);
 
+/// No write happens while the queue's file system has less than this free
+/// (beyond the write's own bytes): room for the WAL record, RocksDB's
+/// manifest and log housekeeping, and a memtable flush started by an
+/// earlier write. Checked with `statvfs` before every group write (a few
+/// microseconds against a millisecond fsync), not from the cached figure:
+/// another program may fill the disk within a second.
+pub(crate) const WRITE_FLOOR: u64 = 32 << 20;
+
+/// No new mail is taken while less than this is free, whatever
+/// `queue_minfree` says: the room between it and [`WRITE_FLOOR`] lets the
+/// mail already queued be delivered and removed.
+pub(crate) const ADMIT_FLOOR: u64 = 2 * WRITE_FLOOR;
+
 /// The cached free space and the thread keeping it current.
 #[derive(Debug)]
 pub(crate) struct DiskWatch {
@@ -23,7 +44,7 @@ pub(crate) struct DiskWatch {
 }
 
 /// Bytes available to unprivileged users on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> Result<u64, nix::Error> {
+pub(crate) fn free_bytes(dir: &Path) -> Result<u64, nix::Error> {
     let s = nix::sys::statvfs::statvfs(dir)?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
     Ok((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))

@@ -9,6 +9,16 @@ pub enum Error {
     /// RocksDB or the file system failed.
     #[error("queue storage error: {0}")]
     Storage(String),
+    /// The file system holding the queue is full (`ENOSPC`): the write did
+    /// not happen (`452 4.3.1`). RocksDB then stops taking writes until
+    /// space is freed, and resumes by itself.
+    #[error("queue file system is full: {0}")]
+    NoSpace(String),
+    /// Writes are failing (the last one did, and no write or probe has
+    /// succeeded since), so no new mail is taken (`452 4.3.1`) until one
+    /// does; see [`crate::Queue::admit`].
+    #[error("queue writes are failing: {0}")]
+    Unwritable(String),
     /// The queue is above its high-water mark (`452 4.3.1`).
     #[error("queue is full: {messages} messages, {bytes} bytes")]
     Full { messages: u64, bytes: u64 },
@@ -30,4 +40,16 @@ pub enum Error {
     /// The queue directory is locked by another process (a running daemon).
     #[error("queue directory {0} is in use by another process")]
     Locked(String),
+}
+
+impl Error {
+    /// The same error for another caller (each caller of a failed group
+    /// write gets its own).
+    pub(crate) fn again(&self) -> Error {
+        match self {
+            Error::NoSpace(m) => Error::NoSpace(m.clone()),
+            Error::Unwritable(m) => Error::Unwritable(m.clone()),
+            e => Error::Storage(e.to_string()),
+        }
+    }
 }

@@ -72,9 +72,13 @@ impl Queue {
     /// is at or above a high-water mark, [`Error::DiskLow`] when the file
     /// system holding it has less free space than `limits.min_free`
     /// (`statvfs`, cached for a second so it is cheap to call on every
-    /// `MAIL`).
+    /// `MAIL`), [`Error::Unwritable`] while writes fail (a full file
+    /// system, RocksDB stopped by a background error) until one succeeds.
     pub fn admit(&self, limits: &AcceptLimits) -> Result<()> {
         let Some(disk) = &self.inner.disk else { return Err(Error::ReadOnly) };
+        if let Some(why) = self.inner.books.failing() {
+            return Err(Error::Unwritable(why));
+        }
         let c = self.inner.books.counters();
         if (limits.max_messages > 0 && c.messages >= limits.max_messages)
             || (limits.max_bytes > 0 && c.bytes >= limits.max_bytes)
@@ -82,7 +86,7 @@ impl Queue {
             return Err(Error::Full { messages: c.messages, bytes: c.bytes });
         }
         let free = disk.free();
-        if limits.min_free > 0 && free < limits.min_free {
+        if free < limits.min_free.max(crate::disk::ADMIT_FLOOR) {
             return Err(Error::DiskLow { free });
         }
         Ok(())

@@ -32,7 +32,7 @@ use std::sync::Mutex;
 
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompactionStyle, DBRecoveryMode,
-    Direction, IteratorMode, Options as DbOptions, ReadOptions, WriteBatch, WriteOptions,
+    Direction, IteratorMode, LogLevel, Options as DbOptions, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::error::Error;
@@ -68,6 +68,14 @@ fn db_options() -> DbOptions {
     o.set_bytes_per_sync(1 << 20);
     o.set_wal_bytes_per_sync(1 << 20);
     o.set_keep_log_file_num(4);
+    // RocksDB's own log (`db/LOG`) gets fatal errors only, and no periodic
+    // statistics: a line appended to it while the file system is full
+    // leaves its writer in an error state, and the next line ends the
+    // process (Debian's RocksDB has its assertions on; see `disk.rs`).
+    // What goes wrong is sluice's to log anyway: every failed write
+    // reaches it as an error.
+    o.set_log_level(LogLevel::Fatal);
+    o.set_stats_dump_period_sec(0);
     o
 }
 
@@ -101,8 +109,16 @@ fn cf_options(t: Table) -> DbOptions {
 }
 
 /// Maps a RocksDB error. Only the queue's own API types leave this crate.
+/// rust-rocksdb gives RocksDB's status as text only: a full file system is
+/// its `NoSpace` subcode, written "No space left on device" (also when
+/// RocksDB repeats the background error that stopped it).
 pub(crate) fn storage(e: rocksdb::Error) -> Error {
-    Error::Storage(e.into_string())
+    let text = e.into_string();
+    if text.contains("No space left on device") || text.contains("NoSpace") {
+        Error::NoSpace(text)
+    } else {
+        Error::Storage(text)
+    }
 }
 
 /// The open database.

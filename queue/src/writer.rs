@@ -25,11 +25,24 @@
 //! The thread never touches message semantics: it applies what it is given.
 //! It also runs the dead-prefix compaction (see `store.rs`) on a helper
 //! thread after enough deletions.
+//!
+//! It also knows whether writes work ([`Bookkeeping::failing`]): after a
+//! failed write (a full file system, or RocksDB refusing writes after a
+//! background error) the queue takes no new mail until a write succeeds
+//! again. While writes fail and nobody writes, the thread probes once a
+//! second with a write that changes nothing (the counters record as it
+//! is), so the queue notices by itself when space is free again or
+//! RocksDB has resumed from a background error (it resumes on its own
+//! from the errors it can recover from; its C API, which rust-rocksdb
+//! wraps, has no `Resume` to ask it to), and takes mail again. A write is
+//! refused before RocksDB sees it when the file system lacks room (see
+//! `disk.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
@@ -197,6 +210,11 @@ pub(crate) struct Bookkeeping {
     changes: AtomicU64,
     writes: AtomicU64,
     syncs: AtomicU64,
+    /// Why the last write failed, while no write has succeeded since.
+    failing: Mutex<Option<String>>,
+    /// A failure every write reports instead of writing (a test hook:
+    /// `Queue::debug_fail_writes`).
+    injected: Mutex<Option<String>>,
 }
 
 impl Bookkeeping {
@@ -206,6 +224,40 @@ impl Bookkeeping {
 
     pub(crate) fn counters(&self) -> Counters {
         *self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The injected failure, if a test set one.
+    fn injected_failure(&self) -> Result<(), Error> {
+        match &*self.injected.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => Err(Error::Storage(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Test hook: makes every write fail with `why` (until `None`).
+    pub(crate) fn inject_failure(&self, why: Option<String>) {
+        *self.injected.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Why writes are failing, if the last one did.
+    pub(crate) fn failing(&self) -> Option<String> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the outcome of a write; logs the changes of state once.
+    fn note_write(&self, result: &Result<(), Error>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match (result, failing.is_some()) {
+            (Ok(()), true) => {
+                tracing::warn!("queue: writes work again; taking new mail");
+                *failing = None;
+            }
+            (Err(e), false) => {
+                tracing::error!("queue: writes fail ({e}); no new mail is taken until they work again");
+                *failing = Some(e.to_string());
+            }
+            _ => {}
+        }
     }
 
     pub(crate) fn writer_stats(&self) -> WriterStats {
@@ -265,7 +317,11 @@ pub(crate) fn write_group<'a>(
     if counters != before {
         batch.put_cf(store.cf(Table::Meta)?, COUNTERS_KEY, encode_counters(&counters));
     }
-    store.write(batch, sync)?;
+    let written = room_for(store, batch.size_in_bytes() as u64)
+        .and_then(|()| books.injected_failure())
+        .and_then(|()| store.write(batch, sync));
+    books.note_write(&written.as_ref().map(|_| ()).map_err(Error::again));
+    written?;
     // Published only after the write: readers never see counters or floors
     // ahead of the data (see `Floor` for why lowering must come after).
     *books.counters.lock().unwrap_or_else(|p| p.into_inner()) = counters;
@@ -292,6 +348,38 @@ type Answer = oneshot::Sender<Result<(), Error>>;
 enum Msg {
     Write(Change, Option<Answer>),
     Close(Answer),
+}
+
+/// Ok when the queue's file system has room for a write of `bytes` above
+/// [`WRITE_FLOOR`](crate::disk::WRITE_FLOOR); a free space that cannot be
+/// read lets the write go on (RocksDB reports a full disk itself).
+fn room_for(store: &Store, bytes: u64) -> Result<(), Error> {
+    if store.is_read_only() {
+        return Ok(());
+    }
+    match crate::disk::free_bytes(store.dir()) {
+        Ok(free) if free < crate::disk::WRITE_FLOOR.saturating_add(bytes) => Err(Error::NoSpace(format!(
+            "{free} bytes free on the queue's file system, below the {} it keeps",
+            crate::disk::WRITE_FLOOR
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// How often a failing queue tries a write that changes nothing, to find
+/// out that writes work again when nobody else writes.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The probe: the counters record rewritten as it is, synced.
+fn probe(store: &Store, books: &Bookkeeping) {
+    let run = || -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(Table::Meta)?, COUNTERS_KEY, encode_counters(&books.counters()));
+        room_for(store, batch.size_in_bytes() as u64)?;
+        books.injected_failure()?;
+        store.write(batch, true)
+    };
+    books.note_write(&run());
 }
 
 /// A merged group never grows past these, so one slow giant batch cannot
@@ -380,7 +468,19 @@ fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
     let mut group: Vec<(Change, Option<Answer>)> = Vec::new();
     let mut closing: Option<Answer> = None;
     while closing.is_none() {
-        let Ok(first) = rx.recv() else { break };
+        let first = if books.failing().is_some() {
+            match rx.recv_timeout(PROBE_EVERY) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    probe(&store, &books);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            let Ok(first) = rx.recv() else { break };
+            first
+        };
         let mut bytes = 0;
         let mut next = Some(first);
         // Drain what queued up during the previous write: this is the group.
@@ -406,7 +506,7 @@ fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
                 if let Some(a) = answer {
                     let r = match &result {
                         Ok(_) => Ok(()),
-                        Err(e) => Err(Error::Storage(e.to_string())),
+                        Err(e) => Err(e.again()),
                     };
                     // The caller may have gone away (cancelled); the change
                     // is written regardless.

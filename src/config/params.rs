@@ -786,7 +786,7 @@ pub static PARAMS: &[Param] = &[
         "0",
         Size,
         Queue,
-        "Free bytes the queue file system must keep; below it new mail gets 452 4.3.1 (0: no minimum).",
+        "Free bytes the queue file system must keep; below it new mail gets 452 4.3.1. As in Postfix, at least 1.5 x message_size_limit is kept whatever this says, plus the SIZE a client declares at MAIL; sluice also always keeps 64 MiB (new mail) and 32 MiB (any queue write) so its database never runs out of space itself. When writes fail anyway (a disk filled by another program, a database error), new mail gets 452 4.3.1 until a write works again, which sluice checks every second.",
     ),
     // Delivery scheduling.
     p(

@@ -104,8 +104,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 format!("Error: too much mail from {}", self.peer.addr),
             ));
         }
-        // Backpressure: the queue says whether it can take more.
-        if let Err(e) = self.inbound.queue().admit(&s.accept_limits) {
+        // Backpressure: the queue says whether it can take more, with room
+        // for the size the client declared on top (Postfix's rule).
+        let limits = sluice_queue::AcceptLimits {
+            min_free: s.accept_limits.min_free.saturating_add(declared),
+            ..s.accept_limits
+        };
+        if let Err(e) = self.inbound.queue().admit(&limits) {
             return Err(Reply::from(&e));
         }
         let body_type = if from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {

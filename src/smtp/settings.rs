@@ -444,12 +444,15 @@ impl Settings {
 
 /// The limits past which the queue accepts no new mail (`sluice_queue_high_water`,
 /// `sluice_queue_high_water_bytes`, `queue_minfree`) of a configuration,
-/// for `MAIL` and for the `/health` endpoint.
+/// for `MAIL` and for the `/health` endpoint. As Postfix's smtpd, at least
+/// 1.5 × `message_size_limit` must be free whatever `queue_minfree` says:
+/// a message that is accepted must fit.
 pub fn accept_limits(c: &Config) -> sluice_queue::AcceptLimits {
+    let size_limit = c.size("message_size_limit");
     sluice_queue::AcceptLimits {
         max_messages: u64::try_from(c.int("sluice_queue_high_water")).unwrap_or(0),
         max_bytes: c.size("sluice_queue_high_water_bytes"),
-        min_free: c.size("queue_minfree"),
+        min_free: c.size("queue_minfree").max(size_limit.saturating_add(size_limit / 2)),
     }
 }
 

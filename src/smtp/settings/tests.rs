@@ -58,6 +58,9 @@ fn a_postfix_mx_relay_main_cf_maps_to_settings() {
     assert_eq!(s.client_connection_rate_limit, 30);
     assert_eq!(s.accept_limits.max_messages, 5000);
     assert_eq!(s.accept_limits.min_free, 1 << 30);
+    // Without queue_minfree, Postfix's 1.5 x message_size_limit.
+    let (_dir, config) = load("message_size_limit = 10000000\n", &[]);
+    assert_eq!(Settings::from_config(&config).expect("settings").accept_limits.min_free, 15_000_000);
     assert!(!s.vrfy, "{s:?}");
     assert!(s.forbid_unauth_pipelining);
     assert_eq!(s.tls_level, TlsLevel::None);

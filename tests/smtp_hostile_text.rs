@@ -10,6 +10,7 @@ mod common;
 use common::clients::Raw;
 use common::inbound::{Server, relay_settings};
 use common::log::Log;
+use std::time::Duration;
 
 /// True when `text` holds a control character other than the line ends
 /// of log lines.
@@ -70,4 +71,70 @@ async fn addresses_with_control_characters_are_refused_and_never_logged_raw() {
     );
     assert!(text.contains("in RCPT command: ?[2J@relay.test\n"), "{text}");
     server.stop().await;
+}
+
+/// A mailbox server's reply text reaches the log, `mailq` and the bounce
+/// the sender gets: control characters in it are filtered on the way, so
+/// none reaches any of them (the reply is filtered when it is parsed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_reply_text_reaches_logs_mailq_and_bounces_filtered() {
+    use common::backend::{Backend, Mode, Proto};
+    use common::daemon::{Daemon, TestConfig, send};
+    use common::delivery::eventually;
+
+    let backend = Backend::start(Proto::Lmtp).await;
+    let cfg = TestConfig::new(&format!("lmtp:[127.0.0.1]:{}", backend.port()), "minimal_backoff_time = 1h");
+    let daemon = Daemon::start(&cfg);
+    backend
+        .set_mode(Mode::PerRecipient {
+            pattern: "full".into(),
+            code: 452,
+            text: "4.2.2 full\u{1b}]0;owned\u{7}\rX".into(),
+        })
+        .await;
+    let addr = cfg.smtp;
+    let sent = tokio::task::spawn_blocking(move || {
+        send(addr, "sender@relay.test", &["full@relay.test"], "Subject: deferred\r\n\r\nx\r\n")
+    })
+    .await
+    .expect("send task");
+    assert!(sent.is_ok_and(|r| r.starts_with("250 ")));
+    let listing = || {
+        let text = cfg.sluice(&["queue", "list"]);
+        let json = cfg.sluice(&["queue", "list", "--json"]);
+        format!("{}{}", String::from_utf8_lossy(&text.stdout), String::from_utf8_lossy(&json.stdout))
+    };
+    // (smtp-proto drops the bare CR when it parses the reply.)
+    eventually("the deferral recorded", Duration::from_secs(30), || listing().contains("full_]0;owned_X"))
+        .await;
+    let shown = listing();
+    assert!(!has_control(&shown), "mailq shows a control character: {shown:?}");
+
+    // A permanent refusal bounces to the sender (relay.test, the same
+    // server): the DSN's diagnostic is filtered too.
+    backend
+        .set_mode(Mode::PerRecipient {
+            pattern: "gone".into(),
+            code: 550,
+            text: "5.1.1 gone\u{1b}[2J\u{0}".into(),
+        })
+        .await;
+    let sent = tokio::task::spawn_blocking(move || {
+        send(addr, "sender@relay.test", &["gone@relay.test"], "Subject: bounced\r\n\r\nx\r\n")
+    })
+    .await
+    .expect("send task");
+    assert!(sent.is_ok_and(|r| r.starts_with("250 ")));
+    eventually("the bounce delivered", Duration::from_secs(60), || {
+        backend.received().iter().any(|m| m.rcpts.iter().any(|r| r == "sender@relay.test"))
+    })
+    .await;
+    let dsn = backend.received().into_iter().find(|m| m.rcpts.iter().any(|r| r == "sender@relay.test"));
+    let dsn = String::from_utf8_lossy(&dsn.expect("dsn").data).replace("\r\n", "\n");
+    assert!(dsn.contains("550 5.1.1 gone_[2J_"), "{dsn}");
+    assert!(!dsn.chars().any(|c| c.is_control() && c != '\n' && c != '\t'), "{dsn:?}");
+    drop(daemon);
+    let log = cfg.log();
+    assert!(log.contains("full_]0;owned_X"), "{log}");
+    assert!(!has_control(&log), "{log:?}");
 }

@@ -39,6 +39,18 @@ impl std::io::Write for ThreadWriter {
     }
 }
 
+/// A `Log` is also a writer of its own, for a test binary that installs
+/// its own formatter (smtp_log_lines, which runs alone in its process).
+impl std::io::Write for Log {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Ends the capture on this thread when dropped.
 pub struct Capture(());
 

@@ -1,7 +1,9 @@
 //! Receiving a message: [`Draft`] (the queue ID assigned at once, the
 //! body appended in chunks as it arrives, nothing visible until the commit
 //! returns, everything staged deleted when it is dropped or aborted), and
-//! [`Queue::begin`]/[`Queue::enqueue`] that start one.
+//! [`Queue::begin`]/[`Queue::enqueue`] that start one;
+//! [`Queue::begin_with_head`] starts one whose header section comes at the
+//! commit and whose body can be read back and replaced (mail filters' edits).
 
 use std::sync::Arc;
 
@@ -34,8 +36,15 @@ pub struct Draft {
     buf: Vec<u8>,
     len: u64,
     /// Chunks handed to the writer so far (counted before the write is
-    /// confirmed, so a cleanup covers a write whose answer never came).
+    /// confirmed, so a cleanup covers a write whose answer never came),
+    /// including the reserved header slot of a [`Queue::begin_with_head`]
+    /// draft: the next chunk's number.
     chunks: u32,
+    /// The number of the first body chunk: 1 when chunk 0 is kept for the
+    /// header section given at commit, else 0.
+    first: u32,
+    /// The `drafts` marker has been written (with the first chunk).
+    marked: bool,
     /// A chunk write failed: the body is incomplete and must not commit.
     broken: bool,
     /// Committed or aborted (or the commit was handed to the writer): drop
@@ -52,9 +61,26 @@ impl Queue {
             buf: Vec::new(),
             len: 0,
             chunks: 0,
+            first: 0,
+            marked: false,
             broken: false,
             finished: false,
         }
+    }
+
+    /// Starts a message whose header section is not appended but given at
+    /// commit ([`Draft::commit_with_head`]): what is appended is the body,
+    /// which can be read back ([`Draft::read_chunk`]) and replaced
+    /// ([`Draft::restart_body`]) before the commit. This is how edits by
+    /// mail filters are stored without rewriting anything: the headers
+    /// stay in the caller's memory (they are small) until the commit
+    /// writes them as the message's first chunk, and a new body is written
+    /// over the old one in chunks as it arrives.
+    pub fn begin_with_head(&self) -> Draft {
+        let mut d = self.begin();
+        d.chunks = 1;
+        d.first = 1;
+        d
     }
 
     /// Convenience for small messages: begin + append + commit.
@@ -113,7 +139,7 @@ impl Draft {
     async fn write_chunk(&mut self, data: Vec<u8>) -> Result<()> {
         let writer = self.inner.writer()?;
         let mut change = Change::new(Durability::Buffered);
-        if self.chunks == 0 {
+        if !self.marked {
             // The marker recovery looks for: a crash before the commit must
             // not leave these chunks behind forever.
             change.put(Table::Drafts, keys::id_key(self.id).to_vec(), Vec::new());
@@ -121,8 +147,57 @@ impl Draft {
         let n = self.chunks;
         self.chunks =
             self.chunks.checked_add(1).ok_or_else(|| Error::Storage("body has too many chunks".into()))?;
+        self.marked = true;
         change.put(Table::Bodies, keys::chunk_key(self.id, n).to_vec(), data);
         writer.submit(change).await
+    }
+
+    /// Body chunk `n` (from 0, the header slot not counted) as staged so
+    /// far, None past the last. Chunks are as large as the queue's
+    /// `body_chunk` (the last one smaller); reading one does not change
+    /// the draft. Stored chunks are read on the blocking pool.
+    pub async fn read_chunk(&self, n: u32) -> Result<Option<Vec<u8>>> {
+        if self.broken {
+            return Err(Error::Storage(format!("{}: an earlier body write failed", self.id)));
+        }
+        let Some(index) = n.checked_add(self.first) else { return Ok(None) };
+        if index == self.chunks {
+            return Ok((!self.buf.is_empty()).then(|| self.buf.clone()));
+        }
+        if index > self.chunks {
+            return Ok(None);
+        }
+        let store = Arc::clone(&self.inner.store);
+        let key = keys::chunk_key(self.id, index);
+        let chunk = tokio::task::spawn_blocking(move || store.get(Table::Bodies, &key))
+            .await
+            .map_err(crate::inner::join_error)??;
+        match chunk {
+            Some(c) => Ok(Some(c)),
+            None => Err(Error::Storage(format!("{}: staged body chunk {n} is missing", self.id))),
+        }
+    }
+
+    /// Drops the body appended so far (its stored chunks are deleted) so a
+    /// new one can be appended, keeping the queue ID and the header slot.
+    /// Also clears an earlier write failure: every chunk it may have left
+    /// is deleted too.
+    pub async fn restart_body(&mut self) -> Result<()> {
+        self.buf.clear();
+        self.len = 0;
+        if self.chunks > self.first {
+            let writer = self.inner.writer()?;
+            let mut change = Change::new(Durability::Buffered);
+            let (_, end) = keys::chunk_range(self.id);
+            change.delete_range(Table::Bodies, keys::chunk_key(self.id, self.first).to_vec(), end.to_vec());
+            // Broken until the delete is confirmed: a half-known state must
+            // not commit.
+            self.broken = true;
+            writer.submit(change).await?;
+            self.chunks = self.first;
+        }
+        self.broken = false;
+        Ok(())
     }
 
     /// Makes the message durable and due at `now`: the last chunk, the
@@ -142,7 +217,24 @@ impl Draft {
     /// entry. If the commit fails, nothing is cleaned up here: the outcome of
     /// a failed synced write is uncertain, and the draft marker lets
     /// recovery remove the chunks if the batch really did not land.
-    pub async fn commit(mut self, mut envelope: Envelope, now: UnixMillis) -> Result<QueueId> {
+    pub async fn commit(self, envelope: Envelope, now: UnixMillis) -> Result<QueueId> {
+        self.commit_with_head(Vec::new(), envelope, now).await
+    }
+
+    /// [`Draft::commit`] for a [`Queue::begin_with_head`] draft: `head`
+    /// (the header section, with the empty line that ends it when the
+    /// message has one) is written as the first chunk in the same synced
+    /// batch, in front of the body. On a draft from [`Queue::begin`] the
+    /// head must be empty.
+    pub async fn commit_with_head(
+        mut self,
+        head: Vec<u8>,
+        mut envelope: Envelope,
+        now: UnixMillis,
+    ) -> Result<QueueId> {
+        if self.first == 0 && !head.is_empty() {
+            return Err(Error::Storage(format!("{}: no header slot in this draft", self.id)));
+        }
         if self.broken {
             return Err(Error::Storage(format!("{}: an earlier body write failed", self.id)));
         }
@@ -151,14 +243,18 @@ impl Draft {
         let id = self.id;
         let mut change = Change::new(Durability::Synced);
         let mut chunks = self.chunks;
+        let head_len = head.len() as u64;
         if !self.buf.is_empty() {
             change.put(Table::Bodies, keys::chunk_key(id, chunks).to_vec(), std::mem::take(&mut self.buf));
             chunks += 1;
         }
-        if self.chunks > 0 {
+        if self.first == 1 {
+            change.put(Table::Bodies, keys::chunk_key(id, 0).to_vec(), head);
+        }
+        if self.marked {
             change.delete(Table::Drafts, keys::id_key(id).to_vec());
         }
-        envelope.size = self.len;
+        envelope.size = self.len + head_len;
         let rec = Record { envelope, due: now, chunks };
         if !rec.envelope.held {
             change.put(Table::Schedule, keys::schedule_key(now, id).to_vec(), Vec::new());
@@ -196,11 +292,11 @@ impl Draft {
 
     /// The change deleting the staged chunks and marker, if any were written.
     fn cleanup(&self) -> Option<Change> {
-        if self.chunks == 0 {
+        if !self.marked {
             return None;
         }
         let mut change = Change::new(Durability::Buffered);
-        for n in 0..self.chunks {
+        for n in self.first..self.chunks {
             change.delete(Table::Bodies, keys::chunk_key(self.id, n).to_vec());
         }
         change.delete(Table::Drafts, keys::id_key(self.id).to_vec());

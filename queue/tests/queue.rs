@@ -163,6 +163,79 @@ async fn aborted_dropped_and_crashed_drafts_leave_nothing() {
     assert_eq!(q.next_due().await.unwrap(), None);
 }
 
+/// Reads a draft's body back chunk by chunk, as a mail filter is fed it.
+async fn read_back(d: &sluice_queue::Draft) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    while let Some(c) = d.read_chunk(n).await.unwrap() {
+        out.extend_from_slice(&c);
+        n += 1;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_head_slot_draft_commits_its_header_section_in_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), T0);
+    for len in [0usize, 10, 1000, 2500] {
+        let body: Vec<u8> = (0..len).map(|j| b'a' + (j % 26) as u8).collect();
+        let mut d = q.begin_with_head();
+        for piece in body.chunks(300) {
+            d.append(piece).await.unwrap();
+        }
+        assert_eq!(read_back(&d).await, body, "read back before commit ({len} bytes)");
+        let head = b"Received: by mx\r\nSubject: edited\r\n\r\n".to_vec();
+        let id = d.commit_with_head(head.clone(), envelope("a@x", &["b@y"]), T0).await.unwrap();
+        let mut whole = head;
+        whole.extend_from_slice(&body);
+        assert_eq!(q.body(id).await.unwrap(), whole);
+        assert_eq!(q.envelope(id).await.unwrap().unwrap().0.size, whole.len() as u64);
+    }
+    assert_eq!(q.debug_table_len("drafts").await.unwrap(), 0);
+    // A plain draft has no slot for a header section.
+    let plain = q.begin();
+    assert!(plain.commit_with_head(b"X: y\r\n".to_vec(), envelope("a@x", &["b@y"]), T0).await.is_err());
+}
+
+#[tokio::test]
+async fn a_replaced_body_leaves_nothing_of_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), T0);
+    let old = vec![b'o'; 5500];
+    let new = vec![b'n'; 1700];
+    let mut d = q.begin_with_head();
+    d.append(&old).await.unwrap();
+    d.restart_body().await.unwrap();
+    assert_eq!(d.len(), 0);
+    assert_eq!(d.read_chunk(0).await.unwrap(), None);
+    for piece in new.chunks(999) {
+        d.append(piece).await.unwrap();
+    }
+    assert_eq!(read_back(&d).await, new);
+    let id = d.commit_with_head(b"H: v\r\n\r\n".to_vec(), envelope("a@x", &["b@y"]), T0).await.unwrap();
+    assert_eq!(q.body(id).await.unwrap(), [b"H: v\r\n\r\n".as_slice(), &new].concat());
+    // Head, one full chunk, the last part: the old chunks are gone.
+    assert_eq!(q.debug_table_len("bodies").await.unwrap(), 3);
+
+    // Replaced, then dropped or left by a crash: nothing remains.
+    let mut dropped = q.begin_with_head();
+    dropped.append(&old).await.unwrap();
+    dropped.restart_body().await.unwrap();
+    dropped.append(&new).await.unwrap();
+    drop(dropped);
+    let mut crashed = q.begin_with_head();
+    crashed.append(&old).await.unwrap();
+    crashed.restart_body().await.unwrap();
+    crashed.append(&new).await.unwrap();
+    crashed.debug_abandon();
+    q.close().await.unwrap();
+    drop(q);
+    let q = open(dir.path(), T0);
+    assert_eq!(q.debug_table_len("drafts").await.unwrap(), 0);
+    assert_eq!(q.debug_table_len("bodies").await.unwrap(), 3, "only the committed message's chunks");
+}
+
 #[tokio::test]
 async fn claim_returns_due_messages_oldest_due_first_and_only_once() {
     let dir = tempfile::tempdir().unwrap();

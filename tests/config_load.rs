@@ -652,3 +652,56 @@ fn invisible_characters_in_a_parameter_name_are_errors_that_show_them() {
     ];
     assert_eq!(errors, expect);
 }
+
+#[test]
+fn milters_per_listener_with_their_own_settings() {
+    let d = tmp();
+    let main = "smtpd_milters = inet:127.0.0.1:11332\nmilter_default_action = accept\nmilter_command_timeout = 10s\n";
+    let master = "\
+smtp inet n - y - - smtpd
+2525 inet n - y - - smtpd
+  -o { smtpd_milters = { inet:127.0.0.1:11332, default_action=tempfail }, unix:private/dkim }
+2526 inet n - y - - smtpd -o smtpd_milters=
+";
+    let l = load(d.path(), main, master);
+    let services = l.config.smtpd_services();
+    let main_list = services[0].config.milters();
+    assert_eq!(main_list.len(), 1);
+    assert_eq!(main_list[0].name, "inet:127.0.0.1:11332");
+    assert_eq!(main_list[0].default_action, sluice::config::MilterDefault::Accept);
+    assert_eq!(main_list[0].command_timeout, Duration::from_secs(10));
+    let own = services[1].config.milters();
+    assert_eq!(own.len(), 2);
+    assert_eq!(own[0].default_action, sluice::config::MilterDefault::Tempfail);
+    assert_eq!(own[0].command_timeout, Duration::from_secs(10), "the global setting still applies");
+    assert_eq!(
+        own[1].endpoint,
+        sluice::config::MilterEndpoint::Unix(
+            Path::new(l.config.string("queue_directory")).join("private/dkim")
+        )
+    );
+    assert!(services[2].config.milters().is_empty());
+    // The macro lists keep their braces.
+    assert_eq!(l.config.tokens("milter_rcpt_macros"), ["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"]);
+}
+
+#[test]
+fn milter_mistakes_name_the_file_line_and_parameter() {
+    let d = tmp();
+    let dir = d.path().display();
+    let main = "smtpd_milters = inet:11332@localhost, { inet:h:1, default_action=maybe }\nmilter_protocol = 5\nmilter_default_action = drop\n";
+    let master = "smtp inet n - y - - smtpd -o smtpd_milters=smtp:x\n";
+    let errors = load_err(d.path(), main, master);
+    let want = [
+        format!(
+            "{dir}/main.cf:1: smtpd_milters: milter service \"inet:11332@localhost\": write inet:host:port"
+        ),
+        format!("{dir}/main.cf:1: smtpd_milters: milter inet:h:1: default_action: bad value \"maybe\""),
+        format!("{dir}/main.cf:2: milter_protocol: bad protocol information \"5\""),
+        format!("{dir}/main.cf:3: milter_default_action: bad value \"drop\""),
+        format!("{dir}/master.cf:1: smtpd_milters: invalid transport name \"smtp\""),
+    ];
+    for w in &want {
+        assert!(errors.iter().any(|e| e.starts_with(w.as_str())), "missing {w:?} in {errors:#?}");
+    }
+}

@@ -27,6 +27,7 @@ const DIFFERENT_DEFAULTS: &[(&str, &str)] = &[
         "smtpd_forbid_unauth_pipelining",
         "sluice uses Postfix 3.9's default (yes); Debian 12's 3.7 backport says no",
     ),
+    ("milter_macro_v", "the v macro names sluice's version ($mail_version is Postfix's)"),
 ];
 
 /// Defaults written differently that expand to the same value.

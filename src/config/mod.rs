@@ -24,7 +24,7 @@
 //! Layout: `main_cf.rs` (syntax), `expand.rs` (`$name`), `params.rs` (the
 //! table), `values.rs` (value syntax), `master_cf.rs`, `tables/`,
 //! `matchlist.rs` (domain and network lists), `restrictions.rs`,
-//! `route.rs`, `load.rs` (files to typed settings). `sluice config`, the
+//! `milters.rs` (`smtpd_milters`), `route.rs`, `load.rs` (files to typed settings). `sluice config`, the
 //! command that prints all this, is the command line's (`cli/postconf.rs`).
 
 mod error;
@@ -33,6 +33,7 @@ mod load;
 mod main_cf;
 mod master_cf;
 mod matchlist;
+mod milters;
 pub mod params;
 mod restrictions;
 mod route;
@@ -47,6 +48,7 @@ use std::time::Duration;
 
 pub use error::{ConfigErrors, Diagnostic, TableError};
 pub use main_cf::normalize_space;
+pub use milters::{MilterDefault, MilterEndpoint, MilterProtocol, MilterSpec, canonical_macro};
 pub use restrictions::{
     Access, Dnsbl, HeaderAction, Named, PolicyEndpoint, PolicyService, Restriction, RhsblName, named,
 };
@@ -353,6 +355,10 @@ pub struct Config {
     services: Vec<SmtpdService>,
     transports: Vec<MasterTransport>,
     transport_info: Arc<Vec<TransportInfo>>,
+    /// `smtpd_milters`, parsed with the `milter_*` settings applied.
+    milters: Vec<MilterSpec>,
+    /// `milter_macro_defaults`, names in `{name}` form.
+    macro_defaults: Vec<(String, String)>,
 }
 
 impl Config {
@@ -460,6 +466,17 @@ impl Config {
             .unwrap_or_default()
             .iter()
             .map(|s| values::unbrace(s).to_owned())
+            .collect()
+    }
+
+    /// A list value split on commas and white space only, braces kept
+    /// (Postfix's `mystrtok()`): macro name lists, where `{name}` is a
+    /// name, not a group.
+    pub fn tokens(&self, name: &str) -> Vec<String> {
+        self.string(name)
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
             .collect()
     }
 
@@ -588,6 +605,17 @@ impl Config {
             route::TransportKind::Deliver(p) => Some(p),
             _ => None,
         })
+    }
+
+    /// `smtpd_milters` of this configuration (a listener's `-o
+    /// smtpd_milters=` applied), each with its own settings.
+    pub fn milters(&self) -> &[MilterSpec] {
+        &self.milters
+    }
+
+    /// `milter_macro_defaults` as (`{name}`, value) pairs.
+    pub fn milter_macro_defaults(&self) -> &[(String, String)] {
+        &self.macro_defaults
     }
 
     /// `mynetworks`, parsed (with `mynetworks_style` applied when unset).

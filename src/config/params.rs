@@ -115,6 +115,7 @@ pub enum Group {
     Queue,
     Delivery,
     Client,
+    Milters,
     Sluice,
 }
 
@@ -130,11 +131,12 @@ impl Group {
             Group::Queue => "Queue",
             Group::Delivery => "Delivery scheduling (per transport)",
             Group::Client => "LMTP/SMTP client",
+            Group::Milters => "Content filters (milters)",
             Group::Sluice => "sluice additions",
         }
     }
 
-    pub const ALL: [Group; 10] = [
+    pub const ALL: [Group; 11] = [
         Group::Identity,
         Group::Listening,
         Group::Relay,
@@ -144,6 +146,7 @@ impl Group {
         Group::Queue,
         Group::Delivery,
         Group::Client,
+        Group::Milters,
         Group::Sluice,
     ];
 }
@@ -186,6 +189,8 @@ const SECS: Kind = Kind::Time { unit: 's', ms: false, nonzero: false };
 /// Seconds, at least one: timeouts and intervals where Postfix's minimum is 1.
 const SECS1: Kind = Kind::Time { unit: 's', ms: false, nonzero: true };
 const SECS_MS: Kind = Kind::Time { unit: 's', ms: true, nonzero: false };
+/// The words milter_default_action accepts.
+const MILTER_DEFAULTS: &[&str] = super::milters::MilterDefault::WORDS;
 
 use Group::*;
 use Kind::*;
@@ -625,6 +630,105 @@ pub static PARAMS: &[Param] = &[
         INT1,
         Limits,
         "Limit used for a master.cf maxproc of '-' (sessions per smtpd service, deliveries per transport).",
+    ),
+    // Milters (Postfix's MILTER_README).
+    p(
+        "smtpd_milters",
+        "",
+        List,
+        Milters,
+        "Milters asked about every SMTP session, in order: inet:host:port, unix:/path (relative: under queue_directory), or { inet:host:port, connect_timeout=..., command_timeout=..., content_timeout=..., default_action=..., protocol=... } with per-milter settings. Per listener with master.cf's -o smtpd_milters=.",
+    ),
+    p(
+        "milter_protocol",
+        "6",
+        Str,
+        Milters,
+        "The milter protocol version sluice announces (2, 3, 4 or 6), optionally with no_header_reply.",
+    ),
+    p(
+        "milter_default_action",
+        "tempfail",
+        Enum(MILTER_DEFAULTS),
+        Milters,
+        "What a milter that cannot be reached, times out or breaks the protocol means for the mail: accept (as if it were not configured), reject (550 5.5.0), tempfail (451 4.7.1), quarantine (accept and hold), shutdown (421 and close). Postfix 3.7's default.",
+    ),
+    p("milter_connect_timeout", "30s", SECS1, Milters, "Time limit to connect to a milter."),
+    p(
+        "milter_command_timeout",
+        "30s",
+        SECS1,
+        Milters,
+        "Time limit for the option negotiation and for a milter's reply to CONNECT, HELO, MAIL, RCPT, DATA and unknown commands.",
+    ),
+    p(
+        "milter_content_timeout",
+        "300s",
+        SECS1,
+        Milters,
+        "Time limit for sending each packet of message content to a milter and for each of its replies at the end of the message.",
+    ),
+    p("milter_connect_macros", "j {daemon_name} {daemon_addr} v _", List, Milters, "Macros sent at CONNECT."),
+    p(
+        "milter_helo_macros",
+        "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}",
+        List,
+        Milters,
+        "Macros sent at HELO/EHLO.",
+    ),
+    p(
+        "milter_mail_macros",
+        "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}",
+        List,
+        Milters,
+        "Macros sent at MAIL FROM (sluice has no SASL: the {auth_*} macros are never set).",
+    ),
+    p(
+        "milter_rcpt_macros",
+        "i {rcpt_addr} {rcpt_host} {rcpt_mailer}",
+        List,
+        Milters,
+        "Macros sent at RCPT TO.",
+    ),
+    p("milter_data_macros", "i", List, Milters, "Macros sent at DATA."),
+    p("milter_end_of_header_macros", "i", List, Milters, "Macros sent at the end of the message header."),
+    p("milter_end_of_data_macros", "i", List, Milters, "Macros sent at the end of the message."),
+    p("milter_unknown_command_macros", "", List, Milters, "Macros sent with an unknown SMTP command."),
+    p("milter_macro_daemon_name", "$myhostname", Str, Milters, "The {daemon_name} macro."),
+    p(
+        "milter_macro_v",
+        concat!("$mail_name ", env!("CARGO_PKG_VERSION")),
+        Str,
+        Milters,
+        "The v macro (Postfix's default is $mail_name $mail_version).",
+    ),
+    p(
+        "milter_macro_defaults",
+        "",
+        Str,
+        Milters,
+        "name=value pairs (or { name = value }) sent for macros sluice has no value for.",
+    ),
+    p(
+        "milter_header_checks",
+        "",
+        Maps,
+        Milters,
+        "Patterns matched against each header a milter adds, inserts or changes, with the header_checks actions REJECT, DISCARD, HOLD, WARN and IGNORE (the header is not added), DUNNO/OK; others are taken as DUNNO.",
+    ),
+    p(
+        "sluice_milter_failure_threshold",
+        "3",
+        INT1,
+        Milters,
+        "Failures in a row (connect refused, timeout, protocol error) after which a milter is not contacted for sluice_milter_cooldown: milter_default_action applies at once, so a down milter costs sessions nothing. Logged once when it starts and ends.",
+    ),
+    p(
+        "sluice_milter_cooldown",
+        "10s",
+        SECS_MS,
+        Milters,
+        "How long a failing milter is left alone before one session tries it again; doubles after each failed try, to at most 8 times this.",
     ),
     // TLS.
     p("smtpd_tls_cert_file", "", Str, Tls, "PEM file with the server certificate (and chain) for STARTTLS."),
@@ -1142,7 +1246,14 @@ static REASONS: &[(&[&str], &str)] = &[
         &["postscreen_", "dnsblog_"],
         "sluice has no postscreen; the SMTP server applies its own per-client limits",
     ),
-    (&["milter_", "smtpd_milters", "non_smtpd_milters", "smtpd_milter_maps"], "milters are not supported"),
+    (
+        &["non_smtpd_milters"],
+        "sluice takes mail over SMTP only (no sendmail command, no QMQP): smtpd_milters filters all of it",
+    ),
+    (
+        &["smtpd_milter_maps"],
+        "not implemented: give a listener its own milters with master.cf's -o smtpd_milters=",
+    ),
     (
         &[
             "smtpd_policy_service_max_idle",

@@ -32,6 +32,8 @@ pub(super) fn build_config(
         services: Vec::new(),
         transports: Vec::new(),
         transport_info: info,
+        milters: Vec::new(),
+        macro_defaults: Vec::new(),
     };
     let mut names: Vec<(String, Kind)> = PARAMS.iter().map(|p| (p.name.to_owned(), p.kind)).collect();
     let mut derived: Vec<(&String, &&'static str)> = loader.derived.iter().collect();
@@ -200,7 +202,63 @@ pub(super) fn build_config(
     check_tls(&config, scope, errors);
     check_transport_maps(&config, scope, errors);
     check_header_checks(&config, scope, errors, warnings);
+    build_milters(&mut config, scope, errors, warnings);
     config
+}
+
+/// A time parameter, or `secs` when its value was refused (its own error
+/// says so; the milter list is still checked).
+fn time_or(config: &Config, name: &str, secs: u64) -> std::time::Duration {
+    match config.settings.get(name).map(|s| &s.typed) {
+        Some(Typed::Time(d)) => *d,
+        _ => std::time::Duration::from_secs(secs),
+    }
+}
+
+/// `smtpd_milters` with the global `milter_*` settings it starts from, and
+/// `milter_macro_defaults`. Every mistake names the parameter it is in.
+fn build_milters(
+    config: &mut Config,
+    scope: &Scope<'_>,
+    errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    use crate::config::milters::{self, MilterDefault, MilterGlobals, MilterProtocol};
+    let protocol = match MilterProtocol::parse(config.string("milter_protocol")) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(scope.diag("milter_protocol", e));
+            MilterProtocol { version: 6, no_header_reply: false }
+        }
+    };
+    let globals = MilterGlobals {
+        protocol,
+        // Checked against the same words when the value was typed.
+        default_action: MilterDefault::parse(config.string("milter_default_action"))
+            .unwrap_or(MilterDefault::Tempfail),
+        connect_timeout: time_or(config, "milter_connect_timeout", 30),
+        command_timeout: time_or(config, "milter_command_timeout", 30),
+        content_timeout: time_or(config, "milter_content_timeout", 300),
+    };
+    let queue_dir = PathBuf::from(config.string("queue_directory"));
+    match milters::parse_list(config.string("smtpd_milters"), &globals, &queue_dir) {
+        Ok(list) => config.milters = list,
+        Err(messages) => messages.into_iter().for_each(|m| errors.push(scope.diag("smtpd_milters", m))),
+    }
+    if !config.milters.is_empty() {
+        // Until the SMTP session asks them, say so rather than filter
+        // nothing in silence.
+        warnings.push(
+            scope.diag(
+                "smtpd_milters",
+                "the SMTP server does not call milters yet: mail is accepted unfiltered",
+            ),
+        );
+    }
+    match milters::parse_macro_defaults(config.string("milter_macro_defaults")) {
+        Ok(d) => config.macro_defaults = d,
+        Err(e) => errors.push(scope.diag("milter_macro_defaults", e)),
+    }
 }
 
 /// Every fixed header_checks and body_checks result must be an action

@@ -10,6 +10,7 @@
 //! - `server`: the daemon, its wiring and order of shutdown, and the admin
 //!   service (API, socket, metrics, logs);
 //! - `smtp` and `delivery`, the two wings, which never import each other;
+//! - `milter`, a service the SMTP wing calls: the mail filter client;
 //! - `config`: Postfix-style `main.cf`/`master.cf`, tables, typed values;
 //! - the ground: `clock`, `shutdown`, `reply`, `resolver` (the DNS
 //!   resolver both wings share) and `metric` (every metric's name).
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod metric;
+pub mod milter;
 pub mod reply;
 pub mod resolver;
 pub mod server;

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod daemon;
 pub mod inbound;
 pub mod log;
+pub mod milter;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};

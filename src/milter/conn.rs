@@ -16,8 +16,8 @@ use super::protocol::{Command, Header, ProtocolError, Response};
 use crate::config::MilterEndpoint;
 
 /// The socket, whichever its kind.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 /// Why talking to a milter failed. Each one is a communication error in
 /// Postfix's sense: the connection is given up for the session.

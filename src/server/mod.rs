@@ -272,6 +272,8 @@ impl Running {
         .await?;
 
         let mut inbound: Vec<(String, Arc<smtp::Inbound>)> = Vec::new();
+        // One set of milter breakers for every listener.
+        let milters = Arc::new(crate::milter::Registry::default());
         let mut smtp_addrs = Vec::new();
         for (name, listener) in bound.smtp {
             let svc = config
@@ -284,7 +286,12 @@ impl Running {
                 None => {
                     let settings = smtp::Settings::from_service(svc)
                         .map_err(|source| Error::Settings { name: name.clone(), source })?;
-                    let ib = smtp::Inbound::with_resolver(queue.clone(), settings, Arc::clone(&resolver));
+                    let ib = smtp::Inbound::with_milter_registry(
+                        queue.clone(),
+                        settings,
+                        Arc::clone(&resolver),
+                        Arc::clone(&milters),
+                    );
                     inbound.push((name.clone(), ib.clone()));
                     ib
                 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::content::Decoder;
 use super::session::Session;
-use super::state::{Flow, Input, Transaction};
+use super::state::{Flow, Input, MilterVerdict, Transaction};
 use crate::clock;
 use crate::reply::{Reply, Status};
 
@@ -33,7 +33,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if limit > 0 && so_far.saturating_add(size) > limit {
                     Some(Reply::new(552, Status(5, 3, 4), "Error: message file too big"))
                 } else if m.body.is_none() {
-                    self.data_refusal().await
+                    match self.data_refusal().await {
+                        Some(r) => Some(r),
+                        None => match self.milter_data().await {
+                            MilterVerdict::Go => None,
+                            MilterVerdict::Refuse(r) => Some(r),
+                            MilterVerdict::Close(r) => {
+                                self.counts.add("bdat", false);
+                                self.reply(&r);
+                                return Flow::Close;
+                            }
+                        },
+                    }
                 } else {
                     None
                 }
@@ -96,6 +107,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.last = "BDAT";
             let queued = self.finish_message().await;
             self.counts.add("bdat", queued);
+            if self.closing {
+                return Flow::Close;
+            }
         } else {
             self.counts.add("bdat", true);
             let size = match &self.tx {

@@ -363,6 +363,21 @@ impl Headers {
         self.complete
     }
 
+    /// How many bytes from the start of the message are its header section
+    /// when that is stored apart from the body (for milters): through the
+    /// empty line that ends it; when it did not end within the limit (or
+    /// the message ended first), through its last complete line; 2 for a
+    /// message that starts with the empty line.
+    pub fn head_len(&self) -> usize {
+        if self.buf.starts_with(b"\r\n") {
+            return 2;
+        }
+        if self.complete && self.buf.ends_with(b"\r\n\r\n") {
+            return self.buf.len();
+        }
+        memchr::memrchr(b'\n', &self.buf).map_or(0, |p| p + 1)
+    }
+
     /// The `Message-ID:` header's identifier (without angle brackets), for
     /// the `message-id=<...>` log line.
     pub fn message_id(&self) -> Option<String> {

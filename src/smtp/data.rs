@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::content::Decoder;
 use super::session::Session;
-use super::state::{Flow, Input, Transaction};
+use super::state::{Flow, Input, MilterVerdict, Transaction};
 use crate::clock;
 use crate::reply::{Reply, Status};
 
@@ -27,7 +27,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Transaction::Mail(m) if m.body_type == BodyType::BinaryMime => {
                 Some(Reply::new(503, Status(5, 5, 1), "Error: BODY=BINARYMIME requires BDAT"))
             }
-            Transaction::Mail(_) => self.data_refusal().await,
+            Transaction::Mail(_) => match self.data_refusal().await {
+                Some(r) => Some(r),
+                None => match self.milter_data().await {
+                    MilterVerdict::Go => None,
+                    // Logged as a milter decision already.
+                    MilterVerdict::Refuse(r) => {
+                        self.counts.add("data", false);
+                        self.reply(&r);
+                        return Flow::Continue;
+                    }
+                    MilterVerdict::Close(r) => {
+                        self.counts.add("data", false);
+                        self.reply(&r);
+                        return Flow::Close;
+                    }
+                },
+            },
         };
         if let Some(r) = refusal {
             self.counts.add("data", false);
@@ -64,6 +80,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.counts.add("data", queued);
         self.input = Input::Command;
         self.restart_request(clock::instant());
-        Flow::Continue
+        if self.closing { Flow::Close } else { Flow::Continue }
     }
 }

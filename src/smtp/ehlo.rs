@@ -30,6 +30,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.reset().await;
         self.helo = Some(Helo { name: host.to_owned(), esmtp });
+        if let Some(r) = self.milter_helo(host).await {
+            self.counts.add(name, false);
+            self.reply(&r);
+            return Flow::Close;
+        }
         self.counts.add(name, true);
         let reply = if esmtp {
             let (lines, discarded) = capabilities(&self.settings, self.tls.is_some());

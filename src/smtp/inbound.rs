@@ -18,6 +18,8 @@
 //! while, so the clients that hold slots without sending mail give them
 //! up sooner.
 //!
+//! And the listener's milters with their breakers.
+//!
 //! Below the session and the accept loop, which both hold it; never parses
 //! SMTP and never accepts connections itself.
 
@@ -39,6 +41,7 @@ use sluice_queue::Queue;
 use tokio::sync::Semaphore;
 
 use super::settings::Settings;
+use crate::milter::{Milter, Registry};
 use crate::resolver::Resolver;
 
 /// What a listener's sessions share. Create one per listener with
@@ -56,6 +59,10 @@ pub struct Inbound {
     /// Looks up client names; `None` leaves every client `unknown`.
     resolver: Option<Arc<dyn Resolver>>,
     stress: Mutex<Stress>,
+    /// The breakers of the milters, shared with the other listeners.
+    registry: Arc<Registry>,
+    /// The settings' `smtpd_milters` with their breakers.
+    milters: ArcSwap<Vec<Arc<Milter>>>,
 }
 
 /// The rate limiters built from one set of settings.
@@ -83,18 +90,42 @@ impl Inbound {
     /// lookups: every client is `unknown` (as with
     /// `smtpd_peername_lookup = no`).
     pub fn new(queue: Queue, settings: Settings) -> Arc<Inbound> {
-        Inbound::build(queue, settings, None)
+        Inbound::build(queue, settings, None, Arc::default())
     }
 
     /// Shared state for one listener whose sessions look up client names
     /// with `resolver` (the daemon passes the one delivery uses too).
     pub fn with_resolver(queue: Queue, settings: Settings, resolver: Arc<dyn Resolver>) -> Arc<Inbound> {
-        Inbound::build(queue, settings, Some(resolver))
+        Inbound::build(queue, settings, Some(resolver), Arc::default())
     }
 
-    fn build(queue: Queue, settings: Settings, resolver: Option<Arc<dyn Resolver>>) -> Arc<Inbound> {
+    /// As [`Inbound::with_resolver`], with the milter breakers of
+    /// `registry`: the daemon gives every listener the same one, so a
+    /// milter that is down is found out once, whichever listener meets it.
+    pub fn with_milter_registry(
+        queue: Queue,
+        settings: Settings,
+        resolver: Arc<dyn Resolver>,
+        registry: Arc<Registry>,
+    ) -> Arc<Inbound> {
+        Inbound::build(queue, settings, Some(resolver), registry)
+    }
+
+    fn build(
+        queue: Queue,
+        settings: Settings,
+        resolver: Option<Arc<dyn Resolver>>,
+        registry: Arc<Registry>,
+    ) -> Arc<Inbound> {
         let limit = settings.max_sessions.max(1);
+        let milters = registry.build(
+            &settings.milters.specs,
+            settings.milters.failure_threshold,
+            settings.milters.cooldown,
+        );
         Arc::new(Inbound {
+            registry,
+            milters: ArcSwap::from_pointee(milters),
             queue,
             rates: ArcSwap::from_pointee(Rates::new(&settings)),
             settings: ArcSwap::from_pointee(settings),
@@ -166,7 +197,18 @@ impl Inbound {
                 }
             });
         }
+        let milters = self.registry.build(
+            &settings.milters.specs,
+            settings.milters.failure_threshold,
+            settings.milters.cooldown,
+        );
+        self.milters.store(Arc::new(milters));
         self.settings.store(Arc::new(settings));
+    }
+
+    /// The milters new sessions ask (`smtpd_milters`), with their breakers.
+    pub(crate) fn milters(&self) -> Arc<Vec<Arc<Milter>>> {
+        self.milters.load_full()
     }
 
     /// The settings new sessions get.

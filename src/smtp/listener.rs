@@ -144,7 +144,9 @@ async fn start(
 ) {
     match inbound.admit(client.ip(), &settings) {
         Ok(slot) => {
-            Session::new(stream, Peer::new(client), inbound, settings, stage).with_input(early).run().await;
+            let mut peer = Peer::new(client);
+            peer.local = stream.local_addr().ok();
+            Session::new(stream, peer, inbound, settings, stage).with_input(early).run().await;
             drop(slot);
         }
         Err(why) => {

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::policy::DomainStatus;
 use super::session::Session;
 use super::settings::TlsLevel;
-use super::state::{Flow, Mail, Transaction};
+use super::state::{Flow, Mail, MilterVerdict, Transaction};
 use crate::reply::{Reply, Status};
 use crate::resolver::{DnsError, Resolver};
 
@@ -36,9 +36,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let timeout = self.settings.peername_timeout;
                     mail.sender_domain = domain_status(resolver.as_ref(), domain, timeout).await;
                 }
-                self.counts.add("mail", true);
                 self.tx = Transaction::Mail(Box::new(mail));
-                self.reply(&Reply::new(250, Status(2, 1, 0), "Ok"));
+                match self.milter_mail().await {
+                    MilterVerdict::Go => {
+                        self.counts.add("mail", true);
+                        self.reply(&Reply::new(250, Status(2, 1, 0), "Ok"));
+                    }
+                    MilterVerdict::Refuse(r) => {
+                        self.reset().await;
+                        self.counts.add("mail", false);
+                        self.reply(&r);
+                    }
+                    MilterVerdict::Close(r) => {
+                        self.counts.add("mail", false);
+                        self.reply(&r);
+                        return Flow::Close;
+                    }
+                }
             }
             Err(r) => {
                 self.counts.add("mail", false);
@@ -142,6 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             sender_domain: DomainStatus::Found,
             prepend: Vec::new(),
             instance: next_instance(),
+            milter: Default::default(),
         })
     }
 }

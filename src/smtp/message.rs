@@ -14,12 +14,15 @@
 //!   `250` means body, envelope and schedule entry are on disk in one
 //!   synced batch.
 //!
-//! Milters plug in here: the DATA-phase callbacks (headers as the header
-//! section completes in `feed_body`, body chunks as they are decoded), and
-//! end of message in `finish_message` after the content verdicts and
-//! before the commit, which is where header edits and a replaced body are
-//! applied to the draft. Never reads from or writes to the client itself:
-//! the session's loop does, and this module queues replies through it.
+//! With milters (`filters.rs`) the header section never goes into the
+//! draft: `begin_body` keeps our `Received:` aside, `feed_body` cuts the
+//! client's header section off the front as soon as it is complete, and
+//! `finish_message`, after the content verdicts and before the commit,
+//! hands the message to the milters, whose header edits are made to a
+//! list and whose replacement body streams into the draft; the commit then
+//! writes the header section in front of the body in its synced batch.
+//! Never reads from or writes to the client itself: the session's loop
+//! does, and this module queues replies through it.
 
 use std::sync::Arc;
 
@@ -32,7 +35,7 @@ use super::command::printable;
 use super::content::{self, BodyLines, Decoder, Headers, Violation};
 use super::events::{self, Event};
 use super::session::Session;
-use super::state::{Body, ContentVerdict, Transaction};
+use super::state::{Body, ContentVerdict, Head, MilterEnd, Transaction};
 use crate::clock;
 use crate::config::HeaderAction;
 use crate::reply::{Reply, Status};
@@ -158,7 +161,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             verdict: ContentVerdict::default(),
             lines: (!settings.body_checks.is_empty())
                 .then(|| BodyLines::new(settings.body_checks_size_limit, settings.line_length_limit)),
+            head: None,
         };
+        // With milters, the header section (ours and the client's) is
+        // written at the commit, after their edits: keep ours until then.
+        if self.milters.is_some() {
+            body.head = Some(Head { bytes: None, received: header });
+            m.body = Some(body);
+            self.xfer_started = clock::instant();
+            self.xfer_bytes = 0;
+            return;
+        }
         // Headers the restrictions asked for come first, then ours, in
         // Postfix's order.
         let mut header = header;
@@ -231,11 +244,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let checks = &self.settings.body_checks;
             lines.feed(fresh, &mut |line| verdict.check(Content::Body, checks, line, id, context));
         }
+        // With milters the header section is kept out of the draft: cut it
+        // off the front of what was decoded (nothing was appended yet) as
+        // soon as it is complete.
+        if let Some(head) = body.head.as_mut()
+            && head.bytes.is_none()
+            && body.headers.is_complete()
+        {
+            let cut = body.headers.head_len().min(body.out.len());
+            head.bytes = Some(body.out.drain(..cut).collect());
+        }
+        let head_pending = body.head.as_ref().is_some_and(|h| h.bytes.is_none());
         // Once the message is refused (or the queue failed) the rest is
         // read only to find its end: nothing more is stored.
         if body.decoder.violation().is_some() || body.storage.is_some() || body.verdict.stops() {
             body.out.clear();
         } else if body.out.len() >= APPEND_AT
+            && !head_pending
             && let Some(d) = m.draft.as_mut()
         {
             if let Err(e) = d.append(&body.out).await {
@@ -256,6 +281,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let s = &self.settings;
         let context =
             (!s.header_checks.is_empty() || !s.body_checks.is_empty()).then(|| self.header_log_context());
+        // The transaction as milter log lines name it, before it is taken.
+        let milter_context = self.milters.is_some().then(|| self.header_log_context().1);
         let Transaction::Mail(mut m) = std::mem::take(&mut self.tx) else { return false };
         let Some(mut body) = m.body.take() else { return false };
         let Some(mut draft) = m.draft.take() else { return false };
@@ -279,6 +306,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let verdict = &mut body.verdict;
             let checks = &self.settings.body_checks;
             lines.finish(&mut |line| verdict.check(Content::Body, checks, line, id, context));
+        }
+        // A header section that never ended (a message of headers only).
+        if let Some(head) = body.head.as_mut()
+            && head.bytes.is_none()
+        {
+            let cut = body.headers.head_len().min(body.out.len());
+            head.bytes = Some(body.out.drain(..cut).collect());
         }
         if body.decoder.violation().is_none()
             && body.storage.is_none()
@@ -334,9 +368,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(log) = &body.verdict.hold {
             info!("{id}: hold: {log}");
         }
-        let nrcpt = m.rcpts.len();
         let from = m.from.clone();
-        let envelope = Envelope {
+        let (prepend, marks) = (std::mem::take(&mut m.prepend), std::mem::take(&mut m.milter));
+        let mut envelope = Envelope {
             sender: m.from,
             recipients: m.rcpts,
             arrival: clock::unix_millis(),
@@ -360,11 +394,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Postfix's cleanup names the message's Message-ID as it files the
         // message; admins find a queue ID from a Message-ID this way.
         info!(target: "cleanup", "{id}: message-id=<{}>", body.headers.message_id().unwrap_or_default());
+        // With milters: they see the message now, and what they leave of it
+        // is what is committed (header section in front of the body).
+        let head = match body.head.take() {
+            Some(head) => {
+                let context = milter_context.unwrap_or_default();
+                match self.filtered(&mut draft, head, &prepend, marks, &mut envelope, &context).await {
+                    Ok(bytes) => Some(bytes),
+                    Err(MilterEnd { reply, queued }) => {
+                        if let Err(e) = draft.abort().await {
+                            warn!("{id}: cannot delete staged message: {e}");
+                        }
+                        self.reply(&reply);
+                        return queued;
+                    }
+                }
+            }
+            None => None,
+        };
+        let nrcpt = envelope.recipients.len();
         // The reply waits for the commit: `250` means the body, envelope and
         // schedule entry are on disk in one synced batch. Anything else the
         // queue says becomes 451/452 through Reply::from, and the client
         // keeps the message.
-        match draft.commit(envelope, clock::unix_millis()).await {
+        let committed = match head {
+            Some(head) => draft.commit_with_head(head, envelope, clock::unix_millis()).await,
+            None => draft.commit(envelope, clock::unix_millis()).await,
+        };
+        match committed {
             Ok(_) => {
                 // The `from=<...>, size=..., nrcpt=...` line is the queue
                 // manager's (delivery logs it when it takes the message).

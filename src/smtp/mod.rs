@@ -18,8 +18,8 @@
 //!   `message.rs`, the message from its first byte to the
 //!   queue commit (begin, feed, finish, the content verdicts); `answer.rs`,
 //!   the restriction questions (policy servers, DNS) and the `DATA`
-//!   decision. Each adds methods to the session; none imports another
-//!   stage's types.
+//!   decision; `filters.rs`, the milter stages. Each adds methods to the
+//!   session; none imports another stage's types.
 //! - `session.rs`: the command loop, the replies and the deadlines.
 //! - `state.rs`: the session's state as data (HELO, input mode, the
 //!   transaction, the message in transit).
@@ -37,17 +37,20 @@
 //!
 //! # Where milters plug in
 //!
-//! A milter stage talks to the filters at each point where Postfix's
-//! smtpd calls them, after sluice's own checks of that stage passed:
-//! connect (`Session::run`, after the client is named and before the
-//! greeting), HELO (`ehlo.rs`, once the name is accepted), MAIL
-//! (`mail.rs`, after `check_mail`), RCPT (`rcpt.rs`, after the restriction
-//! decision), DATA (`data.rs`/`bdat.rs`, after the data restrictions),
-//! headers and body (`message.rs`, `feed_body`: the header section as it
-//! completes, body chunks as they are decoded) and end of message
-//! (`message.rs`, `finish_message`, after the content verdicts and before
-//! the queue commit: header edits and a replaced body are applied to the
-//! draft there, so the `250` still means the edited message is on disk).
+//! `filters.rs` holds the milter stages (`crate::milter` speaks the
+//! protocol); each is called where Postfix's smtpd calls the milters,
+//! after sluice's own checks of that stage passed: connect (`Session::run`,
+//! after the client is named and before the greeting), HELO (`ehlo.rs`,
+//! once the name is accepted), MAIL (`mail.rs`, after `check_mail`), RCPT
+//! (`rcpt.rs`, after the restriction decision; refused recipients go to
+//! the milters that ask for them), DATA (`data.rs`/`bdat.rs`, after the
+//! data restrictions) and the message (`message.rs`). With milters the
+//! header section is kept out of the draft (`feed_body` cuts it off as it
+//! completes) and `finish_message`, after the content verdicts and before
+//! the queue commit, lets each milter read the message and edit it: the
+//! header edits are made to a list and the header section is written in
+//! front of the (possibly replaced) body by the commit itself, so the
+//! `250` still means the edited message is on disk.
 
 mod answer;
 mod bdat;
@@ -56,6 +59,7 @@ mod content;
 mod data;
 mod ehlo;
 pub mod events;
+mod filters;
 mod housekeeping;
 mod inbound;
 mod listener;

@@ -25,6 +25,11 @@ use crate::resolver::{DnsError, Family, Resolver};
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: IpAddr,
+    /// The client's TCP port (0 when unknown).
+    pub port: u16,
+    /// The address the client connected to, when known (the milters'
+    /// `{daemon_addr}`).
+    pub local: Option<SocketAddr>,
     /// Forward-confirmed reverse name, or `unknown`: the name in logs,
     /// `Received:` and restrictions.
     pub name: String,
@@ -42,6 +47,8 @@ impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
         Peer {
             addr: addr.ip(),
+            port: addr.port(),
+            local: None,
             name: UNKNOWN.to_owned(),
             reverse_name: UNKNOWN.to_owned(),
             naming: Naming::NOT_LOOKED_UP,

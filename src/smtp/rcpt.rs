@@ -16,7 +16,7 @@ use tracing::info;
 use super::mail::xtext;
 use super::policy::{Answers, Decision, Question, Request};
 use super::session::Session;
-use super::state::{Flow, Transaction};
+use super::state::{Flow, MilterVerdict, Transaction};
 use crate::reply::{Reply, Status};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -39,11 +39,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         match checked {
             Ok((rcpt, prepend)) => {
+                match self.milter_rcpt(&rcpt).await {
+                    MilterVerdict::Go => {}
+                    MilterVerdict::Refuse(r) => {
+                        self.counts.add("rcpt", false);
+                        self.reply(&r);
+                        return Flow::Continue;
+                    }
+                    MilterVerdict::Close(r) => {
+                        self.counts.add("rcpt", false);
+                        self.reply(&r);
+                        return Flow::Close;
+                    }
+                }
                 let peer = self.peer.to_string();
                 let queue = self.inbound.queue().clone();
+                // With milters the header section stays out of the draft
+                // until the commit (their edits are made to it there).
+                let with_head = self.milters.is_some();
                 if let Transaction::Mail(m) = &mut self.tx {
                     if m.draft.is_none() {
-                        let draft = queue.begin();
+                        let draft = if with_head { queue.begin_with_head() } else { queue.begin() };
                         info!("{}: client={peer}", draft.id());
                         m.draft = Some(draft);
                     }
@@ -65,6 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if r.code() != 503 {
                     self.log_reject("RCPT", &r, Some(&address));
                 }
+                self.milter_rcpt_refused(&address, &r).await;
                 self.reply(&r);
             }
         }

@@ -45,6 +45,7 @@ use super::settings::Settings;
 use super::state::{Counts, Flow, Helo, Input, Transaction};
 use super::tls::{Stream, TlsInfo};
 use crate::clock;
+use crate::milter::MilterSession;
 use crate::reply::{Reply, Status};
 use crate::shutdown::Stage;
 
@@ -89,6 +90,14 @@ pub(crate) struct Session<S> {
     pub(super) xfer_started: Instant,
     pub(super) xfer_bytes: u64,
     last_read: Instant,
+    /// The session's milters (`None` without `smtpd_milters`).
+    pub(super) milters: Option<MilterSession>,
+    /// A quarantine a milter asked for at CONNECT or HELO: every message
+    /// of the session is held.
+    pub(super) milter_hold: Option<String>,
+    /// A reply that ends the session has been queued (a milter's 421):
+    /// the loop closes the connection after sending it.
+    pub(super) closing: bool,
 }
 
 impl<S> fmt::Debug for Session<S> {
@@ -110,7 +119,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         stage: Stage,
     ) -> Self {
         let now = clock::instant();
+        let milters = inbound.milters();
+        let milters =
+            (!milters.is_empty()).then(|| MilterSession::new(&milters, Arc::clone(&settings.milters.macros)));
         Session {
+            milters,
+            milter_hold: None,
+            closing: false,
             stream: Stream::Plain(stream),
             rbuf: BytesMut::with_capacity(4096),
             wbuf: Vec::with_capacity(512),
@@ -168,10 +183,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.peer.dnsbl = listed;
         }
         info!("connect from {}", self.peer);
-        self.serve().await;
+        // The milters hear of the client before it hears from us.
+        let greeting = self.milter_connect().await;
+        self.serve(greeting).await;
         // Whatever ended the session, a transaction still open is not
         // going to be committed: its staged body must not linger.
         self.reset().await;
+        self.milter_disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = self.flush().await;
             let _ = self.stream.shutdown().await;
@@ -181,12 +199,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         events::emit(Event::Disconnected);
     }
 
-    async fn serve(&mut self) {
-        if !self.greet().await {
+    /// The session after the client is named: the greeting (`greeting`
+    /// replaces the 220 when the milters refused the connection, and closes
+    /// it when they said 421), then the command loop.
+    async fn serve(&mut self, greeting: Option<(Reply, bool)>) {
+        if !self.greet(greeting).await {
             return;
         }
         loop {
-            if self.advance().await == Flow::Close {
+            if self.advance().await == Flow::Close || self.closing {
                 return;
             }
             // Shutdown is honoured between commands only: a client in the
@@ -230,7 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Sends the greeting, after checking that the client has not talked
     /// first (spamware does; RFC 5321 clients wait for the greeting).
-    async fn greet(&mut self) -> bool {
+    async fn greet(&mut self, milter: Option<(Reply, bool)>) -> bool {
         if !self.settings.greet_pause.is_zero() {
             let pause = self.settings.greet_pause;
             tokio::select! {
@@ -254,6 +275,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.protocol_violation();
             let _ = self.flush().await;
             return false;
+        }
+        if let Some((reply, close)) = milter {
+            self.reply(&reply);
+            if close {
+                let _ = self.flush().await;
+                return false;
+            }
+            return true;
         }
         let banner = self.settings.banner.clone();
         self.reply(&Reply::multiline(220, None, vec![banner]));
@@ -402,7 +431,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.last = v;
                 }
                 self.counts.add(known.map_or("unknown", counter), false);
-                self.reply(&parse_error(e));
+                let milter = match known {
+                    None => self.milter_unknown(line).await,
+                    Some(_) => None,
+                };
+                self.reply(&milter.unwrap_or_else(|| parse_error(e)));
                 Flow::Continue
             }
         }
@@ -575,8 +608,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
     }
 
-    /// Ends the transaction, deleting whatever was staged.
+    /// Ends the transaction, deleting whatever was staged (and telling
+    /// the milters it is over).
     pub(super) async fn reset(&mut self) {
+        if matches!(self.tx, Transaction::Mail(_)) {
+            self.milter_abort();
+        }
         if let Transaction::Mail(m) = std::mem::take(&mut self.tx)
             && let Some(d) = m.draft
         {

@@ -14,7 +14,8 @@ use std::time::Duration;
 use super::content::BareNewline;
 use super::policy::{AccessTable, Lookups, Networks, Policy, PolicyError, Restriction};
 use super::tls::{self, TlsError};
-use crate::config::{self, Config, Maps, SmtpdService, TableError};
+use crate::config::{self, Config, Maps, MilterSpec, SmtpdService, TableError};
+use crate::milter::MacroLists;
 
 /// `smtpd_tls_security_level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -184,6 +185,47 @@ pub struct Settings {
     /// Backpressure limits checked at every `MAIL`
     /// (`sluice_queue_high_water`, `queue_minfree`).
     pub accept_limits: sluice_queue::AcceptLimits,
+
+    /// `smtpd_milters` and the `milter_*` settings.
+    pub milters: MilterSettings,
+}
+
+/// The milters a listener's sessions ask, and what they send them.
+#[derive(Debug, Clone, Default)]
+pub struct MilterSettings {
+    /// `smtpd_milters` (with the listener's `-o`), each with its settings.
+    pub specs: Vec<MilterSpec>,
+    /// The `milter_*_macros` lists and `milter_macro_defaults`.
+    pub macros: Arc<MacroLists>,
+    /// `milter_header_checks`.
+    pub header_checks: Maps,
+    /// `milter_macro_daemon_name`.
+    pub daemon_name: String,
+    /// `milter_macro_v`.
+    pub macro_v: String,
+    /// `sluice_milter_failure_threshold`.
+    pub failure_threshold: u32,
+    /// `sluice_milter_cooldown`.
+    pub cooldown: Duration,
+    /// The configuration, to name the transport and next hop of senders
+    /// and recipients (`{mail_mailer}`, `{rcpt_host}`, ...).
+    pub config: Option<Arc<Config>>,
+}
+
+impl MilterSettings {
+    fn from_config(config: &Arc<Config>) -> MilterSettings {
+        let c = config.as_ref();
+        MilterSettings {
+            specs: c.milters().to_vec(),
+            macros: Arc::new(MacroLists::from_config(c)),
+            header_checks: c.maps("milter_header_checks").clone(),
+            daemon_name: c.string("milter_macro_daemon_name").to_owned(),
+            macro_v: c.string("milter_macro_v").to_owned(),
+            failure_threshold: u32::try_from(c.int("sluice_milter_failure_threshold")).unwrap_or(u32::MAX),
+            cooldown: c.time("sluice_milter_cooldown"),
+            config: Some(Arc::clone(config)),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -244,6 +286,7 @@ impl Default for Settings {
             stress: None,
             service: "smtp".to_owned(),
             accept_limits: sluice_queue::AcceptLimits::default(),
+            milters: MilterSettings::default(),
         }
     }
 }
@@ -438,6 +481,7 @@ impl Settings {
             stress: None,
             service: c.string("service_name").to_owned(),
             accept_limits: accept_limits(c),
+            milters: MilterSettings::from_config(config),
         })
     }
 }

@@ -77,6 +77,19 @@ pub(super) struct Mail {
     pub prepend: Vec<String>,
     /// The transaction's name for policy servers (`instance=`).
     pub instance: String,
+    /// What the milters said of the transaction before its content.
+    pub milter: MilterMarks,
+}
+
+/// Milter decisions that are not refusals and wait for the end of the
+/// message: Postfix's DISCARD and HOLD flags of a transaction.
+#[derive(Debug, Default)]
+pub(super) struct MilterMarks {
+    /// A milter said DISCARD (at MAIL, RCPT or DATA): the message is
+    /// accepted and dropped, and its content goes to no milter.
+    pub discard: bool,
+    /// A milter said QUARANTINE: the message is queued on hold.
+    pub hold: Option<String>,
 }
 
 /// Message content in transit to the draft.
@@ -94,6 +107,20 @@ pub(super) struct Body {
     pub verdict: ContentVerdict,
     /// The body lines for `body_checks` (`None` without them).
     pub lines: Option<BodyLines>,
+    /// With milters: the header section, kept out of the draft until the
+    /// commit so their edits are made to a list, not to stored bytes.
+    pub head: Option<Head>,
+}
+
+/// The header section of a message that milters will see.
+#[derive(Debug)]
+pub(super) struct Head {
+    /// The client's header section as received, with the empty line that
+    /// ends it; `None` until it is complete (its bytes wait in the body's
+    /// `out` until then, never in the draft).
+    pub bytes: Option<Vec<u8>>,
+    /// Our `Received:` header (milters do not see it).
+    pub received: String,
 }
 
 /// The outcome of `header_checks` and `body_checks` for one message. Each
@@ -106,6 +133,26 @@ pub(super) struct ContentVerdict {
     pub stop: Option<(HeaderAction, String)>,
     /// HOLD: the message is queued on hold.
     pub hold: Option<String>,
+}
+
+/// What a milter decision means for the command it answers (`filters.rs`
+/// decides, the stages act).
+#[derive(Debug)]
+pub(super) enum MilterVerdict {
+    /// Carry on (a discard or a quarantine is marked on the transaction).
+    Go,
+    /// Refuse the command with this reply.
+    Refuse(Reply),
+    /// Send this reply (a 421) and close the connection.
+    Close(Reply),
+}
+
+/// How a message the milters saw ended without a commit: the reply, and
+/// whether it counts as accepted (a discard says `250` too).
+#[derive(Debug)]
+pub(super) struct MilterEnd {
+    pub reply: Reply,
+    pub queued: bool,
 }
 
 /// What the processing loop does next.

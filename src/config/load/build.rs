@@ -202,7 +202,7 @@ pub(super) fn build_config(
     check_tls(&config, scope, errors);
     check_transport_maps(&config, scope, errors);
     check_header_checks(&config, scope, errors, warnings);
-    build_milters(&mut config, scope, errors, warnings);
+    build_milters(&mut config, scope, errors);
     config
 }
 
@@ -217,12 +217,7 @@ fn time_or(config: &Config, name: &str, secs: u64) -> std::time::Duration {
 
 /// `smtpd_milters` with the global `milter_*` settings it starts from, and
 /// `milter_macro_defaults`. Every mistake names the parameter it is in.
-fn build_milters(
-    config: &mut Config,
-    scope: &Scope<'_>,
-    errors: &mut Vec<Diagnostic>,
-    warnings: &mut Vec<Diagnostic>,
-) {
+fn build_milters(config: &mut Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
     use crate::config::milters::{self, MilterDefault, MilterGlobals, MilterProtocol};
     let protocol = match MilterProtocol::parse(config.string("milter_protocol")) {
         Ok(p) => p,
@@ -244,16 +239,6 @@ fn build_milters(
     match milters::parse_list(config.string("smtpd_milters"), &globals, &queue_dir) {
         Ok(list) => config.milters = list,
         Err(messages) => messages.into_iter().for_each(|m| errors.push(scope.diag("smtpd_milters", m))),
-    }
-    if !config.milters.is_empty() {
-        // Until the SMTP session asks them, say so rather than filter
-        // nothing in silence.
-        warnings.push(
-            scope.diag(
-                "smtpd_milters",
-                "the SMTP server does not call milters yet: mail is accepted unfiltered",
-            ),
-        );
     }
     match milters::parse_macro_defaults(config.string("milter_macro_defaults")) {
         Ok(d) => config.macro_defaults = d,

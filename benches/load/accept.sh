@@ -20,7 +20,8 @@
 # cleanup's wake-up of the queue manager succeeds as it would with an idle
 # qmgr instead of logging a warning per message.
 #
-# Usage: benches/load/accept.sh   (env: MSGS=20000 SESSIONS=20 SIZE=4096 ROUNDS=3)
+# Usage: benches/load/accept.sh   (env: MSGS=20000 SESSIONS=20 SIZE=4096 ROUNDS=3;
+#        EXTRA_MAIN_CF: lines added to both main.cf files)
 # Needs root (Postfix's master), postfix and smtp-source (Debian: postfix).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -97,6 +98,8 @@ smtpd_client_connection_rate_limit = 0
 default_process_limit = 100
 message_size_limit = 10240000
 EOF
+    # Lines both servers get on top (accept_rspamd.sh: the milter).
+    if [ -n "${EXTRA_MAIN_CF:-}" ]; then printf '%s\n' "$EXTRA_MAIN_CF"; fi
 }
 
 echo "building the sluice accept server (release)..." >&2
@@ -214,7 +217,7 @@ ts=$(median <"$WORK/sluice.times")
 tp=$(median <"$WORK/postfix.times")
 rs=$(echo "$MSGS / $ts" | bc -l)
 rp=$(echo "$MSGS / $tp" | bc -l)
-echo "accept: $MSGS messages of $SIZE bytes, $SESSIONS sessions, median of $ROUNDS rounds"
+echo "accept: $MSGS messages of $SIZE bytes, $SESSIONS sessions, median of $ROUNDS rounds${EXTRA_MAIN_CF:+ (with: $EXTRA_MAIN_CF)}"
 printf 'sluice   %8.0f msg/s\n' "$rs"
 printf 'postfix  %8.0f msg/s\n' "$rp"
 printf 'ratio    %8.2f x\n' "$(echo "$rs / $rp" | bc -l)"

@@ -294,3 +294,40 @@ async fn a_milter_that_never_answers_costs_its_timeout_then_nothing() {
     assert_eq!(text.matches("failures in a row; not contacted").count(), 1, "logged once:\n{text}");
     assert!(text.contains("can't read SMFIC_BODYEOB reply packet header: timeout"), "{text}");
 }
+
+#[tokio::test]
+async fn a_message_sluice_refuses_is_aborted_at_the_milters_and_the_session_goes_on() {
+    let t = TestMilter::start(json!({ "edits": [["addheader", "X-Filter", "seen"]] }));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("header_checks"), "/^Subject: refuse me/ REJECT\n").unwrap();
+    let (s, _cfg) = settings(&format!(
+        "smtpd_milters = {}\nheader_checks = regexp:{}/header_checks",
+        t.endpoint,
+        dir.path().display()
+    ));
+    let server = Server::start(s).await;
+    let mut c = Raw::ehlo(server.addr).await;
+    for (subject, want) in
+        [("refuse me", "550 5.7.1 Message content rejected"), ("fine", "250 2.0.0 Ok: queued as ")]
+    {
+        assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").await.code, 250);
+        assert_eq!(c.cmd("RCPT TO:<user@relay.test>").await.code, 250);
+        assert_eq!(c.cmd("DATA").await.code, 354);
+        c.send(format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n").as_bytes()).await;
+        let r = c.reply().await.unwrap().text();
+        assert!(r.starts_with(want), "{subject}: {r}");
+    }
+    c.cmd("QUIT").await;
+    let body = String::from_utf8(server.only_body().await).unwrap();
+    assert_eq!(body, "Subject: fine\r\nX-Filter: seen\r\n\r\nbody\r\n");
+    server.stop().await;
+    // The refused message was aborted at the milter, which saw only the
+    // second one's content.
+    t.wait_for("close", 1);
+    let names: Vec<String> =
+        t.events().iter().filter_map(|e| e["event"].as_str().map(str::to_owned)).collect();
+    let first_abort = names.iter().position(|n| n == "abort").expect("an abort");
+    let second_mail = names.iter().rposition(|n| n == "mail").unwrap();
+    assert!(first_abort < second_mail, "{names:?}");
+    assert_eq!(t.events_named("eom").len(), 1, "{names:?}");
+}

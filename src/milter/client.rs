@@ -82,6 +82,9 @@ pub struct Client {
     skip_event: Option<u8>,
     /// `SMFIR_QUARANTINE` seen during the last event.
     pub(super) hold: Option<String>,
+    /// A transaction was begun (MAIL sent): the next abort must tell the
+    /// milter (Postfix's `SMTPD_FLAG_NEED_MILTER_ABORT`).
+    in_transaction: bool,
     /// The milter has answered this session and not failed: at the end of
     /// the session (or of a message) the breaker is told of a success.
     answered: bool,
@@ -125,6 +128,7 @@ impl Client {
             own: OwnLists::default(),
             skip_event: None,
             hold: None,
+            in_transaction: false,
             answered: false,
         }
     }
@@ -235,6 +239,7 @@ impl Client {
     pub async fn mail(&mut self, ctx: Ctx<'_>, args: &[String]) -> Option<Action> {
         match self.state {
             State::Envelope => {
+                self.in_transaction = true;
                 self.event(Command::Mail(args), Stage::Mail, ctx, SMFIP_NOMAIL, SMFIP_NR_MAIL).await
             }
             _ => self.persistent.clone(),
@@ -508,10 +513,13 @@ impl Client {
     }
 
     /// Sends `SMFIC_ABORT`: the transaction is over (RSET, a new MAIL, a
-    /// finished message, as Postfix does after each one).
+    /// finished message, as Postfix does after each one). Once per
+    /// transaction: a second call sends nothing.
     pub fn abort(&mut self) {
         self.hold = None;
-        if matches!(self.state, State::Envelope | State::Message | State::AcceptMessage) {
+        if std::mem::take(&mut self.in_transaction)
+            && matches!(self.state, State::Envelope | State::Message | State::AcceptMessage)
+        {
             // No reply comes; it goes out with the next event or the QUIT.
             if let Some(c) = self.conn.as_mut() {
                 c.queue(&Command::Abort);

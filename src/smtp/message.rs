@@ -273,9 +273,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Commits the message received in the current transaction and
     /// answers for it: `250 2.0.0 Ok: queued as ID` only once the queue
-    /// says it is on disk. Ends the transaction either way; true when the
-    /// message was queued.
+    /// says it is on disk. Ends the transaction either way (the milters
+    /// are told, whatever became of the message); true when the message
+    /// was queued.
     pub(super) async fn finish_message(&mut self) -> bool {
+        let queued = self.end_message().await;
+        self.milter_abort();
+        queued
+    }
+
+    /// [`Session::finish_message`] but for telling the milters.
+    async fn end_message(&mut self) -> bool {
         // A message that ended inside its header section still meets
         // header_checks, and a last line without CRLF body_checks.
         let s = &self.settings;

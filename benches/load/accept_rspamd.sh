@@ -24,8 +24,10 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-rspamd.XXXXXX")
 RSPAMD_PID=
 cleanup() {
     if [ -n "$RSPAMD_PID" ] && kill -0 "$RSPAMD_PID" 2>/dev/null; then
-        kill -TERM "$RSPAMD_PID" 2>/dev/null || true
+        # Its process group: the main process and every worker it forked.
+        kill -TERM -- "-$RSPAMD_PID" 2>/dev/null || true
         wait "$RSPAMD_PID" 2>/dev/null || true
+        kill -KILL -- "-$RSPAMD_PID" 2>/dev/null || true
     fi
     rm -rf "$WORK"
 }
@@ -60,7 +62,8 @@ type = "file";
 filename = "$WORK/log/rspamd.log";
 level = "warning";
 CONF
-rspamd -f -i -c /etc/rspamd/rspamd.conf \
+# setsid: a process group of its own, led by rspamd's main process.
+setsid rspamd -f -i -c /etc/rspamd/rspamd.conf \
     --var=LOCAL_CONFDIR="$WORK/local" --var=DBDIR="$WORK/db" \
     --var=RUNDIR="$WORK/run" --var=LOGDIR="$WORK/log" >/dev/null 2>&1 &
 RSPAMD_PID=$!

@@ -203,6 +203,9 @@ impl Rspamd {
             .arg(var("LOGDIR", "log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // Its own process group (led by the main process, whose PID names
+        // it), so stopping it reaches every worker and helper it forked.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = ChildGuard::spawn("rspamd", &mut cmd);
         let r = Rspamd { endpoint: format!("inet:127.0.0.1:{port}"), port, dir, child: Some(child) };
         assert!(
@@ -217,22 +220,21 @@ impl Rspamd {
         std::fs::read_to_string(self.dir.path().join("log/rspamd.log")).unwrap_or_default()
     }
 
-    /// Kills every rspamd process (main first, then its workers by the
-    /// PIDs in its process group).
+    /// Stops every rspamd process: SIGTERM to the process group the main
+    /// process leads (it stops its workers; the group catches a helper
+    /// that outlives it), then SIGKILL to what is left of the group.
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            let pid = child.pid();
-            // The workers are the main process's children: signal the
-            // main process to stop them, then make sure it is gone.
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        if let Some(mut child) = self.child.take() {
+            let group = format!("-{}", child.pid());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            let mut child = child;
             while std::time::Instant::now() < deadline {
                 if let Ok(Some(_)) = child.child.try_wait() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
             drop(child);
         }
     }

@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use sluice_queue::{QueueId, UnixMillis};
 use tokio::time::Instant;
 
-use super::concurrency::Slot;
+use super::slots::Slot;
 use super::{Admission, Feedback, Gate, Permit, Report, Snapshot};
 use crate::delivery::settings::BackendSettings;
 

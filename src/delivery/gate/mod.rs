@@ -3,7 +3,7 @@
 //! delivery went.
 //!
 //! Three controls, asked in this order for every delivery:
-//! 1. a concurrency [`Slot`](concurrency::Slot) (the adaptive limit);
+//! 1. a concurrency [`Slot`](slots::Slot) (the adaptive limit);
 //! 2. the circuit [`Breaker`](breaker::Breaker) (and an administrator's
 //!    pause);
 //! 3. the rate [`Limiter`](limiter::Limiter).
@@ -21,6 +21,7 @@ mod backend_gate;
 pub mod breaker;
 pub mod concurrency;
 pub mod limiter;
+pub mod slots;
 
 pub use self::backend_gate::BackendGate;
 
@@ -33,8 +34,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::breaker::{Admit, Breaker, Transition};
-use self::concurrency::{AdaptiveLimit, Change, Slot, Slots};
+use self::concurrency::{AdaptiveLimit, Change};
 use self::limiter::Limiter;
+use self::slots::{Slot, Slots};
 use crate::delivery::settings::BackendSettings;
 
 /// Queue IDs a gate remembers for an early wake-up. Mail beyond this waits

@@ -41,6 +41,12 @@ pub const CONCURRENCY: &str = "sluice_backend_concurrency";
 pub const CONCURRENCY_LIMIT: &str = "sluice_backend_concurrency_limit";
 /// Breaker state by `backend`: 0 closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "sluice_backend_breaker_state";
+/// Smoothed delivery latency by `backend`.
+pub const LATENCY_SMOOTHED: &str = "sluice_backend_latency_seconds";
+/// Latency at the lowest concurrency measured lately, by `backend`.
+pub const LATENCY_BASELINE: &str = "sluice_backend_latency_baseline_seconds";
+/// The latency gradient the limit was last steered by, by `backend`.
+pub const LATENCY_GRADIENT: &str = "sluice_backend_latency_gradient";
 /// Breaker transitions by `backend` and `to`.
 pub const BREAKER_TRANSITIONS: &str = "sluice_backend_breaker_transitions_total";
 /// Deliveries postponed by the rate limiter, by `backend`.
@@ -65,6 +71,16 @@ pub fn describe() {
     describe_gauge!(CONCURRENCY, "Deliveries in progress by backend");
     describe_gauge!(CONCURRENCY_LIMIT, "Adaptive concurrency limit by backend");
     describe_gauge!(BREAKER_STATE, "Circuit breaker state by backend: 0 closed, 1 half-open, 2 open");
+    describe_gauge!(LATENCY_SMOOTHED, Unit::Seconds, "Smoothed delivery latency by backend");
+    describe_gauge!(
+        LATENCY_BASELINE,
+        Unit::Seconds,
+        "Delivery latency at the lowest concurrency measured lately, by backend"
+    );
+    describe_gauge!(
+        LATENCY_GRADIENT,
+        "Latency gradient over concurrency the adaptive limit was last steered by (0 flat, 1 no more goodput)"
+    );
     describe_counter!(BREAKER_TRANSITIONS, "Circuit breaker transitions by backend");
     describe_counter!(RATE_LIMITED, "Deliveries postponed by the rate limiter");
 }

@@ -112,24 +112,7 @@ impl Handle {
             .collect();
         for (name, rec) in self.ctx.stored().iter() {
             if !out.iter().any(|s| &s.snapshot.name == name) {
-                out.push(BackendStatus {
-                    snapshot: Snapshot {
-                        name: name.clone(),
-                        breaker: rec.breaker,
-                        paused_until: rec.paused_until,
-                        in_flight: 0,
-                        limit: 0,
-                        max_limit: 0,
-                        peak: 0,
-                        rate: 0.0,
-                        latency: None,
-                        best_latency: None,
-                        last_error: rec.last_error.clone(),
-                        probe_at: rec.probe_at,
-                        parked: 0,
-                    },
-                    queued: 0,
-                });
+                out.push(BackendStatus { snapshot: Snapshot::stored(name, rec), queued: 0 });
             }
         }
         out.sort_by(|a, b| a.snapshot.name.cmp(&b.snapshot.name));

@@ -18,6 +18,7 @@
 //! `data_xfer_timeout`, `data_done_timeout`, `quit_timeout`, `rset_timeout`,
 //! `connection_cache_time_limit`, `connection_reuse_time_limit`,
 //! `mx_address_limit`, `sluice_rate_limit`, `sluice_rate_burst`, `sluice_latency_target`,
+//! `sluice_adaptive_concurrency`, `sluice_concurrency_probe_share`,
 //! `sluice_breaker_failure_threshold`, `sluice_breaker_cooldown`,
 //! `sluice_breaker_max_cooldown`.
 
@@ -223,6 +224,12 @@ pub struct BackendSettings {
     /// `<transport>_sluice_latency_target`: a smoothed delivery latency above
     /// this shrinks the concurrency limit whatever the best latency was.
     pub latency_target: Duration,
+    /// `<transport>_sluice_adaptive_concurrency`: steer the limit by the
+    /// latency gradient (`false`: always `concurrency_limit`).
+    pub adaptive: bool,
+    /// `<transport>_sluice_concurrency_probe_share` as a fraction: the most
+    /// of the time the limit spends trying a neighbouring level.
+    pub probe_share: f64,
     /// `<transport>_sluice_breaker_failure_threshold`: consecutive connection
     /// failures, timeouts or `421`s that open the breaker.
     pub failure_threshold: u32,
@@ -260,6 +267,8 @@ impl BackendSettings {
             rate: None,
             rate_delay: Duration::ZERO,
             latency_target: Duration::from_secs(2),
+            adaptive: true,
+            probe_share: 0.05,
             failure_threshold: 5,
             failed_cohort_limit: 1,
             cooldown: Duration::from_secs(10),
@@ -299,6 +308,13 @@ impl BackendSettings {
             Some(Rate { count, per: r.per, burst })
         });
         let cooldown = time("sluice_breaker_cooldown");
+        let adaptive = {
+            let cfg = config.transport_config(transport);
+            cfg.bool(&cfg.transport_param_name(transport, "sluice_adaptive_concurrency"))
+        };
+        // A percentage; more than half the time away from the level held
+        // would make the level meaningless.
+        let probe_share = int("sluice_concurrency_probe_share").clamp(1, 50) as f64 / 100.0;
         let connect = time("connect_timeout");
         BackendSettings {
             protocol,
@@ -308,6 +324,8 @@ impl BackendSettings {
             rate,
             rate_delay,
             latency_target: time("sluice_latency_target"),
+            adaptive,
+            probe_share,
             failure_threshold: count("sluice_breaker_failure_threshold", 1),
             failed_cohort_limit: count("destination_concurrency_failed_cohort_limit", 1),
             cooldown,
@@ -469,6 +487,8 @@ mod tests {
              mbx_destination_recipient_limit = 10\n\
              mbx_sluice_rate_limit = 30/m\n\
              mbx_sluice_breaker_cooldown = 500ms\n\
+             mbx_sluice_adaptive_concurrency = no\n\
+             mbx_sluice_concurrency_probe_share = 80\n\
              lmtp_lhlo_timeout = 5s\n\
              lmtp_connection_reuse_time_limit = 60s\n\
              lmtp_mx_address_limit = 2\n\
@@ -487,6 +507,8 @@ mod tests {
             Some((30, Duration::from_secs(60), 30))
         );
         assert_eq!(mbx.cooldown, Duration::from_millis(500));
+        assert!(!mbx.adaptive);
+        assert_eq!(mbx.probe_share, 0.5, "at most half the time");
         assert_eq!(mbx.timeouts.helo, Duration::from_secs(5), "lmtp_lhlo_timeout is the LMTP helo timeout");
         assert_eq!(
             mbx.timeouts.connect,
@@ -506,6 +528,8 @@ mod tests {
         assert_eq!((lmtp.concurrency_limit, lmtp.recipient_limit, lmtp.rate), (20, 50, None));
         assert_eq!(lmtp.failure_threshold, 5);
         assert_eq!(lmtp.latency_target, Duration::from_secs(2));
+        assert!(lmtp.adaptive);
+        assert_eq!(lmtp.probe_share, 0.05);
         assert_eq!((lmtp.idle_time, lmtp.address_limit), (Duration::from_secs(2), Some(2)));
         let smtp = BackendSettings::from_config(&cf, "smtp", Protocol::Smtp);
         assert_eq!(

@@ -315,7 +315,11 @@ impl Running {
 
         if let Some(l) = bound.metrics {
             let handle = exporter::install();
-            let probe = Arc::new(Probe { queue: queue.clone(), config: live.clone() });
+            let probe = Arc::new(Probe {
+                queue: queue.clone(),
+                config: live.clone(),
+                backends: admin::backends::of(&delivery_handle),
+            });
             if let Ok(a) = l.local_addr() {
                 info!(target: "master", "metrics and health on http://{a}/metrics");
             }
@@ -438,10 +442,11 @@ impl Running {
     }
 }
 
-/// Samples queue gauges and answers `/health`.
+/// Samples queue and backend gauges and answers `/health`.
 struct Probe {
     queue: sluice_queue::Queue,
     config: Arc<ArcSwap<Config>>,
+    backends: Arc<dyn admin::api::Backends>,
 }
 
 impl Probe {
@@ -461,7 +466,10 @@ impl Probe {
 
 impl exporter::Probe for Probe {
     fn sample(&self) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(self.sample_queue())
+        Box::pin(async {
+            self.sample_queue().await;
+            exporter::sample_backends(&self.backends.list());
+        })
     }
 
     fn health(&self) -> Result<(), sluice_queue::Error> {

@@ -1,35 +1,95 @@
 //! Adaptive concurrency for one backend: how many deliveries may run at
-//! once ([`AdaptiveLimit`], the policy). The slots that enforce it are
+//! once ([`AdaptiveLimit`]), found by measuring what the backend does with
+//! more or fewer of them. The slots that enforce the number are
 //! [`super::slots`].
 //!
-//! The policy is delay-based, in the manner of TCP Vegas: the backend's best
-//! latency says what an unloaded delivery costs, and the ratio of the
-//! (smoothed) latency to it says how far past its capacity the backend is
-//! being pushed — a server that can work on C deliveries at once and is
-//! given L > C makes each wait L/C times as long. While the ratio stays
-//! below [`GROW_BELOW`] the limit grows by one per round trip (additive
-//! increase; a step shows in the latency of deliveries started after it,
-//! one round trip later, so stepping faster overshoots); above
-//! [`SHRINK_ABOVE`] it shrinks the same way, so the limit settles between
-//! 1.05 and 1.2 times the backend's capacity whatever that is. A smoothed
-//! latency past the configured target, or an overload answer (`421`, a `4xx` at connect/`MAIL`/`DATA`,
-//! a timeout), cuts it multiplicatively, at most once per round trip.
-//! Latency comes first because an overloaded mailbox server slows down
-//! before it fails.
+//! # What it looks for
 //!
-//! (A first version estimated the number of queued deliveries, Vegas's
-//! `L·(1 − best/latency)`, against fixed thresholds of one or two; at small
-//! capacities two extra deliveries are already 25 % too many, so the ratio,
-//! which scales with the backend, replaced it.)
+//! Goodput — messages delivered per second — is what the limit is for, and
+//! by Little's law it is `n / L(n)` at `n` deliveries in flight taking
+//! `L(n)` each. So what matters is how latency grows with concurrency: the
+//! **latency gradient** between two levels `m < n`,
 //!
-//! The best latency must decay, or a backend whose baseline rose for good
-//! would look congested forever. It must not decay merely with time,
-//! though: under sustained overload every sample is inflated, a time-decayed
-//! minimum creeps up to meet them, and the limit follows it past capacity.
-//! So the best is re-measured instead, as BBR does: when no sample has come
-//! close to it for [`PROBE_INTERVAL`], the limit is halved for a few round
-//! trips and the lowest latency seen meanwhile becomes the new best (higher
-//! or lower); then the limit is put back.
+//! ```text
+//!     G = ln(L(n) / L(m)) / ln(n / m)
+//! ```
+//!
+//! (the slope of latency over concurrency on log-log axes). `G = 0`: latency
+//! is flat, every added delivery is added goodput. `G = 1`: latency grows as
+//! fast as concurrency, the extra deliveries only wait inside the server.
+//! `G > 1`: more concurrency *loses* goodput (a server whose shared database
+//! thrashes: "two connections are twice as slow as one" is `G = 1`, four
+//! times as slow is `G = 2`). Goodput goes as `n^(1 − G)`.
+//!
+//! # Why not a latency target or the Vegas ratio alone
+//!
+//! The first version was TCP Vegas's: the best latency seen is the no-load
+//! latency, and the limit grew while latency stayed within 5 % of it and
+//! shrank past 20 %. Against a server whose latency grows with every
+//! connection (20 ms + 60 ms per extra one) it settled at 5–6 connections
+//! and got 39 % of the goodput one connection gets: it started at 5 and
+//! never saw the no-load latency, and its "best" was the latency at 5. Even
+//! with the true no-load latency, a rule that compares only "now" with
+//! "no load" must let a quiet backend grow (at one delivery there is no
+//! queueing, by definition), so it oscillates between one and two, and at
+//! two the retrograde server does half the work. Netflix's gradient2 limiter
+//! (`limit × L₀/L + √limit`) has the same blind spot: its queue allowance
+//! holds two connections where one is best. A fixed latency target knows
+//! nothing of the server's shape at all. Telling "flat up to its capacity"
+//! from "worse with every connection" takes the latency *at two levels,
+//! measured close together in time*: the gradient above.
+//!
+//! # The steps (perturb and observe)
+//!
+//! The limit has a **home** level, where it stays. It is judged in
+//! **rounds**: a round at a level ends once [`MIN_ROUND`] deliveries (or
+//! as many as the level, if more) that *started* at that level have
+//! reported, so every sample in it saw the level it is counted for. A round
+//! counts only when the level was in use (mean deliveries in flight at
+//! least [`IN_USE`] of it); an idle backend gives no evidence either way.
+//!
+//! After a round at home, a **try** may start: one round at a neighbouring
+//! level, one step up or down (the step is 1, or an eighth of the level when
+//! that is more, [`STEP_FRACTION`], so a large limit is not tuned in
+//! steps too small to measure). Then the try is compared with the home round
+//! just before it:
+//! - up to `u`: if `G ≤` [`GROW_BELOW`] the extra deliveries brought at
+//!   least about half their share of goodput, and `u` becomes home (and the
+//!   next try up is due at once: a climb); otherwise back home.
+//! - down to `d`: if `G ≥` [`SHRINK_ABOVE`] the deliveries above `d` brought
+//!   (almost) nothing, and `d` becomes home (a descent, the next try down
+//!   due at once); otherwise back home.
+//!
+//! Between the two thresholds it holds: the gap keeps measurement noise from
+//! moving it. A plateau server (flat up to its capacity C, queueing beyond)
+//! climbs to C and stays, trying C+1 now and then; a retrograde one
+//! descends to 1 and stays, trying 2 now and then. A server that changes
+//! is followed: when the home latency moves by more than [`CHANGED`] between
+//! two rounds, a try is due at once (down when it rose, up when it fell), so
+//! a server losing half its capacity is descended to within a few rounds,
+//! and a server twice as slow at every level (the gradient unchanged) keeps
+//! its limit instead of losing half its goodput to a misread "queue".
+//!
+//! Tries take at most `sluice_concurrency_probe_share` (5 %) of the time:
+//! after a try that did not move home, the next one (they alternate up and
+//! down where both are possible) waits until the try's own duration is that
+//! share of the time since. Their cost
+//! in goodput is smaller still (a try up on a retrograde server does about
+//! half the work for its round, one down on a plateau server loses one
+//! delivery in C).
+//!
+//! # Brakes
+//!
+//! Two older rules stay, for a server in real trouble, applied whatever the
+//! rounds say: a smoothed latency above `sluice_latency_target` cuts the
+//! limit to 70 %, and an overload answer (`421`, a `4xx` at
+//! connect/`MAIL`/`DATA`, a timeout) halves it, each at most once per
+//! smoothed round trip. After a cut the next try waits a probe-share
+//! spacing (and goes down first). With `sluice_adaptive_concurrency = no` none of this runs and
+//! the limit is the destination concurrency limit, as a fixed reference.
+//!
+//! Latencies under [`LATENCY_FLOOR`] are not told apart: a backend answering
+//! in half a millisecond shows scheduling jitter as a 200 % "gradient".
 //!
 //! Never reads the clock (callers pass `now`), never sleeps.
 
@@ -37,23 +97,29 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How long the best latency may go unconfirmed before it is re-measured.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
-/// A sample within this factor of the best confirms it.
-const CONFIRM: f64 = 1.1;
-/// Shortest re-measuring period.
-const MIN_PROBE: Duration = Duration::from_millis(200);
-/// The limit grows while smoothed latency stays below this multiple of the
-/// best ("near the best").
-pub const GROW_BELOW: f64 = 1.05;
-/// The limit shrinks while smoothed latency is above this multiple.
-pub const SHRINK_ABOVE: f64 = 1.2;
-/// Below this, a best latency counts as this much when excess latency is
-/// weighed: for a backend answering in half a millisecond, a millisecond of
-/// scheduling jitter is not 200 % of queueing. Its excess may reach 2 ms
-/// (10 % of the floor) before growth stops.
-const LATENCY_FLOOR: f64 = 0.020;
-/// Weight of a new sample in the smoothed latency.
+/// Least deliveries in a round: at low levels one delivery is too noisy a
+/// measure.
+pub const MIN_ROUND: u32 = 4;
+/// A round counts when the mean number of deliveries in flight reached this
+/// share of its level (the backend had enough mail to use it).
+pub const IN_USE: f64 = 0.75;
+/// Step between home and a try, as a share of home (at least 1).
+pub const STEP_FRACTION: f64 = 0.125;
+/// A try up becomes home when the gradient is at most this.
+pub const GROW_BELOW: f64 = 0.5;
+/// A try down becomes home when the gradient is at least this.
+pub const SHRINK_ABOVE: f64 = 0.75;
+/// Home latency moving by more than this factor between two rounds makes
+/// a try due at once.
+pub const CHANGED: f64 = 1.3;
+/// Added to every latency before a gradient is taken: differences much
+/// below it are jitter, not the server.
+pub const LATENCY_FLOOR: Duration = Duration::from_millis(5);
+/// Two rounds whose mean concurrencies differ by less than this factor say
+/// nothing about the gradient.
+const MIN_SPREAD: f64 = 1.04;
+/// Weight of a new sample in the smoothed latency (shown, and compared with
+/// the target).
 const SMOOTHING: f64 = 0.2;
 /// Multiplicative decrease when latency passes the target.
 const LATENCY_BACKOFF: f64 = 0.7;
@@ -62,79 +128,74 @@ const OVERLOAD_BACKOFF: f64 = 0.5;
 /// Shortest spacing between two multiplicative decreases, so one burst of
 /// failures (all the deliveries in flight timing out together) counts once.
 const MIN_DECREASE_SPACING: Duration = Duration::from_millis(100);
+/// Levels remembered for display, and how long.
+const CURVE_LEVELS: usize = 32;
+const CURVE_MEMORY: Duration = Duration::from_secs(60);
 
-/// Why the limit changed, for the log line.
+/// Why the limit is what it is (logs, `sluice backend list`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// Latency stays near the best seen: more deliveries fit.
-    LatencyNearBest,
-    /// Deliveries are queueing inside the backend.
-    Queueing,
+    /// `initial_destination_concurrency`, nothing measured yet.
+    Start,
+    /// One round one step up, to be compared with home.
+    TryUp,
+    /// One round one step down, to be compared with home.
+    TryDown,
+    /// The try up brought goodput: it is home now.
+    Climb,
+    /// The try up brought no goodput worth its load: back home.
+    NoGain,
+    /// The deliveries above the try down brought no goodput: it is home now.
+    Descend,
+    /// The try down lost goodput: back home.
+    Needed,
+    /// The try's level was not filled (not enough mail): back home.
+    NotUsed,
     /// Smoothed latency passed `sluice_latency_target`.
     LatencyTarget,
     /// `421`, `4xx` at connect/MAIL/DATA, or a timeout.
     Overload,
     /// Restart after the breaker closed, or a configuration change.
     Reset,
-    /// Halved for a moment to re-measure the best latency, or restored after.
-    Probe,
+    /// `sluice_adaptive_concurrency = no`.
+    Fixed,
 }
 
 impl Reason {
-    /// Short text for logs.
+    /// Short text for logs and `sluice backend list`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::LatencyNearBest => "latency near best",
-            Reason::Queueing => "queueing at backend",
+            Reason::Start => "starting level",
+            Reason::TryUp => "trying one step up",
+            Reason::TryDown => "trying one step down",
+            Reason::Climb => "more concurrency gave more goodput",
+            Reason::NoGain => "more concurrency gave no more goodput",
+            Reason::Descend => "fewer deliveries gave as much goodput",
+            Reason::Needed => "fewer deliveries gave less goodput",
+            Reason::NotUsed => "not enough mail to use more",
             Reason::LatencyTarget => "latency above target",
             Reason::Overload => "overload reply or timeout",
             Reason::Reset => "reset",
-            Reason::Probe => "re-measuring best latency",
+            Reason::Fixed => "adaptive concurrency off",
         }
+    }
+
+    /// Worth a log line at `info` (the rest are the steady state's
+    /// comings and goings, at `debug`).
+    pub fn is_news(self) -> bool {
+        matches!(
+            self,
+            Reason::Climb | Reason::Descend | Reason::LatencyTarget | Reason::Overload | Reason::Reset
+        )
     }
 }
 
-/// A change of the whole-number limit.
+/// A change of the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
     pub from: u32,
     pub to: u32,
     pub reason: Reason,
-}
-
-/// A re-measurement of the best latency in progress.
-#[derive(Debug, Clone, Copy)]
-struct Probe {
-    until: Instant,
-    /// The limit to return to.
-    saved: f64,
-    /// The smoothed latency at that limit, restored with it (the samples of
-    /// the quiet spell say nothing about the saved limit).
-    smoothed: f64,
-    lowest: f64,
-}
-
-/// The adaptive limit.
-#[derive(Debug, Clone)]
-pub struct AdaptiveLimit {
-    limit: f64,
-    max: u32,
-    target: Duration,
-    /// Best latency; seconds.
-    min_rtt: Option<f64>,
-    /// When a sample last came within [`CONFIRM`] of the best.
-    confirmed_at: Option<Instant>,
-    probe: Option<Probe>,
-    /// Exponentially smoothed latency; seconds.
-    smoothed: Option<f64>,
-    last_decrease: Option<Instant>,
-    /// Start of the current decision round. A step shows only in the
-    /// latency of deliveries started after it, so each decision is made on
-    /// those alone (deciding on older samples overshoots: the limit keeps
-    /// climbing on latencies measured before the last climb).
-    epoch: Option<Instant>,
-    epoch_sum: f64,
-    epoch_n: u32,
 }
 
 /// One delivery's latency sample.
@@ -148,33 +209,140 @@ pub struct Sample {
     pub started: Instant,
 }
 
+/// The result of one round: a point of the server's latency curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// The limit during the round.
+    pub level: u32,
+    /// Mean deliveries in flight (the concurrency the server saw).
+    pub in_flight: f64,
+    /// Mean latency.
+    pub latency: Duration,
+    /// When the round ended.
+    pub at: Instant,
+}
+
+/// The last comparison of two levels: what the limit is steered by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gradient {
+    pub lower: Point,
+    pub upper: Point,
+    /// `ln(L(upper)/L(lower)) / ln(n(upper)/n(lower))`, latencies taken
+    /// with [`LATENCY_FLOOR`] added.
+    pub value: f64,
+}
+
+impl Gradient {
+    /// The gradient between two rounds, `None` when their concurrencies are
+    /// too close to tell.
+    pub fn between(lower: Point, upper: Point) -> Option<Gradient> {
+        let spread = upper.in_flight / lower.in_flight.max(1e-9);
+        if spread < MIN_SPREAD {
+            return None;
+        }
+        let floor = LATENCY_FLOOR.as_secs_f64();
+        let rise = (upper.latency.as_secs_f64() + floor) / (lower.latency.as_secs_f64() + floor);
+        Some(Gradient { lower, upper, value: rise.ln() / spread.ln() })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Try {
+    Up { from: u32 },
+    Down { from: u32 },
+}
+
+/// Samples of the round in progress.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    start: Instant,
+    latency_sum: f64,
+    in_flight_sum: u64,
+    n: u32,
+}
+
+impl Round {
+    fn new(start: Instant) -> Round {
+        Round { start, latency_sum: 0.0, in_flight_sum: 0, n: 0 }
+    }
+}
+
+/// How the limit is set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// `initial_destination_concurrency`.
+    pub initial: u32,
+    /// `destination_concurrency_limit` (and master.cf's `maxproc`).
+    pub max: u32,
+    /// `sluice_latency_target`.
+    pub target: Duration,
+    /// `sluice_concurrency_probe_share`, as a fraction (0.05).
+    pub probe_share: f64,
+    /// `sluice_adaptive_concurrency`.
+    pub adaptive: bool,
+}
+
+/// The adaptive limit.
+#[derive(Debug, Clone)]
+pub struct AdaptiveLimit {
+    policy: Policy,
+    limit: u32,
+    reason: Reason,
+    trying: Option<Try>,
+    round: Option<Round>,
+    /// The last round at home, compared with the next try.
+    home: Option<Point>,
+    /// Earliest start of the next try (`None`: at the end of the next
+    /// round at home).
+    next_try: Option<Instant>,
+    /// Which way the next try goes, where both are possible.
+    prefer_down: bool,
+    smoothed: Option<f64>,
+    last_decrease: Option<Instant>,
+    /// The latest round per level, for display (a few, recent).
+    curve: Vec<Point>,
+    gradient: Option<Gradient>,
+}
+
 impl AdaptiveLimit {
-    /// Starts at `initial` (clamped to `1..=max`).
-    pub fn new(initial: u32, max: u32, target: Duration) -> AdaptiveLimit {
-        let max = max.max(1);
+    /// Starts at `initial` (clamped to `1..=max`); at `max` when not
+    /// adaptive.
+    pub fn new(policy: Policy) -> AdaptiveLimit {
+        let policy = Policy { max: policy.max.max(1), ..policy };
+        let (limit, reason) = if policy.adaptive {
+            (policy.initial.clamp(1, policy.max), Reason::Start)
+        } else {
+            (policy.max, Reason::Fixed)
+        };
         AdaptiveLimit {
-            limit: f64::from(initial.clamp(1, max)),
-            max,
-            target,
-            min_rtt: None,
-            confirmed_at: None,
-            probe: None,
+            policy,
+            limit,
+            reason,
+            trying: None,
+            round: None,
+            home: None,
+            next_try: None,
+            prefer_down: true,
             smoothed: None,
             last_decrease: None,
-            epoch: None,
-            epoch_sum: 0.0,
-            epoch_n: 0,
+            curve: Vec::new(),
+            gradient: None,
         }
     }
 
     /// The limit now.
     pub fn current(&self) -> u32 {
-        (self.limit.floor() as u32).clamp(1, self.max)
+        self.limit
     }
 
     /// The configured ceiling.
     pub fn max(&self) -> u32 {
-        self.max
+        self.policy.max
+    }
+
+    /// Why the limit is what it is.
+    pub fn reason(&self) -> Reason {
+        self.reason
     }
 
     /// Smoothed latency.
@@ -182,30 +350,215 @@ impl AdaptiveLimit {
         self.smoothed.map(Duration::from_secs_f64)
     }
 
-    /// Best latency (decayed).
-    pub fn best_latency(&self) -> Option<Duration> {
-        self.min_rtt.map(Duration::from_secs_f64)
+    /// The latency at the lowest level measured lately: the closest there
+    /// is to the server's no-load latency.
+    pub fn baseline(&self) -> Option<Point> {
+        self.curve.first().copied()
     }
 
-    /// New ceiling and target (configuration reload).
-    pub fn reconfigure(&mut self, max: u32, target: Duration) -> Option<Change> {
-        let from = self.current();
-        self.max = max.max(1);
-        self.target = target;
-        self.limit = self.limit.min(f64::from(self.max));
+    /// The last comparison of two levels.
+    pub fn gradient(&self) -> Option<Gradient> {
+        self.gradient
+    }
+
+    /// The latest round per level, lowest level first.
+    pub fn curve(&self) -> &[Point] {
+        &self.curve
+    }
+
+    /// New policy (configuration reload): the learned curve stays.
+    pub fn reconfigure(&mut self, policy: Policy) -> Option<Change> {
+        let from = self.limit;
+        let policy = Policy { max: policy.max.max(1), ..policy };
+        let was_adaptive = self.policy.adaptive;
+        self.policy = policy;
+        if !policy.adaptive {
+            self.limit = policy.max;
+            self.reason = Reason::Fixed;
+            self.trying = None;
+        } else if !was_adaptive {
+            return self.reset(policy.initial);
+        } else {
+            // A try past the new ceiling is called off.
+            if let Some(Try::Up { from } | Try::Down { from }) = self.trying.take() {
+                self.limit = from;
+            }
+            self.limit = self.limit.clamp(1, policy.max);
+        }
         self.change(from, Reason::Reset)
     }
 
-    /// Sets the limit (breaker closed: restart low and climb again).
+    /// Restarts at `to` (the breaker closed: the server may be another one
+    /// now; climb from a modest start).
     pub fn reset(&mut self, to: u32) -> Option<Change> {
-        let from = self.current();
-        self.limit = f64::from(to.clamp(1, self.max));
+        if !self.policy.adaptive {
+            return None;
+        }
+        let from = self.limit;
+        self.limit = to.clamp(1, self.policy.max);
+        self.trying = None;
+        self.round = None;
+        self.home = None;
+        self.next_try = None;
+        self.prefer_down = true;
         self.change(from, Reason::Reset)
     }
 
-    fn change(&self, from: u32, reason: Reason) -> Option<Change> {
-        let to = self.current();
-        (to != from).then_some(Change { from, to, reason })
+    fn change(&mut self, from: u32, reason: Reason) -> Option<Change> {
+        self.reason = reason;
+        (self.limit != from).then_some(Change { from, to: self.limit, reason })
+    }
+
+    /// The step between home `h` and a try.
+    fn step(h: u32) -> u32 {
+        ((f64::from(h) * STEP_FRACTION) as u32).max(1)
+    }
+
+    /// When a try that took `took` may be followed by another: `took` is
+    /// then the probe share of the time.
+    fn spacing(&self, took: Duration, now: Instant) -> Instant {
+        let share = self.policy.probe_share.clamp(0.001, 0.5);
+        now + took.mul_f64(1.0 / share - 1.0)
+    }
+
+    /// One delivery's latency sample, reported at `now`.
+    pub fn on_sample(&mut self, s: Sample, now: Instant) -> Option<Change> {
+        let x = s.latency.as_secs_f64().max(1e-6);
+        let smoothed = match self.smoothed {
+            Some(v) => v + SMOOTHING * (x - v),
+            None => x,
+        };
+        self.smoothed = Some(smoothed);
+        if !self.policy.adaptive {
+            return None;
+        }
+        if smoothed > self.policy.target.as_secs_f64() {
+            return self.cut(LATENCY_BACKOFF, now, Reason::LatencyTarget);
+        }
+        let round = self.round.get_or_insert_with(|| Round::new(now));
+        // A delivery started before the round (or with it, before the
+        // change was applied) saw another level.
+        if s.started <= round.start {
+            return None;
+        }
+        round.latency_sum += x;
+        round.in_flight_sum += u64::from(s.in_flight);
+        round.n += 1;
+        if round.n < self.limit.max(MIN_ROUND) {
+            return None;
+        }
+        let n = f64::from(round.n);
+        let point = Point {
+            level: self.limit,
+            in_flight: round.in_flight_sum as f64 / n,
+            latency: Duration::from_secs_f64(round.latency_sum / n),
+            at: now,
+        };
+        let took = now.saturating_duration_since(round.start);
+        self.round = Some(Round::new(now));
+        self.remember(point);
+        self.judge(point, took, now)
+    }
+
+    /// Keeps `p` as its level's latest point, dropping old ones.
+    fn remember(&mut self, p: Point) {
+        self.curve.retain(|c| c.level != p.level && p.at.saturating_duration_since(c.at) < CURVE_MEMORY);
+        let at = self.curve.partition_point(|c| c.level < p.level);
+        self.curve.insert(at, p);
+        if self.curve.len() > CURVE_LEVELS
+            && let Some(oldest) = self.curve.iter().enumerate().min_by_key(|(_, c)| c.at).map(|(i, _)| i)
+        {
+            self.curve.remove(oldest);
+        }
+    }
+
+    /// A round ended with `p` (it took `took`).
+    fn judge(&mut self, p: Point, took: Duration, now: Instant) -> Option<Change> {
+        let from = self.limit;
+        let in_use = p.in_flight >= IN_USE * f64::from(p.level);
+        match self.trying.take() {
+            None => {
+                if !in_use {
+                    return None;
+                }
+                self.at_home(p, now)
+            }
+            Some(Try::Up { from: h }) => {
+                let verdict = self.home.filter(|_| in_use).and_then(|home| Gradient::between(home, p));
+                self.gradient = verdict.or(self.gradient);
+                match verdict {
+                    Some(g) if g.value <= GROW_BELOW => {
+                        self.home = Some(p);
+                        self.next_try = None;
+                        self.prefer_down = false;
+                        self.reason = Reason::Climb;
+                        // The slots are already at the new level; the
+                        // change is news for the log.
+                        Some(Change { from: h, to: p.level, reason: Reason::Climb })
+                    }
+                    other => {
+                        self.limit = h;
+                        self.next_try = Some(self.spacing(took, now));
+                        self.prefer_down = true;
+                        self.change(from, if other.is_some() { Reason::NoGain } else { Reason::NotUsed })
+                    }
+                }
+            }
+            Some(Try::Down { from: h }) => {
+                let verdict = self.home.and_then(|home| Gradient::between(p, home));
+                self.gradient = verdict.or(self.gradient);
+                match verdict {
+                    Some(g) if in_use && g.value >= SHRINK_ABOVE => {
+                        self.home = Some(p);
+                        self.next_try = None;
+                        self.prefer_down = true;
+                        self.reason = Reason::Descend;
+                        Some(Change { from: h, to: p.level, reason: Reason::Descend })
+                    }
+                    other => {
+                        self.limit = h;
+                        self.next_try = Some(self.spacing(took, now));
+                        self.prefer_down = false;
+                        let reason = if other.is_some() && in_use { Reason::Needed } else { Reason::NotUsed };
+                        self.change(from, reason)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A round at home ended with `p`: note how the server moved, and maybe
+    /// start a try.
+    fn at_home(&mut self, p: Point, now: Instant) -> Option<Change> {
+        if let Some(prev) = self.home.replace(p).filter(|h| h.level == p.level) {
+            let (was, is) = (prev.latency.as_secs_f64(), p.latency.as_secs_f64());
+            let floor = LATENCY_FLOOR.as_secs_f64();
+            if is + floor > (was + floor) * CHANGED {
+                // Slower at the same level: fewer may do as well.
+                self.next_try = None;
+                self.prefer_down = true;
+            } else if (is + floor) * CHANGED < was + floor {
+                self.next_try = None;
+                self.prefer_down = false;
+            }
+        }
+        if self.next_try.is_some_and(|t| now < t) {
+            return None;
+        }
+        let h = self.limit;
+        let down = h > 1;
+        let up = h < self.policy.max;
+        if down && (self.prefer_down || !up) {
+            self.trying = Some(Try::Down { from: h });
+            self.limit = h - Self::step(h).min(h - 1);
+            self.change(h, Reason::TryDown)
+        } else if up {
+            self.trying = Some(Try::Up { from: h });
+            self.limit = (h + Self::step(h)).min(self.policy.max);
+            self.change(h, Reason::TryUp)
+        } else {
+            None
+        }
     }
 
     fn may_decrease(&self, now: Instant) -> bool {
@@ -218,105 +571,25 @@ impl AdaptiveLimit {
     }
 
     fn cut(&mut self, factor: f64, now: Instant, reason: Reason) -> Option<Change> {
-        if !self.may_decrease(now) {
+        if !self.policy.adaptive || !self.may_decrease(now) {
             return None;
         }
-        let from = self.current();
-        self.limit = (self.limit * factor).max(1.0);
-        self.new_epoch(now);
-        if let Some(p) = &mut self.probe {
-            p.saved = (p.saved * factor).max(1.0);
-        }
+        let from = self.limit;
+        // A cut during a try is a cut of home.
+        let base = match self.trying.take() {
+            Some(Try::Up { from } | Try::Down { from }) => from,
+            None => self.limit,
+        };
+        self.limit = ((f64::from(base) * factor) as u32).max(1);
         self.last_decrease = Some(now);
+        self.round = Some(Round::new(now));
+        self.home = None;
+        // No try up for a probe-share spacing of a round trip or two: the
+        // server just said it had too much.
+        let rtt = self.smoothed.map(Duration::from_secs_f64).unwrap_or(MIN_DECREASE_SPACING);
+        self.next_try = Some(self.spacing(rtt * 2, now));
+        self.prefer_down = true;
         self.change(from, reason)
-    }
-
-    /// Starts a new decision round at `now`.
-    fn new_epoch(&mut self, now: Instant) {
-        self.epoch = Some(now);
-        self.epoch_sum = 0.0;
-        self.epoch_n = 0;
-    }
-
-    /// One delivery's latency sample, reported at `now`.
-    pub fn on_sample(&mut self, s: Sample, now: Instant) -> Option<Change> {
-        let Sample { latency: rtt, in_flight, started } = s;
-        let sample = rtt.as_secs_f64().max(1e-6);
-        if self.epoch.is_none_or(|e| started >= e) {
-            self.epoch_sum += sample;
-            self.epoch_n += 1;
-        }
-        let smoothed = match self.smoothed {
-            Some(s) => s + SMOOTHING * (sample - s),
-            None => sample,
-        };
-        self.smoothed = Some(smoothed);
-        let from = self.current();
-
-        if let Some(mut p) = self.probe {
-            p.lowest = p.lowest.min(sample);
-            if now < p.until {
-                self.probe = Some(p);
-                if smoothed > self.target.as_secs_f64() {
-                    return self.cut(LATENCY_BACKOFF, now, Reason::LatencyTarget);
-                }
-                return None;
-            }
-            // Done: the lowest latency of the quiet spell is the new best.
-            self.probe = None;
-            self.min_rtt = Some(p.lowest);
-            self.confirmed_at = Some(now);
-            self.limit = p.saved;
-            self.smoothed = Some(p.smoothed);
-            self.new_epoch(now);
-            return self.change(from, Reason::Probe);
-        }
-
-        let min = match self.min_rtt {
-            Some(m) if m <= sample => m,
-            _ => {
-                self.min_rtt = Some(sample);
-                sample
-            }
-        };
-        if sample <= min * CONFIRM {
-            self.confirmed_at = Some(now);
-        }
-        let stale = self.confirmed_at.is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
-        // At a limit of 1 there is nothing to halve: the samples are already
-        // uncontended, and the spell just collects the lowest of them.
-        if stale && in_flight.saturating_mul(2) >= self.current() {
-            let length = Duration::from_secs_f64(3.0 * smoothed).max(MIN_PROBE);
-            self.probe = Some(Probe { until: now + length, saved: self.limit, smoothed, lowest: sample });
-            self.limit = (self.limit / 2.0).max(1.0);
-            return self.change(from, Reason::Probe);
-        }
-
-        if smoothed > self.target.as_secs_f64() {
-            return self.cut(LATENCY_BACKOFF, now, Reason::LatencyTarget);
-        }
-        // Decide once a limit's worth of deliveries started in this round
-        // have reported: a round trip of evidence at the current limit.
-        if self.epoch_n < self.current() {
-            return None;
-        }
-        // How far past its capacity the backend is pushed: with L deliveries
-        // on a server that works on C at once, latency is L/C times the best.
-        let mean = self.epoch_sum / f64::from(self.epoch_n);
-        let ratio = 1.0 + (mean - min).max(0.0) / min.max(LATENCY_FLOOR);
-        self.new_epoch(now);
-        if ratio < GROW_BELOW {
-            // Grow only when the limit is actually in use; an idle backend
-            // gives no evidence that more would fit.
-            if in_flight.saturating_mul(2) >= self.current() && self.current() < self.max {
-                self.limit = (self.limit.floor() + 1.0).min(f64::from(self.max));
-                return self.change(from, Reason::LatencyNearBest);
-            }
-        } else if ratio > SHRINK_ABOVE && self.limit > 1.0 {
-            self.limit = (self.limit.floor() - 1.0).max(1.0);
-            return self.change(from, Reason::Queueing);
-        }
-        None
     }
 
     /// An overload answer or a timeout.
@@ -326,129 +599,4 @@ impl AdaptiveLimit {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    /// A delivery that took `rtt` and finished at `now`.
-    fn sample(l: &mut AdaptiveLimit, rtt: Duration, in_flight: u32, now: Instant) -> Option<Change> {
-        l.on_sample(Sample { latency: rtt, in_flight, started: now - rtt }, now)
-    }
-
-    #[test]
-    fn grows_while_latency_stays_at_its_best() {
-        let t0 = crate::clock::instant();
-        let mut l = AdaptiveLimit::new(5, 20, ms(2000));
-        let mut changes = 0;
-        // One sample a millisecond, each taking 10 ms: one step per round
-        // trip of 10 ms (plus the wait for half a limit of samples).
-        for i in 0..400 {
-            let n = l.current();
-            if sample(&mut l, ms(10), n, t0 + ms(i)).is_some() {
-                changes += 1;
-            }
-        }
-        assert_eq!(l.current(), 20, "climbs to the ceiling");
-        assert_eq!(changes, 15, "one step at a time");
-        assert!(sample(&mut l, ms(10), 20, t0 + ms(500)).is_none(), "never above the ceiling");
-    }
-
-    #[test]
-    fn does_not_grow_when_the_limit_is_not_used() {
-        let t0 = crate::clock::instant();
-        let mut l = AdaptiveLimit::new(10, 50, ms(2000));
-        for i in 0..500 {
-            sample(&mut l, ms(10), 1, t0 + ms(i));
-        }
-        assert_eq!(l.current(), 10);
-    }
-
-    #[test]
-    fn settles_just_above_the_capacity_of_a_backend_that_queues() {
-        // A backend with capacity C: up to C deliveries take 20 ms each,
-        // beyond that latency grows in proportion (the excess waits). The
-        // limit should settle a little above C, never far beyond.
-        const C: f64 = 20.0;
-        let t0 = crate::clock::instant();
-        let mut l = AdaptiveLimit::new(5, 100, ms(5000));
-        let mut peak = 0;
-        for i in 0..20_000u64 {
-            let n = f64::from(l.current());
-            let rtt = 0.020 * (n / C).max(1.0);
-            let n = l.current();
-            sample(&mut l, Duration::from_secs_f64(rtt), n, t0 + ms(i));
-            if i > 2_000 {
-                peak = peak.max(l.current());
-            }
-        }
-        assert!(l.current() >= 20 && l.current() <= 23, "settled at {}", l.current());
-        assert!(peak <= 24, "peak {peak} > 1.2 C");
-    }
-
-    #[test]
-    fn a_stale_best_is_re_measured_at_half_the_limit() {
-        let t0 = crate::clock::instant();
-        let mut l = AdaptiveLimit::new(8, 8, ms(5000));
-        sample(&mut l, ms(10), 8, t0);
-        // Samples 30 % above the best: neither confirmation nor (at this
-        // limit) enough queueing to shrink by much.
-        let c = sample(&mut l, ms(13), 8, t0 + PROBE_INTERVAL).expect("probe starts");
-        assert_eq!((c.reason, c.to), (Reason::Probe, c.from / 2));
-        let c = sample(&mut l, ms(12), 4, t0 + PROBE_INTERVAL + Duration::from_secs(1)).expect("probe ends");
-        assert_eq!(c.reason, Reason::Probe);
-        assert_eq!(l.best_latency(), Some(ms(12)));
-    }
-
-    #[test]
-    fn latency_above_target_cuts_once_per_round_trip() {
-        let t0 = crate::clock::instant();
-        let mut l = AdaptiveLimit::new(20, 20, ms(100));
-        let c = sample(&mut l, ms(500), 20, t0).unwrap();
-        assert_eq!((c.from, c.to, c.reason), (20, 14, Reason::LatencyTarget));
-        // Same burst: no second cut within one smoothed round trip.
-        assert!(sample(&mut l, ms(500), 20, t0 + ms(10)).is_none());
-        let c = sample(&mut l, ms(500), 20, t0 + ms(600)).unwrap();
-        assert_eq!(c.to, 9);
-    }
-
-    #[test]
-    fn overload_halves_and_floors_at_one() {
-        let t0 = crate::clock::instant();
-        let mut l = AdaptiveLimit::new(16, 20, ms(2000));
-        let mut at = t0;
-        let mut seen = Vec::new();
-        for _ in 0..6 {
-            if let Some(c) = l.on_overload(at) {
-                seen.push(c.to);
-            }
-            at += ms(200);
-        }
-        assert_eq!(seen, vec![8, 4, 2, 1]);
-        assert_eq!(l.current(), 1);
-    }
-
-    #[test]
-    fn a_lasting_change_of_baseline_is_learned_by_re_measuring() {
-        // The backend gets slower for good (40 ms instead of 10 ms at any
-        // concurrency). At first that looks like queueing and the limit
-        // shrinks; after PROBE_INTERVAL the best is re-measured, the new
-        // baseline is adopted and the limit climbs again.
-        let t0 = crate::clock::instant();
-        let mut l = AdaptiveLimit::new(10, 20, ms(5000));
-        sample(&mut l, ms(10), 10, t0);
-        let mut t = t0;
-        let mut lowest = u32::MAX;
-        for _ in 0..3000 {
-            t += ms(10);
-            let n = l.current();
-            sample(&mut l, ms(40), n, t);
-            lowest = lowest.min(l.current());
-        }
-        assert!(lowest < 10, "it did shrink at first");
-        assert_eq!(l.best_latency(), Some(ms(40)));
-        assert_eq!(l.current(), 20, "climbed back once the new baseline was learned");
-    }
-}
+mod tests;

@@ -3,7 +3,9 @@
 //! delivery went.
 //!
 //! Three controls, asked in this order for every delivery:
-//! 1. a concurrency [`Slot`](slots::Slot) (the adaptive limit);
+//! 1. a concurrency [`Slot`](slots::Slot), as many as the adaptive limit
+//!    ([`concurrency`]: steered by the latency gradient towards the
+//!    server's best goodput, the reasoning and parameters are there);
 //! 2. the circuit [`Breaker`](breaker::Breaker) (and an administrator's
 //!    pause);
 //! 3. the rate [`Limiter`](limiter::Limiter).
@@ -125,6 +127,8 @@ pub struct Snapshot {
     pub in_flight: u32,
     /// The adaptive limit now.
     pub limit: u32,
+    /// Why it is what it is.
+    pub reason: &'static str,
     /// Its ceiling (`destination_concurrency_limit`, `maxproc`).
     pub max_limit: u32,
     /// Most deliveries ever running at once.
@@ -133,13 +137,45 @@ pub struct Snapshot {
     pub rate: f64,
     /// Smoothed delivery latency.
     pub latency: Option<Duration>,
-    /// Best latency seen (decaying).
-    pub best_latency: Option<Duration>,
+    /// The latency at the lowest concurrency measured lately (the closest
+    /// there is to the no-load latency), and that concurrency.
+    pub baseline: Option<(u32, Duration)>,
+    /// The last latency gradient the limit was steered by, and the two
+    /// levels it was measured between (see [`concurrency`]).
+    pub gradient: Option<(f64, u32, u32)>,
+    /// The latest mean latency per concurrency level (the server's latency
+    /// curve as measured lately), lowest level first.
+    pub curve: Vec<(u32, Duration)>,
     pub last_error: Option<String>,
     /// Next half-open probe while open.
     pub probe_at: Option<UnixMillis>,
     /// Messages parked for an early wake-up.
     pub parked: usize,
+}
+
+impl Snapshot {
+    /// What the queue remembers of a backend no mail has needed since the
+    /// start (its breaker and pause).
+    pub fn stored(name: &str, rec: &BackendRecord) -> Snapshot {
+        Snapshot {
+            name: name.to_owned(),
+            breaker: rec.breaker,
+            paused_until: rec.paused_until,
+            in_flight: 0,
+            limit: 0,
+            reason: "",
+            max_limit: 0,
+            peak: 0,
+            rate: 0.0,
+            latency: None,
+            baseline: None,
+            gradient: None,
+            curve: Vec::new(),
+            last_error: rec.last_error.clone(),
+            probe_at: rec.probe_at,
+            parked: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -177,6 +213,16 @@ fn policy(s: &BackendSettings) -> breaker::Policy {
     }
 }
 
+fn pace(s: &BackendSettings) -> concurrency::Policy {
+    concurrency::Policy {
+        initial: s.initial_concurrency,
+        max: s.concurrency_limit,
+        target: s.latency_target,
+        probe_share: s.probe_share,
+        adaptive: s.adaptive,
+    }
+}
+
 impl Gate {
     /// A gate for the backend `name`, restoring its breaker and pause from
     /// a stored record if there is one.
@@ -191,11 +237,7 @@ impl Gate {
             Some(r) => Breaker::restore(policy(&settings), r, now),
             None => Breaker::new(policy(&settings)),
         };
-        let limit = AdaptiveLimit::new(
-            settings.initial_concurrency,
-            settings.concurrency_limit,
-            settings.latency_target,
-        );
+        let limit = AdaptiveLimit::new(pace(&settings));
         if breaker.position() != BreakerPosition::Closed {
             tracing::info!(
                 "backend {name}: circuit breaker restored {}, next probe in {}s",
@@ -245,7 +287,7 @@ impl Gate {
         if st.settings.rate != settings.rate || st.settings.rate_delay != settings.rate_delay {
             st.limiter = Limiter::new(settings.rate, settings.rate_delay);
         }
-        let change = st.limit.reconfigure(settings.concurrency_limit, settings.latency_target);
+        let change = st.limit.reconfigure(pace(&settings));
         st.settings = settings;
         self.apply(&st, change);
         drop(st);
@@ -499,11 +541,14 @@ impl Gate {
             paused_until: st.paused_until,
             in_flight: self.slots.in_use(),
             limit: st.limit.current(),
+            reason: st.limit.reason().as_str(),
             max_limit: st.limit.max(),
             peak: self.slots.peak(),
             rate: st.limiter.per_second(),
             latency: st.limit.latency(),
-            best_latency: st.limit.best_latency(),
+            baseline: st.limit.baseline().map(|p| (p.level, p.latency)),
+            gradient: st.limit.gradient().map(|g| (g.value, g.lower.level, g.upper.level)),
+            curve: st.limit.curve().iter().map(|p| (p.level, p.latency)).collect(),
             last_error: st.last_error.clone(),
             probe_at: st.breaker.probe_at(),
             parked: st.parked.len(),
@@ -513,21 +558,30 @@ impl Gate {
     fn apply(&self, st: &State, change: Option<Change>) {
         if let Some(c) = change {
             self.slots.set_limit(c.to);
-            use concurrency::Reason;
-            // Cuts and resets are news; the one-step moves of the steady
-            // state are not worth a line each.
-            if matches!(c.reason, Reason::LatencyTarget | Reason::Overload | Reason::Reset) {
+            // A new home level, a cut or a reset is news; the tries around
+            // the level held are not worth a line each.
+            let gradient = match st.limit.gradient() {
+                Some(g) => format!(
+                    ", latency {} at {} and {} at {} (gradient {:.2})",
+                    fmt_latency(Some(g.lower.latency)),
+                    g.lower.level,
+                    fmt_latency(Some(g.upper.latency)),
+                    g.upper.level,
+                    g.value
+                ),
+                None => format!(", latency {}", fmt_latency(st.limit.latency())),
+            };
+            if c.reason.is_news() {
                 tracing::info!(
-                    "backend {}: concurrency {} -> {} ({}), latency {}",
+                    "backend {}: concurrency {} -> {} ({}){gradient}",
                     self.name,
                     c.from,
                     c.to,
-                    c.reason.as_str(),
-                    fmt_latency(st.limit.latency())
+                    c.reason.as_str()
                 );
             } else {
                 tracing::debug!(
-                    "backend {}: concurrency {} -> {} ({})",
+                    "backend {}: concurrency {} -> {} ({}){gradient}",
                     self.name,
                     c.from,
                     c.to,

@@ -31,23 +31,55 @@ fn never_more_permits_than_the_limit() {
     let a = go(g.admit(0));
     let b = go(g.admit(0));
     assert!(matches!(g.admit(0), Admission::WaitSlot));
-    let mono = crate::clock::instant();
-    // A completed delivery hands its slot back (one sample is not yet a
-    // round of evidence to grow on).
+    // A completed delivery hands its slot back.
+    let mono = crate::clock::instant() + Duration::from_millis(10);
     g.report(a, Report::Completed { latency: Some(Duration::from_millis(10)) }, 0, mono);
-    assert_eq!(g.snapshot().limit, 2);
     let c = go(g.admit(0));
     assert!(matches!(g.admit(0), Admission::WaitSlot));
     assert_eq!(g.snapshot().in_flight, 2);
-    // A second sample at the best latency completes the round: one more slot.
-    g.report(b, Report::Completed { latency: Some(Duration::from_millis(10)) }, 0, mono);
-    assert_eq!(g.snapshot().limit, 3);
-    let d = go(g.admit(0));
-    let e = go(g.admit(0));
-    assert!(matches!(g.admit(0), Admission::WaitSlot));
-    drop((c, d, e));
-    assert_eq!(g.snapshot().in_flight, 0);
-    assert_eq!(g.snapshot().peak, 3);
+    drop((b, c));
+    assert_eq!((g.snapshot().in_flight, g.snapshot().peak), (0, 2));
+}
+
+/// Runs deliveries through the gate against a server whose latency is
+/// `shape(n)` for `n` in flight, for `rounds` completions, on synthetic
+/// time; returns the limit at the end.
+fn drive(g: &Gate, shape: impl Fn(u32) -> Duration, completions: usize) -> u32 {
+    let mut t = crate::clock::instant();
+    let mut running: Vec<(Instant, Permit)> = Vec::new();
+    for _ in 0..completions {
+        while let Admission::Go(mut p) = g.admit(0) {
+            // Started on the synthetic clock.
+            p.started = t;
+            let n = running.len() as u32 + 1;
+            running.push((t + shape(n), p));
+        }
+        running.sort_by_key(|(end, _)| *end);
+        let (end, p) = running.remove(0);
+        t = end;
+        let latency = end.saturating_duration_since(p.started);
+        g.report(p, Report::Completed { latency: Some(latency) }, 0, t);
+    }
+    g.snapshot().limit
+}
+
+#[test]
+fn the_gate_follows_the_pace_its_backend_can_take_and_shows_why() {
+    // Two deliveries are four times as slow as one: back to one.
+    let g = Gate::new("b", settings(4, 10), None, 0);
+    let limit = drive(&g, |n| Duration::from_millis(20 + 60 * u64::from(n - 1)), 400);
+    assert_eq!(limit, 1);
+    let snap = g.snapshot();
+    assert_eq!(snap.baseline.map(|(n, _)| n), Some(1));
+    let (gradient, lo, hi) = snap.gradient.expect("a gradient");
+    assert!(gradient > 1.0 && (lo, hi) == (1, 2), "{:?}", snap.gradient);
+    assert!(!snap.reason.is_empty());
+    assert!(snap.curve.len() >= 2, "{:?}", snap.curve);
+
+    // Flat up to 6 at once: climbs to 6 (a try at 7 now and then).
+    let g = Gate::new("b", settings(2, 10), None, 0);
+    let limit = drive(&g, |n| Duration::from_millis(50 * u64::from(n.max(6))) / 6, 600);
+    assert!((6..=7).contains(&limit), "limit {limit}");
 }
 
 #[test]
@@ -82,17 +114,8 @@ fn failures_open_the_breaker_and_mail_is_postponed_to_the_probe() {
 fn one_probe_then_close_restarts_concurrency_low_and_wakes_parked_mail() {
     let g = Gate::new("b", settings(3, 10), None, 0);
     let mono = crate::clock::instant();
-    // Let the limit climb first.
-    for i in 0..200u64 {
-        let p = go(g.admit(0));
-        let _p2 = go(g.admit(0));
-        g.report(
-            p,
-            Report::Completed { latency: Some(Duration::from_millis(10)) },
-            0,
-            mono + Duration::from_millis(i),
-        );
-    }
+    // Let the limit climb first (latency flat whatever the load).
+    drive(&g, |_| Duration::from_millis(10), 300);
     assert!(g.snapshot().limit > 3);
     for n in 0..3 {
         let p = go(g.admit(0));

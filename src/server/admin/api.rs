@@ -57,14 +57,33 @@ pub struct BackendView {
     pub concurrency: u32,
     /// Current adaptive limit.
     pub limit: u32,
+    /// Why the limit is what it is (empty when not running).
+    #[serde(default)]
+    pub reason: String,
     /// Configured ceiling (`*_destination_concurrency_limit` / maxproc).
     pub max_limit: u32,
     /// Configured rate limit in messages per second (0: none).
     pub rate: f64,
     /// Recent delivery latency in seconds (smoothed).
     pub latency: Option<f64>,
-    /// Best observed latency in seconds.
-    pub min_latency: Option<f64>,
+    /// Latency in seconds at the lowest concurrency measured lately: the
+    /// closest there is to the backend's no-load latency.
+    #[serde(default)]
+    pub baseline_latency: Option<f64>,
+    /// The concurrency `baseline_latency` was measured at.
+    #[serde(default)]
+    pub baseline_concurrency: Option<u32>,
+    /// The latency gradient the limit was last steered by: how fast latency
+    /// grows with concurrency (0 flat, 1 as fast as concurrency: no more
+    /// goodput, above 1: less goodput with more deliveries).
+    #[serde(default)]
+    pub gradient: Option<f64>,
+    /// The two concurrency levels that gradient was measured between.
+    #[serde(default)]
+    pub gradient_between: Option<(u32, u32)>,
+    /// Mean latency in seconds per concurrency level, as measured lately.
+    #[serde(default)]
+    pub curve: Vec<(u32, f64)>,
     pub last_error: Option<String>,
     /// Next half-open probe (Unix ms) while the breaker is open.
     pub probe_at: Option<UnixMillis>,
@@ -392,10 +411,15 @@ impl Handler {
                 paused_until: r.paused_until,
                 concurrency: 0,
                 limit: 0,
+                reason: String::new(),
                 max_limit: 0,
                 rate: 0.0,
                 latency: None,
-                min_latency: None,
+                baseline_latency: None,
+                baseline_concurrency: None,
+                gradient: None,
+                gradient_between: None,
+                curve: Vec::new(),
                 last_error: r.last_error,
                 probe_at: r.probe_at,
             })
@@ -431,26 +455,44 @@ pub fn backend_table(list: &[BackendView], now: UnixMillis) -> String {
     }
     let w = list.iter().map(|b| b.name.len()).max().unwrap_or(7).max(7);
     let mut out = format!(
-        "{:<w$}  {:<9}  {:>11}  {:>7}  {:>9}  {:>9}  {}\n",
-        "BACKEND", "BREAKER", "CONCURRENCY", "RATE/s", "LATENCY", "BEST", "LAST ERROR / NOTE"
+        "{:<w$}  {:<9}  {:>11}  {:>7}  {:>9}  {:>11}  {:>8}  {}\n",
+        "BACKEND", "BREAKER", "CONCURRENCY", "RATE/s", "LATENCY", "BASELINE", "GRADIENT", "LAST ERROR / NOTE"
     );
     for b in list {
-        let lat = |v: Option<f64>| v.map(|s| format!("{:.0}ms", s * 1000.0)).unwrap_or_else(|| "-".into());
         let rate = if b.rate > 0.0 { format!("{:.1}", b.rate) } else { "-".into() };
+        let baseline = match (b.baseline_latency, b.baseline_concurrency) {
+            (Some(l), Some(n)) => format!("{} @{n}", ms(Some(l))),
+            _ => "-".into(),
+        };
+        let gradient = b.gradient.map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into());
         let note = b.note(now);
         let _ = writeln!(
             out,
-            "{:<w$}  {:<9}  {:>11}  {:>7}  {:>9}  {:>9}  {}",
+            "{:<w$}  {:<9}  {:>11}  {:>7}  {:>9}  {:>11}  {:>8}  {}",
             b.name,
             b.breaker,
             format!("{}/{}", b.concurrency, b.limit),
             rate,
-            lat(b.latency),
-            lat(b.min_latency),
+            ms(b.latency),
+            baseline,
+            gradient,
             note
         );
+        // Why the limit is where it is, under the backend it explains.
+        if !b.reason.is_empty() && !b.holds_mail(now) {
+            let between = match b.gradient_between {
+                Some((lo, hi)) => format!(" (gradient measured between {lo} and {hi})"),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "  limit {}: {}{between}", b.limit, b.reason);
+        }
     }
     out
+}
+
+/// Seconds as whole milliseconds, `-` when unknown.
+fn ms(v: Option<f64>) -> String {
+    v.map(|s| format!("{:.0}ms", s * 1000.0)).unwrap_or_else(|| "-".into())
 }
 
 fn status_text(st: &serde_json::Value) -> String {
@@ -522,16 +564,28 @@ mod tests {
             paused_until: None,
             concurrency: 0,
             limit: 1,
+            reason: "more concurrency gave no more goodput".into(),
             max_limit: 20,
             rate: 0.0,
             latency: Some(0.25),
-            min_latency: Some(0.01),
+            baseline_latency: Some(0.02),
+            baseline_concurrency: Some(1),
+            gradient: Some(1.58),
+            gradient_between: Some((1, 2)),
+            curve: vec![(1, 0.02), (2, 0.08)],
             last_error: Some("421 4.3.2 busy".into()),
             probe_at: Some(31_000),
         };
         let t = backend_table(std::slice::from_ref(&b), 1_000);
         assert!(t.contains("probe in 30s; 421 4.3.2 busy"), "{t}");
-        assert!(t.contains("250ms"), "{t}");
+        assert!(t.contains("250ms") && t.contains("20ms @1") && t.contains("1.58"), "{t}");
+        assert!(!t.contains("limit 1:"), "no pace note while the breaker holds mail: {t}");
+        b.breaker = "closed".into();
+        let t = backend_table(std::slice::from_ref(&b), 1_000);
+        assert!(
+            t.contains("limit 1: more concurrency gave no more goodput (gradient measured between 1 and 2)"),
+            "{t}"
+        );
         b.paused_until = Some(u64::MAX);
         assert!(backend_table(&[b], 1_000).contains("paused until resumed"));
     }

@@ -52,6 +52,30 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Sets the per-backend gauges from `sluice backend list`'s view (at
+/// scrape time, like the queue's).
+pub fn sample_backends(list: &[super::api::BackendView]) {
+    for b in list {
+        metrics::gauge!(metric::CONCURRENCY, "backend" => b.name.clone()).set(f64::from(b.concurrency));
+        metrics::gauge!(metric::CONCURRENCY_LIMIT, "backend" => b.name.clone()).set(f64::from(b.limit));
+        let breaker = match b.breaker.as_str() {
+            "closed" => 0.0,
+            "half-open" => 1.0,
+            _ => 2.0,
+        };
+        metrics::gauge!(metric::BREAKER_STATE, "backend" => b.name.clone()).set(breaker);
+        if let Some(l) = b.latency {
+            metrics::gauge!(metric::LATENCY_SMOOTHED, "backend" => b.name.clone()).set(l);
+        }
+        if let Some(l) = b.baseline_latency {
+            metrics::gauge!(metric::LATENCY_BASELINE, "backend" => b.name.clone()).set(l);
+        }
+        if let Some(g) = b.gradient {
+            metrics::gauge!(metric::LATENCY_GRADIENT, "backend" => b.name.clone()).set(g);
+        }
+    }
+}
+
 /// What `/metrics` and `/health` need from the running daemon.
 pub trait Probe: Send + Sync {
     /// Updates gauges that are sampled at scrape time (queue counters).

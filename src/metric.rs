@@ -51,6 +51,9 @@ pub const LATENCY_GRADIENT: &str = "sluice_backend_latency_gradient";
 pub const BREAKER_TRANSITIONS: &str = "sluice_backend_breaker_transitions_total";
 /// Deliveries postponed by the rate limiter, by `backend`.
 pub const RATE_LIMITED: &str = "sluice_backend_rate_limit_waits_total";
+/// Connect probes of open breakers, by `backend` and `result` (`answered`,
+/// `failed`).
+pub const CONNECT_PROBES: &str = "sluice_backend_connect_probes_total";
 
 /// Registers each metric's help text and unit with the installed
 /// recorder (the exporter calls it once, when it installs one).
@@ -83,4 +86,5 @@ pub fn describe() {
     );
     describe_counter!(BREAKER_TRANSITIONS, "Circuit breaker transitions by backend");
     describe_counter!(RATE_LIMITED, "Deliveries postponed by the rate limiter");
+    describe_counter!(CONNECT_PROBES, "Connect probes of open circuit breakers by backend and result");
 }

@@ -104,6 +104,53 @@ async fn a_silent_backend_times_out_opens_the_breaker_and_the_backlog_drains() {
     outage_and_recovery(Mode::Silent, "lmtp_lhlo_timeout = 1s\n").await;
 }
 
+/// A mailbox server that cannot be reached is watched by connect probes
+/// (connect, greeting, LHLO, QUIT: no message), one connection per
+/// `sluice_breaker_probe_interval`; the first one it answers lets a trial
+/// delivery through, and the backlog flows within seconds of its return,
+/// though the breaker's cool-down (30 s here) is far from over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_cannot_be_reached_is_seen_again_within_seconds_of_its_return() {
+    let b = Backend::start(Proto::Lmtp).await;
+    let bounces = Backend::start(Proto::Smtp).await;
+    let h = Harness::start(&main_cf(
+        b.port(),
+        bounces.port(),
+        "minimal_backoff_time = 300s\n\
+         sluice_breaker_cooldown = 30s\n\
+         sluice_breaker_max_cooldown = 60s\n\
+         sluice_breaker_probe_interval = 1s\n",
+    ))
+    .await;
+    let name = backend_name(&b);
+    // Down at the door: every connection is told 421 at the greeting (the
+    // backend counts these, where a closed port would hide the attempts).
+    b.set_mode(Mode::Greet421).await;
+    let subjects = load(&h, "return").await;
+    eventually("the breaker opens", Duration::from_secs(30), || h.breaker(&name) == Some("open")).await;
+
+    // Five seconds of outage: about one connection a second, no delivery.
+    let before = b.accepted_connections();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let probes = b.accepted_connections() - before;
+    assert!((3..=6).contains(&probes), "{probes} connections in 5 s of outage (probe interval 1 s)");
+    assert!(b.received().is_empty());
+    assert_eq!(h.breaker(&name), Some("open"), "no trial while the probes are refused");
+
+    // Back: the next probe sees it, the trial goes, the backlog follows.
+    b.set_mode(Mode::Normal).await;
+    eventually("the first delivery after the return", Duration::from_secs(4), || !b.received().is_empty())
+        .await;
+    eventually("the backlog is delivered", Duration::from_secs(30), || {
+        let got: HashSet<String> = b.received().iter().map(|r| subject(&r.data)).collect();
+        subjects.is_subset(&got)
+    })
+    .await;
+    assert_eq!(h.breaker(&name), Some("closed"));
+    assert!(bounces.received().is_empty());
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_after_the_final_dot_defers_and_nothing_is_lost() {
     // The server swallows each message and hangs up: maybe delivered, maybe

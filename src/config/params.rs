@@ -1075,14 +1075,21 @@ pub static PARAMS: &[Param] = &[
         "10s",
         SECS_MS,
         Sluice,
-        "Wait before the first half-open probe of an open breaker; doubles after each failed probe.",
+        "Wait before the trial delivery of a breaker opened by a failure after the greeting (a failure to connect or greet is watched by probes every sluice_breaker_probe_interval instead); doubles after each failed trial.",
     ),
     p(
         "sluice_breaker_max_cooldown",
         "30s",
         SECS_MS,
         Sluice,
-        "Longest wait between probes of an open breaker: the longest a recovered backend waits for its backlog (one probe per interval costs a down server nothing).",
+        "Longest wait between trial deliveries of an open breaker, as sluice_breaker_cooldown doubles.",
+    ),
+    p(
+        "sluice_breaker_probe_interval",
+        "1s",
+        SECS_MS,
+        Sluice,
+        "While a breaker is open after a failure to connect or greet: how often the backend is probed with a connection (greeting, LHLO/EHLO, QUIT); the first answer lets one trial delivery through. At most one connection attempt per interval.",
     ),
     p(
         "sluice_queue_high_water",
@@ -1154,6 +1161,7 @@ pub static PER_TRANSPORT: &[&str] = &[
     "sluice_breaker_failure_threshold",
     "sluice_breaker_cooldown",
     "sluice_breaker_max_cooldown",
+    "sluice_breaker_probe_interval",
 ];
 
 /// Per-transport suffixes Postfix knows and sluice does not implement.

@@ -185,6 +185,7 @@ impl Backend {
             }
             if lock(&self.jobs).queue.is_empty() {
                 self.close_idle(false).await;
+                self.connect_probe();
                 if let Some(id) = self.gate.probe_candidate(clock::unix_millis()) {
                     tracing::info!(
                         "backend {}: no mail waiting, retrying deferred {id} to test the backend",
@@ -195,10 +196,15 @@ impl Backend {
                 if clock::instant().saturating_duration_since(idle_since) >= EVICT_AFTER && self.retire() {
                     return;
                 }
+                // Awake for the open breaker's next connect probe.
+                let nap = match self.gate.next_connect_probe() {
+                    Some(at) => REAP_EVERY.min(clock::until(clock::unix_millis(), at)),
+                    None => REAP_EVERY,
+                };
                 tokio::select! {
                     _ = self.job_ready.notified() => {}
                     _ = token.cancelled() => {}
-                    _ = tokio::time::sleep(REAP_EVERY) => {}
+                    _ = tokio::time::sleep(nap) => {}
                 }
                 continue;
             }
@@ -289,6 +295,30 @@ impl Backend {
                 }
             }
         }
+    }
+
+    /// Runs the open breaker's connect probe when it is due: connect, greet,
+    /// `LHLO`/`EHLO`, `QUIT`, no message. When the backend answers, the
+    /// gate hands out a parked message as the trial delivery.
+    fn connect_probe(self: &Arc<Self>) {
+        let Some(probe) = self.gate.connect_probe(clock::unix_millis()) else { return };
+        let me = Arc::clone(self);
+        self.ctx.tracker.spawn(async move {
+            let settings = me.gate.settings();
+            let answer = tokio::select! {
+                r = me.connection(&settings, None) => match r {
+                    Ok((c, _)) => {
+                        c.quit().await;
+                        Ok(())
+                    }
+                    Err(f) => Err(f.text),
+                },
+                _ = me.ctx.token.cancelled() => Err("shutdown".into()),
+            };
+            if let Some(id) = me.gate.connect_probe_done(probe, answer, clock::unix_millis()) {
+                me.ctx.requeue(id).await;
+            }
+        });
     }
 
     /// Calls parked mail back while the in-memory queue is below half its
@@ -503,7 +533,7 @@ impl Backend {
             Err(f) => {
                 let fb = self.gate.report(
                     permit,
-                    Report::Failed { error: f.text.clone() },
+                    Report::Unreachable { error: f.text.clone() },
                     clock::unix_millis(),
                     clock::instant(),
                 );

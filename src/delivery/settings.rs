@@ -20,7 +20,7 @@
 //! `mx_address_limit`, `sluice_rate_limit`, `sluice_rate_burst`, `sluice_latency_target`,
 //! `sluice_adaptive_concurrency`, `sluice_concurrency_probe_share`,
 //! `sluice_breaker_failure_threshold`, `sluice_breaker_cooldown`,
-//! `sluice_breaker_max_cooldown`.
+//! `sluice_breaker_max_cooldown`, `sluice_breaker_probe_interval`.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -241,6 +241,9 @@ pub struct BackendSettings {
     /// `<transport>_sluice_breaker_max_cooldown`: the cool-down doubles per
     /// failed probe up to this.
     pub max_cooldown: Duration,
+    /// `<transport>_sluice_breaker_probe_interval`: how often an open
+    /// breaker probes a backend it could not connect to or be greeted by.
+    pub probe_interval: Duration,
     pub timeouts: Timeouts,
     /// `<transport>_connection_cache_time_limit`: how long an idle
     /// connection is kept for the next message.
@@ -273,6 +276,7 @@ impl BackendSettings {
             failed_cohort_limit: 1,
             cooldown: Duration::from_secs(10),
             max_cooldown: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(1),
             timeouts: Timeouts::default(),
             idle_time: Duration::from_secs(2),
             reuse_time: Duration::from_secs(300),
@@ -330,6 +334,8 @@ impl BackendSettings {
             failed_cohort_limit: count("destination_concurrency_failed_cohort_limit", 1),
             cooldown,
             max_cooldown: time("sluice_breaker_max_cooldown").max(cooldown),
+            // Zero would probe in a tight loop: at least 100 ms apart.
+            probe_interval: time("sluice_breaker_probe_interval").max(Duration::from_millis(100)),
             timeouts: Timeouts {
                 // 0 means the system's limit in Postfix; a silent peer must not
                 // hold a slot for minutes, so sluice uses 30 s then.
@@ -489,6 +495,7 @@ mod tests {
              mbx_sluice_breaker_cooldown = 500ms\n\
              mbx_sluice_adaptive_concurrency = no\n\
              mbx_sluice_concurrency_probe_share = 80\n\
+             mbx_sluice_breaker_probe_interval = 2s\n\
              lmtp_lhlo_timeout = 5s\n\
              lmtp_connection_reuse_time_limit = 60s\n\
              lmtp_mx_address_limit = 2\n\
@@ -509,6 +516,7 @@ mod tests {
         assert_eq!(mbx.cooldown, Duration::from_millis(500));
         assert!(!mbx.adaptive);
         assert_eq!(mbx.probe_share, 0.5, "at most half the time");
+        assert_eq!(mbx.probe_interval, Duration::from_secs(2));
         assert_eq!(mbx.timeouts.helo, Duration::from_secs(5), "lmtp_lhlo_timeout is the LMTP helo timeout");
         assert_eq!(
             mbx.timeouts.connect,

@@ -23,7 +23,7 @@ use sluice_queue::{QueueId, UnixMillis};
 use tokio::time::Instant;
 
 use super::slots::Slot;
-use super::{Admission, Feedback, Gate, Permit, Report, Snapshot};
+use super::{Admission, ConnectProbe, Feedback, Gate, Permit, Report, Snapshot};
 use crate::delivery::settings::BackendSettings;
 
 /// One backend's gate, as the dispatcher, the registry and the recording
@@ -46,6 +46,18 @@ pub trait BackendGate: Send + Sync + std::fmt::Debug {
     fn park(&self, id: QueueId) -> bool;
     /// A parked message to send as the probe of a quiet, troubled backend.
     fn probe_candidate(&self, now: UnixMillis) -> Option<QueueId>;
+    /// The open breaker's connect probe, when one is due and a slot free.
+    fn connect_probe(&self, now: UnixMillis) -> Option<ConnectProbe>;
+    /// When the next connect probe is due.
+    fn next_connect_probe(&self) -> Option<UnixMillis>;
+    /// How a connect probe went; a parked message to send as the trial
+    /// when the backend answered.
+    fn connect_probe_done(
+        &self,
+        probe: ConnectProbe,
+        answer: Result<(), String>,
+        now: UnixMillis,
+    ) -> Option<QueueId>;
     /// Up to `n` parked messages, taken off the list.
     fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId>;
     /// The administrator's pause, until `until` or a resume.
@@ -91,6 +103,23 @@ impl BackendGate for Gate {
 
     fn probe_candidate(&self, now: UnixMillis) -> Option<QueueId> {
         Gate::probe_candidate(self, now)
+    }
+
+    fn connect_probe(&self, now: UnixMillis) -> Option<ConnectProbe> {
+        Gate::connect_probe(self, now)
+    }
+
+    fn next_connect_probe(&self) -> Option<UnixMillis> {
+        Gate::next_connect_probe(self)
+    }
+
+    fn connect_probe_done(
+        &self,
+        probe: ConnectProbe,
+        answer: Result<(), String>,
+        now: UnixMillis,
+    ) -> Option<QueueId> {
+        Gate::connect_probe_done(self, probe, answer, now)
     }
 
     fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId> {

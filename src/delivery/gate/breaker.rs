@@ -1,13 +1,28 @@
 //! The circuit breaker of one backend: closed → open after repeated
-//! connection failures, timeouts or `421`s; open → half-open (one probe)
-//! after a cool-down that doubles with each failed probe up to a cap;
-//! half-open → closed when the probe succeeds.
+//! connection failures, timeouts or `421`s; open → half-open (one trial
+//! delivery) when the backend looks able to take it; half-open → closed
+//! when the trial succeeds, or open again when it fails.
+//!
+//! How an open breaker decides that the backend may be back depends on how
+//! it failed ([`Failure`]):
+//! - it could not be reached (connection refused or timed out, `421` or
+//!   nothing at the greeting, a failed `LHLO`/`EHLO`): a **connect probe**
+//!   (connect, greeting, `LHLO`/`EHLO`, `QUIT`) every
+//!   `sluice_breaker_probe_interval` tells, for the price of one connection
+//!   attempt per interval and no message; the first that is answered makes
+//!   the trial due at once, so a recovered server is seen within about an
+//!   interval instead of a growing cool-down;
+//! - it failed later in the conversation (`421` or a timeout after the
+//!   greeting, a dropped connection): a greeting proves nothing, so the
+//!   trial waits out a cool-down that doubles with each failed trial up to
+//!   a cap, as before.
 //!
 //! A pure state machine over wall-clock milliseconds given by the caller, so
 //! its state can be stored in the queue ([`BackendRecord`]) and restored
 //! after a restart, and tests drive it without sleeping. Owns only the
-//! decision; the gate acts on it (postpones mail, logs, persists). Never
-//! reads the clock, never touches the network.
+//! decision; the gate acts on it (postpones mail, logs, persists) and the
+//! dispatcher runs the probes. Never reads the clock, never touches the
+//! network.
 //!
 //! Why wall-clock and not monotonic time: the probe time must mean the same
 //! after a restart, and it is stored next to the queue's own due times,
@@ -29,6 +44,18 @@ pub struct Policy {
     pub cooldown: Duration,
     /// Cap on the open period as it doubles per failed probe.
     pub max_cooldown: Duration,
+    /// Spacing of connect probes while the backend cannot be reached.
+    pub probe_interval: Duration,
+}
+
+/// How a delivery failed, as far as watching for recovery goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Before the conversation: connect, greeting, `LHLO`/`EHLO`. A
+    /// connect probe sees the recovery.
+    Unreachable,
+    /// Later: `421` or a timeout in the transaction, a lost connection.
+    Broken,
 }
 
 /// What the breaker allows right now.
@@ -57,11 +84,23 @@ pub enum Transition {
     Closed,
 }
 
+/// While open: the trial is due at `probe_at` ([`NEVER`]: only after a
+/// connect probe is answered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed { failures: u32 },
     Open { probe_at: UnixMillis },
     HalfOpen,
+}
+
+/// A trial time that only a connect probe brings forward.
+const NEVER: UnixMillis = UnixMillis::MAX;
+
+/// Connect probes of an open breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Watch {
+    next: UnixMillis,
+    running: bool,
 }
 
 /// One backend's breaker.
@@ -72,24 +111,37 @@ pub struct Breaker {
     /// Probes that failed since the breaker last closed; grows the cool-down.
     failed_probes: u32,
     opened_at: Option<UnixMillis>,
+    /// Connect probes, while open after an [`Failure::Unreachable`].
+    watch: Option<Watch>,
 }
 
 impl Breaker {
     /// A closed breaker.
     pub fn new(policy: Policy) -> Breaker {
-        Breaker { policy, state: State::Closed { failures: 0 }, failed_probes: 0, opened_at: None }
+        Breaker {
+            policy,
+            state: State::Closed { failures: 0 },
+            failed_probes: 0,
+            opened_at: None,
+            watch: None,
+        }
     }
 
     /// A breaker in the state a stored record describes. A breaker that was
     /// half-open when sluice stopped lost its probe: it is open with a probe
-    /// due at `now`.
+    /// due at `now`. An open one is connect-probed at once (the record does
+    /// not say how the backend failed, and a probe costs one connection);
+    /// its stored trial time stands.
     pub fn restore(policy: Policy, record: &BackendRecord, now: UnixMillis) -> Breaker {
-        let state = match record.breaker {
-            BreakerPosition::Closed => State::Closed { failures: 0 },
-            BreakerPosition::Open => State::Open { probe_at: record.probe_at.unwrap_or(now) },
-            BreakerPosition::HalfOpen => State::Open { probe_at: now },
+        let (state, watch) = match record.breaker {
+            BreakerPosition::Closed => (State::Closed { failures: 0 }, None),
+            BreakerPosition::Open => (
+                State::Open { probe_at: record.probe_at.unwrap_or(now) },
+                Some(Watch { next: now, running: false }),
+            ),
+            BreakerPosition::HalfOpen => (State::Open { probe_at: now }, None),
         };
-        Breaker { policy, state, failed_probes: record.failed_probes, opened_at: record.opened_at }
+        Breaker { policy, state, failed_probes: record.failed_probes, opened_at: record.opened_at, watch }
     }
 
     /// Replaces the thresholds (configuration reload); the position stays.
@@ -106,12 +158,52 @@ impl Breaker {
         }
     }
 
-    /// Next probe time while open.
+    /// While open, when something next happens: the next connect probe or
+    /// the trial, whichever comes first.
     pub fn probe_at(&self) -> Option<UnixMillis> {
         match self.state {
-            State::Open { probe_at } => Some(probe_at),
+            State::Open { probe_at } => Some(match self.watch {
+                Some(w) => w.next.min(probe_at),
+                None => probe_at,
+            }),
             _ => None,
         }
+    }
+
+    /// When the next connect probe is due, while the breaker watches for
+    /// the backend to answer again (none running).
+    pub fn next_connect_probe(&self) -> Option<UnixMillis> {
+        match (self.state, self.watch) {
+            (State::Open { .. }, Some(w)) if !w.running => Some(w.next),
+            _ => None,
+        }
+    }
+
+    /// True when a connect probe should start at `now`.
+    pub fn connect_probe_due(&self, now: UnixMillis) -> bool {
+        self.next_connect_probe().is_some_and(|t| now >= t)
+    }
+
+    /// A connect probe starts at `now`: the next one is an interval later,
+    /// and none starts while this one runs.
+    pub fn connect_probe_started(&mut self, now: UnixMillis) {
+        if let Some(w) = &mut self.watch {
+            w.running = true;
+            w.next = now.saturating_add(self.policy.probe_interval.as_millis() as u64);
+        }
+    }
+
+    /// A connect probe ended; `answered`: the backend greeted and answered
+    /// `LHLO`/`EHLO`. Returns true when that made the trial due now.
+    pub fn connect_probe_done(&mut self, answered: bool, now: UnixMillis) -> bool {
+        let Some(w) = &mut self.watch else { return false };
+        w.running = false;
+        if answered && matches!(self.state, State::Open { .. }) {
+            self.watch = None;
+            self.state = State::Open { probe_at: now };
+            return true;
+        }
+        false
     }
 
     /// When the breaker last opened, while it is not closed.
@@ -146,7 +238,7 @@ impl Breaker {
             State::Closed { .. } => Admit::Go,
             State::HalfOpen => Admit::ProbeInFlight,
             State::Open { probe_at } if now >= probe_at => Admit::Probe,
-            State::Open { probe_at } => Admit::Wait { until: probe_at },
+            State::Open { probe_at } => Admit::Wait { until: self.probe_at().unwrap_or(probe_at) },
         }
     }
 
@@ -162,7 +254,7 @@ impl Breaker {
                 self.state = State::HalfOpen;
                 (Admit::Probe, Some(Transition::HalfOpened))
             }
-            State::Open { probe_at } => (Admit::Wait { until: probe_at }, None),
+            State::Open { probe_at } => (Admit::Wait { until: self.probe_at().unwrap_or(probe_at) }, None),
         }
     }
 
@@ -180,6 +272,7 @@ impl Breaker {
                 self.state = State::Closed { failures: 0 };
                 self.failed_probes = 0;
                 self.opened_at = None;
+                self.watch = None;
                 Some(Transition::Closed)
             }
             _ => None,
@@ -188,15 +281,14 @@ impl Breaker {
 
     /// A delivery failed at the backend level (connection refused or timed
     /// out, `421`, a timeout in the conversation, a lost connection).
-    pub fn on_failure(&mut self, probe: bool, now: UnixMillis) -> Option<Transition> {
+    pub fn on_failure(&mut self, probe: bool, failure: Failure, now: UnixMillis) -> Option<Transition> {
         match self.state {
             State::Closed { failures } => {
                 let failures = failures.saturating_add(1);
                 if failures >= self.policy.threshold.max(1) {
-                    let probe_at = now.saturating_add(self.cooldown(0).as_millis() as u64);
-                    self.state = State::Open { probe_at };
+                    self.open(failure, 0, now);
                     self.opened_at = Some(now);
-                    Some(Transition::Opened { failures, probe_at })
+                    Some(Transition::Opened { failures, probe_at: self.probe_at().unwrap_or(now) })
                 } else {
                     self.state = State::Closed { failures };
                     None
@@ -204,11 +296,30 @@ impl Breaker {
             }
             State::HalfOpen if probe => {
                 self.failed_probes = self.failed_probes.saturating_add(1);
-                let probe_at = now.saturating_add(self.cooldown(self.failed_probes).as_millis() as u64);
-                self.state = State::Open { probe_at };
-                Some(Transition::Reopened { failed_probes: self.failed_probes, probe_at })
+                self.open(failure, self.failed_probes, now);
+                Some(Transition::Reopened {
+                    failed_probes: self.failed_probes,
+                    probe_at: self.probe_at().unwrap_or(now),
+                })
             }
             _ => None,
+        }
+    }
+
+    /// Opens: watched by connect probes from an interval on when the backend
+    /// could not be reached, else a trial after the cool-down.
+    fn open(&mut self, failure: Failure, failed_probes: u32, now: UnixMillis) {
+        match failure {
+            Failure::Unreachable => {
+                let next = now.saturating_add(self.policy.probe_interval.as_millis() as u64);
+                self.state = State::Open { probe_at: NEVER };
+                self.watch = Some(Watch { next, running: false });
+            }
+            Failure::Broken => {
+                let probe_at = now.saturating_add(self.cooldown(failed_probes).as_millis() as u64);
+                self.state = State::Open { probe_at };
+                self.watch = None;
+            }
         }
     }
 
@@ -225,18 +336,27 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    const POLICY: Policy =
-        Policy { threshold: 3, cooldown: Duration::from_secs(10), max_cooldown: Duration::from_secs(60) };
+    use Failure::{Broken, Unreachable};
+
+    const POLICY: Policy = Policy {
+        threshold: 3,
+        cooldown: Duration::from_secs(10),
+        max_cooldown: Duration::from_secs(60),
+        probe_interval: Duration::from_secs(1),
+    };
 
     #[test]
     fn opens_after_threshold_consecutive_failures_and_success_resets_the_count() {
         let mut b = Breaker::new(POLICY);
-        assert_eq!(b.on_failure(false, 0), None);
-        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.on_failure(false, Broken, 0), None);
+        assert_eq!(b.on_failure(false, Broken, 0), None);
         assert_eq!(b.on_success(false), None);
-        assert_eq!(b.on_failure(false, 0), None);
-        assert_eq!(b.on_failure(false, 0), None);
-        assert_eq!(b.on_failure(false, 1_000), Some(Transition::Opened { failures: 3, probe_at: 11_000 }));
+        assert_eq!(b.on_failure(false, Broken, 0), None);
+        assert_eq!(b.on_failure(false, Broken, 0), None);
+        assert_eq!(
+            b.on_failure(false, Broken, 1_000),
+            Some(Transition::Opened { failures: 3, probe_at: 11_000 })
+        );
         assert_eq!(b.position(), BreakerPosition::Open);
         assert_eq!(b.admit(5_000), (Admit::Wait { until: 11_000 }, None));
     }
@@ -245,13 +365,13 @@ mod tests {
     fn one_probe_per_cooldown_and_success_closes() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 0);
+            b.on_failure(false, Broken, 0);
         }
         assert_eq!(b.admit(10_000), (Admit::Probe, Some(Transition::HalfOpened)));
         assert_eq!(b.admit(10_001).0, Admit::ProbeInFlight);
         // A straggler that started before the breaker opened does not decide.
         assert_eq!(b.on_success(false), None);
-        assert_eq!(b.on_failure(false, 10_002), None);
+        assert_eq!(b.on_failure(false, Broken, 10_002), None);
         assert_eq!(b.position(), BreakerPosition::HalfOpen);
         assert_eq!(b.on_success(true), Some(Transition::Closed));
         assert_eq!(b.admit(10_003).0, Admit::Go);
@@ -262,13 +382,13 @@ mod tests {
     fn cooldown_doubles_per_failed_probe_up_to_the_cap() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 0);
+            b.on_failure(false, Broken, 0);
         }
         let mut now = 10_000;
         let mut periods = Vec::new();
         for _ in 0..5 {
             assert_eq!(b.admit(now).0, Admit::Probe);
-            match b.on_failure(true, now) {
+            match b.on_failure(true, Broken, now) {
                 Some(Transition::Reopened { probe_at, .. }) => {
                     periods.push((probe_at - now) / 1000);
                     now = probe_at;
@@ -284,7 +404,7 @@ mod tests {
     fn state_survives_a_store_and_restore() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 500);
+            b.on_failure(false, Broken, 500);
         }
         let mut rec = BackendRecord::default();
         b.store(&mut rec);
@@ -292,7 +412,13 @@ mod tests {
         assert_eq!(rec.probe_at, Some(10_500));
         assert_eq!(rec.opened_at, Some(500));
         let mut r = Breaker::restore(POLICY, &rec, 2_000);
-        assert_eq!(r.admit(2_000).0, Admit::Wait { until: 10_500 });
+        // Connect-probed at once; the stored trial time stands.
+        assert!(r.connect_probe_due(2_000));
+        assert_eq!(r.admit(2_000).0, Admit::Wait { until: 2_000 });
+        r.connect_probe_started(2_000);
+        r.connect_probe_done(false, 2_100);
+        assert_eq!(r.admit(2_100).0, Admit::Wait { until: 3_000 });
+        assert_eq!(r.admit(10_500).0, Admit::Probe);
 
         // Half-open at shutdown: the probe is due again at start.
         rec.breaker = BreakerPosition::HalfOpen;
@@ -300,7 +426,7 @@ mod tests {
         let mut r = Breaker::restore(POLICY, &rec, 7_000);
         assert_eq!(r.admit(7_000).0, Admit::Probe);
         assert_eq!(
-            r.on_failure(true, 7_000),
+            r.on_failure(true, Broken, 7_000),
             Some(Transition::Reopened { failed_probes: 3, probe_at: 67_000 })
         );
     }
@@ -309,7 +435,7 @@ mod tests {
     fn abandoned_probe_is_due_again() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, 0);
+            b.on_failure(false, Broken, 0);
         }
         assert_eq!(b.admit(10_000).0, Admit::Probe);
         b.probe_abandoned(10_500);
@@ -324,7 +450,7 @@ mod tests {
         let now = || start.elapsed().as_millis() as u64;
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
-            b.on_failure(false, now());
+            b.on_failure(false, Broken, now());
         }
         let Admit::Wait { until } = b.admit(now()).0 else { panic!("breaker should be open") };
         tokio::time::sleep(Duration::from_millis(until - now() - 1)).await;
@@ -332,5 +458,62 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(b.admit(now()).0, Admit::Probe);
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn an_unreachable_backend_is_connect_probed_each_interval_and_an_answer_lets_the_trial_through() {
+        let mut b = Breaker::new(POLICY);
+        b.on_failure(false, Unreachable, 0);
+        b.on_failure(false, Broken, 0);
+        // The failure that opens decides how recovery is watched.
+        assert_eq!(
+            b.on_failure(false, Unreachable, 500),
+            Some(Transition::Opened { failures: 3, probe_at: 1_500 })
+        );
+        assert!(!b.connect_probe_due(1_499));
+        // Past the cool-down too: no trial delivery while probes fail.
+        let mut now = 1_500;
+        let mut probes = 0;
+        while now < 30_000 {
+            assert!(matches!(b.admit(now).0, Admit::Wait { .. }), "no trial at {now}");
+            if b.connect_probe_due(now) {
+                b.connect_probe_started(now);
+                probes += 1;
+                assert!(!b.connect_probe_due(now), "one probe at a time");
+                assert!(!b.connect_probe_done(false, now + 300));
+            }
+            now += 100;
+        }
+        assert_eq!(probes, 29, "one connection attempt per interval");
+        b.connect_probe_started(30_000);
+        assert!(b.connect_probe_done(true, 30_020), "an answer makes the trial due");
+        assert_eq!(b.admit(30_020), (Admit::Probe, Some(Transition::HalfOpened)));
+        assert_eq!(b.next_connect_probe(), None);
+        assert_eq!(b.on_success(true), Some(Transition::Closed));
+    }
+
+    #[test]
+    fn a_failure_after_the_greeting_waits_the_cooldown_with_no_connect_probes() {
+        let mut b = Breaker::new(POLICY);
+        for _ in 0..3 {
+            b.on_failure(false, Broken, 0);
+        }
+        assert_eq!(b.next_connect_probe(), None);
+        assert_eq!(b.admit(10_000).0, Admit::Probe);
+        // The trial could not even connect now: probes from here on.
+        assert_eq!(
+            b.on_failure(true, Unreachable, 10_000),
+            Some(Transition::Reopened { failed_probes: 1, probe_at: 11_000 })
+        );
+        assert_eq!(b.next_connect_probe(), Some(11_000));
+        b.connect_probe_started(11_000);
+        assert!(b.connect_probe_done(true, 11_010));
+        assert_eq!(b.admit(11_010).0, Admit::Probe);
+        // The trial greeted, then failed: a greeting proves nothing now.
+        assert_eq!(
+            b.on_failure(true, Broken, 11_050),
+            Some(Transition::Reopened { failed_probes: 2, probe_at: 51_050 })
+        );
+        assert_eq!(b.next_connect_probe(), None);
     }
 }

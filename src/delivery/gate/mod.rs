@@ -7,7 +7,8 @@
 //!    ([`concurrency`]: steered by the latency gradient towards the
 //!    server's best goodput, the reasoning and parameters are there);
 //! 2. the circuit [`Breaker`](breaker::Breaker) (and an administrator's
-//!    pause);
+//!    pause); while it is open, the dispatcher runs the cheap connect
+//!    probes it asks for ([`Gate::connect_probe`]);
 //! 3. the rate [`Limiter`](limiter::Limiter).
 //!
 //! The gate owns their state, the backend's last error, and a bounded list
@@ -24,8 +25,10 @@ pub mod breaker;
 pub mod concurrency;
 pub mod limiter;
 pub mod slots;
+mod snapshot;
 
 pub use self::backend_gate::BackendGate;
+pub use self::snapshot::Snapshot;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,7 +38,7 @@ use sluice_queue::{BackendRecord, BreakerPosition, QueueId, UnixMillis};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use self::breaker::{Admit, Breaker, Transition};
+use self::breaker::{Admit, Breaker, Failure, Transition};
 use self::concurrency::{AdaptiveLimit, Change};
 use self::limiter::Limiter;
 use self::slots::{Slot, Slots};
@@ -98,10 +101,15 @@ pub enum Report {
     /// Shrinks concurrency; does not count towards the breaker (a failed
     /// probe, though, reopens it).
     Overloaded { error: String },
-    /// The backend could not be reached or dropped us: connection refused or
-    /// timed out, `421`, a timeout or lost connection mid-conversation.
-    /// Shrinks concurrency and counts towards the breaker.
+    /// The backend dropped us mid-conversation: `421`, a timeout or a lost
+    /// connection after the greeting. Shrinks concurrency and counts towards
+    /// the breaker.
     Failed { error: String },
+    /// The backend could not be reached: no address, connection refused or
+    /// timed out, `421` or silence at the greeting, a failed `LHLO`/`EHLO`.
+    /// As [`Report::Failed`]; an open breaker then watches it with connect
+    /// probes.
+    Unreachable { error: String },
     /// The delivery never got to the backend (shutdown, no body): no
     /// verdict either way.
     Abandoned,
@@ -116,66 +124,12 @@ pub struct Feedback {
     pub wake: Vec<QueueId>,
 }
 
-/// A read-only view of a gate, for `sluice backend list` and metrics.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    pub name: String,
-    pub breaker: BreakerPosition,
-    /// Paused until (Unix ms; `u64::MAX`: until resumed).
-    pub paused_until: Option<UnixMillis>,
-    /// Deliveries running now.
-    pub in_flight: u32,
-    /// The adaptive limit now.
-    pub limit: u32,
-    /// Why it is what it is.
-    pub reason: &'static str,
-    /// Its ceiling (`destination_concurrency_limit`, `maxproc`).
-    pub max_limit: u32,
-    /// Most deliveries ever running at once.
-    pub peak: u32,
-    /// Rate limit in deliveries per second (`0.0`: none).
-    pub rate: f64,
-    /// Smoothed delivery latency.
-    pub latency: Option<Duration>,
-    /// The latency at the lowest concurrency measured lately (the closest
-    /// there is to the no-load latency), and that concurrency.
-    pub baseline: Option<(u32, Duration)>,
-    /// The last latency gradient the limit was steered by, and the two
-    /// levels it was measured between (see [`concurrency`]).
-    pub gradient: Option<(f64, u32, u32)>,
-    /// The latest mean latency per concurrency level (the server's latency
-    /// curve as measured lately), lowest level first.
-    pub curve: Vec<(u32, Duration)>,
-    pub last_error: Option<String>,
-    /// Next half-open probe while open.
-    pub probe_at: Option<UnixMillis>,
-    /// Messages parked for an early wake-up.
-    pub parked: usize,
-}
-
-impl Snapshot {
-    /// What the queue remembers of a backend no mail has needed since the
-    /// start (its breaker and pause).
-    pub fn stored(name: &str, rec: &BackendRecord) -> Snapshot {
-        Snapshot {
-            name: name.to_owned(),
-            breaker: rec.breaker,
-            paused_until: rec.paused_until,
-            in_flight: 0,
-            limit: 0,
-            reason: "",
-            max_limit: 0,
-            peak: 0,
-            rate: 0.0,
-            latency: None,
-            baseline: None,
-            gradient: None,
-            curve: Vec::new(),
-            last_error: rec.last_error.clone(),
-            probe_at: rec.probe_at,
-            parked: 0,
-        }
-    }
+/// A running connect probe: holds a slot, so the connection counts
+/// against the limit like any other. Hand it back with
+/// [`Gate::connect_probe_done`].
+#[derive(Debug)]
+pub struct ConnectProbe {
+    _slot: Slot,
 }
 
 #[derive(Debug)]
@@ -210,6 +164,7 @@ fn policy(s: &BackendSettings) -> breaker::Policy {
         threshold: s.failure_threshold.max(1).saturating_mul(s.failed_cohort_limit.max(1)),
         cooldown: s.cooldown,
         max_cooldown: s.max_cooldown,
+        probe_interval: s.probe_interval,
     }
 }
 
@@ -378,14 +333,20 @@ impl Gate {
             Report::Overloaded { error } => {
                 change = st.limit.on_overload(mono);
                 if permit.probe {
-                    transition = st.breaker.on_failure(true, now);
+                    transition = st.breaker.on_failure(true, Failure::Broken, now);
                 }
                 st.troubled = true;
                 st.last_error = Some(error);
             }
             Report::Failed { error } => {
                 change = st.limit.on_overload(mono);
-                transition = st.breaker.on_failure(permit.probe, now);
+                transition = st.breaker.on_failure(permit.probe, Failure::Broken, now);
+                st.troubled = true;
+                st.last_error = Some(error);
+            }
+            Report::Unreachable { error } => {
+                change = st.limit.on_overload(mono);
+                transition = st.breaker.on_failure(permit.probe, Failure::Unreachable, now);
                 st.troubled = true;
                 st.last_error = Some(error);
             }
@@ -441,6 +402,74 @@ impl Gate {
         let id = st.parked.pop_front()?;
         st.parked_set.remove(&id);
         Some(id)
+    }
+
+    /// A connect probe to run now, if the open breaker asks for one and a
+    /// slot is free (the probe's connection counts like a delivery's).
+    /// While it runs no other starts; the dispatcher connects, greets, says
+    /// `LHLO`/`EHLO` and `QUIT`, and reports with
+    /// [`Gate::connect_probe_done`].
+    pub fn connect_probe(&self, now: UnixMillis) -> Option<ConnectProbe> {
+        let mut st = self.state();
+        if !st.breaker.connect_probe_due(now) || st.paused_until.is_some_and(|u| u > now) {
+            return None;
+        }
+        let slot = self.slots.try_acquire()?;
+        st.breaker.connect_probe_started(now);
+        Some(ConnectProbe { _slot: slot })
+    }
+
+    /// When the next connect probe is due (the dispatcher sleeps no longer).
+    pub fn next_connect_probe(&self) -> Option<UnixMillis> {
+        self.state().breaker.next_connect_probe()
+    }
+
+    /// How a connect probe went (`Err`: why the backend did not answer).
+    /// When it answered, the breaker lets one trial delivery through, and
+    /// this returns a parked message to send as that trial (the backend's
+    /// mail is parked while the breaker is open, so nothing else would).
+    pub fn connect_probe_done(
+        &self,
+        probe: ConnectProbe,
+        answer: Result<(), String>,
+        now: UnixMillis,
+    ) -> Option<QueueId> {
+        let mut st = self.state();
+        let answered = answer.is_ok();
+        let due = st.breaker.connect_probe_done(answered, now);
+        metrics::counter!(
+            crate::metric::CONNECT_PROBES,
+            "backend" => self.name.clone(),
+            "result" => if answered { "answered" } else { "failed" }
+        )
+        .increment(1);
+        let trial = match answer {
+            Err(e) => {
+                tracing::debug!("backend {}: connect probe failed: {e}", self.name);
+                st.last_error = Some(e);
+                None
+            }
+            Ok(()) if due => {
+                let trial = st.parked.pop_front();
+                if let Some(id) = trial {
+                    st.parked_set.remove(&id);
+                }
+                tracing::info!(
+                    "backend {}: connect probe answered; {}",
+                    self.name,
+                    match trial {
+                        Some(id) => format!("sending deferred {id} as the trial delivery"),
+                        None => "the next delivery is the trial".into(),
+                    }
+                );
+                trial
+            }
+            Ok(()) => None,
+        };
+        drop(st);
+        drop(probe);
+        self.changed.notify_waiters();
+        trial
     }
 
     /// Up to `n` parked messages to call back because the backend's

@@ -240,10 +240,14 @@ fn breaker_state_is_restored_from_the_stored_record() {
         last_error: Some("connect to b: Connection refused".into()),
     };
     let g = Gate::new("b", settings(2, 2), Some(&rec), 10_000);
-    assert!(matches!(g.admit(10_000), Admission::Postpone { until: 50_000, .. }));
-    assert_eq!(g.record(), rec);
+    // Connect-probed at once after the restart; the stored trial time stands.
+    assert!(matches!(g.admit(10_000), Admission::Postpone { until: 10_000, .. }));
+    assert_eq!(g.record(), BackendRecord { probe_at: Some(10_000), ..rec.clone() });
+    let cp = g.connect_probe(10_000).expect("a connect probe");
+    assert_eq!(g.connect_probe_done(cp, Err("Connection refused".into()), 10_050), None);
+    assert!(matches!(g.admit(10_100), Admission::Postpone { until: 11_000, .. }));
     let probe = go(g.admit(50_000));
-    let fb = g.report(probe, Report::Failed { error: "refused".into() }, 50_000, crate::clock::instant());
+    let fb = g.report(probe, Report::Failed { error: "lost".into() }, 50_000, crate::clock::instant());
     // Third failed probe: 5 s × 2³ = 40 s (the cap).
     assert_eq!(fb.persist.unwrap().probe_at, Some(90_000));
 }
@@ -322,4 +326,35 @@ fn an_open_breaker_with_only_parked_mail_probes_with_it_at_the_probe_time() {
     g.park(id(9));
     assert_eq!(g.probe_candidate(4_999), None);
     assert_eq!(g.probe_candidate(5_000), Some(id(9)));
+}
+
+#[test]
+fn an_unreachable_backend_is_connect_probed_and_an_answer_sends_a_parked_trial() {
+    let g = Gate::new("b", settings(2, 4), None, 0);
+    let mono = crate::clock::instant();
+    for _ in 0..3 {
+        let p = go(g.admit(0));
+        g.report(p, Report::Unreachable { error: "connect to b: Connection refused".into() }, 0, mono);
+    }
+    g.park(id(1));
+    g.park(id(2));
+    assert_eq!(g.snapshot().breaker, BreakerPosition::Open);
+    // Probes every second (settings: 1 s), one at a time, none before.
+    assert!(g.connect_probe(999).is_none());
+    assert_eq!(g.next_connect_probe(), Some(1_000));
+    let cp = g.connect_probe(1_000).expect("due");
+    assert!(g.connect_probe(1_001).is_none(), "one at a time");
+    assert_eq!(g.snapshot().in_flight, 1, "the probe's connection holds a slot");
+    assert_eq!(g.connect_probe_done(cp, Err("Connection refused".into()), 1_010), None);
+    // The cool-down (5 s) brings no trial delivery while probes fail.
+    assert!(matches!(g.admit(6_000), Admission::Postpone { .. }));
+    assert!(g.probe_candidate(6_000).is_none());
+    let cp = g.connect_probe(6_000).expect("due");
+    assert_eq!(g.connect_probe_done(cp, Ok(()), 6_020), Some(id(1)), "the first parked message is the trial");
+    let trial = go(g.admit(6_030));
+    assert!(trial.is_probe());
+    let fb = g.report(trial, Report::Completed { latency: Some(Duration::from_millis(5)) }, 6_040, mono);
+    assert_eq!(fb.wake, vec![id(2)]);
+    assert_eq!(g.snapshot().breaker, BreakerPosition::Closed);
+    assert!(g.connect_probe(10_000).is_none());
 }

@@ -1075,7 +1075,7 @@ pub static PARAMS: &[Param] = &[
         "10s",
         SECS_MS,
         Sluice,
-        "Wait before the trial delivery of a breaker opened by a failure after the greeting (a failure to connect or greet is watched by probes every sluice_breaker_probe_interval instead); doubles after each failed trial.",
+        "After a trial delivery that was greeted and then failed: the wait before the next trial (an open breaker is watched by connect probes until then); doubles after each failed trial.",
     ),
     p(
         "sluice_breaker_max_cooldown",
@@ -1089,7 +1089,7 @@ pub static PARAMS: &[Param] = &[
         "1s",
         SECS_MS,
         Sluice,
-        "While a breaker is open after a failure to connect or greet: how often the backend is probed with a connection (greeting, LHLO/EHLO, QUIT); the first answer lets one trial delivery through. At most one connection attempt per interval.",
+        "While a breaker is open: how often the backend is probed with a connection (greeting, LHLO/EHLO, QUIT, no message); the first answer lets one trial delivery through. At most one connection attempt per interval. After a trial that was greeted and then failed, trials follow sluice_breaker_cooldown instead.",
     ),
     p(
         "sluice_queue_high_water",

@@ -3,19 +3,20 @@
 //! delivery) when the backend looks able to take it; half-open → closed
 //! when the trial succeeds, or open again when it fails.
 //!
-//! How an open breaker decides that the backend may be back depends on how
-//! it failed ([`Failure`]):
-//! - it could not be reached (connection refused or timed out, `421` or
-//!   nothing at the greeting, a failed `LHLO`/`EHLO`): a **connect probe**
-//!   (connect, greeting, `LHLO`/`EHLO`, `QUIT`) every
+//! How an open breaker decides that the backend may be back:
+//! - a **connect probe** (connect, greeting, `LHLO`/`EHLO`, `QUIT`) every
 //!   `sluice_breaker_probe_interval` tells, for the price of one connection
 //!   attempt per interval and no message; the first that is answered makes
 //!   the trial due at once, so a recovered server is seen within about an
-//!   interval instead of a growing cool-down;
-//! - it failed later in the conversation (`421` or a timeout after the
-//!   greeting, a dropped connection): a greeting proves nothing, so the
-//!   trial waits out a cool-down that doubles with each failed trial up to
-//!   a cap, as before.
+//!   interval. This is how every opening is watched: a crashed or
+//!   restarted server resets its connections mid-transaction, then refuses
+//!   new ones, and greets again when it is back;
+//! - but a trial that was greeted and then failed ([`Failure::Broken`]:
+//!   `421` or a timeout after the greeting, a dropped connection) shows
+//!   that a greeting proves nothing about this server now, so from then on
+//!   the trial waits out a cool-down that doubles with each failed trial up
+//!   to a cap. A trial that could not even be greeted
+//!   ([`Failure::Unreachable`]) goes back to connect probes.
 //!
 //! A pure state machine over wall-clock milliseconds given by the caller, so
 //! its state can be stored in the queue ([`BackendRecord`]) and restored
@@ -48,13 +49,15 @@ pub struct Policy {
     pub probe_interval: Duration,
 }
 
-/// How a delivery failed, as far as watching for recovery goes.
+/// How a delivery failed, as far as watching for recovery goes (it
+/// matters for a failed trial).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// Before the conversation: connect, greeting, `LHLO`/`EHLO`. A
     /// connect probe sees the recovery.
     Unreachable,
     /// Later: `421` or a timeout in the transaction, a lost connection.
+    /// After a trial failed so, a greeting proves nothing.
     Broken,
 }
 
@@ -111,7 +114,7 @@ pub struct Breaker {
     /// Probes that failed since the breaker last closed; grows the cool-down.
     failed_probes: u32,
     opened_at: Option<UnixMillis>,
-    /// Connect probes, while open after an [`Failure::Unreachable`].
+    /// Connect probes, while open (unless a greeted trial failed).
     watch: Option<Watch>,
 }
 
@@ -127,18 +130,16 @@ impl Breaker {
         }
     }
 
-    /// A breaker in the state a stored record describes. A breaker that was
-    /// half-open when sluice stopped lost its probe: it is open with a probe
-    /// due at `now`. An open one is connect-probed at once (the record does
-    /// not say how the backend failed, and a probe costs one connection);
-    /// its stored trial time stands.
+    /// A breaker in the state a stored record describes. An open one is
+    /// connect-probed at once (a probe costs one connection; the record does
+    /// not say whether a greeting was still worth trusting); one that was
+    /// half-open when sluice stopped lost its trial, which is due again now.
     pub fn restore(policy: Policy, record: &BackendRecord, now: UnixMillis) -> Breaker {
         let (state, watch) = match record.breaker {
             BreakerPosition::Closed => (State::Closed { failures: 0 }, None),
-            BreakerPosition::Open => (
-                State::Open { probe_at: record.probe_at.unwrap_or(now) },
-                Some(Watch { next: now, running: false }),
-            ),
+            BreakerPosition::Open => {
+                (State::Open { probe_at: NEVER }, Some(Watch { next: now, running: false }))
+            }
             BreakerPosition::HalfOpen => (State::Open { probe_at: now }, None),
         };
         Breaker { policy, state, failed_probes: record.failed_probes, opened_at: record.opened_at, watch }
@@ -286,7 +287,7 @@ impl Breaker {
             State::Closed { failures } => {
                 let failures = failures.saturating_add(1);
                 if failures >= self.policy.threshold.max(1) {
-                    self.open(failure, 0, now);
+                    self.open(true, 0, now);
                     self.opened_at = Some(now);
                     Some(Transition::Opened { failures, probe_at: self.probe_at().unwrap_or(now) })
                 } else {
@@ -296,7 +297,7 @@ impl Breaker {
             }
             State::HalfOpen if probe => {
                 self.failed_probes = self.failed_probes.saturating_add(1);
-                self.open(failure, self.failed_probes, now);
+                self.open(failure == Failure::Unreachable, self.failed_probes, now);
                 Some(Transition::Reopened {
                     failed_probes: self.failed_probes,
                     probe_at: self.probe_at().unwrap_or(now),
@@ -306,20 +307,17 @@ impl Breaker {
         }
     }
 
-    /// Opens: watched by connect probes from an interval on when the backend
-    /// could not be reached, else a trial after the cool-down.
-    fn open(&mut self, failure: Failure, failed_probes: u32, now: UnixMillis) {
-        match failure {
-            Failure::Unreachable => {
-                let next = now.saturating_add(self.policy.probe_interval.as_millis() as u64);
-                self.state = State::Open { probe_at: NEVER };
-                self.watch = Some(Watch { next, running: false });
-            }
-            Failure::Broken => {
-                let probe_at = now.saturating_add(self.cooldown(failed_probes).as_millis() as u64);
-                self.state = State::Open { probe_at };
-                self.watch = None;
-            }
+    /// Opens: watched by connect probes from an interval on (`watch`), else
+    /// a trial after the cool-down.
+    fn open(&mut self, watch: bool, failed_probes: u32, now: UnixMillis) {
+        if watch {
+            let next = now.saturating_add(self.policy.probe_interval.as_millis() as u64);
+            self.state = State::Open { probe_at: NEVER };
+            self.watch = Some(Watch { next, running: false });
+        } else {
+            let probe_at = now.saturating_add(self.cooldown(failed_probes).as_millis() as u64);
+            self.state = State::Open { probe_at };
+            self.watch = None;
         }
     }
 
@@ -345,51 +343,79 @@ mod tests {
         probe_interval: Duration::from_secs(1),
     };
 
+    /// An open breaker whose next connect probe is answered at `now`.
+    fn answered(b: &mut Breaker, now: UnixMillis) {
+        assert!(b.connect_probe_due(now), "a connect probe is due at {now}");
+        b.connect_probe_started(now);
+        assert!(b.connect_probe_done(true, now));
+    }
+
     #[test]
     fn opens_after_threshold_consecutive_failures_and_success_resets_the_count() {
         let mut b = Breaker::new(POLICY);
         assert_eq!(b.on_failure(false, Broken, 0), None);
-        assert_eq!(b.on_failure(false, Broken, 0), None);
+        assert_eq!(b.on_failure(false, Unreachable, 0), None);
         assert_eq!(b.on_success(false), None);
         assert_eq!(b.on_failure(false, Broken, 0), None);
         assert_eq!(b.on_failure(false, Broken, 0), None);
+        // The next event is the first connect probe, an interval later.
         assert_eq!(
             b.on_failure(false, Broken, 1_000),
-            Some(Transition::Opened { failures: 3, probe_at: 11_000 })
+            Some(Transition::Opened { failures: 3, probe_at: 2_000 })
         );
         assert_eq!(b.position(), BreakerPosition::Open);
-        assert_eq!(b.admit(5_000), (Admit::Wait { until: 11_000 }, None));
+        assert_eq!(b.admit(1_500), (Admit::Wait { until: 2_000 }, None));
     }
 
     #[test]
-    fn one_probe_per_cooldown_and_success_closes() {
+    fn every_opening_is_connect_probed_each_interval_and_an_answer_lets_one_trial_through() {
+        for failure in [Unreachable, Broken] {
+            let mut b = Breaker::new(POLICY);
+            for _ in 0..3 {
+                b.on_failure(false, failure, 500);
+            }
+            assert!(!b.connect_probe_due(1_499));
+            // Past the cool-down too: no trial delivery while probes fail.
+            let mut now = 1_500;
+            let mut probes = 0;
+            while now < 30_000 {
+                assert!(matches!(b.admit(now).0, Admit::Wait { .. }), "no trial at {now}");
+                if b.connect_probe_due(now) {
+                    b.connect_probe_started(now);
+                    probes += 1;
+                    assert!(!b.connect_probe_due(now), "one probe at a time");
+                    assert!(!b.connect_probe_done(false, now + 300));
+                }
+                now += 100;
+            }
+            assert_eq!(probes, 29, "one connection attempt per interval");
+            answered(&mut b, 30_500);
+            assert_eq!(b.admit(30_500), (Admit::Probe, Some(Transition::HalfOpened)));
+            assert_eq!(b.admit(30_501).0, Admit::ProbeInFlight, "exactly one trial");
+            assert_eq!(b.next_connect_probe(), None);
+            // A straggler that started before the breaker opened does not decide.
+            assert_eq!(b.on_success(false), None);
+            assert_eq!(b.on_failure(false, Broken, 30_502), None);
+            assert_eq!(b.on_success(true), Some(Transition::Closed));
+            assert_eq!(b.admit(30_503).0, Admit::Go);
+            assert_eq!(b.failed_probes(), 0);
+        }
+    }
+
+    #[test]
+    fn a_greeted_trial_that_fails_falls_back_to_a_doubling_cooldown() {
         let mut b = Breaker::new(POLICY);
         for _ in 0..3 {
             b.on_failure(false, Broken, 0);
         }
-        assert_eq!(b.admit(10_000), (Admit::Probe, Some(Transition::HalfOpened)));
-        assert_eq!(b.admit(10_001).0, Admit::ProbeInFlight);
-        // A straggler that started before the breaker opened does not decide.
-        assert_eq!(b.on_success(false), None);
-        assert_eq!(b.on_failure(false, Broken, 10_002), None);
-        assert_eq!(b.position(), BreakerPosition::HalfOpen);
-        assert_eq!(b.on_success(true), Some(Transition::Closed));
-        assert_eq!(b.admit(10_003).0, Admit::Go);
-        assert_eq!(b.failed_probes(), 0);
-    }
-
-    #[test]
-    fn cooldown_doubles_per_failed_probe_up_to_the_cap() {
-        let mut b = Breaker::new(POLICY);
-        for _ in 0..3 {
-            b.on_failure(false, Broken, 0);
-        }
-        let mut now = 10_000;
+        answered(&mut b, 1_000);
+        let mut now = 1_000;
         let mut periods = Vec::new();
         for _ in 0..5 {
             assert_eq!(b.admit(now).0, Admit::Probe);
             match b.on_failure(true, Broken, now) {
                 Some(Transition::Reopened { probe_at, .. }) => {
+                    assert_eq!(b.next_connect_probe(), None, "a greeting proves nothing now");
                     periods.push((probe_at - now) / 1000);
                     now = probe_at;
                 }
@@ -398,6 +424,13 @@ mod tests {
         }
         assert_eq!(periods, vec![20, 40, 60, 60, 60]);
         assert_eq!(b.failed_probes(), 5);
+        // A trial that cannot even be greeted: connect probes again.
+        assert_eq!(b.admit(now).0, Admit::Probe);
+        assert_eq!(
+            b.on_failure(true, Unreachable, now),
+            Some(Transition::Reopened { failed_probes: 6, probe_at: now + 1_000 })
+        );
+        assert!(b.connect_probe_due(now + 1_000));
     }
 
     #[test]
@@ -409,18 +442,18 @@ mod tests {
         let mut rec = BackendRecord::default();
         b.store(&mut rec);
         assert_eq!(rec.breaker, BreakerPosition::Open);
-        assert_eq!(rec.probe_at, Some(10_500));
+        assert_eq!(rec.probe_at, Some(1_500));
         assert_eq!(rec.opened_at, Some(500));
-        let mut r = Breaker::restore(POLICY, &rec, 2_000);
-        // Connect-probed at once; the stored trial time stands.
-        assert!(r.connect_probe_due(2_000));
-        assert_eq!(r.admit(2_000).0, Admit::Wait { until: 2_000 });
-        r.connect_probe_started(2_000);
-        r.connect_probe_done(false, 2_100);
-        assert_eq!(r.admit(2_100).0, Admit::Wait { until: 3_000 });
-        assert_eq!(r.admit(10_500).0, Admit::Probe);
+        // Restored open: connect-probed at once, no trial before an answer.
+        let mut r = Breaker::restore(POLICY, &rec, 60_000);
+        assert_eq!(r.admit(60_000).0, Admit::Wait { until: 60_000 });
+        r.connect_probe_started(60_000);
+        r.connect_probe_done(false, 60_100);
+        assert_eq!(r.admit(60_100).0, Admit::Wait { until: 61_000 });
+        answered(&mut r, 61_000);
+        assert_eq!(r.admit(61_000).0, Admit::Probe);
 
-        // Half-open at shutdown: the probe is due again at start.
+        // Half-open at shutdown: the trial is due again at start.
         rec.breaker = BreakerPosition::HalfOpen;
         rec.failed_probes = 2;
         let mut r = Breaker::restore(POLICY, &rec, 7_000);
@@ -437,13 +470,14 @@ mod tests {
         for _ in 0..3 {
             b.on_failure(false, Broken, 0);
         }
-        assert_eq!(b.admit(10_000).0, Admit::Probe);
-        b.probe_abandoned(10_500);
-        assert_eq!(b.admit(10_500).0, Admit::Probe);
+        answered(&mut b, 1_000);
+        assert_eq!(b.admit(1_000).0, Admit::Probe);
+        b.probe_abandoned(1_500);
+        assert_eq!(b.admit(1_500).0, Admit::Probe);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn cool_down_elapses_on_the_paused_clock() {
+    async fn the_cooldown_elapses_on_the_paused_clock() {
         // The breaker takes wall-clock milliseconds; here tokio's paused
         // clock stands in for them and the test sleeps through a cool-down.
         let start = crate::clock::instant();
@@ -453,67 +487,15 @@ mod tests {
             b.on_failure(false, Broken, now());
         }
         let Admit::Wait { until } = b.admit(now()).0 else { panic!("breaker should be open") };
+        tokio::time::sleep(Duration::from_millis(until - now())).await;
+        answered(&mut b, now());
+        assert_eq!(b.admit(now()).0, Admit::Probe);
+        b.on_failure(true, Broken, now());
+        let Admit::Wait { until } = b.admit(now()).0 else { panic!("open again") };
         tokio::time::sleep(Duration::from_millis(until - now() - 1)).await;
-        assert!(matches!(b.admit(now()).0, Admit::Wait { .. }), "still open 1 ms before the probe");
+        assert!(matches!(b.admit(now()).0, Admit::Wait { .. }), "still open 1 ms before the trial");
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(b.admit(now()).0, Admit::Probe);
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn an_unreachable_backend_is_connect_probed_each_interval_and_an_answer_lets_the_trial_through() {
-        let mut b = Breaker::new(POLICY);
-        b.on_failure(false, Unreachable, 0);
-        b.on_failure(false, Broken, 0);
-        // The failure that opens decides how recovery is watched.
-        assert_eq!(
-            b.on_failure(false, Unreachable, 500),
-            Some(Transition::Opened { failures: 3, probe_at: 1_500 })
-        );
-        assert!(!b.connect_probe_due(1_499));
-        // Past the cool-down too: no trial delivery while probes fail.
-        let mut now = 1_500;
-        let mut probes = 0;
-        while now < 30_000 {
-            assert!(matches!(b.admit(now).0, Admit::Wait { .. }), "no trial at {now}");
-            if b.connect_probe_due(now) {
-                b.connect_probe_started(now);
-                probes += 1;
-                assert!(!b.connect_probe_due(now), "one probe at a time");
-                assert!(!b.connect_probe_done(false, now + 300));
-            }
-            now += 100;
-        }
-        assert_eq!(probes, 29, "one connection attempt per interval");
-        b.connect_probe_started(30_000);
-        assert!(b.connect_probe_done(true, 30_020), "an answer makes the trial due");
-        assert_eq!(b.admit(30_020), (Admit::Probe, Some(Transition::HalfOpened)));
-        assert_eq!(b.next_connect_probe(), None);
-        assert_eq!(b.on_success(true), Some(Transition::Closed));
-    }
-
-    #[test]
-    fn a_failure_after_the_greeting_waits_the_cooldown_with_no_connect_probes() {
-        let mut b = Breaker::new(POLICY);
-        for _ in 0..3 {
-            b.on_failure(false, Broken, 0);
-        }
-        assert_eq!(b.next_connect_probe(), None);
-        assert_eq!(b.admit(10_000).0, Admit::Probe);
-        // The trial could not even connect now: probes from here on.
-        assert_eq!(
-            b.on_failure(true, Unreachable, 10_000),
-            Some(Transition::Reopened { failed_probes: 1, probe_at: 11_000 })
-        );
-        assert_eq!(b.next_connect_probe(), Some(11_000));
-        b.connect_probe_started(11_000);
-        assert!(b.connect_probe_done(true, 11_010));
-        assert_eq!(b.admit(11_010).0, Admit::Probe);
-        // The trial greeted, then failed: a greeting proves nothing now.
-        assert_eq!(
-            b.on_failure(true, Broken, 11_050),
-            Some(Transition::Reopened { failed_probes: 2, probe_at: 51_050 })
-        );
-        assert_eq!(b.next_connect_probe(), None);
+        assert_eq!(start.elapsed(), Duration::from_secs(21));
     }
 }

@@ -107,8 +107,9 @@ pub enum Report {
     Failed { error: String },
     /// The backend could not be reached: no address, connection refused or
     /// timed out, `421` or silence at the greeting, a failed `LHLO`/`EHLO`.
-    /// As [`Report::Failed`]; an open breaker then watches it with connect
-    /// probes.
+    /// As [`Report::Failed`], except for a trial: one that fails so leaves
+    /// the open breaker watching with connect probes, where one greeted and
+    /// then failed ([`Report::Failed`]) makes it wait out a cool-down.
     Unreachable { error: String },
     /// The delivery never got to the backend (shutdown, no body): no
     /// verdict either way.

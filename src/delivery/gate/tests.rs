@@ -99,10 +99,11 @@ fn failures_open_the_breaker_and_mail_is_postponed_to_the_probe() {
     }
     let rec = persisted.expect("opening is persisted");
     assert_eq!(rec.breaker, BreakerPosition::Open);
-    assert_eq!(rec.probe_at, Some(6000));
-    match g.admit(2000) {
+    // The next event is the first connect probe, an interval (1 s) later.
+    assert_eq!(rec.probe_at, Some(2000));
+    match g.admit(1500) {
         Admission::Postpone { until, reason } => {
-            assert_eq!(until, 6000);
+            assert_eq!(until, 2000);
             assert!(reason.starts_with("delivery temporarily suspended: connect to b"), "{reason}");
         }
         other => panic!("expected Postpone, got {other:?}"),
@@ -126,38 +127,44 @@ fn one_probe_then_close_restarts_concurrency_low_and_wakes_parked_mail() {
     assert_eq!(g.snapshot().breaker, BreakerPosition::Open);
     assert_eq!(g.snapshot().parked, 3);
 
-    let probe = go(g.admit(5000));
+    // The connect probe is answered: the oldest parked message is the trial.
+    let cp = g.connect_probe(1000).expect("a connect probe is due");
+    assert_eq!(g.connect_probe_done(cp, Ok(()), 1000), Some(id(0)));
+    let probe = go(g.admit(1001));
     assert!(probe.is_probe());
     assert_eq!(g.snapshot().breaker, BreakerPosition::HalfOpen);
-    assert!(matches!(g.admit(5001), Admission::WaitProbe));
+    assert!(matches!(g.admit(1002), Admission::WaitProbe));
     let fb = g.report(
         probe,
         Report::Completed { latency: Some(Duration::from_millis(10)) },
-        5002,
+        1003,
         mono + Duration::from_secs(9),
     );
     assert_eq!(fb.persist.map(|r| r.breaker), Some(BreakerPosition::Closed));
-    assert_eq!(fb.wake, vec![id(0), id(1), id(2)]);
+    assert_eq!(fb.wake, vec![id(1), id(2)]);
     let snap = g.snapshot();
     assert_eq!((snap.breaker, snap.limit, snap.parked), (BreakerPosition::Closed, 3, 0));
 }
 
 #[test]
-fn failed_probe_reopens_with_a_longer_cooldown() {
+fn a_greeted_trial_that_fails_reopens_with_a_longer_cooldown() {
     let g = Gate::new("b", settings(3, 10), None, 0);
     let mono = crate::clock::instant();
     for _ in 0..3 {
         let p = go(g.admit(0));
         g.report(p, Report::Failed { error: "421 4.3.2 shutting down".into() }, 0, mono);
     }
-    let probe = go(g.admit(5000));
-    let fb = g.report(probe, Report::Failed { error: "421 again".into() }, 5000, mono);
+    let cp = g.connect_probe(1000).expect("due");
+    g.connect_probe_done(cp, Ok(()), 1000);
+    let probe = go(g.admit(1000));
+    let fb = g.report(probe, Report::Failed { error: "421 again".into() }, 1000, mono);
     let rec = fb.persist.unwrap();
-    assert_eq!((rec.breaker, rec.failed_probes, rec.probe_at), (BreakerPosition::Open, 1, Some(15_000)));
-    // An overloaded answer to the probe also counts as a failed probe.
-    let probe = go(g.admit(15_000));
-    let fb = g.report(probe, Report::Overloaded { error: "451 4.3.0 try later".into() }, 15_000, mono);
-    assert_eq!(fb.persist.unwrap().probe_at, Some(35_000));
+    assert_eq!((rec.breaker, rec.failed_probes, rec.probe_at), (BreakerPosition::Open, 1, Some(11_000)));
+    assert!(g.connect_probe(2000).is_none(), "no connect probes once a greeted trial failed");
+    // An overloaded answer to the trial also counts as a failed trial.
+    let probe = go(g.admit(11_000));
+    let fb = g.report(probe, Report::Overloaded { error: "451 4.3.0 try later".into() }, 11_000, mono);
+    assert_eq!(fb.persist.unwrap().probe_at, Some(31_000));
 }
 
 #[test]
@@ -240,16 +247,18 @@ fn breaker_state_is_restored_from_the_stored_record() {
         last_error: Some("connect to b: Connection refused".into()),
     };
     let g = Gate::new("b", settings(2, 2), Some(&rec), 10_000);
-    // Connect-probed at once after the restart; the stored trial time stands.
+    // Connect-probed at once after the restart.
     assert!(matches!(g.admit(10_000), Admission::Postpone { until: 10_000, .. }));
     assert_eq!(g.record(), BackendRecord { probe_at: Some(10_000), ..rec.clone() });
     let cp = g.connect_probe(10_000).expect("a connect probe");
     assert_eq!(g.connect_probe_done(cp, Err("Connection refused".into()), 10_050), None);
     assert!(matches!(g.admit(10_100), Admission::Postpone { until: 11_000, .. }));
-    let probe = go(g.admit(50_000));
-    let fb = g.report(probe, Report::Failed { error: "lost".into() }, 50_000, crate::clock::instant());
-    // Third failed probe: 5 s × 2³ = 40 s (the cap).
-    assert_eq!(fb.persist.unwrap().probe_at, Some(90_000));
+    let cp = g.connect_probe(11_000).expect("the next one");
+    g.connect_probe_done(cp, Ok(()), 11_000);
+    let probe = go(g.admit(11_000));
+    let fb = g.report(probe, Report::Failed { error: "lost".into() }, 11_000, crate::clock::instant());
+    // Third failed trial: 5 s × 2³ = 40 s (the cap).
+    assert_eq!(fb.persist.unwrap().probe_at, Some(51_000));
 }
 
 #[test]
@@ -263,7 +272,7 @@ fn rate_limit_makes_the_dispatcher_wait_and_keeps_the_probe() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn open_breaker_probes_after_cooldown_on_the_paused_clock() {
+async fn an_open_breaker_sends_its_trial_after_a_connect_probe_on_the_paused_clock() {
     // Wall-clock milliseconds are derived from tokio's paused clock, so the
     // test sleeps through cool-downs in no real time.
     let start = crate::clock::instant();
@@ -275,6 +284,8 @@ async fn open_breaker_probes_after_cooldown_on_the_paused_clock() {
     }
     let Admission::Postpone { until, .. } = g.admit(now()) else { panic!("open") };
     tokio::time::sleep(Duration::from_millis(until - now())).await;
+    let cp = g.connect_probe(now()).expect("a connect probe is due");
+    g.connect_probe_done(cp, Ok(()), now());
     let probe = go(g.admit(now()));
     assert!(probe.is_probe());
     // A waiter on the probe is woken when it reports.
@@ -296,7 +307,7 @@ async fn open_breaker_probes_after_cooldown_on_the_paused_clock() {
         crate::clock::instant(),
     );
     assert!(!waiter.await.unwrap(), "after the probe, ordinary deliveries go");
-    assert_eq!(start.elapsed(), Duration::from_millis(5030));
+    assert_eq!(start.elapsed(), Duration::from_millis(1030));
 }
 
 #[test]
@@ -316,16 +327,22 @@ fn a_quiet_troubled_backend_offers_one_parked_message_per_cooldown_as_probe() {
 }
 
 #[test]
-fn an_open_breaker_with_only_parked_mail_probes_with_it_at_the_probe_time() {
+fn after_a_greeted_trial_failed_parked_mail_is_the_next_trial_at_the_probe_time() {
     let g = Gate::new("b", settings(2, 2), None, 0);
     let mono = crate::clock::instant();
     for _ in 0..3 {
         let p = go(g.admit(0));
-        g.report(p, Report::Failed { error: "refused".into() }, 0, mono);
+        g.report(p, Report::Failed { error: "421 4.3.2 busy".into() }, 0, mono);
     }
+    g.park(id(8));
     g.park(id(9));
-    assert_eq!(g.probe_candidate(4_999), None);
-    assert_eq!(g.probe_candidate(5_000), Some(id(9)));
+    let cp = g.connect_probe(1_000).expect("due");
+    assert_eq!(g.connect_probe_done(cp, Ok(()), 1_000), Some(id(8)));
+    let trial = go(g.admit(1_000));
+    g.report(trial, Report::Failed { error: "421 4.3.2 busy".into() }, 1_000, mono);
+    // Cool-down of 5 s × 2 after one failed trial.
+    assert_eq!(g.probe_candidate(10_999), None);
+    assert_eq!(g.probe_candidate(11_000), Some(id(9)));
 }
 
 #[test]

@@ -47,36 +47,50 @@
 //! reported, so every sample in it saw the level it is counted for. A round
 //! counts only when the level was in use (mean deliveries in flight at
 //! least [`IN_USE`] of it); an idle backend gives no evidence either way.
+//! Each round keeps the spread of its samples, so every gradient comes with
+//! a standard error.
 //!
 //! After a round at home, a **try** may start: one round at a neighbouring
 //! level, one step up or down (the step is 1, or an eighth of the level when
 //! that is more, [`STEP_FRACTION`], so a large limit is not tuned in
 //! steps too small to measure). Then the try is compared with the home round
 //! just before it:
-//! - up to `u`: if `G ≤` [`GROW_BELOW`] the extra deliveries brought at
-//!   least about half their share of goodput, and `u` becomes home (and the
-//!   next try up is due at once: a climb); otherwise back home.
-//! - down to `d`: if `G ≥` [`SHRINK_ABOVE`] the deliveries above `d` brought
-//!   (almost) nothing, and `d` becomes home (a descent, the next try down
-//!   due at once); otherwise back home.
+//! - up to `u`: if `G` is at most [`GROW_BELOW`] (by [`MOVE`] standard
+//!   errors) the extra deliveries brought at least about half their share
+//!   of goodput: `u` becomes home, and the next try up starts at once (a
+//!   climb: the try's round is a fresh measure of the new home);
+//! - down to `d`: if `G` is at least [`SHRINK_ABOVE`] (by [`MOVE`]
+//!   standard errors) the deliveries above `d` brought (almost) nothing:
+//!   `d` becomes home, and the next try down starts at once (a descent);
+//! - otherwise back home. A result within [`SURE`] standard errors of the
+//!   threshold is unsure and the same try is repeated after the next round
+//!   at home ([`UNSURE_REPEATS`] times at most); a clear one waits its
+//!   spacing (below). A try up that lost goodput outright (`G` above
+//!   [`RETROGRADE`]) makes a try down due at once: on a retrograde server
+//!   the way to more goodput is down.
 //!
-//! Between the two thresholds it holds: the gap keeps measurement noise from
-//! moving it. A plateau server (flat up to its capacity C, queueing beyond)
-//! climbs to C and stays, trying C+1 now and then; a retrograde one
-//! descends to 1 and stays, trying 2 now and then. A server that changes
-//! is followed: when the home latency moves by more than [`CHANGED`] between
-//! two rounds, a try is due at once (down when it rose, up when it fell), so
-//! a server losing half its capacity is descended to within a few rounds,
-//! and a server twice as slow at every level (the gradient unchanged) keeps
-//! its limit instead of losing half its goodput to a misread "queue".
+//! Between the thresholds it holds, and measurement noise does not move
+//! it. A plateau server (flat up to its capacity C, queueing beyond) climbs
+//! to C and stays, trying C+1 now and then; a retrograde one descends to 1
+//! and stays, trying 2 now and then. A server that changes is followed:
+//! when the home latency has moved by more than [`CHANGED`] since the home
+//! round of the latest decision (a step, or a slow drift), a try is due
+//! after one more round at home (down when it rose, up when it fell; the
+//! round that saw the change may straddle it and is no reference). So a
+//! server losing half its capacity is descended to within a few rounds,
+//! one that gets it back is climbed at the next try up, and a server twice
+//! as slow at every level (the gradient unchanged) keeps its limit instead
+//! of losing half its goodput to a misread "queue".
+//!
+//! # The cost of looking
 //!
 //! Tries take at most `sluice_concurrency_probe_share` (5 %) of the time:
-//! after a try that did not move home, the next one (they alternate up and
-//! down where both are possible) waits until the try's own duration is that
-//! share of the time since. Their cost
-//! in goodput is smaller still (a try up on a retrograde server does about
-//! half the work for its round, one down on a plateau server loses one
-//! delivery in C).
+//! after a try that did not move home, the next try that way waits until
+//! the try's own duration is that way's part of the share of the time
+//! since: tries up, the only way to find capacity that came back, get
+//! `1 − `[`DOWN_SHARE`] of it, tries down the rest. Their cost in goodput is
+//! smaller still: a try up on a retrograde server does about half the work
+//! for its round, one down on a plateau server loses one delivery in C.
 //!
 //! # Brakes
 //!
@@ -84,12 +98,22 @@
 //! rounds say: a smoothed latency above `sluice_latency_target` cuts the
 //! limit to 70 %, and an overload answer (`421`, a `4xx` at
 //! connect/`MAIL`/`DATA`, a timeout) halves it, each at most once per
-//! smoothed round trip. After a cut the next try waits a probe-share
-//! spacing (and goes down first). With `sluice_adaptive_concurrency = no` none of this runs and
-//! the limit is the destination concurrency limit, as a fixed reference.
+//! smoothed round trip. After a cut the next try up waits a spacing, and
+//! the next try goes down. With `sluice_adaptive_concurrency = no` none of
+//! this runs and the limit is the destination concurrency limit, a fixed
+//! reference (the bench sweeps fixed limits with it).
 //!
 //! Latencies under [`LATENCY_FLOOR`] are not told apart: a backend answering
 //! in half a millisecond shows scheduling jitter as a 200 % "gradient".
+//!
+//! # Parameters
+//!
+//! Configuration (per transport, `<transport>_` prefix):
+//! `initial_destination_concurrency` (where it starts, and restarts after
+//! the breaker closes), `destination_concurrency_limit` and master.cf's
+//! `maxproc` (the ceiling), `sluice_latency_target` (the brake, 2 s),
+//! `sluice_concurrency_probe_share` (5 %), `sluice_adaptive_concurrency`
+//! (`yes`). The constants below are the algorithm's own; each says why.
 //!
 //! Never reads the clock (callers pass `now`), never sleeps.
 
@@ -97,9 +121,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use self::measure::Round;
+pub use self::measure::{Gradient, Point};
+
+mod measure;
+
 /// Least deliveries in a round: at low levels one delivery is too noisy a
 /// measure.
-pub const MIN_ROUND: u32 = 4;
+pub const MIN_ROUND: u32 = 8;
 /// A round counts when the mean number of deliveries in flight reached this
 /// share of its level (the backend had enough mail to use it).
 pub const IN_USE: f64 = 0.75;
@@ -109,15 +138,26 @@ pub const STEP_FRACTION: f64 = 0.125;
 pub const GROW_BELOW: f64 = 0.5;
 /// A try down becomes home when the gradient is at least this.
 pub const SHRINK_ABOVE: f64 = 0.75;
-/// Home latency moving by more than this factor between two rounds makes
-/// a try due at once.
+/// A try that did not move home counts as a loss only when its gradient
+/// is beyond the threshold by this many standard errors (from the spread
+/// of the two rounds' samples); otherwise it is unsure, and repeated after
+/// the next round at home instead of a full spacing, at most
+/// [`UNSURE_REPEATS`] times in a row.
+pub const SURE: f64 = 2.0;
+/// A try moves home only when its gradient is past the threshold by this
+/// many standard errors: noise alone must not walk the limit around.
+pub const MOVE: f64 = 1.0;
+pub const UNSURE_REPEATS: u32 = 2;
+/// The part of the probe budget tries down may use; tries up, the only way
+/// to find capacity that came back, get the rest.
+pub const DOWN_SHARE: f64 = 0.2;
+/// A try up whose gradient is beyond this (more concurrency loses
+/// goodput) makes a try down due at once.
+pub const RETROGRADE: f64 = 1.0;
+/// Home latency moving by more than this factor from the home round of the
+/// latest decision makes a try due (after one more round).
 pub const CHANGED: f64 = 1.3;
-/// Added to every latency before a gradient is taken: differences much
-/// below it are jitter, not the server.
-pub const LATENCY_FLOOR: Duration = Duration::from_millis(5);
-/// Two rounds whose mean concurrencies differ by less than this factor say
-/// nothing about the gradient.
-const MIN_SPREAD: f64 = 1.04;
+pub use self::measure::LATENCY_FLOOR;
 /// Weight of a new sample in the smoothed latency (shown, and compared with
 /// the target).
 const SMOOTHING: f64 = 0.2;
@@ -209,62 +249,10 @@ pub struct Sample {
     pub started: Instant,
 }
 
-/// The result of one round: a point of the server's latency curve.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    /// The limit during the round.
-    pub level: u32,
-    /// Mean deliveries in flight (the concurrency the server saw).
-    pub in_flight: f64,
-    /// Mean latency.
-    pub latency: Duration,
-    /// When the round ended.
-    pub at: Instant,
-}
-
-/// The last comparison of two levels: what the limit is steered by.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Gradient {
-    pub lower: Point,
-    pub upper: Point,
-    /// `ln(L(upper)/L(lower)) / ln(n(upper)/n(lower))`, latencies taken
-    /// with [`LATENCY_FLOOR`] added.
-    pub value: f64,
-}
-
-impl Gradient {
-    /// The gradient between two rounds, `None` when their concurrencies are
-    /// too close to tell.
-    pub fn between(lower: Point, upper: Point) -> Option<Gradient> {
-        let spread = upper.in_flight / lower.in_flight.max(1e-9);
-        if spread < MIN_SPREAD {
-            return None;
-        }
-        let floor = LATENCY_FLOOR.as_secs_f64();
-        let rise = (upper.latency.as_secs_f64() + floor) / (lower.latency.as_secs_f64() + floor);
-        Some(Gradient { lower, upper, value: rise.ln() / spread.ln() })
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Try {
     Up { from: u32 },
     Down { from: u32 },
-}
-
-/// Samples of the round in progress.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    start: Instant,
-    latency_sum: f64,
-    in_flight_sum: u64,
-    n: u32,
-}
-
-impl Round {
-    fn new(start: Instant) -> Round {
-        Round { start, latency_sum: 0.0, in_flight_sum: 0, n: 0 }
-    }
 }
 
 /// How the limit is set.
@@ -292,11 +280,20 @@ pub struct AdaptiveLimit {
     round: Option<Round>,
     /// The last round at home, compared with the next try.
     home: Option<Point>,
-    /// Earliest start of the next try (`None`: at the end of the next
-    /// round at home).
-    next_try: Option<Instant>,
+    /// Earliest start of the next try up / down (`None`: at the end of
+    /// the next round at home).
+    next_up: Option<Instant>,
+    next_down: Option<Instant>,
+    /// The home round the latest decision was made on: a home latency far
+    /// from it means the server changed.
+    reference: Option<Point>,
     /// Which way the next try goes, where both are possible.
     prefer_down: bool,
+    /// A try just moved home: the next one starts at the next sample (the
+    /// try's round is a fresh measure of the new home).
+    chain: bool,
+    /// Unsure tries repeated in a row.
+    unsure: u32,
     smoothed: Option<f64>,
     last_decrease: Option<Instant>,
     /// The latest round per level, for display (a few, recent).
@@ -321,8 +318,12 @@ impl AdaptiveLimit {
             trying: None,
             round: None,
             home: None,
-            next_try: None,
+            next_up: None,
+            next_down: None,
+            reference: None,
             prefer_down: true,
+            chain: false,
+            unsure: 0,
             smoothed: None,
             last_decrease: None,
             curve: Vec::new(),
@@ -399,8 +400,11 @@ impl AdaptiveLimit {
         self.trying = None;
         self.round = None;
         self.home = None;
-        self.next_try = None;
+        self.reference = None;
+        self.next_up = None;
+        self.next_down = None;
         self.prefer_down = true;
+        self.chain = false;
         self.change(from, Reason::Reset)
     }
 
@@ -414,10 +418,11 @@ impl AdaptiveLimit {
         ((f64::from(h) * STEP_FRACTION) as u32).max(1)
     }
 
-    /// When a try that took `took` may be followed by another: `took` is
-    /// then the probe share of the time.
-    fn spacing(&self, took: Duration, now: Instant) -> Instant {
-        let share = self.policy.probe_share.clamp(0.001, 0.5);
+    /// When a try that took `took` may be followed by another in its
+    /// direction, whose part of the probe budget is `part`: `took` is then
+    /// that part of the probe share of the time.
+    fn spacing(&self, took: Duration, part: f64, now: Instant) -> Instant {
+        let share = (self.policy.probe_share.clamp(0.001, 0.5) * part).max(1e-4);
         now + took.mul_f64(1.0 / share - 1.0)
     }
 
@@ -435,25 +440,23 @@ impl AdaptiveLimit {
         if smoothed > self.policy.target.as_secs_f64() {
             return self.cut(LATENCY_BACKOFF, now, Reason::LatencyTarget);
         }
+        if std::mem::take(&mut self.chain)
+            && self.trying.is_none()
+            && let Some(c) = self.start_try(now)
+        {
+            return Some(c);
+        }
         let round = self.round.get_or_insert_with(|| Round::new(now));
         // A delivery started before the round (or with it, before the
         // change was applied) saw another level.
         if s.started <= round.start {
             return None;
         }
-        round.latency_sum += x;
-        round.in_flight_sum += u64::from(s.in_flight);
-        round.n += 1;
+        round.add(x, s.in_flight);
         if round.n < self.limit.max(MIN_ROUND) {
             return None;
         }
-        let n = f64::from(round.n);
-        let point = Point {
-            level: self.limit,
-            in_flight: round.in_flight_sum as f64 / n,
-            latency: Duration::from_secs_f64(round.latency_sum / n),
-            at: now,
-        };
+        let point = round.point(self.limit, now);
         let took = now.saturating_duration_since(round.start);
         self.round = Some(Round::new(now));
         self.remember(point);
@@ -487,19 +490,20 @@ impl AdaptiveLimit {
                 let verdict = self.home.filter(|_| in_use).and_then(|home| Gradient::between(home, p));
                 self.gradient = verdict.or(self.gradient);
                 match verdict {
-                    Some(g) if g.value <= GROW_BELOW => {
-                        self.home = Some(p);
-                        self.next_try = None;
-                        self.prefer_down = false;
-                        self.reason = Reason::Climb;
-                        // The slots are already at the new level; the
-                        // change is news for the log.
-                        Some(Change { from: h, to: p.level, reason: Reason::Climb })
+                    Some(g) if g.value + MOVE * g.error <= GROW_BELOW => {
+                        Some(self.moved(p, h, false, Reason::Climb))
                     }
                     other => {
                         self.limit = h;
-                        self.next_try = Some(self.spacing(took, now));
-                        self.prefer_down = true;
+                        let unsure = other.is_some_and(|g| g.value - SURE * g.error <= GROW_BELOW);
+                        self.after_failed_try(unsure, took, now, false);
+                        // More concurrency losing goodput outright: less may
+                        // gain it. (At a plateau's knee the gradient up is
+                        // about 1, and this stays quiet.)
+                        if other.is_some_and(|g| g.value > RETROGRADE) {
+                            self.next_down = None;
+                            self.prefer_down = true;
+                        }
                         self.change(from, if other.is_some() { Reason::NoGain } else { Reason::NotUsed })
                     }
                 }
@@ -508,17 +512,14 @@ impl AdaptiveLimit {
                 let verdict = self.home.and_then(|home| Gradient::between(p, home));
                 self.gradient = verdict.or(self.gradient);
                 match verdict {
-                    Some(g) if in_use && g.value >= SHRINK_ABOVE => {
-                        self.home = Some(p);
-                        self.next_try = None;
-                        self.prefer_down = true;
-                        self.reason = Reason::Descend;
-                        Some(Change { from: h, to: p.level, reason: Reason::Descend })
+                    Some(g) if in_use && g.value - MOVE * g.error >= SHRINK_ABOVE => {
+                        Some(self.moved(p, h, true, Reason::Descend))
                     }
                     other => {
                         self.limit = h;
-                        self.next_try = Some(self.spacing(took, now));
-                        self.prefer_down = false;
+                        let unsure =
+                            in_use && other.is_some_and(|g| g.value + SURE * g.error >= SHRINK_ABOVE);
+                        self.after_failed_try(unsure, took, now, true);
                         let reason = if other.is_some() && in_use { Reason::Needed } else { Reason::NotUsed };
                         self.change(from, reason)
                     }
@@ -527,28 +528,83 @@ impl AdaptiveLimit {
         }
     }
 
+    /// A try to `p` from home `h` moved home there; the next try in the
+    /// same direction starts at the next sample (the try's round is a fresh
+    /// measure of the new home).
+    fn moved(&mut self, p: Point, h: u32, down: bool, reason: Reason) -> Change {
+        self.home = Some(p);
+        self.reference = Some(p);
+        if down {
+            self.next_down = None;
+        } else {
+            self.next_up = None;
+        }
+        self.prefer_down = down;
+        self.chain = true;
+        self.unsure = 0;
+        self.reason = reason;
+        // The slots are already at the new level; the change is news for
+        // the log.
+        Change { from: h, to: p.level, reason }
+    }
+
+    /// A try (`down` or up) that took `took` did not move home: the next try
+    /// that way waits its share of the probe budget, and the next try goes
+    /// the other way, unless the result was `unsure`: then the same try is
+    /// repeated after the next round at home (a few times at most).
+    fn after_failed_try(&mut self, unsure: bool, took: Duration, now: Instant, down: bool) {
+        if unsure && self.unsure < UNSURE_REPEATS {
+            self.unsure += 1;
+            self.prefer_down = down;
+            return;
+        }
+        self.unsure = 0;
+        self.prefer_down = !down;
+        if down {
+            self.next_down = Some(self.spacing(took, DOWN_SHARE, now));
+        } else {
+            self.next_up = Some(self.spacing(took, 1.0 - DOWN_SHARE, now));
+        }
+    }
+
     /// A round at home ended with `p`: note how the server moved, and maybe
     /// start a try.
     fn at_home(&mut self, p: Point, now: Instant) -> Option<Change> {
-        if let Some(prev) = self.home.replace(p).filter(|h| h.level == p.level) {
-            let (was, is) = (prev.latency.as_secs_f64(), p.latency.as_secs_f64());
-            let floor = LATENCY_FLOOR.as_secs_f64();
-            if is + floor > (was + floor) * CHANGED {
-                // Slower at the same level: fewer may do as well.
-                self.next_try = None;
-                self.prefer_down = true;
-            } else if (is + floor) * CHANGED < was + floor {
-                self.next_try = None;
-                self.prefer_down = false;
+        self.home = Some(p);
+        match self.reference.filter(|r| r.level == p.level) {
+            Some(r) => {
+                let (was, is) = (r.latency.as_secs_f64(), p.latency.as_secs_f64());
+                let floor = LATENCY_FLOOR.as_secs_f64();
+                let slower = is + floor > (was + floor) * CHANGED;
+                let faster = (is + floor) * CHANGED < was + floor;
+                if slower || faster {
+                    // The server changed since the last comparison: fewer
+                    // may do as well (slower), more may fit (faster). This
+                    // round may straddle the change, so the try waits for
+                    // one more round at home to compare with.
+                    self.reference = None;
+                    if slower {
+                        self.next_down = None;
+                    } else {
+                        self.next_up = None;
+                    }
+                    self.prefer_down = slower;
+                    return None;
+                }
             }
+            None => self.reference = Some(p),
         }
-        if self.next_try.is_some_and(|t| now < t) {
-            return None;
-        }
+        self.start_try(now)
+    }
+
+    /// Starts a try from home if one is due, in the preferred direction
+    /// where both are.
+    fn start_try(&mut self, now: Instant) -> Option<Change> {
         let h = self.limit;
-        let down = h > 1;
-        let up = h < self.policy.max;
-        if down && (self.prefer_down || !up) {
+        let due = |t: Option<Instant>| t.is_none_or(|t| now >= t);
+        let down = h > 1 && due(self.next_down);
+        let up = h < self.policy.max && due(self.next_up);
+        let change = if down && (self.prefer_down || !up) {
             self.trying = Some(Try::Down { from: h });
             self.limit = h - Self::step(h).min(h - 1);
             self.change(h, Reason::TryDown)
@@ -557,8 +613,10 @@ impl AdaptiveLimit {
             self.limit = (h + Self::step(h)).min(self.policy.max);
             self.change(h, Reason::TryUp)
         } else {
-            None
-        }
+            return None;
+        };
+        self.round = Some(Round::new(now));
+        change
     }
 
     fn may_decrease(&self, now: Instant) -> bool {
@@ -584,10 +642,12 @@ impl AdaptiveLimit {
         self.last_decrease = Some(now);
         self.round = Some(Round::new(now));
         self.home = None;
-        // No try up for a probe-share spacing of a round trip or two: the
+        self.reference = None;
+        self.chain = false;
+        // No try up for a probe-budget spacing of a round trip or two: the
         // server just said it had too much.
         let rtt = self.smoothed.map(Duration::from_secs_f64).unwrap_or(MIN_DECREASE_SPACING);
-        self.next_try = Some(self.spacing(rtt * 2, now));
+        self.next_up = Some(self.spacing(rtt * 2, 1.0 - DOWN_SHARE, now));
         self.prefer_down = true;
         self.change(from, reason)
     }

@@ -104,13 +104,15 @@ async fn a_silent_backend_times_out_opens_the_breaker_and_the_backlog_drains() {
     outage_and_recovery(Mode::Silent, "lmtp_lhlo_timeout = 1s\n").await;
 }
 
-/// A mailbox server that cannot be reached is watched by connect probes
-/// (connect, greeting, LHLO, QUIT: no message), one connection per
-/// `sluice_breaker_probe_interval`; the first one it answers lets a trial
-/// delivery through, and the backlog flows within seconds of its return,
-/// though the breaker's cool-down (30 s here) is far from over.
+/// A mailbox server that crashes with deliveries in flight (their
+/// connections lost) and then turns every connection away at the door is
+/// watched by connect probes (connect, greeting, LHLO, QUIT: no message),
+/// one connection per `sluice_breaker_probe_interval`; the first one it
+/// answers lets a trial delivery through, and the backlog flows within
+/// seconds of its return, though the breaker's cool-down (30 s here) is
+/// far from over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_cannot_be_reached_is_seen_again_within_seconds_of_its_return() {
+async fn a_crashed_backend_is_seen_again_within_seconds_of_its_return() {
     let b = Backend::start(Proto::Lmtp).await;
     let bounces = Backend::start(Proto::Smtp).await;
     let h = Harness::start(&main_cf(
@@ -123,24 +125,32 @@ async fn a_backend_that_cannot_be_reached_is_seen_again_within_seconds_of_its_re
     ))
     .await;
     let name = backend_name(&b);
-    // Down at the door: every connection is told 421 at the greeting (the
-    // backend counts these, where a closed port would hide the attempts).
-    b.set_mode(Mode::Greet421).await;
+    // Slow enough that deliveries are under way when it crashes.
+    b.set_mode(Mode::Slow { base: Duration::from_millis(500), capacity: 10, overload_at: None }).await;
     let subjects = load(&h, "return").await;
+    eventually("deliveries under way", Duration::from_secs(30), || b.connections() > 0).await;
+    // The crash: every open connection lost; from now on each new one is
+    // told 421 at the greeting (the backend counts these, where a closed
+    // port would hide the attempts).
+    b.set_mode(Mode::Greet421).await;
+    b.drop_connections();
     eventually("the breaker opens", Duration::from_secs(30), || h.breaker(&name) == Some("open")).await;
 
     // Five seconds of outage: about one connection a second, no delivery.
+    let delivered = b.received().len();
     let before = b.accepted_connections();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let probes = b.accepted_connections() - before;
     assert!((3..=6).contains(&probes), "{probes} connections in 5 s of outage (probe interval 1 s)");
-    assert!(b.received().is_empty());
+    assert_eq!(b.received().len(), delivered);
     assert_eq!(h.breaker(&name), Some("open"), "no trial while the probes are refused");
 
     // Back: the next probe sees it, the trial goes, the backlog follows.
     b.set_mode(Mode::Normal).await;
-    eventually("the first delivery after the return", Duration::from_secs(4), || !b.received().is_empty())
-        .await;
+    eventually("the first delivery after the return", Duration::from_secs(4), || {
+        b.received().len() > delivered
+    })
+    .await;
     eventually("the backlog is delivered", Duration::from_secs(30), || {
         let got: HashSet<String> = b.received().iter().map(|r| subject(&r.data)).collect();
         subjects.is_subset(&got)

@@ -2,12 +2,17 @@
 //! an in-process tokio LMTP/SMTP server on 127.0.0.1 whose behaviour can be
 //! changed while it runs, to play the failures sluice must survive.
 //!
-//! Modes ([`Mode`]): normal; slow (latency grows with its concurrent
-//! transactions past a capacity, and with `overload_at` it answers `421`
-//! past that many connections); `421` at the greeting; refusing connections
-//! (the listening socket is closed); silent (accepts, never speaks);
-//! per-recipient `451`/`452` after DATA; closing the connection after the
-//! final dot. It records every message it accepted (envelope and
+//! Modes ([`Mode`]): normal; slow (a plateau: latency flat up to a
+//! capacity of concurrent transactions, growing in proportion beyond it,
+//! and with `overload_at` it answers `421` past that many connections);
+//! retrograde (latency grows with every open connection, as a server whose
+//! shared database thrashes: one connection gets more done than two);
+//! `421` at the greeting; refusing connections (the listening socket is
+//! closed, and [`Backend::drop_connections`] resets the open ones);
+//! silent (accepts, never speaks); per-recipient `451`/`452` after DATA;
+//! closing the connection after the final dot. The bench's shaping proxy
+//! (`benches/load/proxy.rs`) gives a real Dovecot the same shapes through
+//! [`Mode::latency`]. It records every message it accepted (envelope and
 //! dot-unstuffed data) and counts peak concurrent connections and
 //! transactions, so tests can check that nothing was lost and that the gate
 //! kept its limits.
@@ -43,6 +48,10 @@ pub enum Mode {
     /// excess queues inside the server). With `overload_at`, a connection
     /// arriving while that many are open gets `421` at the greeting.
     Slow { base: Duration, capacity: usize, overload_at: Option<usize> },
+    /// Each transaction takes `base` plus `per_connection` for every other
+    /// connection open when it ends (20 ms + 60 ms per extra connection:
+    /// two connections do half the work of one). `overload_at` as above.
+    Retrograde { base: Duration, per_connection: Duration, overload_at: Option<usize> },
     /// `421 4.3.2` at the greeting, then close.
     Greet421,
     /// Not listening: connections are refused.
@@ -55,6 +64,31 @@ pub enum Mode {
     PerRecipient { pattern: String, code: u16, text: String },
     /// Read the whole message, then close without answering.
     CloseAfterDot,
+}
+
+impl Mode {
+    /// The added latency of a transaction ending with `connections` open
+    /// and `transactions` in progress (itself included); `None` for the
+    /// modes that add none.
+    pub fn latency(&self, connections: usize, transactions: usize) -> Option<Duration> {
+        match self {
+            Mode::Slow { base, capacity, .. } => {
+                Some(base.mul_f64((transactions as f64 / (*capacity).max(1) as f64).max(1.0)))
+            }
+            Mode::Retrograde { base, per_connection, .. } => {
+                Some(*base + per_connection.saturating_mul(connections.saturating_sub(1) as u32))
+            }
+            _ => None,
+        }
+    }
+
+    /// Connections past which the greeting is `421`.
+    pub fn overload_at(&self) -> Option<usize> {
+        match self {
+            Mode::Slow { overload_at, .. } | Mode::Retrograde { overload_at, .. } => *overload_at,
+            _ => None,
+        }
+    }
 }
 
 /// One accepted message, as the backend received it.
@@ -206,6 +240,14 @@ impl Backend {
         self.shared.counters.refused_421.load(Ordering::SeqCst)
     }
 
+    /// Closes every open connection at once (a server that crashed or
+    /// restarted: its clients see their connections lost).
+    pub fn drop_connections(&self) {
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
     /// Forgets the peaks (between phases of a test): from now on the peak
     /// counts only connections accepted after this call.
     pub fn reset_peaks(&self) {
@@ -317,7 +359,7 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             w.write_all(b"421 4.3.2 backend.test Service shutting down\r\n").await?;
             return Ok(());
         }
-        Mode::Slow { overload_at: Some(limit), .. } if open_now > limit => {
+        m if m.overload_at().is_some_and(|limit| open_now > limit) => {
             shared.counters.refused_421.fetch_add(1, Ordering::SeqCst);
             w.write_all(b"421 4.3.2 backend.test Too many connections, try later\r\n").await?;
             return Ok(());
@@ -405,10 +447,10 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     }
                 }
                 let m = mode(shared);
-                if let Mode::Slow { base, capacity, .. } = &m {
-                    let n = shared.counters.transactions.load(Ordering::SeqCst);
-                    let factor = (n as f64 / (*capacity).max(1) as f64).max(1.0);
-                    tokio::time::sleep(base.mul_f64(factor)).await;
+                let c = &shared.counters;
+                let load = (c.connections.load(Ordering::SeqCst), c.transactions.load(Ordering::SeqCst));
+                if let Some(l) = m.latency(load.0, load.1) {
+                    tokio::time::sleep(l).await;
                 }
                 if m == Mode::CloseAfterDot {
                     return Ok(());

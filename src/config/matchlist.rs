@@ -14,10 +14,13 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+#[cfg(test)]
+use super::NOTHING_KNOWN;
 use super::error::Diagnostic;
+use super::lookup::consult;
 use super::tables::{self, Origin, TableCache};
 use super::values::split_list;
-use super::{Table, TableError};
+use super::{Known, LookupError, Table, TableError};
 
 /// Cap on `/file` patterns nested inside pattern files.
 const MAX_FILE_DEPTH: usize = 8;
@@ -40,7 +43,14 @@ pub(crate) struct DomainList {
 impl DomainList {
     /// True when `domain` matches (case-insensitive); the first matching
     /// pattern decides, a negated one saying no.
+    #[cfg(test)]
     pub fn matches(&self, domain: &str) -> Result<bool, TableError> {
+        self.matches_in(domain, &NOTHING_KNOWN).map_err(LookupError::into_failure)
+    }
+
+    /// [`DomainList::matches`] with the directory answers known so far
+    /// (a directory table's key without one is asked for).
+    pub fn matches_in(&self, domain: &str, known: &Known) -> Result<bool, LookupError> {
         let domain = domain.trim_end_matches('.').to_lowercase();
         if domain.is_empty() {
             return Ok(false);
@@ -66,7 +76,7 @@ impl DomainList {
                     };
                     let mut found = false;
                     for k in keys {
-                        if t.lookup(&k)?.is_some() {
+                        if consult(t, &k, known)?.is_some() {
                             found = true;
                             break;
                         }
@@ -220,6 +230,12 @@ impl Build<'_, '_> {
         let mut list = HostList::default();
         for (negate, item) in items {
             match item {
+                // Client addresses are matched where nothing may wait
+                // (connection limits, mynetworks in every decision).
+                Item::Table(t) if t.is_directory() => self.errors.push(
+                    self.origin
+                        .error(format!("{}: a directory table cannot be used in a network list", t.name())),
+                ),
                 Item::Table(t) => list.items.push((negate, HostItem::Table(t))),
                 Item::Pattern(p) => match tables::parse_net(&p) {
                     Ok(n) => list.items.push((negate, HostItem::Net(n))),

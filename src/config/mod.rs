@@ -3,7 +3,8 @@
 //!
 //! Owns parsing, `$name` expansion, the one table of supported parameters
 //! with their Postfix defaults (`params.rs`), lookup tables and transport
-//! resolution. Never opens sockets or the queue.
+//! resolution. Never opens the queue, and sockets only for directory
+//! table lookups (below).
 //!
 //! A [`Config`] is immutable and shared as `Arc<Config>`; `SIGHUP` builds a
 //! new one and swaps it in, or keeps the old one when the new one has errors.
@@ -19,17 +20,24 @@
 //! `bool`, `list`, `string`, `maps`) that cannot fail at run time because
 //! every value was type-checked at load; per-transport parameters through
 //! [`Config::transport_param`]; listeners and transports from master.cf;
-//! recipient routing through [`Config::route`].
+//! recipient routing through [`Config::route`] (and [`Config::route_async`]
+//! when tables may be directory tables).
 //!
 //! Layout: `main_cf.rs` (syntax), `expand.rs` (`$name`), `params.rs` (the
 //! table), `values.rs` (value syntax), `master_cf.rs`, `tables/`,
 //! `matchlist.rs` (domain and network lists), `restrictions.rs`,
-//! `milters.rs` (`smtpd_milters`), `route.rs`, `load.rs` (files to typed settings). `sluice config`, the
-//! command that prints all this, is the command line's (`cli/postconf.rs`).
+//! `milters.rs` (`smtpd_milters`), `route.rs`, `load.rs` (files to typed
+//! settings), `lookup.rs` (key orders and directory lookups from pure and
+//! async code). `sluice config`, the command that prints all this, is the
+//! command line's (`cli/postconf.rs`).
+//!
+//! Directory tables (`tables/directory/`) are the one part of `config`
+//! that opens sockets: at lookup time only, never while loading.
 
 mod error;
 mod expand;
 mod load;
+mod lookup;
 mod main_cf;
 mod master_cf;
 mod matchlist;
@@ -47,6 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigErrors, Diagnostic, TableError};
+pub use lookup::{Known, LookupError, MAX_ASKS, NOTHING_KNOWN, Query, resolve};
 pub use main_cf::normalize_space;
 pub use milters::{MilterDefault, MilterEndpoint, MilterProtocol, MilterSpec, canonical_macro};
 pub use restrictions::{
@@ -58,9 +67,9 @@ pub use values::{Rate, TlsProtocols, parse_tls_protocols};
 /// `/etc/postfix` is Postfix's.
 pub const DEFAULT_DIR: &str = "/etc/sluice";
 
+use futures::future::BoxFuture;
 use matchlist::{DomainList, HostList};
 use route::TransportInfo;
-use tables::AddressKeys;
 
 /// A loaded configuration plus the warnings (unknown or unsupported
 /// parameters, master.cf services sluice does not use) found on the way.
@@ -91,6 +100,25 @@ pub trait Table: Send + Sync + std::fmt::Debug {
     /// way they will be used (transport_maps). Results built from a
     /// pattern's match groups are only known at lookup and are left out.
     fn each_result(&self, _visit: &mut dyn FnMut(WrittenAt<'_>, &str)) {}
+    /// True for directory tables (`ldap:`, `pgsql:`, `mysql:`, `sqlite:`,
+    /// `socketmap:`): their answers come from a server, through
+    /// [`Table::query`]. Their [`Table::lookup`] answers only the keys
+    /// they never ask about and fails for any other.
+    fn is_directory(&self) -> bool {
+        false
+    }
+    /// True when a directory table never asks its server about `key` (its
+    /// `domain` list or templates rule the key out): "not found" at once.
+    fn skips(&self, _key: &str) -> bool {
+        false
+    }
+    /// Looks up one key, asking a directory server when needed (through
+    /// the table's cache and breakers, within its timeout). In-memory
+    /// tables answer at once. An error is a failed lookup, never "not
+    /// found".
+    fn query<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, TableError>> {
+        Box::pin(std::future::ready(self.lookup(key)))
+    }
 }
 
 /// A parameter's list of tables (`transport_maps = hash:a, regexp:b`),
@@ -98,125 +126,6 @@ pub trait Table: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Maps {
     pub tables: Vec<Arc<dyn Table>>,
-}
-
-impl Maps {
-    /// True when the parameter names no table.
-    pub fn is_empty(&self) -> bool {
-        self.tables.is_empty()
-    }
-
-    /// First result of a plain key across the tables.
-    pub fn lookup(&self, key: &str) -> Result<Option<String>, TableError> {
-        for t in &self.tables {
-            if let Some(v) = t.lookup(key)? {
-                return Ok(Some(v));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Looks up an email address the way Postfix's address lookups do:
-    /// `user+ext@domain`, `user@domain`, then `domain` (and parent domains
-    /// when `parent_domain_matches_subdomains` names the calling feature, or
-    /// `.domain` keys otherwise), then `user+ext@`, `user@`. `feature` is the
-    /// parameter name used to consult `parent_domain_matches_subdomains`.
-    ///
-    /// The key sequence follows the feature, as in Postfix: access tables
-    /// (any `feature` not below; use `smtpd_access_maps` for
-    /// `check_*_access`) as above; `transport_maps` as transport(5), without
-    /// the `user@` keys and with `*` last; `*_recipient_maps` as
-    /// relay_recipient_maps: `user+ext@domain`, `user@domain`, `@domain`.
-    /// Each key is tried in every table before the next key; regexp, pcre
-    /// and cidr tables see only the full address.
-    pub fn lookup_address(
-        &self,
-        config: &Config,
-        feature: &str,
-        address: &str,
-    ) -> Result<Option<String>, TableError> {
-        if self.tables.is_empty() {
-            return Ok(None);
-        }
-        let how = if feature == "transport_maps" {
-            AddressKeys::Transport
-        } else if feature.ends_with("_recipient_maps") {
-            AddressKeys::Recipient
-        } else {
-            AddressKeys::Access
-        };
-        let keys = tables::address_keys(
-            address,
-            how,
-            config.string("recipient_delimiter"),
-            config.parent_matches(feature),
-        );
-        for k in keys {
-            for t in &self.tables {
-                if !k.full && t.is_pattern() {
-                    continue;
-                }
-                if let Some(v) = t.lookup(&k.key)? {
-                    return Ok(Some(v));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Looks up a client IP address as access(5) does for
-    /// `check_client_access`: the address, then for IPv4 its shorter
-    /// network prefixes (`192.0.2.1`, `192.0.2`, `192.0`, `192`) in the
-    /// text tables; cidr (and regexp) tables see the address only. Client
-    /// host names are not looked up (sluice does no reverse DNS here).
-    pub fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
-        let addr = match addr {
-            IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-            v4 => v4,
-        };
-        let mut keys = vec![addr.to_string()];
-        if let IpAddr::V4(a) = addr {
-            let o = a.octets();
-            keys.push(format!("{}.{}.{}", o[0], o[1], o[2]));
-            keys.push(format!("{}.{}", o[0], o[1]));
-            keys.push(format!("{}", o[0]));
-        }
-        for (i, k) in keys.iter().enumerate() {
-            for t in &self.tables {
-                if i > 0 && t.is_pattern() {
-                    continue;
-                }
-                if let Some(v) = t.lookup(k)? {
-                    return Ok(Some(v));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Looks up a domain name (HELO names, `check_helo_access`): the name,
-    /// then parent domains per `parent_domain_matches_subdomains` for
-    /// `feature`.
-    pub fn lookup_domain(
-        &self,
-        config: &Config,
-        feature: &str,
-        domain: &str,
-    ) -> Result<Option<String>, TableError> {
-        let mut first = true;
-        for k in tables::domain_keys(domain, config.parent_matches(feature)) {
-            for t in &self.tables {
-                if !first && t.is_pattern() {
-                    continue;
-                }
-                if let Some(v) = t.lookup(&k)? {
-                    return Ok(Some(v));
-                }
-            }
-            first = false;
-        }
-        Ok(None)
-    }
 }
 
 /// An `inet` line of master.cf whose command is `smtpd`.
@@ -651,17 +560,18 @@ impl Config {
     /// A recipient without `@` is routed as `user@$myorigin`. Errors (a
     /// table failing, a result naming a transport that does not exist or an
     /// unusable next hop) mean: defer the recipient, as Postfix does.
+    /// A directory table in transport_maps or relay_domains fails this
+    /// synchronous form: delivery uses [`Config::route_async`].
     pub fn route(&self, recipient: &str) -> Result<Route, TableError> {
-        self.resolve_route(recipient)
+        self.resolve_route(recipient, &NOTHING_KNOWN).map_err(LookupError::into_failure)
     }
 
     /// True when `domain` is one of `relay_domains` (names, subdomains per
     /// `parent_domain_matches_subdomains`, and tables).
+    /// A directory table among them fails this synchronous form: see
+    /// [`Config::is_relay_domain_in`] and [`Config::is_relay_domain_async`].
     pub fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError> {
-        match self.domain_lists.get("relay_domains") {
-            Some(l) => l.matches(domain),
-            None => Ok(false),
-        }
+        self.is_relay_domain_in(domain, &NOTHING_KNOWN).map_err(LookupError::into_failure)
     }
 
     /// True when `parent_domain_matches_subdomains` lists `feature`.

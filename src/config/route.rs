@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use super::values::{parse_port, split_host_port};
-use super::{Config, NextHop, Protocol, Route, TableError};
+use super::{Config, Known, LookupError, NextHop, Protocol, Route, TableError};
 
 /// What a transport name stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +107,10 @@ pub(crate) fn parse_nexthop(
 }
 
 impl Config {
-    /// The decision behind [`Config::route`].
-    pub(crate) fn resolve_route(&self, recipient: &str) -> Result<Route, TableError> {
+    /// The decision behind [`Config::route`]: transport_maps first, and
+    /// relay_domains only when the entry leaves the transport to the
+    /// default (so a directory relay_domains is not asked needlessly).
+    pub(crate) fn resolve_route(&self, recipient: &str, known: &Known) -> Result<Route, LookupError> {
         let qualified;
         let rcpt = if recipient.contains('@') {
             recipient
@@ -118,22 +120,32 @@ impl Config {
         };
         let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or_default().to_ascii_lowercase();
 
-        // What would be used without transport_maps.
-        let param = if self.is_relay_domain(&domain)? { "relay_transport" } else { "default_transport" };
-        let (mut transport, nexthop) = split_result(self.string(param));
-        let relayhost = self.string("relayhost").trim();
-        let mut nexthop: Option<&str> = if !nexthop.is_empty() {
-            Some(nexthop)
-        } else if !relayhost.is_empty() {
-            Some(relayhost)
-        } else {
-            None
-        };
-        let mut source = param;
+        let looked_up = self.maps("transport_maps").lookup_address_in(self, "transport_maps", rcpt, known)?;
+        let entry = looked_up.as_deref().map(split_result);
 
-        let looked_up = self.maps("transport_maps").lookup_address(self, "transport_maps", rcpt)?;
-        if let Some(result) = looked_up.as_deref() {
-            let (t, n) = split_result(result);
+        // What would be used without transport_maps.
+        let mut source = "default_transport";
+        let mut transport = "";
+        let mut nexthop: Option<&str> = None;
+        if entry.is_none_or(|(t, _)| t.is_empty()) {
+            let param = if self.is_relay_domain_in(&domain, known)? {
+                "relay_transport"
+            } else {
+                "default_transport"
+            };
+            let (t, n) = split_result(self.string(param));
+            let relayhost = self.string("relayhost").trim();
+            transport = t;
+            nexthop = if !n.is_empty() {
+                Some(n)
+            } else if !relayhost.is_empty() {
+                Some(relayhost)
+            } else {
+                None
+            };
+            source = param;
+        }
+        if let Some((t, n)) = entry {
             source = "transport_maps";
             match (t.is_empty(), n.is_empty()) {
                 (true, true) => {}

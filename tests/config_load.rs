@@ -118,7 +118,7 @@ smtpd_timeout = 5x
 # a loop
 myorigin = $mydomain
 mydomain = x${myorigin}
-transport_maps = mysql:/etc/x.cf
+transport_maps = memcache:/etc/x.cf
 relay_recipient_maps = hash:/nonexistent/relay_recipients
 smtpd_helo_required = maybe
 sluice_rate_limit = fast
@@ -132,7 +132,7 @@ smtpd_recipient_restrictions = permit_mynetwork
         format!("{dir}/main.cf:1: message_size_limit: bad size value \"ten\""),
         format!("{dir}/main.cf:2: smtpd_timeout: bad time value \"5x\""),
         format!("{dir}/main.cf:5: mydomain: expansion loop: $mydomain -> $myorigin -> $mydomain"),
-        format!("{dir}/main.cf:6: transport_maps: table type mysql: is not supported"),
+        format!("{dir}/main.cf:6: transport_maps: table type memcache: is not supported"),
         format!(
             "{dir}/main.cf:7: relay_recipient_maps: cannot read table hash:/nonexistent/relay_recipients"
         ),

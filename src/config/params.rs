@@ -191,6 +191,7 @@ const SECS1: Kind = Kind::Time { unit: 's', ms: false, nonzero: true };
 const SECS_MS: Kind = Kind::Time { unit: 's', ms: true, nonzero: false };
 /// The words milter_default_action accepts.
 const MILTER_DEFAULTS: &[&str] = super::milters::MilterDefault::WORDS;
+const SECS_MS1: Kind = Kind::Time { unit: 's', ms: true, nonzero: true };
 
 use Group::*;
 use Kind::*;
@@ -1134,6 +1135,69 @@ pub static PARAMS: &[Param] = &[
         "Longest time the DNS lookups of the SMTP server may take: the client's reverse and forward name before the greeting (past it the client is unknown), reject_rbl_client blocklists (past it: not listed) and reject_unknown_sender_domain at MAIL (past it: a 450 unless something else rejects).",
     ),
     p(
+        "sluice_table_timeout",
+        "10s",
+        SECS_MS1,
+        Sluice,
+        "Longest time one lookup in a directory table (pgsql:, mysql:, sqlite:, socketmap:) may take, every server tried and connecting included; ldap: tables use their own timeout (10 s by default). A lookup past it fails: 451 4.3.0 at RCPT, deferred mail in delivery.",
+    ),
+    p(
+        "sluice_table_cache_positive_lifetime",
+        "5m",
+        SECS_MS,
+        Sluice,
+        "How long a directory table's answer that a key was found is reused without asking the server again (0: not kept).",
+    ),
+    p(
+        "sluice_table_cache_negative_lifetime",
+        "1m",
+        SECS_MS,
+        Sluice,
+        "How long a directory table's answer that a key was not found is reused (0: not kept); a user added to the directory is accepted at the latest this long after. Failed lookups are never kept.",
+    ),
+    p(
+        "sluice_table_cache_size",
+        "50000",
+        INT0,
+        Sluice,
+        "Most answers kept per directory table; the oldest make room (0: no cache).",
+    ),
+    p(
+        "sluice_table_breaker_failure_threshold",
+        "3",
+        INT1,
+        Sluice,
+        "Failed lookups in a row after which a directory server (an LDAP, SQL or socketmap server of a table) is not asked for a while: lookups go to the table's next server, or fail at once when there is none, instead of each waiting out a timeout.",
+    ),
+    p(
+        "sluice_table_breaker_cooldown",
+        "5s",
+        SECS_MS,
+        Sluice,
+        "How long a failing directory server is left alone before one lookup probes it; doubles after each failed probe.",
+    ),
+    p(
+        "sluice_table_breaker_max_cooldown",
+        "60s",
+        SECS_MS,
+        Sluice,
+        "Cap on the doubling of sluice_table_breaker_cooldown.",
+    ),
+    p(
+        "sluice_table_connection_limit",
+        "8",
+        INT1,
+        Sluice,
+        "Most connections per directory server (per table); a lookup waits, within its timeout, for a free one. Idle connections close after a minute (pgsql/mysql idle_interval; socketmap 10 s).",
+    ),
+    p(
+        "sluice_table_reply_size_limit",
+        "100000",
+        Size,
+        Sluice,
+        "Largest result a directory table lookup may return, and largest message a directory server may send (PostgreSQL messages, MySQL packets, SQLite values, socketmap replies, the LDAP entries of one search); more fails the lookup.",
+    ),
+    p(
         "sluice_shutdown_grace",
         "30s",
         SECS_MS,
@@ -1502,6 +1566,35 @@ them. Address lookups follow Postfix: `user+ext@domain`, `user@domain`, then `do
 parent domains when `parent_domain_matches_subdomains` lists the feature, else `.domain` keys), \
 then `user+ext@`, `user@` for access tables; `*` last for transport_maps; `@domain` for \
 relay_recipient_maps. Regular-expression and CIDR tables see only the full address.\n\n",
+    );
+    s.push_str("### Directory tables\n\n");
+    s.push_str(
+        "- `ldap:/path.cf`, `pgsql:/path.cf`, `mysql:/path.cf`, `sqlite:/path.cf` — the `.cf` file a \
+Postfix server uses, unchanged: the parameters of ldap_table(5), pgsql_table(5), mysql_table(5) and \
+sqlite_table(5) (`server_host`, `search_base`, `query_filter`, `result_attribute`, \
+`special_result_attribute` with DN and URL recursion, `terminal_result_attribute`, \
+`leaf_result_attribute`, `scope`, `bind`, `bind_dn`, `bind_pw`, `start_tls`, `tls_*`, `timeout`, \
+`size_limit`, `recursion_limit`, `dereference`; `hosts`, `user`, `password`, `dbname`, `query` or \
+the older `select_field`/`table`/`where_field`/`additional_conditions`, `require_result_set`; \
+`dbpath`; and for all `result_format`, `expansion_limit`, `domain`), with the `%s %u %d %S %U %D \
+%1-%9 %%` expansions and Postfix's quoting. A name the table type does not know is an error naming \
+the file, line and parameter; so are bad values and templates. Loading reads and checks the files \
+but connects to nothing: `sluice config check` and `sluice reload` work while a directory is down.\n\
+- `socketmap:inet:host:port:name` and `socketmap:unix:/path:name` — Sendmail's netstring protocol \
+(socketmap_table(5)); like regexp tables it sees only whole keys.\n\n\
+Keys are folded to lower case (except for socketmap), as Postfix does. A key the `domain` list or \
+the templates rule out is \"not found\" without a query. Answers are cached per table \
+(`sluice_table_cache_positive_lifetime`, `sluice_table_cache_negative_lifetime`, \
+`sluice_table_cache_size`); failures never are. Each server of a table has a breaker \
+(`sluice_table_breaker_*`): once it fails repeatedly it is skipped (the next server is asked, or the \
+lookup fails at once) until a probe succeeds. A lookup is bounded by `sluice_table_timeout` (LDAP: \
+its `timeout`), connections are pooled (`sluice_table_connection_limit`), and results and server \
+messages by `sluice_table_reply_size_limit`. A lookup that fails or times out is never \"not \
+found\": it is logged (`warning: ldap:/etc/sluice/users.cf lookup error for \"user@example.org\"`) \
+and the mail is refused with 451 4.3.0 or deferred. Not supported: `bind = sasl` (an error), \
+`chase_referrals` (referrals are not followed), `option_file` (my.cnf is not read), \
+`tls_cipher_suite`/`tls_ciphers` (rustls chooses); LDAP is spoken as version 3. Directory tables \
+cannot be used in network lists (`mynetworks`) or in another table's `domain` list.\n\n",
     );
     s.push_str("## Restrictions\n\n");
     let _ = writeln!(

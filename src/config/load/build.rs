@@ -43,6 +43,11 @@ pub(super) fn build_config(
             names.push((name.clone(), b.kind));
         }
     }
+    // The directory tables opened below take main.cf's settings (they are
+    // shared by every service, so -o overrides of these do not apply).
+    if service.is_none() {
+        cache.directory = directory_settings(&ex);
+    }
     // parent_domain_matches_subdomains first: the lists below need it.
     if let Ok(v) = ex.param("parent_domain_matches_subdomains") {
         config.parent_features = values::split_list(&v).unwrap_or_default();
@@ -359,4 +364,46 @@ fn check_tls(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
             errors.push(scope.diag(name, format!("cannot read {path}: {e}")));
         }
     }
+}
+
+/// main.cf's `sluice_table_*` values; a bad one keeps its default here
+/// (the parameter's own check reports it).
+fn directory_settings<S: expand::Source + ?Sized>(
+    ex: &Expander<'_, S>,
+) -> tables::directory::DirectorySettings {
+    let mut s = tables::directory::DirectorySettings::default();
+    let time = |name: &str, d: &mut std::time::Duration| {
+        if let Some(t) = ex.param(name).ok().and_then(|v: String| values::parse_time(&v, 's', true).ok()) {
+            *d = t;
+        }
+    };
+    time("sluice_table_timeout", &mut s.timeout);
+    time("sluice_table_cache_positive_lifetime", &mut s.cache.positive);
+    time("sluice_table_cache_negative_lifetime", &mut s.cache.negative);
+    time("sluice_table_breaker_cooldown", &mut s.cooldown);
+    time("sluice_table_breaker_max_cooldown", &mut s.max_cooldown);
+    let int = |name: &str| {
+        ex.param(name)
+            .ok()
+            .and_then(|v: String| values::parse_int(&v).ok())
+            .and_then(|i| u64::try_from(i).ok())
+    };
+    if let Some(i) = int("sluice_table_cache_size") {
+        s.cache.size = usize::try_from(i).unwrap_or(usize::MAX);
+    }
+    if let Some(i) = int("sluice_table_breaker_failure_threshold").filter(|i| *i > 0) {
+        s.threshold = u32::try_from(i).unwrap_or(u32::MAX);
+    }
+    if let Some(i) = int("sluice_table_connection_limit").filter(|i| *i > 0) {
+        s.connections = usize::try_from(i).unwrap_or(usize::MAX);
+    }
+    if let Some(b) =
+        ex.param("sluice_table_reply_size_limit").ok().and_then(|v: String| values::parse_size(&v).ok())
+    {
+        s.reply_limit = usize::try_from(b).unwrap_or(usize::MAX).max(1024);
+    }
+    if s.timeout.is_zero() {
+        s.timeout = tables::directory::DirectorySettings::default().timeout;
+    }
+    s
 }

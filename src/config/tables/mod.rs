@@ -2,16 +2,21 @@
 //! load, shared by every service's configuration) and the address-key
 //! sequences Postfix uses to query them.
 //!
-//! Owns table syntax and lookups. Every table is read completely when the
-//! configuration loads, so lookups never touch the disk and never fail for
-//! in-memory reasons; a reload re-reads them. Never writes a file.
+//! Owns table syntax and lookups. In-memory tables are read completely
+//! when the configuration loads, so their lookups never touch the disk and
+//! never fail for in-memory reasons; a reload re-reads them. Directory
+//! tables (`directory/`) have their `.cf` files read and checked at load
+//! and ask their servers at lookup time. Never writes a file.
 //!
 //! Supported types: `texthash`, and `hash`/`btree`/`lmdb`/`cdb`/`dbm`/`sdbm`
 //! read from the SOURCE text file beside the indexed one (`hash:/etc/x`
 //! reads `/etc/x`, never `/etc/x.db`), `inline:{...}`, `static:`,
-//! `regexp:`, `pcre:`, `cidr:`; `proxy:` is transparent.
+//! `regexp:`, `pcre:`, `cidr:`; the directory tables `ldap:`, `pgsql:`,
+//! `mysql:`, `sqlite:`, `socketmap:`; `proxy:` is transparent (sluice's
+//! directory connections are already shared, as proxymap's are).
 
 mod cidr;
+pub(crate) mod directory;
 mod regexp;
 mod text;
 
@@ -26,30 +31,30 @@ pub(crate) use cidr::parse_net;
 
 /// Table types sluice reads.
 const SUPPORTED_TYPES: &[&str] = &[
-    "texthash", "hash", "btree", "lmdb", "cdb", "dbm", "sdbm", "inline", "static", "regexp", "pcre", "cidr",
+    "texthash",
+    "hash",
+    "btree",
+    "lmdb",
+    "cdb",
+    "dbm",
+    "sdbm",
+    "inline",
+    "static",
+    "regexp",
+    "pcre",
+    "cidr",
     "proxy",
+    "ldap",
+    "pgsql",
+    "mysql",
+    "sqlite",
+    "socketmap",
 ];
 
 /// Table types Postfix has and sluice does not read.
 const UNSUPPORTED_TYPES: &[&str] = &[
-    "mysql",
-    "pgsql",
-    "sqlite",
-    "ldap",
-    "memcache",
-    "socketmap",
-    "tcp",
-    "unix",
-    "nis",
-    "nisplus",
-    "netinfo",
-    "environ",
-    "fail",
-    "pipemap",
-    "unionmap",
-    "randmap",
-    "internal",
-    "mongodb",
+    "memcache", "tcp", "unix", "nis", "nisplus", "netinfo", "environ", "fail", "pipemap", "unionmap",
+    "randmap", "internal", "mongodb",
 ];
 
 /// True for a Postfix table type name (read by sluice or not).
@@ -62,6 +67,8 @@ pub(crate) fn is_table_type(t: &str) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct TableCache {
     opened: HashMap<String, Arc<dyn Table>>,
+    /// main.cf's `sluice_table_*` settings for the directory tables opened.
+    pub directory: directory::DirectorySettings,
 }
 
 /// Where a table reference was written, for messages about it.
@@ -92,7 +99,7 @@ pub(crate) fn open(
         return Some(t.clone());
     }
     let before = errors.len();
-    let table = open_uncached(spec, dir, origin, errors, warnings);
+    let table = open_uncached(spec, dir, origin, cache, errors, warnings);
     match table {
         Some(t) if errors.len() == before => {
             cache.opened.insert(spec.to_owned(), t.clone());
@@ -106,6 +113,7 @@ fn open_uncached(
     spec: &str,
     dir: &Path,
     origin: &Origin<'_>,
+    cache: &mut TableCache,
     errors: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Option<Arc<dyn Table>> {
@@ -116,7 +124,7 @@ fn open_uncached(
     match kind {
         "proxy" => {
             // proxymap only forwards lookups: the inner table means the same.
-            let t = open_uncached(name, dir, origin, errors, warnings)?;
+            let t = open_uncached(name, dir, origin, cache, errors, warnings)?;
             Some(t)
         }
         "texthash" | "hash" | "btree" | "lmdb" | "cdb" | "dbm" | "sdbm" => {
@@ -141,9 +149,34 @@ fn open_uncached(
             let (file, lines) = source_lines(spec, name, dir, origin, kind, errors)?;
             cidr::CidrTable::parse(spec, &file, lines, origin.param, errors).map(to_dyn)
         }
+        "ldap" | "pgsql" | "mysql" | "sqlite" | "socketmap" => {
+            let settings = cache.directory;
+            let mut inner_errors = Vec::new();
+            let mut inner_warnings = Vec::new();
+            let mut open_table =
+                |t: &str| open(t, dir, origin, cache, &mut inner_errors, &mut inner_warnings);
+            let mut o = directory::Open {
+                origin,
+                dir,
+                settings: &settings,
+                open_table: &mut open_table,
+                errors: &mut *errors,
+                warnings: &mut *warnings,
+            };
+            let table = match kind {
+                "socketmap" => directory::open_socketmap(spec, name, &mut o),
+                "ldap" => directory::open(directory::Kind::Ldap, spec, name, &mut o),
+                "pgsql" => directory::open(directory::Kind::Pgsql, spec, name, &mut o),
+                "mysql" => directory::open(directory::Kind::Mysql, spec, name, &mut o),
+                _ => directory::open(directory::Kind::Sqlite, spec, name, &mut o),
+            };
+            errors.extend(inner_errors);
+            warnings.extend(inner_warnings);
+            table
+        }
         k if UNSUPPORTED_TYPES.contains(&k) => {
             errors.push(origin.error(format!(
-                "table type {kind}: is not supported by sluice (use texthash, hash, btree, lmdb, cdb, inline, static, regexp, pcre or cidr)"
+                "table type {kind}: is not supported by sluice (use texthash, hash, btree, lmdb, cdb, inline, static, regexp, pcre, cidr, ldap, pgsql, mysql, sqlite or socketmap)"
             )));
             None
         }
@@ -190,7 +223,7 @@ fn source_lines(
     Some((path, lines))
 }
 
-fn resolve(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn resolve(dir: &Path, name: &str) -> PathBuf {
     let p = Path::new(name);
     if p.is_absolute() { p.to_path_buf() } else { dir.join(p) }
 }

@@ -1,7 +1,7 @@
 //! Shared harness for integration tests: free loopback ports, temp dirs,
 //! child processes that are killed (by PID) when the test ends, waiting for
-//! a port to listen. Each peer (Dovecot, Postfix tools, Python) has its own
-//! file here.
+//! a port to listen. Each peer (Dovecot, Postfix tools, Python, the
+//! directory servers, a socketmap server) has its own file here.
 #![allow(dead_code)]
 // Test harness timing (waiting for ports, child exit) is real time by design.
 #![allow(clippy::disallowed_methods)]
@@ -111,4 +111,6 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
 
 pub mod backend;
 pub mod delivery;
+pub mod directory;
 pub mod dovecot;
+pub mod socketmap;

@@ -69,6 +69,9 @@ struct PgConn {
     client: tokio_postgres::Client,
     /// `standard_conforming_strings` is on: backslashes are literal.
     conforming: bool,
+    /// Why the connection ended, once it has (the client itself only sees
+    /// that it is closed).
+    ended: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -208,11 +211,18 @@ impl PgsqlSource {
         if let Some(p) = &h.password {
             cfg.password(p);
         }
-        let (client, connection) = cfg.connect_raw(stream, NoTls).await.map_err(|e| server(e.to_string()))?;
+        let (client, mut connection) = cfg.connect_raw(stream, NoTls).await.map_err(|e| server(chain(&e)))?;
         // The connection ends when the client is dropped (closed by the
-        // pool, or after a failed lookup).
+        // pool, or after a failed lookup), or with an error, which is kept
+        // before the connection is dropped: the client sees it closed only
+        // then, and the lookup can tell why (an oversized reply).
+        let ended = Arc::new(std::sync::Mutex::new(None));
+        let why = ended.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            if let Err(e) = (&mut connection).await {
+                *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain(&e));
+            }
+            drop(connection);
         });
         let show = client
             .simple_query("SHOW standard_conforming_strings")
@@ -222,7 +232,7 @@ impl PgsqlSource {
             SimpleQueryMessage::Row(r) => r.try_get(0).ok().flatten() == Some("on"),
             _ => false,
         });
-        Ok(PgConn { client, conforming })
+        Ok(PgConn { client, conforming, ended })
     }
 
     async fn lookup(&self, server: usize, key: &str) -> Result<Option<String>, Failure> {
@@ -249,6 +259,7 @@ impl PgsqlSource {
         let Some(sql) = self.query.expand(key, &|s, out| escape(s, conforming, out)) else { return Ok(None) };
         let q = &self.query;
         let mut collect = Collect::new(&q.result, &q.needs, key, q.expansion_limit, q.reply_limit);
+        let classify = |e| classify(e, conn);
         let stream = conn.client.simple_query_raw(&sql).await.map_err(classify)?;
         futures::pin_mut!(stream);
         while let Some(m) = stream.next().await {
@@ -279,16 +290,34 @@ impl Retry {
     }
 }
 
-fn classify(e: tokio_postgres::Error) -> Retry {
+/// An error with its causes: tokio-postgres says "error communicating
+/// with the server" and keeps the reason as the source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+fn classify(e: tokio_postgres::Error, conn: &PgConn) -> Retry {
     if let Some(db) = e.as_db_error() {
         // The server refused the query (a syntax error, a missing table):
         // it works, the table's query does not.
-        Retry::Fail(Failure::Answer(format!("query failed: {}", db.message())))
-    } else if e.is_closed() {
-        Retry::Stale
-    } else {
-        Retry::Fail(Failure::Server(e.to_string()))
+        return Retry::Fail(Failure::Answer(format!("query failed: {}", db.message())));
     }
+    if e.is_closed() {
+        return match conn.ended.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            // The reply was refused: asking again would get it again.
+            Some(why) if why.contains("sluice_table_reply_size_limit") => Retry::Fail(Failure::Answer(why)),
+            Some(why) => Retry::Fail(Failure::Server(why)),
+            None => Retry::Stale,
+        };
+    }
+    Retry::Fail(Failure::Server(chain(&e)))
 }
 
 /// `PQescapeStringConn` for a connection with or without

@@ -7,8 +7,9 @@
 //! and are interrupted when the lookup times out, and no value may be
 //! longer than `sluice_table_reply_size_limit` (SQLite's own length
 //! limit). Keys are escaped as Postfix's `%q` does (quotes doubled), and
-//! every column of every row is read as text as `sqlite3_column_text`
-//! gives it (numbers formatted as SQLite formats them).
+//! the first column of every row is read as text as `sqlite3_column_text`
+//! gives it (numbers formatted as SQLite formats them): unlike its pgsql
+//! and mysql tables, Postfix's sqlite table reads only that column.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,18 +107,18 @@ fn open(db: &std::path::Path, limit: usize) -> Result<Connection, Failure> {
     Ok(conn)
 }
 
-/// Runs `sql` and collects every column of every row.
+/// Runs `sql` and collects the first column of every row.
 fn run(conn: &Connection, sql: &str, q: &SqlQuery, key: &str) -> Result<Option<String>, Failure> {
     let failed = |e: rusqlite::Error| Failure::Answer(format!("query failed: {e}"));
     let mut stmt = conn.prepare(sql).map_err(failed)?;
-    let columns = stmt.column_count();
+    if stmt.column_count() == 0 {
+        return Ok(None);
+    }
     let mut rows = stmt.query([]).map_err(failed)?;
     let mut collect = Collect::new(&q.result, &q.needs, key, q.expansion_limit, q.reply_limit);
     while let Some(row) = rows.next().map_err(failed)? {
-        for i in 0..columns {
-            let v = row.get_ref(i).map_err(failed)?;
-            collect.push(text(v).as_deref())?;
-        }
+        let v = row.get_ref(0).map_err(failed)?;
+        collect.push(text(v).as_deref())?;
     }
     Ok(collect.finish())
 }

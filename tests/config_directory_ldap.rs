@@ -183,6 +183,57 @@ fn a_stopped_server_fails_lookups_until_it_is_back() {
 }
 
 #[test]
+fn start_tls_and_ldaps_with_a_verified_certificate() {
+    need_postfix_map("ldap");
+    let pki = common::inbound::TestPki::new();
+    let slapd = Slapd::start_tls(LDIF, &pki.cert_pem, &pki.key_pem);
+    let d = tempfile::tempdir().unwrap();
+    let ca = write(d.path(), "ca.pem", &pki.ca_pem);
+    let other = write(d.path(), "other-ca.pem", &common::inbound::TestPki::new().ca_pem);
+    let query = "version = 3\nsearch_base = dc=example,dc=com\nquery_filter = (mail=%s)\nresult_attribute = uid\ntls_require_cert = yes\n";
+    for (name, text, found) in [
+        (
+            "starttls.cf",
+            format!(
+                "server_host = {}\nstart_tls = yes\ntls_ca_cert_file = {}\n{query}",
+                slapd.url(),
+                ca.display()
+            ),
+            true,
+        ),
+        (
+            "ldaps.cf",
+            format!(
+                "server_host = ldaps://127.0.0.1:{}\ntls_ca_cert_file = {}\n{query}",
+                slapd.ldaps_port.unwrap(),
+                ca.display()
+            ),
+            true,
+        ),
+        // A certificate from a CA the table does not trust: no lookup.
+        (
+            "untrusted.cf",
+            format!(
+                "server_host = {}\nstart_tls = yes\ntls_ca_cert_file = {}\n{query}",
+                slapd.url(),
+                other.display()
+            ),
+            false,
+        ),
+    ] {
+        let path = write(d.path(), name, &text);
+        let spec = format!("ldap:{}", path.display());
+        let table = sluice_table(d.path(), &spec, "");
+        let answers = same_as_postmap(&table, &spec, &["joe@example.com"]);
+        if found {
+            assert_eq!(answers[0].as_ref().unwrap().as_deref(), Some("joe"), "{name}");
+        } else {
+            assert!(answers[0].is_err(), "{name}: {answers:?}");
+        }
+    }
+}
+
+#[test]
 fn cf_files_are_checked_at_load_without_connecting() {
     let d = tempfile::tempdir().unwrap();
     // Port 9 answers nothing: loading must not try it.

@@ -104,12 +104,24 @@ fn run(what: &str, cmd: &mut Command) -> String {
 pub struct Slapd {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The `ldaps://` port, when started with TLS.
+    pub ldaps_port: Option<u16>,
     child: Option<ChildGuard>,
 }
 
 impl Slapd {
     /// Loads `ldif` (under `dc=example,dc=com`) and starts slapd.
     pub fn start(ldif: &str) -> Slapd {
+        Slapd::start_with(ldif, None)
+    }
+
+    /// [`Slapd::start`] with TLS: this certificate chain and key (PEM) for
+    /// STARTTLS on the plain port and for an `ldaps://` port.
+    pub fn start_tls(ldif: &str, cert_pem: &str, key_pem: &str) -> Slapd {
+        Slapd::start_with(ldif, Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(ldif: &str, tls: Option<(&str, &str)>) -> Slapd {
         let slapd = need("slapd", "slapd");
         let slapadd = need("slapadd", "slapd");
         let dir = tempfile::Builder::new().prefix("sluice-slapd-").tempdir().expect("temp dir");
@@ -134,6 +146,20 @@ maxsize 10485760
 ",
             dir = d.display()
         );
+        let mut conf = conf;
+        if let Some((cert, key)) = tls {
+            std::fs::write(d.join("cert.pem"), cert).expect("cert");
+            std::fs::write(d.join("key.pem"), key).expect("key");
+            // Global TLS settings go before the database section.
+            conf = conf.replacen(
+                "pidfile",
+                &format!(
+                    "TLSCertificateFile {dir}/cert.pem\nTLSCertificateKeyFile {dir}/key.pem\npidfile",
+                    dir = d.display()
+                ),
+                1,
+            );
+        }
         std::fs::write(d.join("slapd.conf"), conf).expect("slapd.conf");
         std::fs::write(d.join("data.ldif"), ldif).expect("ldif");
         run(
@@ -141,7 +167,8 @@ maxsize 10485760
             Command::new(slapadd).arg("-f").arg(d.join("slapd.conf")).arg("-l").arg(d.join("data.ldif")),
         );
         let _ = slapd;
-        let mut s = Slapd { port: free_port(), dir, child: None };
+        let ldaps_port = tls.map(|_| free_port());
+        let mut s = Slapd { port: free_port(), ldaps_port, dir, child: None };
         s.resume();
         s
     }
@@ -163,6 +190,10 @@ maxsize 10485760
         let d = self.dir.path();
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(d.join("slapd.log")).expect("log");
+        let mut urls = format!("ldap://127.0.0.1:{}/", self.port);
+        if let Some(p) = self.ldaps_port {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+        }
         // -d 256: stay in the foreground and log every operation (stats).
         let child = ChildGuard::spawn(
             "slapd",
@@ -170,7 +201,7 @@ maxsize 10485760
                 .arg("-f")
                 .arg(d.join("slapd.conf"))
                 .arg("-h")
-                .arg(format!("ldap://127.0.0.1:{}/", self.port))
+                .arg(urls)
                 .arg("-d")
                 .arg("256")
                 .stdout(Stdio::null())

@@ -315,3 +315,18 @@ fn socketmap_tables_answer_as_postmap_does() {
     let answers = same_as_postmap(&table, &spec, &["temp@example.com"]);
     assert!(answers[0].as_ref().is_err_and(|e| e.contains("directory restarting")), "{answers:?}");
 }
+
+#[test]
+fn a_configuration_opens_any_table_for_queries() {
+    let map = Socketmap::start(&[("users", "joe@example.com", "found")]);
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "aliases", "staff@example.com joe@example.com\n");
+    let loaded = sluice::config::Config::from_texts(d.path(), "sluice_table_timeout = 2s\n", "").unwrap();
+    let config = loaded.config;
+    let t = config.open_table("texthash:aliases").unwrap();
+    assert_eq!(sluice_query(&t, "STAFF@example.com").unwrap().as_deref(), Some("joe@example.com"));
+    let t = config.open_table(&format!("proxy:socketmap:inet:127.0.0.1:{}:users", map.port)).unwrap();
+    assert_eq!(sluice_query(&t, "joe@example.com").unwrap().as_deref(), Some("found"));
+    let e = config.open_table("pgsql:missing.cf").unwrap_err();
+    assert!(e.to_string().contains("cannot read table pgsql:"), "{e}");
+}

@@ -342,6 +342,34 @@ impl Maps {
 }
 
 impl Config {
+    /// Opens the table `spec` (`ldap:/etc/sluice/users.cf`,
+    /// `hash:/etc/sluice/transport`, ...) as this configuration would:
+    /// relative names under its directory, directory tables with its
+    /// `sluice_table_*` settings. What `sluice config query` (postmap -q)
+    /// looks keys up in. Errors name the table's file and line.
+    pub fn open_table(&self, spec: &str) -> Result<Arc<dyn Table>, super::ConfigErrors> {
+        let mut cache = tables::TableCache::default();
+        cache.directory = self.directory_settings();
+        let file = self.dir.join("main.cf");
+        let origin = tables::Origin { file: &file, line: None, param: "table" };
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let table = tables::open(spec, &self.dir, &origin, &mut cache, &mut errors, &mut warnings);
+        match table {
+            Some(t) if errors.is_empty() => Ok(t),
+            _ => Err(super::ConfigErrors(errors)),
+        }
+    }
+
+    /// The `sluice_table_*` settings as directory tables take them.
+    pub(crate) fn directory_settings(&self) -> tables::directory::DirectorySettings {
+        tables::directory::DirectorySettings::from_values(
+            |n| Some(self.time(n)),
+            |n| Some(self.int(n)),
+            |n| Some(self.size(n)),
+        )
+    }
+
     /// [`Config::route`] with directory answers (transport_maps and
     /// relay_domains may be directory tables).
     pub fn route_in(&self, recipient: &str, known: &Known) -> Result<Route, LookupError> {

@@ -371,39 +371,10 @@ fn check_tls(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
 fn directory_settings<S: expand::Source + ?Sized>(
     ex: &Expander<'_, S>,
 ) -> tables::directory::DirectorySettings {
-    let mut s = tables::directory::DirectorySettings::default();
-    let time = |name: &str, d: &mut std::time::Duration| {
-        if let Some(t) = ex.param(name).ok().and_then(|v: String| values::parse_time(&v, 's', true).ok()) {
-            *d = t;
-        }
-    };
-    time("sluice_table_timeout", &mut s.timeout);
-    time("sluice_table_cache_positive_lifetime", &mut s.cache.positive);
-    time("sluice_table_cache_negative_lifetime", &mut s.cache.negative);
-    time("sluice_table_breaker_cooldown", &mut s.cooldown);
-    time("sluice_table_breaker_max_cooldown", &mut s.max_cooldown);
-    let int = |name: &str| {
-        ex.param(name)
-            .ok()
-            .and_then(|v: String| values::parse_int(&v).ok())
-            .and_then(|i| u64::try_from(i).ok())
-    };
-    if let Some(i) = int("sluice_table_cache_size") {
-        s.cache.size = usize::try_from(i).unwrap_or(usize::MAX);
-    }
-    if let Some(i) = int("sluice_table_breaker_failure_threshold").filter(|i| *i > 0) {
-        s.threshold = u32::try_from(i).unwrap_or(u32::MAX);
-    }
-    if let Some(i) = int("sluice_table_connection_limit").filter(|i| *i > 0) {
-        s.connections = usize::try_from(i).unwrap_or(usize::MAX);
-    }
-    if let Some(b) =
-        ex.param("sluice_table_reply_size_limit").ok().and_then(|v: String| values::parse_size(&v).ok())
-    {
-        s.reply_limit = usize::try_from(b).unwrap_or(usize::MAX).max(1024);
-    }
-    if s.timeout.is_zero() {
-        s.timeout = tables::directory::DirectorySettings::default().timeout;
-    }
-    s
+    let value = |name: &str| ex.param(name).ok();
+    tables::directory::DirectorySettings::from_values(
+        |n| value(n).and_then(|v| values::parse_time(&v, 's', true).ok()),
+        |n| value(n).and_then(|v| values::parse_int(&v).ok()),
+        |n| value(n).and_then(|v| values::parse_size(&v).ok()),
+    )
 }

@@ -122,6 +122,33 @@ impl Default for DirectorySettings {
     }
 }
 
+impl DirectorySettings {
+    /// The settings from the `sluice_table_*` values as `time`, `int` and
+    /// `size` read them; a value that is missing or out of range keeps its
+    /// default (the parameter's own check reports it).
+    pub(crate) fn from_values(
+        time: impl Fn(&str) -> Option<Duration>,
+        int: impl Fn(&str) -> Option<i64>,
+        size: impl Fn(&str) -> Option<u64>,
+    ) -> DirectorySettings {
+        let mut s = DirectorySettings::default();
+        let pos = |name: &str| int(name).and_then(|i| usize::try_from(i).ok());
+        s.timeout = time("sluice_table_timeout").filter(|t| !t.is_zero()).unwrap_or(s.timeout);
+        s.cache.positive = time("sluice_table_cache_positive_lifetime").unwrap_or(s.cache.positive);
+        s.cache.negative = time("sluice_table_cache_negative_lifetime").unwrap_or(s.cache.negative);
+        s.cache.size = pos("sluice_table_cache_size").unwrap_or(s.cache.size);
+        s.threshold = pos("sluice_table_breaker_failure_threshold")
+            .filter(|i| *i > 0)
+            .map_or(s.threshold, |i| u32::try_from(i).unwrap_or(u32::MAX));
+        s.cooldown = time("sluice_table_breaker_cooldown").unwrap_or(s.cooldown);
+        s.max_cooldown = time("sluice_table_breaker_max_cooldown").unwrap_or(s.max_cooldown);
+        s.connections = pos("sluice_table_connection_limit").filter(|i| *i > 0).unwrap_or(s.connections);
+        s.reply_limit = size("sluice_table_reply_size_limit")
+            .map_or(s.reply_limit, |b| usize::try_from(b).unwrap_or(usize::MAX).max(1024));
+        s
+    }
+}
+
 /// Why a server gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {

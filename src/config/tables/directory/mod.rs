@@ -226,8 +226,12 @@ impl DirectoryTable {
         }
     }
 
-    fn fail(&self, key: &str, why: String) -> TableError {
-        tracing::warn!(target: "proxymap", "{}: {why}", self.name);
+    /// A failed lookup: `why` is logged unless it was already (a server's
+    /// own failure is logged as it happens), then the line Postfix logs.
+    fn fail(&self, key: &str, why: String, logged: bool) -> TableError {
+        if !logged {
+            tracing::warn!(target: "proxymap", "{}: {why}", self.name);
+        }
         tracing::warn!(target: "proxymap", "{} lookup error for \"{}\"", self.name, key.escape_debug());
         TableError { table: self.name.clone(), message: why }
     }
@@ -269,7 +273,7 @@ impl DirectoryTable {
                 }
                 Err(Failure::Answer(why)) => {
                     self.report(i, lock(&self.breakers[i]).success());
-                    return Err(self.fail(key, format!("{}: {why}", servers[i])));
+                    return Err(self.fail(key, format!("{}: {why}", servers[i]), false));
                 }
                 Err(Failure::Server(why)) => {
                     let change = lock(&self.breakers[i]).failure(clock::instant());
@@ -279,14 +283,14 @@ impl DirectoryTable {
                 }
             }
         }
-        let why = match last {
-            Some(w) => w,
+        let (why, logged) = match last {
+            Some(w) => (w, true),
             None if clock::instant() >= deadline => {
-                format!("no answer within {}s", self.timeout.as_secs_f32())
+                (format!("no answer within {}s", self.timeout.as_secs_f32()), false)
             }
-            None => format!("{} not asked: failing, retried after a cool-down", servers.join(", ")),
+            None => (format!("{} not asked: failing, retried after a cool-down", servers.join(", ")), false),
         };
-        Err(self.fail(key, why))
+        Err(self.fail(key, why, logged))
     }
 
     fn report(&self, server: usize, change: Option<Change>) {

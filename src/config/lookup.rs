@@ -38,9 +38,12 @@ pub struct Known {
 }
 
 /// Nothing known yet.
-pub static NOTHING_KNOWN: Known = Known { answers: Vec::new() };
+pub static NOTHING_KNOWN: Known = Known::EMPTY;
 
 impl Known {
+    /// No answers.
+    pub const EMPTY: Known = Known { answers: Vec::new() };
+
     /// The answer of table `table` (by name) for `key`, if asked.
     pub fn get(&self, table: &str, key: &str) -> Option<&Option<String>> {
         self.answers.iter().find(|(t, k, _)| t == table && k == key).map(|(_, _, a)| a)

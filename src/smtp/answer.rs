@@ -3,7 +3,8 @@
 //! server's action, a DNS blocklist listing, whether a host name exists)
 //! it asks a [`Question`](Question). This module finds the
 //! answer ([`Session::answer`]: the policy client call with Postfix's
-//! attributes, or the DNS lookup within `sluice_peername_lookup_timeout`)
+//! attributes, the DNS lookup within `sluice_peername_lookup_timeout`, or
+//! a directory table's lookup within the table's timeout)
 //! and runs the `DATA` decision ([`Session::data_refusal`]); `rcpt.rs`
 //! runs the `RCPT` one the same way.
 //!
@@ -56,7 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         recipient: &str,
         answers: &mut Answers,
     ) -> Result<(), Reply> {
-        if answers.policy.len() + answers.listings.len() + answers.hosts.len() >= MAX_QUESTIONS {
+        if answers.len() >= MAX_QUESTIONS {
             error!(
                 "{}: {question:?} asked again after {MAX_QUESTIONS} answers; decision cut off",
                 self.queue_id()
@@ -84,6 +85,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 };
                 answers.hosts.push((name, status));
             }
+            // Through the table's cache and breakers, within its timeout.
+            // A failure is never "not found": the client is told to try
+            // again (Postfix's "Temporary lookup failure"); the table has
+            // logged what failed and for which key.
+            Question::Lookup(query) => match query.ask().await {
+                Ok(answer) => answers.tables.insert(&query, answer),
+                Err(_) => {
+                    let what = if recipient.is_empty() { state } else { recipient };
+                    return Err(Reply::new(
+                        451,
+                        Status(4, 3, 0),
+                        format!("<{what}>: Temporary lookup failure"),
+                    ));
+                }
+            },
         }
         Ok(())
     }

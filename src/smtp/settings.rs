@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::content::BareNewline;
 use super::policy::{AccessTable, Lookups, Networks, Policy, PolicyError, Restriction};
 use super::tls::{self, TlsError};
-use crate::config::{self, Config, Maps, MilterSpec, SmtpdService, TableError};
+use crate::config::{self, Config, Known, LookupError, Maps, MilterSpec, SmtpdService};
 use crate::milter::MacroLists;
 
 /// `smtpd_tls_security_level`.
@@ -541,16 +541,16 @@ impl std::fmt::Debug for ConfigLookups {
 }
 
 impl Lookups for ConfigLookups {
-    fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError> {
-        self.config.is_relay_domain(domain)
+    fn is_relay_domain(&self, domain: &str, known: &Known) -> Result<bool, LookupError> {
+        self.config.is_relay_domain_in(domain, known)
     }
 
-    fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError> {
+    fn relay_recipient(&self, address: &str, known: &Known) -> Result<Option<bool>, LookupError> {
         let maps = self.config.maps("relay_recipient_maps");
         if maps.is_empty() {
             return Ok(None);
         }
-        Ok(Some(maps.lookup_address(&self.config, "relay_recipient_maps", address)?.is_some()))
+        Ok(Some(maps.lookup_address_in(&self.config, "relay_recipient_maps", address, known)?.is_some()))
     }
 }
 
@@ -573,16 +573,16 @@ impl AccessTable for ConfigTable {
         &self.name
     }
 
-    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError> {
-        self.maps.lookup_address(&self.config, "smtpd_access_maps", address)
+    fn lookup_address(&self, address: &str, known: &Known) -> Result<Option<String>, LookupError> {
+        self.maps.lookup_address_in(&self.config, "smtpd_access_maps", address, known)
     }
 
-    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
-        self.maps.lookup_client(addr)
+    fn lookup_client(&self, addr: IpAddr, known: &Known) -> Result<Option<String>, LookupError> {
+        self.maps.lookup_client_in(addr, known)
     }
 
-    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError> {
-        self.maps.lookup_domain(&self.config, "smtpd_access_maps", domain)
+    fn lookup_domain(&self, domain: &str, known: &Known) -> Result<Option<String>, LookupError> {
+        self.maps.lookup_domain_in(&self.config, "smtpd_access_maps", domain, known)
     }
 }
 

@@ -139,6 +139,15 @@ pub(super) fn build_config(
                             if let Some(t) =
                                 tables::open(&item, &loader.dir, &origin, cache, errors_here, warnings)
                             {
+                                // Content checks run as the message streams
+                                // in, where nothing waits for a server.
+                                if t.is_directory() && (name == "header_checks" || name == "body_checks") {
+                                    errors_here.push(scope.diag(
+                                        &name,
+                                        format!("{item}: a directory table cannot be used here (use regexp: or pcre:)"),
+                                    ));
+                                    continue;
+                                }
                                 maps.tables.push(t);
                             }
                         }

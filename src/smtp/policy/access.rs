@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::{Named, TableError, named};
+use crate::config::{Known, LookupError, Named, named};
 
 /// One element of a restriction list: the configuration's restriction
 /// (one list of names and meanings, `config::Restriction`), consulting
@@ -79,27 +79,31 @@ pub fn parse_restrictions(
 }
 
 /// An access(5) table as restrictions consult it. The key order is the
-/// table's business (Postfix's, for the configuration's tables).
+/// table's business (Postfix's, for the configuration's tables). `known`
+/// holds the directory answers the decision has gathered: a directory
+/// table's key without one is [`LookupError::Ask`]ed for, a failed table
+/// is [`LookupError::Failed`] (a temporary failure, never "not found").
 pub trait AccessTable: Send + Sync + fmt::Debug {
     /// `type:name` as configured, for logs.
     fn name(&self) -> &str;
     /// An email address: `user@domain`, `domain`, parent domains, `user@`.
-    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError>;
+    fn lookup_address(&self, address: &str, known: &Known) -> Result<Option<String>, LookupError>;
     /// A client address, then its networks.
-    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError>;
+    fn lookup_client(&self, addr: IpAddr, known: &Known) -> Result<Option<String>, LookupError>;
     /// A host name (HELO), then its parent domains.
-    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError>;
+    fn lookup_domain(&self, domain: &str, known: &Known) -> Result<Option<String>, LookupError>;
 }
 
 /// The tables a decision consults besides access tables. Implemented over
 /// the loaded configuration in `settings.rs`, and by [`StaticLookups`].
+/// `known` as for [`AccessTable`].
 pub trait Lookups: Send + Sync + fmt::Debug {
     /// `relay_domains` membership (subdomains as
     /// `parent_domain_matches_subdomains` says).
-    fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError>;
+    fn is_relay_domain(&self, domain: &str, known: &Known) -> Result<bool, LookupError>;
     /// `relay_recipient_maps`: `None` when the parameter is empty (every
     /// address in a relay domain is valid), else whether `address` is listed.
-    fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError>;
+    fn relay_recipient(&self, address: &str, known: &Known) -> Result<Option<bool>, LookupError>;
 }
 
 /// Lookups over in-memory data, for tools and tests without a
@@ -115,7 +119,7 @@ pub struct StaticLookups {
 }
 
 impl Lookups for StaticLookups {
-    fn is_relay_domain(&self, domain: &str) -> Result<bool, TableError> {
+    fn is_relay_domain(&self, domain: &str, _: &Known) -> Result<bool, LookupError> {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();
         Ok(self.relay_domains.iter().any(|r| {
             let r = r.to_ascii_lowercase();
@@ -123,7 +127,7 @@ impl Lookups for StaticLookups {
         }))
     }
 
-    fn relay_recipient(&self, address: &str) -> Result<Option<bool>, TableError> {
+    fn relay_recipient(&self, address: &str, _: &Known) -> Result<Option<bool>, LookupError> {
         let Some(set) = &self.relay_recipients else { return Ok(None) };
         let a = address.to_ascii_lowercase();
         let at_domain = a.rfind('@').map(|i| a[i..].to_owned());
@@ -163,15 +167,15 @@ impl AccessTable for MemoryAccessTable {
         &self.name
     }
 
-    fn lookup_address(&self, address: &str) -> Result<Option<String>, TableError> {
+    fn lookup_address(&self, address: &str, _: &Known) -> Result<Option<String>, LookupError> {
         Ok(self.first(address_keys(address)))
     }
 
-    fn lookup_client(&self, addr: IpAddr) -> Result<Option<String>, TableError> {
+    fn lookup_client(&self, addr: IpAddr, _: &Known) -> Result<Option<String>, LookupError> {
         Ok(self.first(client_keys(addr)))
     }
 
-    fn lookup_domain(&self, domain: &str) -> Result<Option<String>, TableError> {
+    fn lookup_domain(&self, domain: &str, _: &Known) -> Result<Option<String>, LookupError> {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();
         let mut keys = vec![d.clone()];
         let mut rest = d.as_str();

@@ -29,7 +29,7 @@ pub use self::access::{
 };
 pub use self::request::{Answers, Decision, DomainStatus, NO_ANSWERS, Question, Request};
 use super::naming::{Client, Listing, NameStatus, UNKNOWN, valid_hostname};
-use crate::config::{RhsblName, TableError};
+use crate::config::{Known, LookupError, RhsblName};
 use crate::reply::{Reply, Status};
 
 /// The restriction lists and what they consult.
@@ -193,7 +193,10 @@ impl Policy {
         match self.evaluate(req, &mut pending) {
             Ok(Decision::Accept) => (Decision::Accept, pending.prepend),
             Ok(d) => (d, Vec::new()),
-            Err(_) => (
+            // A directory table's key without an answer yet: find out, then
+            // decide again from the start (the decision is pure).
+            Err(LookupError::Ask(q)) => (Decision::Ask(Question::Lookup(q)), Vec::new()),
+            Err(LookupError::Failed(_)) => (
                 Decision::Refuse(Reply::new(
                     451,
                     Status(4, 3, 0),
@@ -212,11 +215,14 @@ impl Policy {
             Ok(Some(Step::Refuse(r))) => Decision::Refuse(soften(r, &pending)),
             Ok(Some(Step::Ask(s))) => Decision::Ask(s),
             Ok(_) => pending.if_permit.map_or(Decision::Accept, Decision::Refuse),
-            Err(_) => Decision::Refuse(Reply::new(451, Status(4, 3, 0), "<DATA>: Temporary lookup failure")),
+            Err(LookupError::Ask(q)) => Decision::Ask(Question::Lookup(q)),
+            Err(LookupError::Failed(_)) => {
+                Decision::Refuse(Reply::new(451, Status(4, 3, 0), "<DATA>: Temporary lookup failure"))
+            }
         }
     }
 
-    fn evaluate(&self, req: &Request<'_>, pending: &mut Pending) -> Result<Decision, TableError> {
+    fn evaluate(&self, req: &Request<'_>, pending: &mut Pending) -> Result<Decision, LookupError> {
         for (list, class) in [
             (&self.client, Class::Client),
             (&self.helo, Class::Helo),
@@ -231,7 +237,7 @@ impl Policy {
             }
         }
         if self.reject_unlisted_recipient
-            && let Some(r) = self.unlisted(req.recipient)?
+            && let Some(r) = self.unlisted(req.recipient, &req.answers.tables)?
         {
             return Ok(Decision::Refuse(soften(r, pending)));
         }
@@ -249,7 +255,8 @@ impl Policy {
         class: Class,
         req: &Request<'_>,
         pending: &mut Pending,
-    ) -> Result<Option<Step>, TableError> {
+    ) -> Result<Option<Step>, LookupError> {
+        let known = &req.answers.tables;
         let what = |class: Class| match class {
             Class::Client => format!("<{}[{}]>: Client host", req.client.name, req.client.addr),
             Class::Helo => format!("<{}>: Helo command", req.helo.unwrap_or("")),
@@ -319,14 +326,14 @@ impl Policy {
                         ))
                     })
                 }
-                Restriction::PermitAuthDestination => self.authorized(rcpt)?.then_some(Step::Permit),
-                Restriction::RejectUnauthDestination => (!self.authorized(rcpt)?).then(|| {
+                Restriction::PermitAuthDestination => self.authorized(rcpt, known)?.then_some(Step::Permit),
+                Restriction::RejectUnauthDestination => (!self.authorized(rcpt, known)?).then(|| {
                     Step::Refuse(Reply::new(554, Status(5, 7, 1), format!("<{rcpt}>: Relay access denied")))
                 }),
-                Restriction::DeferUnauthDestination => (!self.authorized(rcpt)?).then(|| {
+                Restriction::DeferUnauthDestination => (!self.authorized(rcpt, known)?).then(|| {
                     Step::Refuse(Reply::new(454, Status(4, 7, 1), format!("<{rcpt}>: Relay access denied")))
                 }),
-                Restriction::RejectUnlistedRecipient => self.unlisted(rcpt)?.map(Step::Refuse),
+                Restriction::RejectUnlistedRecipient => self.unlisted(rcpt, known)?.map(Step::Refuse),
                 Restriction::RejectNonFqdnRecipient => (!is_fqdn_address(rcpt)).then(|| {
                     Step::Refuse(Reply::new(
                         self.non_fqdn_reject_code,
@@ -442,7 +449,7 @@ impl Policy {
                         .iter()
                         .find(|(domain, _)| *domain == bl.domain)
                         .is_some_and(|(_, l)| l.answers.iter().any(|a| bl.allowlists(*a)));
-                    let guarded = matches!(class, Class::Recipient) && !self.authorized(rcpt)?;
+                    let guarded = matches!(class, Class::Recipient) && !self.authorized(rcpt, known)?;
                     (listed && !guarded).then_some(Step::Permit)
                 }
                 Restriction::RejectRhsbl(which, bl) => {
@@ -468,18 +475,18 @@ impl Policy {
                     .find(|(domain, l)| *domain == bl.domain && l.by(bl))
                     .map(|(_, l)| self.blocked("Client host", &req.client.addr.to_string(), bl, l)),
                 Restriction::CheckRecipientAccess(t) => t
-                    .lookup_address(rcpt)?
+                    .lookup_address(rcpt, known)?
                     .and_then(|v| access_action(t.name(), &v, &what(Class::Recipient), pending)),
                 Restriction::CheckSenderAccess(t) if !req.sender.is_empty() => t
-                    .lookup_address(req.sender)?
+                    .lookup_address(req.sender, known)?
                     .and_then(|v| access_action(t.name(), &v, &what(Class::Sender), pending)),
                 Restriction::CheckSenderAccess(_) => None,
                 Restriction::CheckClientAccess(t) => t
-                    .lookup_client(req.client.addr)?
+                    .lookup_client(req.client.addr, known)?
                     .and_then(|v| access_action(t.name(), &v, &what(Class::Client), pending)),
                 Restriction::CheckHeloAccess(t) => match req.helo {
                     Some(h) => t
-                        .lookup_domain(h)?
+                        .lookup_domain(h, known)?
                         .and_then(|v| access_action(t.name(), &v, &what(Class::Helo), pending)),
                     None => None,
                 },
@@ -511,22 +518,22 @@ impl Policy {
     /// `relay_domains`, and no sender-specified routing in the local part
     /// (`user%other@domain`, `user!other@domain`), which a downstream
     /// server might honour and so turn us into an open relay.
-    fn authorized(&self, rcpt: &str) -> Result<bool, TableError> {
+    fn authorized(&self, rcpt: &str, known: &Known) -> Result<bool, LookupError> {
         let Some((local, domain)) = rcpt.rsplit_once('@') else { return Ok(false) };
         if domain.is_empty() || local.contains(['%', '!', '@']) {
             return Ok(false);
         }
-        self.lookups.is_relay_domain(domain)
+        self.lookups.is_relay_domain(domain, known)
     }
 
     /// The `reject_unlisted_recipient` verdict: a reply when the address is
     /// in a relay domain and `relay_recipient_maps` does not list it.
-    fn unlisted(&self, rcpt: &str) -> Result<Option<Reply>, TableError> {
+    fn unlisted(&self, rcpt: &str, known: &Known) -> Result<Option<Reply>, LookupError> {
         let Some((_, domain)) = rcpt.rsplit_once('@') else { return Ok(None) };
-        if !self.lookups.is_relay_domain(domain)? {
+        if !self.lookups.is_relay_domain(domain, known)? {
             return Ok(None);
         }
-        Ok(match self.lookups.relay_recipient(rcpt)? {
+        Ok(match self.lookups.relay_recipient(rcpt, known)? {
             Some(false) => Some(Reply::new(
                 550,
                 Status(5, 1, 1),

@@ -1,13 +1,14 @@
 //! One restriction decision's inputs and outcome: the [`Request`] (client,
 //! HELO, sender, recipient and the answers so far), the [`Question`]s a
 //! restriction may need answered from outside (a policy server, a DNS
-//! listing, a host name) and their [`Answers`], and the [`Decision`].
+//! listing, a host name, a directory table's answer for a key) and their
+//! [`Answers`], and the [`Decision`].
 //!
 //! Plain data: the evaluation is `policy/mod.rs`'s, the finding out is
 //! the session's (`answer.rs`).
 
 use super::super::naming::{Client, Listing};
-use crate::config::PolicyService;
+use crate::config::{Known, PolicyService, Query};
 use crate::reply::Reply;
 
 /// Everything a recipient decision looks at.
@@ -42,6 +43,10 @@ pub enum Question {
     /// Whether this host name has an address or MX record
     /// (`reject_unknown_helo_hostname`).
     Host(String),
+    /// What a directory table (`ldap:`, `pgsql:`, ...) answers for a key:
+    /// relay_domains, relay_recipient_maps and `check_*_access` tables
+    /// reach their keys one at a time and ask for each they lack.
+    Lookup(Query),
 }
 
 impl Question {
@@ -61,12 +66,25 @@ pub struct Answers {
     pub listings: Vec<(String, Listing)>,
     /// (host name, what DNS says of it).
     pub hosts: Vec<(String, DomainStatus)>,
+    /// What directory tables answered ([`Question::Lookup`]).
+    pub tables: Known,
 }
 
 /// No answers: for a decision asked outside a session.
-pub static NO_ANSWERS: Answers = Answers { policy: Vec::new(), listings: Vec::new(), hosts: Vec::new() };
+pub static NO_ANSWERS: Answers =
+    Answers { policy: Vec::new(), listings: Vec::new(), hosts: Vec::new(), tables: Known::EMPTY };
 
 impl Answers {
+    /// How many questions were answered.
+    pub fn len(&self) -> usize {
+        self.policy.len() + self.listings.len() + self.hosts.len() + self.tables.len()
+    }
+
+    /// True when nothing was asked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub(super) fn policy(&self, name: &str) -> Option<&str> {
         self.policy.iter().find(|(n, _)| n == name).map(|(_, a)| a.as_str())
     }

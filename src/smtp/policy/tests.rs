@@ -187,13 +187,16 @@ fn lookup_failure_is_a_temporary_error() {
         fn name(&self) -> &str {
             "hash:/broken"
         }
-        fn lookup_address(&self, _: &str) -> Result<Option<String>, TableError> {
-            Err(TableError { table: "hash:/broken".into(), message: "gone".into() })
+        fn lookup_address(&self, _: &str, _: &Known) -> Result<Option<String>, LookupError> {
+            Err(LookupError::Failed(crate::config::TableError {
+                table: "hash:/broken".into(),
+                message: "gone".into(),
+            }))
         }
-        fn lookup_client(&self, _: IpAddr) -> Result<Option<String>, TableError> {
+        fn lookup_client(&self, _: IpAddr, _: &Known) -> Result<Option<String>, LookupError> {
             Ok(None)
         }
-        fn lookup_domain(&self, _: &str) -> Result<Option<String>, TableError> {
+        fn lookup_domain(&self, _: &str, _: &Known) -> Result<Option<String>, LookupError> {
             Ok(None)
         }
     }

@@ -26,6 +26,41 @@ fn decide(s: &Settings, addr: &str, rcpt: &str) -> String {
 }
 
 #[test]
+fn directory_tables_are_asked_one_key_at_a_time() {
+    use crate::smtp::policy::{Answers, DomainStatus, Question, Request};
+    // The database does not exist: only the questions are looked at.
+    let (_d, config) = load(
+        "relay_domains = relay.example\nrelay_recipient_maps = sqlite:$DIR/users.cf\n",
+        &[("users.cf", "dbpath = /nonexistent.db\nquery = SELECT 1 FROM users WHERE address='%s'\n")],
+    );
+    let s = Settings::from_config(&config).expect("settings");
+    let decide = |answers: &Answers| {
+        let req = Request {
+            client: Client::unknown("192.0.2.1".parse().expect("addr")),
+            helo: None,
+            sender: "",
+            sender_domain: DomainStatus::Found,
+            recipient: "user@relay.example",
+            answers,
+        };
+        s.policy.check(&req)
+    };
+    let mut answers = Answers::default();
+    let Decision::Ask(Question::Lookup(q)) = decide(&answers) else { panic!("a lookup is asked for") };
+    assert!(q.table().starts_with("sqlite:") && q.key() == "user@relay.example", "{q:?}");
+    // Not found: relay_recipient_maps' next key is asked for.
+    answers.tables.insert(&q, None);
+    let Decision::Ask(Question::Lookup(q2)) = decide(&answers) else { panic!("the next key is asked for") };
+    assert_eq!(q2.key(), "@relay.example");
+    answers.tables.insert(&q2, None);
+    assert!(matches!(decide(&answers), Decision::Refuse(r) if r.code() == 550));
+    // Found: accepted.
+    let mut answers = Answers::default();
+    answers.tables.insert(&q, Some("ok".into()));
+    assert_eq!(decide(&answers), Decision::Accept);
+}
+
+#[test]
 fn a_postfix_mx_relay_main_cf_maps_to_settings() {
     let main_cf = "myhostname = mx1.example.net\n\
         mynetworks = 127.0.0.0/8 [::1]/128 10.1.0.0/16\n\

@@ -2,15 +2,16 @@
 //! in which deliveries, and which the scheduler answers itself.
 //!
 //! Every recipient that is not final is routed through the configuration
-//! (`transport_maps`, `relayhost`, ...). Recipients for the same backend
+//! (`transport_maps`, `relayhost`, ...): [`routes`] asks it, directory
+//! tables included, before the plan is made. Recipients for the same backend
 //! (transport and next hop) are grouped, and each group is cut into
 //! deliveries of at most that transport's
 //! `<transport>_destination_recipient_limit`. An `error:` route bounces,
 //! a `discard:` route is delivered to nowhere, and a lookup that fails
 //! defers: those the scheduler records itself, without a backend.
 //!
-//! Pure: no queue, no clock, no backend is touched; the scheduler carries
-//! the plan out.
+//! [`plan`] is pure: no queue, no clock, no backend, no lookup is
+//! touched; the scheduler carries the plan out.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use super::BackendId;
 use super::client::Verdict;
 use super::result_line::Agent;
 use super::settings::BackendSettings;
-use crate::config::{Config, Route};
+use crate::config::{Config, Route, TableError};
 use crate::reply::Status;
 
 /// What to do with one claimed message.
@@ -44,11 +45,25 @@ pub struct Immediate {
     pub text: String,
 }
 
-/// Plans the open recipients of `env` under `config`; `settings_for` gives
-/// a backend's settings (the caller caches them per configuration).
+/// The route of each recipient of `env` (`None` for final ones), in
+/// recipient order: transport_maps and relay_domains asked as routing
+/// asks them, a directory table through its cache and breakers within its
+/// timeout. A failed lookup is that recipient's error (it is deferred).
+pub async fn routes(config: &Config, env: &Envelope) -> Vec<Option<Result<Route, TableError>>> {
+    let mut out = Vec::with_capacity(env.recipients.len());
+    for r in &env.recipients {
+        out.push(if r.state.is_final() { None } else { Some(config.route_async(&r.address).await) });
+    }
+    out
+}
+
+/// Plans the open recipients of `env` under `config` with their `routes`
+/// (from [`routes`]); `settings_for` gives a backend's settings (the
+/// caller caches them per configuration).
 pub fn plan(
     config: &Config,
     env: &Envelope,
+    routes: &[Option<Result<Route, TableError>>],
     settings_for: &mut dyn FnMut(&BackendId) -> Arc<BackendSettings>,
 ) -> Plan {
     let mut immediate = Vec::new();
@@ -59,7 +74,12 @@ pub fn plan(
         if r.state.is_final() {
             continue;
         }
-        match config.route(&r.address) {
+        let route = match routes.get(i) {
+            Some(Some(route)) => route.clone(),
+            // Not routed beforehand: in-memory tables can still answer.
+            _ => config.route(&r.address),
+        };
+        match route {
             Ok(Route::Deliver { transport, protocol, nexthop }) => {
                 let id = BackendId { transport, protocol, nexthop };
                 match groups.iter_mut().find(|(g, _, _)| *g == id) {

@@ -29,13 +29,13 @@ use super::context::Context;
 use super::dispatch::{Backend, Job, PushError, spread};
 use super::gate::{BackendGate, PARK_LIMIT, position_name};
 use super::inflight::{Done, InFlight, RcptDone};
-use super::plan::{Immediate, plan};
+use super::plan::{self, Immediate, plan};
 use super::record;
 use super::registry::{Handle, Registry, holds_mail};
 use super::result_line::{LogStatus, active_line};
 use super::settings::{LiveSettings, Settings, Tuning};
 use crate::clock;
-use crate::config::{Config, Route};
+use crate::config::{Config, Route, TableError};
 use crate::resolver::Resolver;
 use crate::shutdown::Stage;
 
@@ -151,7 +151,9 @@ impl Scheduler {
             let mut full = true;
             for (id, env, _) in &page {
                 for r in env.recipients.iter().filter(|r| !r.state.is_final()) {
-                    let Ok(Route::Deliver { transport, protocol, nexthop }) = config.route(&r.address) else {
+                    let Ok(Route::Deliver { transport, protocol, nexthop }) =
+                        config.route_async(&r.address).await
+                    else {
                         continue;
                     };
                     let bid = BackendId { transport, protocol, nexthop };
@@ -231,9 +233,15 @@ impl Scheduler {
                 continue;
             }
             let config = self.ctx.settings.config();
-            for msg in claimed {
+            // Routes first, for the whole batch at once: with directory
+            // tables in transport_maps or relay_domains the lookups run
+            // side by side, each bounded by its table's timeout (a dead
+            // directory fails at once behind its breaker).
+            let routes =
+                futures::future::join_all(claimed.iter().map(|m| plan::routes(&config, &m.envelope))).await;
+            for (msg, routes) in claimed.into_iter().zip(routes) {
                 let Some(permit) = permits.pop() else { break };
-                self.hand_out(&config, &settings, msg, permit, now);
+                self.hand_out(&config, &settings, msg, &routes, permit, now);
             }
         }
     }
@@ -263,6 +271,7 @@ impl Scheduler {
         config: &Arc<Config>,
         settings: &Settings,
         msg: QueuedMessage,
+        routes: &[Option<Result<Route, TableError>>],
         permit: OwnedSemaphorePermit,
         now: UnixMillis,
     ) {
@@ -274,7 +283,8 @@ impl Scheduler {
             tracing::info!(target: "qmgr", "{}", active_line(msg.id, &msg.envelope));
         }
         let live = &self.ctx.settings;
-        let planned = plan(config, &msg.envelope, &mut |id| live.backend(config, &id.transport, id.protocol));
+        let planned =
+            plan(config, &msg.envelope, routes, &mut |id| live.backend(config, &id.transport, id.protocol));
         // One share per delivery, and one for the scheduler's own results.
         let inflight = Arc::new(InFlight::new(msg, now, permit, planned.jobs.len() + 1));
         for (id, bs, rcpts) in planned.jobs {

@@ -50,7 +50,11 @@ fn lmtp(port: u16) -> BackendId {
 }
 
 fn planned(config: &Arc<Config>, env: &Envelope) -> Plan {
-    plan(config, env, &mut |id| Arc::new(BackendSettings::from_config(config, &id.transport, id.protocol)))
+    let routes =
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(routes(config, env));
+    plan(config, env, &routes, &mut |id| {
+        Arc::new(BackendSettings::from_config(config, &id.transport, id.protocol))
+    })
 }
 
 #[test]

@@ -362,12 +362,14 @@ impl Handler {
         let config = (self.config)();
         let mut ids = Vec::new();
         for (id, env, _) in list {
-            let matches = match backend {
-                None => true,
-                Some(b) => env.recipients.iter().filter(|r| !r.state.is_final()).any(|r| {
-                    config.route(&r.address).ok().and_then(|route| backend_name(&route)).as_deref() == Some(b)
-                }),
-            };
+            let mut matches = backend.is_none();
+            for r in env.recipients.iter().filter(|r| !r.state.is_final()) {
+                if matches {
+                    break;
+                }
+                let route = config.route_async(&r.address).await;
+                matches = route.ok().and_then(|route| backend_name(&route)).as_deref() == backend;
+            }
             if matches {
                 ids.push(id);
             }
@@ -388,7 +390,7 @@ impl Handler {
             for r in env.recipients.iter().filter(|r| !r.state.is_final()) {
                 let domain =
                     r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
-                let backend = match config.route(&r.address) {
+                let backend = match config.route_async(&r.address).await {
                     Ok(route) => backend_name(&route).unwrap_or_else(|| "(error/discard)".into()),
                     Err(_) => "(lookup failed)".into(),
                 };

@@ -330,3 +330,46 @@ fn a_configuration_opens_any_table_for_queries() {
     let e = config.open_table("pgsql:missing.cf").unwrap_err();
     assert!(e.to_string().contains("cannot read table pgsql:"), "{e}");
 }
+
+#[test]
+fn sluice_config_query_answers_as_postmap_q() {
+    let map = Socketmap::start(&[
+        ("users", "joe@example.com", "lmtp:[mbx1]:24"),
+        ("users", "ann@example.com", "ok"),
+    ]);
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "main.cf", "sluice_table_timeout = 2s\n");
+    write(d.path(), "master.cf", "");
+    let spec = format!("socketmap:inet:127.0.0.1:{}:users", map.port);
+    let query = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(common::daemon::sluice_bin())
+            .arg("-c")
+            .arg(d.path())
+            .args(["config", "query"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sluice");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(query(&[&spec, "joe@example.com"], ""), (Some(0), "lmtp:[mbx1]:24\n".into(), String::new()));
+    assert_eq!(query(&[&spec, "nobody@example.com"], "").0, Some(1));
+    let (code, out, _) = query(&[&spec, "-"], "joe@example.com\nnobody@example.com\nann@example.com\n");
+    assert_eq!((code, out.as_str()), (Some(0), "joe@example.com\tlmtp:[mbx1]:24\nann@example.com\tok\n"));
+    map.set_mode(Mode::Temp);
+    let (code, _, err) = query(&[&spec, "joe@example.com"], "");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("lookup error for \"joe@example.com\""), "{err}");
+    let (code, _, err) = query(&["ldap:missing.cf", "x"], "");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot read table ldap:"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! The front door: the `sluice` command line. Parses nothing itself
 //! (`args.rs` holds the clap definitions); dispatches each subcommand to
 //! its module: `serve` starts the daemon (`serve.rs`), `config` prints and
-//! checks the configuration (`postconf.rs`), the queue, backend and daemon
+//! checks the configuration (`postconf.rs`) and queries its tables
+//! (`query.rs`, postmap -q), the queue, backend and daemon
 //! commands go through the admin API (`request.rs`), and `completions` and
 //! `man` are generated here from the same definitions.
 //!
@@ -12,6 +13,7 @@
 
 pub mod args;
 pub mod postconf;
+mod query;
 mod request;
 mod serve;
 

@@ -13,6 +13,8 @@
 //! - `sluice config check [--strict]`: loads everything (tables included),
 //!   prints warnings and errors, exits 1 on errors, and with `--strict` also
 //!   on warnings (unknown and unsupported parameter names).
+//! - `sluice config query TYPE:NAME KEY`: a table lookup, as `postmap -q`
+//!   (`query.rs`).
 
 use std::io::Write;
 use std::path::Path;
@@ -40,7 +42,9 @@ pub struct ConfigArgs {
     /// unused master.cf services).
     #[arg(long)]
     pub strict: bool,
-    /// Parameter names to print, or `check` to validate the configuration.
+    /// Parameter names to print, `check` to validate the configuration, or
+    /// `query TYPE:NAME KEY` to look KEY up in a table (KEY `-`: keys on
+    /// stdin), as postmap -q.
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
 }
@@ -66,6 +70,10 @@ pub fn run_to(
             return Ok(2);
         }
         return check(config_dir, args.strict, out, err);
+    }
+    if args.names.first().map(String::as_str) == Some("query") {
+        let stdin = std::io::stdin();
+        return super::query::run_to(config_dir, &args.names[1..], &mut stdin.lock(), out, err);
     }
     let config = if args.defaults {
         // The defaults are the configuration of empty files: computed

@@ -1593,8 +1593,15 @@ messages by `sluice_table_reply_size_limit`. A lookup that fails or times out is
 found\": it is logged (`warning: ldap:/etc/sluice/users.cf lookup error for \"user@example.org\"`) \
 and the mail is refused with 451 4.3.0 or deferred. Not supported: `bind = sasl` (an error), \
 `chase_referrals` (referrals are not followed), `option_file` (my.cnf is not read), \
-`tls_cipher_suite`/`tls_ciphers` (rustls chooses); LDAP is spoken as version 3. Directory tables \
-cannot be used in network lists (`mynetworks`) or in another table's `domain` list.\n\n",
+`tls_cipher_suite`/`tls_ciphers` (rustls chooses); LDAP is spoken as version 3.\n\n\
+Where they are used: `relay_domains`, `relay_recipient_maps` and the `check_*_access` tables are \
+asked at RCPT, one key at a time as each restriction reaches it (a key the cache holds costs no \
+round trip; a failure answers `451 4.3.0 <address>: Temporary lookup failure`); `transport_maps` \
+(and `relay_domains`) are asked when delivery routes a recipient, for a claimed batch at once \
+(a failure defers the recipient with `transport map lookup failure`). They cannot be used in \
+network lists (`mynetworks`, ...), `header_checks`/`body_checks`, or another table's `domain` \
+list. `sluice config query TYPE:NAME KEY` (or `-` for keys on stdin) looks a key up as \
+`postmap -q` does, with this configuration's settings.\n\n",
     );
     s.push_str("## Restrictions\n\n");
     let _ = writeln!(

@@ -1,12 +1,16 @@
 //! Name resolution shared by the inbound server (the client's reverse name)
 //! and delivery (MX and address lookups): a small [`Resolver`] trait,
 //! implemented over `hickory-resolver` ([`SystemResolver`]) and by a fixed
-//! table ([`StaticResolver`], the test double: tests have no DNS, and this
-//! is the only fake the test suite uses).
+//! table ([`StaticResolver`], the test double). DNS is the one thing the
+//! test suite fakes: with this table, or with a DNS server the tests run
+//! on loopback (`tests/common/dns_server.rs`) that a [`SystemResolver`] is
+//! pointed at ([`SystemResolver::with_servers`], `sluice_dns_servers`).
 //!
 //! It lives below `smtp` and `delivery` because both need it and neither
 //! may import the other. The daemon builds one [`SystemResolver`] and hands
-//! it to both, so they share its cache and its configuration.
+//! it to both, so they share its cache and its configuration; sender
+//! authentication (`crate::auth`) uses the same hickory resolver directly,
+//! because its library can take no other.
 //!
 //! Owns the lookups only: what an answer means (next-hop targets, a
 //! forward-confirmed client name) is decided by the callers. Never connects
@@ -16,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -86,8 +90,10 @@ pub trait Resolver: Send + Sync + fmt::Debug {
     fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>>;
 }
 
-/// `hickory-resolver` with the system's configuration (`/etc/resolv.conf`).
-/// Cheap to clone: clones share one resolver and its cache.
+/// `hickory-resolver` with the system's configuration (`/etc/resolv.conf`)
+/// or with name servers of the configuration's choosing
+/// (`sluice_dns_servers`). Cheap to clone: clones share one resolver and
+/// its cache.
 #[derive(Clone)]
 pub struct SystemResolver {
     inner: Arc<hickory_resolver::TokioResolver>,
@@ -107,6 +113,41 @@ impl SystemResolver {
             .build()
             .map_err(|e| SetupError(e.to_string()))?;
         Ok(SystemResolver { inner: Arc::new(r) })
+    }
+
+    /// Asks `servers` (UDP, then TCP for answers that do not fit), with
+    /// the same options as the system configuration's defaults; an empty
+    /// list means the system configuration ([`SystemResolver::new`]).
+    /// This is how the daemon is pointed at a local caching resolver on
+    /// another port, and how tests point it at their DNS server.
+    pub fn with_servers(servers: &[SocketAddr]) -> Result<SystemResolver, SetupError> {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        if servers.is_empty() {
+            return SystemResolver::new();
+        }
+        let name_servers = servers
+            .iter()
+            .map(|s| {
+                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+                for c in &mut ns.connections {
+                    c.port = s.port();
+                }
+                ns
+            })
+            .collect();
+        let config = ResolverConfig::from_name_servers(name_servers);
+        let provider = hickory_resolver::net::runtime::TokioRuntimeProvider::default();
+        let r = hickory_resolver::TokioResolver::builder_with_config(config, provider)
+            .build()
+            .map_err(|e| SetupError(e.to_string()))?;
+        Ok(SystemResolver { inner: Arc::new(r) })
+    }
+
+    /// The hickory resolver itself, for a library that can only take one
+    /// (`mail-auth` in `crate::auth`): it then shares this resolver's name
+    /// servers, options and cache.
+    pub fn hickory(&self) -> &hickory_resolver::TokioResolver {
+        &self.inner
     }
 }
 

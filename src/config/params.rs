@@ -58,6 +58,8 @@ pub enum Kind {
     Protocols,
     /// TLS protocol versions (`>=TLSv1.2`, `!SSLv2, !SSLv3`).
     TlsProtocols,
+    /// DNS server addresses (`address`, `address:port`, `[ipv6]:port`).
+    NameServers,
 }
 
 impl Kind {
@@ -90,6 +92,7 @@ impl Kind {
             Kind::Interfaces => "all | loopback-only | addresses".into(),
             Kind::Protocols => "all | ipv4 | ipv6".into(),
             Kind::TlsProtocols => "TLS protocols (>=TLSv1.2, !TLSv1.1, ...)".into(),
+            Kind::NameServers => "addresses (ip, ip:port, [ipv6]:port)".into(),
         }
     }
 }
@@ -1196,6 +1199,13 @@ pub static PARAMS: &[Param] = &[
         Size,
         Sluice,
         "Largest result a directory table lookup may return, and largest message a directory server may send (PostgreSQL messages, MySQL packets, SQLite values, socketmap replies, the LDAP entries of one search); more fails the lookup.",
+    ),
+    p(
+        "sluice_dns_servers",
+        "",
+        NameServers,
+        Sluice,
+        "DNS servers sluice asks (client names, blocklists, sender domains, bounces' MX): address, address:port or [ipv6]:port, port 53 by default; empty: the servers of /etc/resolv.conf. Read when the daemon starts.",
     ),
     p(
         "sluice_shutdown_grace",

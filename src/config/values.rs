@@ -221,6 +221,29 @@ pub(crate) fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
     Ok(Some(SocketAddr::new(ip, port)))
 }
 
+/// DNS servers (`sluice_dns_servers`): addresses separated by commas or
+/// white space, each `address`, `address:port` or `[ipv6]:port` (port 53
+/// when none is given). Empty: the system's resolver configuration. Checked
+/// at load, so a loaded value's error can only be a bug: callers take it as
+/// empty.
+pub fn parse_name_servers(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for item in s.split([',', ' ', '\t', '\n']).filter(|i| !i.is_empty()) {
+        // A bare address (IPv6 included) has no port.
+        if let Some(ip) = parse_ip(item) {
+            out.push(SocketAddr::new(ip, 53));
+            continue;
+        }
+        let bad =
+            || format!("bad name server \"{item}\" (expected an IP address, address:port or [ipv6]:port)");
+        let (host, port) = split_host_port(item)?;
+        let ip = host.and_then(parse_ip).ok_or_else(bad)?;
+        let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+        out.push(SocketAddr::new(ip, port));
+    }
+    Ok(out)
+}
+
 /// The unspecified addresses for "listen everywhere".
 pub(crate) const ANY_V4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub(crate) const ANY_V6: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
@@ -273,6 +296,21 @@ pub fn parse_tls_protocols(s: &str) -> Result<TlsProtocols, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_servers_default_to_port_53() {
+        let want: Vec<SocketAddr> = vec![
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+            "192.0.2.1:53".parse().unwrap(),
+        ];
+        assert_eq!(parse_name_servers("127.0.0.1:5353, ::1 192.0.2.1"), Ok(want));
+        assert_eq!(parse_name_servers(""), Ok(vec![]));
+        assert!(parse_name_servers("ns.example:53").is_err());
+        assert!(parse_name_servers("127.0.0.1:0").is_err());
+        // A bare IPv6 address is all address: its port needs brackets.
+        assert_eq!(parse_name_servers("::1:53"), Ok(vec!["[::1:53]:53".parse().unwrap()]));
+    }
 
     #[test]
     fn time_values_with_units_and_default_unit() {

@@ -112,5 +112,6 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
 pub mod backend;
 pub mod delivery;
 pub mod directory;
+pub mod dns_server;
 pub mod dovecot;
 pub mod socketmap;

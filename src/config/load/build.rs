@@ -128,6 +128,7 @@ pub(super) fn build_config(
             },
             Kind::Protocols => parse_protocols(&value).map(|_| Typed::Text),
             Kind::TlsProtocols => values::parse_tls_protocols(&value).map(|_| Typed::Text),
+            Kind::NameServers => values::parse_name_servers(&value).map(|_| Typed::Text),
             Kind::Interfaces => interface_addresses(&value).map(|_| Typed::Text),
             Kind::Str => Ok(Typed::Text),
             Kind::List => values::split_list(&value).map(|_| Typed::Text),

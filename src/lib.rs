@@ -11,11 +11,14 @@
 //!   service (API, socket, metrics, logs);
 //! - `smtp` and `delivery`, the two wings, which never import each other;
 //! - `milter`, a service the SMTP wing calls: the mail filter client;
+//! - `auth`: sender authentication (SPF, DKIM, DMARC, ARC), the checks
+//!   the inbound wing asks for;
 //! - `config`: Postfix-style `main.cf`/`master.cf`, tables, typed values;
 //! - the ground: `clock`, `shutdown`, `reply`, `resolver` (the DNS
 //!   resolver both wings share) and `metric` (every metric's name).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

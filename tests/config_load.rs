@@ -705,3 +705,35 @@ fn milter_mistakes_name_the_file_line_and_parameter() {
         assert!(errors.iter().any(|e| e.starts_with(w.as_str())), "missing {w:?} in {errors:#?}");
     }
 }
+
+#[test]
+fn sender_authentication_values_are_checked_with_file_and_line() {
+    let d = tmp();
+    let dir = d.path().display().to_string();
+    let main = "sluice_auth_checks = spf, dkim, spam\n\
+                sluice_dmarc_reject_policy = drop\n\
+                sluice_dns_servers = ns.example.net\n\
+                sluice_auth_timeout = soon\n\
+                sluice_auth_exempt_clients = 10.0.0.1/8\n";
+    let errors = load_err(d.path(), main, "");
+    for want in [
+        format!(
+            "{dir}/main.cf:1: sluice_auth_checks: unknown word \"spam\" (expected any of spf, dkim, dmarc, arc)"
+        ),
+        format!(
+            "{dir}/main.cf:2: sluice_dmarc_reject_policy: bad value \"drop\" (expected reject, hold, mark)"
+        ),
+        format!(
+            "{dir}/main.cf:3: sluice_dns_servers: bad name server \"ns.example.net\" (expected an IP address, address:port or [ipv6]:port)"
+        ),
+        format!("{dir}/main.cf:4: sluice_auth_timeout: bad time value \"soon\""),
+        format!("{dir}/main.cf:5: sluice_auth_exempt_clients: non-null host address bits in \"10.0.0.1/8\""),
+    ] {
+        assert!(errors.iter().any(|e| e.starts_with(&want)), "missing {want}\nin {errors:#?}");
+    }
+    // The defaults load, and follow what they refer to.
+    let c = load(d.path(), "sluice_peername_lookup_timeout = 2s\nmynetworks = 192.0.2.0/24\n", "").config;
+    assert_eq!(c.time("sluice_auth_timeout"), std::time::Duration::from_secs(2));
+    assert!(c.matches_client("sluice_auth_exempt_clients", "192.0.2.9".parse().unwrap()));
+    assert_eq!(c.list("sluice_auth_checks"), ["spf", "dkim", "dmarc", "arc"]);
+}

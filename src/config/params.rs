@@ -30,6 +30,8 @@ pub enum Kind {
     Size,
     /// A list split on commas and/or white space.
     List,
+    /// A list (as `List`) of some of the listed words, case-insensitive.
+    Words(&'static [&'static str]),
     /// A list of lookup tables (`type:name`).
     Maps,
     /// An SMTP restriction list (`permit_mynetworks, reject_unauth_destination, ...`).
@@ -76,6 +78,7 @@ impl Kind {
             }
             Kind::Size => "bytes".into(),
             Kind::List => "list".into(),
+            Kind::Words(words) => format!("list of {}", words.join(", ")),
             Kind::Maps => "lookup tables".into(),
             Kind::Restrictions => "restriction list".into(),
             Kind::DomainList => "domain list".into(),
@@ -119,6 +122,7 @@ pub enum Group {
     Delivery,
     Client,
     Milters,
+    Auth,
     Sluice,
 }
 
@@ -135,11 +139,12 @@ impl Group {
             Group::Delivery => "Delivery scheduling (per transport)",
             Group::Client => "LMTP/SMTP client",
             Group::Milters => "Content filters (milters)",
+            Group::Auth => "Sender authentication (SPF, DKIM, DMARC, ARC)",
             Group::Sluice => "sluice additions",
         }
     }
 
-    pub const ALL: [Group; 11] = [
+    pub const ALL: [Group; 12] = [
         Group::Identity,
         Group::Listening,
         Group::Relay,
@@ -150,6 +155,7 @@ impl Group {
         Group::Delivery,
         Group::Client,
         Group::Milters,
+        Group::Auth,
         Group::Sluice,
     ];
 }
@@ -1137,6 +1143,79 @@ pub static PARAMS: &[Param] = &[
         Sluice,
         "Longest time the DNS lookups of the SMTP server may take: the client's reverse and forward name before the greeting (past it the client is unknown), reject_rbl_client blocklists (past it: not listed) and reject_unknown_sender_domain at MAIL (past it: a 450 unless something else rejects).",
     ),
+    // Sender authentication (src/auth/). Checks and the header are on by
+    // default; enforcement only where the domain owner asked for it
+    // (DMARC p=reject); see conf/README.md's section for the reasoning.
+    p(
+        "sluice_auth_checks",
+        "spf, dkim, dmarc, arc",
+        Words(&["spf", "dkim", "dmarc", "arc"]),
+        Auth,
+        "The sender authentication checks run on mail from clients outside sluice_auth_exempt_clients: spf (the HELO and MAIL FROM identities, RFC 7208, at MAIL FROM), dkim (every DKIM-Signature, up to 10, RFC 6376), arc (the ARC chain, RFC 8617) and dmarc (RFC 7489; it uses the SPF and DKIM results, so without them it can only fail), the last three at the end of the message. Empty: none (forged Authentication-Results headers are still removed).",
+    ),
+    p(
+        "sluice_auth_header",
+        "yes",
+        Bool,
+        Auth,
+        "Add one Authentication-Results header (RFC 8601) with the checks' results at the top of each checked message.",
+    ),
+    p(
+        "sluice_authserv_id",
+        "$myhostname",
+        Str,
+        Auth,
+        "The authserv-id of the Authentication-Results header sluice adds. Incoming Authentication-Results headers that claim it (case-insensitive) are removed from mail from clients outside sluice_auth_exempt_clients (RFC 8601 section 5), so only sluice's own result carries it; give every MX of a domain the same value so mailbox filters trust one name.",
+    ),
+    p(
+        "sluice_auth_exempt_clients",
+        "$mynetworks",
+        HostList,
+        Auth,
+        "Clients whose mail is neither checked nor marked nor refused, and keeps its Authentication-Results headers: your own systems.",
+    ),
+    p(
+        "sluice_auth_timeout",
+        "$sluice_peername_lookup_timeout",
+        SECS_MS,
+        Auth,
+        "Longest time the SPF check at MAIL FROM may take, and separately the DKIM, ARC and DMARC checks at the end of the message; a check still waiting for DNS then is a temperror.",
+    ),
+    p(
+        "sluice_spf_fail_policy",
+        "mark",
+        Enum(&["mark", "reject"]),
+        Auth,
+        "What an SPF fail of the MAIL FROM identity (the domain's -all does not list the client) does: mark (accept; the header says spf=fail, and DMARC uses it) or reject (550 5.7.23 at RCPT TO). mark by default: mail forwarded by a third party fails SPF.",
+    ),
+    p(
+        "sluice_dmarc_reject_policy",
+        "reject",
+        Enum(&["reject", "hold", "mark"]),
+        Auth,
+        "What a DMARC fail does when the sender's domain publishes p=reject: reject (550 5.7.1 at the end of the message, as the domain owner asks), hold (queued on hold until released with sluice queue release) or mark (delivered; the header says dmarc=fail).",
+    ),
+    p(
+        "sluice_dmarc_quarantine_policy",
+        "mark",
+        Enum(&["reject", "hold", "mark"]),
+        Auth,
+        "What a DMARC fail does when the domain publishes p=quarantine: mark (delivered with dmarc=fail in the header, for the mailbox server's junk filing), hold or reject.",
+    ),
+    p(
+        "sluice_auth_temperror_policy",
+        "mark",
+        Enum(&["mark", "defer"]),
+        Auth,
+        "When a check a decision depends on (DMARC; SPF when sluice_spf_fail_policy = reject) cannot finish for a DNS temporary error or sluice_auth_timeout: mark (accept; the header says temperror) or defer (451 4.7.1; the client tries again later).",
+    ),
+    p(
+        "sluice_arc_trusted_sealers",
+        "",
+        List,
+        Auth,
+        "Domains whose ARC seal vouches for a message they forwarded (mailing lists, forwarding services): when the ARC chain passes and a seal is by one of them, a DMARC fail is only marked.",
+    ),
     p(
         "sluice_table_timeout",
         "10s",
@@ -1205,7 +1284,7 @@ pub static PARAMS: &[Param] = &[
         "",
         NameServers,
         Sluice,
-        "DNS servers sluice asks (client names, blocklists, sender domains, bounces' MX): address, address:port or [ipv6]:port, port 53 by default; empty: the servers of /etc/resolv.conf. Read when the daemon starts.",
+        "DNS servers sluice asks (client names, blocklists, sender domains, sender authentication, bounces' MX): address, address:port or [ipv6]:port, port 53 by default; empty: the servers of /etc/resolv.conf. Read when the daemon starts.",
     ),
     p(
         "sluice_shutdown_grace",
@@ -1519,6 +1598,53 @@ pub fn is_postfix_name(name: &str) -> bool {
 
 /// The reference of every supported parameter in Markdown: what
 /// `conf/README.md` contains (a test keeps the file in step with this).
+/// What sender authentication does and why its defaults are what they
+/// are: the reference's text before the table of its parameters.
+const AUTH_TEXT: &str = "\
+sluice checks who sent the mail of every client outside `sluice_auth_exempt_clients` (by \
+default `$mynetworks`, your own systems): SPF (RFC 7208) of the HELO name and of the MAIL FROM \
+address as soon as MAIL FROM is accepted, then DKIM (RFC 6376), the ARC chain (RFC 8617) and \
+DMARC (RFC 7489) once the message has arrived, before it is queued. The results go into one \
+`Authentication-Results:` header (RFC 8601) with authserv-id `$sluice_authserv_id`, at the very \
+top of the stored message, and into one log line:\n\n\
+```\n\
+Authentication-Results: mx.example.net;\n\
+\tspf=pass (example.org designates the client) smtp.mailfrom=alice@example.org;\n\
+\tspf=none (no SPF record for mail.example.org) smtp.helo=mail.example.org;\n\
+\tdkim=pass header.d=example.org header.s=s1 header.b=\"AbCd+/12\";\n\
+\tarc=none;\n\
+\tdmarc=pass (p=reject dis=none) header.from=example.org\n\
+\n\
+sluice/smtpd[4711]: 4Xk2V1mbz3: auth: spf=pass smtp.mailfrom=alice@example.org, spf=none \
+smtp.helo=mail.example.org, dkim=pass header.d=example.org, arc=none, dmarc=pass p=reject \
+header.from=example.org\n\
+```\n\n\
+Incoming `Authentication-Results:` headers that claim that authserv-id are removed (RFC 8601 \
+section 5): only sluice's own result may carry it, so a mailbox server's filter can trust it. \
+Give every MX of one domain the same `sluice_authserv_id`.\n\n\
+Lookups go through the daemon's resolver (`sluice_dns_servers`, else /etc/resolv.conf; a local \
+caching resolver is as useful here as for any MX). The SPF check at MAIL FROM and the checks at the \
+end of the message each have `sluice_auth_timeout`; a check still waiting for DNS then is a \
+`temperror`. DKIM's body hashes are computed while the message streams in, so every message is \
+verified whatever its size, with the memory of a small one. The header section is kept for the \
+checks up to `header_size_limit` bytes of whole fields, plus every later From, DKIM-Signature and \
+ARC field up to twice that: a signature over a field past the bound fails (its comment says \
+`header section over header_size_limit`), and padding the header section cannot hide the From \
+domain from DMARC. At most 10 DKIM signatures are verified per message.\n\n\
+Defaults, and why. Everything is checked and recorded, and by default only one result refuses \
+mail: a DMARC fail from a domain that publishes `p=reject` gets `550 5.7.1` at the end of the \
+message. The domain owner asked for exactly that, the large mailbox providers do it, and it stops \
+the plain forgery of a bank's or a government's From domain. Everything else is marked for the \
+mailbox server's filters rather than refused or held: `p=quarantine` (filing into the junk folder \
+is what the domain asks for, and a hold waits for an administrator a new MX may not have), an SPF \
+fail (`-all`: mail forwarded by a third party fails SPF while its DKIM signature, and so DMARC, \
+can still pass; `sluice_spf_fail_policy = reject` refuses it at RCPT TO with `550 5.7.23`, after \
+the relay restrictions, as Postfix's policyd-spf in smtpd_recipient_restrictions does), and a DNS \
+temporary error (deferring on every DNS hiccup delays good mail; `sluice_auth_temperror_policy = \
+defer` answers `451 4.7.1` instead). Mailing lists that rewrite messages break DKIM and so DMARC; \
+when such a list seals its mail with ARC, list it in `sluice_arc_trusted_sealers` and its mail \
+is marked instead of refused.\n\n";
+
 pub fn reference_markdown() -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -1656,6 +1782,9 @@ defers that mail and logs why.\n\n",
     );
     for group in Group::ALL {
         let _ = writeln!(s, "## {}\n", group.title());
+        if group == Group::Auth {
+            s.push_str(AUTH_TEXT);
+        }
         s.push_str("| parameter | default | type | meaning |\n|---|---|---|---|\n");
         for prm in PARAMS.iter().filter(|prm| prm.group == group) {
             let default = match prm.default {

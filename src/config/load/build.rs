@@ -132,6 +132,14 @@ pub(super) fn build_config(
             Kind::Interfaces => interface_addresses(&value).map(|_| Typed::Text),
             Kind::Str => Ok(Typed::Text),
             Kind::List => values::split_list(&value).map(|_| Typed::Text),
+            Kind::Words(words) => values::split_list(&value).and_then(|items| {
+                match items.iter().find(|i| !words.contains(&i.to_ascii_lowercase().as_str())) {
+                    Some(bad) => {
+                        Err(format!("unknown word \"{bad}\" (expected any of {})", words.join(", ")))
+                    }
+                    None => Ok(Typed::Text),
+                }
+            }),
             Kind::Maps => {
                 let mut maps = Maps::default();
                 match values::split_list(&value) {

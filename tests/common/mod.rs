@@ -114,4 +114,5 @@ pub mod delivery;
 pub mod directory;
 pub mod dns_server;
 pub mod dovecot;
+pub mod signing;
 pub mod socketmap;

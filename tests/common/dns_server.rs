@@ -15,7 +15,8 @@
 //! them: NXDOMAIN for a name with nothing at or below it, an empty NOERROR
 //! answer for a name that exists with other types (and for an empty
 //! non-terminal such as `_domainkey.example.test` when
-//! `sel._domainkey.example.test` exists), EDNS payload sizes honoured, and
+//! `sel._domainkey.example.test` exists), both with an SOA record so they
+//! are cached as negative answers, EDNS payload sizes honoured, and
 //! UDP answers that do not fit sent truncated so the client retries over
 //! TCP (a 2048-bit DKIM key does not fit in 512 bytes).
 //!
@@ -31,16 +32,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, PTR, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, MX, PTR, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-/// Answers' TTL: short, so a test that changes a record mid-run is not
-/// misled for long by a cache.
+/// Answers' TTL by default: short, so a test that changes a record
+/// mid-run is not misled for long by a cache.
 const TTL: u32 = 5;
 
 /// The records and misbehaviours, shared with the serving threads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Zone {
+    ttl: u32,
     /// (lower-case name without the trailing dot, type) → data.
     records: HashMap<(String, RecordType), Vec<RData>>,
     servfail: HashSet<String>,
@@ -49,6 +51,19 @@ struct Zone {
     asked: Vec<String>,
     /// Queries that came over TCP.
     tcp: usize,
+}
+
+impl Default for Zone {
+    fn default() -> Zone {
+        Zone {
+            ttl: TTL,
+            records: HashMap::new(),
+            servfail: HashSet::new(),
+            silent: HashSet::new(),
+            asked: Vec::new(),
+            tcp: 0,
+        }
+    }
 }
 
 fn key(name: &str) -> String {
@@ -66,6 +81,24 @@ impl Zone {
     fn exists(&self, name: &str) -> bool {
         let below = format!(".{name}");
         self.records.keys().any(|(n, _)| n == name || n.ends_with(&below))
+    }
+
+    /// The SOA record a negative answer carries (RFC 2308), so resolvers
+    /// cache "no such name" as they do with real DNS. Its owner is the
+    /// name's last two labels, standing in for the zone apex.
+    fn soa(&self, qname: &str) -> Record {
+        let labels: Vec<&str> = qname.split('.').collect();
+        let apex = labels[labels.len().saturating_sub(2)..].join(".");
+        let soa = SOA::new(
+            name(&format!("ns.{apex}")),
+            name(&format!("hostmaster.{apex}")),
+            1,
+            3600,
+            600,
+            86_400,
+            self.ttl,
+        );
+        Record::from_rdata(name(&apex), self.ttl, RData::SOA(soa))
     }
 
     /// The answer to one query, or `None` to stay silent.
@@ -101,11 +134,16 @@ impl Zone {
         match self.records.get(&(qname.clone(), q.query_type())) {
             Some(data) => {
                 for d in data {
-                    response.add_answer(Record::from_rdata(q.name().clone(), TTL, d.clone()));
+                    response.add_answer(Record::from_rdata(q.name().clone(), self.ttl, d.clone()));
                 }
             }
-            None if self.exists(&qname) => {}
-            None => response.metadata.response_code = ResponseCode::NXDomain,
+            None if self.exists(&qname) => {
+                response.add_authority(self.soa(&qname));
+            }
+            None => {
+                response.metadata.response_code = ResponseCode::NXDomain;
+                response.add_authority(self.soa(&qname));
+            }
         }
         Some(response)
     }
@@ -209,6 +247,13 @@ impl DnsServer {
     pub fn ptr(&self, addr: IpAddr, target: &str) -> &DnsServer {
         let owner = Name::from(addr).to_ascii();
         self.add(&owner, RecordType::PTR, RData::PTR(PTR(name(target))))
+    }
+
+    /// Sets the TTL of answers from now on (a benchmark wants the
+    /// resolver's cache to hold them for its whole run).
+    pub fn ttl(&self, seconds: u32) -> &DnsServer {
+        self.zone.lock().expect("zone").ttl = seconds;
+        self
     }
 
     /// Removes every record of `owner`.

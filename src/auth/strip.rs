@@ -44,6 +44,12 @@ impl Strip {
         fields.finish(&mut |e| pass(e, authserv_id, dropping, removed, out));
     }
 
+    /// True once the header section has passed: from here on every byte
+    /// goes through unchanged, and a caller may skip the filter.
+    pub fn in_body(&self) -> bool {
+        self.fields.in_body()
+    }
+
     /// How many fields were removed.
     pub fn removed(&self) -> usize {
         self.removed

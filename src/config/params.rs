@@ -1761,8 +1761,9 @@ reached, with the same answer rules. \
 address literals pass) when it is reached, within the same bound. `check_policy_service inet:host:port` or \
 `unix:path` (relative to queue_directory) speaks Postfix's policy delegation protocol, one \
 connection per request; its answer is an access(5) result, and `PREPEND` headers (from a policy \
-server or an access table) are written before sluice's `Received:`, the one change sluice makes \
-to a message besides that header.\n",
+server or an access table) are written before sluice's `Received:`. Besides those, sluice \
+changes a message only to add its `Authentication-Results:` header and remove forged ones (see \
+Sender authentication).\n",
         super::restrictions::NAMES.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
     );
     s.push_str("## Routing\n\n");

@@ -260,9 +260,13 @@ impl Running {
         let delivery = Stage::new();
 
         // One resolver for the whole daemon: delivery's MX and address
-        // lookups and the SMTP server's client names share its cache.
-        let resolver: Arc<dyn crate::resolver::Resolver> =
-            Arc::new(crate::resolver::SystemResolver::new().map_err(Error::Resolver)?);
+        // lookups, the SMTP server's client names and sender
+        // authentication share its name servers and cache.
+        let name_servers =
+            crate::config::parse_name_servers(config.string("sluice_dns_servers")).unwrap_or_default();
+        let system = crate::resolver::SystemResolver::with_servers(&name_servers).map_err(Error::Resolver)?;
+        let authenticator = crate::auth::Authenticator::new(&system);
+        let resolver: Arc<dyn crate::resolver::Resolver> = Arc::new(system);
         let delivery_handle = crate::delivery::start_with_resolver(
             queue.clone(),
             live.clone(),
@@ -286,11 +290,12 @@ impl Running {
                 None => {
                     let settings = smtp::Settings::from_service(svc)
                         .map_err(|source| Error::Settings { name: name.clone(), source })?;
-                    let ib = smtp::Inbound::with_milter_registry(
+                    let ib = smtp::Inbound::with_services(
                         queue.clone(),
                         settings,
                         Arc::clone(&resolver),
                         Arc::clone(&milters),
+                        Some(authenticator.clone()),
                     );
                     inbound.push((name.clone(), ib.clone()));
                     ib

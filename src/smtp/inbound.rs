@@ -1,6 +1,7 @@
 //! [`Inbound`]: what the sessions of one listener share — the queue handle,
 //! the current settings (swapped on reload; a session keeps the settings
-//! it started with), the resolver for client names, and the per-client
+//! it started with), the resolver for client names, the sender
+//! authentication checks over the same resolver, and the per-client
 //! limits that apply before a session starts: concurrent sessions on the
 //! listener (a semaphore permit is taken before `accept`, so excess
 //! clients wait in the kernel's backlog), concurrent sessions per client
@@ -41,6 +42,7 @@ use sluice_queue::Queue;
 use tokio::sync::Semaphore;
 
 use super::settings::Settings;
+use crate::auth::Authenticator;
 use crate::milter::{Milter, Registry};
 use crate::resolver::Resolver;
 
@@ -63,6 +65,9 @@ pub struct Inbound {
     registry: Arc<Registry>,
     /// The settings' `smtpd_milters` with their breakers.
     milters: ArcSwap<Vec<Arc<Milter>>>,
+    /// Runs the sender authentication checks; `None` runs none (forged
+    /// Authentication-Results headers are still removed).
+    authenticator: Option<Authenticator>,
 }
 
 /// The rate limiters built from one set of settings.
@@ -90,25 +95,39 @@ impl Inbound {
     /// lookups: every client is `unknown` (as with
     /// `smtpd_peername_lookup = no`).
     pub fn new(queue: Queue, settings: Settings) -> Arc<Inbound> {
-        Inbound::build(queue, settings, None, Arc::default())
+        Inbound::build(queue, settings, None, Arc::default(), None)
     }
 
     /// Shared state for one listener whose sessions look up client names
     /// with `resolver` (the daemon passes the one delivery uses too).
     pub fn with_resolver(queue: Queue, settings: Settings, resolver: Arc<dyn Resolver>) -> Arc<Inbound> {
-        Inbound::build(queue, settings, Some(resolver), Arc::default())
+        Inbound::build(queue, settings, Some(resolver), Arc::default(), None)
     }
 
-    /// As [`Inbound::with_resolver`], with the milter breakers of
-    /// `registry`: the daemon gives every listener the same one, so a
-    /// milter that is down is found out once, whichever listener meets it.
-    pub fn with_milter_registry(
+    /// As [`Inbound::with_resolver`], with the daemon's shared services:
+    /// the milter breakers of `registry` (every listener gets the same
+    /// one, so a milter that is down is found out once, whichever listener
+    /// meets it) and sender authentication (SPF, DKIM, DMARC, ARC) with
+    /// `authenticator`, built over the same resolver.
+    pub fn with_services(
         queue: Queue,
         settings: Settings,
         resolver: Arc<dyn Resolver>,
         registry: Arc<Registry>,
+        authenticator: Option<Authenticator>,
     ) -> Arc<Inbound> {
-        Inbound::build(queue, settings, Some(resolver), registry)
+        Inbound::build(queue, settings, Some(resolver), registry, authenticator)
+    }
+
+    /// As [`Inbound::with_resolver`], and checking senders (SPF, DKIM,
+    /// DMARC, ARC) with `authenticator`, without milters.
+    pub fn with_authenticator(
+        queue: Queue,
+        settings: Settings,
+        resolver: Arc<dyn Resolver>,
+        authenticator: Authenticator,
+    ) -> Arc<Inbound> {
+        Inbound::build(queue, settings, Some(resolver), Arc::default(), Some(authenticator))
     }
 
     fn build(
@@ -116,6 +135,7 @@ impl Inbound {
         settings: Settings,
         resolver: Option<Arc<dyn Resolver>>,
         registry: Arc<Registry>,
+        authenticator: Option<Authenticator>,
     ) -> Arc<Inbound> {
         let limit = settings.max_sessions.max(1);
         let milters = registry.build(
@@ -134,6 +154,7 @@ impl Inbound {
             clients: Mutex::new(HashMap::new()),
             resolver,
             stress: Mutex::new(Stress::default()),
+            authenticator,
         })
     }
 
@@ -170,6 +191,11 @@ impl Inbound {
     /// The resolver for client names, if the listener has one.
     pub(crate) fn resolver(&self) -> Option<&Arc<dyn Resolver>> {
         self.resolver.as_ref()
+    }
+
+    /// The sender authentication checks, if the listener runs them.
+    pub(crate) fn authenticator(&self) -> Option<&Authenticator> {
+        self.authenticator.as_ref()
     }
 
     /// Applies new settings (SIGHUP) to connections accepted from now on;

@@ -3,8 +3,9 @@
 //! belong before a transaction starts: HELO and TLS requirements, the
 //! declared size, the client's message rate, and queue backpressure
 //! (`452 4.3.1 Insufficient system storage` when the queue is above its
-//! high-water mark or the disk below `queue_minfree`); and, for
-//! `reject_unknown_sender_domain`, what DNS says of the sender's domain.
+//! high-water mark or the disk below `queue_minfree`); for
+//! `reject_unknown_sender_domain`, what DNS says of the sender's domain;
+//! and SPF of the sender (`sender_auth.rs`).
 //!
 //! Must not open the queue draft: that waits for the first accepted
 //! recipient, so rejected relay attempts cost no storage.
@@ -36,6 +37,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let timeout = self.settings.peername_timeout;
                     mail.sender_domain = domain_status(resolver.as_ref(), domain, timeout).await;
                 }
+                self.authenticate_sender(&mut mail).await;
                 self.tx = Transaction::Mail(Box::new(mail));
                 match self.milter_mail().await {
                     MilterVerdict::Go => {
@@ -157,6 +159,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             prepend: Vec::new(),
             instance: next_instance(),
             milter: Default::default(),
+            checked: false,
+            spf: None,
+            head: false,
         })
     }
 }

@@ -10,9 +10,15 @@
 //!   chunks of [`APPEND_AT`];
 //! - **finish** ([`Session::finish_message`]): the last checks, the
 //!   content verdicts ([`ContentVerdict`]: REJECT, DISCARD, HOLD, WARN),
-//!   then the envelope and the commit. The reply waits for the commit:
-//!   `250` means body, envelope and schedule entry are on disk in one
-//!   synced batch.
+//!   sender authentication's verdict (refuse, hold or accept, and the
+//!   `Authentication-Results:` header the commit writes at the top of the
+//!   message), then the envelope and the commit. The reply waits for the
+//!   commit: `250` means body, envelope and schedule entry are on disk in
+//!   one synced batch.
+//!
+//! Sender authentication (`sender_auth.rs`) sees every decoded byte as
+//! received, and removes forged `Authentication-Results:` headers from
+//! what goes to the draft.
 //!
 //! With milters (`filters.rs`) the header section never goes into the
 //! draft: `begin_body` keeps our `Received:` aside, `feed_body` cuts the
@@ -36,6 +42,7 @@ use super::content::{self, BodyLines, Decoder, Headers, Violation};
 use super::events::{self, Event};
 use super::session::Session;
 use super::state::{Body, ContentVerdict, Head, MilterEnd, Transaction};
+use crate::auth::Disposition;
 use crate::clock;
 use crate::config::HeaderAction;
 use crate::reply::{Reply, Status};
@@ -134,6 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let protocol = self.protocol(smtputf8);
         let settings = Arc::clone(&self.settings);
         let peer = self.peer.clone();
+        let auth = match &self.tx {
+            Transaction::Mail(m) => self.begin_body_auth(m),
+            Transaction::Idle => None,
+        };
         let Transaction::Mail(m) = &mut self.tx else { return };
         let id = m.draft.as_ref().map(|d| d.id().to_string()).unwrap_or_default();
         let for_rcpt = if m.rcpts.len() == 1 { Some(m.rcpts[0].address.clone()) } else { None };
@@ -162,6 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             lines: (!settings.body_checks.is_empty())
                 .then(|| BodyLines::new(settings.body_checks_size_limit, settings.line_length_limit)),
             head: None,
+            auth,
         };
         // With milters, the header section (ours and the client's) is
         // written at the commit, after their edits: keep ours until then.
@@ -244,6 +256,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let checks = &self.settings.body_checks;
             lines.feed(fresh, &mut |line| verdict.check(Content::Body, checks, line, id, context));
         }
+        // Sender authentication sees the bytes as received; what is stored
+        // loses any forged Authentication-Results header. Without milters
+        // they are filtered here as they stream; with milters the header
+        // section is filtered whole once it is cut off below (the cut is
+        // measured in bytes as received).
+        if let Some(auth) = body.auth.as_mut() {
+            auth.feed(&mut body.out, before, body.head.is_none());
+        }
         // With milters the header section is kept out of the draft: cut it
         // off the front of what was decoded (nothing was appended yet) as
         // soon as it is complete.
@@ -252,7 +272,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             && body.headers.is_complete()
         {
             let cut = body.headers.head_len().min(body.out.len());
-            head.bytes = Some(body.out.drain(..cut).collect());
+            let bytes: Vec<u8> = body.out.drain(..cut).collect();
+            head.bytes = Some(match body.auth.as_mut() {
+                Some(auth) => auth.filter_whole(&bytes),
+                None => bytes,
+            });
         }
         let head_pending = body.head.as_ref().is_some_and(|h| h.bytes.is_none());
         // Once the message is refused (or the queue failed) the rest is
@@ -291,6 +315,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             (!s.header_checks.is_empty() || !s.body_checks.is_empty()).then(|| self.header_log_context());
         // The transaction as milter log lines name it, before it is taken.
         let milter_context = self.milters.is_some().then(|| self.header_log_context().1);
+        let auth_context = match &self.tx {
+            Transaction::Mail(m) => self.context(m.rcpts.first().map(|r| r.address.as_str())),
+            Transaction::Idle => String::new(),
+        };
         let Transaction::Mail(mut m) = std::mem::take(&mut self.tx) else { return false };
         let Some(mut body) = m.body.take() else { return false };
         let Some(mut draft) = m.draft.take() else { return false };
@@ -320,7 +348,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             && head.bytes.is_none()
         {
             let cut = body.headers.head_len().min(body.out.len());
-            head.bytes = Some(body.out.drain(..cut).collect());
+            let bytes: Vec<u8> = body.out.drain(..cut).collect();
+            head.bytes = Some(match body.auth.as_mut() {
+                Some(auth) => auth.filter_whole(&bytes),
+                None => bytes,
+            });
+        } else if body.head.is_none()
+            && let Some(auth) = body.auth.as_mut()
+        {
+            // What the streaming filter still holds (the last header field
+            // of a message without a body).
+            auth.finish(&mut body.out);
         }
         if body.decoder.violation().is_none()
             && body.storage.is_none()
@@ -372,6 +410,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     true
                 }
             };
+        }
+        // Sender authentication's verdict comes after the content checks,
+        // which need no DNS: a message they refuse costs no lookups.
+        let decision = self.end_of_data_auth(&m, body.auth.as_mut()).await;
+        let mut auth_header = Vec::new();
+        if let Some(d) = decision {
+            info!("{id}: auth: {}", d.report.summary());
+            match d.disposition {
+                Disposition::Refuse(r) => {
+                    if let Err(e) = draft.abort().await {
+                        warn!("{id}: cannot delete staged message: {e}");
+                    }
+                    info!(
+                        "{id}: reject: END-OF-MESSAGE from {}: {};{}",
+                        self.peer,
+                        self.shown(&r),
+                        auth_context
+                    );
+                    self.reply(&r);
+                    return false;
+                }
+                Disposition::Hold(why) => {
+                    body.verdict
+                        .hold
+                        .get_or_insert_with(|| format!("{why} from {};{auth_context}", self.peer));
+                }
+                Disposition::Accept => {}
+            }
+            if m.head {
+                auth_header = d.header.map(String::into_bytes).unwrap_or_default();
+            }
         }
         if let Some(log) = &body.verdict.hold {
             info!("{id}: hold: {log}");
@@ -425,11 +494,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // schedule entry are on disk in one synced batch. Anything else the
         // queue says becomes 451/452 through Reply::from, and the client
         // keeps the message.
-        let committed = match head {
-            Some(head) => draft.commit_with_head(head, envelope, clock::unix_millis()).await,
-            None => draft.commit(envelope, clock::unix_millis()).await,
-        };
-        match committed {
+        // Our Authentication-Results header goes on top of everything, the
+        // milters' header section included (they do not see it: their
+        // results are their own). Both are empty for a plain draft.
+        let mut top = auth_header;
+        if let Some(head) = head {
+            top.extend_from_slice(&head);
+        }
+        match draft.commit_with_head(top, envelope, clock::unix_millis()).await {
             Ok(_) => {
                 // The `from=<...>, size=..., nrcpt=...` line is the queue
                 // manager's (delivery logs it when it takes the message).

@@ -18,8 +18,11 @@
 //!   `message.rs`, the message from its first byte to the
 //!   queue commit (begin, feed, finish, the content verdicts); `answer.rs`,
 //!   the restriction questions (policy servers, DNS) and the `DATA`
-//!   decision; `filters.rs`, the milter stages. Each adds methods to the
-//!   session; none imports another stage's types.
+//!   decision; `filters.rs`, the milter stages; `sender_auth.rs`, sender
+//!   authentication (SPF at MAIL, its refusal at RCPT, the checks over the
+//!   content and their decision at the end of the message, asked of
+//!   `crate::auth`). Each adds methods to the session; none imports
+//!   another stage's types.
 //! - `session.rs`: the command loop, the replies and the deadlines.
 //! - `state.rs`: the session's state as data (HELO, input mode, the
 //!   transaction, the message in transit).
@@ -71,6 +74,7 @@ pub mod policy;
 mod policy_client;
 mod proxy;
 mod rcpt;
+mod sender_auth;
 mod session;
 mod settings;
 mod starttls;

@@ -1,6 +1,7 @@
 //! The `RCPT TO` stage: recipient syntax, the per-message recipient limit
 //! (`452 4.5.3 Error: too many recipients`), the relay and recipient
 //! restrictions (decided by `policy/`, logged here as Postfix logs them),
+//! then an SPF refusal when configured (`sender_auth.rs`),
 //! and the DSN parameters `NOTIFY` and `ORCPT`, kept in the envelope.
 //!
 //! The queue draft is opened at the first accepted recipient; that is when
@@ -33,7 +34,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         break Err(r);
                     }
                 }
-                Ok(Checked::Accept(rcpt, prepend)) => break Ok((rcpt, prepend)),
+                Ok(Checked::Accept(rcpt, prepend)) => match self.spf_refusal() {
+                    // SPF is asked after the restrictions, so relay
+                    // control and unknown recipients answer first.
+                    Some(r) => break Err(r),
+                    None => break Ok((rcpt, prepend)),
+                },
                 Err(r) => break Err(r),
             }
         };
@@ -55,11 +61,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let peer = self.peer.to_string();
                 let queue = self.inbound.queue().clone();
                 // With milters the header section stays out of the draft
-                // until the commit (their edits are made to it there).
-                let with_head = self.milters.is_some();
+                // until the commit (their edits are made to it there); with
+                // sender authentication the draft keeps room for the
+                // Authentication-Results header, known only at the end.
+                let auth_head = matches!(&self.tx, Transaction::Mail(m) if self.wants_auth_header(m));
+                let with_head = self.milters.is_some() || auth_head;
                 if let Transaction::Mail(m) = &mut self.tx {
                     if m.draft.is_none() {
                         let draft = if with_head { queue.begin_with_head() } else { queue.begin() };
+                        m.head = auth_head;
                         info!("{}: client={peer}", draft.id());
                         m.draft = Some(draft);
                     }

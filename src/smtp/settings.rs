@@ -127,6 +127,10 @@ pub struct Settings {
     /// blocklist lookups together before the greeting, and of the
     /// sender-domain lookup at MAIL.
     pub peername_timeout: Duration,
+    /// Sender authentication (`sluice_auth_*`, `sluice_spf_*`,
+    /// `sluice_dmarc_*`, `sluice_arc_*`): what is checked and what the
+    /// results do.
+    pub auth: crate::auth::Settings,
     /// VRFY answered (`252`) when `disable_vrfy_command = no` (the default
     /// is `yes`, unlike Postfix: see the parameter table).
     pub vrfy: bool,
@@ -265,6 +269,7 @@ impl Default for Settings {
             helo_required: false,
             peername_lookup: true,
             peername_timeout: Duration::from_secs(5),
+            auth: crate::auth::Settings::default(),
             vrfy: false,
             smtputf8: true,
             discard_ehlo_keywords: Vec::new(),
@@ -454,6 +459,7 @@ impl Settings {
             helo_required: c.bool("smtpd_helo_required"),
             peername_lookup: c.bool("smtpd_peername_lookup"),
             peername_timeout: c.time("sluice_peername_lookup_timeout"),
+            auth: crate::auth::Settings::from_config(config),
             // VRFY is off unless the administrator asks for it, whatever
             // Postfix's default (`no`) says.
             vrfy: !c.bool("disable_vrfy_command"),

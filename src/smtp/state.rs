@@ -16,6 +16,7 @@ use sluice_queue::{BodyType, Draft, DsnRet, Recipient};
 
 use super::content::{BodyLines, Decoder, Headers};
 use super::policy::DomainStatus;
+use crate::auth::{MessageCheck, SpfReport, Strip};
 use crate::config::HeaderAction;
 use crate::reply::Reply;
 
@@ -79,6 +80,15 @@ pub(super) struct Mail {
     pub instance: String,
     /// What the milters said of the transaction before its content.
     pub milter: MilterMarks,
+    /// Sender authentication applies (the client is not in
+    /// `sluice_auth_exempt_clients`): forged Authentication-Results
+    /// headers are removed, and the checks run when the listener can.
+    pub checked: bool,
+    /// SPF of the HELO and MAIL FROM identities, found at MAIL FROM.
+    pub spf: Option<SpfReport>,
+    /// The draft keeps room for the Authentication-Results header, written
+    /// at its top by the commit.
+    pub head: bool,
 }
 
 /// Milter decisions that are not refusals and wait for the end of the
@@ -110,17 +120,34 @@ pub(super) struct Body {
     /// With milters: the header section, kept out of the draft until the
     /// commit so their edits are made to a list, not to stored bytes.
     pub head: Option<Head>,
+    /// Sender authentication over the content (`None` for exempt clients).
+    pub auth: Option<BodyAuth>,
 }
 
 /// The header section of a message that milters will see.
 #[derive(Debug)]
 pub(super) struct Head {
-    /// The client's header section as received, with the empty line that
-    /// ends it; `None` until it is complete (its bytes wait in the body's
-    /// `out` until then, never in the draft).
+    /// The client's header section as received (less forged
+    /// Authentication-Results fields), with the empty line that ends it;
+    /// `None` until it is complete (its bytes wait in the body's `out`
+    /// until then, never in the draft).
     pub bytes: Option<Vec<u8>>,
     /// Our `Received:` header (milters do not see it).
     pub received: String,
+}
+
+/// Sender authentication's view of the content in transit: the end-of-data
+/// checks see every byte as received; the filter removing forged
+/// Authentication-Results headers sits between the decoder and the draft
+/// (with milters, it filters the header section once it is complete).
+#[derive(Debug)]
+pub(super) struct BodyAuth {
+    /// DKIM body hashes and the kept header section (`None` when no
+    /// end-of-data check runs).
+    pub check: Option<MessageCheck>,
+    pub strip: Strip,
+    /// Decoded bytes on their way through `strip` (header section only).
+    pub scratch: Vec<u8>,
 }
 
 /// The outcome of `header_checks` and `body_checks` for one message. Each

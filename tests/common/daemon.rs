@@ -29,7 +29,10 @@ impl TestConfig {
     /// transport(5) result such as `lmtp:[127.0.0.1]:PORT`); `extra` lines
     /// are appended to main.cf. Clients are not looked up in DNS
     /// (`smtpd_peername_lookup = no`): the machine's resolver is not the
-    /// test's to rely on, so every client is `unknown`, as in Postfix.
+    /// test's to rely on, so every client is `unknown`, as in Postfix. For
+    /// the same reason no sender authentication check runs
+    /// (`sluice_auth_checks =`); tests of those set it with
+    /// `sluice_dns_servers` pointing at their own DNS server.
     pub fn new(transport: &str, extra: &str) -> TestConfig {
         let dir = tempfile::tempdir().expect("tempdir");
         let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -51,6 +54,7 @@ impl TestConfig {
              queue_run_delay = 1s\n\
              sluice_shutdown_grace = 2s\n\
              smtpd_peername_lookup = no\n\
+             sluice_auth_checks =\n\
              {extra}\n",
             q = d.join("spool").display(),
             d = d.display(),

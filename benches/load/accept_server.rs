@@ -6,13 +6,19 @@
 //!
 //! Usage: `accept_server CONFIG_DIR`
 //!
+//! As the daemon does, it asks DNS through `sluice_dns_servers` (or
+//! /etc/resolv.conf) for sender authentication, which runs as configured
+//! (`sluice_auth_checks`; `accept_auth.sh` measures it on and off).
+//!
 //! The Postfix-style log lines go to `maillog_file` (one write per line,
 //! as Postfix's postlogd writes it: logging is part of the cost of
 //! accepting mail on both sides), or nowhere when it is empty.
 
 use std::sync::Arc;
 
+use sluice::auth::Authenticator;
 use sluice::config::Config;
+use sluice::resolver::{Resolver, SystemResolver};
 use sluice::shutdown::Stage;
 use sluice::smtp::{Inbound, Settings};
 use sluice_queue::{Options, Queue};
@@ -42,11 +48,21 @@ fn main() -> anyhow::Result<()> {
         let queue_dir = config.string("queue_directory");
         let queue = Queue::open(queue_dir.as_ref(), &Options::default(), sluice::clock::unix_millis())?;
         let stage = Stage::new();
+        let name_servers =
+            sluice::config::parse_name_servers(config.string("sluice_dns_servers")).unwrap_or_default();
+        let system = SystemResolver::with_servers(&name_servers)?;
+        let authenticator = Authenticator::new(&system);
+        let resolver: Arc<dyn Resolver> = Arc::new(system);
         let mut servers = Vec::new();
         for service in config.smtpd_services() {
             let settings = Settings::from_service(service)?;
             let backlog = (settings.max_sessions as u32).max(1024);
-            let inbound = Inbound::new(queue.clone(), settings);
+            let inbound = Inbound::with_authenticator(
+                queue.clone(),
+                settings,
+                Arc::clone(&resolver),
+                authenticator.clone(),
+            );
             for addr in &service.addrs {
                 let listener = sluice::smtp::bind(*addr, backlog)?;
                 println!("listening on {}", listener.local_addr()?);

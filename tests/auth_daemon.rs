@@ -7,8 +7,9 @@
 //! quarantine held when configured, and released; the SPF refusal at RCPT
 //! when configured; a DNS server that never answers (the session is not
 //! held past `sluice_auth_timeout`, the result is temperror, marked or
-//! deferred); and a client exempt from all of it. Log lines are
-//! Postfix-style, with the queue ID.
+//! deferred); a client exempt from all of it; and a milter beside the
+//! checks (our header above its edits, forged results never shown to it).
+//! Log lines are Postfix-style, with the queue ID.
 
 mod common;
 
@@ -326,4 +327,50 @@ async fn an_exempt_client_is_neither_checked_nor_marked() {
     assert!(copy.contains("Authentication-Results: mx.test; dkim=pass (internal scanner)\n"), "kept: {copy}");
     assert!(!cfg.log().contains(": auth: "), "{}", cfg.log());
     assert!(dns.asked().is_empty(), "no DNS asked: {:?}", dns.asked());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_milter_our_results_stay_on_top_and_it_never_sees_forged_ones() {
+    Dovecot::require();
+    let (dns, key) = dns();
+    let dc = Dovecot::start(&[User::new("user")], false);
+    let milter = common::milter::TestMilter::start(serde_json::json!({
+        "edits": [["addheader", "X-Filter", "seen"]]
+    }));
+    let (cfg, _daemon) = start(&dns, &dc, &format!("smtpd_milters = {}", milter.endpoint));
+
+    let forged = "Authentication-Results: mx.test; dkim=pass header.d=example.test\r\n";
+    let signed = key.sign(&message("alice@example.test", "auth-milter", "Filtered.\r\n"));
+    let sent = [forged.as_bytes(), &signed].concat();
+    let r = transaction(cfg.smtp, "alice@example.test", &["user@relay.test"], &sent).await;
+    assert_eq!(r.last().map(|r| r.0), Some(250), "{r:?}");
+    // A DMARC p=reject forgery is refused before the milter's end of
+    // message, and the milter is told the transaction is over.
+    let refused = message("ceo@example.test", "auth-milter-forged", "Pay.\r\n");
+    let r2 = transaction(cfg.smtp, "billing@other.test", &["user@relay.test"], &refused).await;
+    assert_eq!(r2.last().map(|r| r.0), Some(550), "{r2:?}");
+    wait_delivered(&cfg, &dc, &["auth-milter@"]);
+
+    // Return-Path, our results (the signature verified: what the client
+    // sent, not what the milter made of it), our Received:, the message
+    // less the forged field, the milter's header last in the section.
+    let copy = stored(&dc, "auth-milter@");
+    let (_, at) = field(&copy, 0);
+    let (results, at) = field(&copy, at);
+    assert!(results.starts_with("Authentication-Results: mx.test;\n"), "{copy}");
+    assert!(results.contains("\tdkim=pass header.d=example.test"), "{results}");
+    assert!(results.ends_with("\tdmarc=pass (p=reject dis=none) header.from=example.test\n"), "{results}");
+    let (received, at) = field(&copy, at);
+    assert!(received.starts_with("Received: from mail.example.test"), "{copy}");
+    let split = signed.windows(4).position(|w| w == b"\r\n\r\n").expect("header end") + 2;
+    let want = [&signed[..split], b"X-Filter: seen\r\n", &signed[split..]].concat();
+    assert_eq!(&copy.as_bytes()[at..], lf(&want), "the rest is as sent, with the milter's header");
+
+    // The milter saw the client's header section without the forged field.
+    let names: Vec<String> =
+        milter.events_named("header").iter().map(|h| h["name"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(names.iter().any(|n| n == "DKIM-Signature"), "{names:?}");
+    assert!(!names.iter().any(|n| n.eq_ignore_ascii_case("Authentication-Results")), "{names:?}");
+    assert_eq!(milter.events_named("eom").len(), 1, "only the accepted message reached its end");
+    assert!(!milter.wait_for("abort", 1).is_empty(), "the refused one was aborted");
 }

@@ -7,20 +7,26 @@
 //! a fraction of its capacity, messages lost (must be 0), and the drain
 //! time after recovery.
 //!
-//! Two modes:
+//! Modes:
 //! - `overload sluice [opts]`: the server runs in-process; mail is put in a
 //!   real queue at the offered rate (as the inbound server would) and
 //!   delivered by sluice's scheduler through its gate.
 //! - `overload backend --port P [opts]`: only the server, for the Postfix
 //!   side driven by `benches/load/overload.sh`: `SIGUSR1` makes it recover,
 //!   `SIGTERM` makes it print its figures and exit.
+//! - `overload shapes [NAMES] [--out DIR]` and `overload proxy SHAPE --port
+//!   P [--out DIR]`: the four shapes of trouble against a real Dovecot
+//!   behind a shaping proxy, sluice's side and the Postfix side
+//!   (`shapes.rs`, `proxy.rs`; `overload.sh shapes` runs both).
 //!
 //! Options: `--capacity C` (10), `--base-ms B` (100), `--rate R` messages/s
 //! offered (1.5 × capacity), `--seconds T` of overload (20), `--size S`
 //! bytes per message (4096).
 
-#[path = "../../tests/common/backend.rs"]
-mod backend;
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod proxy;
+mod shapes;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use backend::{Backend, Mode, Proto};
+use common::backend::{Backend, Mode, Proto};
 use sluice::config::Config;
 use sluice::resolver::StaticResolver;
 use sluice::shutdown::Stage;
@@ -280,6 +286,20 @@ async fn run_backend(o: Opts) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let (mode, rest) = args.split_first().map(|(m, r)| (m.as_str(), r)).unwrap_or(("sluice", &[]));
+    if mode == "info" {
+        return shapes::main_info(rest);
+    }
+    if mode == "shapes" || mode == "proxy" {
+        if let Ok(filter) = std::env::var("SLUICE_BENCH_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        match mode {
+            "shapes" => rt.block_on(shapes::main_shapes(rest)),
+            _ => rt.block_on(shapes::main_proxy(rest)),
+        }
+        return;
+    }
     let o = Opts::parse(rest);
     if let Ok(filter) = std::env::var("SLUICE_BENCH_LOG") {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -288,6 +308,6 @@ fn main() {
     match mode {
         "sluice" => rt.block_on(run_sluice(o)),
         "backend" => rt.block_on(run_backend(o)),
-        other => panic!("unknown mode {other}: sluice | backend"),
+        other => panic!("unknown mode {other}: sluice | backend | shapes | proxy"),
     }
 }

@@ -13,12 +13,95 @@
 # binary in `backend` mode). Postfix retries deferred mail after
 # minimal_backoff_time (300 s), so its drain can take minutes; the wait is
 # capped at DRAIN_LIMIT seconds (default 700).
+#
+#   benches/load/overload.sh shapes [retrograde plateau step outage]
+#
+# The four shapes of trouble (benches/load/shapes.rs) against a real Dovecot
+# behind a shaping proxy: sluice adaptive and at every fixed limit 1..8,
+# then Postfix (defaults, fed by smtp-source, the backlog held until
+# released at once). Prints the table for benches/README.md and writes the
+# charts to benches/charts/overload-SHAPE.svg (benches/load/chart.py).
+# Env: OUT (target/overload-shapes), SKIP_POSTFIX=1, SKIP_SLUICE=1 (Postfix
+# again beside the sluice runs already in OUT), DRAIN_LIMIT (600 s,
+# the longest Postfix's outage run waits for its backlog).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../../scripts/bootstrap
 . scripts/bootstrap test
 # shellcheck source=lib.sh
 . benches/load/lib.sh
+
+run_shapes() {
+    local shapes=("$@")
+    [ ${#shapes[@]} -gt 0 ] || shapes=(retrograde plateau step outage)
+    local out=${OUT:-target/overload-shapes}
+    cargo bench --bench overload --no-run 2>/dev/null
+    local bin
+    bin=$(ls -t target/release/deps/overload-* | grep -v '\.d$' | head -1)
+    if [ "${SKIP_SLUICE:-0}" = 1 ]; then
+        # Postfix again beside the sluice runs already in $out.
+        grep -v '"run":"postfix"' "$out/results.jsonl" >"$out/results.sluice" || true
+        mv "$out/results.sluice" "$out/results.jsonl"
+    else
+        rm -rf "$out"
+        mkdir -p "$out"
+        "$bin" shapes "${shapes[@]}" --out "$out"
+    fi
+    mkdir -p benches/charts
+    if [ "${SKIP_POSTFIX:-0}" != 1 ]; then
+        local shape
+        for shape in "${shapes[@]}"; do
+            postfix_shape "$bin" "$shape" "$out"
+        done
+    fi
+    python3 benches/load/shapes_report.py "$out" benches/charts
+}
+
+# postfix_shape BIN SHAPE OUT: one Postfix run on SHAPE through the proxy.
+postfix_shape() {
+    local bin=$1 shape=$2 out=$3 info messages size work pport sport proxy i
+    info=$("$bin" info "$shape")
+    messages=$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' <<<"$info")
+    size=$(sed -n 's/.*size=\([0-9]*\).*/\1/p' <<<"$info")
+    echo "== $shape (postfix $(postconf -d -h mail_version))"
+    work=$(mktemp -d /tmp/sluice-shapes-postfix.XXXXXX)
+    chmod 755 "$work"
+    pport=$(free_port)
+    sport=$(free_port)
+    "$bin" proxy "$shape" --port "$pport" --out "$out" --limit "${DRAIN_LIMIT:-600}" >"$work/proxy.out" 2>"$work/proxy.err" &
+    proxy=$!
+    # Ready when it says so: a connection to test the port would be the
+    # run's first connection, its time zero.
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^proxy for' "$work/proxy.err" 2>/dev/null && break
+        sleep 0.1
+    done
+    postfix_private "$work/pf" "$sport" "lmtp:[127.0.0.1]:$pport"
+    # The backlog is held as it arrives and released at once, as sluice's
+    # is queued before its delivery starts.
+    echo "header_checks = static:HOLD" >>"$work/pf/conf/main.cf"
+    postfix_ctl "$work/pf" start >/dev/null
+    wait_port "$sport"
+    smtp-source -s 20 -m "$messages" -l "$size" -f load@remote.test -t postfix@dev.test "127.0.0.1:$sport"
+    local i
+    for ((i = 0; i < 600; i++)); do
+        [ "$(find "$work/pf/queue/hold" -type f | wc -l)" -ge "$messages" ] && break
+        sleep 0.1
+    done
+    postsuper -c "$work/pf/conf" -H ALL 2>/dev/null
+    postqueue -c "$work/pf/conf" -f
+    wait "$proxy" || true
+    sed 's/^/  /' "$work/proxy.out"
+    echo "  deferred by Postfix: $(grep -c 'status=deferred' "$work/pf/maillog" || true)"
+    postfix_ctl "$work/pf" stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+
+if [ "${1:-}" = shapes ]; then
+    shift
+    run_shapes "$@"
+    exit 0
+fi
 
 CAPACITY=10 BASE_MS=100 SECONDS_=20 SIZE=4096
 while [ $# -gt 0 ]; do

@@ -54,6 +54,13 @@ pub const RATE_LIMITED: &str = "sluice_backend_rate_limit_waits_total";
 /// Connect probes of open breakers, by `backend` and `result` (`answered`,
 /// `failed`).
 pub const CONNECT_PROBES: &str = "sluice_backend_connect_probes_total";
+/// Fleet mode: 1 while the gates are shared through Redis, 0 while this
+/// host uses its local share because Redis is unreachable.
+pub const FLEET_SHARED: &str = "sluice_fleet_shared";
+/// Fleet mode: hosts seen alive at the last heartbeat.
+pub const FLEET_HOSTS: &str = "sluice_fleet_hosts";
+/// Fleet mode: Redis calls by `script` and `result` (ok, error, timeout).
+pub const FLEET_CALLS: &str = "sluice_fleet_redis_calls_total";
 
 /// Registers each metric's help text and unit with the installed
 /// recorder (the exporter calls it once, when it installs one).
@@ -73,6 +80,9 @@ pub fn describe() {
     describe_histogram!(LATENCY, Unit::Seconds, "Delivery transaction latency by backend");
     describe_gauge!(CONCURRENCY, "Deliveries in progress by backend");
     describe_gauge!(CONCURRENCY_LIMIT, "Adaptive concurrency limit by backend");
+    describe_gauge!(FLEET_SHARED, "1 while gates are shared through Redis, 0 on the local share");
+    describe_gauge!(FLEET_HOSTS, "Fleet hosts alive at the last heartbeat");
+    describe_counter!(FLEET_CALLS, "Fleet Redis calls by script and result");
     describe_gauge!(BREAKER_STATE, "Circuit breaker state by backend: 0 closed, 1 half-open, 2 open");
     describe_gauge!(LATENCY_SMOOTHED, Unit::Seconds, "Smoothed delivery latency by backend");
     describe_gauge!(

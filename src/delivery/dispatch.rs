@@ -210,7 +210,7 @@ impl Backend {
             }
             idle_since = clock::instant();
             let now = clock::unix_millis();
-            match self.gate.admit(now) {
+            match self.gate.admit(now).await {
                 Admission::Go(permit) => {
                     let (job, left) = {
                         let mut jobs = lock(&self.jobs);
@@ -463,6 +463,10 @@ impl Backend {
     /// Keeps a session for the next message if the bound allows; the caller
     /// still holds its slot.
     async fn keep(&self, s: Connection) {
+        if !self.gate.keeps_idle() {
+            s.quit().await;
+            return;
+        }
         let snap = self.gate.snapshot();
         let refused = {
             let mut pool = lock(&self.pool);

@@ -2,11 +2,10 @@
 //! created (with its gate and its dispatcher) on first use, and the admin
 //! view of them ([`Handle`]: list, pause, resume, wake).
 //!
-//! The registry is where each backend's gate is chosen: it builds the
-//! local [`Gate`] today and hands it to the backend as
-//! `Arc<dyn BackendGate>`; the fleet gate shared through Redis is the
-//! second choice this is the place for, and nothing else changes when it
-//! comes. A backend that retired itself after a long idle stays in the map
+//! The registry is where each backend's gate is chosen: the local [`Gate`],
+//! or in fleet mode (`sluice_fleet_redis`) the [`FleetGate`] shared
+//! through Redis, handed to the backend as `Arc<dyn BackendGate>`; nothing
+//! else in delivery knows which. A backend that retired itself after a long idle stays in the map
 //! until it is next looked up or another backend is created, and is never
 //! listed or used again.
 //!
@@ -20,6 +19,7 @@ use sluice_queue::{BackendRecord, BreakerPosition, UnixMillis};
 
 use super::context::{Context, lock};
 use super::dispatch::Backend;
+use super::gate::fleet::{self, Fleet, FleetGate, FleetSettings};
 use super::gate::{BackendGate, Gate, Snapshot, position_name};
 use super::settings::BackendSettings;
 use super::{BackendId, UnknownBackend};
@@ -30,11 +30,21 @@ use crate::clock;
 pub struct Registry {
     ctx: Arc<Context>,
     backends: Mutex<HashMap<BackendId, Arc<Backend>>>,
+    /// Fleet mode's Redis client, when `sluice_fleet_redis` is set.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Registry {
+    /// The registry; in fleet mode, also this host's fleet client (its
+    /// heartbeat runs until delivery stops).
     pub fn new(ctx: Arc<Context>) -> Registry {
-        Registry { ctx, backends: Mutex::new(HashMap::new()) }
+        let fleet = FleetSettings::from_config(&ctx.settings.config()).map(|s| {
+            tracing::info!("fleet: host {} in fleet {} through {}", s.host, s.name, s.urls.join(", "));
+            let f = Fleet::new(s);
+            f.start(ctx.token.clone());
+            f
+        });
+        Registry { ctx, backends: Mutex::new(HashMap::new()), fleet }
     }
 
     /// The backend for an id, created (and its dispatcher started) on first
@@ -49,8 +59,20 @@ impl Registry {
         map.retain(|_, b| !b.is_closed());
         let name = id.to_string();
         let record = self.ctx.stored_record(&name);
-        let gate: Arc<dyn BackendGate> =
-            Arc::new(Gate::new(name, settings, record.as_ref(), clock::unix_millis()));
+        let now = clock::unix_millis();
+        let gate: Arc<dyn BackendGate> = match &self.fleet {
+            None => Arc::new(Gate::new(name, settings, record.as_ref(), now)),
+            Some(fleet) => {
+                let ctx = Arc::clone(&self.ctx);
+                let n = name.clone();
+                let apply: fleet::Apply = Arc::new(move |fb| {
+                    let ctx = Arc::clone(&ctx);
+                    let n = n.clone();
+                    tokio::spawn(async move { ctx.apply_feedback(&n, fb).await });
+                });
+                FleetGate::start(name, settings, record.as_ref(), now, Arc::clone(fleet), apply)
+            }
+        };
         let b = Arc::new(Backend::new(id.clone(), gate, Arc::clone(&self.ctx)));
         b.start();
         map.insert(id.clone(), Arc::clone(&b));

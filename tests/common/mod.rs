@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod inbound;
 pub mod log;
 pub mod milter;
+pub mod redis;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};

@@ -4,13 +4,12 @@
 //! results and the admin view use only this trait, so none of them knows
 //! which gate it holds.
 //!
-//! Today the local [`Gate`] (this process's limiter, adaptive concurrency
-//! and breaker) is the only implementation. The fleet gate (the same
-//! controls shared by every MX host through Redis, DESIGN.md "Beyond one
-//! machine") is the second: it implements this trait with its own permit
-//! (a lease with an expiry), and the registry picks it when
-//! `sluice_fleet_redis` is set. Methods that would cost it a round trip
-//! (`admit`, `report`) are the ones it may need to turn async.
+//! Two implementations: the local [`Gate`] (this process's limiter,
+//! adaptive concurrency and breaker), and the fleet gate
+//! ([`super::fleet::FleetGate`]: the same controls shared by every MX host
+//! through Redis), which the registry picks when `sluice_fleet_redis` is
+//! set. `admit` is async because the fleet gate asks Redis; `report` is
+//! not (the fleet gate sends its result to Redis without waiting).
 //!
 //! Owns the contract only; every method's meaning is documented on the
 //! local gate's method of the same name.
@@ -23,7 +22,7 @@ use sluice_queue::{QueueId, UnixMillis};
 use tokio::time::Instant;
 
 use super::slots::Slot;
-use super::{Admission, ConnectProbe, Feedback, Gate, Permit, Report, Snapshot};
+use super::{Admission, ConnectProbe, Feedback, FleetView, Gate, Permit, Report, Snapshot};
 use crate::delivery::settings::BackendSettings;
 
 /// One backend's gate, as the dispatcher, the registry and the recording
@@ -35,8 +34,15 @@ pub trait BackendGate: Send + Sync + std::fmt::Debug {
     fn reconfigure(&self, settings: Arc<BackendSettings>);
     /// Resolves when a waiting delivery may be able to start: ask again.
     fn changed(&self) -> BoxFuture<'_, ()>;
-    /// May a delivery start at `now`?
-    fn admit(&self, now: UnixMillis) -> Admission;
+    /// May a delivery start at `now`? Async: the fleet gate asks Redis
+    /// (within its call deadline).
+    fn admit(&self, now: UnixMillis) -> BoxFuture<'_, Admission>;
+    /// Whether a finished delivery's connection may be kept idle for the
+    /// next one. The fleet gate says no: an idle connection holds no lease,
+    /// yet the backend counts it.
+    fn keeps_idle(&self) -> bool {
+        true
+    }
     /// A slot not used by a delivery (to close an idle connection within
     /// the limit), if one is free.
     fn spare_slot(&self) -> Option<Slot>;
@@ -70,6 +76,10 @@ pub trait BackendGate: Send + Sync + std::fmt::Debug {
     fn time_for(&self, n: usize) -> Duration;
     /// A consistent read-only view.
     fn snapshot(&self) -> Snapshot;
+    /// The fleet-wide view (fleet mode only).
+    fn fleet(&self) -> Option<FleetView> {
+        None
+    }
 }
 
 impl BackendGate for Gate {
@@ -85,8 +95,8 @@ impl BackendGate for Gate {
         Box::pin(Gate::changed(self))
     }
 
-    fn admit(&self, now: UnixMillis) -> Admission {
-        Gate::admit(self, now)
+    fn admit(&self, now: UnixMillis) -> BoxFuture<'_, Admission> {
+        Box::pin(std::future::ready(Gate::admit(self, now)))
     }
 
     fn spare_slot(&self) -> Option<Slot> {

@@ -23,6 +23,7 @@
 mod backend_gate;
 pub mod breaker;
 pub mod concurrency;
+pub mod fleet;
 pub mod limiter;
 pub mod slots;
 mod snapshot;
@@ -78,6 +79,10 @@ pub struct Permit {
     /// When the delivery was let through (its latency sample is only
     /// compared with the limit in force from then on).
     started: Instant,
+    /// In fleet mode, the delivery's lease on a fleet slot (`None` for the
+    /// local gate, and for deliveries started on a fleet host's local
+    /// share while Redis is unreachable).
+    lease: Option<fleet::Lease>,
 }
 
 impl Permit {
@@ -123,6 +128,19 @@ pub struct Feedback {
     pub persist: Option<BackendRecord>,
     /// Make these messages due now: the backend is healthy again.
     pub wake: Vec<QueueId>,
+}
+
+/// A backend's fleet-wide view for `sluice backend list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetView {
+    /// Redis answers (false: this host runs on its local share).
+    pub shared: bool,
+    /// The fleet's concurrency limit.
+    pub limit: u32,
+    /// Leases held across the fleet at the last look.
+    pub in_flight: u32,
+    /// Each live host and the leases it holds.
+    pub hosts: Vec<(String, u32)>,
 }
 
 /// A running connect probe: holds a slot, so the connection counts
@@ -298,7 +316,7 @@ impl Gate {
             self.log_transition(&st, t, now);
         }
         st.last_activity = now;
-        Admission::Go(Permit { _slot: slot, probe, started: crate::clock::instant() })
+        Admission::Go(Permit { _slot: slot, probe, started: crate::clock::instant(), lease: None })
     }
 
     /// A free concurrency slot for housekeeping (closing an idle connection

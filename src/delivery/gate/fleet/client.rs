@@ -1,0 +1,377 @@
+//! The fleet's one Redis client per process ([`Fleet`]): the connection
+//! (a `redis` connection manager, built lazily, so an unreachable Redis at
+//! start is degraded mode and not a failure), the call deadline, whether
+//! the fleet is reachable now, the heartbeat that registers this host and
+//! counts the live ones, and the renewal of the leases running deliveries
+//! hold.
+//!
+//! Reachability is one flag for the whole process: a call that errs or
+//! misses `sluice_fleet_call_timeout` clears it (logged once), and only a
+//! heartbeat that gets an answer sets it again. While it is clear, gates do
+//! not call Redis at all, so no delivery waits on a dead Redis more than
+//! once.
+//!
+//! Owns the connection and the host's registration. Never decides whether
+//! a delivery may start (the scripts and the fleet gate do) and never
+//! touches the queue.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, IntoConnectionInfo, ScriptInvocation};
+use tokio_util::sync::CancellationToken;
+
+use super::scripts::{Scripts, hosts_key};
+use crate::config::Config;
+use crate::metric;
+
+/// Fleet mode's settings (`sluice_fleet_*`), read once at start: a reload
+/// does not move a running host to another Redis or fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSettings {
+    /// `sluice_fleet_redis`: tried in order.
+    pub urls: Vec<String>,
+    /// `sluice_fleet_name`: in every key.
+    pub name: String,
+    /// `sluice_fleet_host`: this host in leases and the registry.
+    pub host: String,
+    /// `sluice_fleet_user`.
+    pub user: Option<String>,
+    /// Read from `sluice_fleet_password_file`.
+    pub password: Option<String>,
+    /// `sluice_fleet_lease_time`.
+    pub lease_time: Duration,
+    /// `sluice_fleet_call_timeout`.
+    pub call_timeout: Duration,
+    /// `sluice_fleet_heartbeat_interval`.
+    pub heartbeat: Duration,
+}
+
+impl FleetSettings {
+    /// The settings when fleet mode is on (`sluice_fleet_redis` set).
+    /// A password file that cannot be read is logged and no password is
+    /// sent: Redis then refuses us and the host runs on its local share,
+    /// which keeps mail moving while the operator fixes the file.
+    pub fn from_config(config: &Config) -> Option<FleetSettings> {
+        let urls = config.list("sluice_fleet_redis");
+        if urls.is_empty() {
+            return None;
+        }
+        let text = |name: &str| Some(config.string(name).trim().to_owned()).filter(|s| !s.is_empty());
+        let password =
+            text("sluice_fleet_password_file").and_then(|path| match std::fs::read_to_string(&path) {
+                Ok(s) => s.lines().next().map(str::to_owned).filter(|s| !s.is_empty()),
+                Err(e) => {
+                    tracing::error!("fleet: sluice_fleet_password_file: cannot read {path}: {e}");
+                    None
+                }
+            });
+        Some(FleetSettings {
+            urls,
+            name: text("sluice_fleet_name").unwrap_or_else(|| "sluice".into()),
+            host: text("sluice_fleet_host").unwrap_or_else(|| "localhost".into()),
+            user: text("sluice_fleet_user"),
+            password,
+            lease_time: config.time("sluice_fleet_lease_time").max(Duration::from_millis(300)),
+            call_timeout: config.time("sluice_fleet_call_timeout").max(Duration::from_millis(10)),
+            heartbeat: config.time("sluice_fleet_heartbeat_interval").max(Duration::from_millis(100)),
+        })
+    }
+}
+
+/// Why a Redis call gave no answer we can use.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("no usable Redis URL")]
+    NoConnection,
+}
+
+/// The process's link to the fleet: see the module documentation.
+pub struct Fleet {
+    settings: FleetSettings,
+    pub(super) scripts: Scripts,
+    /// Which URL, and its connection manager (`None`: the URL is unusable).
+    conn: Mutex<(usize, Option<ConnectionManager>)>,
+    shared: AtomicBool,
+    live_hosts: AtomicU32,
+    hosts: Mutex<Vec<String>>,
+    /// Leases of running deliveries, by leases key, renewed while held.
+    held: Mutex<HashMap<String, HashSet<String>>>,
+    /// Makes lease members unique across this process's life.
+    nonce: AtomicU64,
+    /// Redis calls made (for the bench's calls per delivery).
+    calls: AtomicU64,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("name", &self.settings.name)
+            .field("host", &self.settings.host)
+            .field("shared", &self.is_shared())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Fleet {
+    /// The client, not yet connected; [`Fleet::start`] runs its heartbeat.
+    /// Counts itself shared until a call fails, so the first deliveries
+    /// ask Redis rather than assume it gone.
+    pub fn new(settings: FleetSettings) -> Arc<Fleet> {
+        let fleet = Fleet {
+            scripts: Scripts::default(),
+            conn: Mutex::new((0, None)),
+            shared: AtomicBool::new(true),
+            live_hosts: AtomicU32::new(1),
+            hosts: Mutex::new(vec![settings.host.clone()]),
+            held: Mutex::new(HashMap::new()),
+            nonce: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            settings,
+        };
+        fleet.connect(0);
+        metrics::gauge!(metric::FLEET_SHARED).set(1.0);
+        Arc::new(fleet)
+    }
+
+    /// Builds the connection manager for URL number `i` (lazily: nothing
+    /// is sent until the first call).
+    fn connect(&self, i: usize) {
+        let i = i % self.settings.urls.len().max(1);
+        let url = self.settings.urls.get(i).map(String::as_str).unwrap_or("");
+        let manager = url
+            .into_connection_info()
+            .map(|info| {
+                let mut redis = info.redis_settings().clone();
+                if let Some(u) = &self.settings.user {
+                    redis = redis.set_username(u);
+                }
+                if let Some(p) = &self.settings.password {
+                    redis = redis.set_password(p);
+                }
+                info.set_redis_settings(redis)
+            })
+            .and_then(redis::Client::open)
+            .and_then(|client| {
+                let t = self.settings.call_timeout;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(t))
+                    .set_response_timeout(Some(t))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_lazy_with_config(client, config)
+            });
+        let manager = match manager {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!("fleet: sluice_fleet_redis: cannot use {url}: {e}");
+                None
+            }
+        };
+        *lock(&self.conn) = (i, manager);
+    }
+
+    pub fn settings(&self) -> &FleetSettings {
+        &self.settings
+    }
+
+    /// True while Redis answers (the gates are shared).
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Acquire)
+    }
+
+    /// Hosts alive at the last heartbeat (at least 1: this one).
+    pub fn live_hosts(&self) -> u32 {
+        self.live_hosts.load(Ordering::Acquire).max(1)
+    }
+
+    /// The hosts alive at the last heartbeat.
+    pub fn hosts(&self) -> Vec<String> {
+        lock(&self.hosts).clone()
+    }
+
+    /// Redis calls made since start.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// A new lease member, unique in the fleet: `HOST|pid.n`.
+    pub fn new_member(&self) -> String {
+        let n = self.nonce.fetch_add(1, Ordering::Relaxed);
+        format!("{}|{}.{n}", self.settings.host, std::process::id())
+    }
+
+    /// Starts renewing `member` in `key` until [`Fleet::forget`].
+    pub fn hold(&self, key: &str, member: &str) {
+        lock(&self.held).entry(key.to_owned()).or_default().insert(member.to_owned());
+    }
+
+    /// Stops renewing `member`.
+    pub fn forget(&self, key: &str, member: &str) {
+        let mut held = lock(&self.held);
+        if let Some(set) = held.get_mut(key) {
+            set.remove(member);
+            if set.is_empty() {
+                held.remove(key);
+            }
+        }
+    }
+
+    /// Runs one script invocation within the call deadline. Any failure
+    /// marks Redis unreachable (logged once) until a heartbeat answers.
+    pub async fn call<T: FromRedisValue>(
+        &self,
+        what: &'static str,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T, CallError> {
+        let conn = lock(&self.conn).1.clone();
+        let Some(mut conn) = conn else {
+            self.down(&CallError::NoConnection);
+            return Err(CallError::NoConnection);
+        };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let t = self.settings.call_timeout;
+        let r = match tokio::time::timeout(t, inv.invoke_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(CallError::Redis(e)),
+            Err(_) => Err(CallError::Timeout(t)),
+        };
+        let result = match &r {
+            Ok(_) => "ok",
+            Err(CallError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        metrics::counter!(metric::FLEET_CALLS, "script" => what, "result" => result).increment(1);
+        if let Err(e) = &r {
+            self.down(e);
+        }
+        r
+    }
+
+    fn down(&self, e: &CallError) {
+        if self.shared.swap(false, Ordering::AcqRel) {
+            metrics::gauge!(metric::FLEET_SHARED).set(0.0);
+            tracing::warn!(
+                "fleet: redis unreachable ({e}); using local share of each backend's limits (1 of {} hosts)",
+                self.live_hosts()
+            );
+        }
+    }
+
+    /// Starts the heartbeat and lease renewal, until `token` is cancelled.
+    pub fn start(self: &Arc<Self>, token: CancellationToken) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let renew_every = me.settings.lease_time / 3;
+            let mut last_renew = crate::clock::instant();
+            loop {
+                me.heartbeat().await;
+                if crate::clock::instant().saturating_duration_since(last_renew) >= renew_every {
+                    last_renew = crate::clock::instant();
+                    me.renew().await;
+                }
+                let nap = me.settings.heartbeat.min(renew_every);
+                tokio::select! {
+                    _ = tokio::time::sleep(nap) => {}
+                    _ = token.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Registers this host; on an answer, the fleet is reachable again.
+    async fn heartbeat(&self) {
+        let ttl = self.settings.heartbeat.saturating_mul(3).as_millis() as u64;
+        let key = hosts_key(&self.settings.name);
+        let was_shared = self.is_shared();
+        let r: Result<Vec<String>, _> =
+            self.call("heartbeat", self.scripts.heartbeat.key(&key).arg(&self.settings.host).arg(ttl)).await;
+        match r {
+            Ok(hosts) => {
+                self.live_hosts.store(hosts.len().max(1) as u32, Ordering::Release);
+                metrics::gauge!(metric::FLEET_HOSTS).set(hosts.len() as f64);
+                *lock(&self.hosts) = hosts;
+                if !self.shared.swap(true, Ordering::AcqRel) {
+                    metrics::gauge!(metric::FLEET_SHARED).set(1.0);
+                    tracing::info!("fleet: redis answers again; shared gates resumed");
+                }
+            }
+            Err(_) if !was_shared => {
+                // Still unreachable: try the next URL (or a fresh connection
+                // to the only one) at the next beat.
+                let next = lock(&self.conn).0 + 1;
+                self.connect(next);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Renews every held lease, one call per backend.
+    async fn renew(&self) {
+        if !self.is_shared() {
+            return;
+        }
+        let held: Vec<(String, Vec<String>)> =
+            lock(&self.held).iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
+        let ms = self.settings.lease_time.as_millis() as u64;
+        for (key, members) in held {
+            let mut inv = self.scripts.renew.key(&key);
+            inv.arg(ms);
+            for m in &members {
+                inv.arg(m);
+            }
+            if self.call::<i64>("renew", &inv).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A delivery's lease on one of the fleet's slots. Renewed while it lives;
+/// dropping it stops the renewal (the fleet gate gives it back in Redis
+/// first; one lost with its host expires within the lease time).
+pub struct Lease {
+    fleet: Arc<Fleet>,
+    key: String,
+    member: String,
+    probe: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("member", &self.member).field("probe", &self.probe).finish()
+    }
+}
+
+impl Lease {
+    /// Records a lease Redis granted, and starts renewing it.
+    pub fn held(fleet: &Arc<Fleet>, key: &str, member: String, probe: bool) -> Lease {
+        fleet.hold(key, &member);
+        Lease { fleet: Arc::clone(fleet), key: key.to_owned(), member, probe }
+    }
+
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// True for the fleet breaker's half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.fleet.forget(&self.key, &self.member);
+    }
+}

@@ -1,0 +1,549 @@
+//! Fleet mode: one backend's gate shared by every MX host of a fleet
+//! through Redis (`sluice_fleet_redis`), the second implementation of
+//! [`BackendGate`] beside the local [`Gate`].
+//!
+//! ## What the fleet shares, per backend
+//! - **Concurrency**: the backend's limit (`destination_concurrency_limit`,
+//!   `maxproc`) is the fleet's total. A slot is a lease in a sorted set
+//!   (member → expiry), taken by the admission script, renewed every third
+//!   of `sluice_fleet_lease_time` while the delivery runs ([`Fleet`]), and
+//!   given back by the finish script. A host that dies (kill -9, a cut
+//!   cable) stops renewing: its slots come back within the lease time.
+//! - **Rate**: `sluice_rate_limit` (and `destination_rate_delay`) is the
+//!   fleet's, a GCRA schedule in Redis (the algorithm `governor` uses
+//!   locally), checked in the same admission script.
+//! - **Breaker**: one state for the fleet. The finish script counts
+//!   failures fleet-wide and opens it at the threshold; admission then
+//!   postpones every host's mail. When the probe time comes, the first
+//!   host to ask gets the probe as a lease (a host that dies with it loses
+//!   it at expiry, and another host probes); its success closes the
+//!   breaker and bumps the backend's epoch.
+//! - **Pause**: `sluice backend pause/resume` set and clear it for the
+//!   fleet; a resume bumps the epoch too.
+//!
+//! So a delivery costs one round trip to start (admission) and one to end
+//! (finish, sent after the result is recorded locally, never waited for);
+//! renewals are one call per backend per third of the lease time. While
+//! every slot of the fleet is taken, a waiting dispatcher asks again when a
+//! slot comes back on this host or after [`POLL`].
+//!
+//! Each host watches its backends' fleet state once per heartbeat interval
+//! (one call): when the epoch moves (a breaker closed, a pause ended,
+//! whichever host saw it), its parked mail for that backend is woken, so
+//! every host's backlog flows within a second or two of a recovery.
+//!
+//! ## Inside: a local gate
+//! A fleet gate holds a local [`Gate`] and asks it first: it keeps what is
+//! this host's own (its slots and latency, parked mail, last error). Its
+//! settings come from [`share`]: while Redis answers, its rate is off and
+//! its breaker cannot open (the fleet decides); while Redis is unreachable
+//! it runs alone on this host's share of every limit, logged once per
+//! backend. Deliveries started on the share hold no lease; when Redis
+//! answers again, the next admission adopts as many leases for them, given
+//! back as they finish, so the fleet's count includes them and the backend
+//! sees at most the fleet limit plus the shares in flight at the switch.
+//!
+//! ## Not shared (yet)
+//! The adaptive limit moves per host within the fleet limit; connections
+//! are not kept idle in fleet mode (an idle connection holds no lease, and
+//! the backend would count it against its capacity).
+//!
+//! Owns the mapping between the gate contract and the fleet's scripts.
+//! Never blocks on Redis longer than `sluice_fleet_call_timeout`, and never
+//! loses, bounces or holds mail because Redis is gone: the worst it does is
+//! run on the local share.
+
+mod client;
+pub mod scripts;
+mod share;
+
+pub use self::client::{Fleet, FleetSettings, Lease};
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sluice_queue::{BackendRecord, BreakerPosition, QueueId, UnixMillis};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use self::scripts::{Keys, Status, Verdict, lease_host};
+use super::concurrency::Slot;
+use super::{Admission, BackendGate, Feedback, FleetView, Gate, PAUSE_RECHECK, Permit, Report, Snapshot};
+use crate::clock;
+use crate::delivery::settings::BackendSettings;
+
+/// How often a dispatcher waiting for a fleet slot asks again when nothing
+/// on this host freed one (another host's delivery ending is not seen
+/// here).
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Applies a gate's feedback outside a caller (the watcher's wake-ups).
+pub type Apply = Arc<dyn Fn(Feedback) + Send + Sync>;
+
+/// Whether the local gate is set for the shared fleet or for its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Shared,
+    Share { hosts: u32 },
+}
+
+#[derive(Debug, Default)]
+struct Fleetwide {
+    /// The last status seen (by the watcher or an admission).
+    status: Status,
+    /// When `status` was read (wall clock).
+    at: UnixMillis,
+    /// The epoch the watcher last acted on.
+    epoch: Option<u64>,
+}
+
+/// One backend's gate in fleet mode: see the module documentation.
+pub struct FleetGate {
+    name: String,
+    local: Gate,
+    fleet: Arc<Fleet>,
+    keys: Keys,
+    /// The configured settings (the fleet's totals).
+    settings: Mutex<Arc<BackendSettings>>,
+    mode: Mutex<Mode>,
+    seen: Mutex<Fleetwide>,
+    /// Deliveries running without a lease (started on the local share).
+    unleased: AtomicU32,
+    /// Leases adopted for them when Redis came back.
+    adopted: Mutex<Vec<Lease>>,
+    /// Redis came back: adopt leases at the next admission.
+    adopt_due: Mutex<bool>,
+    /// A lease went back in Redis (or the watcher saw the fleet's).
+    released: Arc<Notify>,
+}
+
+impl std::fmt::Debug for FleetGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetGate")
+            .field("name", &self.name)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FleetGate {
+    /// The fleet gate of backend `name`, and its watcher (which ends with
+    /// the gate). `apply` makes the watcher's wake-ups effective.
+    pub fn start(
+        name: String,
+        settings: Arc<BackendSettings>,
+        record: Option<&BackendRecord>,
+        now: UnixMillis,
+        fleet: Arc<Fleet>,
+        apply: Apply,
+    ) -> Arc<FleetGate> {
+        let local = Gate::new(name.clone(), Arc::new(share::shared(&settings)), record, now);
+        let gate = Arc::new(FleetGate {
+            keys: Keys::new(&fleet.settings().name, &name),
+            name,
+            local,
+            fleet,
+            settings: Mutex::new(settings),
+            mode: Mutex::new(Mode::Shared),
+            seen: Mutex::new(Fleetwide::default()),
+            unleased: AtomicU32::new(0),
+            adopted: Mutex::new(Vec::new()),
+            adopt_due: Mutex::new(false),
+            released: Arc::new(Notify::new()),
+        });
+        tokio::spawn(watch(Arc::downgrade(&gate), apply));
+        gate
+    }
+
+    fn configured(&self) -> Arc<BackendSettings> {
+        Arc::clone(&lock(&self.settings))
+    }
+
+    /// Sets the local gate for the fleet's state now: shared, or this
+    /// host's share. Logs the switch.
+    fn follow(&self) {
+        let want = if self.fleet.is_shared() {
+            Mode::Shared
+        } else {
+            Mode::Share { hosts: self.fleet.live_hosts() }
+        };
+        let mut mode = lock(&self.mode);
+        if *mode == want {
+            return;
+        }
+        let s = self.configured();
+        match want {
+            Mode::Shared => {
+                tracing::info!(
+                    "backend {}: fleet: redis answers again; fleet limit {} shared again",
+                    self.name,
+                    s.concurrency_limit
+                );
+                self.local.reconfigure(Arc::new(share::shared(&s)));
+                *lock(&self.adopt_due) = true;
+            }
+            Mode::Share { hosts } => {
+                tracing::warn!(
+                    "backend {}: fleet: redis unreachable; using local share {} of {} ({} hosts)",
+                    self.name,
+                    share::share(s.concurrency_limit, hosts),
+                    s.concurrency_limit,
+                    hosts
+                );
+                self.local.reconfigure(Arc::new(share::local_share(&s, hosts)));
+            }
+        }
+        *mode = want;
+    }
+
+    async fn admit_fleet(&self, now: UnixMillis) -> Admission {
+        self.follow();
+        let local = self.local.admit(now);
+        let Admission::Go(mut permit) = local else { return local };
+        if !self.fleet.is_shared() {
+            self.unleased.fetch_add(1, Ordering::AcqRel);
+            return Admission::Go(permit);
+        }
+        let s = self.configured();
+        let member = self.fleet.new_member();
+        let adopt: Vec<String> = if std::mem::take(&mut *lock(&self.adopt_due)) {
+            (0..self.unleased.load(Ordering::Acquire)).map(|_| self.fleet.new_member()).collect()
+        } else {
+            Vec::new()
+        };
+        let (interval, tolerance) = share::gcra(&s);
+        let lease_ms = self.fleet.settings().lease_time.as_millis() as u64;
+        let mut inv = self.fleet.scripts.admit.key(&self.keys.leases);
+        inv.key(&self.keys.breaker).key(&self.keys.pause).key(&self.keys.rate);
+        inv.arg(&member).arg(lease_ms).arg(s.concurrency_limit).arg(interval).arg(tolerance);
+        for m in &adopt {
+            inv.arg(m);
+        }
+        let verdict = self.fleet.call::<Verdict>("admit", &inv).await;
+        if verdict.is_ok() && !adopt.is_empty() {
+            let mut adopted = lock(&self.adopted);
+            adopted.extend(adopt.into_iter().map(|m| Lease::held(&self.fleet, &self.keys.leases, m, false)));
+        } else if !adopt.is_empty() {
+            *lock(&self.adopt_due) = true;
+        }
+        let give_back = |permit: Permit| {
+            self.local.report(permit, Report::Abandoned, now, clock::instant());
+        };
+        match verdict {
+            Ok(Verdict::Go) | Ok(Verdict::Probe) => {
+                let probe = matches!(verdict, Ok(Verdict::Probe));
+                if probe {
+                    tracing::info!(
+                        "backend {}: fleet circuit breaker half-open, this host sends the probe",
+                        self.name
+                    );
+                }
+                permit.lease = Some(Lease::held(&self.fleet, &self.keys.leases, member, probe));
+                Admission::Go(permit)
+            }
+            Ok(Verdict::Slot) => {
+                give_back(permit);
+                Admission::WaitSlot
+            }
+            Ok(Verdict::ProbeWait) => {
+                give_back(permit);
+                Admission::WaitProbe
+            }
+            Ok(Verdict::Rate(ms)) => {
+                give_back(permit);
+                Admission::WaitRate(Duration::from_millis(ms.max(1)))
+            }
+            Ok(Verdict::Paused(ms)) => {
+                give_back(permit);
+                let until = now + ms.unwrap_or(PAUSE_RECHECK.as_millis() as u64);
+                let mut seen = lock(&self.seen);
+                seen.status.paused = Some(ms);
+                seen.at = now;
+                Admission::Postpone { until, reason: "delivery paused by administrator".into() }
+            }
+            Ok(Verdict::Open(ms, error)) => {
+                give_back(permit);
+                let mut seen = lock(&self.seen);
+                seen.status.open = true;
+                seen.status.probe_in = Some(ms);
+                seen.at = now;
+                let reason = if error.is_empty() {
+                    "delivery temporarily suspended".to_owned()
+                } else {
+                    format!("delivery temporarily suspended: {error}")
+                };
+                Admission::Postpone { until: now + ms, reason }
+            }
+            Err(_) => {
+                // Redis is now marked unreachable: this delivery goes on
+                // the local share, and so do the next ones.
+                self.follow();
+                self.unleased.fetch_add(1, Ordering::AcqRel);
+                Admission::Go(permit)
+            }
+        }
+    }
+
+    /// Gives a lease back in Redis and feeds the fleet breaker, off the
+    /// caller's path.
+    fn finish(&self, lease: Lease, outcome: &'static str, error: String) {
+        let s = self.configured();
+        let fleet = Arc::clone(&self.fleet);
+        let keys = self.keys.clone();
+        let name = self.name.clone();
+        let threshold = s.failure_threshold.max(1).saturating_mul(s.failed_cohort_limit.max(1));
+        let cooldown = s.cooldown.as_millis() as u64;
+        let max_cooldown = s.max_cooldown.as_millis().max(s.cooldown.as_millis()) as u64;
+        let released = Arc::clone(&self.released);
+        tokio::spawn(async move {
+            if !fleet.is_shared() {
+                // Not sent to a Redis known gone: the lease expires.
+                return;
+            }
+            let mut inv = fleet.scripts.finish.key(&keys.leases);
+            inv.key(&keys.breaker)
+                .arg(lease.member())
+                .arg(outcome)
+                .arg(threshold)
+                .arg(cooldown)
+                .arg(max_cooldown);
+            inv.arg(error.chars().take(300).collect::<String>());
+            match fleet.call::<String>("finish", &inv).await.as_deref() {
+                Ok("opened") => tracing::warn!(
+                    "backend {name}: fleet circuit breaker open after {threshold} consecutive failures across the fleet ({error}); probe in {:.1}s",
+                    cooldown as f64 / 1000.0
+                ),
+                Ok("reopened") => {
+                    tracing::warn!("backend {name}: fleet circuit breaker probe failed ({error}), open again")
+                }
+                Ok("closed") => {
+                    tracing::info!("backend {name}: fleet circuit breaker closed, probe delivered")
+                }
+                _ => {}
+            }
+            drop(lease);
+            released.notify_waiters();
+        });
+    }
+
+    /// The fleet-wide part of the state, once per heartbeat interval.
+    async fn refresh(&self) -> Option<Status> {
+        if !self.fleet.is_shared() {
+            return None;
+        }
+        let mut inv = self.fleet.scripts.status.key(&self.keys.leases);
+        inv.key(&self.keys.breaker).key(&self.keys.pause);
+        let st: Status = self.fleet.call("status", &inv).await.ok()?;
+        let mut seen = lock(&self.seen);
+        seen.status = st.clone();
+        seen.at = clock::unix_millis();
+        Some(st)
+    }
+}
+
+/// Watches a backend's fleet state while its gate lives: wakes the parked
+/// mail when the epoch moves, keeps the view `backend list` shows fresh,
+/// and wakes a dispatcher waiting for a slot when leases come back.
+async fn watch(gate: Weak<FleetGate>, apply: Apply) {
+    loop {
+        let nap = {
+            let Some(g) = gate.upgrade() else { return };
+            if let Some(st) = g.refresh().await {
+                let last = lock(&g.seen).epoch.replace(st.epoch);
+                if last.is_some_and(|e| e != st.epoch) {
+                    // A breaker closed or a pause ended somewhere in the
+                    // fleet: this host's parked mail is due now.
+                    let fb = g.local.resume();
+                    if !fb.wake.is_empty() {
+                        tracing::info!(
+                            "backend {}: fleet: backend available again, waking {} parked message(s)",
+                            g.name,
+                            fb.wake.len()
+                        );
+                    }
+                    apply(fb);
+                }
+                g.released.notify_waiters();
+            }
+            g.fleet.settings().heartbeat
+        };
+        tokio::time::sleep(nap).await;
+    }
+}
+
+impl BackendGate for FleetGate {
+    fn settings(&self) -> Arc<BackendSettings> {
+        self.configured()
+    }
+
+    fn reconfigure(&self, settings: Arc<BackendSettings>) {
+        let mode = *lock(&self.mode);
+        let local = match mode {
+            Mode::Shared => share::shared(&settings),
+            Mode::Share { hosts } => share::local_share(&settings, hosts),
+        };
+        *lock(&self.settings) = settings;
+        self.local.reconfigure(Arc::new(local));
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            tokio::select! {
+                _ = self.local.changed() => {}
+                _ = self.released.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        })
+    }
+
+    fn admit(&self, now: UnixMillis) -> BoxFuture<'_, Admission> {
+        Box::pin(self.admit_fleet(now))
+    }
+
+    fn keeps_idle(&self) -> bool {
+        false
+    }
+
+    fn spare_slot(&self) -> Option<Slot> {
+        self.local.spare_slot()
+    }
+
+    fn report(&self, mut permit: Permit, report: Report, now: UnixMillis, mono: Instant) -> Feedback {
+        let lease = permit.lease.take();
+        let (outcome, error) = match &report {
+            Report::Completed { .. } => ("ok", String::new()),
+            Report::Overloaded { error } => ("overload", error.clone()),
+            Report::Abandoned => ("abandon", String::new()),
+            Report::Failed { error } => ("fail", error.clone()),
+        };
+        let fb = self.local.report(permit, report, now, mono);
+        match lease {
+            Some(lease) => self.finish(lease, outcome, error),
+            None => {
+                let _ = self.unleased.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                if let Some(adopted) = lock(&self.adopted).pop() {
+                    self.finish(adopted, "abandon", String::new());
+                }
+            }
+        }
+        fb
+    }
+
+    fn park(&self, id: QueueId) -> bool {
+        self.local.park(id)
+    }
+
+    fn probe_candidate(&self, now: UnixMillis) -> Option<QueueId> {
+        // While the fleet breaker is open, its probe is the fleet's: the
+        // admission hands it to one host. Until then, nothing to try here.
+        if lock(&self.seen).status.open {
+            return None;
+        }
+        self.local.probe_candidate(now)
+    }
+
+    fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId> {
+        if lock(&self.seen).status.open || self.is_paused(now) {
+            return Vec::new();
+        }
+        self.local.take_parked(n, now)
+    }
+
+    fn pause(&self, until: Option<UnixMillis>) -> Feedback {
+        let fb = self.local.pause(until);
+        let ms: i64 = match until {
+            Some(u) => u.saturating_sub(clock::unix_millis()).max(1) as i64,
+            None => 0,
+        };
+        self.send_pause(ms);
+        fb
+    }
+
+    fn resume(&self) -> Feedback {
+        let fb = self.local.resume();
+        lock(&self.seen).status.paused = None;
+        self.send_pause(-1);
+        fb
+    }
+
+    fn is_paused(&self, now: UnixMillis) -> bool {
+        if self.local.is_paused(now) {
+            return true;
+        }
+        let seen = lock(&self.seen);
+        match seen.status.paused {
+            Some(None) => true,
+            Some(Some(ms)) => seen.at + ms > now,
+            None => false,
+        }
+    }
+
+    fn time_for(&self, n: usize) -> Duration {
+        self.local.time_for(n)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut snap = self.local.snapshot();
+        let s = self.configured();
+        let seen = lock(&self.seen);
+        if self.fleet.is_shared() {
+            snap.max_limit = s.concurrency_limit;
+            snap.rate = s.rate.map(|r| r.per_second()).unwrap_or(0.0);
+            if seen.status.open {
+                snap.breaker = BreakerPosition::Open;
+                snap.probe_at = seen.status.probe_in.map(|ms| seen.at + ms);
+            }
+            match seen.status.paused {
+                Some(None) => snap.paused_until = Some(u64::MAX),
+                Some(Some(ms)) => snap.paused_until = Some(seen.at + ms),
+                None => {}
+            }
+        }
+        snap
+    }
+
+    fn fleet(&self) -> Option<FleetView> {
+        let seen = lock(&self.seen);
+        let mut per_host: Vec<(String, u32)> = Vec::new();
+        for m in &seen.status.leases {
+            let host = lease_host(m);
+            match per_host.iter_mut().find(|(h, _)| h == host) {
+                Some((_, n)) => *n += 1,
+                None => per_host.push((host.to_owned(), 1)),
+            }
+        }
+        for h in self.fleet.hosts() {
+            if !per_host.iter().any(|(x, _)| *x == h) {
+                per_host.push((h, 0));
+            }
+        }
+        per_host.sort();
+        Some(FleetView {
+            shared: self.fleet.is_shared(),
+            limit: self.configured().concurrency_limit,
+            in_flight: seen.status.leases.len() as u32,
+            hosts: per_host,
+        })
+    }
+}
+
+impl FleetGate {
+    fn send_pause(&self, ms: i64) {
+        let fleet = Arc::clone(&self.fleet);
+        let keys = self.keys.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let mut inv = fleet.scripts.pause.key(&keys.pause);
+            inv.key(&keys.breaker).arg(ms);
+            if let Err(e) = fleet.call::<i64>("pause", &inv).await {
+                tracing::warn!("backend {name}: fleet: pause/resume not shared with the fleet: {e}");
+            }
+        });
+    }
+}

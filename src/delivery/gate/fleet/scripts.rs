@@ -1,0 +1,317 @@
+//! The fleet's atomic steps: one Lua script each, run by Redis with
+//! `EVALSHA` (the client falls back to `EVAL` on `NOSCRIPT`, after a Redis
+//! restart or failover), and the typed reading of their replies.
+//!
+//! Every script takes the time from Redis (`TIME`), never from the host, so
+//! hosts whose clocks differ still agree on lease expiry, the rate's
+//! schedule and the breaker's probe time; durations go back to the host as
+//! "milliseconds from now". A backend's keys share one hash tag
+//! (`sluice:{FLEET|BACKEND}:...`), so every script touches one slot (Redis
+//! Cluster would accept it) and two fleets on one Redis never meet.
+//!
+//! Owns the scripts and their key layout. Never decides policy in Rust from
+//! values read out of Redis: what must be atomic happens inside a script.
+
+use redis::{FromRedisValue, Script, Value};
+
+/// The keys of one backend in one fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// Sorted set: lease member (`HOST|nonce`) → expiry (Redis ms).
+    pub leases: String,
+    /// Hash: `state` (`open` or absent), `probe_at`, `probe` (the probe's
+    /// lease), `failures`, `opens`, `error`, `epoch` (bumped when the
+    /// breaker closes or a pause ends: hosts watching it wake their mail).
+    pub breaker: String,
+    /// String: paused until (Redis ms; `0`: until resumed).
+    pub pause: String,
+    /// String: the rate's theoretical arrival time (GCRA, Redis ms).
+    pub rate: String,
+}
+
+impl Keys {
+    pub fn new(fleet: &str, backend: &str) -> Keys {
+        let tag = format!("sluice:{{{fleet}|{backend}}}");
+        Keys {
+            leases: format!("{tag}:leases"),
+            breaker: format!("{tag}:breaker"),
+            pause: format!("{tag}:pause"),
+            rate: format!("{tag}:rate"),
+        }
+    }
+}
+
+/// The key of the fleet's host registry (sorted set: host → expiry).
+pub fn hosts_key(fleet: &str) -> String {
+    format!("sluice:{{{fleet}}}:hosts")
+}
+
+const NOW: &str =
+    "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+
+/// Admission: pause, breaker, free lease, rate; takes the lease when all
+/// say yes. KEYS: leases, breaker, pause, rate. ARGV: member, lease ms,
+/// limit, rate interval ms (0: none), rate tolerance ms, then members to
+/// adopt (leases for deliveries started while Redis was unreachable, taken
+/// whatever the count so the fleet sees them).
+const ADMIT: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local lease_ms = tonumber(ARGV[2])
+for i = 6, #ARGV do
+  redis.call('ZADD', KEYS[1], now + lease_ms, ARGV[i])
+end
+local p = redis.call('GET', KEYS[3])
+if p then
+  local u = tonumber(p)
+  if u == 0 then return {'paused', -1, ''} end
+  if u > now then return {'paused', u - now, ''} end
+end
+local b = redis.call('HMGET', KEYS[2], 'state', 'probe_at', 'probe', 'error')
+local probe = false
+if b[1] == 'open' then
+  local at = tonumber(b[2]) or 0
+  if now < at then return {'open', at - now, b[4] or ''} end
+  if b[3] and redis.call('ZSCORE', KEYS[1], b[3]) then return {'probe_wait', 0, ''} end
+  probe = true
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'slot', 0, ''} end
+local interval = tonumber(ARGV[4])
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tat < now then tat = now end
+  local wait = tat - tonumber(ARGV[5]) - now
+  if wait > 0 then return {'rate', wait, ''} end
+  redis.call('SET', KEYS[4], tat + interval, 'PX', tat + interval - now + 1000)
+end
+redis.call('ZADD', KEYS[1], now + lease_ms, ARGV[1])
+if probe then
+  redis.call('HSET', KEYS[2], 'probe', ARGV[1])
+  return {'probe', 0, ''}
+end
+return {'go', 0, ''}
+"#;
+
+/// The end of a delivery: gives the lease back and feeds the breaker.
+/// KEYS: leases, breaker. ARGV: member, outcome (`ok`, `overload`, `fail`,
+/// `abandon`), failure threshold, cool-down ms, longest cool-down ms, error.
+const FINISH: &str = r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+local b = redis.call('HMGET', KEYS[2], 'state', 'probe', 'opens')
+local is_probe = b[2] == ARGV[1]
+local outcome = ARGV[2]
+if outcome == 'ok' then
+  if is_probe then
+    redis.call('HSET', KEYS[2], 'failures', 0, 'opens', 0)
+    redis.call('HDEL', KEYS[2], 'state', 'probe', 'probe_at')
+    redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+    return 'closed'
+  end
+  if b[1] ~= 'open' then redis.call('HSET', KEYS[2], 'failures', 0) end
+  return 'ok'
+end
+if outcome == 'abandon' then
+  if is_probe then redis.call('HDEL', KEYS[2], 'probe') end
+  return 'ok'
+end
+redis.call('HSET', KEYS[2], 'error', ARGV[6])
+if is_probe then
+  local opens = (tonumber(b[3]) or 1) + 1
+  local cd = math.min(tonumber(ARGV[4]) * 2 ^ (opens - 1), tonumber(ARGV[5]))
+  redis.call('HSET', KEYS[2], 'state', 'open', 'probe_at', now + math.floor(cd), 'opens', opens)
+  redis.call('HDEL', KEYS[2], 'probe')
+  return 'reopened'
+end
+if outcome == 'overload' or b[1] == 'open' then return 'ok' end
+local f = redis.call('HINCRBY', KEYS[2], 'failures', 1)
+if f >= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[2], 'state', 'open', 'probe_at', now + tonumber(ARGV[4]), 'opens', 1)
+  return 'opened'
+end
+return 'failed'
+"#;
+
+/// Renews running deliveries' leases. KEYS: leases. ARGV: lease ms, members.
+const RENEW: &str = r#"
+local n = 0
+for i = 2, #ARGV do
+  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[i])
+end
+return n
+"#;
+
+/// Pauses (ARGV[1]: ms from now, `0`: until resumed) or resumes (ARGV[1]:
+/// `-1`). KEYS: pause, breaker.
+const PAUSE: &str = r#"
+local ms = tonumber(ARGV[1])
+if ms < 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+elseif ms == 0 then
+  redis.call('SET', KEYS[1], 0)
+else
+  redis.call('SET', KEYS[1], now + ms, 'PX', ms)
+end
+return 1
+"#;
+
+/// The backend's fleet state, for watching and listing. KEYS: leases,
+/// breaker, pause. Returns epoch, open (0/1), probe in ms (-1: none), pause
+/// (-2: none, -1: until resumed, else ms left), then the live lease members.
+const STATUS: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local b = redis.call('HMGET', KEYS[2], 'epoch', 'state', 'probe_at')
+local open = 0
+local probe = -1
+if b[2] == 'open' then
+  open = 1
+  probe = math.max(0, (tonumber(b[3]) or now) - now)
+end
+local paused = -2
+local p = redis.call('GET', KEYS[3])
+if p then
+  local u = tonumber(p)
+  if u == 0 then paused = -1 elseif u > now then paused = u - now end
+end
+local out = {tonumber(b[1]) or 0, open, probe, paused}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, 999)) do table.insert(out, m) end
+return out
+"#;
+
+/// A host's heartbeat. KEYS: hosts. ARGV: host, ms until it counts as gone.
+/// Returns the live hosts.
+const HEARTBEAT: &str = r#"
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, 999)
+"#;
+
+/// The compiled scripts (each keeps its SHA1 for `EVALSHA`).
+#[derive(Debug)]
+pub struct Scripts {
+    pub admit: Script,
+    pub finish: Script,
+    pub renew: Script,
+    pub pause: Script,
+    pub status: Script,
+    pub heartbeat: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Scripts {
+        let s = |body: &str| Script::new(&format!("{NOW}{body}"));
+        Scripts {
+            admit: s(ADMIT),
+            finish: s(FINISH),
+            renew: s(RENEW),
+            pause: s(PAUSE),
+            status: s(STATUS),
+            heartbeat: s(HEARTBEAT),
+        }
+    }
+}
+
+/// What the admission script said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A lease was taken.
+    Go,
+    /// A lease was taken for the half-open probe.
+    Probe,
+    /// Every lease of the fleet is taken.
+    Slot,
+    /// Another host's probe is running.
+    ProbeWait,
+    /// The rate allows the next start in this many ms.
+    Rate(u64),
+    /// Paused for this many ms (`None`: until resumed).
+    Paused(Option<u64>),
+    /// The breaker is open for this many ms; the error that opened it.
+    Open(u64, String),
+}
+
+impl FromRedisValue for Verdict {
+    fn from_redis_value(v: Value) -> Result<Verdict, redis::ParsingError> {
+        let (word, ms, text): (String, i64, String) = FromRedisValue::from_redis_value(v)?;
+        let ms_u = ms.max(0) as u64;
+        Ok(match word.as_str() {
+            "go" => Verdict::Go,
+            "probe" => Verdict::Probe,
+            "slot" => Verdict::Slot,
+            "probe_wait" => Verdict::ProbeWait,
+            "rate" => Verdict::Rate(ms_u),
+            "paused" => Verdict::Paused((ms >= 0).then_some(ms_u)),
+            "open" => Verdict::Open(ms_u, text),
+            other => return Err(format!("unknown admission verdict {other:?}").into()),
+        })
+    }
+}
+
+/// A backend's fleet state as the status script reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Bumped when the breaker closes or a pause ends.
+    pub epoch: u64,
+    /// The breaker is open (or half-open: a probe may be running).
+    pub open: bool,
+    /// Ms until the next probe may start, while open.
+    pub probe_in: Option<u64>,
+    /// `Some(None)`: paused until resumed; `Some(Some(ms))`: for ms more.
+    pub paused: Option<Option<u64>>,
+    /// Live lease members (`HOST|nonce`).
+    pub leases: Vec<String>,
+}
+
+impl FromRedisValue for Status {
+    fn from_redis_value(v: Value) -> Result<Status, redis::ParsingError> {
+        let items: Vec<Value> = FromRedisValue::from_redis_value(v)?;
+        if items.len() < 4 {
+            return Err("short fleet status reply".into());
+        }
+        let mut it = items.into_iter();
+        let mut int = || -> Result<i64, redis::ParsingError> {
+            FromRedisValue::from_redis_value(it.next().unwrap_or(Value::Nil))
+        };
+        let epoch = int()?;
+        let open = int()? == 1;
+        let probe = int()?;
+        let paused = int()?;
+        let leases: Vec<String> = it.map(String::from_redis_value).collect::<Result<_, _>>()?;
+        Ok(Status {
+            epoch: epoch.max(0) as u64,
+            open,
+            probe_in: (open && probe >= 0).then_some(probe.max(0) as u64),
+            paused: match paused {
+                -2 => None,
+                -1 => Some(None),
+                ms => Some(Some(ms.max(0) as u64)),
+            },
+            leases,
+        })
+    }
+}
+
+/// The host part of a lease member (`HOST|nonce`).
+pub fn lease_host(member: &str) -> &str {
+    member.rsplit_once('|').map_or(member, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backends_keys_share_one_hash_tag_named_after_the_fleet() {
+        let k = Keys::new("mx", "lmtp:[10.0.0.1]:24");
+        for key in [&k.leases, &k.breaker, &k.pause, &k.rate] {
+            assert!(key.starts_with("sluice:{mx|lmtp:[10.0.0.1]:24}:"), "{key}");
+        }
+        assert_ne!(Keys::new("other", "lmtp:[10.0.0.1]:24").leases, k.leases);
+        assert_eq!(hosts_key("mx"), "sluice:{mx}:hosts");
+    }
+
+    #[test]
+    fn lease_members_name_their_host() {
+        assert_eq!(lease_host("mx1.example.org|42.7"), "mx1.example.org");
+        assert_eq!(lease_host("odd"), "odd");
+    }
+}

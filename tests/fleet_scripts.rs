@@ -1,0 +1,247 @@
+//! The fleet's Redis scripts, run directly against a private
+//! `redis-server`: leases (limit, release, expiry), the GCRA rate, the
+//! breaker (fleet-wide threshold, one probe lease, recovery bumps the
+//! epoch), pause and resume, and fleets that share a Redis without mixing.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use sluice::delivery::gate::fleet::scripts::{Keys, Scripts, Status, Verdict, hosts_key};
+
+use common::redis::Redis;
+
+struct Fixture {
+    _redis: Redis,
+    conn: MultiplexedConnection,
+    scripts: Scripts,
+}
+
+async fn fixture() -> Fixture {
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    Fixture { _redis: redis, conn, scripts: Scripts::default() }
+}
+
+/// Admission parameters: limit, rate interval and tolerance (ms), lease ms.
+#[derive(Clone, Copy)]
+struct Ask {
+    limit: u32,
+    interval: u64,
+    tolerance: u64,
+    lease_ms: u64,
+}
+
+const PLAIN: Ask = Ask { limit: 2, interval: 0, tolerance: 0, lease_ms: 10_000 };
+
+impl Fixture {
+    async fn admit(&mut self, k: &Keys, member: &str, a: Ask) -> Verdict {
+        self.scripts
+            .admit
+            .key(&k.leases)
+            .key(&k.breaker)
+            .key(&k.pause)
+            .key(&k.rate)
+            .arg(member)
+            .arg(a.lease_ms)
+            .arg(a.limit)
+            .arg(a.interval)
+            .arg(a.tolerance)
+            .invoke_async(&mut self.conn)
+            .await
+            .unwrap()
+    }
+
+    /// Ends a delivery: threshold 2, cool-down 300 ms, longest 1 s.
+    async fn finish(&mut self, k: &Keys, member: &str, outcome: &str) -> String {
+        self.scripts
+            .finish
+            .key(&k.leases)
+            .key(&k.breaker)
+            .arg(member)
+            .arg(outcome)
+            .arg(2)
+            .arg(300)
+            .arg(1000)
+            .arg("421 4.3.2 too busy")
+            .invoke_async(&mut self.conn)
+            .await
+            .unwrap()
+    }
+
+    async fn status(&mut self, k: &Keys) -> Status {
+        self.scripts
+            .status
+            .key(&k.leases)
+            .key(&k.breaker)
+            .key(&k.pause)
+            .invoke_async(&mut self.conn)
+            .await
+            .unwrap()
+    }
+
+    async fn pause(&mut self, k: &Keys, ms: i64) {
+        let _: i64 = self
+            .scripts
+            .pause
+            .key(&k.pause)
+            .key(&k.breaker)
+            .arg(ms)
+            .invoke_async(&mut self.conn)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn leases_hold_the_fleet_limit_and_come_back_on_release_or_expiry() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    assert_eq!(f.admit(&k, "a|1", PLAIN).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "b|1", PLAIN).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "c|1", PLAIN).await, Verdict::Slot, "the third host finds the fleet full");
+    assert_eq!(f.finish(&k, "a|1", "ok").await, "ok");
+    assert_eq!(f.admit(&k, "c|1", PLAIN).await, Verdict::Go, "a released lease is free at once");
+    let st = f.status(&k).await;
+    assert_eq!(st.leases.len(), 2);
+
+    // A host that dies stops renewing: its leases expire.
+    let k = Keys::new("t", "lmtp:[other]:24");
+    let short = Ask { lease_ms: 300, ..PLAIN };
+    assert_eq!(f.admit(&k, "dead|1", short).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "dead|2", short).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "live|1", short).await, Verdict::Slot);
+    // Renewal keeps one alive past the first expiry.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let renewed: i64 =
+        f.scripts.renew.key(&k.leases).arg(300).arg("dead|2").invoke_async(&mut f.conn).await.unwrap();
+    assert_eq!(renewed, 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(f.admit(&k, "live|1", short).await, Verdict::Go, "the unrenewed lease expired");
+    assert_eq!(f.admit(&k, "live|2", short).await, Verdict::Slot, "the renewed one still counts");
+}
+
+#[tokio::test]
+async fn the_rate_is_a_gcra_schedule_shared_by_every_caller() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    // 10/s with a burst of 2: two at once, then one per 100 ms.
+    let ask = Ask { limit: 100, interval: 100, tolerance: 100, lease_ms: 10_000 };
+    assert_eq!(f.admit(&k, "a|1", ask).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "b|1", ask).await, Verdict::Go);
+    match f.admit(&k, "c|1", ask).await {
+        Verdict::Rate(ms) => assert!((1..=100).contains(&ms), "wait {ms} ms"),
+        other => panic!("expected a rate wait, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(110)).await;
+    assert_eq!(f.admit(&k, "c|1", ask).await, Verdict::Go);
+    // A refused start takes no lease.
+    assert_eq!(f.status(&k).await.leases.len(), 3);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_fleet_wide_and_hands_out_exactly_one_probe() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    let ask = Ask { limit: 10, ..PLAIN };
+    assert_eq!(f.admit(&k, "a|1", ask).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "b|1", ask).await, Verdict::Go);
+    // Two hosts each see one failure: the threshold (2) counts the fleet.
+    assert_eq!(f.finish(&k, "a|1", "fail").await, "failed");
+    assert_eq!(f.finish(&k, "b|1", "fail").await, "opened");
+    match f.admit(&k, "c|1", ask).await {
+        Verdict::Open(ms, error) => {
+            assert!(ms <= 300);
+            assert_eq!(error, "421 4.3.2 too busy");
+        }
+        other => panic!("expected open, got {other:?}"),
+    }
+    let epoch = f.status(&k).await.epoch;
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    assert_eq!(f.admit(&k, "c|1", ask).await, Verdict::Probe, "one host gets the probe");
+    assert_eq!(f.admit(&k, "a|2", ask).await, Verdict::ProbeWait, "the others wait for it");
+    assert_eq!(f.admit(&k, "b|2", ask).await, Verdict::ProbeWait);
+    // A failed probe reopens with a longer cool-down.
+    assert_eq!(f.finish(&k, "c|1", "fail").await, "reopened");
+    match f.admit(&k, "a|2", ask).await {
+        Verdict::Open(ms, _) => assert!(ms > 300 && ms <= 600, "{ms}"),
+        other => panic!("expected open, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(620)).await;
+    assert_eq!(f.admit(&k, "a|2", ask).await, Verdict::Probe);
+    assert_eq!(f.finish(&k, "a|2", "ok").await, "closed");
+    let st = f.status(&k).await;
+    assert!(!st.open);
+    assert_eq!(st.epoch, epoch + 1, "closing bumps the epoch every host watches");
+    assert_eq!(f.admit(&k, "b|2", ask).await, Verdict::Go);
+}
+
+#[tokio::test]
+async fn a_probe_lost_with_its_host_is_handed_to_another_host() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    let ask = Ask { limit: 10, lease_ms: 300, ..PLAIN };
+    for m in ["a|1", "b|1"] {
+        assert_eq!(f.admit(&k, m, ask).await, Verdict::Go);
+        f.finish(&k, m, "fail").await;
+    }
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    assert_eq!(f.admit(&k, "dead|1", ask).await, Verdict::Probe);
+    assert_eq!(f.admit(&k, "b|2", ask).await, Verdict::ProbeWait);
+    // The prober dies: its lease expires, the probe goes to someone else.
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    assert_eq!(f.admit(&k, "b|2", ask).await, Verdict::Probe);
+}
+
+#[tokio::test]
+async fn pause_and_resume_are_fleet_wide_and_resume_bumps_the_epoch() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    f.pause(&k, 0).await;
+    assert_eq!(f.admit(&k, "a|1", PLAIN).await, Verdict::Paused(None));
+    assert_eq!(f.status(&k).await.paused, Some(None));
+    let epoch = f.status(&k).await.epoch;
+    f.pause(&k, -1).await;
+    assert_eq!(f.admit(&k, "a|1", PLAIN).await, Verdict::Go);
+    assert_eq!(f.status(&k).await.epoch, epoch + 1);
+    f.pause(&k, 5000).await;
+    match f.admit(&k, "b|1", PLAIN).await {
+        Verdict::Paused(Some(ms)) => assert!(ms > 4000 && ms <= 5000),
+        other => panic!("expected a timed pause, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_fleets_on_one_redis_never_mix() {
+    let mut f = fixture().await;
+    let a = Keys::new("east", "lmtp:[mbx]:24");
+    let b = Keys::new("west", "lmtp:[mbx]:24");
+    assert_eq!(f.admit(&a, "a|1", PLAIN).await, Verdict::Go);
+    assert_eq!(f.admit(&a, "a|2", PLAIN).await, Verdict::Go);
+    assert_eq!(f.admit(&b, "b|1", PLAIN).await, Verdict::Go, "the other fleet has its own slots");
+    f.pause(&a, 0).await;
+    assert_eq!(f.admit(&b, "b|2", PLAIN).await, Verdict::Go, "and its own pause");
+    let hosts: Vec<String> = f
+        .scripts
+        .heartbeat
+        .key(hosts_key("east"))
+        .arg("mx1")
+        .arg(3000)
+        .invoke_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(hosts, vec!["mx1".to_owned()]);
+    let west: Vec<String> = f
+        .scripts
+        .heartbeat
+        .key(hosts_key("west"))
+        .arg("mx9")
+        .arg(3000)
+        .invoke_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(west, vec!["mx9".to_owned()]);
+}

@@ -20,7 +20,7 @@ use sluice_queue::{BackendRecord, BreakerPosition, UnixMillis};
 use super::context::{Context, lock};
 use super::dispatch::Backend;
 use super::gate::fleet::{self, Fleet, FleetGate, FleetSettings};
-use super::gate::{BackendGate, Gate, Snapshot, position_name};
+use super::gate::{BackendGate, FleetView, Gate, Snapshot, position_name};
 use super::settings::BackendSettings;
 use super::{BackendId, UnknownBackend};
 use crate::clock;
@@ -102,6 +102,8 @@ pub struct BackendStatus {
     pub snapshot: Snapshot,
     /// Deliveries waiting in memory for the gate.
     pub queued: usize,
+    /// Fleet mode: the backend across the fleet.
+    pub fleet: Option<FleetView>,
 }
 
 impl BackendStatus {
@@ -130,11 +132,15 @@ impl Handle {
             .registry
             .running()
             .iter()
-            .map(|b| BackendStatus { snapshot: b.gate().snapshot(), queued: b.queued() })
+            .map(|b| BackendStatus {
+                snapshot: b.gate().snapshot(),
+                queued: b.queued(),
+                fleet: b.gate().fleet(),
+            })
             .collect();
         for (name, rec) in self.ctx.stored().iter() {
             if !out.iter().any(|s| &s.snapshot.name == name) {
-                out.push(BackendStatus { snapshot: Snapshot::stored(name, rec), queued: 0 });
+                out.push(BackendStatus { snapshot: Snapshot::stored(name, rec), queued: 0, fleet: None });
             }
         }
         out.sort_by(|a, b| a.snapshot.name.cmp(&b.snapshot.name));
@@ -189,6 +195,23 @@ impl Handle {
     /// Looks at the queue now (after a flush, a release, a reload).
     pub fn wake(&self) {
         self.ctx.wake();
+    }
+
+    /// Fleet mode's state in a few words for `sluice status` (`None`:
+    /// not in fleet mode).
+    pub fn fleet(&self) -> Option<String> {
+        let f = self.registry.fleet.as_ref()?;
+        let s = f.settings();
+        Some(if f.is_shared() {
+            format!("{} as {}: shared through redis, hosts alive: {}", s.name, s.host, f.hosts().join(" "))
+        } else {
+            format!(
+                "{} as {}: redis unreachable, on the local share of {} host(s)",
+                s.name,
+                s.host,
+                f.live_hosts()
+            )
+        })
     }
 
     /// Messages recorded since start.

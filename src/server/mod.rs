@@ -423,6 +423,10 @@ impl Running {
             "backends_paused": paused,
             "backends_holding_mail": holding,
         });
+        let mut data = data;
+        if let (Some(fleet), Some(obj)) = (self.delivery_handle.fleet(), data.as_object_mut()) {
+            obj.insert("fleet".into(), fleet.into());
+        }
         Response::status(data)
     }
 

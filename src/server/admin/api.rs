@@ -87,6 +87,30 @@ pub struct BackendView {
     pub last_error: Option<String>,
     /// Next half-open probe (Unix ms) while the breaker is open.
     pub probe_at: Option<UnixMillis>,
+    /// Fleet mode: the fleet's totals and each host's share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetShare>,
+}
+
+/// A backend across the fleet (fleet mode), as `sluice backend list`
+/// shows it under the backend's line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetShare {
+    /// Redis answers; false: this host runs on its local share.
+    pub shared: bool,
+    /// The fleet's concurrency limit.
+    pub limit: u32,
+    /// Deliveries in progress across the fleet (leases).
+    pub in_flight: u32,
+    /// Each live host and its deliveries in progress.
+    pub hosts: Vec<HostShare>,
+}
+
+/// One host's share of a backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostShare {
+    pub host: String,
+    pub in_flight: u32,
 }
 
 impl BackendView {
@@ -424,6 +448,7 @@ impl Handler {
                 curve: Vec::new(),
                 last_error: r.last_error,
                 probe_at: r.probe_at,
+                fleet: None,
             })
             .collect();
         Ok(format!("(sluice is not running: stored state only)\n{}", backend_table(&views, now)))
@@ -487,6 +512,22 @@ pub fn backend_table(list: &[BackendView], now: UnixMillis) -> String {
                 None => String::new(),
             };
             let _ = writeln!(out, "  limit {}: {}{between}", b.limit, b.reason);
+        }
+        if let Some(f) = &b.fleet {
+            let line = if f.shared {
+                let hosts: Vec<String> =
+                    f.hosts.iter().map(|h| format!("{} {}", h.host, h.in_flight)).collect();
+                format!(
+                    "  fleet: {}/{} across {} host(s): {}",
+                    f.in_flight,
+                    f.limit,
+                    f.hosts.len(),
+                    hosts.join(", ")
+                )
+            } else {
+                format!("  fleet: redis unreachable; this host on its local share of {}", f.limit)
+            };
+            let _ = writeln!(out, "{line}");
         }
     }
     out
@@ -577,6 +618,7 @@ mod tests {
             curve: vec![(1, 0.02), (2, 0.08)],
             last_error: Some("421 4.3.2 busy".into()),
             probe_at: Some(31_000),
+            fleet: None,
         };
         let t = backend_table(std::slice::from_ref(&b), 1_000);
         assert!(t.contains("probe in 30s; 421 4.3.2 busy"), "{t}");

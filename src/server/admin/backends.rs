@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use sluice_queue::UnixMillis;
 
-use super::api::{BackendView, Backends};
+use super::api::{BackendView, Backends, FleetShare, HostShare};
 use crate::delivery::gate::position_name;
 use crate::delivery::{Handle, UnknownBackend};
 
@@ -46,6 +46,16 @@ impl Backends for Delivery {
                     curve: s.curve.iter().map(|&(n, d)| (n, d.as_secs_f64())).collect(),
                     last_error: s.last_error,
                     probe_at: s.probe_at,
+                    fleet: b.fleet.map(|f| FleetShare {
+                        shared: f.shared,
+                        limit: f.limit,
+                        in_flight: f.in_flight,
+                        hosts: f
+                            .hosts
+                            .into_iter()
+                            .map(|(host, in_flight)| HostShare { host, in_flight })
+                            .collect(),
+                    }),
                 }
             })
             .collect()

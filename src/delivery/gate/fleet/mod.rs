@@ -440,10 +440,16 @@ impl BackendGate for FleetGate {
     }
 
     fn probe_candidate(&self, now: UnixMillis) -> Option<QueueId> {
-        // While the fleet breaker is open, its probe is the fleet's: the
-        // admission hands it to one host. Until then, nothing to try here.
-        if lock(&self.seen).status.open {
-            return None;
+        // While the fleet breaker is open, nothing is tried before its
+        // probe time. Then every host whose own deliveries failed offers a
+        // parked message (the local gate's "troubled and quiet" rule): the
+        // admission gives the probe lease to one, the others wait for it,
+        // and its success wakes everybody's parked mail.
+        {
+            let seen = lock(&self.seen);
+            if seen.status.open && seen.status.probe_in.is_some_and(|ms| seen.at + ms > now) {
+                return None;
+            }
         }
         self.local.probe_candidate(now)
     }

@@ -1,0 +1,262 @@
+//! Fleet mode end to end: three `sluice` daemons sharing one private
+//! `redis-server`, delivering to one switchable test backend. The backend's
+//! concurrent connections stay within the fleet limit; a pause on one host
+//! holds the mail of all three; a breaker opened by the failures of the
+//! fleet stops all three and recovery wakes their backlogs; a host killed
+//! with its slots held gives them back within the lease time; and a Redis
+//! outage loses nothing (each host on its share), then shared mode resumes.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::backend::{Backend, Mode, Proto};
+use common::daemon::{Daemon, TestConfig, send};
+use common::redis::Redis;
+use common::wait_until;
+
+const LIMIT: usize = 3;
+
+fn message(subject: &str) -> String {
+    format!("From: a@sender.test\r\nTo: alice@relay.test\r\nSubject: {subject}\r\n\r\nbody\r\n")
+}
+
+/// Three hosts of one fleet in front of `b`.
+fn fleet(redis: &Redis, b: &Backend, extra: &str) -> Vec<(Arc<TestConfig>, Daemon)> {
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    (1..=3)
+        .map(|i| {
+            let cfg = Arc::new(TestConfig::new(
+                &name,
+                &format!(
+                    "lmtp_destination_concurrency_limit = {LIMIT}\n\
+                     initial_destination_concurrency = {LIMIT}\n\
+                     sluice_fleet_redis = {url}\n\
+                     sluice_fleet_host = mx{i}\n\
+                     sluice_fleet_lease_time = 2s\n\
+                     sluice_fleet_heartbeat_interval = 200ms\n\
+                     sluice_fleet_call_timeout = 300ms\n\
+                     {extra}",
+                    url = redis.url()
+                ),
+            ));
+            let d = Daemon::start(&cfg);
+            (cfg, d)
+        })
+        .collect()
+}
+
+/// Sends `n` messages to each host, from blocking threads; their subjects.
+async fn send_to_all(hosts: &[(Arc<TestConfig>, Daemon)], tag: &str, n: usize) -> Vec<String> {
+    let mut senders = Vec::new();
+    for (i, (cfg, _)) in hosts.iter().enumerate() {
+        let addr = cfg.smtp;
+        let tag = format!("{tag}-{i}");
+        senders.push(tokio::task::spawn_blocking(move || {
+            (0..n)
+                .map(|k| {
+                    let s = format!("{tag}-{k}");
+                    send(addr, "a@sender.test", &["alice@relay.test"], &message(&s)).expect("accepted");
+                    s
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut all = Vec::new();
+    for s in senders {
+        all.extend(s.await.expect("sender"));
+    }
+    all
+}
+
+fn subjects(b: &Backend) -> HashSet<String> {
+    b.received()
+        .iter()
+        .filter_map(|r| {
+            String::from_utf8_lossy(&r.data)
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn logs(hosts: &[(Arc<TestConfig>, Daemon)]) -> String {
+    hosts.iter().map(|(c, _)| c.log()).collect::<Vec<_>>().join("\n----\n")
+}
+
+fn all_delivered(b: &Backend, sent: &[String]) -> bool {
+    let got = subjects(b);
+    sent.iter().all(|s| got.contains(s))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hosts_keep_one_limit_and_pause_together() {
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    b.set_mode(Mode::Slow { base: Duration::from_millis(300), capacity: 100, overload_at: None }).await;
+    let hosts = fleet(&redis, &b, "");
+    let sent = send_to_all(&hosts, "limit", 8).await;
+    wait_until("all delivered", Duration::from_secs(60), || all_delivered(&b, &sent), || logs(&hosts));
+    assert!(
+        b.peak_connections() <= LIMIT,
+        "three hosts opened {} connections at once (fleet limit {LIMIT})",
+        b.peak_connections()
+    );
+
+    // `backend list` on one host shows the fleet's hosts.
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    let list = String::from_utf8_lossy(&hosts[0].0.sluice(&["backend", "list"]).stdout).into_owned();
+    assert!(list.contains("fleet: ") && ["mx1", "mx2", "mx3"].iter().all(|h| list.contains(h)), "{list}");
+    let status = String::from_utf8_lossy(&hosts[1].0.sluice(&["status"]).stdout).into_owned();
+    assert!(status.contains("fleet: sluice as mx2: shared through redis"), "{status}");
+
+    // A pause on mx1 holds the mail of mx2 and mx3 too.
+    let out = hosts[0].0.sluice(&["backend", "pause", &name]);
+    assert!(out.status.success(), "{out:?}");
+    let before = b.received().len();
+    let held = send_to_all(&hosts, "paused", 1).await;
+    wait_until(
+        "every host holds its mail for the pause",
+        Duration::from_secs(20),
+        || hosts.iter().all(|(c, _)| c.log().contains("status=deferred (delivery paused by administrator)")),
+        || logs(&hosts),
+    );
+    assert_eq!(b.received().len(), before, "a paused backend got mail");
+    let resumed = Instant::now();
+    let out = hosts[0].0.sluice(&["backend", "resume", &name]);
+    assert!(out.status.success(), "{out:?}");
+    wait_until(
+        "the fleet's mail after resume",
+        Duration::from_secs(20),
+        || all_delivered(&b, &held),
+        || logs(&hosts),
+    );
+    assert!(
+        resumed.elapsed() < Duration::from_secs(10),
+        "resume took {:?} to reach every host",
+        resumed.elapsed()
+    );
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_breaker_opened_by_the_fleet_stops_every_host_and_recovery_wakes_them() {
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    let hosts = fleet(
+        &redis,
+        &b,
+        "lmtp_sluice_breaker_failure_threshold = 3\nlmtp_sluice_breaker_cooldown = 2s\nlmtp_sluice_breaker_max_cooldown = 2s\n",
+    );
+    b.set_mode(Mode::Greet421).await;
+    let sent = send_to_all(&hosts, "outage", 3).await;
+    wait_until(
+        "the fleet breaker opens",
+        Duration::from_secs(30),
+        || logs(&hosts).contains("fleet circuit breaker open after"),
+        || logs(&hosts),
+    );
+    // Within a second, nobody starts deliveries any more (the probe waits
+    // for the cool-down).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let quiet = b.accepted_connections();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(b.accepted_connections(), quiet, "a host kept connecting with the fleet breaker open");
+    assert!(
+        hosts.iter().all(|(c, _)| c.log().contains("delivery temporarily suspended")),
+        "every host holds its mail back:\n{}",
+        logs(&hosts)
+    );
+
+    let recovered = Instant::now();
+    b.set_mode(Mode::Normal).await;
+    wait_until(
+        "every host's backlog delivered",
+        Duration::from_secs(30),
+        || all_delivered(&b, &sent),
+        || logs(&hosts),
+    );
+    let took = recovered.elapsed();
+    let all = logs(&hosts);
+    assert_eq!(all.matches("fleet circuit breaker closed").count(), 1, "{all}");
+    // The cool-down (2 s), one probe, then every host's backlog.
+    assert!(took < Duration::from_secs(8), "backlog took {took:?} after recovery");
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_killed_with_its_slots_gives_them_back_within_the_lease_time() {
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    // Deliveries that take long enough for mx1 to die holding every slot.
+    b.set_mode(Mode::Slow { base: Duration::from_secs(30), capacity: 100, overload_at: None }).await;
+    let mut hosts = fleet(&redis, &b, "");
+    // Its mail stays in its queue (delivered when it restarts).
+    send_to_all(&hosts[..1], "doomed", LIMIT).await;
+    wait_until("mx1 holds every slot", Duration::from_secs(20), || b.connections() == LIMIT, || logs(&hosts));
+    let (_, d1) = hosts.remove(0);
+    d1.signal("KILL");
+    drop(d1);
+    b.set_mode(Mode::Normal).await;
+    let killed = Instant::now();
+    let later = send_to_all(&hosts, "after", 1).await;
+    wait_until("mx2 and mx3 deliver", Duration::from_secs(20), || all_delivered(&b, &later), || logs(&hosts));
+    let took = killed.elapsed();
+    // Lease time 2 s, renewed up to the kill: back within 2 s plus a beat.
+    assert!(took < Duration::from_secs(5), "slots came back after {took:?}");
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_loses_nothing_and_shared_mode_resumes() {
+    let mut redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    b.set_mode(Mode::Slow { base: Duration::from_millis(200), capacity: 100, overload_at: None }).await;
+    let hosts = fleet(&redis, &b, "");
+    let first = send_to_all(&hosts, "before", 4).await;
+    wait_until("some delivered", Duration::from_secs(30), || b.received().len() >= 3, || logs(&hosts));
+    redis.stop();
+    let during = send_to_all(&hosts, "during", 4).await;
+    wait_until(
+        "every host on its local share",
+        Duration::from_secs(20),
+        || hosts.iter().all(|(c, _)| c.log().contains("fleet: redis unreachable; using local share 1 of 3")),
+        || logs(&hosts),
+    );
+    wait_until(
+        "everything delivered without redis",
+        Duration::from_secs(60),
+        || all_delivered(&b, &first) && all_delivered(&b, &during),
+        || logs(&hosts),
+    );
+    redis.resume();
+    wait_until(
+        "shared mode again",
+        Duration::from_secs(20),
+        || hosts.iter().all(|(c, _)| c.log().contains("fleet: redis answers again")),
+        || logs(&hosts),
+    );
+    let after = send_to_all(&hosts, "after", 4).await;
+    wait_until(
+        "delivered after redis returned",
+        Duration::from_secs(60),
+        || all_delivered(&b, &after),
+        || logs(&hosts),
+    );
+    // The fleet limit, plus at most one host's share around the switches.
+    assert!(b.peak_connections() <= LIMIT + 1, "peak {} connections (limit {LIMIT})", b.peak_connections());
+    let all = logs(&hosts);
+    assert!(!all.contains("status=bounced"), "{all}");
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}

@@ -69,8 +69,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::scripts::{Keys, Status, Verdict, lease_host};
-use super::concurrency::Slot;
-use super::{Admission, BackendGate, Feedback, FleetView, Gate, PAUSE_RECHECK, Permit, Report, Snapshot};
+use super::slots::Slot;
+use super::{
+    Admission, BackendGate, ConnectProbe, Feedback, FleetView, Gate, PAUSE_RECHECK, Permit, Report, Snapshot,
+};
 use crate::clock;
 use crate::delivery::settings::BackendSettings;
 
@@ -420,7 +422,7 @@ impl BackendGate for FleetGate {
             Report::Completed { .. } => ("ok", String::new()),
             Report::Overloaded { error } => ("overload", error.clone()),
             Report::Abandoned => ("abandon", String::new()),
-            Report::Failed { error } => ("fail", error.clone()),
+            Report::Failed { error } | Report::Unreachable { error } => ("fail", error.clone()),
         };
         let fb = self.local.report(permit, report, now, mono);
         match lease {
@@ -452,6 +454,26 @@ impl BackendGate for FleetGate {
             }
         }
         self.local.probe_candidate(now)
+    }
+
+    // Connect probes watch the local breaker, which opens only on the
+    // local share (Redis unreachable); the fleet breaker is probed with a
+    // trial delivery under the fleet's probe lease (`probe_candidate`).
+    fn connect_probe(&self, now: UnixMillis) -> Option<ConnectProbe> {
+        self.local.connect_probe(now)
+    }
+
+    fn next_connect_probe(&self) -> Option<UnixMillis> {
+        self.local.next_connect_probe()
+    }
+
+    fn connect_probe_done(
+        &self,
+        probe: ConnectProbe,
+        answer: Result<(), String>,
+        now: UnixMillis,
+    ) -> Option<QueueId> {
+        self.local.connect_probe_done(probe, answer, now)
     }
 
     fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId> {

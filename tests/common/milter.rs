@@ -6,7 +6,10 @@
 //!   logs every event it sees;
 //! - [`Rspamd`]: Debian's rspamd with its own configuration (proxy worker
 //!   in milter mode with `self_scan`, no Redis, DNS pointed at a closed
-//!   loopback port so nothing leaves the host).
+//!   loopback port so nothing leaves the host);
+//! - [`AuthFilter`]: Debian's OpenDKIM (verifying) or OpenDMARC, each with
+//!   its own configuration, resolving through a DNS server the test runs
+//!   on port 53 of a loopback address.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -243,5 +246,124 @@ impl Rspamd {
 impl Drop for Rspamd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// OpenDKIM or OpenDMARC as an MX runs them: verifying what arrives and
+/// adding `Authentication-Results:` for `authserv_id`.
+///
+/// Neither lets a test name a DNS port, and both read /etc/resolv.conf
+/// (OpenDMARC's system resolver; OpenDKIM's libunbound adds its servers to
+/// any it is given): each runs in a mount namespace of its own where
+/// /etc/resolv.conf names the test's server, on port 53 of a loopback
+/// address (`unshare -m`; the tests run as root, as the other filters'
+/// tests do), and OpenDKIM's libunbound is told to forward there too.
+/// Nothing outside the filter sees the change.
+#[derive(Debug)]
+pub struct AuthFilter {
+    /// First, so it is killed before its directory goes.
+    child: Option<ChildGuard>,
+    pub endpoint: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// Which filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    OpenDkim,
+    OpenDmarc,
+}
+
+impl AuthFilter {
+    /// Starts it, resolving through `dns` (port 53), and waits until its
+    /// milter port answers. Mail from 127.0.0.1 is checked like any
+    /// other: both leave local clients alone by default.
+    pub fn start(kind: AuthKind, dns: std::net::SocketAddr, authserv_id: &str) -> AuthFilter {
+        assert_eq!(dns.port(), 53, "the filters' resolvers ask port 53 only");
+        // OpenDKIM refuses configuration files under a directory others
+        // can write, such as /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("authfilter")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+        let d = dir.path();
+        let port = free_port();
+        let write = |name: &str, text: String| {
+            let path = d.join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        // Only a documentation address is "internal" or "ignored".
+        let hosts = write("hosts", "192.0.2.1\n".into());
+        let output = std::fs::File::create(d.join("output.log")).expect("log file");
+        let resolv = write("resolv.conf", format!("nameserver {}\noptions timeout:2 attempts:2\n", dns.ip()));
+        let (program, conf) = match kind {
+            AuthKind::OpenDkim => {
+                // libunbound refuses loopback servers unless told, and
+                // answers for test. itself (RFC 6761) unless told.
+                let unbound = write(
+                    "unbound.conf",
+                    format!(
+                        "server:\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n\
+                         forward-zone:\n  name: \".\"\n  forward-addr: {}\n",
+                        dns.ip()
+                    ),
+                );
+                let conf = write(
+                    "opendkim.conf",
+                    format!(
+                        "Mode v\nSocket inet:{port}@127.0.0.1\nAuthservID {authserv_id}\n\
+                         AlwaysAddARHeader yes\nInternalHosts {}\nResolverConfiguration {}\n\
+                         Syslog no\n",
+                        hosts.display(),
+                        unbound.display(),
+                    ),
+                );
+                (need("opendkim", "opendkim"), ("-x", conf))
+            }
+            AuthKind::OpenDmarc => {
+                let conf = write(
+                    "opendmarc.conf",
+                    format!(
+                        "Socket inet:{port}@127.0.0.1\nAuthservID {authserv_id}\n\
+                         TrustedAuthservIDs {authserv_id}\nRejectFailures true\nIgnoreHosts {}\n\
+                         SPFSelfValidate false\nSPFIgnoreResults true\nRequiredHeaders false\n\
+                         FailureReports false\nSyslog false\n",
+                        hosts.display(),
+                    ),
+                );
+                (need("opendmarc", "opendmarc"), ("-c", conf))
+            }
+        };
+        // A private /etc/resolv.conf: unshare(1) execs in place, and so
+        // does sh, so the PID is the filter's own.
+        let mut cmd = Command::new(need("unshare", "util-linux"));
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$1\" /etc/resolv.conf && exec \"$2\" -f \"$3\" \"$4\"")
+            .arg("sh")
+            .arg(resolv)
+            .arg(program)
+            .arg(conf.0)
+            .arg(conf.1);
+        cmd.stdout(output.try_clone().expect("log file")).stderr(output);
+        let name = match kind {
+            AuthKind::OpenDkim => "opendkim",
+            AuthKind::OpenDmarc => "opendmarc",
+        };
+        let child = ChildGuard::spawn(name, &mut cmd);
+        let f = AuthFilter { child: Some(child), endpoint: format!("inet:127.0.0.1:{port}"), dir };
+        assert!(
+            wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20)),
+            "{name} did not listen on {port}; output:\n{}",
+            f.output()
+        );
+        f
+    }
+
+    /// What it wrote on stdout and stderr.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("output.log")).unwrap_or_default()
     }
 }

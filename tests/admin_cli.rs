@@ -170,17 +170,22 @@ fn sigterm_under_load_loses_no_acknowledged_message() {
     let cfg = TestConfig::new(&closed_port_transport(), "");
     let daemon = Daemon::start(&cfg);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let through = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut senders = Vec::new();
     for t in 0..4 {
         let addr = cfg.smtp;
         let stop = stop.clone();
+        let through = through.clone();
         senders.push(std::thread::spawn(move || {
             let mut acked = Vec::new();
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let body = format!("Subject: load {t}-{i}\r\n\r\nbody {t}-{i}\r\n");
                 match send(addr, "load@sender.test", &["u@relay.test"], &body) {
-                    Ok(reply) => acked.push(queued_id(&reply)),
+                    Ok(reply) => {
+                        acked.push(queued_id(&reply));
+                        through.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     // Refused or cut off during shutdown: not acknowledged, fine.
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -189,7 +194,15 @@ fn sigterm_under_load_loses_no_acknowledged_message() {
             acked
         }));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // Under load, not after a fixed time: on a busy machine the senders
+    // (a Python process each) may need seconds to get their first mail in.
+    common::wait_until(
+        "the load generator to get mail through",
+        Duration::from_secs(60),
+        || through.load(std::sync::atomic::Ordering::Relaxed) > 5,
+        || cfg.log(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
     let status = daemon.stop();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(status.success(), "graceful stop exits 0: {status:?}");

@@ -1,6 +1,7 @@
 //! The gates' records: each backend's breaker position and pause, stored
-//! so they survive a restart, and read back at start (a corrupt record is
-//! quarantined and left out).
+//! so they survive a restart, read back at start (a corrupt record is
+//! quarantined and left out), and deleted when there is nothing left to
+//! remember (delivery decides when: see `src/delivery/context.rs`).
 
 use crate::Queue;
 use crate::Result;
@@ -17,6 +18,18 @@ impl Queue {
         let _g = self.inner.backends.lock().await;
         let mut change = Change::new(Durability::Synced);
         change.put(Table::Meta, keys::backend_key(name), encode_backend(record));
+        writer.submit(change).await
+    }
+
+    /// Forgets a backend's record (one synced batch): its breaker closed
+    /// and it is not paused, or it has been idle long enough that what it
+    /// learned no longer matters. Forgetting a record that is not there is
+    /// fine.
+    pub async fn delete_backend(&self, name: &str) -> Result<()> {
+        let writer = self.inner.writer()?;
+        let _g = self.inner.backends.lock().await;
+        let mut change = Change::new(Durability::Synced);
+        change.delete(Table::Meta, keys::backend_key(name));
         writer.submit(change).await
     }
 

@@ -1,5 +1,5 @@
 //! Test hooks that bypass the queue's checks (a raw envelope, a table's
-//! size, a missing body chunk), to exercise corruption handling and
+//! size, a missing body chunk, failing commits), to exercise corruption handling and
 //! recovery. Hidden from the documentation; never called by sluice.
 
 use crate::Queue;
@@ -66,5 +66,13 @@ impl Queue {
     #[doc(hidden)]
     pub fn debug_fail_writes(&self, why: Option<&str>) {
         self.inner.books.inject_failure(why.map(str::to_owned));
+    }
+
+    /// Test hook: while `on`, committing a new message fails with a storage
+    /// error (as a full or failing disk would make it fail), to exercise
+    /// what callers do then. Not for production use.
+    #[doc(hidden)]
+    pub fn debug_fail_commits(&self, on: bool) {
+        self.inner.fail_commits.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 }

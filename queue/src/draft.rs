@@ -118,6 +118,9 @@ impl Draft {
         if self.broken {
             return Err(Error::Storage(format!("{}: an earlier body write failed", self.id)));
         }
+        if self.inner.fail_commits.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Storage(format!("{}: new messages refused (test hook)", self.id)));
+        }
         let chunk = self.inner.body_chunk;
         self.len += bytes.len() as u64;
         while self.buf.len() + bytes.len() > chunk {
@@ -237,6 +240,9 @@ impl Draft {
         }
         if self.broken {
             return Err(Error::Storage(format!("{}: an earlier body write failed", self.id)));
+        }
+        if self.inner.fail_commits.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Storage(format!("{}: new messages refused (test hook)", self.id)));
         }
         let inner = Arc::clone(&self.inner);
         let writer = inner.writer()?;

@@ -7,13 +7,11 @@
 
 use std::sync::Arc;
 
-use crate::codec::encode_record;
 use crate::error::Error;
 use crate::ids::{IdGen, Locks};
-use crate::inner::{Inner, Lookup, quarantine_change};
-use crate::keys::{self, Table};
+use crate::inner::{Inner, Lookup};
 use crate::model::*;
-use crate::writer::{Change, Delta, Durability, Writer};
+use crate::writer::{Change, Durability, Writer};
 use crate::{AcceptLimits, Options, Result};
 use std::path::Path;
 
@@ -45,6 +43,7 @@ impl Queue {
                 claim: Arc::new(tokio::sync::Mutex::new(())),
                 backends: tokio::sync::Mutex::new(()),
                 changed: tokio::sync::Notify::new(),
+                fail_commits: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -145,48 +144,20 @@ impl Queue {
         }
     }
 
-    /// The whole body of a message, in order.
+    /// The whole body of a message, in order (what `sluice queue show`
+    /// prints). Delivery and bounces read bodies chunk by chunk instead
+    /// ([`Queue::body_reader`]), never whole.
     ///
     /// A body that does not match its envelope (a missing chunk, a different
     /// length) is reported as [`Error::Corrupt`] and the message is moved to
     /// the quarantine, so it is not attempted again and again.
     pub async fn body(&self, id: QueueId) -> Result<Vec<u8>> {
-        self.inner
-            .mutate_existing(id, move |inner, rec, change| {
-                let mut body =
-                    Vec::with_capacity(usize::try_from(rec.envelope.size).unwrap_or(0).min(64 << 20));
-                let mut problem = None;
-                for n in 0..rec.chunks {
-                    match inner.store.get(Table::Bodies, &keys::chunk_key(id, n))? {
-                        Some(c) => body.extend_from_slice(&c),
-                        None => {
-                            problem = Some(format!("body chunk {n} of {} is missing", rec.chunks));
-                            break;
-                        }
-                    }
-                }
-                if problem.is_none() && body.len() as u64 != rec.envelope.size {
-                    problem =
-                        Some(format!("body has {} bytes, envelope says {}", body.len(), rec.envelope.size));
-                }
-                match problem {
-                    None => Ok(Ok(body)),
-                    Some(reason) => {
-                        // The envelope is readable, so the counters can be
-                        // corrected exactly.
-                        tracing::error!("{id}: damaged body, message moved to quarantine: {reason}");
-                        let raw = encode_record(&rec);
-                        change.extend(quarantine_change(Table::Envelopes, &keys::id_key(id), &raw, &reason));
-                        change.delta.add(Delta::between(Some(&rec.envelope), None));
-                        if !rec.envelope.held && !inner.is_inflight(id)? {
-                            change.delete(Table::Schedule, keys::schedule_key(rec.due, id).to_vec());
-                        }
-                        let err = Error::Corrupt { key: id.to_string(), reason };
-                        Ok(Err(err))
-                    }
-                }
-            })
-            .await
+        let mut reader = self.body_reader(id).await?;
+        let mut body = Vec::with_capacity(usize::try_from(reader.len()).unwrap_or(0).min(64 << 20));
+        while let Some(chunk) = reader.next_chunk().await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// The envelope and current due time (`None` when held or in flight).

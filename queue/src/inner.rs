@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) backends: tokio::sync::Mutex<()>,
     pub(crate) changed: tokio::sync::Notify,
     pub(crate) disk: Option<DiskWatch>,
+    /// Test hook (`debug_fail_commits`): new messages are refused.
+    pub(crate) fail_commits: std::sync::atomic::AtomicBool,
 }
 
 /// What `envelopes` holds for an ID.

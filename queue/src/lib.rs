@@ -27,7 +27,8 @@
 //! (free space), `ids.rs` (queue IDs and lock stripes), `recover.rs`
 //! (opening after a crash), `inner.rs` (what every handle shares and the
 //! primitives of every operation); then the operations by concern:
-//! `handle.rs` ([`Queue`]: open, close, counters, reads), `draft.rs`
+//! `handle.rs` ([`Queue`]: open, close, counters, reads), `body.rs`
+//! (reading a body chunk by chunk), `draft.rs`
 //! (receiving a message), `claim.rs` (the scheduler's claim and record),
 //! `admin.rs` (hold, release, delete, requeue, list), `backend_records.rs`
 //! (gate state) and `debug.rs` (test hooks).
@@ -35,6 +36,7 @@
 
 mod admin;
 mod backend_records;
+mod body;
 mod claim;
 mod codec;
 mod debug;
@@ -50,6 +52,7 @@ mod recover;
 mod store;
 mod writer;
 
+pub use body::BodyReader;
 pub use draft::Draft;
 pub use error::Error;
 pub use handle::Queue;

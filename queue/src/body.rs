@@ -1,0 +1,124 @@
+//! Reading a message body chunk by chunk ([`BodyReader`]): delivery
+//! streams a body from the queue to a backend, and a bounce reads only the
+//! part of the original it returns, so neither ever holds a whole message
+//! in memory however large it is (`message_size_limit = 0` allows any
+//! size). Each chunk is one read on the blocking pool, at most the
+//! `body_chunk` the message was stored with.
+//!
+//! A chunk that is missing while the message's envelope is still there, or
+//! a body whose length differs from its envelope's, is damage: the message
+//! is moved to the quarantine and [`Error::Corrupt`] returned, as
+//! [`Queue::body`] does. A chunk missing because the message was removed
+//! meanwhile (an administrator's delete: envelope and chunks go in one
+//! batch) is [`Error::NotFound`].
+
+use crate::Queue;
+use crate::Result;
+use crate::codec::encode_record;
+use crate::error::Error;
+use crate::inner::{Inner, quarantine_change};
+use crate::keys::{self, Table};
+use crate::model::*;
+use crate::writer::Delta;
+
+/// A message body being read from the start, one stored chunk at a time.
+#[derive(Debug)]
+pub struct BodyReader {
+    queue: Queue,
+    id: QueueId,
+    size: u64,
+    chunks: u32,
+    next: u32,
+    read: u64,
+}
+
+impl Queue {
+    /// Opens message `id`'s body for reading chunk by chunk with
+    /// [`BodyReader::next_chunk`]. A missing message is
+    /// [`Error::NotFound`]; a corrupt envelope is quarantined and reported
+    /// as [`Error::Corrupt`].
+    pub async fn body_reader(&self, id: QueueId) -> Result<BodyReader> {
+        let (size, chunks) =
+            self.inner.mutate_existing(id, move |_, rec, _| Ok(Ok((rec.envelope.size, rec.chunks)))).await?;
+        Ok(BodyReader { queue: self.clone(), id, size, chunks, next: 0, read: 0 })
+    }
+}
+
+impl BodyReader {
+    /// The message's ID.
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    /// The body's length in bytes, as its envelope records it.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    /// True for an empty body.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Bytes returned so far.
+    pub fn position(&self) -> u64 {
+        self.read
+    }
+
+    /// The next chunk, or `None` after the last one (once the whole body,
+    /// of the length its envelope says, has been returned).
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.next >= self.chunks {
+            if self.read != self.size {
+                let reason = format!("body has {} bytes, envelope says {}", self.read, self.size);
+                return Err(damaged(&self.queue, self.id, reason).await);
+            }
+            return Ok(None);
+        }
+        let (id, n) = (self.id, self.next);
+        let chunk = self
+            .queue
+            .inner
+            .read(move |inner| inner.store.get(Table::Bodies, &keys::chunk_key(id, n)))
+            .await?;
+        match chunk {
+            Some(c) => {
+                self.next += 1;
+                self.read += c.len() as u64;
+                if self.read > self.size {
+                    let reason = format!("body is longer than the {} bytes its envelope says", self.size);
+                    return Err(damaged(&self.queue, self.id, reason).await);
+                }
+                Ok(Some(c))
+            }
+            None => {
+                let reason = format!("body chunk {n} of {} is missing", self.chunks);
+                Err(damaged(&self.queue, self.id, reason).await)
+            }
+        }
+    }
+}
+
+/// A body found damaged: quarantines the message if it still exists (the
+/// error then is [`Error::Corrupt`]); [`Error::NotFound`] when it was
+/// removed meanwhile, which is why its chunks are gone.
+async fn damaged(queue: &Queue, id: QueueId, reason: String) -> Error {
+    let r = queue
+        .inner
+        .mutate_existing(id, move |inner: &Inner, rec, change| {
+            tracing::error!("{id}: damaged body, message moved to quarantine: {reason}");
+            let raw = encode_record(&rec);
+            change.extend(quarantine_change(Table::Envelopes, &keys::id_key(id), &raw, &reason));
+            // The envelope is readable, so the counters are corrected exactly.
+            change.delta.add(Delta::between(Some(&rec.envelope), None));
+            if !rec.envelope.held && !inner.is_inflight(id)? {
+                change.delete(Table::Schedule, keys::schedule_key(rec.due, id).to_vec());
+            }
+            Ok(Err::<(), Error>(Error::Corrupt { key: id.to_string(), reason }))
+        })
+        .await;
+    match r {
+        Ok(()) => Error::Storage(format!("{id}: damaged body")),
+        Err(e) => e,
+    }
+}

@@ -158,6 +158,7 @@ fn the_dev_configuration_listens_on_loopback_and_routes_dev_test_to_lmtp() {
             transport: "lmtp".into(),
             protocol: sluice::config::Protocol::Lmtp,
             nexthop: sluice::config::NextHop::Host { host: "127.0.0.1".into(), port: 24240 },
+            by_domain: false,
         }
     );
     assert!(!c.is_relay_domain("example.com").unwrap());

@@ -28,6 +28,10 @@ const DIFFERENT_DEFAULTS: &[(&str, &str)] = &[
         "sluice uses Postfix 3.9's default (yes); Debian 12's 3.7 backport says no",
     ),
     ("milter_macro_v", "the v macro names sluice's version ($mail_version is Postfix's)"),
+    (
+        "smtp_tls_security_level",
+        "sluice's mail out by MX (bounces) uses opportunistic STARTTLS, as Debian's postfix configuration sets it",
+    ),
 ];
 
 /// Defaults written differently that expand to the same value.

@@ -14,7 +14,13 @@ fn load(dir: &Path, main: &str, master: &str) -> std::sync::Arc<Config> {
 }
 
 fn deliver(transport: &str, protocol: Protocol, nexthop: NextHop) -> Route {
-    Route::Deliver { transport: transport.into(), protocol, nexthop }
+    Route::Deliver { transport: transport.into(), protocol, nexthop, by_domain: false }
+}
+
+/// A route whose next hop is the recipient's domain (no next hop was
+/// configured for it).
+fn by_domain(transport: &str, protocol: Protocol, nexthop: NextHop) -> Route {
+    Route::Deliver { transport: transport.into(), protocol, nexthop, by_domain: true }
 }
 
 fn host(h: &str, port: u16) -> NextHop {
@@ -112,7 +118,7 @@ relayhost = [smarthost.example]:587
         deliver("relay", Protocol::Smtp, host("override.example", 25))
     );
     // Transport without next hop: the recipient domain, not relayhost.
-    assert_eq!(r("u@resetnh.example").unwrap(), deliver("smtp", Protocol::Smtp, mx("resetnh.example", 25)));
+    assert_eq!(r("u@resetnh.example").unwrap(), by_domain("smtp", Protocol::Smtp, mx("resetnh.example", 25)));
     // Both empty: as if the entry did not exist (relay_transport, relayhost).
     assert_eq!(
         r("u@nochange.example").unwrap(),
@@ -141,13 +147,20 @@ relayhost = [smarthost.example]:587
 fn defaults_without_relayhost_go_to_the_domain_mx_and_unqualified_get_myorigin() {
     let d = tempfile::tempdir().unwrap();
     let c = load(d.path(), "relay_domains = example.com\nmyorigin = origin.example\n", "");
-    assert_eq!(c.route("u@Example.COM").unwrap(), deliver("relay", Protocol::Smtp, mx("example.com", 25)));
+    // The next hop is the recipient's domain: chosen by its DNS, not by
+    // the administrator (`sluice_mx_forbidden_networks` applies).
+    assert_eq!(c.route("u@Example.COM").unwrap(), by_domain("relay", Protocol::Smtp, mx("example.com", 25)));
     assert_eq!(
         c.route("u@sub.example.com").unwrap(),
-        deliver("relay", Protocol::Smtp, mx("sub.example.com", 25))
+        by_domain("relay", Protocol::Smtp, mx("sub.example.com", 25))
     );
-    assert_eq!(c.route("u@other.example").unwrap(), deliver("smtp", Protocol::Smtp, mx("other.example", 25)));
-    assert_eq!(c.route("postmaster").unwrap(), deliver("smtp", Protocol::Smtp, mx("origin.example", 25)));
+    assert_eq!(
+        c.route("u@other.example").unwrap(),
+        by_domain("smtp", Protocol::Smtp, mx("other.example", 25))
+    );
+    assert_eq!(c.route("postmaster").unwrap(), by_domain("smtp", Protocol::Smtp, mx("origin.example", 25)));
+    // An address literal is the sender's choice too.
+    assert_eq!(c.route("x@[10.0.0.5]").unwrap(), by_domain("smtp", Protocol::Smtp, host("10.0.0.5", 25)));
     // The built-in transports exist without master.cf lines.
     let names: Vec<&str> = c.transports().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, vec!["smtp", "relay", "lmtp"]);

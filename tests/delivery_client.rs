@@ -32,7 +32,7 @@ fn rcpt(address: &str) -> TransferRcpt<'_> {
     TransferRcpt { address, notify: Notify::default(), orcpt: None }
 }
 
-fn tx<'a>(sender: &'a str, rcpts: Vec<TransferRcpt<'a>>, body: &'a [u8]) -> Transfer<'a> {
+fn tx<'a>(sender: &'a str, rcpts: Vec<TransferRcpt<'a>>, body: &'a Vec<u8>) -> Transfer<'a> {
     Transfer {
         sender,
         rcpts,

@@ -255,7 +255,7 @@ async fn a_backlog_larger_than_memory_waits_on_disk_and_nothing_is_lost() {
     // At most 16 messages in memory, 4 waiting for this backend; the rest of
     // the backlog stays on disk, parked on the backend, and is called back
     // as it drains.
-    let tuning = sluice::delivery::Tuning { backend_queue_limit: Some(4) };
+    let tuning = sluice::delivery::Tuning { backend_queue_limit: Some(4), ..Default::default() };
     let h =
         Harness::start_tuned(&main_cf(b.port(), bounces.port(), "qmgr_message_active_limit = 16\n"), tuning)
             .await;

@@ -97,6 +97,12 @@ pub(crate) fn system_hostname() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }
 
+/// The addresses of this machine's network interfaces (what a wildcard
+/// listener is reachable at).
+pub fn machine_addresses() -> Vec<IpAddr> {
+    local_addresses().into_iter().map(|(ip, _)| ip).collect()
+}
+
 /// The host's interface addresses with their prefix lengths, IPv4 first.
 pub(crate) fn local_addresses() -> Vec<(IpAddr, u8)> {
     let mut v4 = Vec::new();
@@ -334,6 +340,25 @@ pub(crate) fn interface_addresses(value: &str) -> Result<Option<Vec<IpAddr>>, St
         }
     }
     Ok(Some(out))
+}
+
+impl Config {
+    /// `proxy_interfaces`: the addresses of a proxy or NAT that passes
+    /// mail on to this host (resolved when asked; checked at load).
+    pub fn proxy_interfaces(&self) -> Vec<IpAddr> {
+        addresses(self.string("proxy_interfaces")).unwrap_or_default()
+    }
+}
+
+/// An address list (`proxy_interfaces`): IP addresses (bracketed or not)
+/// and host names, each resolved; empty is none.
+pub(crate) fn addresses(value: &str) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for w in values::split_list(value)? {
+        let host = w.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&w);
+        out.extend(resolve_host(host)?);
+    }
+    Ok(out)
 }
 
 /// An IP literal, `localhost`, or a name resolved with getaddrinfo.

@@ -55,6 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigErrors, Diagnostic, TableError};
+pub use load::machine_addresses;
 pub use lookup::{Known, LookupError, MAX_ASKS, NOTHING_KNOWN, Query, resolve};
 pub use main_cf::normalize_space;
 pub use milters::{MilterDefault, MilterEndpoint, MilterProtocol, MilterSpec, canonical_macro};
@@ -212,7 +213,9 @@ impl std::fmt::Display for NextHop {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Deliver over `protocol` through the named transport to `nexthop`.
-    Deliver { transport: String, protocol: Protocol, nexthop: NextHop },
+    /// `by_domain`: no transport, transport_maps entry or `relayhost` chose
+    /// the next hop, the recipient's domain did (see `sluice_mx_forbidden_networks`).
+    Deliver { transport: String, protocol: Protocol, nexthop: NextHop, by_domain: bool },
     /// `error:text` (and `error:5.x.y text`): bounce with this text.
     Error { text: String },
     /// `discard:`: accept and drop, logged as discarded.

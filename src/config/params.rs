@@ -56,6 +56,8 @@ pub enum Kind {
     Level,
     /// `inet_interfaces` syntax (`all`, `loopback-only`, addresses).
     Interfaces,
+    /// IP addresses or host names (empty: none).
+    Addresses,
     /// `inet_protocols` syntax (`all`, `ipv4`, `ipv6`).
     Protocols,
     /// TLS protocol versions (`>=TLSv1.2`, `!SSLv2, !SSLv3`).
@@ -93,6 +95,7 @@ impl Kind {
             Kind::Port => "port or service name".into(),
             Kind::Level => "compatibility level".into(),
             Kind::Interfaces => "all | loopback-only | addresses".into(),
+            Kind::Addresses => "addresses or host names".into(),
             Kind::Protocols => "all | ipv4 | ipv6".into(),
             Kind::TlsProtocols => "TLS protocols (>=TLSv1.2, !TLSv1.1, ...)".into(),
             Kind::NameServers => "addresses (ip, ip:port, [ipv6]:port)".into(),
@@ -121,6 +124,7 @@ pub enum Group {
     Queue,
     Delivery,
     Client,
+    ClientTls,
     Milters,
     Auth,
     Sluice,
@@ -138,13 +142,14 @@ impl Group {
             Group::Queue => "Queue",
             Group::Delivery => "Delivery scheduling (per transport)",
             Group::Client => "LMTP/SMTP client",
+            Group::ClientTls => "LMTP/SMTP client TLS",
             Group::Milters => "Content filters (milters)",
             Group::Auth => "Sender authentication (SPF, DKIM, DMARC, ARC)",
             Group::Sluice => "sluice additions",
         }
     }
 
-    pub const ALL: [Group; 12] = [
+    pub const ALL: [Group; 13] = [
         Group::Identity,
         Group::Listening,
         Group::Relay,
@@ -154,6 +159,7 @@ impl Group {
         Group::Queue,
         Group::Delivery,
         Group::Client,
+        Group::ClientTls,
         Group::Milters,
         Group::Auth,
         Group::Sluice,
@@ -300,6 +306,13 @@ pub static PARAMS: &[Param] = &[
         Protocols,
         Listening,
         "Address families used for listening and for mynetworks: all, ipv4, ipv6 (or ipv4, ipv6).",
+    ),
+    p(
+        "proxy_interfaces",
+        "",
+        Addresses,
+        Listening,
+        "Addresses of a proxy or NAT that passes mail on to this host: delivery to one of them (port 25, or a port sluice listens on) is mail that loops back to this host.",
     ),
     // Relay control.
     computed(
@@ -1037,7 +1050,147 @@ pub static PARAMS: &[Param] = &[
         Client,
         "LMTP client: how long a connection may be reused before it is closed.",
     ),
+    p(
+        "smtp_tls_security_level",
+        "may",
+        Enum(&["", "none", "may", "encrypt", "verify", "secure"]),
+        ClientTls,
+        "SMTP client: none (or empty): no TLS; may: STARTTLS when offered, any certificate, else plaintext; encrypt: TLS required, any certificate; verify: TLS required, certificate from a trusted CA naming the host connected to; secure: as verify, naming the next-hop domain. Mail that cannot be sent at the level is deferred. sluice's default is may (Postfix's is empty): mail sent out by MX, bounces above all, uses opportunistic STARTTLS.",
+    ),
+    p(
+        "smtp_tls_CAfile",
+        "",
+        Str,
+        ClientTls,
+        "SMTP client: PEM file of the CA certificates trusted at verify and secure (and to tell Trusted from Untrusted in logs); with neither this nor smtp_tls_CApath, the system bundle /etc/ssl/certs/ca-certificates.crt.",
+    ),
+    p(
+        "smtp_tls_CApath",
+        "",
+        Str,
+        ClientTls,
+        "SMTP client: directory whose PEM files are trusted CA certificates, as smtp_tls_CAfile.",
+    ),
+    p(
+        "smtp_tls_chain_files",
+        "",
+        List,
+        ClientTls,
+        "SMTP client: one PEM file holding the client private key and then its certificate chain, sent when the server asks; replaces smtp_tls_cert_file and smtp_tls_key_file.",
+    ),
+    p(
+        "smtp_tls_cert_file",
+        "",
+        Str,
+        ClientTls,
+        "SMTP client: PEM file with the client certificate (and chain), sent when the server asks.",
+    ),
+    p(
+        "smtp_tls_key_file",
+        "$smtp_tls_cert_file",
+        Str,
+        ClientTls,
+        "SMTP client: PEM file with the private key of smtp_tls_cert_file.",
+    ),
+    p(
+        "smtp_tls_protocols",
+        ">=TLSv1",
+        TlsProtocols,
+        ClientTls,
+        "SMTP client: TLS protocols at level may, in Postfix's syntax; sluice speaks TLSv1.2 and TLSv1.3 only.",
+    ),
+    p(
+        "smtp_tls_mandatory_protocols",
+        ">=TLSv1",
+        TlsProtocols,
+        ClientTls,
+        "SMTP client: TLS protocols at levels encrypt, verify and secure, as smtp_tls_protocols.",
+    ),
+    p(
+        "smtp_tls_servername",
+        "",
+        Str,
+        ClientTls,
+        "SMTP client: the SNI name sent: empty for none, hostname (the host connected to), nexthop, or a name; at verify and secure the name checked is sent.",
+    ),
+    p(
+        "lmtp_tls_security_level",
+        "",
+        Enum(&["", "none", "may", "encrypt", "verify", "secure"]),
+        ClientTls,
+        "LMTP client: none (or empty): no TLS; may: STARTTLS when offered, any certificate, else plaintext; encrypt: TLS required, any certificate; verify: TLS required, certificate from a trusted CA naming the host connected to; secure: as verify, naming the next-hop domain. Mail that cannot be sent at the level is deferred.",
+    ),
+    p(
+        "lmtp_tls_CAfile",
+        "",
+        Str,
+        ClientTls,
+        "LMTP client: PEM file of the CA certificates trusted at verify and secure (and to tell Trusted from Untrusted in logs); with neither this nor lmtp_tls_CApath, the system bundle /etc/ssl/certs/ca-certificates.crt.",
+    ),
+    p(
+        "lmtp_tls_CApath",
+        "",
+        Str,
+        ClientTls,
+        "LMTP client: directory whose PEM files are trusted CA certificates, as lmtp_tls_CAfile.",
+    ),
+    p(
+        "lmtp_tls_chain_files",
+        "",
+        List,
+        ClientTls,
+        "LMTP client: one PEM file holding the client private key and then its certificate chain, sent when the server asks; replaces lmtp_tls_cert_file and lmtp_tls_key_file.",
+    ),
+    p(
+        "lmtp_tls_cert_file",
+        "",
+        Str,
+        ClientTls,
+        "LMTP client: PEM file with the client certificate (and chain), sent when the server asks.",
+    ),
+    p(
+        "lmtp_tls_key_file",
+        "$lmtp_tls_cert_file",
+        Str,
+        ClientTls,
+        "LMTP client: PEM file with the private key of lmtp_tls_cert_file.",
+    ),
+    p(
+        "lmtp_tls_protocols",
+        ">=TLSv1",
+        TlsProtocols,
+        ClientTls,
+        "LMTP client: TLS protocols at level may, in Postfix's syntax; sluice speaks TLSv1.2 and TLSv1.3 only.",
+    ),
+    p(
+        "lmtp_tls_mandatory_protocols",
+        ">=TLSv1",
+        TlsProtocols,
+        ClientTls,
+        "LMTP client: TLS protocols at levels encrypt, verify and secure, as lmtp_tls_protocols.",
+    ),
+    p(
+        "lmtp_tls_servername",
+        "",
+        Str,
+        ClientTls,
+        "LMTP client: the SNI name sent: empty for none, hostname (the host connected to), nexthop, or a name; at verify and secure the name checked is sent.",
+    ),
     // sluice additions.
+    p(
+        "sluice_mx_forbidden_networks",
+        "127.0.0.0/8, [::1]/128, 0.0.0.0/8, [::]/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 169.254.0.0/16, [fe80::]/10, [fc00::]/7",
+        HostList,
+        Sluice,
+        "Networks delivery never connects to when the next hop is the recipient's domain (no transport_maps entry, transport or relayhost names one: bounces, mail to the internet): its addresses there are ignored as if absent, and with none left the mail bounces (5.4.4). Loopback, this network, RFC 1918, shared (RFC 6598), link-local and unique-local addresses by default. Configured next hops are not checked.",
+    ),
+    p(
+        "sluice_mx_forbidden_networks_exceptions",
+        "",
+        HostList,
+        Sluice,
+        "Networks of sluice_mx_forbidden_networks that domain-routed delivery may use after all (internal MX hosts of domains relayed by DNS).",
+    ),
     p(
         "sluice_rate_limit",
         "0",
@@ -1462,8 +1615,12 @@ static REASONS: &[(&[&str], &str)] = &[
         "only smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_chain_files, smtpd_tls_security_level, smtpd_tls_protocols and smtpd_tls_mandatory_protocols are supported; cipher choices are rustls defaults",
     ),
     (
-        &["smtp_tls_", "lmtp_tls_", "smtp_use_tls", "smtp_enforce_tls", "lmtp_use_tls", "lmtp_enforce_tls"],
-        "TLS to the mailbox servers is not implemented",
+        &["smtp_use_tls", "smtp_enforce_tls", "lmtp_use_tls", "lmtp_enforce_tls"],
+        "obsolete; use smtp_tls_security_level or lmtp_tls_security_level",
+    ),
+    (
+        &["smtp_tls_", "lmtp_tls_"],
+        "only the security level, CAfile, CApath, chain_files, cert_file, key_file, protocols, mandatory_protocols and servername are supported (DANE, fingerprints, policy maps and session caches are not); cipher choices are rustls defaults",
     ),
     (
         &["tls_", "tlsproxy_", "tlsmgr_"],
@@ -1934,7 +2091,7 @@ mod tests {
         assert!(unsupported_reason("mydestination").unwrap().contains("no local delivery"));
         assert!(unsupported_reason("smtpd_sasl_auth_enable").unwrap().contains("SASL"));
         assert!(unsupported_reason("postscreen_dnsbl_sites").unwrap().contains("postscreen"));
-        assert!(unsupported_reason("smtp_tls_security_level").unwrap().contains("TLS to the mailbox"));
+        assert!(unsupported_reason("smtp_tls_policy_maps").unwrap().contains("security level"));
         assert!(unsupported_reason("biff").is_some());
         assert!(unsupported_reason("message_size_limit").is_none());
         assert!(unsupported_reason("messgae_size_limit").is_none());

@@ -174,10 +174,11 @@ impl Config {
                 let smtp_port = parse_port(cfg.string("smtp_tcp_port")).unwrap_or(25);
                 let lmtp_port = parse_port(cfg.string("lmtp_tcp_port")).unwrap_or(24);
                 let queue_dir = Path::new(cfg.string("queue_directory"));
+                let by_domain = nexthop.is_none();
                 let target = nexthop.unwrap_or(&domain);
                 let nexthop = parse_nexthop(target, protocol, smtp_port, lmtp_port, queue_dir)
                     .map_err(|m| fail(format!("next hop for {rcpt}: {m}")))?;
-                Ok(Route::Deliver { transport: transport.to_owned(), protocol, nexthop })
+                Ok(Route::Deliver { transport: transport.to_owned(), protocol, nexthop, by_domain })
             }
         }
     }

@@ -105,8 +105,12 @@ pub struct Report<'a> {
     /// `myhostname`.
     pub reporting_mta: &'a str,
     pub now: UnixMillis,
-    /// The original message as stored.
+    /// What is returned of the original: the whole message when it is
+    /// returned whole (`RET=FULL`, at most `size_limit`), else at least
+    /// its header section (or the start of a very long one).
     pub original: &'a [u8],
+    /// The original's full size.
+    pub original_size: u64,
     /// For delay warnings: how long the message will still be retried.
     pub retry_until: Option<UnixMillis>,
     /// `bounce_size_limit`: the largest original returned whole with
@@ -196,7 +200,8 @@ impl Report<'_> {
     pub fn build(&self) -> Vec<u8> {
         let full = self.kind == Kind::Failure
             && self.envelope.ret == DsnRet::Full
-            && self.original.len() <= self.size_limit;
+            && self.original_size <= self.size_limit as u64
+            && self.original.len() as u64 == self.original_size;
         let returned: &[u8] = if full { self.original } else { header_section(self.original) };
         let cte = if returned.is_ascii() { "7bit" } else { "8bit" };
         let returned_part = if full {
@@ -322,6 +327,7 @@ mod tests {
             reporting_mta: "mx.sluice.test",
             now: 1_764_000_100_000,
             original: ORIGINAL,
+            original_size: ORIGINAL.len() as u64,
             retry_until: Some(1_764_432_000_000),
             size_limit: 50_000,
         }

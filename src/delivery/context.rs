@@ -11,17 +11,20 @@
 //! decides anything.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sluice_queue::{BackendRecord, Queue, QueueId};
+use sluice_queue::{BackendRecord, BreakerPosition, Queue, QueueId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::gate::Feedback;
+use super::nexthop::Myself;
 use super::settings::LiveSettings;
 use crate::clock;
+use crate::config::{self, Config};
 use crate::resolver::Resolver;
 
 /// The shared part of delivery: see the module documentation.
@@ -45,6 +48,20 @@ pub struct Context {
     sleeping_until: AtomicU64,
     /// Messages recorded so far (for tests and the bench).
     recorded: AtomicU64,
+    /// Backends in memory (made and not yet retired).
+    live_backends: AtomicUsize,
+    /// This host's listeners (wildcards expanded) and what it is under
+    /// the configuration in force (its `proxy_interfaces` added).
+    myself: Mutex<SelfImage>,
+}
+
+/// This host for the loop check, kept per configuration.
+#[derive(Debug, Default)]
+struct SelfImage {
+    bound: Vec<SocketAddr>,
+    machine: Vec<IpAddr>,
+    made_for: Option<Arc<Config>>,
+    myself: Arc<Myself>,
 }
 
 impl std::fmt::Debug for Context {
@@ -79,10 +96,14 @@ impl Context {
             wake: Notify::new(),
             sleeping_until: AtomicU64::new(u64::MAX),
             recorded: AtomicU64::new(0),
+            live_backends: AtomicUsize::new(0),
+            myself: Mutex::new(SelfImage::default()),
         }
     }
 
     /// The stored record of a backend, if the queue kept one.
+    /// (Records are kept only while they hold mail back: see
+    /// [`Context::apply_feedback`].)
     pub fn stored_record(&self, name: &str) -> Option<BackendRecord> {
         lock(&self.stored).get(name).cloned()
     }
@@ -113,11 +134,35 @@ impl Context {
     }
 
     /// Persists a gate's record and makes its parked mail due.
+    ///
+    /// Only records that hold mail back (an open breaker, a pause) are
+    /// kept: a closed breaker is where every new gate starts, so its record
+    /// is deleted rather than written. And at most
+    /// [`Settings::max_backends`](super::settings::Settings::max_backends)
+    /// are kept: past that a new open breaker works in memory but is not
+    /// remembered across a restart (a pause always is: it is the
+    /// administrator's).
     pub async fn apply_feedback(&self, name: &str, fb: Feedback) {
         if let Some(rec) = fb.persist {
-            lock(&self.stored).insert(name.to_owned(), rec.clone());
-            if let Err(e) = self.queue.put_backend(name, &rec).await {
-                tracing::error!("backend {name}: cannot store breaker state: {e}");
+            if !holds_mail(&rec) {
+                self.forget(name).await;
+            } else {
+                let max = self.settings.current().max_backends;
+                let keep = {
+                    let mut stored = lock(&self.stored);
+                    let keep = stored.contains_key(name) || stored.len() < max || rec.paused_until.is_some();
+                    if keep {
+                        stored.insert(name.to_owned(), rec.clone());
+                    }
+                    keep
+                };
+                if !keep {
+                    tracing::warn!(
+                        "backend {name}: {max} backend records kept already; this one is not stored"
+                    );
+                } else if let Err(e) = self.queue.put_backend(name, &rec).await {
+                    tracing::error!("backend {name}: cannot store breaker state: {e}");
+                }
             }
         }
         if !fb.wake.is_empty() {
@@ -128,6 +173,55 @@ impl Context {
             }
             self.wake.notify_one();
         }
+    }
+
+    /// Tells delivery where this host listens for mail (the SMTP
+    /// listeners' bound addresses): mail routed there loops back.
+    pub fn set_listening(&self, bound: &[SocketAddr]) {
+        let mut m = lock(&self.myself);
+        m.bound = bound.to_vec();
+        m.machine = if bound.iter().any(|a| a.ip().is_unspecified()) {
+            config::machine_addresses()
+        } else {
+            Vec::new()
+        };
+        m.made_for = None;
+    }
+
+    /// This host as delivery must recognise it under `config`.
+    pub fn myself(&self, config: &Arc<Config>) -> Arc<Myself> {
+        let mut m = lock(&self.myself);
+        if !m.made_for.as_ref().is_some_and(|c| Arc::ptr_eq(c, config)) {
+            m.myself = Arc::new(Myself::new(&m.bound, &m.machine, &config.proxy_interfaces()));
+            m.made_for = Some(Arc::clone(config));
+        }
+        Arc::clone(&m.myself)
+    }
+
+    /// Forgets a backend's stored record (in memory and in the queue), if
+    /// it has one.
+    pub async fn forget(&self, name: &str) {
+        if lock(&self.stored).remove(name).is_none() {
+            return;
+        }
+        if let Err(e) = self.queue.delete_backend(name).await {
+            tracing::error!("backend {name}: cannot delete its stored state: {e}");
+        }
+    }
+
+    /// Counts a backend made (`+1`) or retired (`-1`); the number now.
+    pub fn count_backends(&self, delta: isize) -> usize {
+        if delta >= 0 {
+            self.live_backends.fetch_add(delta as usize, Ordering::AcqRel) + delta as usize
+        } else {
+            let d = delta.unsigned_abs();
+            self.live_backends.fetch_sub(d, Ordering::AcqRel).saturating_sub(d)
+        }
+    }
+
+    /// Backends in memory now.
+    pub fn live_backends(&self) -> usize {
+        self.live_backends.load(Ordering::Acquire)
     }
 
     /// Wakes the claim loop: look at the queue now.
@@ -163,4 +257,11 @@ impl Context {
     pub fn recorded(&self) -> u64 {
         self.recorded.load(Ordering::Relaxed)
     }
+}
+
+/// True when a stored record says the backend holds its mail back (an
+/// open breaker or a pause): its deferred mail is parked on it again at
+/// start, and only such records are worth storing.
+pub fn holds_mail(rec: &BackendRecord) -> bool {
+    rec.breaker != BreakerPosition::Closed || rec.paused_until.is_some()
 }

@@ -35,15 +35,12 @@ use super::result_line::LogStatus;
 use super::settings::BackendSettings;
 use super::{BackendId, nexthop};
 use crate::clock;
-use crate::config::Protocol;
+use crate::config::{NextHop, Protocol};
 use crate::metric;
 use crate::reply::Status;
 
 /// How often an idle dispatcher closes expired idle connections.
 const REAP_EVERY: Duration = Duration::from_millis(500);
-/// A backend with nothing to do for this long (and nothing to remember) is
-/// dropped; it is created again by the next mail for it.
-const EVICT_AFTER: Duration = Duration::from_secs(600);
 /// Spread of postponed mail: up to this fraction of the wait is added at
 /// random, at most [`MAX_SPREAD`], so mail released together does not
 /// arrive together.
@@ -55,6 +52,8 @@ const MAX_SPREAD: Duration = Duration::from_secs(5);
 /// (which forgets what was parked); the probe and the breaker closing
 /// bring the backlog back as soon as the backend is.
 const BREAKER_HOLD_MS: UnixMillis = 60_000;
+
+mod idle;
 
 /// Some recipients of one claimed message, for one backend.
 #[derive(Debug)]
@@ -193,7 +192,7 @@ impl Backend {
                     );
                     self.ctx.requeue(id).await;
                 }
-                if clock::instant().saturating_duration_since(idle_since) >= EVICT_AFTER && self.retire() {
+                if self.retire(clock::instant().saturating_duration_since(idle_since)).await {
                     return;
                 }
                 // Awake for the open breaker's next connect probe.
@@ -355,78 +354,6 @@ impl Backend {
         }
     }
 
-    /// Retires an idle backend with nothing to remember. True if retired.
-    fn retire(self: &Arc<Self>) -> bool {
-        let snap = self.gate.snapshot();
-        let quiet = snap.in_flight == 0
-            && snap.parked == 0
-            && snap.paused_until.is_none()
-            && snap.breaker == sluice_queue::BreakerPosition::Closed
-            && lock(&self.pool).is_empty();
-        // Closed, it refuses jobs; the registry forgets it and makes a new
-        // backend for the next mail to this next hop.
-        quiet && self.close_if_empty()
-    }
-
-    /// True once the backend retired: it takes no more jobs.
-    pub fn is_closed(&self) -> bool {
-        lock(&self.jobs).closed
-    }
-
-    /// Marks the backend closed if it has no jobs (under the jobs lock, so
-    /// a job pushed after it is refused and goes to a new backend).
-    fn close_if_empty(&self) -> bool {
-        let mut jobs = lock(&self.jobs);
-        if jobs.queue.is_empty() {
-            jobs.closed = true;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Closes idle connections: all of them (`all`), those beyond what the
-    /// limit leaves next to the busy ones (after the limit fell), and stale
-    /// ones (idle longer than the cache time, or older than the reuse time).
-    ///
-    /// The open connections the backend sees are the busy ones plus the
-    /// idle ones plus those being closed. A stale connection is closed
-    /// holding a spare slot for its `QUIT`, so that sum stays within the
-    /// limit; without a spare slot it waits (it fits within the limit as it
-    /// is). Connections beyond the limit are dropped at once.
-    async fn close_idle(&self, all: bool) {
-        let settings = self.gate.settings();
-        let (excess, stale): (Vec<Connection>, Vec<Connection>) = {
-            let mut pool = lock(&self.pool);
-            if all {
-                (pool.drain(..).collect(), Vec::new())
-            } else {
-                let snap = self.gate.snapshot();
-                let room = snap.limit.saturating_sub(snap.in_flight) as usize;
-                // Oldest first in the pool; keep the most recently used.
-                let over = pool.len().saturating_sub(room);
-                let excess: Vec<Connection> = pool.drain(..over).collect();
-                let now = clock::instant();
-                let (old, fresh): (Vec<Connection>, Vec<Connection>) = pool.drain(..).partition(|s| {
-                    now.saturating_duration_since(s.idle_since()) >= settings.idle_time
-                        || now.saturating_duration_since(s.opened()) >= settings.reuse_time
-                });
-                *pool = fresh;
-                (excess, old)
-            }
-        };
-        drop(excess);
-        for s in stale {
-            match self.gate.spare_slot() {
-                Some(slot) => {
-                    s.quit().await;
-                    drop(slot);
-                }
-                None => lock(&self.pool).insert(0, s),
-            }
-        }
-    }
-
     /// A pooled session still alive, or a new one.
     async fn connection(
         &self,
@@ -444,19 +371,46 @@ impl Backend {
             // opening another, still within this delivery's slot.
             drop(s);
         }
-        let targets = nexthop::targets(self.ctx.resolver.as_ref(), &self.id.nexthop, settings.address_limit)
-            .await
-            .map_err(|e| {
-                let permanent = e.is_permanent();
-                Failure {
+        // Where the next hop may lead is decided here, before anything
+        // connects: never to this host, and, for a recipient's domain, never
+        // into the networks the administrator keeps it out of.
+        let config = self.ctx.settings.config();
+        let myself = self.ctx.myself(&config);
+        let tc = config.transport_config(&self.id.transport);
+        let forbidden = |ip: std::net::IpAddr| {
+            tc.matches_client("sluice_mx_forbidden_networks", ip)
+                && !tc.matches_client("sluice_mx_forbidden_networks_exceptions", ip)
+        };
+        let reach =
+            nexthop::Reach { myself: &myself, forbidden: self.id.by_domain.then_some(&forbidden as _) };
+        let targets =
+            nexthop::targets(self.ctx.resolver.as_ref(), &self.id.nexthop, settings.address_limit, &reach)
+                .await
+                .map_err(|e| Failure {
                     text: e.to_string(),
-                    dsn: if permanent { Status(5, 4, 4) } else { Status(4, 4, 3) },
-                    permanent,
-                }
-            })?;
-        let s = client::open(&targets, self.id.protocol, &settings.helo_name, &settings.timeouts)
+                    dsn: e.status(),
+                    permanent: e.status().0 == 5,
+                    ours: !e.is_backend_trouble(),
+                })?;
+        let hop = nexthop::hop_name(&self.id.nexthop);
+        let myhostname = self.ctx.settings.current().myhostname.clone();
+        // Postfix's EHLO check: SMTP to port 25 or to a recipient's domain
+        // (configured next hops on other ports are often filters or servers
+        // on this very machine, under its name).
+        let port25 = matches!(self.id.nexthop, NextHop::Host { port: 25, .. } | NextHop::Mx { port: 25, .. });
+        let loop_name = (self.id.protocol == Protocol::Smtp && (self.id.by_domain || port25))
+            .then_some(myhostname.as_str());
+        let setup = client::Setup {
+            protocol: self.id.protocol,
+            helo_name: &settings.helo_name,
+            timeouts: &settings.timeouts,
+            tls: &settings.tls,
+            loop_name,
+            nexthop: &hop,
+        };
+        let s = client::open_with(&targets, &setup)
             .await
-            .map_err(|OpenError { text, dsn }| Failure { text, dsn, permanent: false })?;
+            .map_err(|OpenError { text, dsn, ours }| Failure { text, dsn, permanent: dsn.0 == 5, ours })?;
         Ok((s, false))
     }
 
@@ -482,22 +436,20 @@ impl Backend {
         }
     }
 
-    /// The message body could not be read: abandon (deleted meanwhile) or
-    /// postpone (storage error) without asking the backend.
-    async fn no_body(self: &Arc<Self>, job: Job, permit: Permit, e: sluice_queue::Error) {
-        let msg = Arc::clone(&job.msg);
-        let fb = self.gate.report(permit, Report::Abandoned, clock::unix_millis(), clock::instant());
-        self.apply(fb).await;
-        let done = match e {
-            // Deleted by the administrator meanwhile: nothing to deliver and
-            // nothing to record.
-            sluice_queue::Error::NotFound(_) => {
-                job.rcpts.iter().map(|&index| RcptDone { index, done: Done::Abandoned }).collect()
+    /// The results for a message whose body could not be read (the backend
+    /// was asked nothing, or the transaction was broken off before its
+    /// end): nothing to record when it was deleted meanwhile or moved to
+    /// the quarantine (it is no longer queued), else postponed a minute
+    /// (storage trouble).
+    fn unreadable(msg: &InFlight, rcpts: &[usize], e: &sluice_queue::Error) -> Vec<RcptDone> {
+        match e {
+            sluice_queue::Error::NotFound(_) | sluice_queue::Error::Corrupt { .. } => {
+                rcpts.iter().map(|&index| RcptDone { index, done: Done::Abandoned }).collect()
             }
             e => {
                 tracing::error!("{}: cannot read message body: {e}", msg.id());
                 let until = clock::unix_millis() + 60_000;
-                job.rcpts
+                rcpts
                     .iter()
                     .map(|&index| RcptDone {
                         index,
@@ -510,8 +462,7 @@ impl Backend {
                     })
                     .collect()
             }
-        };
-        record::complete(&self.ctx, &msg, Some(Arc::clone(&self.gate)), done);
+        }
     }
 
     /// One delivery, start to finish.
@@ -520,27 +471,19 @@ impl Backend {
         let settings = self.gate.settings();
         let soft_bounce = self.ctx.settings.current().soft_bounce;
         let msg = Arc::clone(&job.msg);
-        let body = match msg.body(&self.ctx.queue).await {
-            Ok(b) => b,
-            Err(e) => {
-                // The idle connection that came with the slot goes back.
-                if let Some(s) = pooled {
-                    self.keep(s).await;
-                }
-                self.no_body(job, permit, e).await;
-                return;
-            }
-        };
+        // Read from the queue as it is sent, never whole (see inflight.rs).
+        let body = msg.content(&self.ctx.queue);
 
         let (mut session, reused) = match self.connection(&settings, pooled).await {
             Ok(x) => x,
             Err(f) => {
-                let fb = self.gate.report(
-                    permit,
-                    Report::Unreachable { error: f.text.clone() },
-                    clock::unix_millis(),
-                    clock::instant(),
-                );
+                // Connection-time failures (refused, silence or 421 at the
+                // greeting, a failed LHLO/EHLO or STARTTLS, a reply past its
+                // bounds) are the backend being unreachable; a loop back to
+                // this host is our own finding and no verdict on it.
+                let report =
+                    if f.ours { Report::Abandoned } else { Report::Unreachable { error: f.text.clone() } };
+                let fb = self.gate.report(permit, report, clock::unix_millis(), clock::instant());
                 self.apply(fb).await;
                 let verdict = if f.permanent { Verdict::Bounced } else { Verdict::Deferred };
                 let setup = clock::instant().saturating_duration_since(dispatched);
@@ -557,7 +500,7 @@ impl Backend {
                             remote: None,
                             dsn_passed: false,
                             lmtp: self.id.protocol == Protocol::Lmtp,
-                            backend_trouble: true,
+                            backend_trouble: !f.ours,
                         }
                         .softened(soft_bounce);
                         self.log(&msg, index, "none", &times, &d);
@@ -589,7 +532,7 @@ impl Backend {
             ret: env.ret,
             envid: env.envid.as_deref(),
         };
-        let out = session.deliver(&tx).await;
+        let mut out = session.deliver(&tx).await;
         let finished = clock::instant();
         let relay = session.target().to_string();
         let remote = session.target().host();
@@ -612,11 +555,17 @@ impl Backend {
                 Report::Completed { latency }
             }
             Health::Untested => Report::Completed { latency: None },
+            Health::Aborted => Report::Abandoned,
             Health::Overloaded(error) => Report::Overloaded { error },
             Health::Failed(error) => Report::Failed { error },
         };
         let fb = self.gate.report(permit, report, clock::unix_millis(), finished);
         self.apply(fb).await;
+        if let Some(e) = out.content_error.take() {
+            let done = Self::unreadable(&msg, &job.rcpts, &e);
+            record::complete(&self.ctx, &msg, Some(Arc::clone(&self.gate)), done);
+            return;
+        }
 
         let times = Times {
             queued: job.queued_at,
@@ -672,4 +621,7 @@ struct Failure {
     text: String,
     dsn: Status,
     permanent: bool,
+    /// This host's own decision (a loop, a forbidden address, its TLS
+    /// configuration), not the backend's trouble: the breaker is not told.
+    ours: bool,
 }

@@ -9,17 +9,20 @@
 //! (`record.rs`). The message holds one slot of the claim loop's in-memory
 //! window until it is dropped after that recording.
 //!
-//! Never touches the queue beyond reading the body once, and decides
-//! nothing: the dispatcher says what happened, the recording what it means.
+//! Never touches the queue beyond reading the body (chunk by chunk, for
+//! each delivery: [`QueuedBody`]), and decides nothing: the dispatcher
+//! says what happened, the recording what it means.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use sluice_queue::BodyReader;
 use sluice_queue::{Envelope, Queue, QueueId, QueuedMessage, UnixMillis};
-use tokio::sync::{OnceCell, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::client::Verdict;
+use super::client::{Chunks, Content, Verdict};
 use super::context::lock;
 use super::gate::BackendGate;
 use super::result_line::{LogStatus, ResultLine};
@@ -92,7 +95,6 @@ pub struct InFlight {
     msg: QueuedMessage,
     claimed_at: Instant,
     claimed_ms: UnixMillis,
-    body: OnceCell<Arc<Vec<u8>>>,
     state: Mutex<Pending>,
     _window: OwnedSemaphorePermit,
 }
@@ -119,7 +121,6 @@ impl InFlight {
             msg,
             claimed_at: clock::instant(),
             claimed_ms,
-            body: OnceCell::new(),
             state: Mutex::new(Pending { remaining: shares, ..Pending::default() }),
             _window: window,
         }
@@ -173,10 +174,12 @@ impl InFlight {
         self.claimed_ms
     }
 
-    /// The body, read from the queue once and shared by this message's
-    /// deliveries; dropped with the message.
-    pub async fn body(&self, queue: &Queue) -> Result<Arc<Vec<u8>>, sluice_queue::Error> {
-        self.body.get_or_try_init(|| async { queue.body(self.msg.id).await.map(Arc::new) }).await.cloned()
+    /// The body as a delivery sends it: read from the queue chunk by chunk
+    /// each time it is sent, never held whole (a message may be as large
+    /// as `message_size_limit = 0` lets it be; every delivery to every
+    /// backend costs one chunk of memory).
+    pub fn content(&self, queue: &Queue) -> QueuedBody {
+        QueuedBody { queue: queue.clone(), id: self.msg.id, size: self.msg.envelope.size }
     }
 
     /// One share reports its results (`gate`: the backend's, to park the
@@ -198,5 +201,33 @@ impl InFlight {
             results: std::mem::take(&mut st.results),
             park_on: std::mem::take(&mut st.park_on),
         })
+    }
+}
+
+/// A queued message's body as the client reads it ([`Content`]): opened
+/// from the queue for each reading.
+#[derive(Debug, Clone)]
+pub struct QueuedBody {
+    queue: Queue,
+    id: QueueId,
+    size: u64,
+}
+
+impl Content for QueuedBody {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn open(&self) -> BoxFuture<'_, Result<Box<dyn Chunks + '_>, sluice_queue::Error>> {
+        Box::pin(async move {
+            let reader = self.queue.body_reader(self.id).await?;
+            Ok(Box::new(reader) as Box<dyn Chunks + '_>)
+        })
+    }
+}
+
+impl Chunks for BodyReader {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Vec<u8>>, sluice_queue::Error>> {
+        Box::pin(BodyReader::next_chunk(self))
     }
 }

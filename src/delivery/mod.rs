@@ -57,6 +57,12 @@ pub struct BackendId {
     pub transport: String,
     pub protocol: Protocol,
     pub nexthop: NextHop,
+    /// The next hop is the recipient's domain (see
+    /// [`Route::Deliver`](crate::config::Route::Deliver)): its addresses
+    /// are checked against `sluice_mx_forbidden_networks`. Not part of the
+    /// name: a configured next hop and a domain that happen to be the same
+    /// destination share their record.
+    pub by_domain: bool,
 }
 
 impl std::hash::Hash for BackendId {
@@ -64,6 +70,7 @@ impl std::hash::Hash for BackendId {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         self.transport.hash(h);
         self.nexthop.hash(h);
+        self.by_domain.hash(h);
     }
 }
 

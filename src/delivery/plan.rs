@@ -80,8 +80,8 @@ pub fn plan(
             _ => config.route(&r.address),
         };
         match route {
-            Ok(Route::Deliver { transport, protocol, nexthop }) => {
-                let id = BackendId { transport, protocol, nexthop };
+            Ok(Route::Deliver { transport, protocol, nexthop, by_domain }) => {
+                let id = BackendId { transport, protocol, nexthop, by_domain };
                 match groups.iter_mut().find(|(g, _, _)| *g == id) {
                     Some((_, _, v)) => v.push(i),
                     None => {

@@ -17,11 +17,12 @@
 
 use std::sync::Arc;
 
-use sluice_queue::{Envelope, Outcome, RcptState, Recorded, UnixMillis};
+use sluice_queue::{DsnRet, Envelope, Outcome, Queue, QueueId, RcptState, Recorded, UnixMillis};
 
 use super::backoff::{self, Backoff};
 use super::bounce::{self, Action, Kind, ReportRcpt};
 use super::client::Verdict;
+use super::client::wire::header_section;
 use super::context::Context;
 use super::gate::BackendGate;
 use super::inflight::{Done, Finished, InFlight, RcptDone};
@@ -53,6 +54,9 @@ pub struct Judged {
     pub outcomes: Vec<(usize, Outcome)>,
     /// Recipients for each kind of notice (only those whose NOTIFY asks).
     pub failed: Vec<ReportRcpt>,
+    /// The envelope indexes of `failed`, in the same order: if their
+    /// notice cannot be queued they stay deferred instead of bounced.
+    pub failed_index: Vec<usize>,
     pub succeeded: Vec<ReportRcpt>,
     pub delayed: Vec<ReportRcpt>,
     /// The message's next due time: the earliest of the deferred
@@ -106,6 +110,7 @@ pub fn judge(
             Done::Attempted { verdict: Verdict::Bounced, dsn, text, diagnostic, remote, .. } => {
                 if bounce::wanted(Kind::Failure, &rcpt.notify) {
                     j.failed.push(entry(Action::Failed, dsn, remote, diagnostic, &text));
+                    j.failed_index.push(index);
                 }
                 j.outcomes.push((index, Outcome::Bounced { reply: text }));
             }
@@ -115,6 +120,7 @@ pub fn judge(
                 j.expired_any = true;
                 if bounce::wanted(Kind::Failure, &rcpt.notify) {
                     j.failed.push(entry(Action::Failed, dsn, remote, diagnostic, &text));
+                    j.failed_index.push(index);
                 }
                 j.outcomes.push((index, Outcome::Bounced { reply: text }));
             }
@@ -133,6 +139,7 @@ pub fn judge(
                 let text = waiting_on(reason);
                 if bounce::wanted(Kind::Failure, &rcpt.notify) {
                     j.failed.push(entry(Action::Failed, bounce::status_in(&text), None, None, &text));
+                    j.failed_index.push(index);
                 }
                 j.outcomes.push((index, Outcome::Bounced { reply: text }));
             }
@@ -162,7 +169,7 @@ pub async fn record(ctx: &Context, msg: &InFlight, finished: Finished, s: &Setti
     // Under soft_bounce nothing expires: it stays queued for a human.
     let expired = !s.soft_bounce && backoff::expired(env.arrival, lifetime, now);
     let policy = Backoff { min: s.minimal_backoff, max: s.maximal_backoff };
-    let Judged { outcomes, failed, succeeded, delayed, next, expired_any, abandoned } =
+    let Judged { mut outcomes, failed, failed_index, succeeded, delayed, mut next, expired_any, abandoned } =
         judge(env, finished.results, &policy, expired, now, &mut || rand::random::<f64>());
 
     let open = next.is_some();
@@ -181,18 +188,41 @@ pub async fn record(ctx: &Context, msg: &InFlight, finished: Finished, s: &Setti
     // Notices first: queued before the result, so a crash in between
     // repeats a notice rather than losing it.
     if bounce::reportable(env) {
-        if !failed.is_empty() {
-            queue_report(ctx, msg, Kind::Failure, failed, None, s, now).await;
+        if !failed.is_empty()
+            && let Err(why) = queue_report(ctx, msg, Kind::Failure, failed, None, s, now).await
+        {
+            // The sender must hear of a failure: without its notice the
+            // recipients are not bounced (and the message not removed) but
+            // deferred, and bounce again at their next attempt, as Postfix
+            // defers a recipient when its bounce service fails.
+            tracing::warn!(
+                "{id}: {} recipient(s) stay deferred until their non-delivery notification can be queued",
+                failed_index.len()
+            );
+            let retry = now + policy.min.as_millis() as u64;
+            for (index, outcome) in outcomes.iter_mut() {
+                if let Outcome::Bounced { reply } = outcome
+                    && failed_index.contains(index)
+                {
+                    *outcome = Outcome::Deferred { reply: format!("{reply} (bounce not sent: {why})") };
+                    next = Some(next.map_or(retry, |t| t.min(retry)));
+                }
+            }
         }
         if !succeeded.is_empty() {
-            queue_report(ctx, msg, Kind::Success, succeeded, None, s, now).await;
+            // A lost success notice loses no mail; delivering again to
+            // retry it would duplicate the message. Logged only.
+            let _ = queue_report(ctx, msg, Kind::Success, succeeded, None, s, now).await;
         }
         let warn_due =
             s.delay_warning.is_some_and(|w| now.saturating_sub(env.arrival) >= w.as_millis() as u64);
         if open && warn_due && !env.delay_warned && !delayed.is_empty() {
             let until = env.arrival.saturating_add(lifetime.as_millis() as u64);
-            queue_report(ctx, msg, Kind::Delay, delayed, Some(until), s, now).await;
-            if let Err(e) = ctx.queue.update_envelope(id, |e| e.delay_warned = true).await {
+            // Marked sent only once queued: otherwise it is tried again at
+            // the next deferral.
+            if queue_report(ctx, msg, Kind::Delay, delayed, Some(until), s, now).await.is_ok()
+                && let Err(e) = ctx.queue.update_envelope(id, |e| e.delay_warned = true).await
+            {
                 tracing::error!("{id}: cannot mark delay warning sent: {e}");
             }
         }
@@ -219,6 +249,7 @@ pub async fn record(ctx: &Context, msg: &InFlight, finished: Finished, s: &Setti
     ctx.count_recorded();
 }
 
+/// Queues a notice about `msg`; the error (logged here) says why not.
 async fn queue_report(
     ctx: &Context,
     msg: &InFlight,
@@ -227,38 +258,77 @@ async fn queue_report(
     retry_until: Option<UnixMillis>,
     s: &Settings,
     now: UnixMillis,
-) {
+) -> Result<(), String> {
     let id = msg.id();
-    let original = match msg.body(&ctx.queue).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!("{id}: cannot read the message for its notice: {e}");
-            Arc::new(Vec::new())
-        }
-    };
-    let report = bounce::Report {
-        kind,
-        queue_id: id,
-        envelope: msg.envelope(),
-        rcpts,
-        reporting_mta: &s.myhostname,
-        now,
-        original: &original,
-        retry_until,
-        size_limit: s.bounce_size_limit,
-    };
-    let body = report.build();
-    let envelope = report.envelope(&body);
     let what = match kind {
         Kind::Failure => "sender non-delivery notification",
         Kind::Delay => "sender delay notification",
         Kind::Success => "sender delivery status notification",
     };
+    let env = msg.envelope();
+    let whole = kind == Kind::Failure && env.ret == DsnRet::Full && env.size <= s.bounce_size_limit as u64;
+    // A notice never goes out without the copy it promises: when the
+    // original cannot be read, the notice waits (the caller decides).
+    let original = match returned_part(&ctx.queue, id, whole).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(target: "bounce", "{id}: cannot queue {what}: cannot read the original: {e}");
+            return Err(format!("cannot read the message: {e}"));
+        }
+    };
+    let report = bounce::Report {
+        kind,
+        queue_id: id,
+        envelope: env,
+        rcpts,
+        reporting_mta: &s.myhostname,
+        now,
+        original: &original,
+        original_size: env.size,
+        retry_until,
+        size_limit: s.bounce_size_limit,
+    };
+    let body = report.build();
+    let envelope = report.envelope(&body);
     match ctx.queue.enqueue(envelope, &body, now).await {
-        Ok(new) => tracing::info!(target: "bounce", "{id}: {what}: {new}"),
-        Err(e) => tracing::error!(target: "bounce", "{id}: cannot queue {what}: {e}"),
+        Ok(new) => {
+            tracing::info!(target: "bounce", "{id}: {what}: {new}");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(target: "bounce", "{id}: cannot queue {what}: {e}");
+            Err(e.to_string())
+        }
     }
 }
 
-#[cfg(test)]
-mod tests;
+/// The most of an original's header section a notice returns: a header
+/// section longer than this (an attacker's, or a broken one) is cut at the
+/// last line end before it.
+pub const RETURNED_HEADERS_MAX: usize = 256 * 1024;
+
+/// What a notice returns of the original, read chunk by chunk: all of it
+/// (`whole`: the caller checked it is within `bounce_size_limit`), or its
+/// header section, at most [`RETURNED_HEADERS_MAX`] bytes; never the rest
+/// of a message that may be of any size.
+pub async fn returned_part(queue: &Queue, id: QueueId, whole: bool) -> Result<Vec<u8>, sluice_queue::Error> {
+    let mut reader = queue.body_reader(id).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        out.extend_from_slice(&chunk);
+        if !whole && (header_section(&out).len() < out.len() || out.len() >= RETURNED_HEADERS_MAX) {
+            break;
+        }
+    }
+    if !whole {
+        let headers = header_section(&out).len();
+        let mut keep = headers.min(RETURNED_HEADERS_MAX);
+        if keep < headers || headers == out.len() {
+            // Cut within the headers (too long, or no end seen): end at a
+            // line end so no header is returned half.
+            keep = out[..keep].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        }
+        out.truncate(keep);
+    }
+    Ok(out)
+}

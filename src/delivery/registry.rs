@@ -5,9 +5,9 @@
 //! The registry is where each backend's gate is chosen: the local [`Gate`],
 //! or in fleet mode (`sluice_fleet_redis`) the [`FleetGate`] shared
 //! through Redis, handed to the backend as `Arc<dyn BackendGate>`; nothing
-//! else in delivery knows which. A backend that retired itself after a long idle stays in the map
-//! until it is next looked up or another backend is created, and is never
-//! listed or used again.
+//! else in delivery knows which. A backend that retired itself after a long
+//! idle stays in the map until the claim loop's next sweep (or another
+//! backend is created), and is never listed or used again.
 //!
 //! Never claims mail and never records results; the admin view reads and
 //! steers gates and the stored records only.
@@ -15,9 +15,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sluice_queue::{BackendRecord, BreakerPosition, UnixMillis};
+use sluice_queue::{BackendRecord, UnixMillis};
 
-use super::context::{Context, lock};
+use super::context::{Context, holds_mail, lock};
 use super::dispatch::Backend;
 use super::gate::fleet::{self, Fleet, FleetGate, FleetSettings};
 use super::gate::{BackendGate, FleetView, Gate, Snapshot, position_name};
@@ -74,9 +74,19 @@ impl Registry {
             }
         };
         let b = Arc::new(Backend::new(id.clone(), gate, Arc::clone(&self.ctx)));
+        self.ctx.count_backends(1);
         b.start();
         map.insert(id.clone(), Arc::clone(&b));
         b
+    }
+
+    /// Drops retired backends from the map (they hold their gate's memory
+    /// until then): cheap when none retired since the last sweep.
+    pub fn sweep(&self) {
+        let mut map = lock(&self.backends);
+        if map.len() > self.ctx.live_backends() {
+            map.retain(|_, b| !b.is_closed());
+        }
     }
 
     /// The running backend named `name`, if any.
@@ -88,6 +98,16 @@ impl Registry {
     /// through their tasks, and the queue handle they hold must go).
     pub fn clear(&self) {
         lock(&self.backends).clear();
+    }
+
+    /// Backends in memory (retired ones not yet forgotten included).
+    pub fn len(&self) -> usize {
+        lock(&self.backends).len()
+    }
+
+    /// True when no backend is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Every running backend.
@@ -185,11 +205,21 @@ impl Handle {
         let ctx = Arc::clone(&self.ctx);
         let name = name.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = ctx.queue.put_backend(&name, &rec).await {
+            if !holds_mail(&rec) {
+                // Resumed, with a closed breaker: nothing left to remember.
+                ctx.forget(&name).await;
+            } else if let Err(e) = ctx.queue.put_backend(&name, &rec).await {
                 tracing::error!("backend {name}: cannot store state: {e}");
             }
         });
         Ok(())
+    }
+
+    /// Tells delivery where this host's SMTP listeners are bound, so mail
+    /// routed to them is recognised as looping back (the daemon calls it
+    /// once its listeners are bound; tests with a listener of their own).
+    pub fn listening_on(&self, bound: &[std::net::SocketAddr]) {
+        self.ctx.set_listening(bound);
     }
 
     /// Looks at the queue now (after a flush, a release, a reload).
@@ -218,11 +248,9 @@ impl Handle {
     pub fn recorded(&self) -> u64 {
         self.ctx.recorded()
     }
-}
 
-/// True when a stored record says the backend holds its mail back (an
-/// open breaker or a pause): its deferred mail is parked on it again at
-/// start.
-pub fn holds_mail(rec: &BackendRecord) -> bool {
-    rec.breaker != BreakerPosition::Closed || rec.paused_until.is_some()
+    /// Backends in memory now (made and not retired).
+    pub fn live_backends(&self) -> usize {
+        self.ctx.live_backends()
+    }
 }

@@ -25,13 +25,13 @@ use sluice_queue::{BackendRecord, Queue, QueuedMessage, UnixMillis};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::BackendId;
-use super::context::Context;
+use super::context::{Context, holds_mail};
 use super::dispatch::{Backend, Job, PushError, spread};
 use super::gate::{BackendGate, PARK_LIMIT, position_name};
 use super::inflight::{Done, InFlight, RcptDone};
 use super::plan::{self, Immediate, plan};
 use super::record;
-use super::registry::{Handle, Registry, holds_mail};
+use super::registry::{Handle, Registry};
 use super::result_line::{LogStatus, active_line};
 use super::settings::{LiveSettings, Settings, Tuning};
 use crate::clock;
@@ -72,6 +72,9 @@ pub(crate) fn spawn(
 ) -> Handle {
     let settings = LiveSettings::new(config, tuning);
     let active_limit = settings.current().active_limit;
+    // Records that hold nothing back (a closed breaker, no pause: what
+    // older versions stored too) are not kept.
+    let (stored, quiet): (Vec<_>, Vec<_>) = stored.into_iter().partition(|(_, r)| holds_mail(r));
     let ctx = Arc::new(Context::new(queue, resolver, settings, stage.token().child_token(), stored));
     let registry = Arc::new(Registry::new(Arc::clone(&ctx)));
     let sched = Arc::new(Scheduler {
@@ -90,7 +93,14 @@ pub(crate) fn spawn(
     }
     let guard = stage.guard();
     let s = Arc::clone(&sched);
-    ctx.tracker.spawn(async move { s.repark().await });
+    ctx.tracker.spawn(async move {
+        for (name, _) in quiet {
+            if let Err(e) = s.ctx.queue.delete_backend(&name).await {
+                tracing::error!("backend {name}: cannot delete its stored state: {e}");
+            }
+        }
+        s.repark().await
+    });
     let s = Arc::clone(&sched);
     tokio::spawn(async move {
         s.run().await;
@@ -151,12 +161,12 @@ impl Scheduler {
             let mut full = true;
             for (id, env, _) in &page {
                 for r in env.recipients.iter().filter(|r| !r.state.is_final()) {
-                    let Ok(Route::Deliver { transport, protocol, nexthop }) =
+                    let Ok(Route::Deliver { transport, protocol, nexthop, by_domain }) =
                         config.route_async(&r.address).await
                     else {
                         continue;
                     };
-                    let bid = BackendId { transport, protocol, nexthop };
+                    let bid = BackendId { transport, protocol, nexthop, by_domain };
                     if names.contains(&bid.to_string()) {
                         let bs = self.ctx.settings.backend(&config, &bid.transport, protocol);
                         let b = self.registry.backend(&bid, bs);
@@ -178,6 +188,17 @@ impl Scheduler {
         if parked > 0 {
             tracing::info!("{parked} deferred message(s) parked again on backends restored open or paused");
         }
+        // A record no queued mail routes to holds nothing back: an open
+        // breaker is forgotten (a pause is the administrator's and stays).
+        // The scan above ended either at the queue's end or with every such
+        // backend running, so a name not running has no mail.
+        for name in &names {
+            let paused = self.ctx.stored_record(name).is_some_and(|r| r.paused_until.is_some());
+            if !paused && self.registry.find(name).is_none() {
+                tracing::info!("backend {name}: no mail waits for it, its stored state is forgotten");
+                self.ctx.forget(name).await;
+            }
+        }
     }
 
     /// The claim loop.
@@ -187,6 +208,8 @@ impl Scheduler {
             if token.is_cancelled() {
                 return;
             }
+            // Backends that retired since the last round leave memory.
+            self.registry.sweep();
             // Room in the window first: never more messages in memory than
             // the active limit.
             let first = tokio::select! {

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::client::tls;
 use crate::config::{Config, Protocol};
 
 /// Scheduler-wide settings.
@@ -66,6 +67,18 @@ pub struct Settings {
     /// How long in-flight deliveries may run on after shutdown is asked for
     /// before they are abandoned (their messages are then due at restart).
     pub shutdown_grace: Duration,
+    /// A backend with nothing to do (no mail waiting, nothing in flight,
+    /// not paused) for this long is dropped from memory, and its stored
+    /// record with it: what its gate learned no longer matters.
+    pub backend_idle_expiry: Duration,
+    /// Backends kept in memory before idle ones are dropped sooner (after
+    /// `crowded_idle_expiry`, keeping their records), and the most records
+    /// the queue keeps: destinations are chosen by senders (a bounce goes
+    /// to the sender's domain), so their number must not grow with them.
+    pub max_backends: usize,
+    /// How soon an idle backend is dropped while there are more than
+    /// `max_backends`.
+    pub crowded_idle_expiry: Duration,
 }
 
 impl Default for Settings {
@@ -84,6 +97,9 @@ impl Default for Settings {
             bounce_size_limit: 50_000,
             myhostname: "localhost".into(),
             shutdown_grace: Duration::from_secs(30),
+            backend_idle_expiry: Duration::from_secs(600),
+            max_backends: 10_000,
+            crowded_idle_expiry: Duration::from_secs(30),
         }
     }
 }
@@ -106,6 +122,7 @@ impl Settings {
             bounce_size_limit: usize::try_from(config.int("bounce_size_limit")).unwrap_or(0),
             myhostname: config.string("myhostname").to_owned(),
             shutdown_grace: config.time("sluice_shutdown_grace"),
+            ..Settings::default()
         }
     }
 }
@@ -147,60 +164,7 @@ impl Rate {
     }
 }
 
-/// Per-phase timeouts of one client conversation (Postfix's
-/// `lmtp_*_timeout` / `smtp_*_timeout`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// TCP/unix connect; Postfix's `lmtp_connect_timeout = 0` (the system's
-    /// limit) is taken as 30 s so a silent peer cannot hold a slot for minutes.
-    pub connect: Duration,
-    /// Greeting and `LHLO`/`EHLO`/`HELO` replies.
-    pub helo: Duration,
-    pub mail: Duration,
-    pub rcpt: Duration,
-    /// Reply to `DATA` (the `354`).
-    pub data_init: Duration,
-    /// Writing the message body.
-    pub data_xfer: Duration,
-    /// Replies after the final dot.
-    pub data_done: Duration,
-    pub rset: Duration,
-    pub quit: Duration,
-}
-
-impl Default for Timeouts {
-    /// Postfix's `smtp_*` defaults.
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(30),
-            helo: Duration::from_secs(300),
-            mail: Duration::from_secs(300),
-            rcpt: Duration::from_secs(300),
-            data_init: Duration::from_secs(120),
-            data_xfer: Duration::from_secs(180),
-            data_done: Duration::from_secs(600),
-            rset: Duration::from_secs(20),
-            quit: Duration::from_secs(300),
-        }
-    }
-}
-
-impl Timeouts {
-    /// The same timeout for every phase (tests).
-    pub fn uniform(d: Duration) -> Timeouts {
-        Timeouts {
-            connect: d,
-            helo: d,
-            mail: d,
-            rcpt: d,
-            data_init: d,
-            data_xfer: d,
-            data_done: d,
-            rset: d,
-            quit: d,
-        }
-    }
-}
+pub use super::client::Timeouts;
 
 /// Settings of one backend (transport + next hop), from its transport's
 /// parameters.
@@ -245,6 +209,9 @@ pub struct BackendSettings {
     /// breaker probes a backend it could not connect to or be greeted by.
     pub probe_interval: Duration,
     pub timeouts: Timeouts,
+    /// `<transport>_tls_*` (`lmtp_tls_*`, `smtp_tls_*`): STARTTLS to the
+    /// backend.
+    pub tls: Arc<tls::Policy>,
     /// `<transport>_connection_cache_time_limit`: how long an idle
     /// connection is kept for the next message.
     pub idle_time: Duration,
@@ -278,6 +245,7 @@ impl BackendSettings {
             max_cooldown: Duration::from_secs(30),
             probe_interval: Duration::from_secs(1),
             timeouts: Timeouts::default(),
+            tls: Arc::new(tls::Policy::none()),
             idle_time: Duration::from_secs(2),
             reuse_time: Duration::from_secs(300),
             address_limit: Some(5),
@@ -349,6 +317,7 @@ impl BackendSettings {
                 rset: time("rset_timeout"),
                 quit: time("quit_timeout"),
             },
+            tls: Arc::new(tls::Policy::from_config(config, transport)),
             idle_time: time("connection_cache_time_limit"),
             reuse_time: time("connection_reuse_time_limit"),
             address_limit: usize::try_from(int("mx_address_limit")).ok().filter(|n| *n > 0),
@@ -369,12 +338,27 @@ pub struct Tuning {
     /// Deliveries one backend may hold in memory (default a quarter of the
     /// active limit).
     pub backend_queue_limit: Option<usize>,
+    /// [`Settings::backend_idle_expiry`] (default 10 minutes).
+    pub backend_idle_expiry: Option<Duration>,
+    /// [`Settings::max_backends`] (default 10,000).
+    pub max_backends: Option<usize>,
+    /// [`Settings::crowded_idle_expiry`] (default 30 s).
+    pub crowded_idle_expiry: Option<Duration>,
 }
 
 impl Tuning {
     fn apply(&self, mut s: Settings) -> Settings {
         if let Some(n) = self.backend_queue_limit {
             s.backend_queue_limit = n.max(1);
+        }
+        if let Some(d) = self.backend_idle_expiry {
+            s.backend_idle_expiry = d;
+        }
+        if let Some(n) = self.max_backends {
+            s.max_backends = n.max(1);
+        }
+        if let Some(d) = self.crowded_idle_expiry {
+            s.crowded_idle_expiry = d;
         }
         s
     }
@@ -540,9 +524,15 @@ mod tests {
         assert_eq!(lmtp.probe_share, 0.05);
         assert_eq!((lmtp.idle_time, lmtp.address_limit), (Duration::from_secs(2), Some(2)));
         let smtp = BackendSettings::from_config(&cf, "smtp", Protocol::Smtp);
+        assert_eq!(smtp.tls.level, tls::Level::May, "sluice's default: opportunistic STARTTLS");
+        assert_eq!(lmtp.tls.level, tls::Level::None);
         assert_eq!(
             smtp,
-            BackendSettings { helo_name: "mx.example.test".into(), ..BackendSettings::new(Protocol::Smtp) }
+            BackendSettings {
+                helo_name: "mx.example.test".into(),
+                tls: Arc::new(tls::Policy::from_config(&cf, "smtp")),
+                ..BackendSettings::new(Protocol::Smtp)
+            }
         );
     }
 

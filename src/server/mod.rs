@@ -274,6 +274,10 @@ impl Running {
             delivery.clone(),
         )
         .await?;
+        // Mail routed to one of these is mail that loops back.
+        let bound_addrs: Vec<SocketAddr> =
+            bound.smtp.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
+        delivery_handle.listening_on(&bound_addrs);
 
         let mut inbound: Vec<(String, Arc<smtp::Inbound>)> = Vec::new();
         // One set of milter breakers for every listener.

@@ -35,6 +35,9 @@ pub struct Harness {
 
 /// main.cf for tests: `dev.test` goes to `lmtp:[127.0.0.1]:<lmtp_port>`,
 /// bounces to `remote.test` go by MX (the resolver's) to `smtp_port`.
+/// Tests run on loopback, which `sluice_mx_forbidden_networks` keeps
+/// domain-routed delivery out of: 127.0.0.1 is excepted here (a test of
+/// the rule itself sets the exceptions again in `extra`).
 pub fn main_cf(lmtp_port: u16, smtp_port: u16, extra: &str) -> String {
     format!(
         "myhostname = mx.sluice.test\n\
@@ -52,6 +55,7 @@ pub fn main_cf(lmtp_port: u16, smtp_port: u16, extra: &str) -> String {
          sluice_breaker_failure_threshold = 3\n\
          sluice_breaker_cooldown = 500ms\n\
          sluice_breaker_max_cooldown = 2s\n\
+         sluice_mx_forbidden_networks_exceptions = 127.0.0.1\n\
          {extra}\n"
     )
 }

@@ -130,6 +130,7 @@ pub(super) fn build_config(
             Kind::TlsProtocols => values::parse_tls_protocols(&value).map(|_| Typed::Text),
             Kind::NameServers => values::parse_name_servers(&value).map(|_| Typed::Text),
             Kind::Interfaces => interface_addresses(&value).map(|_| Typed::Text),
+            Kind::Addresses => addresses(&value).map(|_| Typed::Text),
             Kind::Str => Ok(Typed::Text),
             Kind::List => values::split_list(&value).map(|_| Typed::Text),
             Kind::Words(words) => values::split_list(&value).and_then(|items| {

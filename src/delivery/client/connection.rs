@@ -1,40 +1,45 @@
-//! One open connection to a backend ([`Connection`]): connecting to the first
-//! target that answers, the greeting and `LHLO`/`EHLO` (with the `HELO`
-//! fallback), then transactions on it, pipelined when the server offers
-//! `PIPELINING`, each read and write within its phase's timeout, until
-//! `QUIT` or a failure ends it. The types it reports in are the client's
-//! (`client/mod.rs`); the wire details are `wire.rs`'s.
+//! One open connection to a backend ([`Connection`]): transactions on it,
+//! pipelined when the server offers `PIPELINING`, each read and write
+//! within its phase's timeout, until `QUIT` or a failure ends it; the body
+//! streamed from the queue as it is sent. Opening it (connect, greeting,
+//! `LHLO`/`EHLO`, STARTTLS, the loop check) is `handshake.rs`'s. The types
+//! it reports in are the client's (`client/mod.rs`); the wire details are
+//! `wire.rs`'s, reading replies `reader.rs`'s.
 
 use std::fmt;
 use std::time::Duration;
 
-use smtp_proto::response::parser::ResponseReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::wire::{Caps, DotStuffer, MailParams};
+use super::reader::ReplyReader;
+use super::tls;
+use super::wire::{Caps, DotStuffer, HeaderScan, MailParams};
 use super::*;
 use crate::clock;
 use crate::config::Protocol;
 use crate::delivery::nexthop::Target;
-use crate::delivery::settings::Timeouts;
 use crate::reply::{Class, Reply, Status};
 
 /// How much is written to the socket at once while sending a body.
 const BODY_CHUNK: usize = 64 * 1024;
+/// Room made in the read buffer for each read of replies.
+const READ_CHUNK: usize = 4096;
 
 /// An open conversation, past the greeting and `LHLO`/`EHLO`.
 pub struct Connection {
-    io: Box<dyn Io>,
-    rbuf: Vec<u8>,
-    rpos: usize,
-    caps: Caps,
-    target: Target,
-    protocol: Protocol,
-    timeouts: Timeouts,
-    opened: Instant,
-    idle_since: Instant,
-    transactions: u32,
+    pub(super) io: Box<dyn Io>,
+    pub(super) rbuf: Vec<u8>,
+    pub(super) rpos: usize,
+    pub(super) caps: Caps,
+    pub(super) target: Target,
+    pub(super) protocol: Protocol,
+    pub(super) timeouts: Timeouts,
+    pub(super) opened: Instant,
+    pub(super) idle_since: Instant,
+    pub(super) transactions: u32,
+    /// What STARTTLS agreed, if it was used.
+    pub(super) tls: Option<tls::Session>,
 }
 
 impl fmt::Debug for Connection {
@@ -48,130 +53,23 @@ impl fmt::Debug for Connection {
     }
 }
 
-/// Connects to the first target that answers and completes the greeting;
-/// the error is the last target's.
-pub async fn open(
-    targets: &[Target],
-    protocol: Protocol,
-    helo_name: &str,
-    timeouts: &Timeouts,
-) -> Result<Connection, OpenError> {
-    let mut last = OpenError { text: "no address to connect to".into(), dsn: Status(4, 4, 1) };
-    for target in targets {
-        let io: Box<dyn Io> = match connect(target, timeouts.connect).await {
-            Ok(io) => io,
-            Err(e) => {
-                last = e;
-                continue;
-            }
-        };
-        match Connection::handshake(io, target.clone(), protocol, helo_name, timeouts).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-async fn connect(target: &Target, timeout: Duration) -> Result<Box<dyn Io>, OpenError> {
-    let fail = |what: String, dsn| OpenError { text: format!("connect to {target}: {what}"), dsn };
-    let attempt = async {
-        match target {
-            Target::Inet { addr, .. } => {
-                let s = tokio::net::TcpStream::connect(addr).await?;
-                s.set_nodelay(true)?;
-                Ok::<Box<dyn Io>, std::io::Error>(Box::new(s))
-            }
-            Target::Unix(path) => {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok(Box::new(s) as Box<dyn Io>)
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(io)) => Ok(io),
-        Ok(Err(e)) => Err(fail(io_text(&e), Status(4, 4, 1))),
-        Err(_) => Err(fail("Connection timed out".into(), Status(4, 4, 1))),
-    }
-}
-
-/// An I/O error as Postfix words it (`Connection refused`), without Rust's
-/// `(os error 111)` suffix.
-fn io_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    }
-}
-
 impl Connection {
-    /// Reads the greeting and says `LHLO`/`EHLO` (falling back to `HELO` when
-    /// an SMTP server rejects `EHLO`) over an already connected stream.
-    pub async fn handshake(
-        io: Box<dyn Io>,
-        target: Target,
-        protocol: Protocol,
-        helo_name: &str,
-        timeouts: &Timeouts,
-    ) -> Result<Connection, OpenError> {
-        let now = clock::instant();
-        let mut s = Connection {
-            io,
-            rbuf: Vec::with_capacity(4096),
-            rpos: 0,
-            caps: Caps::default(),
-            target,
-            protocol,
-            timeouts: *timeouts,
-            opened: now,
-            idle_since: now,
-            transactions: 0,
-        };
-        let greeting = s.reply(Phase::Greeting).await.map_err(|b| s.open_error(&b))?;
-        if greeting.code() != 220 {
-            return Err(s.refused(&greeting));
-        }
-        let verb = match protocol {
-            Protocol::Lmtp => "LHLO",
-            Protocol::Smtp => "EHLO",
-        };
-        s.send(format!("{verb} {helo_name}\r\n").as_bytes(), Phase::Hello)
-            .await
-            .map_err(|b| s.open_error(&b))?;
-        let (reply, raw) = s.reply_raw(Phase::Hello, true).await.map_err(|b| s.open_error(&b))?;
-        if reply.code() == 250 {
-            s.caps = Caps::from_ehlo(&raw);
-            return Ok(s);
-        }
-        if protocol == Protocol::Smtp && reply.class() == Class::Permanent && reply.code() != 421 {
-            s.send(format!("HELO {helo_name}\r\n").as_bytes(), Phase::Hello)
-                .await
-                .map_err(|b| s.open_error(&b))?;
-            let reply = s.reply(Phase::Hello).await.map_err(|b| s.open_error(&b))?;
-            if reply.code() == 250 {
-                return Ok(s);
-            }
-            return Err(s.refused(&reply));
-        }
-        Err(s.refused(&reply))
-    }
-
     /// `host X refused to talk to me: REPLY`, always a deferral (Postfix
     /// skips a `5xx` greeting too and tries later).
-    fn refused(&self, reply: &Reply) -> OpenError {
+    pub(super) fn refused(&self, reply: &Reply) -> OpenError {
         let st = reply.dsn();
         OpenError {
             text: format!("host {} refused to talk to me: {}", self.target.host(), reply.to_one_line()),
             dsn: Status(4, st.1, st.2),
+            ours: false,
         }
     }
 
-    fn open_error(&self, b: &Broken) -> OpenError {
-        OpenError { text: self.broken_text(b), dsn: Status(4, 4, 2) }
+    pub(super) fn open_error(&self, b: &Broken) -> OpenError {
+        OpenError { text: self.broken_text(b), dsn: Status(4, 4, 2), ours: false }
     }
 
-    fn broken_text(&self, b: &Broken) -> String {
+    pub(super) fn broken_text(&self, b: &Broken) -> String {
         let doing = b.phase().doing(self.protocol);
         match b {
             Broken::Timeout(_) => format!("conversation with {} timed out while {doing}", self.target.host()),
@@ -192,6 +90,11 @@ impl Connection {
         &self.caps
     }
 
+    /// The TLS session, when the connection is encrypted.
+    pub fn tls(&self) -> Option<&tls::Session> {
+        self.tls.as_ref()
+    }
+
     /// When the connection was made.
     pub fn opened(&self) -> Instant {
         self.opened
@@ -207,7 +110,7 @@ impl Connection {
         self.transactions
     }
 
-    fn timeout(&self, phase: Phase) -> Duration {
+    pub(super) fn timeout(&self, phase: Phase) -> Duration {
         let t = &self.timeouts;
         match phase {
             Phase::Greeting | Phase::Hello => t.helo,
@@ -221,7 +124,7 @@ impl Connection {
         }
     }
 
-    async fn send(&mut self, bytes: &[u8], phase: Phase) -> Result<(), Broken> {
+    pub(super) async fn send(&mut self, bytes: &[u8], phase: Phase) -> Result<(), Broken> {
         let limit = self.timeout(phase);
         let io = &mut self.io;
         match tokio::time::timeout(limit, async {
@@ -236,38 +139,26 @@ impl Connection {
         }
     }
 
-    async fn reply(&mut self, phase: Phase) -> Result<Reply, Broken> {
-        self.reply_raw(phase, false).await.map(|(r, _)| r)
-    }
-
-    /// Reads one (possibly multi-line) reply within the phase's timeout;
-    /// with `keep_raw` also returns its bytes (for the EHLO parser).
-    async fn reply_raw(&mut self, phase: Phase, keep_raw: bool) -> Result<(Reply, Vec<u8>), Broken> {
+    /// Reads one (possibly multi-line) reply within the phase's timeout.
+    /// What one reply may cost is bounded by the reader (`reader.rs`); the
+    /// read buffer holds at most one read's worth beyond it, since more is
+    /// read only once the reader has taken everything buffered.
+    pub(super) async fn reply(&mut self, phase: Phase) -> Result<Reply, Broken> {
         let deadline = clock::instant() + self.timeout(phase);
-        let mut rx = ResponseReceiver::default();
-        let mut raw = Vec::new();
+        let mut reader = ReplyReader::new();
         loop {
             if self.rpos < self.rbuf.len() {
-                let slice = &self.rbuf[self.rpos..];
-                let mut it = slice.iter();
-                let res = rx.parse(&mut it);
-                let used = slice.len() - it.len();
-                if keep_raw {
-                    raw.extend_from_slice(&slice[..used]);
-                }
+                let (used, res) = reader.feed(&self.rbuf[self.rpos..]);
                 self.rpos += used;
                 match res {
-                    Ok(r) => return Ok((wire::to_reply(r), raw)),
-                    Err(smtp_proto::Error::NeedsMoreData { .. }) => {}
+                    Ok(Some(r)) => return Ok(r),
+                    Ok(None) => {}
                     Err(e) => return Err(Broken::Garbled(phase, e.to_string())),
                 }
             }
-            // Keep what the parser has not consumed, then read more.
-            self.rbuf.drain(..self.rpos);
+            self.rbuf.clear();
             self.rpos = 0;
-            if self.rbuf.len() > 64 * 1024 {
-                return Err(Broken::Garbled(phase, "reply too long".into()));
-            }
+            self.rbuf.reserve(READ_CHUNK);
             let read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await;
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Broken::Lost(phase)),
@@ -342,13 +233,33 @@ impl Connection {
 
         // What cannot be sent to this server at all bounces here, before a
         // command is written.
-        let all =
-            |r: RcptResult| TransferOutcome { rcpts: vec![r; n], health: Health::Untested, reusable: true };
+        let all = |r: RcptResult| TransferOutcome {
+            rcpts: vec![r; n],
+            health: Health::Untested,
+            reusable: true,
+            content_error: None,
+        };
         if !wire::safe_address(tx.sender) {
             return all(RcptResult::local(Verdict::Bounced, Status(5, 1, 7), "bad sender address syntax"));
         }
-        let addrs: Vec<&str> = tx.rcpts.iter().map(|r| r.address).collect();
-        let utf8 = wire::needs_smtputf8(tx.smtputf8, tx.sender, &addrs, tx.body);
+        // The message is opened before any command is sent: one that cannot
+        // be read costs the backend nothing.
+        let aborted = |e: sluice_queue::Error| TransferOutcome {
+            rcpts: vec![RcptResult::local(Verdict::Deferred, Status(4, 3, 0), "queue file read error"); n],
+            health: Health::Aborted,
+            reusable: true,
+            content_error: Some(e),
+        };
+        let utf8 = if !tx.smtputf8 {
+            false
+        } else if !tx.sender.is_ascii() || tx.rcpts.iter().any(|r| !r.address.is_ascii()) {
+            true
+        } else {
+            match headers_ascii(tx.body).await {
+                Ok(ascii) => !ascii,
+                Err(e) => return aborted(e),
+            }
+        };
         if utf8 && !self.caps.smtputf8 {
             return all(RcptResult::local(
                 Verdict::Bounced,
@@ -356,7 +267,7 @@ impl Connection {
                 format!("SMTPUTF8 is required, but was not offered by host {host}"),
             ));
         }
-        let size = tx.body.len() as u64;
+        let size = tx.body.len();
         if self.caps.size > 0 && size > self.caps.size {
             return all(RcptResult::local(
                 Verdict::Bounced,
@@ -381,8 +292,13 @@ impl Connection {
                 rcpts: results.into_iter().flatten().collect(),
                 health: Health::Untested,
                 reusable: true,
+                content_error: None,
             };
         }
+        let mut chunks = match tx.body.open().await {
+            Ok(c) => c,
+            Err(e) => return aborted(e),
+        };
 
         let params =
             MailParams { size: Some(size), body: tx.body_type, smtputf8: utf8, ret: tx.ret, envid: tx.envid };
@@ -393,7 +309,7 @@ impl Connection {
             .collect();
         let pipelining = self.caps.pipelining;
 
-        let mut out = Flow { results, health: None, reusable: true };
+        let mut out = Flow { results, health: None, reusable: true, content_error: None };
         let flow = self.commands(&mail, &rcpt_cmds, &sendable, pipelining, &mut out).await;
         let (accepted, server_time) = match flow {
             Ok(Some(x)) => x,
@@ -407,11 +323,23 @@ impl Connection {
         };
 
         // The body, then the verdicts after the dot.
-        if let Err(b) = self.body(tx.body).await {
-            let text = self.broken_text(&b);
-            out.fail_pending(&text, Status(4, 4, 2));
-            out.reusable = false;
-            return out.finish(Health::Failed(text));
+        match self.body(chunks.as_mut()).await {
+            Ok(()) => {}
+            Err(Sending::Broken(b)) => {
+                let text = self.broken_text(&b);
+                out.fail_pending(&text, Status(4, 4, 2));
+                out.reusable = false;
+                return out.finish(Health::Failed(text));
+            }
+            Err(Sending::Unreadable(e)) => {
+                // No final dot: the server must not take a message cut
+                // short for complete. Closing the connection mid-data is
+                // how a transaction is abandoned (RFC 5321 4.1.1.4).
+                out.fail_pending("queue file read error", Status(4, 3, 0));
+                out.reusable = false;
+                out.content_error = Some(e);
+                return out.finish(Health::Aborted);
+            }
         }
         let dot_sent = clock::instant();
         let expected = match self.protocol {
@@ -590,18 +518,42 @@ impl Connection {
         Ok(())
     }
 
-    async fn body(&mut self, body: &[u8]) -> Result<(), Broken> {
+    /// Sends the body as it is read, one stored chunk at a time, stuffed
+    /// and cut into pieces of at most [`BODY_CHUNK`] bytes.
+    async fn body(&mut self, chunks: &mut (dyn Chunks + '_)) -> Result<(), Sending> {
         let mut stuffer = DotStuffer::default();
         let mut buf = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 32);
-        for chunk in body.chunks(BODY_CHUNK) {
-            buf.clear();
-            stuffer.feed(chunk, &mut buf);
-            self.send(&buf, Phase::Body).await?;
+        while let Some(chunk) = chunks.next_chunk().await.map_err(Sending::Unreadable)? {
+            for piece in chunk.chunks(BODY_CHUNK) {
+                buf.clear();
+                stuffer.feed(piece, &mut buf);
+                self.send(&buf, Phase::Body).await.map_err(Sending::Broken)?;
+            }
         }
         buf.clear();
         stuffer.finish(&mut buf);
-        self.send(&buf, Phase::Body).await
+        self.send(&buf, Phase::Body).await.map_err(Sending::Broken)
     }
+}
+
+/// Why a body was not sent whole.
+enum Sending {
+    Broken(Broken),
+    /// The queue could not give the rest of it.
+    Unreadable(sluice_queue::Error),
+}
+
+/// Whether a message's header section is all ASCII, read chunk by chunk up
+/// to its end (usually within the first chunk).
+async fn headers_ascii(body: &dyn Content) -> Result<bool, sluice_queue::Error> {
+    let mut chunks = body.open().await?;
+    let mut scan = HeaderScan::default();
+    while let Some(chunk) = chunks.next_chunk().await? {
+        if let Some(ascii) = scan.feed(&chunk) {
+            return Ok(ascii);
+        }
+    }
+    Ok(scan.finish())
 }
 
 /// A `4xx` that speaks of the server rather than the mailbox: `4.3.x` (mail
@@ -615,6 +567,7 @@ struct Flow {
     results: Vec<Option<RcptResult>>,
     health: Option<Health>,
     reusable: bool,
+    content_error: Option<sluice_queue::Error>,
 }
 
 impl Flow {
@@ -632,6 +585,7 @@ impl Flow {
             rcpts: self.results.into_iter().flatten().collect(),
             health,
             reusable: self.reusable,
+            content_error: self.content_error,
         }
     }
 }

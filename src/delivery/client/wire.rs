@@ -1,14 +1,21 @@
-//! What goes on the wire, both directions, for LMTP and SMTP alike:
-//! commands in strict RFC 5321 syntax, the message body dot-stuffed with
-//! CRLF line ends, and peer replies turned into [`Reply`]s (parsed by
-//! `smtp-proto`).
+//! What goes on the wire to a backend, for LMTP and SMTP alike: commands
+//! in strict RFC 5321 syntax, the message body dot-stuffed with CRLF line
+//! ends, and the capabilities read from an `LHLO`/`EHLO` reply. (Replies
+//! themselves are read by `reader.rs`.)
+//!
+//! What goes out is unambiguous whatever was stored: every CR and every LF
+//! of the body leaves as part of a CRLF, so no server can find a line end,
+//! or an end of data, where another would not (a stored `\r.\r\n` or
+//! `\n.\n` is sent as `\r\n..\r\n` and `\r\n..\r\n`). That holds for
+//! every message: BINARYMIME content, which is stored as sent, and mail
+//! from `mynetworks`, which `smtpd_forbid_bare_newline_exclusions` lets in
+//! unnormalized.
 //!
 //! Pure functions and a streaming dot-stuffer; no I/O.
 
 use sluice_queue::{BodyType, DsnRet, Notify};
-use smtp_proto::Response;
 
-use crate::reply::{Reply, Status};
+use crate::reply::Reply;
 
 /// What a server offered in its `LHLO`/`EHLO` reply (nothing after `HELO`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,38 +25,33 @@ pub struct Caps {
     pub smtputf8: bool,
     pub eightbitmime: bool,
     pub enhanced_status: bool,
+    pub starttls: bool,
     /// `SIZE` limit; 0 when none was announced.
     pub size: u64,
 }
 
 impl Caps {
-    /// Reads the capabilities from a raw `250-` reply.
-    pub fn from_ehlo(raw: &[u8]) -> Caps {
-        match smtp_proto::EhloResponse::parse(&mut raw.iter()) {
-            Ok(r) => {
-                let has = |bit: u32| r.capabilities & bit != 0;
-                Caps {
-                    pipelining: has(smtp_proto::EXT_PIPELINING),
-                    dsn: has(smtp_proto::EXT_DSN),
-                    smtputf8: has(smtp_proto::EXT_SMTP_UTF8),
-                    eightbitmime: has(smtp_proto::EXT_8BIT_MIME),
-                    enhanced_status: has(smtp_proto::EXT_ENHANCED_STATUS_CODES),
-                    size: if has(smtp_proto::EXT_SIZE) { r.size as u64 } else { 0 },
-                }
+    /// Reads the capabilities from a `250` reply to `LHLO`/`EHLO`: one
+    /// keyword per line after the first (the server's name), matched
+    /// without regard to case; unknown keywords are ignored.
+    pub fn from_ehlo(reply: &Reply) -> Caps {
+        let mut caps = Caps::default();
+        for line in reply.lines().iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else { continue };
+            match keyword.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "DSN" => caps.dsn = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "8BITMIME" => caps.eightbitmime = true,
+                "ENHANCEDSTATUSCODES" => caps.enhanced_status = true,
+                "STARTTLS" => caps.starttls = true,
+                "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+                _ => {}
             }
-            Err(_) => Caps::default(),
         }
+        caps
     }
-}
-
-/// Turns a reply parsed by smtp-proto into ours. smtp-proto has already
-/// taken the enhanced status code off each line; it is kept when its class
-/// agrees with the reply code.
-pub fn to_reply(r: Response<String>) -> Reply {
-    let [a, b, c] = r.esc;
-    let lines: Vec<String> = r.message.split('\n').map(|l| l.trim_end_matches('\r').to_owned()).collect();
-    let status = (a != 0 && u16::from(a) == r.code / 100).then_some(Status(a, u16::from(b), u16::from(c)));
-    Reply::multiline(r.code, status, lines)
 }
 
 /// True when an address or parameter can be put on a command line: no
@@ -140,16 +142,24 @@ pub fn rcpt_to(addr: &str, notify: &Notify, orcpt: Option<&str>, caps: &Caps) ->
 
 /// Dot-stuffs a body on its way out (RFC 5321 4.5.2) and makes every line
 /// end in CRLF, chunk by chunk, so a large message is never copied whole.
+///
+/// A bare LF is sent as CRLF, and so is a bare CR (a CR not followed by
+/// LF): a server that takes either alone for a line end (many do) then
+/// sees the same lines as one that does not, and a dot after it is
+/// stuffed. This changes the bytes of such a message, as Postfix's
+/// `smtpd_forbid_bare_newline = normalize` does on the way in; the
+/// alternative, refusing to send it, would bounce mail that was accepted.
 #[derive(Debug)]
 pub struct DotStuffer {
     at_line_start: bool,
-    prev_cr: bool,
+    /// The last byte written was a CR whose LF is not written yet.
+    pending_cr: bool,
     empty: bool,
 }
 
 impl Default for DotStuffer {
     fn default() -> Self {
-        DotStuffer { at_line_start: true, prev_cr: false, empty: true }
+        DotStuffer { at_line_start: true, pending_cr: false, empty: true }
     }
 }
 
@@ -159,28 +169,43 @@ impl DotStuffer {
         out.reserve(chunk.len() + chunk.len() / 64 + 2);
         for &b in chunk {
             self.empty = false;
-            if self.at_line_start && b == b'.' {
-                out.push(b'.');
+            if self.pending_cr {
+                // Whatever follows a CR, the CR ends a line: an LF here is
+                // its own, anything else gets one first.
+                out.push(b'\n');
+                self.pending_cr = false;
+                self.at_line_start = true;
+                if b == b'\n' {
+                    continue;
+                }
             }
-            if b == b'\n' && !self.prev_cr {
-                // A bare LF in the stored body is written as a line end.
-                out.push(b'\r');
+            match b {
+                b'\r' => {
+                    out.push(b'\r');
+                    self.pending_cr = true;
+                    continue;
+                }
+                b'\n' => {
+                    // A bare LF is written as a line end.
+                    out.extend_from_slice(b"\r\n");
+                    self.at_line_start = true;
+                    continue;
+                }
+                b'.' if self.at_line_start => out.push(b'.'),
+                _ => {}
             }
             out.push(b);
-            self.at_line_start = b == b'\n';
-            self.prev_cr = b == b'\r';
+            self.at_line_start = false;
         }
     }
 
     /// Appends the end-of-data marker, first ending the last line if the body
     /// did not.
     pub fn finish(self, out: &mut Vec<u8>) {
-        if !self.empty && !self.at_line_start {
-            if self.prev_cr {
-                out.push(b'\n');
-            } else {
-                out.extend_from_slice(b"\r\n");
-            }
+        if self.pending_cr {
+            out.push(b'\n');
+        } else if !self.empty && !self.at_line_start {
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b".\r\n");
     }
@@ -201,12 +226,54 @@ pub fn header_section(body: &[u8]) -> &[u8] {
     body
 }
 
+/// Whether a header section is all ASCII, found chunk by chunk: feed the
+/// body's chunks until [`HeaderScan::feed`] gives an answer (a non-ASCII
+/// byte, or the empty line that ends the headers), or take
+/// [`HeaderScan::finish`] at the end of a body without one.
+#[derive(Debug)]
+pub struct HeaderScan {
+    /// The bytes of the current line so far are nothing but `\r`.
+    blank_so_far: bool,
+}
+
+impl Default for HeaderScan {
+    fn default() -> Self {
+        HeaderScan { blank_so_far: true }
+    }
+}
+
+impl HeaderScan {
+    /// `Some(ascii)` once known.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<bool> {
+        for &b in chunk {
+            if b == b'\n' {
+                if self.blank_so_far {
+                    return Some(true);
+                }
+                self.blank_so_far = true;
+            } else if !b.is_ascii() {
+                return Some(false);
+            } else if b != b'\r' {
+                self.blank_so_far = false;
+            }
+        }
+        None
+    }
+
+    /// The answer for a body that ended within its headers.
+    pub fn finish(self) -> bool {
+        true
+    }
+}
+
 /// True when the message really needs SMTPUTF8: the client asked for it and
 /// an address or a header is not ASCII. (Postfix delivers an
 /// SMTPUTF8-flagged but all-ASCII message to a server without SMTPUTF8.)
 pub fn needs_smtputf8(requested: bool, sender: &str, rcpts: &[&str], body: &[u8]) -> bool {
     requested
-        && (!sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()) || !header_section(body).is_ascii())
+        && (!sender.is_ascii()
+            || rcpts.iter().any(|r| !r.is_ascii())
+            || !HeaderScan::default().feed(body).unwrap_or(true))
 }
 
 #[cfg(test)]
@@ -249,6 +316,67 @@ mod tests {
     }
 
     #[test]
+    fn bare_cr_becomes_crlf_so_no_dot_line_hides_behind_it() {
+        // The smuggling shapes: a dot line after a bare CR or a bare LF.
+        assert_eq!(stuff(&[b"a\r.\r\nMAIL FROM:<x>\r\n"]), b"a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n");
+        assert_eq!(stuff(&[b"a\n.\nb\r\n"]), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(stuff(&[b"a\r", b".\r", b"\n"]), b"a\r\n..\r\n.\r\n");
+        assert_eq!(stuff(&[b"\r\r\n"]), b"\r\n\r\n.\r\n");
+    }
+
+    /// The body as a server that splits lines at any CR, LF or CRLF reads
+    /// it: its lines, and where it finds the end of data.
+    fn lenient_lines(wire: &[u8]) -> (Vec<Vec<u8>>, Option<usize>) {
+        let mut lines = Vec::new();
+        let mut cur = Vec::new();
+        let mut i = 0;
+        while i < wire.len() {
+            match wire[i] {
+                b'\r' | b'\n' => {
+                    if wire[i] == b'\r' && wire.get(i + 1) == Some(&b'\n') {
+                        i += 1;
+                    }
+                    if cur == b"." {
+                        return (lines, Some(i + 1));
+                    }
+                    lines.push(std::mem::take(&mut cur));
+                }
+                b => cur.push(b),
+            }
+            i += 1;
+        }
+        (lines, None)
+    }
+
+    proptest::proptest! {
+        /// Whatever is stored, what goes out has only CRLF line ends, and a
+        /// server that takes any CR or LF for a line end finds the end of
+        /// data exactly where a strict one does: at the very end.
+        #[test]
+        fn no_stored_bytes_make_an_ambiguous_body(
+            body in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(b'\r'), proptest::strategy::Just(b'\n'),
+                proptest::strategy::Just(b'.'), proptest::prelude::any::<u8>()
+            ], 0..200),
+            split in 0usize..200,
+        ) {
+            let (a, b) = body.split_at(split.min(body.len()));
+            let wire = stuff(&[a, b]);
+            for (i, &c) in wire.iter().enumerate() {
+                if c == b'\r' {
+                    proptest::prop_assert_eq!(wire.get(i + 1), Some(&b'\n'));
+                }
+                if c == b'\n' {
+                    proptest::prop_assert!(i > 0 && wire[i - 1] == b'\r');
+                }
+            }
+            let (_, end) = lenient_lines(&wire);
+            proptest::prop_assert_eq!(end, Some(wire.len()));
+            proptest::prop_assert!(wire.ends_with(b"\r\n.\r\n") || wire == b".\r\n");
+        }
+    }
+
+    #[test]
     fn commands_use_strict_syntax_and_only_offered_parameters() {
         let none = Caps::default();
         let all = Caps {
@@ -257,6 +385,7 @@ mod tests {
             smtputf8: true,
             eightbitmime: true,
             enhanced_status: true,
+            starttls: false,
             size: 1000,
         };
         let p = MailParams {
@@ -286,9 +415,20 @@ mod tests {
     }
 
     #[test]
-    fn ehlo_capabilities_are_read_with_smtp_proto() {
-        let raw = b"250-mbx.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n";
-        let c = Caps::from_ehlo(raw);
+    fn ehlo_capabilities_are_read_from_the_reply_lines() {
+        let lines = [
+            "mbx.test",
+            "PIPELINING",
+            "SIZE 10240000",
+            "8bitmime",
+            "DSN",
+            "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
+            "STARTTLS",
+            "AUTH PLAIN",
+        ];
+        let reply = Reply::multiline(250, None, lines.iter().map(|s| s.to_string()).collect());
+        let c = Caps::from_ehlo(&reply);
         assert_eq!(
             c,
             Caps {
@@ -297,20 +437,14 @@ mod tests {
                 smtputf8: true,
                 eightbitmime: true,
                 enhanced_status: true,
+                starttls: true,
                 size: 10_240_000
             }
         );
-        assert_eq!(Caps::from_ehlo(b"250 mbx.test\r\n"), Caps::default());
-    }
-
-    #[test]
-    fn replies_keep_their_enhanced_status() {
-        let mut rx = smtp_proto::response::parser::ResponseReceiver::default();
-        let r = rx.parse(&mut b"452-4.2.2 Mailbox full\r\n452 4.2.2 try later\r\n".iter()).unwrap();
-        let r = to_reply(r);
-        assert_eq!(r.code(), 452);
-        assert_eq!(r.status(), Some(Status(4, 2, 2)));
-        assert_eq!(r.to_one_line(), "452 4.2.2 Mailbox full try later");
+        assert_eq!(
+            Caps::from_ehlo(&Reply::multiline(250, None, vec!["mbx.test PIPELINING".into()])),
+            Caps::default()
+        );
     }
 
     #[test]
@@ -319,5 +453,15 @@ mod tests {
         assert!(needs_smtputf8(true, "a@b", &["\u{e9}@d"], b"Subject: hi\r\n\r\n"));
         assert!(needs_smtputf8(true, "a@b", &["c@d"], "Subject: h\u{e9}\r\n\r\n".as_bytes()));
         assert!(!needs_smtputf8(false, "a@b", &["\u{e9}@d"], b""));
+        // The scan gives the same answer however the body is cut.
+        let body = "Subject: hi\r\nX: caf\u{e9}\r\n\r\nbody".as_bytes();
+        for cut in 0..body.len() {
+            let mut scan = HeaderScan::default();
+            let answer = scan.feed(&body[..cut]).or_else(|| scan.feed(&body[cut..]));
+            assert_eq!(answer, Some(false), "cut at {cut}");
+        }
+        let mut scan = HeaderScan::default();
+        assert_eq!(scan.feed(b"Subject: a\r\n\r"), None);
+        assert_eq!(scan.feed(b"\n\xc3\xa9"), Some(true));
     }
 }

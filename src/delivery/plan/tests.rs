@@ -46,6 +46,7 @@ fn lmtp(port: u16) -> BackendId {
         transport: "lmtp".into(),
         protocol: Protocol::Lmtp,
         nexthop: NextHop::Host { host: "127.0.0.1".into(), port },
+        by_domain: false,
     }
 }
 

@@ -182,3 +182,100 @@ async fn a_bounce_queues_the_notice_and_removes_the_message() {
     assert_eq!(notice.recipients[0].address, "s@sender.test");
     assert!(notice.is_notification);
 }
+
+fn bounced() -> Done {
+    Done::Attempted {
+        verdict: Verdict::Bounced,
+        dsn: Status(5, 1, 1),
+        text: "550 5.1.1 no such user".into(),
+        diagnostic: Some("550 5.1.1 no such user".into()),
+        remote: Some("mbx1[127.0.0.1]".into()),
+        dsn_passed: false,
+        lmtp: true,
+        backend_trouble: false,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bounce_that_cannot_be_queued_leaves_the_original_deferred() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = context(dir.path(), "myhostname = mx.sluice.test\nminimal_backoff_time = 300s\n");
+    let msg = claimed(&ctx, &["a@x.test", "b@x.test"]).await;
+    // b asked for no failure notice: it bounces whatever happens to a's.
+    let mut never = msg.envelope().clone();
+    never.recipients[1].notify = Notify { specified: true, never: true, ..Notify::default() };
+    ctx.queue.update_envelope(msg.id(), |e| e.recipients[1].notify = never.recipients[1].notify).await.unwrap();
+    let msg = {
+        // Claim again so the in-flight copy carries the NOTIFY change.
+        let finished = msg.complete(None, vec![done(0, Done::Abandoned)]);
+        drop(finished);
+        let now = clock::unix_millis();
+        ctx.queue.requeue(Some(&[msg.id()]), now).await.unwrap();
+        let mut msgs = ctx.queue.claim_due(now + 1, 10).await.expect("claim");
+        let window = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("permit");
+        Arc::new(InFlight::new(msgs.remove(0), now, window, 1))
+    };
+    ctx.queue.debug_fail_commits(true);
+    let finished = msg.complete(None, vec![done(0, bounced()), done(1, bounced())]).expect("last share");
+    record(&ctx, &msg, finished, &ctx.settings.current()).await;
+    let (env, due) = ctx.queue.envelope(msg.id()).await.expect("read").expect("the original is still queued");
+    assert!(
+        matches!(&env.recipients[0].state, RcptState::Deferred { reply } if reply.contains("550 5.1.1 no such user") && reply.contains("bounce not sent")),
+        "{:?}",
+        env.recipients[0].state
+    );
+    assert!(matches!(env.recipients[1].state, RcptState::Bounced { .. }), "no notice was due for b");
+    assert!(due.is_some(), "retried later");
+    assert_eq!(ctx.queue.list(Filter::default()).await.unwrap().len(), 1, "no notice, the original kept");
+
+    // Once notices can be queued again, the next attempt bounces it for good.
+    ctx.queue.debug_fail_commits(false);
+    let now = clock::unix_millis();
+    ctx.queue.requeue(Some(&[msg.id()]), now).await.unwrap();
+    let mut msgs = ctx.queue.claim_due(now + 1, 10).await.expect("claim");
+    let window = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("permit");
+    let again = Arc::new(InFlight::new(msgs.remove(0), now, window, 1));
+    let finished = again.complete(None, vec![done(0, bounced())]).expect("last share");
+    record(&ctx, &again, finished, &ctx.settings.current()).await;
+    assert!(ctx.queue.envelope(msg.id()).await.unwrap().is_none(), "bounced and removed");
+    let left = ctx.queue.list(Filter::default()).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].1.is_notification);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bounce_is_never_sent_without_the_original_it_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = context(dir.path(), "myhostname = mx.sluice.test\n");
+    let msg = claimed(&ctx, &["a@x.test"]).await;
+    // The stored body is damaged: the queue moves it to the quarantine
+    // when the notice tries to read it.
+    ctx.queue.debug_delete_chunk(msg.id(), 0).await.unwrap();
+    let finished = msg.complete(None, vec![done(0, bounced())]).expect("last share");
+    record(&ctx, &msg, finished, &ctx.settings.current()).await;
+    let left = ctx.queue.list(Filter::default()).await.unwrap();
+    assert!(left.iter().all(|(_, e, _)| !e.is_notification), "no notice with an empty copy: {left:?}");
+    assert_eq!(ctx.queue.stats().await.quarantined, 1, "the damaged message is kept aside, not lost");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notice_returns_the_headers_of_a_large_original_without_reading_it_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = Options { body_chunk: 1000, ..Options::default() };
+    let queue = Queue::open(&dir.path().join("q"), &opts, clock::unix_millis()).expect("queue");
+    let mut body = b"Subject: big\r\nX-A: 1\r\n\r\n".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 50_000));
+    let env = Envelope { sender: "s@x.test".into(), recipients: vec![Recipient::new("r@x.test")], ..Envelope::default() };
+    let id = queue.enqueue(env, &body, clock::unix_millis()).await.unwrap();
+    assert_eq!(returned_part(&queue, id, false).await.unwrap(), b"Subject: big\r\nX-A: 1\r\n");
+    assert_eq!(returned_part(&queue, id, true).await.unwrap(), body);
+    // A header section without end is cut at a line end.
+    let mut endless = Vec::new();
+    while endless.len() < RETURNED_HEADERS_MAX + 5000 {
+        endless.extend_from_slice(b"X-Filler: 0123456789\r\n");
+    }
+    let env = Envelope { sender: "s@x.test".into(), recipients: vec![Recipient::new("r@x.test")], ..Envelope::default() };
+    let id = queue.enqueue(env, &endless, clock::unix_millis()).await.unwrap();
+    let part = returned_part(&queue, id, false).await.unwrap();
+    assert!(part.len() <= RETURNED_HEADERS_MAX && part.ends_with(b"\r\n"), "{}", part.len());
+}

@@ -19,7 +19,10 @@
 //!
 //! It speaks enough of RFC 5321/2033 for a client under test: greeting,
 //! LHLO/EHLO/HELO with PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, DSN,
-//! SMTPUTF8, SIZE; MAIL, RCPT, DATA, RSET, NOOP, QUIT.
+//! SMTPUTF8, SIZE; MAIL, RCPT, DATA, RSET, NOOP, QUIT. It speaks no TLS:
+//! it can offer STARTTLS and then break it, as a server with broken TLS
+//! does, and take another name than `backend.test` (a server that calls
+//! itself by sluice's own name).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -127,6 +130,11 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     offer_dsn: AtomicBool,
     offer_smtputf8: AtomicBool,
+    /// Offer STARTTLS, answer it with 220, then close: a server whose TLS
+    /// is broken, as the client sees it.
+    broken_starttls: AtomicBool,
+    /// The name in the greeting and the LHLO/EHLO reply.
+    name: Mutex<String>,
 }
 
 /// A running backend. Dropping it stops the listener and every connection.
@@ -155,6 +163,8 @@ impl Backend {
             received: Mutex::new(Vec::new()),
             offer_dsn: AtomicBool::new(true),
             offer_smtputf8: AtomicBool::new(true),
+            broken_starttls: AtomicBool::new(false),
+            name: Mutex::new("backend.test".into()),
         });
         let conns = Arc::new(Mutex::new(Vec::new()));
         let acceptor = spawn_acceptor(listener, Arc::clone(&shared), Arc::clone(&conns));
@@ -203,6 +213,18 @@ impl Backend {
     pub fn offer(&self, dsn: bool, smtputf8: bool) {
         self.shared.offer_dsn.store(dsn, Ordering::SeqCst);
         self.shared.offer_smtputf8.store(smtputf8, Ordering::SeqCst);
+    }
+
+    /// Offers STARTTLS and breaks it: the connection closes after the
+    /// `220` to the command (no TLS is spoken).
+    pub fn offer_broken_starttls(&self, on: bool) {
+        self.shared.broken_starttls.store(on, Ordering::SeqCst);
+    }
+
+    /// The name the backend gives itself in its greeting and its
+    /// LHLO/EHLO reply.
+    pub fn set_name(&self, name: &str) {
+        *self.shared.name.lock().unwrap() = name.to_owned();
     }
 
     /// Messages accepted so far.
@@ -366,9 +388,10 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         _ => {}
     }
+    let name = shared.name.lock().unwrap().clone();
     let greet = match shared.proto {
-        Proto::Lmtp => "220 backend.test LMTP ready\r\n",
-        Proto::Smtp => "220 backend.test ESMTP ready\r\n",
+        Proto::Lmtp => format!("220 {name} LMTP ready\r\n"),
+        Proto::Smtp => format!("220 {name} ESMTP ready\r\n"),
     };
     w.write_all(greet.as_bytes()).await?;
 
@@ -388,7 +411,10 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         match verb.as_str() {
             "LHLO" | "EHLO" => {
                 let mut caps =
-                    vec!["backend.test", "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE 50000000"];
+                    vec![name.as_str(), "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE 50000000"];
+                if shared.broken_starttls.load(Ordering::SeqCst) {
+                    caps.push("STARTTLS");
+                }
                 if shared.offer_dsn.load(Ordering::SeqCst) {
                     caps.push("DSN");
                 }
@@ -402,7 +428,11 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 }
                 w.write_all(out.as_bytes()).await?;
             }
-            "HELO" => w.write_all(b"250 backend.test\r\n").await?,
+            "HELO" => w.write_all(format!("250 {name}\r\n").as_bytes()).await?,
+            "STARTTLS" if shared.broken_starttls.load(Ordering::SeqCst) => {
+                w.write_all(b"220 2.0.0 Ready to start TLS\r\n").await?;
+                return Ok(());
+            }
             "MAIL" => {
                 from = Some(angle(&text));
                 mail_line = text.clone();

@@ -85,7 +85,23 @@ impl Harness {
         Self::start_in_tuned(dir, main_cf, Tuning::default()).await
     }
 
+    /// Starts delivery with `resolver` instead of [`resolver()`] (tests
+    /// that point names at addresses of their own).
+    pub async fn start_resolving(main_cf: &str, tuning: Tuning, resolver: StaticResolver) -> Harness {
+        let dir = tempfile::Builder::new().prefix("sluice-delivery-").tempdir().expect("temp dir");
+        Self::start_with(dir, main_cf, tuning, resolver).await
+    }
+
     async fn start_in_tuned(dir: tempfile::TempDir, main_cf: &str, tuning: Tuning) -> Harness {
+        Self::start_with(dir, main_cf, tuning, resolver()).await
+    }
+
+    async fn start_with(
+        dir: tempfile::TempDir,
+        main_cf: &str,
+        tuning: Tuning,
+        resolver: StaticResolver,
+    ) -> Harness {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
         let opts = Options { recovery_spread: Duration::from_millis(100), ..Options::default() };
         let queue =
@@ -97,7 +113,7 @@ impl Harness {
         let config = Arc::new(ArcSwap::new(loaded.config));
         let stage = Stage::new();
         let handle =
-            delivery::start_tuned(queue.clone(), config.clone(), Arc::new(resolver()), stage.clone(), tuning)
+            delivery::start_tuned(queue.clone(), config.clone(), Arc::new(resolver), stage.clone(), tuning)
                 .await
                 .expect("delivery starts");
         Harness { dir, queue, config, handle, stage, main_cf: main_cf.to_owned() }

@@ -26,7 +26,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,6 +135,8 @@ struct Shared {
     broken_starttls: AtomicBool,
     /// The name in the greeting and the LHLO/EHLO reply.
     name: Mutex<String>,
+    /// The SIZE offered (0: none, any size is taken).
+    size_limit: AtomicU64,
 }
 
 /// A running backend. Dropping it stops the listener and every connection.
@@ -165,6 +167,7 @@ impl Backend {
             offer_smtputf8: AtomicBool::new(true),
             broken_starttls: AtomicBool::new(false),
             name: Mutex::new("backend.test".into()),
+            size_limit: AtomicU64::new(50_000_000),
         });
         let conns = Arc::new(Mutex::new(Vec::new()));
         let acceptor = spawn_acceptor(listener, Arc::clone(&shared), Arc::clone(&conns));
@@ -225,6 +228,11 @@ impl Backend {
     /// LHLO/EHLO reply.
     pub fn set_name(&self, name: &str) {
         *self.shared.name.lock().unwrap() = name.to_owned();
+    }
+
+    /// The `SIZE` offered in the LHLO/EHLO reply; 0 offers none.
+    pub fn set_size_limit(&self, bytes: u64) {
+        self.shared.size_limit.store(bytes, Ordering::SeqCst);
     }
 
     /// Messages accepted so far.
@@ -410,8 +418,12 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         let verb = upper.split_whitespace().next().unwrap_or("").to_owned();
         match verb.as_str() {
             "LHLO" | "EHLO" => {
+                let size = match shared.size_limit.load(Ordering::SeqCst) {
+                    0 => "SIZE".to_owned(),
+                    n => format!("SIZE {n}"),
+                };
                 let mut caps =
-                    vec![name.as_str(), "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE 50000000"];
+                    vec![name.as_str(), "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", size.as_str()];
                 if shared.broken_starttls.load(Ordering::SeqCst) {
                     caps.push("STARTTLS");
                 }

@@ -92,6 +92,13 @@ impl Harness {
         Self::start_with(dir, main_cf, tuning, resolver).await
     }
 
+    /// Starts delivery with a master.cf of the test's own (transports with
+    /// `-o` overrides) and `resolver`.
+    pub async fn start_master(main_cf: &str, master_cf: &str, resolver: StaticResolver) -> Harness {
+        let dir = tempfile::Builder::new().prefix("sluice-delivery-").tempdir().expect("temp dir");
+        Self::start_full(dir, main_cf, master_cf, Tuning::default(), resolver).await
+    }
+
     async fn start_in_tuned(dir: tempfile::TempDir, main_cf: &str, tuning: Tuning) -> Harness {
         Self::start_with(dir, main_cf, tuning, resolver()).await
     }
@@ -102,11 +109,21 @@ impl Harness {
         tuning: Tuning,
         resolver: StaticResolver,
     ) -> Harness {
+        Self::start_full(dir, main_cf, MASTER_CF, tuning, resolver).await
+    }
+
+    async fn start_full(
+        dir: tempfile::TempDir,
+        main_cf: &str,
+        master_cf: &str,
+        tuning: Tuning,
+        resolver: StaticResolver,
+    ) -> Harness {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
         let opts = Options { recovery_spread: Duration::from_millis(100), ..Options::default() };
         let queue =
             Queue::open(&dir.path().join("queue"), &opts, sluice::clock::unix_millis()).expect("queue opens");
-        let loaded = Config::from_texts(dir.path(), main_cf, MASTER_CF).expect("configuration loads");
+        let loaded = Config::from_texts(dir.path(), main_cf, master_cf).expect("configuration loads");
         for w in &loaded.warnings {
             eprintln!("config warning: {w}");
         }

@@ -29,6 +29,8 @@ pub struct Vars {
     pub login_user: String,
     pub mail_uid: u32,
     pub quota_tempfail: bool,
+    /// Certificate and key PEM files: TLS on (LMTP offers STARTTLS).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The template with every placeholder replaced.
@@ -42,6 +44,17 @@ pub fn render(v: &Vars) -> String {
         .replace("@LOGIN_USER@", &v.login_user)
         .replace("@MAIL_UID@", &v.mail_uid.to_string())
         .replace("@QUOTA_TEMPFAIL@", if v.quota_tempfail { "yes" } else { "no" })
+        // The setting's own line only: the comment naming the placeholder
+        // must stay one comment line.
+        .replace(
+            "\n@SSL@\n",
+            &match &v.tls {
+                None => "\nssl = no\n".to_owned(),
+                Some((cert, key)) => {
+                    format!("\nssl = yes\nssl_cert = <{}\nssl_key = <{}\n", cert.display(), key.display())
+                }
+            },
+        )
 }
 
 /// A mailbox user.
@@ -99,6 +112,16 @@ impl Dovecot {
     /// Starts Dovecot with these users. Panics when it does not come up (the
     /// log is printed).
     pub fn start(users: &[User], quota_tempfail: bool) -> Dovecot {
+        Self::start_with(users, quota_tempfail, None)
+    }
+
+    /// Starts Dovecot with TLS: its LMTP offers STARTTLS with this
+    /// certificate (chain) and key, PEM files.
+    pub fn start_tls(users: &[User], cert: &Path, key: &Path) -> Dovecot {
+        Self::start_with(users, false, Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(users: &[User], quota_tempfail: bool, tls: Option<(PathBuf, PathBuf)>) -> Dovecot {
         let dir = tempfile::Builder::new().prefix("sluice-dovecot-").tempdir().expect("temp dir");
         let uid: u32 = id("-u").parse().unwrap_or(0);
         // Dovecot refuses to deliver as root: root runs store mail as nobody.
@@ -112,6 +135,7 @@ impl Dovecot {
             login_user: if uid == 0 { "dovenull".into() } else { id("-un") },
             mail_uid,
             quota_tempfail,
+            tls,
         };
         let mail = dir.path().join("mail");
         std::fs::create_dir_all(&mail).expect("mail dir");

@@ -21,6 +21,17 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Sends `request` as is; the status code of the answer, or `None` when
+/// the connection ends without one.
+fn raw_get(addr: SocketAddr, request: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request.as_bytes());
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    String::from_utf8_lossy(&resp).split(' ').nth(1).and_then(|c| c.parse().ok())
+}
+
 fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
     scrape
         .samples
@@ -83,5 +94,13 @@ fn metrics_parse_as_prometheus_text_and_health_follows_the_high_water_mark() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("full"), "{body}");
     assert_eq!(get(cfg.metrics, "/nope").0, 404);
+
+    // A request head past the exporter's bound (16 KiB) is refused, not
+    // buffered: 431, or the connection closed while it was still sent.
+    let pad = "a".repeat(64 * 1024);
+    let status =
+        raw_get(cfg.metrics, &format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}\r\n\r\n"));
+    assert!(matches!(status, None | Some(431)), "{status:?}");
+    assert_eq!(get(cfg.metrics, "/health").0, 503, "the exporter still serves");
     assert!(daemon.stop().success());
 }

@@ -21,6 +21,10 @@ use tokio::net::TcpListener;
 use crate::metric;
 use crate::shutdown::Stage;
 
+/// The most bytes of a request head read from a scraper (hyper takes no
+/// less than 8 KiB).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
 /// Installs the global Prometheus recorder once; later calls return the
 /// same handle (tests start several servers in one process).
 pub fn install() -> PrometheusHandle {
@@ -124,6 +128,11 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, probe: Arc<d
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
+                // A scrape's request head is a few hundred bytes; hyper's
+                // default buffer (about 400 KiB) is far more than a
+                // scraper needs and any client may connect (see "Every
+                // reader is bounded" in ARCHITECTURE.md). 431 past it.
+                .max_buf_size(MAX_REQUEST_HEAD)
                 .serve_connection(io, svc);
             let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
         });

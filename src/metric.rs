@@ -33,6 +33,11 @@ pub const QUEUE_QUARANTINED: &str = "sluice_queue_quarantined";
 pub const FSYNC_BATCH: &str = sluice_queue::FSYNC_BATCH_METRIC;
 /// Recipient results by `backend` and `result` (sent, deferred, bounced).
 pub const DELIVERIES: &str = "sluice_delivery_recipients_total";
+/// Recipients deferred, by `backend` and `reason`: `breaker` (held back
+/// while the breaker is open), `paused` (held back by the administrator),
+/// `backend` (the server was struggling or unreachable) or `recipient` (a
+/// `4xx` for that recipient alone, such as a full mailbox).
+pub const DEFERRALS: &str = "sluice_delivery_deferrals_total";
 /// Delivery transaction latency by `backend`.
 pub const LATENCY: &str = "sluice_delivery_latency_seconds";
 /// Deliveries in progress, by `backend`.
@@ -77,6 +82,7 @@ pub fn describe() {
     describe_gauge!(QUEUE_QUARANTINED, "Corrupt queue records moved aside");
     describe_histogram!(FSYNC_BATCH, "Queue changes made durable by each synced write (group commit)");
     describe_counter!(DELIVERIES, "Recipient delivery results by backend and result");
+    describe_counter!(DEFERRALS, "Recipients deferred by backend and reason");
     describe_histogram!(LATENCY, Unit::Seconds, "Delivery transaction latency by backend");
     describe_gauge!(CONCURRENCY, "Deliveries in progress by backend");
     describe_gauge!(CONCURRENCY_LIMIT, "Adaptive concurrency limit by backend");

@@ -279,6 +279,9 @@ impl Backend {
                             line.delays[1] = waited;
                             line.emit(self.id.protocol.into());
                         }
+                        let why = if paused { "paused" } else { "breaker" };
+                        metrics::counter!(metric::DEFERRALS, "backend" => self.name.clone(), "reason" => why)
+                            .increment(job.rcpts.len() as u64);
                         let until = spread(now, until);
                         let done = job
                             .rcpts
@@ -605,6 +608,11 @@ impl Backend {
         line.emit(self.id.protocol.into());
         metrics::counter!(metric::DELIVERIES, "backend" => self.name.clone(), "result" => status.as_str())
             .increment(1);
+        if let Done::Attempted { verdict: Verdict::Deferred, backend_trouble, .. } = d {
+            let why = if *backend_trouble { "backend" } else { "recipient" };
+            metrics::counter!(metric::DEFERRALS, "backend" => self.name.clone(), "reason" => why)
+                .increment(1);
+        }
     }
 }
 

@@ -99,7 +99,11 @@ async fn client(config_dir: &Path, command: Command) -> anyhow::Result<ExitCode>
         Command::Reload => Request::Reload,
         Command::Stop => Request::Stop,
         Command::Status => Request::Status,
-        Command::Serve(_) | Command::Config(_) | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Serve(_)
+        | Command::Config(_)
+        | Command::Top(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("handled by cli::run")
         }
     };
@@ -128,6 +132,7 @@ async fn direct(config: &Arc<Config>, req: Request) -> anyhow::Result<Option<Res
             | Request::Status
             | Request::BackendPause { .. }
             | Request::BackendResume { .. }
+            | Request::Top { .. }
     ) {
         return Ok(None);
     }
@@ -163,6 +168,7 @@ async fn direct(config: &Arc<Config>, req: Request) -> anyhow::Result<Option<Res
         queue: queue.clone(),
         config: Arc::new(move || cfg.clone()),
         backends: None,
+        top: None,
         control: None,
     };
     let resp = handler.handle(req).await;

@@ -312,11 +312,23 @@ impl Running {
             tokio::spawn(smtp::serve_staged(listener, ib, accept.clone(), sessions.clone()));
         }
 
+        // The recorder is installed whether or not /metrics is served:
+        // `sluice top` reads its counters.
+        let _ = exporter::install();
+        let backends = admin::backends::of(&delivery_handle);
+        let live_for_route = live.clone();
+        let route = Arc::new(move |rcpt: &str| match live_for_route.load().route(rcpt) {
+            Ok(r) => admin::api::backend_name(&r).unwrap_or_else(|| "(error/discard)".into()),
+            Err(_) => "(lookup failed)".into(),
+        });
+        let top = admin::top::Top::new(queue.clone(), backends.clone(), route);
+        tokio::spawn(top.clone().run(accept.clone()));
         let live_for_admin = live.clone();
         let handler = Handler {
             queue: queue.clone(),
             config: Arc::new(move || live_for_admin.load_full()),
-            backends: Some(admin::backends::of(&delivery_handle)),
+            backends: Some(backends),
+            top: Some(top),
             control,
         };
         let (path, admin_l) = bound.admin;

@@ -30,16 +30,39 @@ pub enum Ids {
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     QueueList,
-    QueueShow { id: String },
-    QueueFlush { backend: Option<String>, domain: Option<String> },
-    Hold { ids: Ids },
-    Release { ids: Ids },
-    Delete { ids: Ids },
-    Requeue { ids: Ids },
+    QueueShow {
+        id: String,
+    },
+    QueueFlush {
+        backend: Option<String>,
+        domain: Option<String>,
+    },
+    Hold {
+        ids: Ids,
+    },
+    Release {
+        ids: Ids,
+    },
+    Delete {
+        ids: Ids,
+    },
+    Requeue {
+        ids: Ids,
+    },
     Summary,
     BackendList,
-    BackendPause { name: String, until: Option<UnixMillis> },
-    BackendResume { name: String },
+    BackendPause {
+        name: String,
+        until: Option<UnixMillis>,
+    },
+    BackendResume {
+        name: String,
+    },
+    /// Everything one screen of `sluice top` shows, with up to `points`
+    /// seconds of history: one round trip per refresh.
+    Top {
+        points: u32,
+    },
     Reload,
     Stop,
     Status,
@@ -203,6 +226,8 @@ pub struct Handler {
     pub queue: Queue,
     pub config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
     pub backends: Option<Arc<dyn Backends>>,
+    /// What `sluice top` shows (the daemon only).
+    pub top: Option<Arc<super::top::Top>>,
     pub control: Option<tokio::sync::mpsc::Sender<ControlRequest>>,
 }
 
@@ -356,6 +381,11 @@ impl Handler {
                 let b = self.backends.as_ref().ok_or("backend resume needs the running daemon")?;
                 b.resume(&name).map_err(|e| e.to_string())?;
                 Ok(Response::text(format!("sluice: backend {name} resumed")))
+            }
+            Request::Top { points } => {
+                let top = self.top.as_ref().ok_or("sluice top needs the running daemon")?;
+                let frame = top.frame(points as usize).await;
+                Ok(Response::data(String::new(), serde_json::to_value(&frame).map_err(|e| e.to_string())?))
             }
             Request::Reload | Request::Stop | Request::Status => {
                 let c = self.control.as_ref().ok_or("sluice is not running")?;

@@ -50,6 +50,12 @@ pub enum Command {
     /// Show whether the daemon runs, its queue at a glance, and which
     /// backends hold mail back (breaker open or paused) and why.
     Status,
+    /// Live view of the daemon during an incident: backends, queue shape, rates.
+    ///
+    /// Keys: ↑/↓ select a backend, p pause it, r resume it, f flush its
+    /// mail, F flush all mail (each asks y/n first), q quit. When stdout is
+    /// not a terminal (or with --once) prints one plain-text frame.
+    Top(TopArgs),
     /// Print a shell completion script to stdout.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -67,6 +73,19 @@ pub struct ServeArgs {
     /// Append log lines to this file instead of stderr (overrides `maillog_file`).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print one plain-text frame and exit (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub once: bool,
+    /// Time between refreshes (`1s`, `500ms`).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Width of the plain-text frame in columns.
+    #[arg(long, default_value_t = 80)]
+    pub width: u16,
 }
 
 #[derive(Debug, Subcommand)]

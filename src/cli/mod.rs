@@ -3,7 +3,8 @@
 //! its module: `serve` starts the daemon (`serve.rs`), `config` prints and
 //! checks the configuration (`postconf.rs`) and queries its tables
 //! (`query.rs`, postmap -q), the queue, backend and daemon
-//! commands go through the admin API (`request.rs`), and `completions` and
+//! commands go through the admin API (`request.rs`), `top` is the live
+//! view (`top.rs`), and `completions` and
 //! `man` are generated here from the same definitions.
 //!
 //! The only place `anyhow` is used: below the command line every error is
@@ -16,6 +17,7 @@ pub mod postconf;
 mod query;
 mod request;
 mod serve;
+mod top;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -34,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut args::command(), "sluice", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Top(args) => top::run(&cli.config_dir, &args),
         Command::Man { dir } => {
             write_man_pages(&dir)?;
             Ok(ExitCode::SUCCESS)

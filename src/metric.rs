@@ -25,6 +25,9 @@ pub const QUEUE_RECIPIENTS: &str = "sluice_queue_recipients_pending";
 pub const QUEUE_BYTES: &str = "sluice_queue_bytes";
 /// Age of the oldest queued message.
 pub const QUEUE_OLDEST: &str = "sluice_queue_oldest_message_age_seconds";
+/// `delay_warning_time` in seconds (0: no warnings), exported so an alert
+/// on the oldest message's age follows the configuration.
+pub const QUEUE_DELAY_WARNING: &str = "sluice_queue_delay_warning_seconds";
 /// Records found corrupt and quarantined.
 pub const QUEUE_QUARANTINED: &str = "sluice_queue_quarantined";
 /// Queue changes carried by each synced write (group commit batch
@@ -52,6 +55,8 @@ pub const LATENCY_SMOOTHED: &str = "sluice_backend_latency_seconds";
 pub const LATENCY_BASELINE: &str = "sluice_backend_latency_baseline_seconds";
 /// The latency gradient the limit was last steered by, by `backend`.
 pub const LATENCY_GRADIENT: &str = "sluice_backend_latency_gradient";
+/// 1 while a `backend` is paused by the administrator, else 0.
+pub const BACKEND_PAUSED: &str = "sluice_backend_paused";
 /// Breaker transitions by `backend` and `to`.
 pub const BREAKER_TRANSITIONS: &str = "sluice_backend_breaker_transitions_total";
 /// Deliveries postponed by the rate limiter, by `backend`.
@@ -79,6 +84,7 @@ pub fn describe() {
     describe_gauge!(QUEUE_RECIPIENTS, "Recipients waiting for delivery");
     describe_gauge!(QUEUE_BYTES, Unit::Bytes, "Bytes of queued message bodies");
     describe_gauge!(QUEUE_OLDEST, Unit::Seconds, "Age of the oldest queued message");
+    describe_gauge!(QUEUE_DELAY_WARNING, Unit::Seconds, "delay_warning_time (0: never)");
     describe_gauge!(QUEUE_QUARANTINED, "Corrupt queue records moved aside");
     describe_histogram!(FSYNC_BATCH, "Queue changes made durable by each synced write (group commit)");
     describe_counter!(DELIVERIES, "Recipient delivery results by backend and result");
@@ -100,6 +106,7 @@ pub fn describe() {
         LATENCY_GRADIENT,
         "Latency gradient over concurrency the adaptive limit was last steered by (0 flat, 1 no more goodput)"
     );
+    describe_gauge!(BACKEND_PAUSED, "1 while the backend is paused by the administrator");
     describe_counter!(BREAKER_TRANSITIONS, "Circuit breaker transitions by backend");
     describe_counter!(RATE_LIMITED, "Deliveries postponed by the rate limiter");
     describe_counter!(CONNECT_PROBES, "Connect probes of open circuit breakers by backend and result");

@@ -486,6 +486,8 @@ impl Probe {
         let age =
             st.oldest_arrival.map(|a| clock::unix_millis().saturating_sub(a) as f64 / 1000.0).unwrap_or(0.0);
         metrics::gauge!(metric::QUEUE_OLDEST).set(age);
+        let warn = self.config.load().time("delay_warning_time");
+        metrics::gauge!(metric::QUEUE_DELAY_WARNING).set(warn.as_secs_f64());
     }
 }
 
@@ -493,7 +495,7 @@ impl exporter::Probe for Probe {
     fn sample(&self) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(async {
             self.sample_queue().await;
-            exporter::sample_backends(&self.backends.list());
+            exporter::sample_backends(&self.backends.list(), clock::unix_millis());
         })
     }
 

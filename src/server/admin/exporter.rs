@@ -58,7 +58,7 @@ pub fn install() -> PrometheusHandle {
 
 /// Sets the per-backend gauges from `sluice backend list`'s view (at
 /// scrape time, like the queue's).
-pub fn sample_backends(list: &[super::api::BackendView]) {
+pub fn sample_backends(list: &[super::api::BackendView], now: sluice_queue::UnixMillis) {
     for b in list {
         metrics::gauge!(metric::CONCURRENCY, "backend" => b.name.clone()).set(f64::from(b.concurrency));
         metrics::gauge!(metric::CONCURRENCY_LIMIT, "backend" => b.name.clone()).set(f64::from(b.limit));
@@ -77,6 +77,8 @@ pub fn sample_backends(list: &[super::api::BackendView]) {
         if let Some(g) = b.gradient {
             metrics::gauge!(metric::LATENCY_GRADIENT, "backend" => b.name.clone()).set(g);
         }
+        let paused = if b.paused_until.is_some_and(|u| u > now) { 1.0 } else { 0.0 };
+        metrics::gauge!(metric::BACKEND_PAUSED, "backend" => b.name.clone()).set(paused);
     }
 }
 

@@ -71,8 +71,11 @@ pub fn run(config_dir: &Path, args: &TopArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One frame as plain text, `width` columns wide and as tall as it needs.
+/// It is widened to show backend names whole: a script matches them.
 pub fn text_frame(frame: &TopFrame, width: u16) -> String {
-    let area = Rect::new(0, 0, width.max(60), draw::full_height(frame));
+    let longest = frame.backends.iter().map(|b| b.view.name.chars().count()).max().unwrap_or(0);
+    let width = width.max(60 + longest as u16);
+    let area = Rect::new(0, 0, width, draw::full_height(frame));
     let mut buf = Buffer::empty(area);
     render(frame, &Chrome::default(), area, &mut buf);
     to_text(&buf)

@@ -230,6 +230,10 @@ fn backend_detail(row: &BackendRow, now: UnixMillis, area: Rect, buf: &mut Buffe
     let [note, lat, lim, good] = Layout::vertical([Constraint::Length(1); 4]).areas(area);
     // The ▸ in the table says which backend this is: the line is for why.
     let mut parts = Vec::new();
+    // Why the limit is where it is, while the gate is steering.
+    if !v.holds_mail(now) && !v.reason.is_empty() {
+        parts.push(format!("limit {}: {}", v.limit, v.reason));
+    }
     let why = v.note(now);
     if !why.is_empty() {
         parts.push(why);

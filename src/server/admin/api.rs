@@ -169,6 +169,13 @@ pub trait Backends: Send + Sync {
     fn wake(&self);
 }
 
+/// The source of `sluice top` frames (the daemon's `top::Top`; declared
+/// here so the API does not depend on it).
+pub trait Frames: Send + Sync {
+    /// One frame with up to `points` seconds of history, as JSON.
+    fn frame_json(&self, points: usize) -> futures::future::BoxFuture<'_, Result<serde_json::Value, String>>;
+}
+
 /// Daemon control requests, answered by the daemon's main loop (which owns
 /// reload and the order of shutdown).
 #[derive(Debug)]
@@ -227,7 +234,7 @@ pub struct Handler {
     pub config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
     pub backends: Option<Arc<dyn Backends>>,
     /// What `sluice top` shows (the daemon only).
-    pub top: Option<Arc<super::top::Top>>,
+    pub top: Option<Arc<dyn Frames>>,
     pub control: Option<tokio::sync::mpsc::Sender<ControlRequest>>,
 }
 
@@ -384,8 +391,7 @@ impl Handler {
             }
             Request::Top { points } => {
                 let top = self.top.as_ref().ok_or("sluice top needs the running daemon")?;
-                let frame = top.frame(points as usize).await;
-                Ok(Response::data(String::new(), serde_json::to_value(&frame).map_err(|e| e.to_string())?))
+                Ok(Response::data(String::new(), top.frame_json(points as usize).await?))
             }
             Request::Reload | Request::Stop | Request::Status => {
                 let c = self.control.as_ref().ok_or("sluice is not running")?;

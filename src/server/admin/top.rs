@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sluice_queue::{Queue, UnixMillis};
 
-use super::api::{BackendView, Backends};
+use super::api::{BackendView, Backends, Frames};
 use crate::clock;
 use crate::metric;
 use crate::shutdown::Stage;
@@ -334,6 +334,12 @@ impl Top {
         let s = Shape { at: now, buckets_min: SHAPE_BUCKETS_MIN.to_vec(), rows };
         *cached = Some(s.clone());
         s
+    }
+}
+
+impl Frames for Top {
+    fn frame_json(&self, points: usize) -> futures::future::BoxFuture<'_, Result<serde_json::Value, String>> {
+        Box::pin(async move { serde_json::to_value(self.frame(points).await).map_err(|e| e.to_string()) })
     }
 }
 

@@ -53,7 +53,8 @@ pub const BREAKER_STATE: &str = "sluice_backend_breaker_state";
 pub const LATENCY_SMOOTHED: &str = "sluice_backend_latency_seconds";
 /// Latency at the lowest concurrency measured lately, by `backend`.
 pub const LATENCY_BASELINE: &str = "sluice_backend_latency_baseline_seconds";
-/// The latency gradient the limit was last steered by, by `backend`.
+/// The latency gradient the limit was last steered by, by `backend`; NaN
+/// until the gate has measured one.
 pub const LATENCY_GRADIENT: &str = "sluice_backend_latency_gradient";
 /// 1 while a `backend` is paused by the administrator, else 0.
 pub const BACKEND_PAUSED: &str = "sluice_backend_paused";

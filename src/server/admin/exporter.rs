@@ -74,9 +74,10 @@ pub fn sample_backends(list: &[super::api::BackendView], now: sluice_queue::Unix
         if let Some(l) = b.baseline_latency {
             metrics::gauge!(metric::LATENCY_BASELINE, "backend" => b.name.clone()).set(l);
         }
-        if let Some(g) = b.gradient {
-            metrics::gauge!(metric::LATENCY_GRADIENT, "backend" => b.name.clone()).set(g);
-        }
+        // NaN until the gate has compared two levels: the series exists from
+        // the first scrape (a dashboard panel shows a gap, not "no data").
+        let gradient = b.gradient.unwrap_or(f64::NAN);
+        metrics::gauge!(metric::LATENCY_GRADIENT, "backend" => b.name.clone()).set(gradient);
         let paused = if b.paused_until.is_some_and(|u| u > now) { 1.0 } else { 0.0 };
         metrics::gauge!(metric::BACKEND_PAUSED, "backend" => b.name.clone()).set(paused);
     }

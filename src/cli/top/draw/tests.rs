@@ -25,6 +25,7 @@ fn view(name: &str, breaker: &str, concurrency: u32, limit: u32) -> BackendView 
         curve: vec![(1, 0.011), (2, 0.015)],
         last_error: (breaker == "open").then(|| "421 4.3.2 too busy".into()),
         probe_at: (breaker == "open").then_some(1_000_000 + 12_000),
+        fleet: None,
     }
 }
 

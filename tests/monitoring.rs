@@ -263,6 +263,10 @@ fn a_daemon_under_load_is_seen_alike_by_top_prometheus_and_the_alerts() {
         assert!(std::time::Instant::now() < deadline, "top does not match backend list {before:?}:\n{frame}");
         std::thread::sleep(Duration::from_millis(200));
     };
+    // `SLUICE_TOP_CAPTURE=FILE` keeps this frame: the README shows it.
+    if let Some(path) = std::env::var_os("SLUICE_TOP_CAPTURE") {
+        std::fs::write(path, &frame).expect("write the top capture");
+    }
     assert!(frame.contains("rejects  RCPT 4"), "the relay refusal is counted:\n{frame}");
     assert!(frame.contains("SHAPE by age") && frame.contains("QUEUE  "), "{frame}");
     let once = text(&cfg.sluice(&["top", "--once", "--width", "100"]));

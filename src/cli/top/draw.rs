@@ -74,14 +74,7 @@ pub fn render(frame: &TopFrame, chrome: &Chrome, area: Rect, buf: &mut Buffer) {
         backend_detail(row, frame.at, detail, buf);
     }
     shape(frame, shead, slist, buf);
-    let fleet_text = match &frame.fleet {
-        None => "FLEET  single host: fleet mode is off (sluice_fleet_redis)".to_owned(),
-        Some(shares) => {
-            let parts: Vec<String> =
-                shares.iter().map(|s| format!("{} {}/{}", s.host, s.in_flight, s.limit)).collect();
-            format!("FLEET  {}", parts.join("  "))
-        }
-    };
+    let fleet_text = fleet_line(frame, chrome.selected);
     Paragraph::new(Line::styled(fleet_text, DIM)).render(fleet, buf);
     if let Some(text) = &chrome.footer {
         Paragraph::new(Line::styled(text.as_str(), Style::new().add_modifier(Modifier::REVERSED)))
@@ -346,3 +339,17 @@ pub fn to_text(buf: &Buffer) -> String {
 
 #[cfg(test)]
 pub(super) mod tests;
+
+/// The fleet row: each host's deliveries against the selected backend's
+/// fleet-wide limit (every backend's when the selected one has none).
+fn fleet_line(frame: &TopFrame, selected: usize) -> String {
+    let Some(shares) = &frame.fleet else {
+        return "FLEET  single host: fleet mode is off (sluice_fleet_redis)".to_owned();
+    };
+    let backend = frame.backends.get(selected).map(|r| r.view.name.as_str());
+    let mine: Vec<_> = shares.iter().filter(|s| Some(s.backend.as_str()) == backend).collect();
+    let shown = if mine.is_empty() { shares.iter().collect() } else { mine };
+    let parts: Vec<String> =
+        shown.iter().map(|s| format!("{} {}/{}", s.host, s.in_flight, s.limit)).collect();
+    format!("FLEET  {}", parts.join("  "))
+}

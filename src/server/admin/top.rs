@@ -100,8 +100,8 @@ pub struct TopFrame {
     pub shape: Option<Shape>,
     /// Queue size, one point per second, oldest first.
     pub queue_history: Vec<u64>,
-    /// Each host's share of the fleet's budget. Always `None` today:
-    /// without fleet mode (`sluice_fleet_redis`) this host is the fleet.
+    /// Each host's share of each backend's fleet-wide budget; `None`
+    /// without fleet mode (`sluice_fleet_redis`): this host is the fleet.
     pub fleet: Option<Vec<FleetShare>>,
 }
 
@@ -284,6 +284,20 @@ impl Top {
                     view,
                 }
             })
+            .collect::<Vec<BackendRow>>();
+        // In fleet mode, each live host's deliveries against each backend's
+        // fleet-wide limit, as `backend list` shows them.
+        let fleet: Vec<FleetShare> = backends
+            .iter()
+            .filter_map(|r| r.view.fleet.as_ref().map(|f| (r.view.name.as_str(), f)))
+            .flat_map(|(backend, f)| {
+                f.hosts.iter().map(move |h| FleetShare {
+                    host: h.host.clone(),
+                    backend: backend.to_owned(),
+                    in_flight: h.in_flight,
+                    limit: f.limit,
+                })
+            })
             .collect();
         TopFrame {
             at: now,
@@ -306,7 +320,7 @@ impl Top {
             backends,
             shape,
             queue_history,
-            fleet: None,
+            fleet: (!fleet.is_empty()).then_some(fleet),
         }
     }
 

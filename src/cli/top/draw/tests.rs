@@ -178,3 +178,26 @@ fn durations_read_at_a_glance() {
     assert_eq!(duration(7_384), "2h03m");
     assert_eq!(duration(200_000), "2d7h");
 }
+
+#[test]
+fn the_fleet_row_shows_each_hosts_share_of_the_selected_backend() {
+    use crate::server::admin::top::FleetShare;
+    let share = |host: &str, backend: &str, in_flight: u32| FleetShare {
+        host: host.into(),
+        backend: backend.into(),
+        in_flight,
+        limit: 8,
+    };
+    let mut frame = sample_frame();
+    frame.fleet = Some(vec![
+        share("mx1", "lmtp:[10.0.0.1]:24", 3),
+        share("mx2", "lmtp:[10.0.0.1]:24", 2),
+        share("mx1", "lmtp:[10.0.0.3]:24", 5),
+    ]);
+    assert_eq!(fleet_line(&frame, 0), "FLEET  mx1 3/8  mx2 2/8");
+    assert_eq!(fleet_line(&frame, 2), "FLEET  mx1 5/8");
+    // A backend outside the fleet's view: every share is shown.
+    assert_eq!(fleet_line(&frame, 1), "FLEET  mx1 3/8  mx2 2/8  mx1 5/8");
+    frame.fleet = None;
+    assert!(fleet_line(&frame, 0).starts_with("FLEET  single host"));
+}

@@ -159,6 +159,12 @@ pub async fn daemon(
     logfile: Option<alog::LogFile>,
 ) -> Result<ExitCode, Error> {
     let config = loaded.config;
+    // Signals are taken before the ports open: a SIGHUP or SIGTERM that
+    // arrives while the daemon starts (a reload right after a start) waits
+    // for the loop below instead of killing the process by default action.
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
     let queue = open_queue(&config)?;
     let bound = match bind(&config).await {
         Ok(b) => b,
@@ -180,9 +186,6 @@ pub async fn daemon(
     info!(target: "master", "daemon started -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), config_dir.display());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
     loop {
         tokio::select! {
             _ = term.recv() => { info!(target: "master", "terminating on signal 15"); break; }

@@ -62,6 +62,7 @@ pub use milters::{MilterDefault, MilterEndpoint, MilterProtocol, MilterSpec, can
 pub use restrictions::{
     Access, Dnsbl, HeaderAction, Named, PolicyEndpoint, PolicyService, Restriction, RhsblName, named,
 };
+pub use tables::AnyCertificate;
 pub use values::{Rate, TlsProtocols, parse_name_servers, parse_tls_protocols};
 
 /// The configuration directory when none is given (`-c`), as

@@ -17,6 +17,8 @@
 
 mod cidr;
 pub(crate) mod directory;
+
+pub use directory::AnyCertificate;
 mod regexp;
 mod text;
 

@@ -46,6 +46,8 @@ mod sqlite;
 mod template;
 mod tls;
 
+pub use tls::AnyCertificate;
+
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -45,7 +45,9 @@ pub(crate) fn client_config(verify: Verify, files: &TlsFiles) -> Result<Arc<Clie
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let builder = match verify {
-        Verify::None => builder.dangerous().with_custom_certificate_verifier(Arc::new(Unchecked(provider()))),
+        Verify::None => {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+        }
         Verify::Chain | Verify::Full => {
             let roots = Arc::new(roots(files)?);
             let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
@@ -105,12 +107,14 @@ fn roots(files: &TlsFiles) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// Accepts any certificate (the settings that ask for encryption only),
-/// but still checks the handshake signatures.
+/// Accepts any certificate (the settings that ask for encryption only:
+/// directory `tls_require_cert = never`, delivery levels `may` and
+/// `encrypt`), while still checking that the server holds its key (the
+/// handshake signatures). One verifier for every client that needs it.
 #[derive(Debug)]
-struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
+pub struct AnyCertificate(pub Arc<rustls::crypto::CryptoProvider>);
 
-impl ServerCertVerifier for Unchecked {
+impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,

@@ -1,5 +1,5 @@
 //! Versioned value encoding of what the queue stores: the envelope record,
-//! backend records, the counters record, in-flight entries and quarantined
+//! backend records, address verification records, the counters record, in-flight entries and quarantined
 //! records.
 //!
 //! Every value starts with a version byte so a later release can read what
@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::model::{
     BackendRecord, BodyType, BreakerPosition, ClientInfo, DsnRet, Envelope, Notify, RcptState, Recipient,
-    UnixMillis,
+    UnixMillis, VerifyRecord,
 };
 
 /// Why a stored value could not be decoded. Shown in logs and kept with the
@@ -468,6 +468,30 @@ pub(crate) fn decode_backend(buf: &[u8]) -> Result<BackendRecord, DecodeError> {
     };
     r.finish()?;
     Ok(b)
+}
+
+// ---------------------------------------------------------------- verify
+
+/// Encodes an address verification record (format v1).
+pub(crate) fn encode_verify(v: &VerifyRecord) -> Vec<u8> {
+    let mut w = Writer::new(V1, 16 + v.text.len());
+    w.u8(u8::from(v.deliverable));
+    w.varint(v.probed);
+    w.str(&v.text);
+    w.0
+}
+
+/// Decodes an address verification record; never panics.
+pub(crate) fn decode_verify(buf: &[u8]) -> Result<VerifyRecord, DecodeError> {
+    let mut r = Reader::new(buf)?;
+    let deliverable = match r.u8()? {
+        0 => false,
+        1 => true,
+        tag => return Err(DecodeError::Tag { field: "verify status", tag }),
+    };
+    let v = VerifyRecord { deliverable, probed: r.varint()?, text: r.str("verify text")? };
+    r.finish()?;
+    Ok(v)
 }
 
 // ---------------------------------------------------------------- counters

@@ -145,6 +145,19 @@ pub(crate) fn parse_backend_key(key: &[u8]) -> Option<&str> {
     std::str::from_utf8(key.strip_prefix(BACKEND_PREFIX)?).ok()
 }
 
+/// `meta` prefix of the address verification cache (`verify/<address>`);
+/// `VERIFY_END` is its exclusive end (`'/' + 1 == '0'`).
+pub(crate) const VERIFY_PREFIX: &[u8] = b"verify/";
+pub(crate) const VERIFY_END: &[u8] = b"verify0";
+
+/// `meta` key of an address's verification record.
+pub(crate) fn verify_key(address: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(VERIFY_PREFIX.len() + address.len());
+    k.extend_from_slice(VERIFY_PREFIX);
+    k.extend_from_slice(address.as_bytes());
+    k
+}
+
 /// `quarantine` key for a record of `table` stored under `key`: the table
 /// name, a zero byte, then the original key, so quarantined records of one
 /// table sort together and the original key can be recovered.
@@ -216,5 +229,7 @@ mod tests {
         assert_eq!(parse_quarantine_key(&q), Some(("envelopes", &id_key(QueueId::from_micros(9))[..])));
         assert_eq!(parse_backend_key(&backend_key("lmtp:mbox1")), Some("lmtp:mbox1"));
         assert!(backend_key("zzz").as_slice() < BACKEND_END);
+        assert!(verify_key("~~~@~~~").as_slice() < VERIFY_END);
+        assert!(verify_key("").as_slice() >= VERIFY_PREFIX);
     }
 }

@@ -31,7 +31,8 @@
 //! (reading a body chunk by chunk), `draft.rs`
 //! (receiving a message), `claim.rs` (the scheduler's claim and record),
 //! `admin.rs` (hold, release, delete, requeue, list), `backend_records.rs`
-//! (gate state) and `debug.rs` (test hooks).
+//! (gate state), `verify_cache.rs` (address verification answers) and
+//! `debug.rs` (test hooks).
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -50,6 +51,7 @@ mod keys;
 mod model;
 mod recover;
 mod store;
+mod verify_cache;
 mod writer;
 
 pub use body::BodyReader;
@@ -58,6 +60,7 @@ pub use error::Error;
 pub use handle::Queue;
 pub use ids::IdGen;
 pub use model::*;
+pub use verify_cache::VerifySweep;
 pub use writer::{FSYNC_BATCH_METRIC, WriterStats};
 
 use std::time::Duration;

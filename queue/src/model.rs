@@ -293,6 +293,20 @@ pub enum Outcome {
     },
 }
 
+/// A cached answer of an address verification probe
+/// (`reject_unverified_recipient`): what the recipient's own mailbox
+/// server said of the address, and when. How long it is believed is the
+/// caller's policy (`address_verify_*`); the queue only keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyRecord {
+    /// True when the server accepted the address (`2xx` to `RCPT TO`).
+    pub deliverable: bool,
+    /// When the probe that gave this answer ended.
+    pub probed: UnixMillis,
+    /// The server's reply, as logs and the refusal show it.
+    pub text: String,
+}
+
 /// Circuit-breaker position as the queue stores it; the semantics live in
 /// the delivery gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -15,7 +15,9 @@
 //!   the inbound wing asks for;
 //! - `config`: Postfix-style `main.cf`/`master.cf`, tables, typed values;
 //! - the ground: `clock`, `shutdown`, `reply`, `resolver` (the DNS
-//!   resolver both wings share) and `metric` (every metric's name).
+//!   resolver both wings share), `metric` (every metric's name) and
+//!   `verify` (the recipient verification trait delivery implements for
+//!   the SMTP server).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -30,3 +32,4 @@ pub mod resolver;
 pub mod server;
 pub mod shutdown;
 pub mod smtp;
+pub mod verify;

@@ -67,6 +67,18 @@ pub const RATE_LIMITED: &str = "sluice_backend_rate_limit_waits_total";
 pub const CONNECT_PROBES: &str = "sluice_backend_connect_probes_total";
 /// Fleet mode: 1 while the gates are shared through Redis, 0 while this
 /// host uses its local share because Redis is unreachable.
+/// Address verification probes (`reject_unverified_recipient`) by
+/// `backend` and `result`: `deliverable`, `undeliverable`, `deferred`
+/// (4xx or a broken conversation), `busy` (no probe made: no slot in
+/// time, paused, breaker open).
+pub const VERIFY_PROBES: &str = "sluice_verify_probes_total";
+/// Address verification cache lookups by `result`: `hit` (answered from
+/// the cache, `refresh` when a background probe was started too) and
+/// `miss`.
+pub const VERIFY_CACHE: &str = "sluice_verify_cache_lookups_total";
+/// Recipients answered with the tempfail action because no verification
+/// answer could be had in time (`reason`: `busy`, `timeout`, `route`).
+pub const VERIFY_TEMPFAILS: &str = "sluice_verify_tempfails_total";
 pub const FLEET_SHARED: &str = "sluice_fleet_shared";
 /// Fleet mode: hosts seen alive at the last heartbeat.
 pub const FLEET_HOSTS: &str = "sluice_fleet_hosts";
@@ -88,6 +100,9 @@ pub fn describe() {
     describe_gauge!(QUEUE_DELAY_WARNING, Unit::Seconds, "delay_warning_time (0: never)");
     describe_gauge!(QUEUE_QUARANTINED, "Corrupt queue records moved aside");
     describe_histogram!(FSYNC_BATCH, "Queue changes made durable by each synced write (group commit)");
+    describe_counter!(VERIFY_PROBES, "Address verification probes by backend and result");
+    describe_counter!(VERIFY_CACHE, "Address verification cache lookups by result");
+    describe_counter!(VERIFY_TEMPFAILS, "Recipients not verified in time, by reason");
     describe_counter!(DELIVERIES, "Recipient delivery results by backend and result");
     describe_counter!(DEFERRALS, "Recipients deferred by backend and reason");
     describe_histogram!(LATENCY, Unit::Seconds, "Delivery transaction latency by backend");

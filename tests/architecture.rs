@@ -33,7 +33,7 @@ use syn::visit::Visit;
 /// never import each other (`smtp` and `delivery` share no code but what
 /// lies below them), and nothing imports `cli` but the binary.
 const FLOORS: &[(&str, &[&str])] = &[
-    ("ground", &["clock", "shutdown", "reply", "resolver", "metric"]),
+    ("ground", &["clock", "shutdown", "reply", "resolver", "metric", "verify"]),
     ("configuration", &["config"]),
     ("services", &["milter", "auth"]),
     ("wings", &["smtp", "delivery"]),

@@ -44,6 +44,10 @@ pub enum Restriction<T = Maps> {
     /// `reject_unlisted_recipient`: reject a relay_domains recipient that
     /// relay_recipient_maps does not list.
     RejectUnlistedRecipient,
+    /// `reject_unverified_recipient`: reject a recipient its own mailbox
+    /// server refuses at `RCPT TO` (a probe through the backend's gate,
+    /// answered from a cache; `address_verify_*`).
+    RejectUnverifiedRecipient,
     /// `reject_non_fqdn_recipient`.
     RejectNonFqdnRecipient,
     /// `reject_non_fqdn_sender`.
@@ -108,6 +112,7 @@ pub const NAMES: &[&str] = &[
     "defer_unauth_destination",
     "permit_auth_destination",
     "reject_unlisted_recipient",
+    "reject_unverified_recipient",
     "reject_non_fqdn_recipient",
     "reject_non_fqdn_sender",
     "reject_unauth_pipelining",
@@ -158,6 +163,7 @@ pub fn named<T>(name: &str) -> Option<Named<T>> {
         "defer_unauth_destination" => R::DeferUnauthDestination,
         "permit_auth_destination" => R::PermitAuthDestination,
         "reject_unlisted_recipient" => R::RejectUnlistedRecipient,
+        "reject_unverified_recipient" => R::RejectUnverifiedRecipient,
         "reject_non_fqdn_recipient" => R::RejectNonFqdnRecipient,
         "reject_non_fqdn_sender" => R::RejectNonFqdnSender,
         "reject_unauth_pipelining" => R::RejectUnauthPipelining,
@@ -210,6 +216,7 @@ impl<T> Restriction<T> {
             R::DeferUnauthDestination => R::DeferUnauthDestination,
             R::PermitAuthDestination => R::PermitAuthDestination,
             R::RejectUnlistedRecipient => R::RejectUnlistedRecipient,
+            R::RejectUnverifiedRecipient => R::RejectUnverifiedRecipient,
             R::RejectNonFqdnRecipient => R::RejectNonFqdnRecipient,
             R::RejectNonFqdnSender => R::RejectNonFqdnSender,
             R::RejectUnauthPipelining => R::RejectUnauthPipelining,
@@ -248,7 +255,6 @@ impl<T> Restriction<T> {
 const UNSUPPORTED_SIMPLE: &[&str] = &[
     "reject_unknown_recipient_domain",
     "reject_unverified_sender",
-    "reject_unverified_recipient",
     "reject_unlisted_sender",
     "reject_sender_login_mismatch",
     "reject_authenticated_sender_login_mismatch",

@@ -54,6 +54,9 @@ const MAX_SPREAD: Duration = Duration::from_secs(5);
 const BREAKER_HOLD_MS: UnixMillis = 60_000;
 
 mod idle;
+mod probe;
+
+pub use self::probe::{Busy, Probed};
 
 /// Some recipients of one claimed message, for one backend.
 #[derive(Debug)]

@@ -14,6 +14,9 @@
 //! - [`inflight`] keeps a claimed message's results until the last is in;
 //!   [`record`] judges them (retry with backoff, bounce, expire) and writes
 //!   them with their notices.
+//! - [`verify`] answers the SMTP server's recipient verification
+//!   (`reject_unverified_recipient`): the queue's cache, or a probe through
+//!   the recipient's backend and its gate.
 //! - [`bounce`] builds delivery status notifications; [`nexthop`] resolves
 //!   next hops; [`result_line`] formats the Postfix-style result lines; [`backoff`] and
 //!   [`settings`] are the plain policy and configuration.
@@ -36,6 +39,7 @@ pub mod registry;
 pub mod result_line;
 pub mod scheduler;
 pub mod settings;
+pub mod verify;
 
 use std::fmt;
 use std::sync::Arc;

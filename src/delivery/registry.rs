@@ -244,6 +244,12 @@ impl Handle {
         })
     }
 
+    /// The registry and the context, for the services built over them
+    /// (the recipient verifier).
+    pub(super) fn parts(&self) -> (Arc<Registry>, Arc<Context>) {
+        (Arc::clone(&self.registry), Arc::clone(&self.ctx))
+    }
+
     /// Messages recorded since start.
     pub fn recorded(&self) -> u64 {
         self.ctx.recorded()

@@ -281,6 +281,9 @@ impl Running {
         let bound_addrs: Vec<SocketAddr> =
             bound.smtp.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
         delivery_handle.listening_on(&bound_addrs);
+        // reject_unverified_recipient asks delivery, which knows the routes
+        // and the backends' gates; every listener shares one verifier.
+        let verifier = crate::delivery::verify::AddressVerifier::start(&delivery_handle);
 
         let mut inbound: Vec<(String, Arc<smtp::Inbound>)> = Vec::new();
         // One set of milter breakers for every listener.
@@ -304,6 +307,7 @@ impl Running {
                         Arc::clone(&milters),
                         Some(authenticator.clone()),
                     );
+                    ib.set_verifier(Arc::clone(&verifier));
                     inbound.push((name.clone(), ib.clone()));
                     ib
                 }

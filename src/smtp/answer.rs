@@ -1,10 +1,12 @@
 //! The restriction questions: the decisions of `policy/` are pure, and
 //! when one needs something the session does not know yet (a policy
-//! server's action, a DNS blocklist listing, whether a host name exists)
+//! server's action, a DNS blocklist listing, whether a host name exists,
+//! what a recipient's mailbox server says of it)
 //! it asks a [`Question`](Question). This module finds the
 //! answer ([`Session::answer`]: the policy client call with Postfix's
 //! attributes, the DNS lookup within `sluice_peername_lookup_timeout`, or
-//! a directory table's lookup within the table's timeout)
+//! a directory table's lookup within the table's timeout, the recipient
+//! verifier's verdict)
 //! and runs the `DATA` decision ([`Session::data_refusal`]); `rcpt.rs`
 //! runs the `RCPT` one the same way.
 //!
@@ -19,6 +21,7 @@ use super::session::Session;
 use super::state::Transaction;
 use crate::config::PolicyService;
 use crate::reply::{Reply, Status};
+use crate::verify::Verdict;
 
 /// The most questions one restriction decision may ask (see
 /// [`Session::answer`]); far more than any restriction list has.
@@ -89,6 +92,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // A failure is never "not found": the client is told to try
             // again (Postfix's "Temporary lookup failure"); the table has
             // logged what failed and for which key.
+            // The recipient's own backend, through its gate and the
+            // verification cache, within address_verify_poll_count x
+            // address_verify_poll_delay; the policy turns the verdict into
+            // a reply. A listener without a verifier cannot verify now.
+            Question::Verify(address) => {
+                let verdict = match self.inbound.verifier() {
+                    Some(v) => v.verify(&address).await,
+                    None => Verdict::Tempfail("address verification is not available".into()),
+                };
+                answers.verified.push((address, verdict));
+            }
             Question::Lookup(query) => match query.ask().await {
                 Ok(answer) => answers.tables.insert(&query, answer),
                 Err(_) => {

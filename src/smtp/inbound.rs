@@ -19,7 +19,8 @@
 //! while, so the clients that hold slots without sending mail give them
 //! up sooner.
 //!
-//! And the listener's milters with their breakers.
+//! And the listener's milters with their breakers, and the recipient
+//! verifier delivery provides (`reject_unverified_recipient`).
 //!
 //! Below the session and the accept loop, which both hold it; never parses
 //! SMTP and never accepts connections itself.
@@ -28,7 +29,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -45,6 +46,7 @@ use super::settings::Settings;
 use crate::auth::Authenticator;
 use crate::milter::{Milter, Registry};
 use crate::resolver::Resolver;
+use crate::verify::Verifier;
 
 /// What a listener's sessions share. Create one per listener with
 /// [`Inbound::new`]; [`Inbound::reload`] applies new settings to new
@@ -68,6 +70,10 @@ pub struct Inbound {
     /// Runs the sender authentication checks; `None` runs none (forged
     /// Authentication-Results headers are still removed).
     authenticator: Option<Authenticator>,
+    /// Verifies recipients for `reject_unverified_recipient` (delivery's,
+    /// set by the daemon once delivery runs); unset, such recipients get
+    /// the tempfail action.
+    verifier: OnceLock<Arc<dyn Verifier>>,
 }
 
 /// The rate limiters built from one set of settings.
@@ -155,7 +161,19 @@ impl Inbound {
             resolver,
             stress: Mutex::new(Stress::default()),
             authenticator,
+            verifier: OnceLock::new(),
         })
+    }
+
+    /// Hands the listener the recipient verifier (once; a second call is
+    /// ignored, the first verifier stays).
+    pub fn set_verifier(&self, verifier: Arc<dyn Verifier>) {
+        let _ = self.verifier.set(verifier);
+    }
+
+    /// The recipient verifier, when the daemon gave one.
+    pub(crate) fn verifier(&self) -> Option<&Arc<dyn Verifier>> {
+        self.verifier.get()
     }
 
     /// The settings for a session that starts at `now`, just after it took

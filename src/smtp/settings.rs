@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::content::BareNewline;
-use super::policy::{AccessTable, Lookups, Networks, Policy, PolicyError, Restriction};
+use super::policy::{
+    AccessTable, Lookups, Networks, Policy, PolicyError, Restriction, TempfailAction, VerifyReplies,
+};
 use super::tls::{self, TlsError};
 use crate::config::{self, Config, Known, LookupError, Maps, MilterSpec, SmtpdService};
 use crate::milter::MacroLists;
@@ -370,6 +372,12 @@ impl Settings {
             rbl_reject_code: count("maps_rbl_reject_code") as u16,
             unknown_address_reject_code: count("unknown_address_reject_code") as u16,
             nullmx_reject_code: count("nullmx_reject_code") as u16,
+            verify: VerifyReplies {
+                reject_code: count("unverified_recipient_reject_code") as u16,
+                defer_code: count("unverified_recipient_defer_code") as u16,
+                tempfail_action: TempfailAction::parse(c.string("unverified_recipient_tempfail_action")),
+                reject_reason: c.string("unverified_recipient_reject_reason").to_owned(),
+            },
             lookups: Arc::new(ConfigLookups { config: Arc::clone(config) }),
         };
         policy.validate()?;

@@ -15,12 +15,14 @@
 
 mod connection;
 mod handshake;
+mod probe;
 pub mod reader;
 pub mod tls;
 pub mod wire;
 
 pub use self::connection::Connection;
 pub use self::handshake::{open, open_with};
+pub use self::probe::ProbeAnswer;
 
 use std::fmt;
 use std::time::Duration;

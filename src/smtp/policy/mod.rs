@@ -19,6 +19,7 @@
 
 mod access;
 mod request;
+mod verify;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use self::access::{
     client_keys, parse_restrictions,
 };
 pub use self::request::{Answers, Decision, DomainStatus, NO_ANSWERS, Question, Request};
+pub use self::verify::{TempfailAction, VerifyReplies};
 use super::naming::{Client, Listing, NameStatus, UNKNOWN, valid_hostname};
 use crate::config::{Known, LookupError, RhsblName};
 use crate::reply::{Reply, Status};
@@ -66,6 +68,8 @@ pub struct Policy {
     pub unknown_address_reject_code: u16,
     /// `nullmx_reject_code`: a sender domain with a null MX.
     pub nullmx_reject_code: u16,
+    /// `unverified_recipient_*`: `reject_unverified_recipient`'s replies.
+    pub verify: VerifyReplies,
     /// The tables.
     pub lookups: Arc<dyn Lookups>,
 }
@@ -97,6 +101,7 @@ impl Default for Policy {
             rbl_reject_code: 554,
             unknown_address_reject_code: 450,
             nullmx_reject_code: 556,
+            verify: VerifyReplies::default(),
             lookups: Arc::new(StaticLookups::default()),
         }
     }
@@ -334,6 +339,7 @@ impl Policy {
                     Step::Refuse(Reply::new(454, Status(4, 7, 1), format!("<{rcpt}>: Relay access denied")))
                 }),
                 Restriction::RejectUnlistedRecipient => self.unlisted(rcpt, known)?.map(Step::Refuse),
+                Restriction::RejectUnverifiedRecipient => self.unverified(req, pending),
                 Restriction::RejectNonFqdnRecipient => (!is_fqdn_address(rcpt)).then(|| {
                     Step::Refuse(Reply::new(
                         self.non_fqdn_reject_code,

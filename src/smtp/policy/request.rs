@@ -10,6 +10,7 @@
 use super::super::naming::{Client, Listing};
 use crate::config::{Known, PolicyService, Query};
 use crate::reply::Reply;
+use crate::verify::Verdict;
 
 /// Everything a recipient decision looks at.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +48,9 @@ pub enum Question {
     /// relay_domains, relay_recipient_maps and `check_*_access` tables
     /// reach their keys one at a time and ask for each they lack.
     Lookup(Query),
+    /// What the recipient's own mailbox server says of this address
+    /// (`reject_unverified_recipient`): a probe, or the cached answer.
+    Verify(String),
 }
 
 impl Question {
@@ -68,16 +72,23 @@ pub struct Answers {
     pub hosts: Vec<(String, DomainStatus)>,
     /// What directory tables answered ([`Question::Lookup`]).
     pub tables: Known,
+    /// (address, verification verdict) ([`Question::Verify`]).
+    pub verified: Vec<(String, Verdict)>,
 }
 
 /// No answers: for a decision asked outside a session.
-pub static NO_ANSWERS: Answers =
-    Answers { policy: Vec::new(), listings: Vec::new(), hosts: Vec::new(), tables: Known::EMPTY };
+pub static NO_ANSWERS: Answers = Answers {
+    policy: Vec::new(),
+    listings: Vec::new(),
+    hosts: Vec::new(),
+    tables: Known::EMPTY,
+    verified: Vec::new(),
+};
 
 impl Answers {
     /// How many questions were answered.
     pub fn len(&self) -> usize {
-        self.policy.len() + self.listings.len() + self.hosts.len() + self.tables.len()
+        self.policy.len() + self.listings.len() + self.hosts.len() + self.tables.len() + self.verified.len()
     }
 
     /// True when nothing was asked.
@@ -91,6 +102,10 @@ impl Answers {
 
     pub(super) fn listing(&self, query: &str) -> Option<&Listing> {
         self.listings.iter().find(|(q, _)| q == query).map(|(_, l)| l)
+    }
+
+    pub(super) fn verdict(&self, address: &str) -> Option<&Verdict> {
+        self.verified.iter().find(|(a, _)| a == address).map(|(_, v)| v)
     }
 
     pub(super) fn host(&self, name: &str) -> Option<DomainStatus> {

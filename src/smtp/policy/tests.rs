@@ -394,3 +394,46 @@ fn unknown_client_names_are_refused_permanently_or_for_now() {
     // Unknown as an address-only client is: no lookup, a certain "no".
     assert_eq!(reply(p.check_recipient(Client::unknown(addr), rcpt)), format!("550 5.7.25 {hostname}"));
 }
+
+#[test]
+fn unverified_recipients_get_postfix_codes_and_tempfail_actions() {
+    use crate::verify::Verdict;
+    let mut p = policy("reject_unauth_destination", "reject_unverified_recipient");
+    p.verify.reject_code = 550;
+    let rcpt = "user@relay.example";
+    let with = |p: &Policy, v: Option<Verdict>| {
+        let answers = Answers {
+            verified: v.map(|v| vec![(rcpt.to_owned(), v)]).unwrap_or_default(),
+            ..Answers::default()
+        };
+        let r = Request { answers: &answers, ..req(OUTSIDE, None, "", rcpt) };
+        reply(p.check(&r))
+    };
+    assert_eq!(with(&p, None), "ask Verify(\"user@relay.example\")");
+    assert_eq!(with(&p, Some(Verdict::Deliverable)), "accept");
+    assert_eq!(
+        with(&p, Some(Verdict::Undeliverable("host x said: 550 5.1.1 no".into()))),
+        "550 5.1.1 <user@relay.example>: Recipient address rejected: undeliverable address: host x said: 550 5.1.1 no"
+    );
+    assert_eq!(
+        with(&p, Some(Verdict::Unverified("host x said: 451 4.3.0 later".into()))),
+        "450 4.1.1 <user@relay.example>: Recipient address rejected: unverified address: host x said: 451 4.3.0 later"
+    );
+    let busy = || Some(Verdict::Tempfail("backend lmtp:x is paused".into()));
+    let deferred = "450 4.1.1 <user@relay.example>: Recipient address rejected: unverified address: backend lmtp:x is paused";
+    assert_eq!(with(&p, busy()), deferred);
+    p.verify.tempfail_action = TempfailAction::DeferIfReject;
+    assert_eq!(with(&p, busy()), "accept");
+    p.verify.tempfail_action = TempfailAction::Reject;
+    assert!(with(&p, busy()).starts_with("550 5.1.1 "));
+    // A later rejection wins over defer_if_permit.
+    p.verify.tempfail_action = TempfailAction::DeferIfPermit;
+    p.recipient.push(Restriction::Reject);
+    assert!(with(&p, busy()).starts_with("554 5.7.1 "));
+    p.verify.reject_reason = "no such user here".into();
+    p.recipient.pop();
+    assert_eq!(
+        with(&p, Some(Verdict::Undeliverable("x".into()))),
+        "550 5.1.1 <user@relay.example>: Recipient address rejected: no such user here"
+    );
+}

@@ -41,10 +41,20 @@ pub(crate) enum DecodeError {
     Range(&'static str),
     #[error("{0} trailing bytes")]
     Trailing(usize),
+    /// A v2 envelope none of whose recipients has an original address:
+    /// this codec writes v1 for it, so the value was not written by it.
+    #[error("v2 envelope without an original recipient")]
+    NeedlessV2,
 }
 
-/// The format version this release writes (and the only one it reads).
+/// The first format version: recipients without an original address.
+/// Still written for envelopes that have none (most mail), so an older
+/// release can read them after a downgrade, and always read.
 const V1: u8 = 1;
+/// V1 plus, per recipient after its ORCPT, the original recipient of a
+/// virtual alias expansion (optional string). Written only when some
+/// recipient has one.
+const V2: u8 = 2;
 
 /// What `envelopes` stores for one message: the envelope plus where it sits
 /// in the queue.
@@ -121,6 +131,7 @@ impl Writer {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    version: u8,
 }
 
 impl<'a> Reader<'a> {
@@ -128,8 +139,16 @@ impl<'a> Reader<'a> {
     fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
         match buf.first() {
             None => Err(DecodeError::Empty),
-            Some(&V1) => Ok(Reader { buf, pos: 1 }),
+            Some(&V1) => Ok(Reader { buf, pos: 1, version: V1 }),
             Some(&v) => Err(DecodeError::Version(v)),
+        }
+    }
+
+    /// As [`Reader::new`] for an envelope record, which also has a v2.
+    fn envelope(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        match buf.first() {
+            Some(&V2) => Ok(Reader { buf, pos: 1, version: V2 }),
+            _ => Reader::new(buf),
         }
     }
 
@@ -230,15 +249,18 @@ const FLAG_NOTIFICATION: u8 = 8;
 /// attempts, state tag): bounds the recipient count a value can claim.
 const MIN_RECIPIENT_LEN: usize = 4;
 
-/// Encodes an envelope record (format v1).
+/// Encodes an envelope record (format v1, or v2 when a recipient has an
+/// original address).
 ///
 /// Layout: version, due, chunks, arrival, size, sender, recipients (count,
-/// then address, ORCPT, NOTIFY flags, attempts, state), client (address tag
+/// then address, ORCPT, in v2 the original recipient, NOTIFY flags,
+/// attempts, state), client (address tag
 /// 0/4/6 + octets, name, HELO, protocol), declared SIZE, BODY, RET, flags
 /// (SMTPUTF8, held, delay warned, notification), ENVID.
 pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
     let e = &r.envelope;
-    let mut w = Writer::new(V1, 96 + e.sender.len() + e.recipients.len() * 48);
+    let version = if e.recipients.iter().any(|r| r.original.is_some()) { V2 } else { V1 };
+    let mut w = Writer::new(version, 96 + e.sender.len() + e.recipients.len() * 48);
     w.varint(r.due);
     w.varint(u64::from(r.chunks));
     w.varint(e.arrival);
@@ -248,6 +270,9 @@ pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
     for rc in &e.recipients {
         w.str(&rc.address);
         w.opt_str(rc.orcpt.as_deref());
+        if version == V2 {
+            w.opt_str(rc.original.as_deref());
+        }
         let n = &rc.notify;
         let mut f = 0;
         for (set, bit) in [
@@ -326,7 +351,7 @@ pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
 
 /// Decodes an envelope record; never panics.
 pub(crate) fn decode_record(buf: &[u8]) -> Result<Record, DecodeError> {
-    let mut r = Reader::new(buf)?;
+    let mut r = Reader::envelope(buf)?;
     let due = r.varint()?;
     let chunks = r.u32("chunk count")?;
     let arrival = r.varint()?;
@@ -340,6 +365,7 @@ pub(crate) fn decode_record(buf: &[u8]) -> Result<Record, DecodeError> {
     for _ in 0..n {
         let address = r.str("recipient")?;
         let orcpt = r.opt_str("orcpt")?;
+        let original = if r.version == V2 { r.opt_str("original recipient")? } else { None };
         let f = r.u8()?;
         if f & !(NOTIFY_SPECIFIED | NOTIFY_NEVER | NOTIFY_SUCCESS | NOTIFY_FAILURE | NOTIFY_DELAY) != 0 {
             return Err(DecodeError::Tag { field: "notify", tag: f });
@@ -368,7 +394,10 @@ pub(crate) fn decode_record(buf: &[u8]) -> Result<Record, DecodeError> {
             }
             tag => return Err(DecodeError::Tag { field: "recipient state", tag }),
         };
-        recipients.push(Recipient { address, orcpt, notify, state, attempts });
+        recipients.push(Recipient { address, orcpt, original, notify, state, attempts });
+    }
+    if r.version == V2 && recipients.iter().all(|rc| rc.original.is_none()) {
+        return Err(DecodeError::NeedlessV2);
     }
     let addr = match r.u8()? {
         0 => None,

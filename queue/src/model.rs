@@ -172,8 +172,15 @@ impl RcptState {
 pub struct Recipient {
     /// The address as given in `RCPT TO` (without angle brackets).
     pub address: String,
-    /// `ORCPT=` as given (`addr-type;xtext`), if any.
+    /// `ORCPT=` as given (`addr-type;xtext`), if any. For a recipient
+    /// that virtual alias expansion produced without a client `ORCPT`, the
+    /// original recipient as `rfc822;address`, as Postfix's cleanup sets
+    /// it, so DSNs carry `Original-Recipient:`.
     pub orcpt: Option<String>,
+    /// The address the client named in `RCPT TO` when this recipient is
+    /// the result of virtual alias expansion (Postfix's `orig_rcpt`, logged
+    /// as `orig_to=`); `None` when it is the address itself.
+    pub original: Option<String>,
     pub notify: Notify,
     pub state: RcptState,
     /// Delivery attempts that reached a verdict from the next hop (time spent
@@ -187,6 +194,7 @@ impl Recipient {
         Recipient {
             address: address.into(),
             orcpt: None,
+            original: None,
             notify: Notify::default(),
             state: RcptState::Pending,
             attempts: 0,

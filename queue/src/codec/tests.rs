@@ -22,15 +22,22 @@ fn state() -> impl Strategy<Value = RcptState> {
 }
 
 fn recipient() -> impl Strategy<Value = Recipient> {
-    (text(), proptest::option::of(text()), any::<[bool; 5]>(), state(), any::<u32>()).prop_map(
-        |(address, orcpt, n, state, attempts)| Recipient {
+    (
+        text(),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+        any::<[bool; 5]>(),
+        state(),
+        any::<u32>(),
+    )
+        .prop_map(|(address, orcpt, original, n, state, attempts)| Recipient {
             address,
             orcpt,
+            original,
             notify: Notify { specified: n[0], never: n[1], success: n[2], failure: n[3], delay: n[4] },
             state,
             attempts,
-        },
-    )
+        })
 }
 
 fn addr() -> impl Strategy<Value = Option<IpAddr>> {
@@ -170,7 +177,8 @@ proptest! {
 #[test]
 fn version_byte_is_checked() {
     assert_eq!(decode_record(&[]), Err(DecodeError::Empty));
-    assert_eq!(decode_record(&[2, 0]), Err(DecodeError::Version(2)));
+    assert_eq!(decode_record(&[3, 0]), Err(DecodeError::Version(3)));
+    assert_eq!(decode_backend(&[V2, 0]), Err(DecodeError::Version(V2)));
     assert_eq!(decode_counters(&[0]), Err(DecodeError::Version(0)));
 }
 
@@ -193,4 +201,55 @@ fn varint_edges_round_trip() {
     for v in [0, 1, 127, 128, 255, 16_383, 16_384, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
         assert_eq!(decode_due(&encode_due(v)), Ok(v));
     }
+}
+
+/// A v1 envelope as an earlier release wrote it (bytes fixed here, not
+/// produced by today's encoder) still decodes, its recipients without an
+/// original address; and it re-encodes to the same bytes, so a release
+/// that never expands an alias keeps writing what older ones read.
+#[test]
+fn v1_envelope_written_before_originals_decodes() {
+    #[rustfmt::skip]
+    let v1: Vec<u8> = vec![
+        V1, 5, 1, 10, 20,           // due, chunks, arrival, size
+        3, b'a', b'@', b'b',        // sender
+        1,                          // one recipient
+        3, b'c', b'@', b'd',        // address
+        1, 3, b'r', b';', b'x',     // ORCPT
+        NOTIFY_SPECIFIED | NOTIFY_FAILURE, 2, 0, // notify, attempts, pending
+        4, 127, 0, 0, 1,            // client address
+        1, b'n', 1, b'h', 4, b'E', b'S', b'M', b'T', // name, helo, protocol
+        0, 0, 0, 0, 0,              // size, body, ret, flags, envid
+    ];
+    let r = decode_record(&v1).expect("v1 decodes");
+    let rc = &r.envelope.recipients[0];
+    assert_eq!(rc.address, "c@d");
+    assert_eq!(rc.orcpt.as_deref(), Some("r;x"));
+    assert_eq!(rc.original, None);
+    assert!(rc.notify.failure && rc.notify.specified && !rc.notify.success);
+    assert_eq!((rc.attempts, r.due, r.chunks, r.envelope.sender.as_str()), (2, 5, 1, "a@b"));
+    assert_eq!(encode_record(&r), v1);
+}
+
+/// An expanded recipient keeps its original address through the codec,
+/// written as v2; a v2 value with no original anywhere is refused.
+#[test]
+fn original_recipient_round_trips_as_v2() {
+    let mut e = Envelope { sender: "s@x".into(), ..Envelope::default() };
+    let mut a = Recipient::new("target@example.test");
+    a.original = Some("alias@example.test".into());
+    a.orcpt = Some("rfc822;alias@example.test".into());
+    e.recipients = vec![Recipient::new("plain@example.test"), a];
+    let rec = Record { envelope: e, due: 7, chunks: 2 };
+    let bytes = encode_record(&rec);
+    assert_eq!(bytes[0], V2);
+    assert_eq!(decode_record(&bytes), Ok(rec.clone()));
+    let mut plain = rec;
+    plain.envelope.recipients[1].original = None;
+    let mut forged = encode_record(&plain);
+    assert_eq!(forged[0], V1);
+    forged[0] = V2;
+    // The same bytes under v2 grow an original field per recipient; a
+    // truncation or a needless v2 is refused, never misread.
+    assert!(decode_record(&forged).is_err());
 }

@@ -239,7 +239,7 @@ impl Maps {
         }
         let how = if feature == "transport_maps" {
             AddressKeys::Transport
-        } else if feature.ends_with("_recipient_maps") {
+        } else if feature.ends_with("_recipient_maps") || feature == "virtual_alias_maps" {
             AddressKeys::Recipient
         } else {
             AddressKeys::Access

@@ -34,6 +34,7 @@
 //! Directory tables (`tables/directory/`) are the one part of `config`
 //! that opens sockets: at lookup time only, never while loading.
 
+mod alias;
 mod error;
 mod expand;
 mod load;
@@ -54,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use alias::AliasError;
 pub use error::{ConfigErrors, Diagnostic, TableError};
 pub use load::machine_addresses;
 pub use lookup::{Known, LookupError, MAX_ASKS, NOTHING_KNOWN, Query, resolve};

@@ -344,6 +344,48 @@ pub static PARAMS: &[Param] = &[
         "Valid recipients in relay_domains (user@domain, or @domain for any); when set, others get 550 at RCPT.",
     ),
     p(
+        "virtual_alias_maps",
+        "",
+        Maps,
+        Relay,
+        "Aliases expanded at RCPT (virtual(5)): an address, user@domain or @domain, maps to one or more addresses; the targets are stored in the envelope and routed.",
+    ),
+    p(
+        "virtual_alias_domains",
+        "$virtual_alias_maps",
+        DomainList,
+        Relay,
+        "Domains whose addresses exist only as aliases: accepted for relay, and an address virtual_alias_maps does not list gets 550 5.1.1 at RCPT.",
+    ),
+    p(
+        "virtual_alias_recursion_limit",
+        "1000",
+        INT1,
+        Relay,
+        "How many times one address may be rewritten by virtual_alias_maps; past it the recipient gets 451 4.6.0 (an alias loop).",
+    ),
+    p(
+        "virtual_alias_expansion_limit",
+        "1000",
+        INT1,
+        Relay,
+        "The most addresses one recipient may expand to through virtual_alias_maps; past it the recipient gets 451 4.6.0.",
+    ),
+    p(
+        "unknown_virtual_alias_reject_code",
+        "550",
+        CODE,
+        Relay,
+        "Reply code for an address in virtual_alias_domains that virtual_alias_maps does not list.",
+    ),
+    p(
+        "propagate_unmatched_extensions",
+        "canonical, virtual",
+        Words(&["canonical", "virtual", "alias", "forward", "include", "generic"]),
+        Relay,
+        "Where an address extension matched through user@domain is carried into the result; sluice applies only virtual (virtual_alias_maps).",
+    ),
+    p(
         "parent_domain_matches_subdomains",
         "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains,smtpd_access_maps",
         List,
@@ -1807,7 +1849,7 @@ static REASONS: &[(&[&str], &str)] = &[
     ),
     (
         &["virtual_", "unknown_virtual_"],
-        "sluice has no virtual alias or mailbox domains: use relay_domains, relay_recipient_maps and transport_maps",
+        "sluice has no virtual mailbox domains: use relay_domains, relay_recipient_maps and transport_maps (virtual_alias_maps and virtual_alias_domains are supported)",
     ),
     (
         &[
@@ -1821,7 +1863,6 @@ static REASONS: &[(&[&str], &str)] = &[
             "allow_percent_hack",
             "remote_header_rewrite_domain",
             "local_header_rewrite_clients",
-            "propagate_unmatched_extensions",
             "resolve_",
             "enable_original_recipient",
             "empty_address_recipient",

@@ -104,6 +104,17 @@ pub trait Lookups: Send + Sync + fmt::Debug {
     /// `relay_recipient_maps`: `None` when the parameter is empty (every
     /// address in a relay domain is valid), else whether `address` is listed.
     fn relay_recipient(&self, address: &str, known: &Known) -> Result<Option<bool>, LookupError>;
+    /// `virtual_alias_maps` has an entry for `address` (see
+    /// `config::Config::is_virtual_alias_in`). None by default.
+    fn is_virtual_alias(&self, _address: &str, _known: &Known) -> Result<bool, LookupError> {
+        Ok(false)
+    }
+    /// When `domain` is one of `virtual_alias_domains`: the reply code for
+    /// an address in it that is no alias (`unknown_virtual_alias_reject_code`).
+    /// None by default.
+    fn virtual_alias_domain(&self, _domain: &str, _known: &Known) -> Result<Option<u16>, LookupError> {
+        Ok(None)
+    }
 }
 
 /// Lookups over in-memory data, for tools and tests without a

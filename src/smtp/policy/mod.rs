@@ -19,6 +19,7 @@
 
 mod access;
 mod request;
+mod unlisted;
 mod verify;
 
 use std::net::IpAddr;
@@ -31,7 +32,7 @@ pub use self::access::{
 pub use self::request::{Answers, Decision, DomainStatus, NO_ANSWERS, Question, Request};
 pub use self::verify::{TempfailAction, VerifyReplies};
 use super::naming::{Client, Listing, NameStatus, UNKNOWN, valid_hostname};
-use crate::config::{Known, LookupError, RhsblName};
+use crate::config::{LookupError, RhsblName};
 use crate::reply::{Reply, Status};
 
 /// The restriction lists and what they consult.
@@ -518,35 +519,6 @@ impl Policy {
                 listing.reason_suffix()
             ),
         ))
-    }
-
-    /// True when sluice relays for the recipient's domain: one of
-    /// `relay_domains`, and no sender-specified routing in the local part
-    /// (`user%other@domain`, `user!other@domain`), which a downstream
-    /// server might honour and so turn us into an open relay.
-    fn authorized(&self, rcpt: &str, known: &Known) -> Result<bool, LookupError> {
-        let Some((local, domain)) = rcpt.rsplit_once('@') else { return Ok(false) };
-        if domain.is_empty() || local.contains(['%', '!', '@']) {
-            return Ok(false);
-        }
-        self.lookups.is_relay_domain(domain, known)
-    }
-
-    /// The `reject_unlisted_recipient` verdict: a reply when the address is
-    /// in a relay domain and `relay_recipient_maps` does not list it.
-    fn unlisted(&self, rcpt: &str, known: &Known) -> Result<Option<Reply>, LookupError> {
-        let Some((_, domain)) = rcpt.rsplit_once('@') else { return Ok(None) };
-        if !self.lookups.is_relay_domain(domain, known)? {
-            return Ok(None);
-        }
-        Ok(match self.lookups.relay_recipient(rcpt, known)? {
-            Some(false) => Some(Reply::new(
-                550,
-                Status(5, 1, 1),
-                format!("<{rcpt}>: Recipient address rejected: User unknown in relay recipient table"),
-            )),
-            _ => None,
-        })
     }
 }
 

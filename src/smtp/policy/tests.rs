@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::*;
+use crate::config::Known;
 use crate::smtp::naming::{NameStatus, Naming};
 
 fn words(s: &str) -> Vec<String> {

@@ -8,6 +8,11 @@
 //! result on stdout. Keys from stdin: `key<TAB>result` for each found.
 //! Exit status 0 when something was found, 1 when nothing was, 2 when a
 //! lookup failed or the table cannot be opened.
+//!
+//! `sluice config query virtual_alias_maps ADDRESS` (the parameter's name
+//! in place of a table) shows what RCPT would store for ADDRESS: its whole
+//! virtual alias expansion (recursion, catch-all, extensions, limits), the
+//! final addresses comma-separated as postmap prints a value.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -37,6 +42,9 @@ pub fn run_to(
             Config::from_texts(config_dir, "", "").map_err(|e| anyhow::anyhow!("{e}"))?.config
         }
     };
+    if table == "virtual_alias_maps" && key != "-" {
+        return expand_alias(&config, key, out, err);
+    }
     let t = match config.open_table(table) {
         Ok(t) => t,
         Err(e) => {
@@ -68,4 +76,26 @@ pub fn run_to(
         }
     }
     Ok(if found { 0 } else { 1 })
+}
+
+/// The virtual alias expansion of `address` under `config`.
+fn expand_alias(
+    config: &Config,
+    address: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut known = crate::config::Known::default();
+    match rt.block_on(config.expand_virtual_alias(address, &mut known)) {
+        Ok(Some(targets)) => {
+            writeln!(out, "{}", targets.join(","))?;
+            Ok(0)
+        }
+        Ok(None) => Ok(1),
+        Err(e) => {
+            writeln!(err, "sluice: error: virtual_alias_maps: {address}: {e}")?;
+            Ok(2)
+        }
+    }
 }

@@ -148,6 +148,7 @@ impl InFlight {
             queue_id: self.id(),
             to: &r.address,
             orcpt: r.orcpt.as_deref(),
+            original: r.original.as_deref(),
             relay,
             delay: Duration::from_millis(now.saturating_sub(env.arrival)),
             delays: [

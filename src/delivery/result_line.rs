@@ -90,6 +90,10 @@ pub struct ResultLine<'a> {
     pub to: &'a str,
     /// The original recipient (`ORCPT`), logged when it differs from `to`.
     pub orcpt: Option<&'a str>,
+    /// The address the client named when `to` came from virtual alias
+    /// expansion (Postfix's orig_rcpt): logged as `orig_to=` in preference
+    /// to the ORCPT.
+    pub original: Option<&'a str>,
     /// `host[addr]:port`, or `none` when no connection was made.
     pub relay: &'a str,
     /// Since arrival.
@@ -150,7 +154,7 @@ impl ResultLine<'_> {
     /// The line, without the program prefix.
     pub fn format(&self) -> String {
         let mut s = format!("{}: to=<{}>", self.queue_id, self.to);
-        if let Some(orig) = self.orcpt.and_then(orcpt_address)
+        if let Some(orig) = self.original.map(str::to_owned).or_else(|| self.orcpt.and_then(orcpt_address))
             && !orig.eq_ignore_ascii_case(self.to)
         {
             s.push_str(&format!(", orig_to=<{orig}>"));
@@ -205,6 +209,7 @@ mod tests {
             queue_id: id,
             to: "u@example.test",
             orcpt: Some("rfc822;alias@example.test"),
+            original: None,
             relay: "mbx1[127.0.0.1]:24",
             delay: Duration::from_millis(120),
             delays: [
@@ -226,6 +231,10 @@ mod tests {
         );
         let same = ResultLine { orcpt: Some("rfc822;U@example.test"), ..line.clone() };
         assert!(!same.format().contains("orig_to"));
+        // An alias target logs the address the client named, not its ORCPT.
+        let alias =
+            ResultLine { orcpt: Some("rfc822;other@x.test"), original: Some("team@example.test"), ..line };
+        assert!(alias.format().contains(", orig_to=<team@example.test>,"));
     }
 
     #[test]

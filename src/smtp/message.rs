@@ -147,7 +147,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let Transaction::Mail(m) = &mut self.tx else { return };
         let id = m.draft.as_ref().map(|d| d.id().to_string()).unwrap_or_default();
-        let for_rcpt = if m.rcpts.len() == 1 { Some(m.rcpts[0].address.clone()) } else { None };
+        // `for <address>` names what the client sent to when it named one
+        // recipient, as Postfix's smtpd does: an alias, not its targets.
+        let named = |r: &sluice_queue::Recipient| r.original.clone().unwrap_or_else(|| r.address.clone());
+        let for_rcpt = match m.rcpts.first().map(named) {
+            Some(first) if m.rcpts.iter().all(|r| named(r).eq_ignore_ascii_case(&first)) => Some(first),
+            _ => None,
+        };
         let header = content::received_header(&content::Trace {
             helo: &helo,
             client_name: &peer.name,

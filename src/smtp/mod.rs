@@ -15,6 +15,7 @@
 //! - The stages, one file per SMTP command over one session (as Stalwart
 //!   does): `ehlo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`,
 //!   `starttls.rs`, `housekeeping.rs` (RSET, NOOP, QUIT, VRFY, HELP);
+//!   `alias.rs`, the virtual alias expansion of an accepted recipient;
 //!   `message.rs`, the message from its first byte to the
 //!   queue commit (begin, feed, finish, the content verdicts); `answer.rs`,
 //!   the restriction questions (policy servers, DNS) and the `DATA`
@@ -55,6 +56,7 @@
 //! front of the (possibly replaced) body by the commit itself, so the
 //! `250` still means the edited message is on disk.
 
+mod alias;
 mod answer;
 mod bdat;
 mod command;

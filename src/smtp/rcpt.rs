@@ -2,7 +2,8 @@
 //! (`452 4.5.3 Error: too many recipients`), the relay and recipient
 //! restrictions (decided by `policy/`, logged here as Postfix logs them),
 //! then an SPF refusal when configured (`sender_auth.rs`),
-//! and the DSN parameters `NOTIFY` and `ORCPT`, kept in the envelope.
+//! and the DSN parameters `NOTIFY` and `ORCPT`, kept in the envelope; an
+//! accepted recipient is stored as its virtual alias expansion (`alias.rs`).
 //!
 //! The queue draft is opened at the first accepted recipient; that is when
 //! the message gets its queue ID and the `client=` line is logged.
@@ -58,6 +59,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return Flow::Close;
                     }
                 }
+                // Virtual aliases (alias.rs): the targets are what is stored.
+                let rcpts = match self.expand_alias(rcpt, &mut answers).await {
+                    Ok(rcpts) => rcpts,
+                    Err(r) => {
+                        self.counts.add("rcpt", false);
+                        self.log_reject("RCPT", &r, Some(&address));
+                        self.reply(&r);
+                        return Flow::Continue;
+                    }
+                };
                 let peer = self.peer.to_string();
                 let queue = self.inbound.queue().clone();
                 // With milters the header section stays out of the draft
@@ -73,9 +84,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         info!("{}: client={peer}", draft.id());
                         m.draft = Some(draft);
                     }
-                    // A repeated recipient is accepted but stored once.
-                    if !m.rcpts.iter().any(|r| r.address.eq_ignore_ascii_case(&rcpt.address)) {
-                        m.rcpts.push(rcpt);
+                    // A repeated recipient (or alias target) is accepted
+                    // but stored once.
+                    for rcpt in rcpts {
+                        if !m.rcpts.iter().any(|r| r.address.eq_ignore_ascii_case(&rcpt.address)) {
+                            m.rcpts.push(rcpt);
+                        }
                     }
                     for h in prepend {
                         if !m.prepend.contains(&h) {

@@ -83,6 +83,9 @@ pub struct Settings {
     pub header_checks: crate::config::Maps,
     /// `body_checks`: patterns over each body line.
     pub body_checks: crate::config::Maps,
+    /// The configuration whose `virtual_alias_maps` expand recipients at
+    /// `RCPT` (`alias.rs`); `None` when it names no table.
+    pub aliases: Option<Arc<Config>>,
     /// `body_checks_size_limit`: how much of the body they see.
     pub body_checks_size_limit: usize,
     /// `line_length_limit`: body lines longer than this are checked in
@@ -294,6 +297,7 @@ impl Default for Settings {
             service: "smtp".to_owned(),
             accept_limits: sluice_queue::AcceptLimits::default(),
             milters: MilterSettings::default(),
+            aliases: None,
         }
     }
 }
@@ -496,6 +500,7 @@ impl Settings {
             service: c.string("service_name").to_owned(),
             accept_limits: accept_limits(c),
             milters: MilterSettings::from_config(config),
+            aliases: c.has_virtual_aliases().then(|| Arc::clone(config)),
         })
     }
 }
@@ -565,6 +570,18 @@ impl Lookups for ConfigLookups {
             return Ok(None);
         }
         Ok(Some(maps.lookup_address_in(&self.config, "relay_recipient_maps", address, known)?.is_some()))
+    }
+
+    fn is_virtual_alias(&self, address: &str, known: &Known) -> Result<bool, LookupError> {
+        if !self.config.has_virtual_aliases() {
+            return Ok(false);
+        }
+        self.config.is_virtual_alias_in(address, known)
+    }
+
+    fn virtual_alias_domain(&self, domain: &str, known: &Known) -> Result<Option<u16>, LookupError> {
+        let code = self.config.int("unknown_virtual_alias_reject_code") as u16;
+        Ok(self.config.is_virtual_alias_domain_in(domain, known)?.then_some(code))
     }
 }
 

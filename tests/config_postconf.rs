@@ -40,6 +40,11 @@ const DIFFERENT_DEFAULT_TEXT: &[(&str, &str)] = &[
         "smtpd_client_event_limit_exceptions",
         "Postfix's default first tries the pre-2.9 name smtpd_client_connection_limit_exceptions, which sluice does not know",
     ),
+    ("address_verify_poll_count", "Postfix writes ${stress?{1}:{3}}; sluice's default is the unstressed 3"),
+    (
+        "unverified_recipient_tempfail_action",
+        "Postfix writes $reject_tempfail_action, which sluice does not know; both mean defer_if_permit",
+    ),
     (
         "virtual_alias_maps",
         "Postfix's default is the pre-2.0 name $virtual_maps (empty), which sluice does not know; both expand to empty",

@@ -14,6 +14,7 @@
 //! answers its control requests (reload, stop, status) in its main loop.
 
 pub mod admin;
+pub mod fdlimit;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -165,6 +166,8 @@ pub async fn daemon(
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
+    // Before anything opens files: RocksDB keeps its tables open.
+    fdlimit::check(&config);
     let queue = open_queue(&config)?;
     let bound = match bind(&config).await {
         Ok(b) => b,

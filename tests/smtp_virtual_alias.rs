@@ -11,6 +11,8 @@
 //!   extensions and a self-mapping alias, shown by `sluice config query
 //!   virtual_alias_maps`, with the table's answers compared to Postfix's
 //!   `postmap -q`;
+//! - with `reject_unverified_recipient`, an alias is verified through its
+//!   targets at Dovecot (a target Dovecot refuses refuses the alias);
 //! - a PostgreSQL alias table expands at RCPT into the envelope (shown by
 //!   `sluice queue list`), and while the database is down a recipient gets
 //!   451 4.3.0, never 550.
@@ -236,4 +238,28 @@ async fn pgsql_aliases_expand_at_rcpt_and_a_dead_database_gets_451() {
         cfg.log()
     );
     pg.resume();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unverified_recipient_probes_the_alias_targets() {
+    Dovecot::require();
+    let dc = Dovecot::start(&[User::new("joe"), User::new("ann")], false);
+    let lmtp = format!("lmtp:[127.0.0.1]:{}", dc.lmtp_port);
+    let cfg = TestConfig::new(
+        &lmtp,
+        "smtpd_recipient_restrictions = reject_unauth_destination, reject_unverified_recipient\n\
+         unverified_recipient_reject_code = 550\nvirtual_alias_maps = texthash:virtual\n",
+    );
+    write(cfg.path(), "virtual", ALIASES);
+    let _daemon = Daemon::start(&cfg);
+    let mut c = Raw::ehlo(cfg.smtp).await;
+    assert!(say(&mut c, "MAIL FROM:<a@sender.test>").await.starts_with("250"));
+    assert!(say(&mut c, "RCPT TO:<team@alias.test>").await.starts_with("250"));
+    let refused = say(&mut c, "RCPT TO:<lost@alias.test>").await;
+    assert!(
+        refused
+            .starts_with("550 5.1.1 <lost@alias.test>: Recipient address rejected: undeliverable address:"),
+        "{refused}"
+    );
+    assert!(refused.contains("<ghost@relay.test>"), "{refused}");
 }

@@ -13,6 +13,9 @@
 //! recipient. Unknown addresses in `virtual_alias_domains` are refused by
 //! the policy (`reject_unlisted_recipient`), before this stage.
 //!
+//! `reject_unverified_recipient` probes an alias's targets, not the alias
+//! ([`Session::verify_targets`]), as Postfix's probes go through cleanup.
+//!
 //! Never decides relay or recipient validity; never stores anything.
 
 use sluice_queue::Recipient;
@@ -22,10 +25,30 @@ use tracing::warn;
 use super::mail::xtext;
 use super::policy::Answers;
 use super::session::Session;
-use crate::config::AliasError;
+use crate::config::{AliasError, Known};
 use crate::reply::{Reply, Status};
 
+/// The most alias targets `reject_unverified_recipient` probes for one
+/// address: a larger expansion is a list, and probing each member at every
+/// new RCPT would load the mailbox servers the probes are meant to spare.
+const MAX_VERIFY_TARGETS: usize = 10;
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// The addresses `reject_unverified_recipient` probes for `address`:
+    /// its first [`MAX_VERIFY_TARGETS`] alias targets, or itself when it
+    /// is no alias or its expansion fails (the expansion's own failure is
+    /// answered when the recipient is stored).
+    pub(super) async fn verify_targets(&self, address: &str, known: &mut Known) -> Vec<String> {
+        let Some(config) = &self.settings.aliases else { return vec![address.to_owned()] };
+        match config.expand_virtual_alias(address, known).await {
+            Ok(Some(mut targets)) => {
+                targets.truncate(MAX_VERIFY_TARGETS);
+                targets
+            }
+            _ => vec![address.to_owned()],
+        }
+    }
+
     /// The recipients an accepted `rcpt` stands for: itself when it is no
     /// alias (or maps only to itself), else its expansion, in order, each
     /// once. Directory answers gathered by the restrictions are reused

@@ -98,7 +98,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // a reply. A listener without a verifier cannot verify now.
             Question::Verify(address) => {
                 let verdict = match self.inbound.verifier() {
-                    Some(v) => v.verify(&address).await,
+                    // An alias is verified through its targets (alias.rs),
+                    // as Postfix's probe goes through cleanup's expansion:
+                    // deliverable when every target is, else the first
+                    // verdict that is not.
+                    Some(v) => {
+                        let mut verdict = Verdict::Deliverable;
+                        for target in self.verify_targets(&address, &mut answers.tables).await {
+                            verdict = v.verify(&target).await;
+                            if !matches!(verdict, Verdict::Deliverable) {
+                                break;
+                            }
+                        }
+                        verdict
+                    }
                     None => Verdict::Tempfail("address verification is not available".into()),
                 };
                 answers.verified.push((address, verdict));

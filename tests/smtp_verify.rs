@@ -23,13 +23,15 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP proxy in front of a backend that counts what passes: connections
 /// and `RCPT TO` commands. While `down`, it accepts and closes at once (a
-/// server that drops every connection before its greeting).
+/// server that drops every connection before its greeting); while
+/// `silent`, it accepts and never speaks (a server too busy to greet).
 #[derive(Debug, Clone)]
 struct Proxy {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     rcpts: Arc<AtomicUsize>,
     down: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -40,6 +42,7 @@ impl Proxy {
             connections: Arc::default(),
             rcpts: Arc::default(),
             down: Arc::default(),
+            silent: Arc::default(),
         };
         let me = p.clone();
         tokio::spawn(async move {
@@ -47,6 +50,13 @@ impl Proxy {
                 me.connections.fetch_add(1, Ordering::SeqCst);
                 if me.down.load(Ordering::SeqCst) {
                     drop(client);
+                    continue;
+                }
+                if me.silent.load(Ordering::SeqCst) {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        drop(client);
+                    });
                     continue;
                 }
                 let rcpts = Arc::clone(&me.rcpts);
@@ -221,6 +231,40 @@ async fn a_backend_with_an_open_breaker_is_not_probed() {
     );
     assert_eq!(proxy.counts(), before, "no connection to a backend whose breaker is open");
     assert!(cfg.log().contains("address verification of <c@relay.test> not attempted"), "{}", cfg.log());
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_backend_is_not_given_more_probes() {
+    // One connection at most, and the server never greets: the first
+    // probe holds the only slot.
+    let proxy = Proxy::start(([127, 0, 0, 1], free_port()).into()).await;
+    proxy.silent.store(true, Ordering::SeqCst);
+    let cfg = config(
+        proxy.addr,
+        "lmtp_destination_concurrency_limit = 1
+address_verify_poll_count = 1
+address_verify_poll_delay = 1s",
+    );
+    let daemon = Daemon::start(&cfg);
+    let name = format!("lmtp:[127.0.0.1]:{}", proxy.addr.port());
+
+    // The client stops waiting after the poll time; the probe goes on.
+    let reply = rcpt(cfg.smtp, "a@relay.test").await;
+    assert_eq!(
+        reply,
+        "450 4.1.1 <a@relay.test>: Recipient address rejected: unverified address: Address verification in progress"
+    );
+    // No slot within sluice_address_verify_slot_wait: no second connection.
+    let before = proxy.counts();
+    let reply = rcpt(cfg.smtp, "b@relay.test").await;
+    assert_eq!(
+        reply,
+        format!(
+            "450 4.1.1 <b@relay.test>: Recipient address rejected: unverified address: backend {name} is busy: no free connection slot"
+        )
+    );
+    assert_eq!(proxy.counts(), before, "a busy backend gets no more connections");
     assert!(daemon.stop().success());
 }
 

@@ -5,7 +5,9 @@
 //! answers do not reach Dovecot (a counting proxy between sluice and
 //! Dovecot counts connections and RCPT commands), a paused backend is not
 //! probed (450 4.1.1, no connection), answers survive a restart, and a
-//! backend whose breaker is open is not probed either (450 4.1.1).
+//! backend whose breaker is open or that has no free slot is not probed
+//! either (450 4.1.1), and an answer past its refresh time is given and
+//! refreshed in the background.
 
 mod common;
 
@@ -265,6 +267,30 @@ address_verify_poll_delay = 1s",
         )
     );
     assert_eq!(proxy.counts(), before, "a busy backend gets no more connections");
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_answers_are_given_and_refreshed_in_the_background() {
+    Dovecot::require();
+    let dc = Dovecot::start(&[User::new("known")], false);
+    let proxy = Proxy::start(([127, 0, 0, 1], dc.lmtp_port).into()).await;
+    let cfg = config(
+        proxy.addr,
+        "address_verify_positive_refresh_time = 1s
+address_verify_positive_expire_time = 1h",
+    );
+    let daemon = Daemon::start(&cfg);
+    assert!(rcpt(cfg.smtp, "known@relay.test").await.starts_with("250 "));
+    assert_eq!(proxy.counts().1, 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the refresh time: answered from the cache, and probed again
+    // behind the client's back.
+    assert!(rcpt(cfg.smtp, "known@relay.test").await.starts_with("250 "));
+    wait_until("the refresh probe", Duration::from_secs(10), || proxy.counts().1 == 2, || cfg.log());
+    // The refreshed answer is fresh again.
+    assert!(rcpt(cfg.smtp, "known@relay.test").await.starts_with("250 "));
+    assert_eq!(proxy.counts().1, 2);
     assert!(daemon.stop().success());
 }
 

@@ -4,7 +4,9 @@
 //! holds the mail of all three; a breaker opened by the failures of the
 //! fleet stops all three and recovery wakes their backlogs; a host killed
 //! with its slots held gives them back within the lease time; and a Redis
-//! outage loses nothing (each host on its share), then shared mode resumes.
+//! outage loses nothing (each host on its share), then shared mode resumes;
+//! the adaptive limit is one for the fleet, steered by one host over every
+//! host's samples, and another host takes over when it dies.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -256,6 +258,65 @@ async fn a_redis_outage_loses_nothing_and_shared_mode_resumes() {
     assert!(b.peak_connections() <= LIMIT + 1, "peak {} connections (limit {LIMIT})", b.peak_connections());
     let all = logs(&hosts);
     assert!(!all.contains("status=bounced"), "{all}");
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_host_steers_the_fleets_adaptive_limit_and_another_takes_over() {
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    // Every extra connection costs all of them 80 ms: one is best, and the
+    // fleet's three hosts together should come down to it.
+    b.set_mode(Mode::Retrograde {
+        base: Duration::from_millis(20),
+        per_connection: Duration::from_millis(80),
+        overload_at: None,
+    })
+    .await;
+    let mut hosts = fleet(&redis, &b, "");
+    // A backlog on every host, released at once (an idle limit learns
+    // nothing): held by a fleet-wide pause while it is sent.
+    // (A backend is known to a host once it had mail for it.)
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    let first = send_to_all(&hosts, "first", 1).await;
+    wait_until("first delivered", Duration::from_secs(30), || all_delivered(&b, &first), || logs(&hosts));
+    let out = hosts[0].0.sluice(&["backend", "pause", &name]);
+    assert!(out.status.success(), "{out:?}");
+    let sent = send_to_all(&hosts, "pace", 15).await;
+    assert!(hosts[0].0.sluice(&["backend", "resume", &name]).status.success());
+    wait_until("all delivered", Duration::from_secs(90), || all_delivered(&b, &sent), || logs(&hosts));
+    let all = logs(&hosts);
+    let steering: Vec<usize> = (0..3)
+        .filter(|&i| hosts[i].0.log().contains("this host steers the fleet's concurrency limit"))
+        .collect();
+    assert_eq!(steering.len(), 1, "one limit owner:\n{all}");
+    // The fleet's limit came down from 3, on the samples of all three.
+    assert!(all.contains("fleet concurrency 3 -> 2") || all.contains("fleet concurrency 3 -> 1"), "{all}");
+    let list =
+        String::from_utf8_lossy(&hosts[steering[0]].0.sluice(&["backend", "list"]).stdout).into_owned();
+    assert!(list.contains("fleet"), "{list}");
+
+    // The owner dies: another host steers within the lease time (2 s).
+    let (_, owner) = hosts.remove(steering[0]);
+    owner.signal("KILL");
+    drop(owner);
+    let killed = Instant::now();
+    let more = send_to_all(&hosts, "after", 3).await;
+    wait_until(
+        "another host steers",
+        Duration::from_secs(10),
+        || hosts.iter().any(|(c, _)| c.log().contains("this host steers the fleet's concurrency limit")),
+        || logs(&hosts),
+    );
+    assert!(killed.elapsed() < Duration::from_secs(5), "took over after {:?}", killed.elapsed());
+    wait_until(
+        "delivered after the takeover",
+        Duration::from_secs(30),
+        || all_delivered(&b, &more),
+        || logs(&hosts),
+    );
     for (_, d) in hosts {
         assert!(d.stop().success());
     }

@@ -1,7 +1,8 @@
 //! The fleet's Redis scripts, run directly against a private
 //! `redis-server`: leases (limit, release, expiry), the GCRA rate, the
 //! breaker (fleet-wide threshold, one probe lease, recovery bumps the
-//! epoch), pause and resume, and fleets that share a Redis without mixing.
+//! epoch), pause and resume, fleets that share a Redis without mixing, and
+//! the shared adaptive limit (samples, one owner, takeover, admission).
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -9,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use sluice::delivery::gate::fleet::scripts::{Keys, Scripts, Status, Verdict, hosts_key};
+use sluice::delivery::gate::fleet::scripts::{Keys, Scripts, Status, Steer, Verdict, hosts_key};
 
 use common::redis::Redis;
 
@@ -78,6 +79,82 @@ impl Fixture {
             .key(&k.leases)
             .key(&k.breaker)
             .key(&k.pause)
+            .invoke_async(&mut self.conn)
+            .await
+            .unwrap()
+    }
+
+    /// Admission with the shared adaptive limit (`initial` > 0).
+    async fn admit_adaptive(&mut self, k: &Keys, member: &str, a: Ask, initial: u32) -> Verdict {
+        self.scripts
+            .admit
+            .key(&k.leases)
+            .key(&k.breaker)
+            .key(&k.pause)
+            .key(&k.rate)
+            .key(&k.limit)
+            .arg(member)
+            .arg(a.lease_ms)
+            .arg(a.limit)
+            .arg(a.interval)
+            .arg(a.tolerance)
+            .arg(initial)
+            .invoke_async(&mut self.conn)
+            .await
+            .unwrap()
+    }
+
+    /// Ends a delivery with a sample for the limit owner.
+    async fn finish_sampled(
+        &mut self,
+        k: &Keys,
+        member: &str,
+        outcome: &str,
+        latency_us: i64,
+        initial: u32,
+    ) -> String {
+        self.scripts
+            .finish
+            .key(&k.leases)
+            .key(&k.breaker)
+            .key(&k.samples)
+            .key(&k.limit)
+            .arg(member)
+            .arg(outcome)
+            .arg(2)
+            .arg(300)
+            .arg(1000)
+            .arg("421 4.3.2 too busy")
+            .arg(latency_us)
+            .arg(50)
+            .arg(initial)
+            .invoke_async(&mut self.conn)
+            .await
+            .unwrap()
+    }
+
+    async fn steer(&mut self, k: &Keys, member: &str, lease_ms: u64, write: u32) -> Steer {
+        self.scripts
+            .steer
+            .key(&k.owner)
+            .key(&k.samples)
+            .key(&k.limit)
+            .arg(member)
+            .arg(lease_ms)
+            .arg(write)
+            .arg(1)
+            .invoke_async(&mut self.conn)
+            .await
+            .unwrap()
+    }
+
+    async fn status_limit(&mut self, k: &Keys) -> Status {
+        self.scripts
+            .status
+            .key(&k.leases)
+            .key(&k.breaker)
+            .key(&k.pause)
+            .key(&k.limit)
             .invoke_async(&mut self.conn)
             .await
             .unwrap()
@@ -244,4 +321,85 @@ async fn two_fleets_on_one_redis_never_mix() {
         .await
         .unwrap();
     assert_eq!(west, vec!["mx9".to_owned()]);
+}
+
+#[tokio::test]
+async fn admission_holds_the_shared_adaptive_limit_below_the_ceiling() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    let ceiling = Ask { limit: 5, ..PLAIN };
+    // None written yet: the initial concurrency (2) holds.
+    assert_eq!(f.admit_adaptive(&k, "a|1", ceiling, 2).await, Verdict::Go);
+    assert_eq!(f.admit_adaptive(&k, "b|1", ceiling, 2).await, Verdict::Go);
+    assert_eq!(f.admit_adaptive(&k, "c|1", ceiling, 2).await, Verdict::Slot);
+    // The owner raises it to 3; then past the ceiling, the ceiling holds.
+    assert!(f.steer(&k, "a|owner", 10_000, 3).await.owner);
+    assert_eq!(f.admit_adaptive(&k, "c|1", ceiling, 2).await, Verdict::Go);
+    assert_eq!(f.admit_adaptive(&k, "c|2", ceiling, 2).await, Verdict::Slot);
+    f.steer(&k, "a|owner", 10_000, 50).await;
+    for m in ["c|2", "c|3"] {
+        assert_eq!(f.admit_adaptive(&k, m, ceiling, 2).await, Verdict::Go);
+    }
+    assert_eq!(f.admit_adaptive(&k, "c|4", ceiling, 2).await, Verdict::Slot, "ceiling 5");
+    // A fixed limit (initial 0) ignores the shared one.
+    let fixed = Keys::new("t", "lmtp:[fixed]:24");
+    f.steer(&fixed, "a|owner", 10_000, 1).await;
+    assert_eq!(f.admit_adaptive(&fixed, "a|1", ceiling, 0).await, Verdict::Go);
+    assert_eq!(f.admit_adaptive(&fixed, "a|2", ceiling, 0).await, Verdict::Go);
+    assert_eq!(f.status_limit(&k).await.limit, Some(50));
+}
+
+#[tokio::test]
+async fn every_hosts_samples_reach_the_one_limit_owner_and_another_takes_over() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    let ask = Ask { limit: 5, ..PLAIN };
+    for m in ["mx1|1", "mx2|1", "mx3|1"] {
+        assert_eq!(f.admit_adaptive(&k, m, ask, 3).await, Verdict::Go);
+    }
+    assert_eq!(f.finish_sampled(&k, "mx1|1", "ok", 45_000, 3).await, "ok");
+    assert_eq!(f.finish_sampled(&k, "mx2|1", "overload", -1, 3).await, "ok");
+    // No latency (the transaction ended before the body): no sample.
+    assert_eq!(f.finish_sampled(&k, "mx3|1", "ok", -1, 3).await, "ok");
+    let owner = f.steer(&k, "mx1|steer", 400, 0).await;
+    assert!(owner.owner);
+    assert_eq!(owner.limit, None);
+    assert_eq!(owner.samples.len(), 2, "{owner:?}");
+    let (ok, over) = (owner.samples[0], owner.samples[1]);
+    assert_eq!((ok.latency, ok.in_flight, ok.overload), (Duration::from_millis(45), 3, false));
+    assert_eq!((over.in_flight, over.overload), (2, true));
+    assert!(
+        ok.started <= owner.now && owner.now - ok.started >= 50,
+        "started {} now {}",
+        ok.started,
+        owner.now
+    );
+    // Taken once: the next step sees none.
+    assert!(f.steer(&k, "mx1|steer", 400, 2).await.samples.is_empty());
+    // Another host is told who steers, and the limit.
+    let other = f.steer(&k, "mx2|steer", 400, 4).await;
+    assert!(!other.owner);
+    assert_eq!(other.limit, Some(2), "a non-owner's write is ignored");
+    // The owner stops renewing (it died): the next asker takes over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = f.steer(&k, "mx2|steer", 400, 0).await;
+    assert!(taken.owner);
+    assert_eq!(taken.limit, Some(2), "it starts from the limit last written");
+    assert!(!f.steer(&k, "mx1|steer", 400, 0).await.owner);
+}
+
+#[tokio::test]
+async fn the_fleet_breaker_closing_restarts_the_shared_limit() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    let ask = Ask { limit: 8, ..PLAIN };
+    f.steer(&k, "mx1|steer", 10_000, 6).await;
+    for m in ["a|1", "a|2"] {
+        assert_eq!(f.admit_adaptive(&k, m, ask, 2).await, Verdict::Go);
+        f.finish_sampled(&k, m, "fail", -1, 2).await;
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(f.admit_adaptive(&k, "b|1", ask, 2).await, Verdict::Probe);
+    assert_eq!(f.finish_sampled(&k, "b|1", "ok", 30_000, 2).await, "closed");
+    assert_eq!(f.status_limit(&k).await.limit, Some(2));
 }

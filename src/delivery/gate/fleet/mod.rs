@@ -4,7 +4,9 @@
 //!
 //! ## What the fleet shares, per backend
 //! - **Concurrency**: the backend's limit (`destination_concurrency_limit`,
-//!   `maxproc`) is the fleet's total. A slot is a lease in a sorted set
+//!   `maxproc`) is the fleet's ceiling; below it, the adaptive limit is
+//!   the fleet's too, steered by one host over every host's samples
+//!   ([`steer`]). A slot is a lease in a sorted set
 //!   (member → expiry), taken by the admission script, renewed every third
 //!   of `sluice_fleet_lease_time` while the delivery runs ([`Fleet`]), and
 //!   given back by the finish script. A host that dies (kill -9, a cut
@@ -43,10 +45,9 @@
 //! back as they finish, so the fleet's count includes them and the backend
 //! sees at most the fleet limit plus the shares in flight at the switch.
 //!
-//! ## Not shared (yet)
-//! The adaptive limit moves per host within the fleet limit; connections
-//! are not kept idle in fleet mode (an idle connection holds no lease, and
-//! the backend would count it against its capacity).
+//! ## Not shared
+//! Connections are not kept idle in fleet mode (an idle connection holds
+//! no lease, and the backend would count it against its capacity).
 //!
 //! Owns the mapping between the gate contract and the fleet's scripts.
 //! Never blocks on Redis longer than `sluice_fleet_call_timeout`, and never
@@ -56,6 +57,7 @@
 mod client;
 pub mod scripts;
 mod share;
+mod steer;
 
 pub use self::client::{Fleet, FleetSettings, Lease};
 
@@ -119,6 +121,8 @@ pub struct FleetGate {
     adopt_due: Mutex<bool>,
     /// A lease went back in Redis (or the watcher saw the fleet's).
     released: Arc<Notify>,
+    /// The fleet's adaptive limit as last read from Redis.
+    shared_limit: Mutex<Option<u32>>,
 }
 
 impl std::fmt::Debug for FleetGate {
@@ -158,8 +162,10 @@ impl FleetGate {
             adopted: Mutex::new(Vec::new()),
             adopt_due: Mutex::new(false),
             released: Arc::new(Notify::new()),
+            shared_limit: Mutex::new(None),
         });
         tokio::spawn(watch(Arc::downgrade(&gate), apply));
+        tokio::spawn(steer::steer(Arc::downgrade(&gate), gate.fleet.new_member()));
         gate
     }
 
@@ -222,8 +228,9 @@ impl FleetGate {
         let (interval, tolerance) = share::gcra(&s);
         let lease_ms = self.fleet.settings().lease_time.as_millis() as u64;
         let mut inv = self.fleet.scripts.admit.key(&self.keys.leases);
-        inv.key(&self.keys.breaker).key(&self.keys.pause).key(&self.keys.rate);
+        inv.key(&self.keys.breaker).key(&self.keys.pause).key(&self.keys.rate).key(&self.keys.limit);
         inv.arg(&member).arg(lease_ms).arg(s.concurrency_limit).arg(interval).arg(tolerance);
+        inv.arg(initial(&s));
         for m in &adopt {
             inv.arg(m);
         }
@@ -294,7 +301,9 @@ impl FleetGate {
 
     /// Gives a lease back in Redis and feeds the fleet breaker, off the
     /// caller's path.
-    fn finish(&self, lease: Lease, outcome: &'static str, error: String) {
+    /// `latency_us` is the sample for the fleet's limit (`-1`: none),
+    /// `took_ms` the delivery's duration.
+    fn finish(&self, lease: Lease, outcome: &'static str, error: String, latency_us: i64, took_ms: u64) {
         let s = self.configured();
         let fleet = Arc::clone(&self.fleet);
         let keys = self.keys.clone();
@@ -303,6 +312,7 @@ impl FleetGate {
         let cooldown = s.cooldown.as_millis() as u64;
         let max_cooldown = s.max_cooldown.as_millis().max(s.cooldown.as_millis()) as u64;
         let released = Arc::clone(&self.released);
+        let initial = initial(&s);
         tokio::spawn(async move {
             if !fleet.is_shared() {
                 // Not sent to a Redis known gone: the lease expires.
@@ -310,12 +320,15 @@ impl FleetGate {
             }
             let mut inv = fleet.scripts.finish.key(&keys.leases);
             inv.key(&keys.breaker)
+                .key(&keys.samples)
+                .key(&keys.limit)
                 .arg(lease.member())
                 .arg(outcome)
                 .arg(threshold)
                 .arg(cooldown)
                 .arg(max_cooldown);
             inv.arg(error.chars().take(300).collect::<String>());
+            inv.arg(latency_us).arg(took_ms).arg(initial);
             match fleet.call::<String>("finish", &inv).await.as_deref() {
                 Ok("opened") => tracing::warn!(
                     "backend {name}: fleet circuit breaker open after {threshold} consecutive failures across the fleet ({error}); probe in {:.1}s",
@@ -340,8 +353,9 @@ impl FleetGate {
             return None;
         }
         let mut inv = self.fleet.scripts.status.key(&self.keys.leases);
-        inv.key(&self.keys.breaker).key(&self.keys.pause);
+        inv.key(&self.keys.breaker).key(&self.keys.pause).key(&self.keys.limit);
         let st: Status = self.fleet.call("status", &inv).await.ok()?;
+        *lock(&self.shared_limit) = st.limit;
         let mut seen = lock(&self.seen);
         seen.status = st.clone();
         seen.at = clock::unix_millis();
@@ -418,6 +432,11 @@ impl BackendGate for FleetGate {
 
     fn report(&self, mut permit: Permit, report: Report, now: UnixMillis, mono: Instant) -> Feedback {
         let lease = permit.lease.take();
+        let took_ms = mono.saturating_duration_since(permit.started).as_millis() as u64;
+        let latency_us = match &report {
+            Report::Completed { latency: Some(l) } => l.as_micros().min(i64::MAX as u128) as i64,
+            _ => -1,
+        };
         let (outcome, error) = match &report {
             Report::Completed { .. } => ("ok", String::new()),
             Report::Overloaded { error } => ("overload", error.clone()),
@@ -426,11 +445,11 @@ impl BackendGate for FleetGate {
         };
         let fb = self.local.report(permit, report, now, mono);
         match lease {
-            Some(lease) => self.finish(lease, outcome, error),
+            Some(lease) => self.finish(lease, outcome, error, latency_us, took_ms),
             None => {
                 let _ = self.unleased.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
                 if let Some(adopted) = lock(&self.adopted).pop() {
-                    self.finish(adopted, "abandon", String::new());
+                    self.finish(adopted, "abandon", String::new(), -1, 0);
                 }
             }
         }
@@ -523,6 +542,10 @@ impl BackendGate for FleetGate {
         if self.fleet.is_shared() {
             snap.max_limit = s.concurrency_limit;
             snap.rate = s.rate.map(|r| r.per_second()).unwrap_or(0.0);
+            if s.adaptive {
+                snap.limit = lock(&self.shared_limit).unwrap_or(initial(&s)).min(s.concurrency_limit);
+                snap.reason = "fleet";
+            }
             if seen.status.open {
                 snap.breaker = BreakerPosition::Open;
                 snap.probe_at = seen.status.probe_in.map(|ms| seen.at + ms);
@@ -559,6 +582,13 @@ impl BackendGate for FleetGate {
             hosts: per_host,
         })
     }
+}
+
+/// The initial concurrency the scripts get: where the fleet's adaptive
+/// limit starts (and restarts when the breaker closes); `0` when the limit
+/// is fixed.
+fn initial(s: &BackendSettings) -> u32 {
+    if s.adaptive { s.initial_concurrency.clamp(1, s.concurrency_limit.max(1)) } else { 0 }
 }
 
 impl FleetGate {

@@ -27,6 +27,15 @@ pub struct Keys {
     pub pause: String,
     /// String: the rate's theoretical arrival time (GCRA, Redis ms).
     pub rate: String,
+    /// String: the fleet's adaptive concurrency limit, written by the
+    /// limit owner (absent: the initial concurrency).
+    pub limit: String,
+    /// String with expiry: the limit owner's member (a lease).
+    pub owner: String,
+    /// List: latency samples from every host, `STARTED LATENCY_US
+    /// IN_FLIGHT KIND` (Redis ms, µs, fleet-wide deliveries, `ok` or
+    /// `over`), taken by the limit owner.
+    pub samples: String,
 }
 
 impl Keys {
@@ -37,6 +46,9 @@ impl Keys {
             breaker: format!("{tag}:breaker"),
             pause: format!("{tag}:pause"),
             rate: format!("{tag}:rate"),
+            limit: format!("{tag}:limit"),
+            owner: format!("{tag}:owner"),
+            samples: format!("{tag}:samples"),
         }
     }
 }
@@ -49,15 +61,20 @@ pub fn hosts_key(fleet: &str) -> String {
 const NOW: &str =
     "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
+/// The most samples kept waiting for the limit owner (the newest win).
+pub const SAMPLE_CAP: usize = 2000;
+
 /// Admission: pause, breaker, free lease, rate; takes the lease when all
-/// say yes. KEYS: leases, breaker, pause, rate. ARGV: member, lease ms,
-/// limit, rate interval ms (0: none), rate tolerance ms, then members to
-/// adopt (leases for deliveries started while Redis was unreachable, taken
-/// whatever the count so the fleet sees them).
+/// say yes. KEYS: leases, breaker, pause, rate, limit. ARGV: member, lease
+/// ms, limit (the ceiling), rate interval ms (0: none), rate tolerance ms,
+/// initial concurrency (`0`: the limit is fixed, the shared adaptive limit
+/// is not read), then members to adopt (leases for deliveries started
+/// while Redis was unreachable, taken whatever the count so the fleet sees
+/// them).
 const ADMIT: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local lease_ms = tonumber(ARGV[2])
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   redis.call('ZADD', KEYS[1], now + lease_ms, ARGV[i])
 end
 local p = redis.call('GET', KEYS[3])
@@ -74,7 +91,13 @@ if b[1] == 'open' then
   if b[3] and redis.call('ZSCORE', KEYS[1], b[3]) then return {'probe_wait', 0, ''} end
   probe = true
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'slot', 0, ''} end
+local limit = tonumber(ARGV[3])
+local initial = tonumber(ARGV[6] or '0')
+if initial > 0 then
+  local shared = tonumber(redis.call('GET', KEYS[5]) or initial)
+  if shared < limit then limit = math.max(shared, 1) end
+end
+if redis.call('ZCARD', KEYS[1]) >= limit then return {'slot', 0, ''} end
 local interval = tonumber(ARGV[4])
 if interval > 0 then
   local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -91,11 +114,28 @@ end
 return {'go', 0, ''}
 "#;
 
-/// The end of a delivery: gives the lease back and feeds the breaker.
-/// KEYS: leases, breaker. ARGV: member, outcome (`ok`, `overload`, `fail`,
-/// `abandon`), failure threshold, cool-down ms, longest cool-down ms, error.
+/// The end of a delivery: gives the lease back, feeds the breaker and (when
+/// the limit is adaptive) the limit owner's samples. KEYS: leases,
+/// breaker, samples, limit. ARGV: member, outcome (`ok`, `overload`,
+/// `fail`, `abandon`), failure threshold, cool-down ms, longest cool-down
+/// ms, error, then latency µs (`-1`: no sample), the delivery's duration
+/// ms, initial concurrency (`0`: fixed limit, no samples; the limit
+/// restarts there when the breaker closes).
 const FINISH: &str = r#"
+local in_flight = math.max(redis.call('ZCARD', KEYS[1]), 1)
 redis.call('ZREM', KEYS[1], ARGV[1])
+local initial = tonumber(ARGV[9] or '0')
+if initial > 0 then
+  local kind = nil
+  if ARGV[2] == 'ok' and tonumber(ARGV[7]) >= 0 then kind = 'ok' end
+  if ARGV[2] == 'overload' or ARGV[2] == 'fail' then kind = 'over' end
+  if kind then
+    local started = now - tonumber(ARGV[8])
+    redis.call('RPUSH', KEYS[3], started .. ' ' .. math.max(tonumber(ARGV[7]), 0) .. ' ' .. in_flight .. ' ' .. kind)
+    redis.call('LTRIM', KEYS[3], -SAMPLE_CAP, -1)
+    redis.call('PEXPIRE', KEYS[3], 60000)
+  end
+end
 local b = redis.call('HMGET', KEYS[2], 'state', 'probe', 'opens')
 local is_probe = b[2] == ARGV[1]
 local outcome = ARGV[2]
@@ -104,6 +144,7 @@ if outcome == 'ok' then
     redis.call('HSET', KEYS[2], 'failures', 0, 'opens', 0)
     redis.call('HDEL', KEYS[2], 'state', 'probe', 'probe_at')
     redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+    if initial > 0 then redis.call('SET', KEYS[4], initial) end
     return 'closed'
   end
   if b[1] ~= 'open' then redis.call('HSET', KEYS[2], 'failures', 0) end
@@ -155,8 +196,9 @@ return 1
 "#;
 
 /// The backend's fleet state, for watching and listing. KEYS: leases,
-/// breaker, pause. Returns epoch, open (0/1), probe in ms (-1: none), pause
-/// (-2: none, -1: until resumed, else ms left), then the live lease members.
+/// breaker, pause, limit. Returns epoch, open (0/1), probe in ms (-1:
+/// none), pause (-2: none, -1: until resumed, else ms left), the shared
+/// adaptive limit (-1: none written), then the live lease members.
 const STATUS: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local b = redis.call('HMGET', KEYS[2], 'epoch', 'state', 'probe_at')
@@ -172,8 +214,31 @@ if p then
   local u = tonumber(p)
   if u == 0 then paused = -1 elseif u > now then paused = u - now end
 end
-local out = {tonumber(b[1]) or 0, open, probe, paused}
+local limit = -1
+if KEYS[4] then limit = tonumber(redis.call('GET', KEYS[4]) or '-1') end
+local out = {tonumber(b[1]) or 0, open, probe, paused, limit}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, 999)) do table.insert(out, m) end
+return out
+"#;
+
+/// The limit owner's step: keeps (or takes, when free) the owner lease,
+/// writes the limit it computed, and takes the samples waiting. KEYS:
+/// owner, samples, limit. ARGV: member, lease ms, limit to write (`0`:
+/// none), take samples (`1`/`0`). Returns owner (1/0), Redis now (ms), the
+/// limit now (-1: none written), then the samples (owner only).
+const STEER: &str = r#"
+local o = redis.call('GET', KEYS[1])
+if o and o ~= ARGV[1] then
+  return {0, now, tonumber(redis.call('GET', KEYS[3]) or '-1')}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+local w = tonumber(ARGV[3])
+if w > 0 then redis.call('SET', KEYS[3], w) end
+local out = {1, now, tonumber(redis.call('GET', KEYS[3]) or '-1')}
+if ARGV[4] == '1' then
+  for _, x in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do table.insert(out, x) end
+  redis.call('DEL', KEYS[2])
+end
 return out
 "#;
 
@@ -194,11 +259,14 @@ pub struct Scripts {
     pub pause: Script,
     pub status: Script,
     pub heartbeat: Script,
+    pub steer: Script,
 }
 
 impl Default for Scripts {
     fn default() -> Scripts {
-        let s = |body: &str| Script::new(&format!("{NOW}{body}"));
+        let s = |body: &str| {
+            Script::new(&format!("{NOW}{}", body.replace("SAMPLE_CAP", &SAMPLE_CAP.to_string())))
+        };
         Scripts {
             admit: s(ADMIT),
             finish: s(FINISH),
@@ -206,6 +274,7 @@ impl Default for Scripts {
             pause: s(PAUSE),
             status: s(STATUS),
             heartbeat: s(HEARTBEAT),
+            steer: s(STEER),
         }
     }
 }
@@ -257,6 +326,8 @@ pub struct Status {
     pub probe_in: Option<u64>,
     /// `Some(None)`: paused until resumed; `Some(Some(ms))`: for ms more.
     pub paused: Option<Option<u64>>,
+    /// The shared adaptive limit, when the limit owner has written one.
+    pub limit: Option<u32>,
     /// Live lease members (`HOST|nonce`).
     pub leases: Vec<String>,
 }
@@ -264,7 +335,7 @@ pub struct Status {
 impl FromRedisValue for Status {
     fn from_redis_value(v: Value) -> Result<Status, redis::ParsingError> {
         let items: Vec<Value> = FromRedisValue::from_redis_value(v)?;
-        if items.len() < 4 {
+        if items.len() < 5 {
             return Err("short fleet status reply".into());
         }
         let mut it = items.into_iter();
@@ -275,6 +346,7 @@ impl FromRedisValue for Status {
         let open = int()? == 1;
         let probe = int()?;
         let paused = int()?;
+        let limit = int()?;
         let leases: Vec<String> = it.map(String::from_redis_value).collect::<Result<_, _>>()?;
         Ok(Status {
             epoch: epoch.max(0) as u64,
@@ -285,7 +357,71 @@ impl FromRedisValue for Status {
                 -1 => Some(None),
                 ms => Some(Some(ms.max(0) as u64)),
             },
+            limit: u32::try_from(limit).ok().filter(|&l| l > 0),
             leases,
+        })
+    }
+}
+
+/// One delivery's feedback as the finish script keeps it for the limit
+/// owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetSample {
+    /// When the delivery started (Redis ms).
+    pub started: u64,
+    /// The server's share of the transaction time.
+    pub latency: std::time::Duration,
+    /// Deliveries running in the fleet when it finished (itself included).
+    pub in_flight: u32,
+    /// An overload answer or a failure, not a latency sample.
+    pub overload: bool,
+}
+
+impl FleetSample {
+    /// Reads `STARTED LATENCY_US IN_FLIGHT KIND`; `None` when malformed.
+    pub fn parse(text: &str) -> Option<FleetSample> {
+        let mut it = text.split(' ');
+        let started = it.next()?.parse().ok()?;
+        let micros: u64 = it.next()?.parse().ok()?;
+        let in_flight = it.next()?.parse().ok()?;
+        let overload = match it.next()? {
+            "ok" => false,
+            "over" => true,
+            _ => return None,
+        };
+        Some(FleetSample { started, latency: std::time::Duration::from_micros(micros), in_flight, overload })
+    }
+}
+
+/// What the limit owner's step said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steer {
+    /// This member holds the owner lease.
+    pub owner: bool,
+    /// Redis's clock (ms).
+    pub now: u64,
+    /// The shared limit now, when one was written.
+    pub limit: Option<u32>,
+    /// The samples taken (owner only; malformed ones dropped).
+    pub samples: Vec<FleetSample>,
+}
+
+impl FromRedisValue for Steer {
+    fn from_redis_value(v: Value) -> Result<Steer, redis::ParsingError> {
+        let items: Vec<Value> = FromRedisValue::from_redis_value(v)?;
+        if items.len() < 3 {
+            return Err("short fleet steer reply".into());
+        }
+        let mut it = items.into_iter();
+        let owner: i64 = FromRedisValue::from_redis_value(it.next().unwrap_or(Value::Nil))?;
+        let now: i64 = FromRedisValue::from_redis_value(it.next().unwrap_or(Value::Nil))?;
+        let limit: i64 = FromRedisValue::from_redis_value(it.next().unwrap_or(Value::Nil))?;
+        let samples: Vec<String> = it.map(String::from_redis_value).collect::<Result<_, _>>()?;
+        Ok(Steer {
+            owner: owner == 1,
+            now: now.max(0) as u64,
+            limit: u32::try_from(limit).ok().filter(|&l| l > 0),
+            samples: samples.iter().filter_map(|t| FleetSample::parse(t)).collect(),
         })
     }
 }
@@ -302,11 +438,23 @@ mod tests {
     #[test]
     fn a_backends_keys_share_one_hash_tag_named_after_the_fleet() {
         let k = Keys::new("mx", "lmtp:[10.0.0.1]:24");
-        for key in [&k.leases, &k.breaker, &k.pause, &k.rate] {
+        for key in [&k.leases, &k.breaker, &k.pause, &k.rate, &k.limit, &k.owner, &k.samples] {
             assert!(key.starts_with("sluice:{mx|lmtp:[10.0.0.1]:24}:"), "{key}");
         }
         assert_ne!(Keys::new("other", "lmtp:[10.0.0.1]:24").leases, k.leases);
         assert_eq!(hosts_key("mx"), "sluice:{mx}:hosts");
+    }
+
+    #[test]
+    fn samples_read_back_as_written_and_malformed_ones_are_dropped() {
+        let s = FleetSample::parse("1700000000123 45000 3 ok").unwrap();
+        assert_eq!(s.started, 1_700_000_000_123);
+        assert_eq!(s.latency, std::time::Duration::from_millis(45));
+        assert_eq!(s.in_flight, 3);
+        assert!(!s.overload);
+        assert!(FleetSample::parse("1 0 1 over").unwrap().overload);
+        assert_eq!(FleetSample::parse("1 x 1 ok"), None);
+        assert_eq!(FleetSample::parse("1 2 3 maybe"), None);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! - **Shared** (Redis answers): the fleet's scripts hold the limit, the
 //!   rate and the breaker, so the local gate keeps only what is this
 //!   host's own: its concurrency slots (within the fleet limit), the
-//!   latency it sees, the parked mail. Its rate is off and its breaker can
-//!   never open (the fleet's breaker decides for every host).
+//!   latency it sees, the parked mail. Its rate is off, its limit is fixed
+//!   at the ceiling (the fleet's adaptive limit is steered in Redis,
+//!   `steer.rs`) and its breaker can never open (the fleet's breaker
+//!   decides for every host).
 //! - **Local share** (Redis unreachable): the local gate runs alone with
 //!   this host's share of each limit, the fleet's divided by the hosts
 //!   alive when Redis was last seen (at least one slot), and its own
@@ -31,6 +33,9 @@ pub fn shared(s: &BackendSettings) -> BackendSettings {
     l.rate = None;
     l.rate_delay = Duration::ZERO;
     l.failure_threshold = u32::MAX;
+    // The fleet's limit is steered in Redis (`steer.rs`); locally only its
+    // ceiling holds.
+    l.adaptive = false;
     l
 }
 

@@ -18,6 +18,10 @@
 //!   P [--out DIR]`: the four shapes of trouble against a real Dovecot
 //!   behind a shaping proxy, sluice's side and the Postfix side
 //!   (`shapes.rs`, `proxy.rs`; `overload.sh shapes` runs both).
+//! - `overload fleet [RUNS] [--out DIR]` and `overload fleet-cost`: several
+//!   hosts in front of one server, with and without fleet mode, and what
+//!   fleet mode costs one host (`fleet.rs`; `overload.sh fleet` adds three
+//!   Postfix instances and draws the chart).
 //!
 //! Options: `--capacity C` (10), `--base-ms B` (100), `--rate R` messages/s
 //! offered (1.5 × capacity), `--seconds T` of overload (20), `--size S`
@@ -25,6 +29,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod fleet;
 mod proxy;
 mod shapes;
 
@@ -289,13 +294,15 @@ fn main() {
     if mode == "info" {
         return shapes::main_info(rest);
     }
-    if mode == "shapes" || mode == "proxy" {
+    if matches!(mode, "shapes" | "proxy" | "fleet" | "fleet-cost") {
         if let Ok(filter) = std::env::var("SLUICE_BENCH_LOG") {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
         }
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         match mode {
             "shapes" => rt.block_on(shapes::main_shapes(rest)),
+            "fleet" => rt.block_on(fleet::main_fleet(rest)),
+            "fleet-cost" => rt.block_on(fleet::main_cost(rest)),
             _ => rt.block_on(shapes::main_proxy(rest)),
         }
         return;

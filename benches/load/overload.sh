@@ -24,6 +24,14 @@
 # Env: OUT (target/overload-shapes), SKIP_POSTFIX=1, SKIP_SLUICE=1 (Postfix
 # again beside the sluice runs already in OUT), DRAIN_LIMIT (600 s,
 # the longest Postfix's outage run waits for its backlog).
+#
+#   benches/load/overload.sh fleet [single-fixed-1 single nofleet-3 fleet-3 fleet-6]
+#
+# Several sluice hosts in front of one server, with and without fleet mode
+# (benches/load/fleet.rs), then three Postfix instances, then fleet mode's
+# cost on one host; the table, and the chart benches/charts/fleet.svg.
+# Env: OUT (target/overload-fleet), SKIP_SLUICE=1, SKIP_POSTFIX=1,
+# SKIP_COST=1, DRAIN_LIMIT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../../scripts/bootstrap
@@ -96,6 +104,76 @@ postfix_shape() {
     postfix_ctl "$work/pf" stop >/dev/null 2>&1 || true
     rm -rf "$work"
 }
+
+# postfix_fleet BIN OUT N: N Postfix instances through one proxy playing
+# the fleet shape, the shape's messages spread over them, each backlog
+# held as it arrives and all released at once.
+postfix_fleet() {
+    local bin=$1 out=$2 n=$3 info messages size work pport proxy i k
+    info=$("$bin" info fleet)
+    messages=$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' <<<"$info")
+    size=$(sed -n 's/.*size=\([0-9]*\).*/\1/p' <<<"$info")
+    echo "== fleet postfix-$n ($n Postfix $(postconf -d -h mail_version) instances)"
+    work=$(mktemp -d /tmp/sluice-fleet-postfix.XXXXXX)
+    chmod 755 "$work"
+    pport=$(free_port)
+    "$bin" proxy fleet --port "$pport" --out "$out" --run "postfix-$n" \
+        --limit "${DRAIN_LIMIT:-600}" >"$work/proxy.out" 2>"$work/proxy.err" &
+    proxy=$!
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^proxy for' "$work/proxy.err" 2>/dev/null && break
+        sleep 0.1
+    done
+    local sports=()
+    for ((k = 1; k <= n; k++)); do
+        sports+=("$(free_port)")
+        postfix_private "$work/pf$k" "${sports[-1]}" "lmtp:[127.0.0.1]:$pport"
+        echo "header_checks = static:HOLD" >>"$work/pf$k/conf/main.cf"
+        postfix_ctl "$work/pf$k" start >/dev/null
+    done
+    for ((k = 1; k <= n; k++)); do
+        wait_port "${sports[k - 1]}"
+        smtp-source -s 20 -m $((messages / n)) -l "$size" -f load@remote.test -t postfix@dev.test "127.0.0.1:${sports[k - 1]}"
+    done
+    for ((i = 0; i < 600; i++)); do
+        [ "$(find "$work"/pf*/queue/hold -type f | wc -l)" -ge "$messages" ] && break
+        sleep 0.1
+    done
+    for ((k = 1; k <= n; k++)); do postsuper -c "$work/pf$k/conf" -H ALL 2>/dev/null; done
+    for ((k = 1; k <= n; k++)); do postqueue -c "$work/pf$k/conf" -f; done
+    wait "$proxy" || true
+    sed 's/^/  /' "$work/proxy.out"
+    echo "  deferred by Postfix: $(cat "$work"/pf*/maillog | grep -c 'status=deferred' || true)"
+    for ((k = 1; k <= n; k++)); do postfix_ctl "$work/pf$k" stop >/dev/null 2>&1 || true; done
+    rm -rf "$work"
+}
+
+# The fleet runs (benches/load/fleet.rs), three Postfix instances beside
+# them, fleet mode's cost on one host, then the table and the chart.
+run_fleet() {
+    local out=${OUT:-target/overload-fleet}
+    cargo bench --bench overload --no-run 2>/dev/null
+    local bin
+    bin=$(ls -t target/release/deps/overload-* | grep -v '\.d$' | head -1)
+    if [ "${SKIP_SLUICE:-0}" = 1 ]; then
+        grep -v '"run":"postfix' "$out/results.jsonl" >"$out/results.sluice" || true
+        mv "$out/results.sluice" "$out/results.jsonl"
+    else
+        rm -rf "$out"
+        mkdir -p "$out"
+        "$bin" fleet "$@" --out "$out"
+    fi
+    [ "${SKIP_POSTFIX:-0}" = 1 ] || postfix_fleet "$bin" "$out" 3
+    [ "${SKIP_COST:-0}" = 1 ] || "$bin" fleet-cost
+    echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    python3 benches/load/shapes_report.py "$out" benches/charts
+}
+
+if [ "${1:-}" = fleet ]; then
+    shift
+    run_fleet "$@"
+    exit 0
+fi
 
 if [ "${1:-}" = shapes ]; then
     shift

@@ -46,7 +46,7 @@ pub const CAPACITY: usize = 8;
 /// Bytes per message.
 const SIZE: usize = 2048;
 /// The longest a run waits for its backlog to drain.
-const DRAIN_CAP: Duration = Duration::from_secs(300);
+pub const DRAIN_CAP: Duration = Duration::from_secs(300);
 
 /// One shape of trouble.
 #[derive(Debug, Clone)]
@@ -64,6 +64,13 @@ pub struct Shape {
     pub sweep: bool,
     /// When the server came back (outage).
     pub recovery: Option<f64>,
+}
+
+impl Shape {
+    /// The server at time zero.
+    pub fn start_mode(&self) -> Mode {
+        self.start.clone()
+    }
 }
 
 fn plateau(base_ms: u64, capacity: usize) -> Mode {
@@ -116,8 +123,47 @@ pub fn all() -> Vec<Shape> {
     ]
 }
 
+/// The fleet run's server (`fleet.rs`, not among [`all`]): the
+/// retrograde server (20 ms + 60 ms per extra open connection, `421` past
+/// [`CAPACITY`]), down from 3 s to 13 s, then back; 300 messages.
+pub fn fleet() -> Shape {
+    let retrograde = Mode::Retrograde {
+        base: Duration::from_millis(20),
+        per_connection: Duration::from_millis(60),
+        overload_at: Some(CAPACITY),
+    };
+    Shape {
+        name: "fleet",
+        start: retrograde.clone(),
+        timeline: vec![(FLEET_DOWN.0, Mode::Refuse), (FLEET_DOWN.1, retrograde)],
+        window: 0.0,
+        messages: 300,
+        sweep: false,
+        recovery: Some(FLEET_DOWN.1),
+    }
+}
+
+/// When the fleet run's server is down (seconds from time zero).
+pub const FLEET_DOWN: (f64, f64) = (3.0, 13.0);
+
 pub fn by_name(name: &str) -> Shape {
-    all().into_iter().find(|s| s.name == name).unwrap_or_else(|| panic!("unknown shape {name}"))
+    all()
+        .into_iter()
+        .chain([fleet()])
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("unknown shape {name}"))
+}
+
+/// Goodput while the server is up: deliveries per second over the run up
+/// to `end`, the fleet shape's outage left out (the other shapes count
+/// their whole window).
+pub fn goodput(shape: &Shape, proxy: &Proxy, end: f64) -> f64 {
+    if shape.name != "fleet" {
+        return proxy.delivered_between(0.0, end) as f64 / end.max(1e-9);
+    }
+    let (down, back) = FLEET_DOWN;
+    let up = down.min(end) + (end - back).max(0.0);
+    (proxy.delivered_between(0.0, down) + proxy.delivered_between(back, end)) as f64 / up.max(1e-9)
 }
 
 /// Plays the shape's timeline on `proxy` from its first connection.
@@ -192,7 +238,7 @@ impl Run {
     }
 }
 
-fn message(shape: &str, run: &str, n: usize) -> Vec<u8> {
+pub fn message(shape: &str, run: &str, n: usize) -> Vec<u8> {
     let mut b = format!(
         "From: load@remote.test\r\nTo: user@dev.test\r\nSubject: {shape} {run} {n}\r\n\
          Message-ID: <{shape}-{run}-{n}@remote.test>\r\n\r\n"
@@ -205,7 +251,7 @@ fn message(shape: &str, run: &str, n: usize) -> Vec<u8> {
     b
 }
 
-fn envelope(rcpt: &str) -> Envelope {
+pub fn envelope(rcpt: &str) -> Envelope {
     Envelope {
         sender: "load@remote.test".into(),
         recipients: vec![Recipient::new(rcpt)],
@@ -222,7 +268,7 @@ fn envelope(rcpt: &str) -> Envelope {
 }
 
 /// Message-IDs in a user's maildir.
-fn delivered_ids(dc: &Dovecot, user: &str) -> HashSet<String> {
+pub fn delivered_ids(dc: &Dovecot, user: &str) -> HashSet<String> {
     dc.maildir(user)
         .iter()
         .filter_map(|m| {
@@ -241,7 +287,7 @@ pub fn users() -> Vec<User> {
     u
 }
 
-const MASTER_CF: &str = "lmtp unix - - n - - lmtp\nsmtp unix - - n - - smtp\n";
+pub const MASTER_CF: &str = "lmtp unix - - n - - lmtp\nsmtp unix - - n - - smtp\n";
 
 /// Runs sluice on `shape`: adaptive when `fixed` is `None`, else with its
 /// limit pinned at `fixed`.
@@ -355,7 +401,8 @@ fn maildir_count(dc: &Dovecot, user: &str) -> usize {
     ["new", "cur"].iter().filter_map(|d| std::fs::read_dir(base.join(d)).ok()).map(|rd| rd.count()).sum()
 }
 
-/// `overload proxy SHAPE --port P [--out DIR] [--limit SECONDS]`: Dovecot
+/// `overload proxy SHAPE --port P [--out DIR] [--limit SECONDS] [--run
+/// NAME]`: Dovecot
 /// behind the proxy for the Postfix side, delivering to the `postfix`
 /// user. The run ends by itself: after the shape's window from the first
 /// connection, or (outage) when every message is in the mailbox or
@@ -389,11 +436,11 @@ pub async fn main_proxy(args: &[String]) {
     let window = if shape.window > 0.0 { shape.window } else { drained.unwrap_or(limit) };
     let run = Run {
         shape: shape.name.into(),
-        run: "postfix".into(),
+        run: flag(args, "--run").unwrap_or_else(|| "postfix".into()),
         messages: shape.messages,
         delivered: figures.delivered,
         window,
-        goodput: proxy.delivered_between(0.0, window) as f64 / window,
+        goodput: goodput(&shape, &proxy, window),
         peak_connections: figures.peak_connections,
         refused_421: figures.refused_421,
         drained,

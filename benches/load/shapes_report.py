@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The overload shapes' report: reads results.jsonl written by
-`overload shapes` and `overload proxy` (benches/load/shapes.rs), prints the
-table for benches/README.md and draws one chart per shape with chart.py.
+`overload shapes`, `overload fleet` and `overload proxy`
+(benches/load/shapes.rs, fleet.rs), prints the tables for benches/README.md
+and draws one chart per shape (the fleet runs: benches/charts/fleet.svg)
+with chart.py.
 
     shapes_report.py OUT_DIR CHART_DIR
 """
@@ -108,13 +110,64 @@ def charts(runs, out, chart_dir):
         print(f"chart: {os.path.join(chart_dir, f'overload-{shape}.svg')}")
 
 
+FLEET_RUNS = [
+    ("single-fixed-1", "1 host, fixed limit 1"),
+    ("single", "1 host, adaptive"),
+    ("nofleet-3", "3 hosts, no fleet mode"),
+    ("fleet-3", "3 hosts, fleet mode"),
+    ("fleet-6", "6 hosts, fleet mode"),
+    ("postfix-3", "3 Postfix instances"),
+]
+FLEET_BACK = 13.0
+
+
+def fleet_report(rs):
+    best = rs.get("single-fixed-1", {}).get("goodput", 0.0)
+    print()
+    print("setup                    goodput  of 1 host fixed 1  peak conn  421s  lost  flowing after  drained after")
+    for name, label in FLEET_RUNS:
+        r = rs.get(name)
+        if not r:
+            continue
+        lost = "-" if r.get("lost") is None else str(r["lost"])
+        flowing = "-" if r.get("flowing_after") is None else f"{r['flowing_after']:.2f} s"
+        drained = "not drained" if r.get("drained") is None else f"{r['drained'] - FLEET_BACK:.1f} s"
+        print(
+            f"{label:<24} {r['goodput']:5.1f}/s  {pct(r['goodput'], best):>17}  {r['peak_connections']:>9}  "
+            f"{r['refused_421']:>4}  {lost:>4}  {flowing:>13}  {drained:>13}"
+        )
+
+
+def fleet_chart(rs, out, chart_dir):
+    series = [(label, name) for name, label in FLEET_RUNS if name in rs and name != "single"]
+    path = os.path.join(chart_dir, "fleet.svg")
+    cmd = [
+        sys.executable, os.path.join(HERE, "chart.py"),
+        "--out", path,
+        "--title", "several MX hosts, one server: 20 ms + 60 ms per extra connection, down from 3 s to 13 s",
+        "--panel", "connections|connections open at the server",
+        "--panel", "rate(delivered)|deliveries (messages/s)",
+        "--hline", f"1:{CAPACITY}|421 past {CAPACITY}",
+        "--mark", "3|down", "--mark", f"{FLEET_BACK:g}|back",
+        "--until", "40",
+    ]
+    cmd += [f"{label}={os.path.join(out, f'fleet-{name}.csv')}" for label, name in series]
+    subprocess.run(cmd, check=True)
+    print(f"chart: {path}")
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     out, chart_dir = sys.argv[1], sys.argv[2]
     runs = load(out)
+    fleet = runs.pop("fleet", None)
     report(runs)
     charts(runs, out, chart_dir)
+    if fleet:
+        os.makedirs(chart_dir, exist_ok=True)
+        fleet_report(fleet)
+        fleet_chart(fleet, out, chart_dir)
 
 
 if __name__ == "__main__":

@@ -737,3 +737,29 @@ fn sender_authentication_values_are_checked_with_file_and_line() {
     assert!(c.matches_client("sluice_auth_exempt_clients", "192.0.2.9".parse().unwrap()));
     assert_eq!(c.list("sluice_auth_checks"), ["spf", "dkim", "dmarc", "arc"]);
 }
+
+#[test]
+fn fleet_redis_urls_are_checked_with_file_line_and_parameter() {
+    let d = tmp();
+    let dir = d.path().display().to_string();
+    for (value, why) in [
+        ("http://redis.example:6379", "expected redis:// or rediss://"),
+        ("redis://:6379", "missing or malformed host"),
+        ("redis://redis.example:0", "the port must be 1 to 65535"),
+        ("redis://redis.example:99999", "the port must be 1 to 65535"),
+        ("redis://10.0.0.1:6379 rediss://bad..host:6380", "missing or malformed host"),
+        ("redis://redis.example/db1", "the path must be a database number"),
+    ] {
+        let errors =
+            load_err(d.path(), &format!("myhostname = mx.example\nsluice_fleet_redis = {value}\n"), "");
+        let want = format!("{dir}/main.cf:2: sluice_fleet_redis: bad Redis URL");
+        assert!(
+            errors.iter().any(|e| e.starts_with(&want) && e.contains(why)),
+            "{value}: missing {want} ... {why}\nin {errors:#?}"
+        );
+    }
+    let ok = "sluice_fleet_redis = redis://127.0.0.1:6379/0, rediss://sluice:secret@redis.example.org:6380 \
+              redis://[::1]:6379 redis://redis-2.example\n";
+    let c = load(d.path(), ok, "").config;
+    assert_eq!(c.list("sluice_fleet_redis").len(), 4);
+}

@@ -64,6 +64,8 @@ pub enum Kind {
     TlsProtocols,
     /// DNS server addresses (`address`, `address:port`, `[ipv6]:port`).
     NameServers,
+    /// `redis://` or `rediss://` URLs (`sluice_fleet_redis`).
+    RedisUrls,
 }
 
 impl Kind {
@@ -99,6 +101,7 @@ impl Kind {
             Kind::Protocols => "all | ipv4 | ipv6".into(),
             Kind::TlsProtocols => "TLS protocols (>=TLSv1.2, !TLSv1.1, ...)".into(),
             Kind::NameServers => "addresses (ip, ip:port, [ipv6]:port)".into(),
+            Kind::RedisUrls => "redis:// or rediss:// URLs".into(),
         }
     }
 }
@@ -1597,9 +1600,9 @@ pub static PARAMS: &[Param] = &[
     p(
         "sluice_fleet_redis",
         "",
-        List,
+        RedisUrls,
         Sluice,
-        "Fleet mode: redis:// or rediss:// URLs of the Redis (or Valkey) every MX host of the fleet shares; the first is used, the next after it stops answering (empty: fleet mode off, each host has its own gates). Each backend's concurrency limit, rate, breaker and pause are then the fleet's, kept in Redis.",
+        "Fleet mode: redis:// or rediss:// URLs of the Redis (or Valkey) every MX host of the fleet shares; the first is used, the next after it stops answering (empty: fleet mode off, each host has its own gates). Each backend's concurrency limit (and its adaptive limit), rate, breaker and pause are then the fleet's, kept in Redis. Each URL is checked at load: scheme, host, port 1-65535, database number.",
     ),
     p(
         "sluice_fleet_name",

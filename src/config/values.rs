@@ -244,6 +244,49 @@ pub fn parse_name_servers(s: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// Fleet mode's Redis URLs (`sluice_fleet_redis`): each `redis://` or
+/// `rediss://` (TLS), an optional `user:password@`, a host name or IP
+/// (`[ipv6]`), an optional port (1–65535; 6379 when none) and an optional
+/// database number (`/0`). Checked at load so a typo is a configuration
+/// error naming the line, not a fleet that silently runs on its local
+/// share. Returns the URLs.
+pub fn parse_redis_urls(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for url in split_list(s)? {
+        let bad = |why: &str| format!("bad Redis URL \"{url}\": {why}");
+        let rest = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"))
+            .ok_or_else(|| bad("expected redis:// or rediss://"))?;
+        let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+        if !(db.is_empty() || db.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(bad("the path must be a database number"));
+        }
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = if hostport.starts_with('[') || hostport.contains(':') {
+            let (h, p) = split_host_port(hostport).map_err(|e| bad(&e))?;
+            (h.unwrap_or(""), Some(p))
+        } else {
+            (hostport, None)
+        };
+        let host_ok = parse_ip(host).is_some()
+            || (!host.is_empty()
+                && host.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                }));
+        if !host_ok {
+            return Err(bad("missing or malformed host"));
+        }
+        if let Some(p) = port
+            && p.parse::<u16>().ok().filter(|p| *p > 0).is_none()
+        {
+            return Err(bad("the port must be 1 to 65535"));
+        }
+        out.push(url);
+    }
+    Ok(out)
+}
+
 /// The unspecified addresses for "listen everywhere".
 pub(crate) const ANY_V4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub(crate) const ANY_V6: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);

@@ -129,6 +129,7 @@ pub(super) fn build_config(
             Kind::Protocols => parse_protocols(&value).map(|_| Typed::Text),
             Kind::TlsProtocols => values::parse_tls_protocols(&value).map(|_| Typed::Text),
             Kind::NameServers => values::parse_name_servers(&value).map(|_| Typed::Text),
+            Kind::RedisUrls => values::parse_redis_urls(&value).map(|_| Typed::Text),
             Kind::Interfaces => interface_addresses(&value).map(|_| Typed::Text),
             Kind::Addresses => addresses(&value).map(|_| Typed::Text),
             Kind::Str => Ok(Typed::Text),

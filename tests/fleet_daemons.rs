@@ -141,6 +141,21 @@ async fn three_hosts_keep_one_limit_and_pause_together() {
         "resume took {:?} to reach every host",
         resumed.elapsed()
     );
+
+    // Fleet parameters are read at start: a reload says so.
+    hosts[2].0.append_main_cf("sluice_fleet_user = other\n");
+    hosts[2].1.signal("HUP");
+    wait_until(
+        "the reload's warning",
+        Duration::from_secs(10),
+        || {
+            hosts[2]
+                .0
+                .log()
+                .contains("sluice_fleet_user changed: fleet mode keeps its running settings until restart")
+        },
+        || logs(&hosts),
+    );
     for (_, d) in hosts {
         assert!(d.stop().success());
     }

@@ -35,6 +35,19 @@ use crate::metric;
 use crate::shutdown::Stage;
 use crate::smtp;
 
+/// Fleet mode's parameters, read when the daemon starts (a reload warns
+/// when one changed).
+const FLEET_PARAMS: &[&str] = &[
+    "sluice_fleet_redis",
+    "sluice_fleet_name",
+    "sluice_fleet_host",
+    "sluice_fleet_user",
+    "sluice_fleet_password_file",
+    "sluice_fleet_lease_time",
+    "sluice_fleet_call_timeout",
+    "sluice_fleet_heartbeat_interval",
+];
+
 /// Why the daemon could not start, or could not stop cleanly. Each names
 /// the parameter or master.cf service to look at; the cause is its
 /// [`source`](std::error::Error::source) (the log line shows the chain).
@@ -411,6 +424,19 @@ impl Running {
         }
         for w in &loaded.warnings {
             warn!(target: "master", "{w}");
+        }
+        // Fleet mode's client (its Redis connection, host name, lease and
+        // heartbeat timing) is built once at start: rebuilding it under
+        // running deliveries would orphan their leases. Said, not ignored.
+        let old = self.config.load();
+        let fleet_changed: Vec<&str> =
+            FLEET_PARAMS.iter().copied().filter(|p| old.string(p) != new.string(p)).collect();
+        if !fleet_changed.is_empty() {
+            warn!(
+                target: "master",
+                "{} changed: fleet mode keeps its running settings until restart",
+                fleet_changed.join(", ")
+            );
         }
         for (ib, s) in updates {
             ib.reload(s);

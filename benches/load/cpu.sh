@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# CPU per message, sluice beside Postfix in the same run: N messages of
+# SIZE bytes (20,000 x 4 KiB) sent in SESSIONS parallel sessions, one
+# connection per message, into the MTA, which relays them over LMTP to
+# smtp-sink. Prints, per MTA and round, messages/s (first message in to
+# last one removed) and the MTA's CPU per message: the sum over all its
+# processes from its own cgroup (cpu_lib.sh), split into user and system
+# time, and for sluice its /proc/PID/stat as well.
+#
+#   benches/load/cpu.sh [--messages N] [--size BYTES] [--sessions S] [--rounds R]
+#
+# The load client is smtp-source (plain SMTP). starttls.sh runs this same
+# script with a TLS certificate (TLS_CERT, TLS_KEY: both servers get
+# `smtpd_tls_security_level = may` with it) and its own client
+# (LOAD_CLIENT: a command given PORT, N, SIZE and SESSIONS as arguments).
+#
+# sluice runs as `sluice -c DIR serve` (the daemon, release build), Postfix
+# as a private instance (`postfix -c DIR start`), both with their default
+# delivery settings and the relay lines of deliver.sh. SLUICE_BIN=PATH
+# measures that binary instead of building this tree. PERF_RECORD=FILE
+# records sluice with `perf record --call-graph dwarf` (cpu-clock samples) during its
+# first round, for the flame graph (see benches/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=../../scripts/bootstrap
+. scripts/bootstrap test
+# shellcheck source=lib.sh
+. benches/load/lib.sh
+# shellcheck source=cpu_lib.sh
+. benches/load/cpu_lib.sh
+
+N=20000 SIZE=4096 SESSIONS=20 ROUNDS=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --messages) N=$2; shift 2 ;;
+        --size) SIZE=$2; shift 2 ;;
+        --sessions) SESSIONS=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+TLS_CERT=${TLS_CERT:-}
+TLS_KEY=${TLS_KEY:-}
+
+# SLUICE_BIN: a sluice binary to measure instead of this tree's release
+# build (to compare two builds in one sitting).
+if [ -n "${SLUICE_BIN:-}" ]; then
+    SLUICE=$SLUICE_BIN
+else
+    # shellcheck disable=SC2086
+    nice cargo build --release ${SLUICE_CARGO_FEATURES:-} --bin sluice 2>/dev/null
+    SLUICE=$PWD/target/release/sluice
+fi
+
+WORK=$(mktemp -d /tmp/sluice-cpu-bench.XXXXXX)
+chmod 755 "$WORK"
+pids=()
+PF_DIR=
+CG_S=
+CG_P=
+cleanup() {
+    if [ -n "$PF_DIR" ]; then postfix_ctl "$PF_DIR" stop >/dev/null 2>&1 || true; fi
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "$CG_S" ]; then cg_remove "$CG_S"; fi
+    if [ -n "$CG_P" ]; then cg_remove "$CG_P"; fi
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+load() {
+    local port=$1
+    if [ -n "${LOAD_CLIENT:-}" ]; then
+        # shellcheck disable=SC2086
+        $LOAD_CLIENT "$port" "$N" "$SIZE" "$SESSIONS"
+    else
+        smtp-source -s "$SESSIONS" -m "$N" -l "$SIZE" -f load@remote.test -t user@dev.test "127.0.0.1:$port"
+    fi
+}
+
+# The LMTP sinks, outside both cgroups.
+SINK1=$(free_port) SINK2=$(free_port)
+# shellcheck disable=SC2046
+smtp-sink $(sink_user) -L "127.0.0.1:$SINK1" 256 &
+pids+=("$!")
+# shellcheck disable=SC2046
+smtp-sink $(sink_user) -L "127.0.0.1:$SINK2" 256 &
+pids+=("$!")
+wait_port "$SINK1"
+wait_port "$SINK2"
+
+tls_main_cf() {
+    if [ -n "$TLS_CERT" ]; then
+        printf 'smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n' \
+            "$TLS_CERT" "$TLS_KEY"
+    fi
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    # sluice.
+    CG_S=$(cg_new sluice)
+    SPORT=$(free_port)
+    D=$WORK/sluice-$round
+    mkdir -p "$D"
+    {
+        cat <<EOF
+myhostname = mx.bench.test
+queue_directory = $D/spool
+mynetworks = 127.0.0.0/8
+relay_domains = dev.test
+transport_maps = inline:{ dev.test=lmtp:[127.0.0.1]:$SINK1 }
+sluice_admin_socket = $D/admin.sock
+EOF
+        tls_main_cf
+    } >"$D/main.cf"
+    cat >"$D/master.cf" <<EOF
+127.0.0.1:$SPORT inet n - n - - smtpd
+lmtp      unix  -       -       n       -       -       lmtp
+smtp      unix  -       -       n       -       -       smtp
+EOF
+    # Not through cg_run: $! must be sluice itself, for its /proc stat.
+    sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG_S" "$SLUICE" -c "$D" serve --log-file "$D/maillog" &
+    SPID=$!
+    pids+=("$SPID")
+    wait_port "$SPORT"
+    PERF_PID=
+    if [ -n "${PERF_RECORD:-}" ] && [ "$round" = 1 ]; then
+        perf record -F 499 --call-graph dwarf,16384 -o "$PERF_RECORD" -p "$SPID" 2>/dev/null &
+        PERF_PID=$!
+        sleep 0.5
+    fi
+    measure sluice "$CG_S" "$D/maillog" "$N" "$SPID" load "$SPORT"
+    if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
+    kill -TERM "$SPID"
+    wait "$SPID" || true
+    cg_remove "$CG_S"
+    CG_S=
+
+    # Postfix.
+    CG_P=$(cg_new postfix)
+    PPORT=$(free_port)
+    PF_DIR=$WORK/pf-$round
+    postfix_private "$PF_DIR" "$PPORT" "lmtp:[127.0.0.1]:$SINK2"
+    if [ -n "$TLS_CERT" ]; then
+        # Postfix's defaults otherwise: stateless session tickets (its
+        # smtpd_tls_session_cache_timeout is 3600 s), keys from tlsmgr.
+        tls_main_cf >>"$PF_DIR/conf/main.cf"
+        echo "tlsmgr    unix  -       -       n       1000?   1       tlsmgr" >>"$PF_DIR/conf/master.cf"
+    fi
+    cg_run "$CG_P" script -qc "postfix -c $PF_DIR/conf start" /dev/null >/dev/null
+    wait_port "$PPORT"
+    measure postfix "$CG_P" "$PF_DIR/maillog" "$N" - load "$PPORT"
+    postfix_ctl "$PF_DIR" stop >/dev/null
+    PF_DIR=
+    cg_remove "$CG_P"
+    CG_P=
+    rm -rf "$D" "$WORK/pf-$round"
+done

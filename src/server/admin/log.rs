@@ -60,11 +60,35 @@ pub struct PostfixFormat {
     pid: u32,
     /// Print `Mmm dd hh:mm:ss host ` before the program (not under journald).
     syslog_prefix: bool,
+    /// The last second's `Mmm dd hh:mm:ss host ` prefix: a busy server logs
+    /// several lines per message, and formatting the local time (chrono
+    /// parses the strftime pattern and converts the zone each time) showed
+    /// in its profile; within one second the prefix is the same text.
+    stamp: Arc<Mutex<(u64, String)>>,
 }
 
 impl PostfixFormat {
     pub fn new(hostname: impl Into<String>, syslog_prefix: bool) -> Self {
-        PostfixFormat { hostname: hostname.into(), pid: std::process::id(), syslog_prefix }
+        PostfixFormat {
+            hostname: hostname.into(),
+            pid: std::process::id(),
+            syslog_prefix,
+            stamp: Arc::new(Mutex::new((u64::MAX, String::new()))),
+        }
+    }
+
+    /// Writes `Mmm dd hh:mm:ss host ` for the current second.
+    fn write_prefix(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        let now = crate::clock::system_time();
+        let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut stamp = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if stamp.0 != secs {
+            let local = chrono::DateTime::<chrono::Local>::from(now);
+            stamp.1.clear();
+            write!(stamp.1, "{} {} ", local.format("%b %e %H:%M:%S"), self.hostname)?;
+            stamp.0 = secs;
+        }
+        w.write_str(&stamp.1)
     }
 }
 
@@ -106,8 +130,7 @@ where
     ) -> std::fmt::Result {
         let meta = event.metadata();
         if self.syslog_prefix {
-            let now = chrono::DateTime::<chrono::Local>::from(crate::clock::system_time());
-            write!(w, "{} {} ", now.format("%b %e %H:%M:%S"), self.hostname)?;
+            self.write_prefix(&mut w)?;
         }
         write!(w, "sluice/{}[{}]: ", program(meta.target()), self.pid)?;
         match *meta.level() {
@@ -120,7 +143,11 @@ where
         // One event, one line: a peer's multi-line text must not forge
         // lines, and no control character (a client's ESC sequence, a
         // backend's NUL) reaches the log, whatever the event quoted.
-        let line = format!("{}{}", f.message, f.rest).replace(['\r', '\n'], " ");
+        let mut line = f.message;
+        line.push_str(&f.rest);
+        if line.contains(['\r', '\n']) {
+            line = line.replace(['\r', '\n'], " ");
+        }
         writeln!(w, "{}", crate::reply::printable(&line, crate::reply::IN_TEXT))
     }
 }

@@ -199,6 +199,48 @@ async fn smtp_to_postfix_smtp_sink() {
     s.quit().await;
 }
 
+/// A pooled session carries the next message without `RSET` while the
+/// server is quiet and its last transaction ended; a server that has
+/// closed the connection since is noticed without a command.
+#[tokio::test]
+async fn a_pooled_session_skips_rset_only_while_clean_and_quiet() {
+    let (sink, port) = smtp_sink(&[]);
+    let mut s = open(port, Protocol::Smtp).await;
+    assert!(s.quiet(), "a new session has no transaction open");
+    for i in 0..2 {
+        let body = tricky_body(&format!("quiet{i}"));
+        let out = s.deliver(&tx("sender@remote.test", vec![rcpt("a@dest.test")], &body)).await;
+        assert!(out.rcpts.iter().all(|r| r.verdict == Verdict::Sent), "{:?}", out.rcpts);
+        assert!(s.quiet(), "after a whole transaction the next MAIL needs no RSET");
+    }
+    drop(sink);
+    let mut closed = false;
+    for _ in 0..100 {
+        if !s.quiet() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the server's close makes the session not quiet");
+    assert!(!s.reset().await, "and RSET finds it gone");
+}
+
+/// A transaction that did not end (every recipient refused) leaves the
+/// server mid-transaction: the session needs `RSET` before the next one.
+#[tokio::test]
+async fn a_transaction_left_open_needs_rset_before_the_next() {
+    let (_sink, port) = smtp_sink(&["-f", "RCPT"]);
+    let mut s = open(port, Protocol::Smtp).await;
+    let body = tricky_body("open");
+    let out = s.deliver(&tx("sender@remote.test", vec![rcpt("a@dest.test")], &body)).await;
+    assert_eq!(out.rcpts[0].verdict, Verdict::Bounced, "{:?}", out.rcpts);
+    assert!(out.reusable);
+    assert!(!s.quiet(), "MAIL was accepted and never ended");
+    assert!(s.reset().await);
+    assert!(s.quiet(), "RSET ended it");
+}
+
 #[tokio::test]
 async fn smtp_falls_back_to_helo_and_works_without_pipelining() {
     // -e: no ESMTP (EHLO is refused), -p: no PIPELINING.

@@ -370,7 +370,8 @@ impl Backend {
             let now = clock::instant();
             let fresh = now.saturating_duration_since(s.idle_since()) < settings.idle_time
                 && now.saturating_duration_since(s.opened()) < settings.reuse_time;
-            if fresh && s.reset().await {
+            // RSET only when the socket alone cannot tell (Connection::quiet).
+            if fresh && (s.quiet() || s.reset().await) {
                 return Ok((s, true));
             }
             // Dead or stale: close it (a dead peer needs no QUIT) before

@@ -157,6 +157,7 @@ impl Connection {
             opened: now,
             idle_since: now,
             transactions: 0,
+            clean: true,
             tls: None,
         };
         let greeting = s.reply(Phase::Greeting).await.map_err(|b| s.open_error(&b))?;

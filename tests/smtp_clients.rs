@@ -228,6 +228,34 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     server.stop().await;
 }
 
+/// A client that comes back resumes its TLS session with the ticket the
+/// server gave it, as MTAs do: no certificate signature the second time.
+#[tokio::test]
+async fn a_returning_client_resumes_its_tls_session() {
+    let pki = TestPki::new();
+    let server = Server::start(pki.settings(TlsLevel::May)).await;
+    // One client configuration, so one ticket store, for both connections.
+    let connector = tokio_rustls::TlsConnector::from(pki.client_config());
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let mut c = Raw::ehlo(server.addr).await;
+        c.send(b"STARTTLS\r\n").await;
+        assert_eq!(c.reply().await.expect("reply").text(), "220 2.0.0 Ready to start TLS");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = connector.connect(name, c.into_stream()).await.expect("handshake");
+        kinds.push(tls.get_ref().1.handshake_kind());
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut rd = BufReader::new(rd);
+        // Reading a reply takes in the tickets sent after the handshake.
+        wr.write_all(b"EHLO client.test\r\n").await.expect("write");
+        assert_eq!(tls_reply(&mut rd).await.0, 250);
+        wr.write_all(b"QUIT\r\n").await.expect("write");
+        assert_eq!(tls_reply(&mut rd).await.0, 221);
+    }
+    assert_eq!(kinds, [Some(rustls::HandshakeKind::Full), Some(rustls::HandshakeKind::Resumed)]);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn encrypt_level_requires_starttls_before_mail() {
     let pki = TestPki::new();

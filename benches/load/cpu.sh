@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../../scripts/bootstrap
-. scripts/bootstrap test
+. scripts/bootstrap bench
 # shellcheck source=lib.sh
 . benches/load/lib.sh
 # shellcheck source=cpu_lib.sh

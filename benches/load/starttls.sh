@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../../scripts/bootstrap
-. scripts/bootstrap test
+. scripts/bootstrap bench
 
 # TLS_SOURCE_BIN: a built client to use instead of building it here.
 if [ -n "${TLS_SOURCE_BIN:-}" ]; then

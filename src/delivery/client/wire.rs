@@ -165,9 +165,15 @@ impl Default for DotStuffer {
 
 impl DotStuffer {
     /// Appends the stuffed form of `chunk` to `out`.
+    ///
+    /// Runs of bytes up to the next CR or LF are copied whole (found with
+    /// `memchr`): a byte at a time, stuffing cost about 35 instructions per
+    /// byte, a sixth of the daemon's user-space work per 4 KiB message
+    /// (benches/README.md, "CPU per message").
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 64 + 2);
-        for &b in chunk {
+        let mut rest = chunk;
+        while let Some(&first) = rest.first() {
             self.empty = false;
             if self.pending_cr {
                 // Whatever follows a CR, the CR ends a line: an LF here is
@@ -175,27 +181,33 @@ impl DotStuffer {
                 out.push(b'\n');
                 self.pending_cr = false;
                 self.at_line_start = true;
-                if b == b'\n' {
+                if first == b'\n' {
+                    rest = &rest[1..];
                     continue;
                 }
             }
-            match b {
-                b'\r' => {
+            if self.at_line_start && first == b'.' {
+                // The stuffed dot; the line's own is copied with its run.
+                out.push(b'.');
+            }
+            let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+            out.extend_from_slice(&rest[..end]);
+            if end > 0 {
+                self.at_line_start = false;
+            }
+            match rest.get(end) {
+                Some(b'\r') => {
                     out.push(b'\r');
                     self.pending_cr = true;
-                    continue;
                 }
-                b'\n' => {
+                Some(_) => {
                     // A bare LF is written as a line end.
                     out.extend_from_slice(b"\r\n");
                     self.at_line_start = true;
-                    continue;
                 }
-                b'.' if self.at_line_start => out.push(b'.'),
-                _ => {}
+                None => {}
             }
-            out.push(b);
-            self.at_line_start = false;
+            rest = rest.get(end + 1..).unwrap_or_default();
         }
     }
 
@@ -307,6 +319,69 @@ mod tests {
         }
         let bytewise: Vec<&[u8]> = body.chunks(1).collect();
         assert_eq!(stuff(&bytewise), whole);
+    }
+
+    /// The byte-at-a-time stuffer the run-copying one replaced: the
+    /// reference it must agree with.
+    fn stuff_bytewise(body: &[u8]) -> Vec<u8> {
+        let (mut at_line_start, mut pending_cr, mut out) = (true, false, Vec::new());
+        for &b in body {
+            if pending_cr {
+                out.push(b'\n');
+                pending_cr = false;
+                at_line_start = true;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\r' => {
+                    out.push(b'\r');
+                    pending_cr = true;
+                    continue;
+                }
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    at_line_start = true;
+                    continue;
+                }
+                b'.' if at_line_start => out.push(b'.'),
+                _ => {}
+            }
+            out.push(b);
+            at_line_start = false;
+        }
+        if pending_cr {
+            out.push(b'\n');
+        } else if !body.is_empty() && !at_line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    #[test]
+    fn run_copying_agrees_with_bytewise_stuffing_on_every_short_body() {
+        // Every body of up to 6 bytes over the bytes that matter, whole and
+        // split at every point.
+        let alphabet = [b'a', b'.', b'\r', b'\n'];
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..6 {
+            let longer: Vec<Vec<u8>> = bodies
+                .iter()
+                .filter(|b| b.len() == bodies.last().map_or(0, Vec::len))
+                .flat_map(|b| alphabet.iter().map(move |&c| [b.as_slice(), &[c]].concat()))
+                .collect();
+            bodies.extend(longer);
+        }
+        for body in &bodies {
+            let want = stuff_bytewise(body);
+            assert_eq!(stuff(&[body]), want, "{body:?}");
+            for split in 0..=body.len() {
+                let (a, b) = body.split_at(split);
+                assert_eq!(stuff(&[a, b]), want, "{body:?} split at {split}");
+            }
+        }
     }
 
     #[test]

@@ -53,6 +53,9 @@ def fold(lines):
             else:
                 name = sym
             name = re.sub(r"::h[0-9a-f]{16}$", "", name)
+            # Async frames carry whole type signatures: keep the start.
+            if len(name) > 160:
+                name = name[:157] + "..."
             stack.append(name)
     if stack:
         yield tuple(reversed(stack))

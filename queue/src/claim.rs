@@ -1,6 +1,7 @@
 //! The scheduler's side of the queue: claiming due messages (schedule
 //! entry → in-flight entry, in one batch, from the schedule's floor so a
-//! claim never walks over what earlier claims deleted), putting back what a
+//! claim never walks over what earlier claims deleted; or only those that
+//! became due lately, for fairness between new mail and a backlog), putting back what a
 //! cancelled claimer left, the next due time, and recording delivery
 //! results (every recipient's new state and the next due time in one
 //! batch).
@@ -23,10 +24,26 @@ impl Inner {
     /// Claims up to `limit` due messages; the caller holds the claim lock.
     /// Returns them with the stripes still held, so a caller that went away
     /// can put them back before anyone else touches them.
-    async fn claim(self: &Arc<Self>, now: UnixMillis, limit: usize) -> Result<(Vec<QueuedMessage>, Held)> {
+    ///
+    /// With `since`, only entries due at or after it are candidates (the
+    /// scan starts there, or at the floor if that is higher) and the floor
+    /// is left where it is: such a scan says nothing about what lies below
+    /// its start.
+    async fn claim(
+        self: &Arc<Self>,
+        now: UnixMillis,
+        since: Option<UnixMillis>,
+        limit: usize,
+    ) -> Result<(Vec<QueuedMessage>, Held)> {
         let writer = self.writer()?;
         let scan = self.books.schedule_floor.begin();
-        let start = scan.start.clone();
+        let mut start = scan.start.clone();
+        if let Some(since) = since {
+            let from = keys::schedule_key(since, QueueId::from_micros(0));
+            if from.as_slice() > start.as_slice() {
+                start = from.to_vec();
+            }
+        }
         let upper = keys::schedule_upper(now);
         // 1. Candidates: the first `limit` entries due by `now`, from the
         //    floor (entries below it are known deleted; never the whole
@@ -83,7 +100,12 @@ impl Inner {
         if !change.is_empty() {
             writer.submit(change).await?;
         }
-        // 3. Everything below where this scan stopped is gone now.
+        // 3. Everything below where this scan stopped is gone now (when it
+        //    started at the floor).
+        if since.is_some() {
+            drop(scan);
+            return Ok((claimed, held));
+        }
         match (full, last_key, upper) {
             (true, Some(k), _) => scan.raise(&keys::successor(&k)),
             (false, _, Some(u)) => scan.raise(&u),
@@ -131,6 +153,31 @@ impl Queue {
     /// skipped. Cancel-safe: if the caller goes away before the answer, the
     /// claimed messages are put back.
     pub async fn claim_due(&self, now: UnixMillis, limit: usize) -> Result<Vec<QueuedMessage>> {
+        self.claim_between(None, now, limit).await
+    }
+
+    /// Like [`Queue::claim_due`], among the messages due between `since`
+    /// and `now` only (oldest due first among them): the mail that became
+    /// due lately, new mail above all. The scheduler claims part of each
+    /// batch this way, so new mail is not queued behind a backlog that was
+    /// due long before it (as Postfix's qmgr takes turns between its
+    /// incoming and deferred queues). Costs a scan of `limit` entries from
+    /// `since`, plus what earlier claims deleted in that range.
+    pub async fn claim_recent(
+        &self,
+        since: UnixMillis,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<QueuedMessage>> {
+        self.claim_between(Some(since), now, limit).await
+    }
+
+    async fn claim_between(
+        &self,
+        since: Option<UnixMillis>,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<QueuedMessage>> {
         self.inner.writer()?;
         if limit == 0 {
             return Ok(Vec::new());
@@ -139,7 +186,7 @@ impl Queue {
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             let one_at_a_time = Arc::clone(&inner.claim).lock_owned().await;
-            let result = inner.claim(now, limit).await;
+            let result = inner.claim(now, since, limit).await;
             // Let go of the queue before answering, so a caller that then
             // closes and drops it can reopen the directory at once.
             let weak = Arc::downgrade(&inner);

@@ -669,3 +669,27 @@ async fn a_cancelled_claim_puts_its_messages_back() {
     assert_eq!(q.debug_table_len("inflight").await.unwrap(), 5);
     assert_eq!(q.debug_table_len("schedule").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn claim_recent_takes_only_what_became_due_lately() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), T0);
+    // A backlog due long ago, then new mail.
+    let mut old = Vec::new();
+    for i in 0..5 {
+        old.push(q.enqueue(envelope("old@example.org", &["r@example.net"]), b"old", T0 + i).await.unwrap());
+    }
+    let new1 = q.enqueue(envelope("new@example.org", &["r@example.net"]), b"new", T0 + 10_000).await.unwrap();
+    let new2 = q.enqueue(envelope("new@example.org", &["r@example.net"]), b"new", T0 + 10_001).await.unwrap();
+    let ids = |v: Vec<sluice_queue::QueuedMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    let now = T0 + 20_000;
+
+    assert_eq!(ids(q.claim_recent(T0 + 9_000, now, 1).await.unwrap()), [new1]);
+    // The oldest due still come first for claim_due; a recent claim did
+    // not move the floor past them.
+    assert_eq!(ids(q.claim_due(now, 2).await.unwrap()), old[..2]);
+    assert_eq!(ids(q.claim_recent(T0 + 9_000, now, 10).await.unwrap()), [new2]);
+    assert_eq!(ids(q.claim_recent(T0 + 9_000, now, 10).await.unwrap()), []);
+    assert_eq!(ids(q.claim_due(now, 10).await.unwrap()), old[2..]);
+    assert_eq!(q.claim_due(now, 10).await.unwrap(), vec![]);
+}

@@ -52,6 +52,55 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// Envelopes read per page while re-parking after a start.
 const REPARK_PAGE: usize = 1000;
 
+/// How far back "lately due" reaches beyond the previous claim: a session
+/// stamps its message's due time just before its commit, so a message can
+/// land a little below the time of a claim that ran meanwhile.
+const RECENT_SLACK_MS: UnixMillis = 1_000;
+
+/// Fairness between new mail and a backlog, as Postfix's qmgr takes turns
+/// between its incoming and deferred queues: the queue hands out the
+/// oldest due first, so after an outage a new message would wait behind
+/// every message that was due before it (minutes, with a million). Each
+/// batch therefore takes half its messages (every other single one) from
+/// those that became due since the previous claim (new mail, and retries
+/// whose time just came), the rest from the oldest due.
+#[derive(Debug, Default)]
+struct Turns {
+    /// Due times from here on count as lately due.
+    since: UnixMillis,
+    /// Claims made, for taking turns one message at a time.
+    claims: u64,
+}
+
+impl Turns {
+    async fn claim(
+        &mut self,
+        queue: &Queue,
+        now: UnixMillis,
+        n: usize,
+    ) -> sluice_queue::Result<Vec<QueuedMessage>> {
+        self.claims += 1;
+        let recent = if n >= 2 { n / 2 } else { (self.claims % 2) as usize * n };
+        let mut claimed = if recent > 0 && self.since > 0 {
+            queue.claim_recent(self.since.saturating_sub(RECENT_SLACK_MS), now, recent).await?
+        } else {
+            Vec::new()
+        };
+        // All that became due lately was taken: the next claim looks from
+        // here. Otherwise from the last one taken (the rest are still due).
+        // A turn that did not look leaves the mark alone.
+        if recent > 0 || self.since == 0 {
+            self.since = match claimed.last() {
+                Some(m) if claimed.len() >= recent => m.due.max(1),
+                _ => now,
+            };
+        }
+        let rest = queue.claim_due(now, n - claimed.len()).await?;
+        claimed.extend(rest);
+        Ok(claimed)
+    }
+}
+
 /// The claim loop's state: the shared context, the backends, and the
 /// window of messages in memory.
 #[derive(Debug)]
@@ -204,6 +253,7 @@ impl Scheduler {
     /// The claim loop.
     async fn run(&self) {
         let token = self.ctx.token.clone();
+        let mut turns = Turns::default();
         loop {
             if token.is_cancelled() {
                 return;
@@ -236,7 +286,7 @@ impl Scheduler {
             // next sleep ends, so it wakes us (see `record`).
             self.ctx.mark_awake();
             let now = clock::unix_millis();
-            let claimed = match self.ctx.queue.claim_due(now, permits.len()).await {
+            let claimed = match turns.claim(&self.ctx.queue, now, permits.len()).await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!("cannot read the queue schedule: {e}");

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Backlog drain: BACKLOG messages of 4 KiB (200,000 by default; 1,000,000
+# for the full run) are queued while the daemon is stopped (the mailbox
+# server being down), through the queue crate's enqueue path
+# (backlog_fill: one synced batch per message, 64 writers). Then the LMTP
+# backend (smtp-sink) is up and the daemon starts on that queue. The script
+# prints:
+#   - the start-up time with the full queue (exec to the SMTP port open),
+#   - the drain rate over the whole drain, against the rate of draining a
+#     small queue (SMALL = 10,000 messages, "empty queue") in the same run,
+#   - the daemon's RSS over time (peak, and at the end),
+#   - the delay of NEW messages sent over SMTP (smtp-source, 2 per second)
+#     while the drain runs: from acceptance to delivery, as the delivery log
+#     line's delay= says,
+# and writes queue size and delivered/s per second as CSV for chart.py
+# (benches/charts/backlog-drain.svg with CHART=1).
+#
+#   benches/load/backlog.sh        (env: BACKLOG=200000 SMALL=10000 NEW=60 CHART=0)
+#   BACKLOG=1000000 benches/load/backlog.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=../../scripts/bootstrap
+. scripts/bootstrap test
+# shellcheck source=lib.sh
+. benches/load/lib.sh
+
+BACKLOG=${BACKLOG:-200000}
+SMALL=${SMALL:-10000}
+NEW=${NEW:-60}
+CHART=${CHART:-0}
+
+nice cargo build --release --bin sluice --example backlog_fill 2>/dev/null
+SLUICE=$PWD/target/release/sluice
+FILL=$PWD/target/release/examples/backlog_fill
+
+WORK=$(mktemp -d "${SLUICE_BENCH_DIR:-/tmp}/sluice-backlog-bench.XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+SINK=$(free_port)
+# shellcheck disable=SC2046
+smtp-sink $(sink_user) -L "127.0.0.1:$SINK" 256 &
+pids+=("$!")
+wait_port "$SINK"
+
+# config DIR PORT: a daemon relaying dev.test to the sink.
+config() {
+    mkdir -p "$1"
+    cat >"$1/main.cf" <<EOF
+myhostname = mx.bench.test
+queue_directory = $1/spool
+mynetworks = 127.0.0.1/32
+relay_domains = dev.test
+transport_maps = inline:{ dev.test=lmtp:[127.0.0.1]:$SINK }
+sluice_admin_socket = $1/admin.sock
+smtpd_peername_lookup = no
+EOF
+    cat >"$1/master.cf" <<EOF
+127.0.0.1:$2 inet n - n - - smtpd
+lmtp      unix  -       -       n       -       -       lmtp
+EOF
+}
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# drain NAME N: fills a queue of N, starts the daemon, samples once a second
+# until N messages are removed; prints the figures. With NEW > 0 (the big
+# run) smtp-source sends NEW messages at 2/s from the 5th second.
+drain() {
+    local name=$1 n=$2 dir="$WORK/$1" port t0 t1 pid
+    port=$(free_port)
+    config "$dir" "$port"
+    "$FILL" "$dir/spool/db" "$n" 4096
+    du -sh "$dir/spool" | awk -v n="$name" '{print n ": queue on disk " $1}'
+    t0=$(now)
+    "$SLUICE" -c "$dir" serve --log-file "$dir/maillog" &
+    pid=$!
+    pids+=("$pid")
+    wait_port "$port" 120
+    t1=$(now)
+    python3 -c "print('$name: start-up with $n queued: %.2f s to the SMTP port' % ($t1 - $t0))"
+    echo "t,queued,removed,rss_mib" >"$dir/samples.csv"
+    local removed=0 peak=0 rss i=0 newpid=
+    while [ "$removed" -lt "$n" ]; do
+        sleep 1
+        i=$((i + 1))
+        removed=$(grep -c ': removed$' "$dir/maillog" || true)
+        rss=$(rss_kib "$pid")
+        [ "$rss" -gt "$peak" ] && peak=$rss
+        echo "$i,$((n - removed)),$removed,$((rss / 1024))" >>"$dir/samples.csv"
+        if [ "$NEW" -gt 0 ] && [ "$n" -gt "$SMALL" ] && [ "$i" = 5 ]; then
+            (for _ in $(seq "$NEW"); do
+                smtp-source -s 1 -m 1 -l 4096 -f new@remote.test -t user@dev.test "127.0.0.1:$port" || true
+                sleep 0.5
+            done) &
+            newpid=$!
+        fi
+        [ "$i" -gt 3600 ] && { echo "$name: drain did not finish in an hour" >&2; break; }
+    done
+    local t2
+    t2=$(now)
+    [ -n "$newpid" ] && wait "$newpid" || true
+    python3 -c "print('$name: drained $n in %.1f s = %.0f msg/s (from the SMTP port open)' % ($t2 - $t1, $n / ($t2 - $t1)))"
+    python3 -c "print($n / ($t2 - $t1))" >"$WORK/$name.rate"
+    echo "$name: daemon RSS peak $((peak / 1024)) MiB, at the end $(($(rss_kib "$pid") / 1024)) MiB"
+    if [ "$NEW" -gt 0 ] && [ "$n" -gt "$SMALL" ]; then
+        # Wait for the new mail too, then its delays (acceptance to delivery).
+        for _ in $(seq 120); do
+            [ "$(grep -c 'from=<new@remote.test>' "$dir/maillog" || true)" -ge "$NEW" ] || { sleep 1; continue; }
+            break
+        done
+        sleep 2
+        awk -v name="$name" '
+            /from=<new@remote.test>/ { split($0, a, ": from="); n = split(a[1], w, " "); id = w[n]; mine[id] = 1 }
+            / to=<.*status=sent/ { split($0, a, ": to="); n = split(a[1], w, " "); id = w[n]
+                if (id in mine && match($0, /delay=[0-9.]+/)) { d[++k] = substr($0, RSTART + 6, RLENGTH - 6) + 0 } }
+            END {
+                if (k == 0) { print name ": no new message delivered"; exit }
+                asort(d); printf "%s: %d new messages during the drain: delay p50 %.2f s, p90 %.2f s, max %.2f s\n", name, k, d[int((k + 1) / 2)], d[int(k * 0.9) > 0 ? int(k * 0.9) : 1], d[k]
+            }' "$dir/maillog"
+    fi
+    kill -TERM "$pid"
+    wait "$pid" || true
+    cp "$dir/samples.csv" "$WORK/$name.csv"
+    rm -rf "$dir/spool"
+}
+
+drain small "$SMALL"
+drain backlog "$BACKLOG"
+python3 -c "print('drain rate backlog/small: %.2f' % ($(cat "$WORK/backlog.rate") / $(cat "$WORK/small.rate")))"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$CHART" = 1 ]; then
+    python3 benches/load/chart.py --out benches/charts/backlog-drain.svg \
+        --title "draining $BACKLOG queued messages into smtp-sink (LMTP)" \
+        --panel 'queued|messages in the queue' \
+        --panel 'rate(removed)|delivered (msg/s)' \
+        --panel 'rss_mib|daemon RSS (MiB)' \
+        "backlog=$WORK/backlog.csv"
+    echo "chart: benches/charts/backlog-drain.svg"
+fi

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Large messages, sluice beside Postfix in the same run: smtp-source sends
+# MSGS messages of SIZE bytes (25 MB by default) over SESSIONS parallel
+# sessions to each MTA, which relays them over LMTP to smtp-sink. Prints
+# messages/s and MB/s end to end (first message in to the last one
+# delivered), and sluice's peak RSS (VmHWM) with SESSIONS such messages
+# in flight at once against its RSS before: a message is streamed (into
+# the queue in 256 KiB chunks, out of it to the next hop), never held
+# whole in memory, so the peak should not grow with SIZE x SESSIONS.
+#
+#   benches/load/large.sh     (env: MSGS=16 SESSIONS=4 SIZE=25000000)
+#
+# message_size_limit is 30,000,000 on both (Postfix's default is 10 MB).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=../../scripts/bootstrap
+. scripts/bootstrap test
+# shellcheck source=lib.sh
+. benches/load/lib.sh
+
+MSGS=${MSGS:-16}
+SESSIONS=${SESSIONS:-4}
+SIZE=${SIZE:-25000000}
+LIMIT=30000000
+
+nice cargo build --release --bin sluice 2>/dev/null
+SLUICE=$PWD/target/release/sluice
+
+WORK=$(mktemp -d /tmp/sluice-large-bench.XXXXXX)
+chmod 755 "$WORK"
+pids=()
+cleanup() {
+    postfix_ctl "$WORK/pf" stop >/dev/null 2>&1 || true
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# run_one NAME PORT MAILLOG: sends the load and waits until every message
+# is logged "removed".
+run_one() {
+    local name=$1 port=$2 log=$3 start end
+    start=$(now)
+    smtp-source -s "$SESSIONS" -m "$MSGS" -l "$SIZE" -f load@remote.test -t user@dev.test "127.0.0.1:$port"
+    while [ "$(grep -c ': removed$' "$log" 2>/dev/null || true)" -lt "$MSGS" ]; do sleep 0.1; done
+    end=$(now)
+    python3 -c "print('%s: %d messages of %d bytes in %.2f s = %.2f msg/s, %.1f MB/s' % ('$name', $MSGS, $SIZE, $end - $start, $MSGS / ($end - $start), $MSGS * $SIZE / 1e6 / ($end - $start)))"
+    python3 -c "print($MSGS / ($end - $start))" >"$WORK/$name.rate"
+}
+
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+SINK1=$(free_port) SINK2=$(free_port)
+# shellcheck disable=SC2046
+smtp-sink $(sink_user) -L "127.0.0.1:$SINK1" 256 &
+pids+=("$!")
+# shellcheck disable=SC2046
+smtp-sink $(sink_user) -L "127.0.0.1:$SINK2" 256 &
+pids+=("$!")
+wait_port "$SINK1"
+wait_port "$SINK2"
+
+SPORT=$(free_port)
+mkdir -p "$WORK/sluice"
+cat >"$WORK/sluice/main.cf" <<EOF
+myhostname = mx.bench.test
+queue_directory = $WORK/sluice/spool
+mynetworks = 127.0.0.0/8
+relay_domains = dev.test
+transport_maps = inline:{ dev.test=lmtp:[127.0.0.1]:$SINK1 }
+sluice_admin_socket = $WORK/sluice/admin.sock
+message_size_limit = $LIMIT
+smtpd_peername_lookup = no
+EOF
+cat >"$WORK/sluice/master.cf" <<EOF
+127.0.0.1:$SPORT inet n - n - - smtpd
+lmtp      unix  -       -       n       -       -       lmtp
+EOF
+"$SLUICE" -c "$WORK/sluice" serve --log-file "$WORK/sluice/maillog" &
+SPID=$!
+pids+=("$SPID")
+wait_port "$SPORT"
+before=$(awk '/^VmRSS/ {print $2}' "/proc/$SPID/status")
+run_one sluice "$SPORT" "$WORK/sluice/maillog"
+peak=$(awk '/^VmHWM/ {print $2}' "/proc/$SPID/status")
+echo "sluice: RSS $((before / 1024)) MiB before, peak (VmHWM) $((peak / 1024)) MiB with $SESSIONS messages of $SIZE bytes at once"
+
+PPORT=$(free_port)
+postfix_private "$WORK/pf" "$PPORT" "lmtp:[127.0.0.1]:$SINK2"
+echo "message_size_limit = $LIMIT" >>"$WORK/pf/conf/main.cf"
+echo 'smtpd_peername_lookup = no' >>"$WORK/pf/conf/main.cf"
+postfix_ctl "$WORK/pf" start >/dev/null
+wait_port "$PPORT"
+run_one postfix "$PPORT" "$WORK/pf/maillog"
+
+python3 -c "print('ratio sluice/postfix: %.2f' % ($(cat "$WORK/sluice.rate") / $(cat "$WORK/postfix.rate")))"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -31,7 +31,7 @@ HOLD=${HOLD:-75}
 # The idle client needs a descriptor per session.
 ulimit -n "$(ulimit -Hn)"
 
-nice cargo build --release --bin sluice --example idle_clients 2>/dev/null
+nice cargo build --release --bin sluice --example idle_clients --example backlog_fill 2>/dev/null
 SLUICE=$PWD/target/release/sluice
 IDLE=$PWD/target/release/examples/idle_clients
 

@@ -23,7 +23,9 @@ SESSIONS=${SESSIONS:-4}
 SIZE=${SIZE:-25000000}
 LIMIT=30000000
 
-nice cargo build --release --bin sluice 2>/dev/null
+# The same targets as idle.sh and backlog.sh build, so the binary is not
+# rebuilt with other features between the benches.
+nice cargo build --release --bin sluice --example idle_clients --example backlog_fill 2>/dev/null
 SLUICE=$PWD/target/release/sluice
 
 WORK=$(mktemp -d /tmp/sluice-large-bench.XXXXXX)

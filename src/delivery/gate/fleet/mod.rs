@@ -37,8 +37,10 @@
 //! ## Inside: a local gate
 //! A fleet gate holds a local [`Gate`] and asks it first: it keeps what is
 //! this host's own (its slots and latency, parked mail, last error). Its
-//! settings come from [`share`]: while Redis answers, its rate is off and
-//! its breaker cannot open (the fleet decides); while Redis is unreachable
+//! settings come from [`share`]: while Redis answers, its rate is off, its
+//! breaker cannot open (the fleet decides) and its limit follows the
+//! fleet's adaptive limit (so it does not ask Redis for slots the fleet
+//! does not have); while Redis is unreachable
 //! it runs alone on this host's share of every limit, logged once per
 //! backend. Deliveries started on the share hold no lease; when Redis
 //! answers again, the next admission adopts as many leases for them, given
@@ -149,7 +151,7 @@ impl FleetGate {
         fleet: Arc<Fleet>,
         apply: Apply,
     ) -> Arc<FleetGate> {
-        let local = Gate::new(name.clone(), Arc::new(share::shared(&settings)), record, now);
+        let local = Gate::new(name.clone(), Arc::new(share::shared(&settings, None)), record, now);
         let gate = Arc::new(FleetGate {
             keys: Keys::new(&fleet.settings().name, &name),
             name,
@@ -173,6 +175,20 @@ impl FleetGate {
         Arc::clone(&lock(&self.settings))
     }
 
+    /// Records the fleet's adaptive limit as read from Redis and holds the
+    /// local gate at it while shared (`share::shared`), so this host's
+    /// dispatchers stop asking Redis for slots the fleet does not have.
+    fn set_shared_limit(&self, limit: Option<u32>) {
+        let old = std::mem::replace(&mut *lock(&self.shared_limit), limit);
+        // The mode is held across the change so a concurrent switch to the
+        // local share (`follow`) is not overwritten.
+        let mode = lock(&self.mode);
+        let s = self.configured();
+        if old != limit && *mode == Mode::Shared && s.adaptive {
+            self.local.reconfigure(Arc::new(share::shared(&s, limit)));
+        }
+    }
+
     /// Sets the local gate for the fleet's state now: shared, or this
     /// host's share. Logs the switch.
     fn follow(&self) {
@@ -193,7 +209,7 @@ impl FleetGate {
                     self.name,
                     s.concurrency_limit
                 );
-                self.local.reconfigure(Arc::new(share::shared(&s)));
+                self.local.reconfigure(Arc::new(share::shared(&s, *lock(&self.shared_limit))));
                 *lock(&self.adopt_due) = true;
             }
             Mode::Share { hosts } => {
@@ -355,7 +371,7 @@ impl FleetGate {
         let mut inv = self.fleet.scripts.status.key(&self.keys.leases);
         inv.key(&self.keys.breaker).key(&self.keys.pause).key(&self.keys.limit);
         let st: Status = self.fleet.call("status", &inv).await.ok()?;
-        *lock(&self.shared_limit) = st.limit;
+        self.set_shared_limit(st.limit);
         let mut seen = lock(&self.seen);
         seen.status = st.clone();
         seen.at = clock::unix_millis();
@@ -401,7 +417,7 @@ impl BackendGate for FleetGate {
     fn reconfigure(&self, settings: Arc<BackendSettings>) {
         let mode = *lock(&self.mode);
         let local = match mode {
-            Mode::Shared => share::shared(&settings),
+            Mode::Shared => share::shared(&settings, *lock(&self.shared_limit)),
             Mode::Share { hosts } => share::local_share(&settings, hosts),
         };
         *lock(&self.settings) = settings;

@@ -5,9 +5,14 @@
 //!   rate and the breaker, so the local gate keeps only what is this
 //!   host's own: its concurrency slots (within the fleet limit), the
 //!   latency it sees, the parked mail. Its rate is off, its limit is fixed
-//!   at the ceiling (the fleet's adaptive limit is steered in Redis,
-//!   `steer.rs`) and its breaker can never open (the fleet's breaker
-//!   decides for every host).
+//!   at the fleet's current limit (steered in Redis, `steer.rs`; the
+//!   ceiling when the limit is fixed) and its breaker can never open (the
+//!   fleet's breaker decides for every host). Held at the fleet's limit
+//!   rather than the ceiling so that a host does not ask Redis for slots
+//!   the fleet does not have: every admission past the fleet's limit is a
+//!   round trip answered "no slot". Not at a fair share of it: a host with
+//!   the fleet's whole backlog must be able to use every slot the others
+//!   leave free (Redis still holds the fleet to its limit).
 //! - **Local share** (Redis unreachable): the local gate runs alone with
 //!   this host's share of each limit, the fleet's divided by the hosts
 //!   alive when Redis was last seen (at least one slot), and its own
@@ -27,9 +32,15 @@ pub fn share(total: u32, hosts: u32) -> u32 {
     (total / hosts.max(1)).max(1)
 }
 
-/// The local gate's settings while the fleet is shared.
-pub fn shared(s: &BackendSettings) -> BackendSettings {
+/// The local gate's settings while the fleet is shared and its limit is
+/// `fleet_limit` (the adaptive limit last read from Redis; `None`: none
+/// read yet, or a fixed limit).
+pub fn shared(s: &BackendSettings, fleet_limit: Option<u32>) -> BackendSettings {
     let mut l = s.clone();
+    if s.adaptive {
+        let start = s.initial_concurrency.clamp(1, s.concurrency_limit.max(1));
+        l.concurrency_limit = fleet_limit.unwrap_or(start).clamp(1, s.concurrency_limit.max(1));
+    }
     l.rate = None;
     l.rate_delay = Duration::ZERO;
     l.failure_threshold = u32::MAX;
@@ -102,10 +113,29 @@ mod tests {
 
     #[test]
     fn the_shared_local_gate_leaves_rate_and_breaker_to_the_fleet() {
-        let l = shared(&settings(9, "30/s"));
+        let mut s = settings(9, "30/s");
+        s.adaptive = false;
+        let l = shared(&s, Some(3));
         assert_eq!(l.concurrency_limit, 9);
         assert_eq!(l.rate, None);
         assert_eq!(l.failure_threshold, u32::MAX);
+    }
+
+    #[test]
+    fn the_shared_local_gate_holds_the_fleets_adaptive_limit() {
+        let mut s = settings(20, "");
+        s.adaptive = true;
+        s.initial_concurrency = 5;
+        // None read yet: where the fleet's limit starts.
+        assert_eq!(shared(&s, None).concurrency_limit, 5);
+        assert_eq!(shared(&s, Some(3)).concurrency_limit, 3);
+        // Never above the ceiling, never zero.
+        assert_eq!(shared(&s, Some(40)).concurrency_limit, 20);
+        assert_eq!(shared(&s, Some(0)).concurrency_limit, 1);
+        assert!(!shared(&s, Some(3)).adaptive);
+        // A fixed limit is the fleet's limit as configured.
+        s.adaptive = false;
+        assert_eq!(shared(&s, Some(3)).concurrency_limit, 20);
     }
 
     #[test]

@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::FleetGate;
 use super::scripts::Steer;
-use super::{FleetGate, lock};
 use crate::clock;
 use crate::delivery::gate::concurrency::{self, AdaptiveLimit, Change};
 use crate::delivery::gate::pace;
@@ -74,7 +74,7 @@ async fn call(g: &FleetGate, owner: &Owner, write: u32, take: bool) -> Option<St
     inv.key(&g.keys.samples).key(&g.keys.limit);
     inv.arg(&owner.member).arg(lease_ms).arg(write).arg(u8::from(take));
     let reply: Steer = g.fleet.call("steer", &inv).await.ok()?;
-    *lock(&g.shared_limit) = reply.limit;
+    g.set_shared_limit(reply.limit);
     Some(reply)
 }
 

@@ -158,7 +158,7 @@ async fn a_paused_backend_gets_nothing_until_resumed_and_then_everything() {
     let name = format!("lmtp:[127.0.0.1]:{}", b.port());
     h.enqueue("sender@remote.test", &["first@dev.test"], &message("first")).await;
     eventually("the backend is known", Duration::from_secs(30), || b.received().len() == 1).await;
-    h.handle.pause(&name, None).expect("known backend");
+    h.handle.pause(&name, None, false).expect("known backend");
     for i in 0..5 {
         h.enqueue("sender@remote.test", &["p@dev.test"], &message(&format!("paused-{i}"))).await;
     }
@@ -166,9 +166,9 @@ async fn a_paused_backend_gets_nothing_until_resumed_and_then_everything() {
     assert_eq!(b.received().len(), 1, "nothing while paused");
     let snap = h.handle.list().into_iter().find(|s| s.snapshot.name == name).unwrap();
     assert_eq!(snap.snapshot.paused_until, Some(u64::MAX));
-    h.handle.resume(&name).expect("resume");
+    h.handle.resume(&name, false).expect("resume");
     eventually("everything after resume", Duration::from_secs(30), || b.received().len() == 6).await;
-    assert!(h.handle.pause("lmtp:[192.0.2.1]:24", None).is_err(), "unknown backend");
+    assert!(h.handle.pause("lmtp:[192.0.2.1]:24", None, false).is_err(), "unknown backend");
     h.stop().await;
 }
 

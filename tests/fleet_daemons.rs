@@ -142,6 +142,37 @@ async fn three_hosts_keep_one_limit_and_pause_together() {
         resumed.elapsed()
     );
 
+    // `--local` pauses mx1 alone: the others deliver, and mx1 stays held
+    // through a fleet-wide resume until its own `resume --local`.
+    let deferred =
+        |c: &TestConfig| c.log().matches("status=deferred (delivery paused by administrator)").count();
+    let mx1_before = deferred(&hosts[0].0);
+    let out = hosts[0].0.sluice(&["backend", "pause", "--local", &name]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("paused on this host"), "{out:?}");
+    let here = send_to_all(&hosts, "here", 1).await;
+    let (mx1, others) = here.split_first().expect("three hosts");
+    wait_until("mx2 and mx3 deliver", Duration::from_secs(20), || all_delivered(&b, others), || logs(&hosts));
+    wait_until(
+        "mx1 holds its mail",
+        Duration::from_secs(20),
+        || deferred(&hosts[0].0) > mx1_before,
+        || logs(&hosts),
+    );
+    let out = hosts[1].0.sluice(&["backend", "resume", &name]);
+    assert!(out.status.success(), "{out:?}");
+    // Past a few heartbeats (200 ms): the fleet's wake-up reached mx1.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!subjects(&b).contains(mx1), "a fleet-wide resume ended mx1's own pause");
+    let out = hosts[0].0.sluice(&["backend", "resume", "--local", &name]);
+    assert!(out.status.success(), "{out:?}");
+    wait_until(
+        "mx1's mail after its own resume",
+        Duration::from_secs(20),
+        || all_delivered(&b, std::slice::from_ref(mx1)),
+        || logs(&hosts),
+    );
+
     // Fleet parameters are read at start: a reload says so.
     hosts[2].0.append_main_cf("sluice_fleet_user = other\n");
     hosts[2].1.signal("HUP");

@@ -145,11 +145,17 @@ pub enum BackendCommand {
         /// Resume by itself after this long (`30m`, `2h`); default: until `resume`.
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
+        /// In fleet mode, pause this host only (default: the whole fleet).
+        #[arg(long)]
+        local: bool,
     },
     /// Resume delivery to a paused backend.
     Resume {
         /// Backend name.
         name: String,
+        /// In fleet mode, end this host's own pause only (`pause --local`).
+        #[arg(long)]
+        local: bool,
     },
 }
 
@@ -171,12 +177,15 @@ mod tests {
     fn pause_parses_a_human_duration() {
         let cli = Cli::try_parse_from(["sluice", "backend", "pause", "mbx1", "--for", "30m"]).unwrap();
         match cli.command {
-            Command::Backend(BackendCommand::Pause { name, duration }) => {
+            Command::Backend(BackendCommand::Pause { name, duration, local }) => {
                 assert_eq!(name, "mbx1");
                 assert_eq!(duration, Some(std::time::Duration::from_secs(1800)));
+                assert!(!local);
             }
             other => panic!("unexpected {other:?}"),
         }
+        let cli = Cli::try_parse_from(["sluice", "backend", "resume", "mbx1", "--local"]).unwrap();
+        assert!(matches!(cli.command, Command::Backend(BackendCommand::Resume { local: true, .. })));
     }
 
     #[test]

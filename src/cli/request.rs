@@ -90,11 +90,12 @@ async fn client(config_dir: &Path, command: Command) -> anyhow::Result<ExitCode>
                 json = j;
                 Request::BackendList
             }
-            BackendCommand::Pause { name, duration } => Request::BackendPause {
+            BackendCommand::Pause { name, duration, local } => Request::BackendPause {
                 name,
+                local,
                 until: duration.map(|d| clock::unix_millis().saturating_add(d.as_millis() as u64)),
             },
-            BackendCommand::Resume { name } => Request::BackendResume { name },
+            BackendCommand::Resume { name, local } => Request::BackendResume { name, local },
         },
         Command::Reload => Request::Reload,
         Command::Stop => Request::Stop,

@@ -101,8 +101,8 @@ impl Pending {
 
     fn request(&self) -> Request {
         match self.clone() {
-            Pending::Pause(name) => Request::BackendPause { name, until: None },
-            Pending::Resume(name) => Request::BackendResume { name },
+            Pending::Pause(name) => Request::BackendPause { name, until: None, local: false },
+            Pending::Resume(name) => Request::BackendResume { name, local: false },
             Pending::Flush(backend) => Request::QueueFlush { backend, domain: None },
         }
     }
@@ -225,7 +225,10 @@ mod tests {
         assert_eq!(v.key(KeyCode::Char('p'), &f), Step::Stay);
         let name = f.backends[1].view.name.clone();
         assert!(v.chrome().footer.unwrap().starts_with(&format!("Pause {name}")));
-        assert_eq!(v.key(KeyCode::Char('y'), &f), Step::Send(Request::BackendPause { name, until: None }));
+        assert_eq!(
+            v.key(KeyCode::Char('y'), &f),
+            Step::Send(Request::BackendPause { name, until: None, local: false })
+        );
     }
 
     #[test]

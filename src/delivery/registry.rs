@@ -169,9 +169,10 @@ impl Handle {
 
     /// Pauses a backend (`sluice backend pause NAME`) until `until` or until
     /// resumed. Its mail is postponed, not attempted. The pause is stored.
-    pub fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), UnknownBackend> {
+    /// `local`: this host only, in fleet mode.
+    pub fn pause(&self, name: &str, until: Option<UnixMillis>, local: bool) -> Result<(), UnknownBackend> {
         if let Some(b) = self.registry.find(name) {
-            let fb = b.gate().pause(until);
+            let fb = if local { b.gate().pause_here(until) } else { b.gate().pause(until) };
             let ctx = Arc::clone(&self.ctx);
             let name = name.to_owned();
             tokio::spawn(async move { ctx.apply_feedback(&name, fb).await });
@@ -180,10 +181,11 @@ impl Handle {
         self.update_stored(name, |r| r.paused_until = Some(until.unwrap_or(u64::MAX)))
     }
 
-    /// Ends a pause; the backend's parked mail is due now.
-    pub fn resume(&self, name: &str) -> Result<(), UnknownBackend> {
+    /// Ends a pause; the backend's parked mail is due now. `local`: this
+    /// host's own pause only, in fleet mode.
+    pub fn resume(&self, name: &str, local: bool) -> Result<(), UnknownBackend> {
         if let Some(b) = self.registry.find(name) {
-            let fb = b.gate().resume();
+            let fb = if local { b.gate().resume_here() } else { b.gate().resume() };
             let ctx = Arc::clone(&self.ctx);
             let name = name.to_owned();
             tokio::spawn(async move { ctx.apply_feedback(&name, fb).await });

@@ -70,6 +70,15 @@ pub trait BackendGate: Send + Sync + std::fmt::Debug {
     fn pause(&self, until: Option<UnixMillis>) -> Feedback;
     /// Ends a pause.
     fn resume(&self) -> Feedback;
+    /// The administrator's pause on this host only (`--local`): in fleet
+    /// mode the other hosts go on; otherwise the same as [`Self::pause`].
+    fn pause_here(&self, until: Option<UnixMillis>) -> Feedback {
+        self.pause(until)
+    }
+    /// Ends a pause on this host only (`--local`).
+    fn resume_here(&self) -> Feedback {
+        self.resume()
+    }
     /// True while paused at `now`.
     fn is_paused(&self, now: UnixMillis) -> bool;
     /// About how long `n` more deliveries take to get through.

@@ -54,9 +54,14 @@ pub enum Request {
     BackendPause {
         name: String,
         until: Option<UnixMillis>,
+        /// This host only, in fleet mode (`--local`).
+        #[serde(default)]
+        local: bool,
     },
     BackendResume {
         name: String,
+        #[serde(default)]
+        local: bool,
     },
     /// Everything one screen of `sluice top` shows, with up to `points`
     /// seconds of history: one round trip per refresh.
@@ -162,9 +167,10 @@ impl BackendView {
 /// handle in the daemon; absent in the direct fallback).
 pub trait Backends: Send + Sync {
     fn list(&self) -> Vec<BackendView>;
-    /// Pauses a backend until `until` (None: until resumed).
-    fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), UnknownBackend>;
-    fn resume(&self, name: &str) -> Result<(), UnknownBackend>;
+    /// Pauses a backend until `until` (None: until resumed); `local`: this
+    /// host only, in fleet mode.
+    fn pause(&self, name: &str, until: Option<UnixMillis>, local: bool) -> Result<(), UnknownBackend>;
+    fn resume(&self, name: &str, local: bool) -> Result<(), UnknownBackend>;
     /// Wakes the scheduler (after a flush or release).
     fn wake(&self);
 }
@@ -379,15 +385,17 @@ impl Handler {
                 let data = serde_json::to_value(&list).map_err(|e| e.to_string())?;
                 Ok(Response::data(backend_table(&list, now), data))
             }
-            Request::BackendPause { name, until } => {
+            Request::BackendPause { name, until, local } => {
                 let b = self.backends.as_ref().ok_or("backend pause needs the running daemon")?;
-                b.pause(&name, until).map_err(|e| e.to_string())?;
-                Ok(Response::text(format!("sluice: backend {name} paused")))
+                b.pause(&name, until, local).map_err(|e| e.to_string())?;
+                let here = if local { " on this host" } else { "" };
+                Ok(Response::text(format!("sluice: backend {name} paused{here}")))
             }
-            Request::BackendResume { name } => {
+            Request::BackendResume { name, local } => {
                 let b = self.backends.as_ref().ok_or("backend resume needs the running daemon")?;
-                b.resume(&name).map_err(|e| e.to_string())?;
-                Ok(Response::text(format!("sluice: backend {name} resumed")))
+                b.resume(&name, local).map_err(|e| e.to_string())?;
+                let here = if local { " on this host" } else { "" };
+                Ok(Response::text(format!("sluice: backend {name} resumed{here}")))
             }
             Request::Top { points } => {
                 let top = self.top.as_ref().ok_or("sluice top needs the running daemon")?;
@@ -620,7 +628,7 @@ mod tests {
             Request::QueueList,
             Request::Hold { ids: Ids::All },
             Request::Delete { ids: Ids::Some(vec!["4Hx0000000".into()]) },
-            Request::BackendPause { name: "lmtp:[127.0.0.1]:24".into(), until: Some(5) },
+            Request::BackendPause { name: "lmtp:[127.0.0.1]:24".into(), until: Some(5), local: false },
         ];
         for r in reqs {
             let line = serde_json::to_string(&r).unwrap();

@@ -61,12 +61,12 @@ impl Backends for Delivery {
             .collect()
     }
 
-    fn pause(&self, name: &str, until: Option<UnixMillis>) -> Result<(), UnknownBackend> {
-        self.0.pause(name, until)
+    fn pause(&self, name: &str, until: Option<UnixMillis>, local: bool) -> Result<(), UnknownBackend> {
+        self.0.pause(name, until, local)
     }
 
-    fn resume(&self, name: &str) -> Result<(), UnknownBackend> {
-        self.0.resume(name)
+    fn resume(&self, name: &str, local: bool) -> Result<(), UnknownBackend> {
+        self.0.resume(name, local)
     }
 
     fn wake(&self) {

@@ -21,7 +21,11 @@
 //!   it at expiry, and another host probes); its success closes the
 //!   breaker and bumps the backend's epoch.
 //! - **Pause**: `sluice backend pause/resume` set and clear it for the
-//!   fleet; a resume bumps the epoch too.
+//!   fleet; a resume bumps the epoch too. With `--local` they pause and
+//!   resume this host only, apart from the fleet's: a host paused on its
+//!   own stays paused through the fleet's resumes and wake-ups until
+//!   `resume --local` (an operator draining one host must not see it
+//!   restart because another host resumed the fleet).
 //!
 //! So a delivery costs one round trip to start (admission) and one to end
 //! (finish, sent after the result is recorded locally, never waited for);
@@ -125,6 +129,9 @@ pub struct FleetGate {
     released: Arc<Notify>,
     /// The fleet's adaptive limit as last read from Redis.
     shared_limit: Mutex<Option<u32>>,
+    /// This host's own pause (`pause --local`): until when (`u64::MAX`:
+    /// until `resume --local`).
+    held_here: Mutex<Option<UnixMillis>>,
 }
 
 impl std::fmt::Debug for FleetGate {
@@ -165,6 +172,7 @@ impl FleetGate {
             adopt_due: Mutex::new(false),
             released: Arc::new(Notify::new()),
             shared_limit: Mutex::new(None),
+            held_here: Mutex::new(None),
         });
         tokio::spawn(watch(Arc::downgrade(&gate), apply));
         tokio::spawn(steer::steer(Arc::downgrade(&gate), gate.fleet.new_member()));
@@ -173,6 +181,11 @@ impl FleetGate {
 
     fn configured(&self) -> Arc<BackendSettings> {
         Arc::clone(&lock(&self.settings))
+    }
+
+    /// Whether this host's own pause (`--local`) holds at `now`.
+    fn held_here(&self, now: UnixMillis) -> bool {
+        lock(&self.held_here).is_some_and(|u| u > now)
     }
 
     /// Records the fleet's adaptive limit as read from Redis and holds the
@@ -388,7 +401,7 @@ async fn watch(gate: Weak<FleetGate>, apply: Apply) {
             let Some(g) = gate.upgrade() else { return };
             if let Some(st) = g.refresh().await {
                 let last = lock(&g.seen).epoch.replace(st.epoch);
-                if last.is_some_and(|e| e != st.epoch) {
+                if last.is_some_and(|e| e != st.epoch) && !g.held_here(clock::unix_millis()) {
                     // A breaker closed or a pause ended somewhere in the
                     // fleet: this host's parked mail is due now.
                     let fb = g.local.resume();
@@ -529,10 +542,24 @@ impl BackendGate for FleetGate {
     }
 
     fn resume(&self) -> Feedback {
-        let fb = self.local.resume();
+        // This host's own pause outlives the fleet's: its mail stays.
+        let fb = if self.held_here(clock::unix_millis()) { Feedback::default() } else { self.local.resume() };
         lock(&self.seen).status.paused = None;
         self.send_pause(-1);
         fb
+    }
+
+    fn pause_here(&self, until: Option<UnixMillis>) -> Feedback {
+        *lock(&self.held_here) = Some(until.unwrap_or(u64::MAX));
+        tracing::info!("backend {}: fleet: paused on this host only", self.name);
+        self.local.pause(until)
+    }
+
+    fn resume_here(&self) -> Feedback {
+        *lock(&self.held_here) = None;
+        tracing::info!("backend {}: fleet: resumed on this host", self.name);
+        // A fleet-wide pause still in force holds the mail at admission.
+        self.local.resume()
     }
 
     fn is_paused(&self, now: UnixMillis) -> bool {

@@ -6,7 +6,10 @@
 //! with its slots held gives them back within the lease time; and a Redis
 //! outage loses nothing (each host on its share), then shared mode resumes;
 //! the adaptive limit is one for the fleet, steered by one host over every
-//! host's samples, and another host takes over when it dies.
+//! host's samples, and another host takes over when it dies. `pause
+//! --local` holds one host alone; a host on `rediss://` (a TLS-only
+//! private `redis-server`, a CA made by the test) is shared only when it
+//! trusts the server's certificate.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -370,6 +373,62 @@ async fn one_host_steers_the_fleets_adaptive_limit_and_another_takes_over() {
         || logs(&hosts),
     );
     for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+/// One fleet host on `url` in front of `b`.
+fn host(url: &str, b: &Backend, i: u32) -> Arc<TestConfig> {
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    Arc::new(TestConfig::new(
+        &name,
+        &format!(
+            "sluice_fleet_redis = {url}\n\
+             sluice_fleet_host = mx{i}\n\
+             sluice_fleet_heartbeat_interval = 200ms\n\
+             sluice_fleet_call_timeout = 1s\n"
+        ),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_over_rediss_checks_the_servers_certificate() {
+    // A TLS-only redis-server with a certificate from a CA made here.
+    let pki = common::inbound::TestPki::new();
+    let redis = Redis::start_tls(&pki.cert_pem, &pki.key_pem);
+    assert!(redis.url().starts_with("rediss://"));
+    let roots = tempfile::tempdir().expect("temp dir");
+    let ca = roots.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("ca");
+    let b = Backend::start(Proto::Lmtp).await;
+    // mx1 trusts the CA (the system's roots, as rustls reads them, point
+    // at it); mx2 does not, so its handshake fails and it runs alone.
+    let trusting = host(&redis.url(), &b, 1);
+    let d1 = Daemon::start_with_env(&trusting, &[("SSL_CERT_FILE", ca.as_path())]);
+    let other = host(&redis.url(), &b, 2);
+    let d2 = Daemon::start_with_env(&other, &[("SSL_CERT_FILE", roots.path().join("none.pem").as_path())]);
+    let status = |c: &TestConfig| String::from_utf8_lossy(&c.sluice(&["status"]).stdout).into_owned();
+    wait_until(
+        "mx1 shared through redis over TLS",
+        Duration::from_secs(20),
+        || status(&trusting).contains("fleet: sluice as mx1: shared through redis"),
+        || format!("{}\n{}", status(&trusting), trusting.log()),
+    );
+    let mx1 = vec![(Arc::clone(&trusting), d1)];
+    let sent = send_to_all(&mx1, "tls", 1).await;
+    wait_until("delivered", Duration::from_secs(20), || all_delivered(&b, &sent), || trusting.log());
+    // `backend list` shows the fleet's hosts, read from Redis.
+    let list = String::from_utf8_lossy(&trusting.sluice(&["backend", "list"]).stdout).into_owned();
+    assert!(list.contains("mx1"), "{list}");
+    wait_until(
+        "mx2 refuses the unknown CA and runs on its share",
+        Duration::from_secs(20),
+        || other.log().contains("redis unreachable"),
+        || other.log(),
+    );
+    assert!(!status(&other).contains("shared through redis"), "{}", status(&other));
+    assert!(d2.stop().success());
+    for (_, d) in mx1 {
         assert!(d.stop().success());
     }
 }

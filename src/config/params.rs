@@ -1602,7 +1602,7 @@ pub static PARAMS: &[Param] = &[
         "",
         RedisUrls,
         Sluice,
-        "Fleet mode: redis:// or rediss:// URLs of the Redis (or Valkey) every MX host of the fleet shares; the first is used, the next after it stops answering (empty: fleet mode off, each host has its own gates). Each backend's concurrency limit (and its adaptive limit), rate, breaker and pause are then the fleet's, kept in Redis. Each URL is checked at load: scheme, host, port 1-65535, database number. The sluice_fleet_* parameters are read when the daemon starts; a reload warns when one changed.",
+        "Fleet mode: redis:// or rediss:// URLs of the Redis (or Valkey) every MX host of the fleet shares; the first is used, the next after it stops answering (empty: fleet mode off, each host has its own gates). Each backend's concurrency limit (and its adaptive limit), rate, breaker and pause are then the fleet's, kept in Redis. Each URL is checked at load: scheme, host, port 1-65535, database number. A rediss:// server's certificate is checked against the system's trusted roots (the SSL_CERT_FILE or SSL_CERT_DIR environment variable of the daemon names others, such as a private CA). The sluice_fleet_* parameters are read when the daemon starts; a reload warns when one changed.",
     ),
     p(
         "sluice_fleet_name",

@@ -112,7 +112,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `sluice serve` on `config` and waits for its SMTP port.
     pub fn start(config: &TestConfig) -> Daemon {
+        Daemon::start_with_env(config, &[])
+    }
+
+    /// Starts it with these environment variables set (`SSL_CERT_FILE`: the
+    /// roots its TLS clients trust).
+    pub fn start_with_env(config: &TestConfig, env: &[(&str, &std::path::Path)]) -> Daemon {
         let mut cmd = Command::new(sluice_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("-c").arg(config.path()).arg("serve").stdout(Stdio::null()).stderr(Stdio::inherit());
         let mut child = ChildGuard::spawn("sluice", &mut cmd);
         if !wait_for_port(config.smtp, Duration::from_secs(30)) {

@@ -54,7 +54,7 @@ mod store;
 mod verify_cache;
 mod writer;
 
-pub use body::BodyReader;
+pub use body::{BodyReader, PREFETCH_LIMIT};
 pub use draft::Draft;
 pub use error::Error;
 pub use handle::Queue;

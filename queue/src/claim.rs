@@ -14,7 +14,7 @@ use crate::Queue;
 use crate::codec::encode_due;
 use crate::error::Error;
 use crate::ids::Held;
-use crate::inner::{Inner, Lookup};
+use crate::inner::{Inner, Lookup, is_inflight};
 use crate::keys::{self, Table};
 use crate::model::*;
 use crate::writer::{Change, Durability};
@@ -249,9 +249,11 @@ impl Queue {
     ) -> Result<Recorded> {
         self.inner.writer()?;
         let results = results.to_vec();
+        // On the writer thread: the envelope was read by the claim moments
+        // ago (hot), and this is once per delivered message.
         self.inner
-            .mutate_existing(id, move |inner, rec, change| {
-                let inflight = inner.is_inflight(id)?;
+            .mutate_existing_on_writer(id, move |store, rec, change| {
+                let inflight = is_inflight(store, id)?;
                 let mut after = rec.clone();
                 for (idx, outcome) in &results {
                     if !after.envelope.apply(*idx, outcome, now) {

@@ -19,7 +19,7 @@ use crate::ids::{IdGen, Locks};
 use crate::keys::{self, Table};
 use crate::model::*;
 use crate::store::Store;
-use crate::writer::{Bookkeeping, Change, Delta, Durability, Writer};
+use crate::writer::{Bookkeeping, Change, Delta, Durability, Job, Reply, Writer};
 
 /// What all clones of a [`Queue`] share.
 #[derive(Debug)]
@@ -51,6 +51,36 @@ pub(crate) enum Lookup {
     Found(Record),
     /// Undecodable: the raw bytes and why.
     Corrupt(Vec<u8>, DecodeError),
+}
+
+/// What `envelopes` holds for `id`.
+pub(crate) fn lookup(store: &Store, id: QueueId) -> Result<Lookup> {
+    Ok(match store.get(Table::Envelopes, &keys::id_key(id))? {
+        None => Lookup::Missing,
+        Some(raw) => match decode_record(&raw) {
+            Ok(r) => Lookup::Found(r),
+            Err(e) => Lookup::Corrupt(raw, e),
+        },
+    })
+}
+
+/// Message `id`'s record, or the error to answer with: not found, or
+/// corrupt (then `change` quarantines it).
+pub(crate) fn existing(
+    store: &Store,
+    id: QueueId,
+    change: &mut Change,
+) -> Result<std::result::Result<Record, Error>> {
+    Ok(match lookup(store, id)? {
+        Lookup::Found(r) => Ok(r),
+        Lookup::Missing => Err(Error::NotFound(id)),
+        Lookup::Corrupt(raw, e) => Err(Inner::quarantine_envelope(id, &raw, &e.to_string(), change)),
+    })
+}
+
+/// Whether message `id` is claimed for delivery.
+pub(crate) fn is_inflight(store: &Store, id: QueueId) -> Result<bool> {
+    store.contains(Table::Inflight, &keys::id_key(id))
 }
 
 pub(crate) fn join_error(e: tokio::task::JoinError) -> Error {
@@ -86,13 +116,7 @@ impl Inner {
     }
 
     pub(crate) fn lookup(&self, id: QueueId) -> Result<Lookup> {
-        Ok(match self.store.get(Table::Envelopes, &keys::id_key(id))? {
-            None => Lookup::Missing,
-            Some(raw) => match decode_record(&raw) {
-                Ok(r) => Lookup::Found(r),
-                Err(e) => Lookup::Corrupt(raw, e),
-            },
-        })
+        lookup(&self.store, id)
     }
 
     /// Message `id`'s record, or the error to answer with: not found, or
@@ -102,15 +126,11 @@ impl Inner {
         id: QueueId,
         change: &mut Change,
     ) -> Result<std::result::Result<Record, Error>> {
-        Ok(match self.lookup(id)? {
-            Lookup::Found(r) => Ok(r),
-            Lookup::Missing => Err(Error::NotFound(id)),
-            Lookup::Corrupt(raw, e) => Err(Inner::quarantine_envelope(id, &raw, &e.to_string(), change)),
-        })
+        existing(&self.store, id, change)
     }
 
     pub(crate) fn is_inflight(&self, id: QueueId) -> Result<bool> {
-        self.store.contains(Table::Inflight, &keys::id_key(id))
+        is_inflight(&self.store, id)
     }
 
     /// The change quarantining message `id`'s corrupt envelope, and the
@@ -212,6 +232,51 @@ impl Inner {
             {
                 w.submit(change).await?;
             }
+            drop(held);
+            answer
+        });
+        task.await.map_err(join_error)?
+    }
+
+    /// [`Inner::mutate_existing`] with `f` run on the writer thread
+    /// ([`Writer::run_job`]) instead of the blocking pool: one thread
+    /// hand-off fewer. Only for a read as cheap as one hot envelope (a
+    /// delivery's result): the thread commits nothing else meanwhile. On a
+    /// read-only queue it fails with [`Error::ReadOnly`] like any write.
+    pub(crate) async fn mutate_existing_on_writer<T: Send + 'static>(
+        self: &Arc<Self>,
+        id: QueueId,
+        f: impl FnOnce(&Store, Record, &mut Change) -> Result<Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let held = inner.locks.lock([id]).await;
+            let (tx, rx) = tokio::sync::oneshot::channel::<Result<T>>();
+            // Captures no `Inner`: the job may be dropped on the writer
+            // thread, which must never drop the last handle (and join
+            // itself).
+            let job: Job = Box::new(move |store| {
+                let mut change = Change::new(Durability::Synced);
+                let answer = match existing(store, id, &mut change) {
+                    Ok(Ok(rec)) => f(store, rec, &mut change),
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                };
+                let answer = match answer {
+                    Ok(a) => a,
+                    // A failed read writes nothing, as in `mutate`.
+                    Err(e) => {
+                        change = Change::new(Durability::Synced);
+                        Err(e)
+                    }
+                };
+                let reply: Reply = Box::new(move |written| {
+                    let _ = tx.send(written.and(answer));
+                });
+                (change, reply)
+            });
+            inner.writer()?.run_job(job)?;
+            let answer = rx.await.map_err(|_| Error::Closed)?;
             drop(held);
             answer
         });

@@ -345,8 +345,39 @@ pub(crate) fn write_group<'a>(
 
 type Answer = oneshot::Sender<Result<(), Error>>;
 
+/// Told how the write of a [`Job`]'s change went.
+pub(crate) type Reply = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+/// A read-modify-write run on the writer thread itself ([`Writer::run_job`]):
+/// it reads the store as it is and returns its change and who to tell.
+/// Saves the caller's hop to the blocking pool for the read, a thread
+/// wake-up and two context switches; kept for reads that are cheap and
+/// hot (one envelope just claimed), since the thread writes nothing else
+/// while a job runs.
+pub(crate) type Job = Box<dyn FnOnce(&Store) -> (Change, Reply) + Send>;
+
+/// Whom the thread answers for a change of its group.
+enum Waiter {
+    Channel(Answer),
+    Call(Reply),
+}
+
+impl Waiter {
+    fn answer(self, r: Result<(), Error>) {
+        // The caller may have gone away (cancelled); the change is written
+        // regardless.
+        match self {
+            Waiter::Channel(a) => {
+                let _ = a.send(r);
+            }
+            Waiter::Call(f) => f(r),
+        }
+    }
+}
+
 enum Msg {
     Write(Change, Option<Answer>),
+    Job(Job),
     Close(Answer),
 }
 
@@ -399,6 +430,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Msg::Write(c, _) => write!(f, "Write({} ops)", c.ops.len()),
+            Msg::Job(_) => f.write_str("Job"),
             Msg::Close(_) => f.write_str("Close"),
         }
     }
@@ -434,6 +466,13 @@ impl Writer {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    /// Runs `job` on the writer thread, after every change sent before it,
+    /// and writes its change in the thread's next group. The job is
+    /// dropped unrun if the thread is gone or closing.
+    pub(crate) fn run_job(&self, job: Job) -> Result<(), Error> {
+        self.send(Msg::Job(job))
+    }
+
     /// Queues a change without waiting (cleanup from `Drop`). It is still
     /// ordered after everything sent before it.
     pub(crate) fn submit_detached(&self, change: Change) {
@@ -465,7 +504,7 @@ impl Drop for Writer {
 fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
     let mut maintenance: Option<JoinHandle<()>> = None;
     let mut deletes_since_compaction = 0u64;
-    let mut group: Vec<(Change, Option<Answer>)> = Vec::new();
+    let mut group: Vec<(Change, Option<Waiter>)> = Vec::new();
     let mut closing: Option<Answer> = None;
     while closing.is_none() {
         let first = if books.failing().is_some() {
@@ -488,7 +527,19 @@ fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
             match m {
                 Msg::Write(c, a) => {
                     bytes += c.bytes();
-                    group.push((c, a));
+                    group.push((c, a.map(Waiter::Channel)));
+                }
+                // Computed now, against the store as the previous group left
+                // it: the caller holds the message's lock stripes, so no
+                // change to it can be waiting in this group.
+                Msg::Job(job) => {
+                    let (c, reply) = job(&store);
+                    if c.is_empty() {
+                        reply(Ok(()));
+                    } else {
+                        bytes += c.bytes();
+                        group.push((c, Some(Waiter::Call(reply))));
+                    }
                 }
                 Msg::Close(a) => closing = Some(a),
             }
@@ -504,13 +555,10 @@ fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
             }
             for (_, answer) in group.drain(..) {
                 if let Some(a) = answer {
-                    let r = match &result {
+                    a.answer(match &result {
                         Ok(_) => Ok(()),
                         Err(e) => Err(e.again()),
-                    };
-                    // The caller may have gone away (cancelled); the change
-                    // is written regardless.
-                    let _ = a.send(r);
+                    });
                 }
             }
         }

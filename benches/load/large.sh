@@ -83,9 +83,21 @@ SPID=$!
 pids+=("$SPID")
 wait_port "$SPORT"
 before=$(awk '/^VmRSS/ {print $2}' "/proc/$SPID/status")
+# RocksDB's own memtable figures (`sluice status`) beside the RSS, sampled
+# five times a second: what of the peak is the queue's memtables, and what
+# is the sessions' buffers.
+(
+    while kill -0 "$SPID" 2>/dev/null; do
+        "$SLUICE" -c "$WORK/sluice" status 2>/dev/null |
+            awk -F'[:,]' '/"queue_memtable_bytes"/ {m=$2} /"queue_body_memtable_bytes"/ {b=$2} END {print m+0, b+0}'
+        sleep 0.2
+    done
+) >"$WORK/memtables" &
+pids+=("$!")
 run_one sluice "$SPORT" "$WORK/sluice/maillog"
 peak=$(awk '/^VmHWM/ {print $2}' "/proc/$SPID/status")
 echo "sluice: RSS $((before / 1024)) MiB before, peak (VmHWM) $((peak / 1024)) MiB with $SESSIONS messages of $SIZE bytes at once"
+awk '$1 > m {m = $1} $2 > b {b = $2} END {printf "sluice: RocksDB memtables peak %d MiB (bodies %d MiB), %d samples\n", m / 1048576, b / 1048576, NR}' "$WORK/memtables"
 
 PPORT=$(free_port)
 postfix_private "$WORK/pf" "$PPORT" "lmtp:[127.0.0.1]:$SINK2"

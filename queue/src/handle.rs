@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::ids::{IdGen, Locks};
 use crate::inner::{Inner, Lookup};
+use crate::keys::Table;
 use crate::model::*;
 use crate::writer::{Change, Durability, Writer};
 use crate::{AcceptLimits, Options, Result};
@@ -112,6 +113,16 @@ impl Queue {
             oldest_arrival,
             quarantined: c.quarantined,
         }
+    }
+
+    /// RocksDB's memory for the queue (memtables), read from its in-memory
+    /// counters: cheap enough to call on every status request. A table whose
+    /// figure cannot be read counts as 0 (the figure is for operators and
+    /// benches, never a decision).
+    pub fn memory(&self) -> MemoryStats {
+        let store = &self.inner.store;
+        let of = |t: Table| store.memtable_bytes(t).unwrap_or(0);
+        MemoryStats { memtables: Table::ALL.iter().map(|&t| of(t)).sum(), body_memtables: of(Table::Bodies) }
     }
 
     /// What the group-commit writer has done since open: changes applied,

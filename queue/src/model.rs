@@ -381,6 +381,16 @@ pub struct Stats {
     pub quarantined: u64,
 }
 
+/// What the queue's database holds in memory, from RocksDB's own counters
+/// (see [`Queue::memory`](crate::Queue::memory)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryStats {
+    /// Memtables of every table, active and awaiting flush, in bytes.
+    pub memtables: u64,
+    /// The part of `memtables` that is message bodies.
+    pub body_memtables: u64,
+}
+
 /// A record found undecodable and moved to the quarantine (see
 /// [`Queue::quarantined`](crate::Queue::quarantined)). Its original bytes
 /// are kept there untouched; a quarantined message's body chunks stay in

@@ -167,6 +167,14 @@ impl Store {
         self.read_only
     }
 
+    /// RocksDB's own figure for what `t` holds in memory: its memtables,
+    /// the active one and those sealed but not yet flushed
+    /// (`rocksdb.size-all-mem-tables`). Reads an in-memory counter.
+    pub(crate) fn memtable_bytes(&self, t: Table) -> Result<u64, Error> {
+        let v = self.db.property_int_value_cf(self.cf(t)?, "rocksdb.size-all-mem-tables").map_err(storage)?;
+        Ok(v.unwrap_or(0))
+    }
+
     pub(crate) fn cf(&self, t: Table) -> Result<&ColumnFamily, Error> {
         // Every table is created at open, so this only fails on a damaged
         // database.

@@ -449,6 +449,7 @@ impl Running {
     /// The status `sluice status` prints.
     pub async fn status(&self) -> Response {
         let st = self.queue.stats().await;
+        let mem = self.queue.memory();
         let now = clock::unix_millis();
         let backends = admin::backends::of(&self.delivery_handle).list();
         let open = backends.iter().filter(|b| b.breaker != "closed").count();
@@ -468,6 +469,8 @@ impl Running {
             "queue_messages": st.messages,
             "queue_bytes": st.bytes,
             "queue_held": st.held,
+            "queue_memtable_bytes": mem.memtables,
+            "queue_body_memtable_bytes": mem.body_memtables,
             "recipients_pending": st.recipients_pending,
             "oldest_message_age_seconds": st.oldest_arrival.map(|a| now.saturating_sub(a) / 1000),
             "backends": backends.len(),

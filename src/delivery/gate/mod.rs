@@ -25,13 +25,13 @@ pub mod breaker;
 pub mod concurrency;
 pub mod fleet;
 pub mod limiter;
+mod parked;
 pub mod slots;
 mod snapshot;
 
 pub use self::backend_gate::BackendGate;
 pub use self::snapshot::Snapshot;
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ use tokio::time::Instant;
 use self::breaker::{Admit, Breaker, Failure, Transition};
 use self::concurrency::{AdaptiveLimit, Change};
 use self::limiter::Limiter;
+use self::parked::Parked;
 use self::slots::{Slot, Slots};
 use crate::delivery::settings::BackendSettings;
 
@@ -161,8 +162,7 @@ struct State {
     last_error: Option<String>,
     /// A backend-level failure happened since the last completed delivery.
     troubled: bool,
-    parked: VecDeque<QueueId>,
-    parked_set: HashSet<QueueId>,
+    parked: Parked,
     /// When a delivery last started or a parked message was last sent as a
     /// probe (wall clock), to space self-probes.
     last_activity: UnixMillis,
@@ -228,8 +228,7 @@ impl Gate {
             paused_until: record.and_then(|r| r.paused_until).filter(|&u| u > now),
             last_error: record.and_then(|r| r.last_error.clone()),
             troubled: false,
-            parked: VecDeque::new(),
-            parked_set: HashSet::new(),
+            parked: Parked::new(PARK_LIMIT),
             last_activity: now,
         };
         Gate { name, state: Mutex::new(state), slots, changed: Notify::new() }
@@ -390,12 +389,7 @@ impl Gate {
     /// so it is woken when the backend recovers. Bounded by [`PARK_LIMIT`].
     /// Returns whether it was parked now (false: already parked, or full).
     pub fn park(&self, id: QueueId) -> bool {
-        let mut st = self.state();
-        if st.parked.len() < PARK_LIMIT && st.parked_set.insert(id) {
-            st.parked.push_back(id);
-            return true;
-        }
-        false
+        self.state().parked.park(id)
     }
 
     /// A parked message to send as a probe when no mail is coming for this
@@ -418,9 +412,7 @@ impl Gate {
             return None;
         }
         st.last_activity = now;
-        let id = st.parked.pop_front()?;
-        st.parked_set.remove(&id);
-        Some(id)
+        st.parked.pop_oldest()
     }
 
     /// A connect probe to run now, if the open breaker asks for one and a
@@ -469,10 +461,7 @@ impl Gate {
                 None
             }
             Ok(()) if due => {
-                let trial = st.parked.pop_front();
-                if let Some(id) = trial {
-                    st.parked_set.remove(&id);
-                }
+                let trial = st.parked.pop_oldest();
                 tracing::info!(
                     "backend {}: connect probe answered; {}",
                     self.name,
@@ -497,7 +486,8 @@ impl Gate {
     /// the probe, the resume, or the next success). Room left by failing
     /// deliveries is no reason to retry: the message just deferred for the
     /// failure would come straight back, attempt after attempt, until the
-    /// breaker opened.
+    /// breaker opened. Takes turns between new mail and the backlog
+    /// (`parked.rs`).
     pub fn take_parked(&self, n: usize, now: UnixMillis) -> Vec<QueueId> {
         let mut st = self.state();
         if st.breaker.position() != BreakerPosition::Closed
@@ -506,17 +496,11 @@ impl Gate {
         {
             return Vec::new();
         }
-        let n = n.min(st.parked.len());
-        let ids: Vec<QueueId> = st.parked.drain(..n).collect();
-        for id in &ids {
-            st.parked_set.remove(id);
-        }
-        ids
+        st.parked.take(n)
     }
 
     fn unpark(st: &mut State) -> Vec<QueueId> {
-        st.parked_set.clear();
-        st.parked.drain(..).collect()
+        st.parked.drain()
     }
 
     /// Pauses deliveries until `until` (`None`: until resumed). Mail due

@@ -89,7 +89,7 @@ before=$(awk '/^VmRSS/ {print $2}' "/proc/$SPID/status")
 (
     while kill -0 "$SPID" 2>/dev/null; do
         "$SLUICE" -c "$WORK/sluice" status 2>/dev/null |
-            awk -F'[:,]' '/"queue_memtable_bytes"/ {m=$2} /"queue_body_memtable_bytes"/ {b=$2} END {print m+0, b+0}'
+            awk -F': ' '/^queue_memtable_bytes:/ {m=$2} /^queue_body_memtable_bytes:/ {b=$2} END {print m+0, b+0}'
         sleep 0.2
     done
 ) >"$WORK/memtables" &

@@ -81,9 +81,16 @@ async fn alias_targets_are_delivered_once_with_orig_to_and_orcpt() {
         send(cfg.smtp, "a@sender.test", &["team@alias.test", "joe@relay.test"], data).expect("accepted");
     let id = queued_id(&reply);
     wait_until(
-        "joe's and ann's copies",
+        "joe's and ann's copies, and their result lines",
         Duration::from_secs(30),
-        || !copies(&dc, "joe", "alias-fanout").is_empty() && !copies(&dc, "ann", "alias-fanout").is_empty(),
+        // Dovecot stores a copy before sluice hears the answer and logs it.
+        || {
+            let log = cfg.log();
+            !copies(&dc, "joe", "alias-fanout").is_empty()
+                && !copies(&dc, "ann", "alias-fanout").is_empty()
+                && log.contains(&format!("{id}: to=<ann@relay.test>"))
+                && log.contains(&format!("{id}: to=<joe@relay.test>"))
+        },
         || cfg.log(),
     );
     for user in ["joe", "ann"] {

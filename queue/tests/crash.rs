@@ -5,10 +5,13 @@
 //! set). The child enqueues from several tasks as fast as it can, with
 //! bodies derived from each message's queue ID (some spanning several
 //! chunks), and prints `ACK <id>` only after the commit returned; a claimer
-//! task meanwhile moves messages in flight and defers them, so crashes also
-//! land between claims and results. The parent SIGKILLs the child at a
-//! random moment, reopens the queue, and checks that every acknowledged ID
-//! is there with a byte-identical body, that recovery left nothing in
+//! task meanwhile moves messages in flight and defers them (printing
+//! `DEFER <id>` once `record` returned), so crashes also land between
+//! claims and results. The parent SIGKILLs the child at a random moment,
+//! reopens the queue, and checks that every acknowledged ID is there with
+//! a byte-identical body, that every acknowledged deferral is there too
+//! (the result is written on the writer thread, its own path), that
+//! recovery left nothing in
 //! flight or half-written, that the counters match the contents, and that
 //! IDs never repeat across restarts.
 
@@ -21,7 +24,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rand::Rng as _;
-use sluice_queue::{Filter, Options, Outcome, Queue, QueueId};
+use sluice_queue::{Filter, Options, Outcome, Queue, QueueId, RcptState};
 use support::{body_for, envelope, wall_millis};
 
 const DIR_VAR: &str = "SLUICE_QUEUE_CRASH_DIR";
@@ -63,6 +66,8 @@ fn crash_child() {
             for m in q.claim_due(now, 20).await.expect("claim") {
                 let deferred = [(0, Outcome::Deferred { reply: "451 4.4.1 test".into() })];
                 q.record(m.id, &deferred, now + 3_600_000, now).await.expect("record");
+                // After `record` returned: the result is acknowledged.
+                println!("DEFER {}", m.id);
             }
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
@@ -71,16 +76,31 @@ fn crash_child() {
 
 /// Acknowledged IDs printed by the child, complete lines only.
 fn acked(lines: &[Vec<u8>]) -> Vec<QueueId> {
+    printed(lines, b"ACK ")
+}
+
+/// IDs of the complete lines starting with `prefix`.
+fn printed(lines: &[Vec<u8>], prefix: &[u8]) -> Vec<QueueId> {
     lines
         .iter()
         .filter_map(|l| l.strip_suffix(b"\n"))
-        .filter_map(|l| l.strip_prefix(b"ACK "))
-        .map(|id| std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()).expect("well-formed ACK line"))
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|id| std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()).expect("well-formed line"))
         .collect()
 }
 
-async fn verify(dir: &Path, ids: &[QueueId], round: usize) -> usize {
+async fn verify(dir: &Path, ids: &[QueueId], deferred: &[QueueId], round: usize) -> usize {
     let q = Queue::open(dir, &options(), wall_millis()).expect("reopen after kill");
+    // An acknowledged result is as durable as an acknowledged message: its
+    // recipient stays deferred, with the attempt counted, after the kill.
+    for id in deferred {
+        let (env, _) = q.envelope(*id).await.expect("envelope lookup").expect("deferred message is there");
+        let r = &env.recipients[0];
+        assert!(
+            matches!(r.state, RcptState::Deferred { .. }) && r.attempts >= 1,
+            "round {round}: the recorded deferral of {id} was lost: {r:?}"
+        );
+    }
     for id in ids {
         let found = q.envelope(*id).await.expect("envelope lookup");
         assert!(found.is_some(), "round {round}: acknowledged message {id} is missing");
@@ -108,6 +128,7 @@ fn acknowledged_messages_survive_sigkill() {
     let mut all: Vec<QueueId> = Vec::new();
     let mut multi_chunk = 0;
     let mut stored = 0;
+    let mut recorded = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
@@ -159,16 +180,19 @@ fn acknowledged_messages_survive_sigkill() {
             assert!(first > prev, "round {round}: IDs repeat across restarts ({first} <= {prev})");
         }
         multi_chunk += ids.iter().filter(|id| body_for(**id, CHUNK).len() > CHUNK).count();
-        stored = rt.block_on(verify(dir.path(), &ids, round));
+        let deferred = printed(&lines, b"DEFER ");
+        recorded += deferred.len();
+        stored = rt.block_on(verify(dir.path(), &ids, &deferred, round));
         all.extend(ids);
     }
     // Everything ever acknowledged is still there at the end.
-    rt.block_on(verify(dir.path(), &all, ROUNDS));
+    rt.block_on(verify(dir.path(), &all, &[], ROUNDS));
     assert!(stored >= all.len());
     assert!(all.len() >= ROUNDS - ROUNDS / 6, "each normal round acknowledged at least one message");
     assert!(multi_chunk > 0, "some acknowledged bodies spanned several chunks");
+    assert!(recorded > 0, "some deferrals were recorded before a kill");
     eprintln!(
-        "crash test: {} acknowledged messages over {ROUNDS} kills, {multi_chunk} multi-chunk",
+        "crash test: {} acknowledged messages over {ROUNDS} kills, {multi_chunk} multi-chunk, {recorded} recorded deferrals",
         all.len()
     );
 }

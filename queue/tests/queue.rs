@@ -693,3 +693,54 @@ async fn claim_recent_takes_only_what_became_due_lately() {
     assert_eq!(ids(q.claim_due(now, 10).await.unwrap()), old[2..]);
     assert_eq!(q.claim_due(now, 10).await.unwrap(), vec![]);
 }
+
+/// A delivery's result is written on the writer thread (a job) rather than
+/// through `mutate`: it must still be exactly one synced batch, answered
+/// only once written, whether it reschedules or removes the message.
+#[tokio::test]
+async fn each_recorded_result_is_one_synced_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), T0);
+    let keep =
+        q.enqueue(envelope("a@example.org", &["b@example.net", "c@example.net"]), b"x", T0).await.unwrap();
+    // Three chunks of `opts().body_chunk`.
+    let gone = q.enqueue(envelope("a@example.org", &["d@example.net"]), &[b'y'; 2500], T0).await.unwrap();
+    assert_eq!(q.claim_due(T0, 10).await.unwrap().len(), 2);
+    let deferred = Outcome::Deferred { reply: "451 4.3.0 later".into() };
+
+    let before = q.writer_stats();
+    assert_eq!(
+        q.record(keep, &[(0, delivered()), (1, deferred)], T0 + 60_000, T0).await.unwrap(),
+        Recorded::Scheduled(T0 + 60_000)
+    );
+    let after = q.writer_stats();
+    assert_eq!(
+        (after.changes - before.changes, after.writes - before.writes, after.syncs - before.syncs),
+        (1, 1, 1),
+        "a rescheduling result: {before:?} -> {after:?}"
+    );
+
+    let before = after;
+    assert_eq!(q.record(gone, &[(0, delivered())], T0 + 60_000, T0).await.unwrap(), Recorded::Removed);
+    let after = q.writer_stats();
+    assert_eq!(
+        (after.changes - before.changes, after.writes - before.writes, after.syncs - before.syncs),
+        (1, 1, 1),
+        "a removing result: {before:?} -> {after:?}"
+    );
+
+    // A result for a message deleted meanwhile writes nothing.
+    let before = after;
+    assert!(matches!(q.record(gone, &[(0, delivered())], T0, T0).await, Err(Error::NotFound(_))));
+    assert_eq!(q.writer_stats(), before, "nothing to write");
+
+    let q = reopen(q, dir.path(), T0 + 1).await;
+    let (env, due) = q.envelope(keep).await.unwrap().expect("kept");
+    assert_eq!(due, Some(T0 + 60_000));
+    assert!(matches!(env.recipients[0].state, RcptState::Delivered { .. }), "{:?}", env.recipients[0]);
+    assert!(matches!(env.recipients[1].state, RcptState::Deferred { .. }), "{:?}", env.recipients[1]);
+    assert_eq!(q.envelope(gone).await.unwrap(), None);
+    assert_eq!(q.debug_table_len("inflight").await.unwrap(), 0);
+    assert_eq!(q.debug_table_len("schedule").await.unwrap(), 1);
+    assert_eq!(q.debug_table_len("bodies").await.unwrap(), 1, "the removed message's chunks went with it");
+}

@@ -226,6 +226,31 @@ async fn a_pooled_session_skips_rset_only_while_clean_and_quiet() {
     assert!(!s.reset().await, "and RSET finds it gone");
 }
 
+/// A reply the server sent unasked after a transaction (read with the
+/// last one, or arriving later) is the server speaking: the session is not
+/// quiet, and stays so however often it is asked (the bytes are kept).
+#[tokio::test]
+async fn a_stray_reply_after_a_transaction_means_the_server_spoke() {
+    let b = Backend::start(Proto::Smtp).await;
+    b.set_mode(Mode::StrayReply).await;
+    let mut s = open(b.port(), Protocol::Smtp).await;
+    assert!(!s.spoke(), "nothing said after the greeting and EHLO");
+    let body = tricky_body("stray");
+    let out = s.deliver(&tx("sender@remote.test", vec![rcpt("a@dest.test")], &body)).await;
+    assert_eq!(out.rcpts[0].verdict, Verdict::Sent, "{:?}", out.rcpts);
+    assert!(s.clean(), "the transaction itself ended");
+    let mut spoke = false;
+    for _ in 0..100 {
+        if s.spoke() {
+            spoke = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(spoke, "the stray reply is seen");
+    assert!(s.spoke() && !s.quiet(), "and stays seen");
+}
+
 /// A transaction that did not end (every recipient refused) leaves the
 /// server mid-transaction: the session needs `RSET` before the next one.
 #[tokio::test]

@@ -1,16 +1,18 @@
 //! Hostile next hops: a server that never ends its reply costs bounded
 //! memory and ends as a deferral with a clear reason, in the client and
-//! in the daemon (which lives on, restart after restart); and what goes
-//! out is unambiguous whatever was stored (bare CR and bare LF).
+//! in the daemon (which lives on, restart after restart); a server that
+//! speaks unasked between transactions gets no more mail on that
+//! connection; and what goes out is unambiguous whatever was stored (bare
+//! CR and bare LF).
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::backend::{Backend, Proto};
+use common::backend::{Backend, Mode, Proto};
 use common::daemon::{Daemon, TestConfig, queued_id, send};
-use common::delivery::{Harness, envelope, eventually, main_cf};
+use common::delivery::{Harness, envelope, eventually, eventually_async, main_cf, message, subject};
 use common::{free_port, wait_until};
 use sluice::config::Protocol;
 use sluice::delivery::client;
@@ -147,5 +149,30 @@ async fn bare_cr_and_bare_lf_leave_as_crlf_so_no_dot_line_can_hide() {
         "one message, every line of it, nothing ended early"
     );
     assert_eq!(b.received()[0].rcpts, ["user@dev.test"], "no smuggled recipient");
+    h.stop().await;
+}
+
+/// A server that sent one reply too many after a transaction has bytes
+/// waiting on the pooled connection. The next message must not go there,
+/// not even after an `RSET`: the `RSET` would read the stray reply as its
+/// own, the `MAIL` the `RSET`'s, and so on, every reply one command late.
+/// Each message goes on a connection of its own instead, delivered at the
+/// first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_server_spoke_unasked_carries_no_more_mail() {
+    let b = Backend::start(Proto::Lmtp).await;
+    b.set_mode(Mode::StrayReply).await;
+    let h = Harness::start(&main_cf(b.port(), free_port(), "")).await;
+    for i in 0..3 {
+        let tag = format!("stray{i}");
+        h.enqueue("sender@remote.test", &["user@dev.test"], &message(&tag)).await;
+        // Far below the retry time: a deferral would fail here.
+        eventually("delivered at the first attempt", Duration::from_secs(30), || b.received().len() == i + 1)
+            .await;
+        assert_eq!(subject(&b.received()[i].data), tag);
+    }
+    assert_eq!(b.accepted_connections(), 3, "one connection per message");
+    eventually_async("every result recorded", Duration::from_secs(10), || async { h.queued().await == 0 })
+        .await;
     h.stop().await;
 }

@@ -370,8 +370,11 @@ impl Backend {
             let now = clock::instant();
             let fresh = now.saturating_duration_since(s.idle_since()) < settings.idle_time
                 && now.saturating_duration_since(s.opened()) < settings.reuse_time;
-            // RSET only when the socket alone cannot tell (Connection::quiet).
-            if fresh && (s.quiet() || s.reset().await) {
+            // As it is when quiet (Connection::quiet); with RSET when only
+            // its last transaction was left open; never when the server
+            // spoke unasked (Connection::spoke): an RSET then reads a reply
+            // that is not its own and puts every later one out of step.
+            if fresh && !s.spoke() && (s.clean() || s.reset().await) {
                 return Ok((s, true));
             }
             // Dead or stale: close it (a dead peer needs no QUIT) before

@@ -10,7 +10,8 @@
 //! `421` at the greeting; refusing connections (the listening socket is
 //! closed, and [`Backend::drop_connections`] resets the open ones);
 //! silent (accepts, never speaks); per-recipient `451`/`452` after DATA;
-//! closing the connection after the final dot. The bench's shaping proxy
+//! closing the connection after the final dot; one reply too many after
+//! the dot. The bench's shaping proxy
 //! (`benches/load/proxy.rs`) gives a real Dovecot the same shapes through
 //! [`Mode::latency`]. It records every message it accepted (envelope and
 //! dot-unstuffed data) and counts peak concurrent connections and
@@ -67,6 +68,9 @@ pub enum Mode {
     PerRecipient { pattern: String, code: u16, text: String },
     /// Read the whole message, then close without answering.
     CloseAfterDot,
+    /// Answer the dot, then (in the same write) one reply too many,
+    /// `250 2.0.0 Ok`: a server that lost count of its replies.
+    StrayReply,
 }
 
 impl Mode {
@@ -520,7 +524,7 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                         data,
                     });
                 }
-                let out = match shared.proto {
+                let mut out = match shared.proto {
                     Proto::Lmtp => replies.concat(),
                     Proto::Smtp => {
                         if accepted.len() == rcpts.len() {
@@ -530,6 +534,9 @@ async fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                         }
                     }
                 };
+                if m == Mode::StrayReply {
+                    out.push_str("250 2.0.0 Ok\r\n");
+                }
                 rcpts.clear();
                 // The work is done: stop counting before the client hears so.
                 drop(tx);

@@ -174,11 +174,9 @@ impl Connection {
 
     /// Whether a pooled session can carry the next message as it is,
     /// without an `RSET` round trip: its last transaction ended cleanly
-    /// and the server has said nothing since. A server that closed the
-    /// connection or announced `421` meanwhile has made the socket
-    /// readable (end of file or the reply), which one read that does not
-    /// wait sees; a quiet socket is taken as alive, as Exim does when it
-    /// sends the next `MAIL` on a connection.
+    /// and the server has said nothing since ([`Connection::spoke`]); a
+    /// quiet socket is taken as alive, as Exim does when it sends the next
+    /// `MAIL` on a connection.
     ///
     /// Why not `RSET` every time: on a busy backend each message then cost
     /// one more write, one more read and one more wake-up on both sides
@@ -186,16 +184,35 @@ impl Connection {
     /// where it is needed: after a transaction that did not end (a refused
     /// `MAIL` or recipients leave the server mid-transaction).
     pub fn quiet(&mut self) -> bool {
+        self.clean && !self.spoke()
+    }
+
+    /// Whether the server has no transaction open ([`Connection::quiet`]
+    /// without looking at the socket).
+    pub fn clean(&self) -> bool {
+        self.clean
+    }
+
+    /// Whether the server said something, or closed, since the last reply
+    /// that was read: bytes left unread after it, or a socket readable now,
+    /// which one read that does not wait sees (a `421` announced while
+    /// idle, a stray reply, end of file). Nothing is owed between
+    /// transactions, so such a session must not carry another message,
+    /// not even after an `RSET`: the `RSET` would take the first unread
+    /// reply for its own, and every later reply would answer the command
+    /// before its own (a refused recipient read as accepted). The bytes
+    /// read stay in the buffer, so asking again gives the same answer.
+    pub fn spoke(&mut self) -> bool {
         use futures::FutureExt;
-        if !self.clean || self.rpos < self.rbuf.len() {
-            return false;
+        if self.rpos < self.rbuf.len() {
+            return true;
         }
         self.rbuf.clear();
         self.rpos = 0;
         self.rbuf.reserve(READ_CHUNK);
         // Pending: nothing to read, the connection is open and silent.
         // Dropping the pending read loses nothing (no byte was taken).
-        self.io.read_buf(&mut self.rbuf).now_or_never().is_none()
+        self.io.read_buf(&mut self.rbuf).now_or_never().is_some()
     }
 
     /// `RSET`, to check that a pooled session is still alive before it

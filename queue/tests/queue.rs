@@ -707,30 +707,25 @@ async fn each_recorded_result_is_one_synced_batch() {
     let gone = q.enqueue(envelope("a@example.org", &["d@example.net"]), &[b'y'; 2500], T0).await.unwrap();
     assert_eq!(q.claim_due(T0, 10).await.unwrap().len(), 2);
     let deferred = Outcome::Deferred { reply: "451 4.3.0 later".into() };
+    // Changes, batches and fsyncs since `before`.
+    let since = |before: sluice_queue::WriterStats| {
+        let now = q.writer_stats();
+        (now.changes - before.changes, now.writes - before.writes, now.syncs - before.syncs)
+    };
 
     let before = q.writer_stats();
     assert_eq!(
         q.record(keep, &[(0, delivered()), (1, deferred)], T0 + 60_000, T0).await.unwrap(),
         Recorded::Scheduled(T0 + 60_000)
     );
-    let after = q.writer_stats();
-    assert_eq!(
-        (after.changes - before.changes, after.writes - before.writes, after.syncs - before.syncs),
-        (1, 1, 1),
-        "a rescheduling result: {before:?} -> {after:?}"
-    );
+    assert_eq!(since(before), (1, 1, 1), "a rescheduling result");
 
-    let before = after;
+    let before = q.writer_stats();
     assert_eq!(q.record(gone, &[(0, delivered())], T0 + 60_000, T0).await.unwrap(), Recorded::Removed);
-    let after = q.writer_stats();
-    assert_eq!(
-        (after.changes - before.changes, after.writes - before.writes, after.syncs - before.syncs),
-        (1, 1, 1),
-        "a removing result: {before:?} -> {after:?}"
-    );
+    assert_eq!(since(before), (1, 1, 1), "a removing result");
 
     // A result for a message deleted meanwhile writes nothing.
-    let before = after;
+    let before = q.writer_stats();
     assert!(matches!(q.record(gone, &[(0, delivered())], T0, T0).await, Err(Error::NotFound(_))));
     assert_eq!(q.writer_stats(), before, "nothing to write");
 

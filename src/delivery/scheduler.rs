@@ -95,9 +95,29 @@ impl Turns {
                 _ => now,
             };
         }
-        let rest = queue.claim_due(now, n - claimed.len()).await?;
-        claimed.extend(rest);
-        Ok(claimed)
+        let rest = queue.claim_due(now, n - claimed.len()).await;
+        both(claimed, rest)
+    }
+}
+
+/// What the two claims of a turn took. When the second failed, what the
+/// first took is in flight already: it is handed out all the same, since
+/// dropped it would stay in flight, delivered by nobody until a restart.
+/// The error is logged; the next claim meets it again if it lasts.
+fn both(
+    mut claimed: Vec<QueuedMessage>,
+    rest: sluice_queue::Result<Vec<QueuedMessage>>,
+) -> sluice_queue::Result<Vec<QueuedMessage>> {
+    match rest {
+        Ok(rest) => {
+            claimed.extend(rest);
+            Ok(claimed)
+        }
+        Err(e) if claimed.is_empty() => Err(e),
+        Err(e) => {
+            tracing::error!("cannot read the queue schedule: {e}");
+            Ok(claimed)
+        }
     }
 }
 
@@ -430,5 +450,28 @@ impl Scheduler {
             .collect();
         let gate: Option<Arc<dyn BackendGate>> = backend.map(|b| b.gate_handle());
         record::complete(&self.ctx, &job.msg, gate, done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_queue::{Envelope, Error, QueueId};
+
+    use super::*;
+
+    fn claimed(n: u64) -> QueuedMessage {
+        QueuedMessage { id: QueueId::from_micros(n), envelope: Envelope::default(), due: n }
+    }
+
+    #[test]
+    fn a_failed_second_claim_keeps_what_the_first_took() {
+        let ids = |r: sluice_queue::Result<Vec<QueuedMessage>>| {
+            r.map(|v| v.iter().map(|m| m.due).collect::<Vec<_>>())
+        };
+        let failed = || Err(Error::Storage("disk gone".into()));
+        assert_eq!(ids(both(vec![claimed(1)], Ok(vec![claimed(2)]))).unwrap(), [1, 2]);
+        // In flight already: handed out, not dropped.
+        assert_eq!(ids(both(vec![claimed(1), claimed(3)], failed())).unwrap(), [1, 3]);
+        assert!(both(Vec::new(), failed()).is_err(), "nothing taken: the error is the answer");
     }
 }

@@ -81,7 +81,7 @@ impl Turns {
     ) -> sluice_queue::Result<Vec<QueuedMessage>> {
         self.claims += 1;
         let recent = if n >= 2 { n / 2 } else { (self.claims % 2) as usize * n };
-        let mut claimed = if recent > 0 && self.since > 0 {
+        let claimed = if recent > 0 && self.since > 0 {
             queue.claim_recent(self.since.saturating_sub(RECENT_SLACK_MS), now, recent).await?
         } else {
             Vec::new()

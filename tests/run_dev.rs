@@ -142,13 +142,17 @@ impl RunDev {
         let mut r = RunDev { dir, ports, child, seen: BTreeSet::new() };
         let smtp: SocketAddr = ([127, 0, 0, 1], ports.smtp).into();
         let deadline = Instant::now() + Duration::from_secs(90);
-        while !wait_for_port(smtp, Duration::from_millis(500)) {
+        // Up means: this script started its sluice (its PID file is
+        // written after Dovecot's) and something listens on the port.
+        let started = |r: &RunDev| r.var().join("run-dev/sluice.pid").exists();
+        while !(started(&r) && wait_for_port(smtp, Duration::from_millis(500))) {
             let exited = r.child.try_wait().ok().flatten();
             assert!(
                 exited.is_none() && Instant::now() < deadline,
                 "run-dev did not bring sluice up on {smtp} (exit: {exited:?})\n{}",
                 r.output()
             );
+            std::thread::sleep(Duration::from_millis(50));
         }
         r.observe();
         r

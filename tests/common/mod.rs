@@ -18,9 +18,22 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound then released; tests run in
-/// parallel, so bind promptly).
+/// parallel, so bind promptly). Never the same port twice in one test
+/// binary: the kernel may hand a released port out again, and two tests
+/// of one binary would then meet on it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts connections on `addr`.

@@ -532,15 +532,20 @@ fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
                 // Computed now, against the store as the previous group left
                 // it: the caller holds the message's lock stripes, so no
                 // change to it can be waiting in this group.
-                Msg::Job(job) => {
-                    let (c, reply) = job(&store);
-                    if c.is_empty() {
-                        reply(Ok(()));
-                    } else {
+                //
+                // A job that panics loses its own answer (its caller gets
+                // `Closed` when the unwinding drops the sender), never this
+                // thread, which every commit goes through: a job only reads,
+                // so the store is as it was.
+                Msg::Job(job) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&store)))
+                {
+                    Ok((c, reply)) if c.is_empty() => reply(Ok(())),
+                    Ok((c, reply)) => {
                         bytes += c.bytes();
                         group.push((c, Some(Waiter::Call(reply))));
                     }
-                }
+                    Err(_) => tracing::error!("queue writer: a job panicked; it changes nothing"),
+                },
                 Msg::Close(a) => closing = Some(a),
             }
             if closing.is_none() && group.len() < MAX_GROUP_CHANGES && bytes < MAX_GROUP_BYTES {
@@ -637,6 +642,21 @@ mod tests {
             held,
             ..Envelope::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = crate::Queue::open(dir.path(), &Default::default(), 1).expect("open");
+        let (tx, rx) = oneshot::channel::<()>();
+        let job: Job = Box::new(move |_| {
+            let _answer = tx;
+            panic!("a job's bug");
+        });
+        q.inner.writer().expect("writer").run_job(job).expect("sent");
+        assert!(rx.await.is_err(), "the caller hears nothing and is not left waiting");
+        let id = q.enqueue(env(0, false, 1), b"still written", 2).await.expect("commits go on");
+        assert_eq!(q.body(id).await.expect("body"), b"still written");
     }
 
     #[test]

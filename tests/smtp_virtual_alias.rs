@@ -12,7 +12,9 @@
 //!   virtual_alias_maps`, with the table's answers compared to Postfix's
 //!   `postmap -q`;
 //! - with `reject_unverified_recipient`, an alias is verified through its
-//!   targets at Dovecot (a target Dovecot refuses refuses the alias);
+//!   targets at Dovecot (a target Dovecot refuses refuses the alias, in
+//!   any place among the first `sluice_address_verify_alias_targets`;
+//!   targets past those are not probed);
 //! - a PostgreSQL alias table expands at RCPT into the envelope (shown by
 //!   `sluice queue list`), and while the database is down a recipient gets
 //!   451 4.3.0, never 550.
@@ -255,9 +257,14 @@ async fn unverified_recipient_probes_the_alias_targets() {
     let cfg = TestConfig::new(
         &lmtp,
         "smtpd_recipient_restrictions = reject_unauth_destination, reject_unverified_recipient\n\
-         unverified_recipient_reject_code = 550\nvirtual_alias_maps = texthash:virtual\n",
+         unverified_recipient_reject_code = 550\nvirtual_alias_maps = texthash:virtual\n\
+         sluice_address_verify_alias_targets = 2\n",
     );
-    write(cfg.path(), "virtual", ALIASES);
+    let aliases = format!(
+        "{ALIASES}late@alias.test   joe@relay.test, ghost@relay.test\n\
+         long@alias.test   joe@relay.test, ann@relay.test, ghost@relay.test\n"
+    );
+    write(cfg.path(), "virtual", &aliases);
     let _daemon = Daemon::start(&cfg);
     let mut c = Raw::ehlo(cfg.smtp).await;
     assert!(say(&mut c, "MAIL FROM:<a@sender.test>").await.starts_with("250"));
@@ -269,4 +276,14 @@ async fn unverified_recipient_probes_the_alias_targets() {
         "{refused}"
     );
     assert!(refused.contains("<ghost@relay.test>"), "{refused}");
+    // A refused target after a deliverable one refuses the alias too.
+    let refused = say(&mut c, "RCPT TO:<late@alias.test>").await;
+    assert!(
+        refused
+            .starts_with("550 5.1.1 <late@alias.test>: Recipient address rejected: undeliverable address:"),
+        "{refused}"
+    );
+    // The third target is past sluice_address_verify_alias_targets: the
+    // first two are deliverable, so the alias is accepted unprobed beyond.
+    assert!(say(&mut c, "RCPT TO:<long@alias.test>").await.starts_with("250"));
 }

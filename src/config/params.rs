@@ -595,6 +595,13 @@ pub static PARAMS: &[Param] = &[
         "Most verification answers kept; a cleanup past it removes the oldest. A cleanup also runs when this many answers were written since the last one.",
     ),
     p(
+        "sluice_address_verify_alias_targets",
+        "10",
+        INT1,
+        Sluice,
+        "Most targets of one virtual alias that reject_unverified_recipient probes (the first ones of its expansion); the alias is accepted when each of them is deliverable. A larger expansion is a list, and probing every member at each RCPT would load the mailbox servers the probes are meant to spare.",
+    ),
+    p(
         "sluice_address_verify_slot_wait",
         "500ms",
         SECS_MS,

@@ -28,21 +28,19 @@ use super::session::Session;
 use crate::config::{AliasError, Known};
 use crate::reply::{Reply, Status};
 
-/// The most alias targets `reject_unverified_recipient` probes for one
-/// address: a larger expansion is a list, and probing each member at every
-/// new RCPT would load the mailbox servers the probes are meant to spare.
-const MAX_VERIFY_TARGETS: usize = 10;
-
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The addresses `reject_unverified_recipient` probes for `address`:
-    /// its first [`MAX_VERIFY_TARGETS`] alias targets, or itself when it
-    /// is no alias or its expansion fails (the expansion's own failure is
-    /// answered when the recipient is stored).
+    /// its first `sluice_address_verify_alias_targets` alias targets (a
+    /// larger expansion is a list: probing each member at every new RCPT
+    /// would load the mailbox servers the probes are meant to spare), or
+    /// itself when it is no alias or its expansion fails (the expansion's
+    /// own failure is answered when the recipient is stored).
     pub(super) async fn verify_targets(&self, address: &str, known: &mut Known) -> Vec<String> {
         let Some(config) = &self.settings.aliases else { return vec![address.to_owned()] };
         match config.expand_virtual_alias(address, known).await {
             Ok(Some(mut targets)) => {
-                targets.truncate(MAX_VERIFY_TARGETS);
+                let most = config.int("sluice_address_verify_alias_targets").max(1);
+                targets.truncate(usize::try_from(most).unwrap_or(usize::MAX));
                 targets
             }
             _ => vec![address.to_owned()],

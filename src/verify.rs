@@ -34,8 +34,11 @@ pub enum Verdict {
 /// Verifies recipient addresses. Implemented by delivery; the SMTP server
 /// holds it as `Arc<dyn Verifier>`.
 pub trait Verifier: Send + Sync + std::fmt::Debug {
-    /// What is known of `address`, probing its backend when the cache has
-    /// no answer. Bounded in time by the implementation
+    /// What is known of `addresses` (one recipient, or the targets of one
+    /// alias), probing their backends when the cache has no answer:
+    /// [`Verdict::Deliverable`] when each is, else the first verdict in
+    /// order that is not (the addresses after it are not asked). Bounded in
+    /// time by the implementation, for all of them together
     /// (`address_verify_poll_count` × `address_verify_poll_delay`).
-    fn verify<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Verdict>;
+    fn verify<'a>(&'a self, addresses: &'a [String]) -> BoxFuture<'a, Verdict>;
 }

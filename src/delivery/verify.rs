@@ -13,7 +13,8 @@
 //! background. A temporary answer (4xx, a broken conversation, a busy
 //! backend) is never cached and never replaces a cached answer. The client
 //! waits at most `address_verify_poll_count` × `address_verify_poll_delay`
-//! for a probe; a probe still running then goes on and caches its answer
+//! for a recipient (for all of an alias's targets together, probed one
+//! after the other); a probe still running then goes on and caches its answer
 //! for the client's next try (Postfix's "address verification in
 //! progress"). One probe per address at a time: concurrent sessions asking
 //! about the same address share it.
@@ -150,13 +151,31 @@ impl AddressVerifier {
 }
 
 impl Verifier for AddressVerifier {
-    fn verify<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Verdict> {
-        Box::pin(self.inner.verify(address))
+    fn verify<'a>(&'a self, addresses: &'a [String]) -> BoxFuture<'a, Verdict> {
+        Box::pin(self.inner.verify_all(addresses))
     }
 }
 
 impl Inner {
-    async fn verify(self: &Arc<Self>, address: &str) -> Verdict {
+    /// Each address in turn (one probe at a time: an alias's targets often
+    /// share a backend, which must not get them all at once), within one
+    /// poll window for all of them.
+    async fn verify_all(self: &Arc<Self>, addresses: &[String]) -> Verdict {
+        let config = self.ctx.settings.config();
+        let wait = config.time("address_verify_poll_delay")
+            * u32::try_from(config.int("address_verify_poll_count")).unwrap_or(1).max(1);
+        let deadline = clock::instant() + wait;
+        for address in addresses {
+            let verdict = self.verify(address, deadline).await;
+            if verdict != Verdict::Deliverable {
+                return verdict;
+            }
+        }
+        Verdict::Deliverable
+    }
+
+    /// One address, waiting for a probe until `deadline`.
+    async fn verify(self: &Arc<Self>, address: &str, deadline: tokio::time::Instant) -> Verdict {
         let config = self.ctx.settings.config();
         let lifetimes = Lifetimes::from_config(&config);
         // Addresses are compared as lookup tables compare them.
@@ -183,9 +202,7 @@ impl Inner {
             }
         }
         metrics::counter!(metric::VERIFY_CACHE, "result" => "miss").increment(1);
-        let wait = config.time("address_verify_poll_delay")
-            * u32::try_from(config.int("address_verify_poll_count")).unwrap_or(1).max(1);
-        match tokio::time::timeout(wait, self.probe_shared(&key, address)).await {
+        match tokio::time::timeout_at(deadline, self.probe_shared(&key, address)).await {
             Ok(v) => v,
             Err(_) => {
                 metrics::counter!(metric::VERIFY_TEMPFAILS, "reason" => "timeout").increment(1);

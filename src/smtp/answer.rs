@@ -102,16 +102,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     // as Postfix's probe goes through cleanup's expansion:
                     // deliverable when every target is, else the first
                     // verdict that is not.
-                    Some(v) => {
-                        let mut verdict = Verdict::Deliverable;
-                        for target in self.verify_targets(&address, &mut answers.tables).await {
-                            verdict = v.verify(&target).await;
-                            if !matches!(verdict, Verdict::Deliverable) {
-                                break;
-                            }
-                        }
-                        verdict
-                    }
+                    // The client waits one poll window for the alias, not
+                    // one per target (the verifier bounds them together).
+                    Some(v) => v.verify(&self.verify_targets(&address, &mut answers.tables).await).await,
                     None => Verdict::Tempfail("address verification is not available".into()),
                 };
                 answers.verified.push((address, verdict));

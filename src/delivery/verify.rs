@@ -136,13 +136,20 @@ impl AddressVerifier {
         });
         let sweeper = Arc::clone(&inner);
         tokio::spawn(async move {
+            sweeper.sweep().await;
             loop {
-                sweeper.sweep().await;
+                // 0 turns the periodic cleanup off, as in Postfix (the
+                // writes still trigger one past the limit); the interval is
+                // read again each hour then, so a reload that sets one
+                // takes effect.
                 let every = sweeper.ctx.settings.config().time("address_verify_cache_cleanup_interval");
-                let every = if every.is_zero() { Duration::from_secs(3600) } else { every };
+                let nap = if every.is_zero() { Duration::from_secs(3600) } else { every };
                 tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep(nap) => {}
                     _ = sweeper.ctx.token.cancelled() => return,
+                }
+                if !every.is_zero() {
+                    sweeper.sweep().await;
                 }
             }
         });

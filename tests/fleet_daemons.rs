@@ -162,11 +162,16 @@ async fn three_hosts_keep_one_limit_and_pause_together() {
         || deferred(&hosts[0].0) > mx1_before,
         || logs(&hosts),
     );
+    // A shorter fleet-wide pause sent from mx1 does not cut its own short.
+    let out = hosts[0].0.sluice(&["backend", "pause", "--for", "1s", &name]);
+    assert!(out.status.success(), "{out:?}");
     let out = hosts[1].0.sluice(&["backend", "resume", &name]);
     assert!(out.status.success(), "{out:?}");
     // Past a few heartbeats (200 ms): the fleet's wake-up reached mx1.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!subjects(&b).contains(mx1), "a fleet-wide resume ended mx1's own pause");
+    let list = String::from_utf8_lossy(&hosts[0].0.sluice(&["backend", "list"]).stdout).into_owned();
+    assert!(list.contains("paused until resumed"), "mx1's own pause ended with the fleet's:\n{list}");
     let out = hosts[0].0.sluice(&["backend", "resume", "--local", &name]);
     assert!(out.status.success(), "{out:?}");
     wait_until(

@@ -25,7 +25,12 @@
 //!   resume this host only, apart from the fleet's: a host paused on its
 //!   own stays paused through the fleet's resumes and wake-ups until
 //!   `resume --local` (an operator draining one host must not see it
-//!   restart because another host resumed the fleet).
+//!   restart because another host resumed the fleet), and a shorter
+//!   fleet-wide pause does not end it early. The stored pause does not say
+//!   whose it was: after a restart a `--local` pause comes back as an
+//!   ordinary one, which the fleet's next resume or breaker recovery ends
+//!   (telling them apart needs a field in the queue's backend record);
+//!   pause a drained host again with `--local` after restarting it.
 //!
 //! So a delivery costs one round trip to start (admission) and one to end
 //! (finish, sent after the result is recorded locally, never waited for);
@@ -186,6 +191,17 @@ impl FleetGate {
     /// Whether this host's own pause (`--local`) holds at `now`.
     fn held_here(&self, now: UnixMillis) -> bool {
         lock(&self.held_here).is_some_and(|u| u > now)
+    }
+
+    /// Where the local gate's pause ends for a fleet-wide pause until
+    /// `until` (`None`: until resumed): the later of it and this host's
+    /// own pause in force at `now`.
+    fn local_end(&self, until: Option<UnixMillis>, now: UnixMillis) -> Option<UnixMillis> {
+        let fleet = until.unwrap_or(u64::MAX);
+        match *lock(&self.held_here) {
+            Some(here) if here > now && here > fleet => Some(here).filter(|&h| h != u64::MAX),
+            _ => until,
+        }
     }
 
     /// Records the fleet's adaptive limit as read from Redis and holds the
@@ -532,7 +548,9 @@ impl BackendGate for FleetGate {
     }
 
     fn pause(&self, until: Option<UnixMillis>) -> Feedback {
-        let fb = self.local.pause(until);
+        // This host's own pause (`--local`) outlives the fleet's: a shorter
+        // fleet-wide pause must not cut it short here.
+        let fb = self.local.pause(self.local_end(until, clock::unix_millis()));
         let ms: i64 = match until {
             Some(u) => u.saturating_sub(clock::unix_millis()).max(1) as i64,
             None => 0,

@@ -15,7 +15,7 @@ use sluice::delivery::gate::fleet::scripts::{Keys, Scripts, Status, Steer, Verdi
 use common::redis::Redis;
 
 struct Fixture {
-    _redis: Redis,
+    redis: Redis,
     conn: MultiplexedConnection,
     scripts: Scripts,
 }
@@ -24,7 +24,7 @@ async fn fixture() -> Fixture {
     let redis = Redis::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
-    Fixture { _redis: redis, conn, scripts: Scripts::default() }
+    Fixture { redis, conn, scripts: Scripts::default() }
 }
 
 /// Admission parameters: limit, rate interval and tolerance (ms), lease ms.
@@ -199,6 +199,33 @@ async fn leases_hold_the_fleet_limit_and_come_back_on_release_or_expiry() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(f.admit(&k, "live|1", short).await, Verdict::Go, "the unrenewed lease expired");
     assert_eq!(f.admit(&k, "live|2", short).await, Verdict::Slot, "the renewed one still counts");
+}
+
+#[tokio::test]
+async fn leases_lost_with_a_redis_restart_come_back_at_the_next_renewal() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    assert_eq!(f.admit(&k, "a|1", PLAIN).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "b|1", PLAIN).await, Verdict::Go);
+    // Redis restarts without persistence while both deliveries run on.
+    f.redis.stop();
+    f.redis.resume();
+    let client = redis::Client::open(f.redis.url()).unwrap();
+    f.conn = client.get_multiplexed_async_connection().await.unwrap();
+    assert_eq!(f.admit(&k, "c|1", PLAIN).await, Verdict::Go, "the fleet forgot them");
+    assert_eq!(f.finish(&k, "c|1", "ok").await, "ok");
+    let renewed: i64 = f
+        .scripts
+        .renew
+        .key(&k.leases)
+        .arg(10_000)
+        .arg("a|1")
+        .arg("b|1")
+        .invoke_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(renewed, 2);
+    assert_eq!(f.admit(&k, "c|2", PLAIN).await, Verdict::Slot, "the running deliveries count again");
 }
 
 #[tokio::test]

@@ -349,6 +349,9 @@ impl FleetGate {
     /// `latency_us` is the sample for the fleet's limit (`-1`: none),
     /// `took_ms` the delivery's duration.
     fn finish(&self, lease: Lease, outcome: &'static str, error: String, latency_us: i64, took_ms: u64) {
+        // Not renewed from here on (a renewal adds a missing lease again),
+        // before the finish call is even queued.
+        self.fleet.forget(&self.keys.leases, lease.member());
         let s = self.configured();
         let fleet = Arc::clone(&self.fleet);
         let keys = self.keys.clone();

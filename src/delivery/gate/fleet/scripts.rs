@@ -172,10 +172,17 @@ return 'failed'
 "#;
 
 /// Renews running deliveries' leases. KEYS: leases. ARGV: lease ms, members.
+/// A member missing from the set is added again: Redis restarted without
+/// persistence, or was out of reach for longer than the lease time, while
+/// the delivery ran on, and the fleet must count it or it admits past its
+/// limit. The cost: a renewal that crosses the delivery's own finish on
+/// the wire leaves that slot counted for one lease time (the finish task
+/// stops renewing a lease before it gives it back, so only a renewal
+/// already under way can).
 const RENEW: &str = r#"
 local n = 0
 for i = 2, #ARGV do
-  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[i])
+  n = n + redis.call('ZADD', KEYS[1], 'CH', now + tonumber(ARGV[1]), ARGV[i])
 end
 return n
 "#;

@@ -39,38 +39,15 @@ struct Ask {
 const PLAIN: Ask = Ask { limit: 2, interval: 0, tolerance: 0, lease_ms: 10_000 };
 
 impl Fixture {
+    /// Admission with a fixed limit (the shared adaptive one not read).
     async fn admit(&mut self, k: &Keys, member: &str, a: Ask) -> Verdict {
-        self.scripts
-            .admit
-            .key(&k.leases)
-            .key(&k.breaker)
-            .key(&k.pause)
-            .key(&k.rate)
-            .arg(member)
-            .arg(a.lease_ms)
-            .arg(a.limit)
-            .arg(a.interval)
-            .arg(a.tolerance)
-            .invoke_async(&mut self.conn)
-            .await
-            .unwrap()
+        self.admit_adaptive(k, member, a, 0).await
     }
 
-    /// Ends a delivery: threshold 2, cool-down 300 ms, longest 1 s.
+    /// Ends a delivery without a sample: threshold 2, cool-down 300 ms,
+    /// longest 1 s.
     async fn finish(&mut self, k: &Keys, member: &str, outcome: &str) -> String {
-        self.scripts
-            .finish
-            .key(&k.leases)
-            .key(&k.breaker)
-            .arg(member)
-            .arg(outcome)
-            .arg(2)
-            .arg(300)
-            .arg(1000)
-            .arg("421 4.3.2 too busy")
-            .invoke_async(&mut self.conn)
-            .await
-            .unwrap()
+        self.finish_sampled(k, member, outcome, -1, 0).await
     }
 
     async fn status(&mut self, k: &Keys) -> Status {
@@ -79,6 +56,7 @@ impl Fixture {
             .key(&k.leases)
             .key(&k.breaker)
             .key(&k.pause)
+            .key(&k.limit)
             .invoke_async(&mut self.conn)
             .await
             .unwrap()
@@ -104,7 +82,8 @@ impl Fixture {
             .unwrap()
     }
 
-    /// Ends a delivery with a sample for the limit owner.
+    /// Ends a delivery with a sample for the limit owner (`initial` > 0,
+    /// `latency_us` ≥ 0); the breaker as in [`Fixture::finish`].
     async fn finish_sampled(
         &mut self,
         k: &Keys,
@@ -133,6 +112,16 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Renews `members`' leases; how many it set.
+    async fn renew(&mut self, k: &Keys, lease_ms: u64, members: &[&str]) -> i64 {
+        let mut inv = self.scripts.renew.key(&k.leases);
+        inv.arg(lease_ms);
+        for m in members {
+            inv.arg(m);
+        }
+        inv.invoke_async(&mut self.conn).await.unwrap()
+    }
+
     async fn steer(&mut self, k: &Keys, member: &str, lease_ms: u64, write: u32) -> Steer {
         self.scripts
             .steer
@@ -143,18 +132,6 @@ impl Fixture {
             .arg(lease_ms)
             .arg(write)
             .arg(1)
-            .invoke_async(&mut self.conn)
-            .await
-            .unwrap()
-    }
-
-    async fn status_limit(&mut self, k: &Keys) -> Status {
-        self.scripts
-            .status
-            .key(&k.leases)
-            .key(&k.breaker)
-            .key(&k.pause)
-            .key(&k.limit)
             .invoke_async(&mut self.conn)
             .await
             .unwrap()
@@ -193,9 +170,7 @@ async fn leases_hold_the_fleet_limit_and_come_back_on_release_or_expiry() {
     assert_eq!(f.admit(&k, "live|1", short).await, Verdict::Slot);
     // Renewal keeps one alive past the first expiry.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let renewed: i64 =
-        f.scripts.renew.key(&k.leases).arg(300).arg("dead|2").invoke_async(&mut f.conn).await.unwrap();
-    assert_eq!(renewed, 1);
+    assert_eq!(f.renew(&k, 300, &["dead|2"]).await, 1);
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(f.admit(&k, "live|1", short).await, Verdict::Go, "the unrenewed lease expired");
     assert_eq!(f.admit(&k, "live|2", short).await, Verdict::Slot, "the renewed one still counts");
@@ -214,17 +189,7 @@ async fn leases_lost_with_a_redis_restart_come_back_at_the_next_renewal() {
     f.conn = client.get_multiplexed_async_connection().await.unwrap();
     assert_eq!(f.admit(&k, "c|1", PLAIN).await, Verdict::Go, "the fleet forgot them");
     assert_eq!(f.finish(&k, "c|1", "ok").await, "ok");
-    let renewed: i64 = f
-        .scripts
-        .renew
-        .key(&k.leases)
-        .arg(10_000)
-        .arg("a|1")
-        .arg("b|1")
-        .invoke_async(&mut f.conn)
-        .await
-        .unwrap();
-    assert_eq!(renewed, 2);
+    assert_eq!(f.renew(&k, 10_000, &["a|1", "b|1"]).await, 2);
     assert_eq!(f.admit(&k, "c|2", PLAIN).await, Verdict::Slot, "the running deliveries count again");
 }
 
@@ -373,7 +338,7 @@ async fn admission_holds_the_shared_adaptive_limit_below_the_ceiling() {
     f.steer(&fixed, "a|owner", 10_000, 1).await;
     assert_eq!(f.admit_adaptive(&fixed, "a|1", ceiling, 0).await, Verdict::Go);
     assert_eq!(f.admit_adaptive(&fixed, "a|2", ceiling, 0).await, Verdict::Go);
-    assert_eq!(f.status_limit(&k).await.limit, Some(50));
+    assert_eq!(f.status(&k).await.limit, Some(50));
 }
 
 #[tokio::test]
@@ -428,5 +393,5 @@ async fn the_fleet_breaker_closing_restarts_the_shared_limit() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(f.admit_adaptive(&k, "b|1", ask, 2).await, Verdict::Probe);
     assert_eq!(f.finish_sampled(&k, "b|1", "ok", 30_000, 2).await, "closed");
-    assert_eq!(f.status_limit(&k).await.limit, Some(2));
+    assert_eq!(f.status(&k).await.limit, Some(2));
 }

@@ -10,7 +10,9 @@ mod common;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use sluice::delivery::gate::fleet::scripts::{Keys, Scripts, Status, Steer, Verdict, hosts_key};
+use sluice::delivery::gate::fleet::scripts::{
+    Keys, SAMPLE_CAP, SAMPLE_TTL_MS, Scripts, Status, Steer, Verdict, hosts_key,
+};
 
 use common::redis::Redis;
 
@@ -394,4 +396,22 @@ async fn the_fleet_breaker_closing_restarts_the_shared_limit() {
     assert_eq!(f.admit_adaptive(&k, "b|1", ask, 2).await, Verdict::Probe);
     assert_eq!(f.finish_sampled(&k, "b|1", "ok", 30_000, 2).await, "closed");
     assert_eq!(f.status(&k).await.limit, Some(2));
+}
+
+#[tokio::test]
+async fn samples_waiting_for_the_owner_are_capped_and_the_newest_kept() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    // Nobody steers while more than the cap arrive (latency i µs).
+    for i in 0..SAMPLE_CAP + 10 {
+        f.finish_sampled(&k, "a|1", "ok", i as i64, 2).await;
+    }
+    let taken = f.steer(&k, "mx1|steer", 10_000, 0).await;
+    assert_eq!(taken.samples.len(), SAMPLE_CAP, "the owner's reply is bounded");
+    assert_eq!(taken.samples[0].latency, Duration::from_micros(10), "the oldest went first");
+    assert_eq!(taken.samples[SAMPLE_CAP - 1].latency, Duration::from_micros((SAMPLE_CAP + 9) as u64));
+    // They expire when nobody takes them.
+    f.finish_sampled(&k, "a|1", "ok", 1, 2).await;
+    let ttl: i64 = redis::cmd("PTTL").arg(&k.samples).query_async(&mut f.conn).await.unwrap();
+    assert!(ttl > 0 && ttl <= SAMPLE_TTL_MS as i64, "ttl {ttl}");
 }

@@ -62,7 +62,19 @@ const NOW: &str =
     "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
 /// The most samples kept waiting for the limit owner (the newest win).
+/// It bounds the owner's reply (about 30 bytes a sample) when the owner is
+/// gone and samples pile up until another takes over. Not a setting: an
+/// owner takes them every 100 ms (`steer::STEER_EVERY`), so the cap is
+/// reached only above 20,000 deliveries a second to one backend, and the
+/// newest 2,000 say as much about its latency as more.
 pub const SAMPLE_CAP: usize = 2000;
+
+/// How long samples wait for an owner after the last one came (ms): a
+/// fleet that stops delivering to a backend, or stops steering it, leaves
+/// no list behind in the shared Redis. A new owner takes over within the
+/// lease time (`sluice_fleet_lease_time`, 10 s by default); samples older
+/// than this describe a server that may have changed since.
+pub const SAMPLE_TTL_MS: u64 = 60_000;
 
 /// Admission: pause, breaker, free lease, rate; takes the lease when all
 /// say yes. KEYS: leases, breaker, pause, rate, limit. ARGV: member, lease
@@ -133,7 +145,7 @@ if initial > 0 then
     local started = now - tonumber(ARGV[8])
     redis.call('RPUSH', KEYS[3], started .. ' ' .. math.max(tonumber(ARGV[7]), 0) .. ' ' .. in_flight .. ' ' .. kind)
     redis.call('LTRIM', KEYS[3], -SAMPLE_CAP, -1)
-    redis.call('PEXPIRE', KEYS[3], 60000)
+    redis.call('PEXPIRE', KEYS[3], SAMPLE_TTL_MS)
   end
 end
 local b = redis.call('HMGET', KEYS[2], 'state', 'probe', 'opens')
@@ -272,7 +284,10 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Scripts {
         let s = |body: &str| {
-            Script::new(&format!("{NOW}{}", body.replace("SAMPLE_CAP", &SAMPLE_CAP.to_string())))
+            let body = body
+                .replace("SAMPLE_CAP", &SAMPLE_CAP.to_string())
+                .replace("SAMPLE_TTL_MS", &SAMPLE_TTL_MS.to_string());
+            Script::new(&format!("{NOW}{body}"))
         };
         Scripts {
             admit: s(ADMIT),

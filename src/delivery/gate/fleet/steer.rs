@@ -39,7 +39,11 @@ use crate::clock;
 use crate::delivery::gate::concurrency::{self, AdaptiveLimit, Change};
 use crate::delivery::gate::pace;
 
-/// How often the limit owner takes the samples and steers.
+/// How often the limit owner takes the samples and steers. Not a setting:
+/// it costs one Redis call per adaptive backend on one host, ten a second;
+/// a limiter round lasts at least one delivery's latency, so steering
+/// more often would only see empty lists; and it bounds the error when a
+/// sample's start is moved onto this host's clock (`started_at`).
 pub const STEER_EVERY: Duration = Duration::from_millis(100);
 
 /// One host's side of a backend's limit: the limiter while it owns it.

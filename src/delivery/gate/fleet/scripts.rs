@@ -356,20 +356,8 @@ pub struct Status {
 
 impl FromRedisValue for Status {
     fn from_redis_value(v: Value) -> Result<Status, redis::ParsingError> {
-        let items: Vec<Value> = FromRedisValue::from_redis_value(v)?;
-        if items.len() < 5 {
-            return Err("short fleet status reply".into());
-        }
-        let mut it = items.into_iter();
-        let mut int = || -> Result<i64, redis::ParsingError> {
-            FromRedisValue::from_redis_value(it.next().unwrap_or(Value::Nil))
-        };
-        let epoch = int()?;
-        let open = int()? == 1;
-        let probe = int()?;
-        let paused = int()?;
-        let limit = int()?;
-        let leases: Vec<String> = it.map(String::from_redis_value).collect::<Result<_, _>>()?;
+        let ([epoch, open, probe, paused, limit], leases) = ints_then_strings(v, "status")?;
+        let open = open == 1;
         Ok(Status {
             epoch: epoch.max(0) as u64,
             open,
@@ -379,10 +367,35 @@ impl FromRedisValue for Status {
                 -1 => Some(None),
                 ms => Some(Some(ms.max(0) as u64)),
             },
-            limit: u32::try_from(limit).ok().filter(|&l| l > 0),
+            limit: written_limit(limit),
             leases,
         })
     }
+}
+
+/// A script's reply of `N` integers then strings (lease members,
+/// samples); `what` names the script when the reply is short.
+fn ints_then_strings<const N: usize>(
+    v: Value,
+    what: &str,
+) -> Result<([i64; N], Vec<String>), redis::ParsingError> {
+    let items: Vec<Value> = FromRedisValue::from_redis_value(v)?;
+    if items.len() < N {
+        return Err(format!("short fleet {what} reply").into());
+    }
+    let mut it = items.into_iter();
+    let mut head = [0; N];
+    // `zip` asks `head` first: nothing past the integers is taken here.
+    for (slot, v) in head.iter_mut().zip(it.by_ref()) {
+        *slot = FromRedisValue::from_redis_value(v)?;
+    }
+    Ok((head, it.map(String::from_redis_value).collect::<Result<_, _>>()?))
+}
+
+/// The shared adaptive limit as the scripts report it (`-1`: none
+/// written).
+fn written_limit(limit: i64) -> Option<u32> {
+    u32::try_from(limit).ok().filter(|&l| l > 0)
 }
 
 /// One delivery's feedback as the finish script keeps it for the limit
@@ -430,19 +443,11 @@ pub struct Steer {
 
 impl FromRedisValue for Steer {
     fn from_redis_value(v: Value) -> Result<Steer, redis::ParsingError> {
-        let items: Vec<Value> = FromRedisValue::from_redis_value(v)?;
-        if items.len() < 3 {
-            return Err("short fleet steer reply".into());
-        }
-        let mut it = items.into_iter();
-        let owner: i64 = FromRedisValue::from_redis_value(it.next().unwrap_or(Value::Nil))?;
-        let now: i64 = FromRedisValue::from_redis_value(it.next().unwrap_or(Value::Nil))?;
-        let limit: i64 = FromRedisValue::from_redis_value(it.next().unwrap_or(Value::Nil))?;
-        let samples: Vec<String> = it.map(String::from_redis_value).collect::<Result<_, _>>()?;
+        let ([owner, now, limit], samples) = ints_then_strings(v, "steer")?;
         Ok(Steer {
             owner: owner == 1,
             now: now.max(0) as u64,
-            limit: u32::try_from(limit).ok().filter(|&l| l > 0),
+            limit: written_limit(limit),
             samples: samples.iter().filter_map(|t| FleetSample::parse(t)).collect(),
         })
     }
@@ -477,6 +482,34 @@ mod tests {
         assert!(FleetSample::parse("1 0 1 over").unwrap().overload);
         assert_eq!(FleetSample::parse("1 x 1 ok"), None);
         assert_eq!(FleetSample::parse("1 2 3 maybe"), None);
+    }
+
+    #[test]
+    fn replies_read_their_integers_then_their_strings() {
+        let int = Value::Int;
+        let text = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let st = Status::from_redis_value(Value::Array(vec![
+            int(7),
+            int(1),
+            int(250),
+            int(-1),
+            int(4),
+            text("mx1|1.0"),
+            text("mx2|9.3"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (st.epoch, st.open, st.probe_in, st.paused, st.limit),
+            (7, true, Some(250), Some(None), Some(4))
+        );
+        assert_eq!(st.leases, ["mx1|1.0", "mx2|9.3"]);
+        let steer =
+            Steer::from_redis_value(Value::Array(vec![int(1), int(5000), int(-1), text("4900 300 2 ok")]))
+                .unwrap();
+        assert_eq!((steer.owner, steer.now, steer.limit, steer.samples.len()), (true, 5000, None, 1));
+        // A short reply is an error, not zeros.
+        assert!(Status::from_redis_value(Value::Array(vec![int(7), int(0), int(-1), int(-2)])).is_err());
+        assert!(Steer::from_redis_value(Value::Array(vec![int(1), int(5000)])).is_err());
     }
 
     #[test]

@@ -51,22 +51,13 @@ wait_port "$SINK"
 
 # config DIR PORT: a daemon relaying dev.test to the sink.
 config() {
-    mkdir -p "$1"
-    cat >"$1/main.cf" <<EOF
-myhostname = mx.bench.test
-queue_directory = $1/spool
-mynetworks = 127.0.0.1/32
-relay_domains = dev.test
-transport_maps = inline:{ dev.test=lmtp:[127.0.0.1]:$SINK }
-sluice_admin_socket = $1/admin.sock
+    sluice_private "$1" "$2" "lmtp:[127.0.0.1]:$SINK"
+    sed -i 's|^mynetworks = .*|mynetworks = 127.0.0.1/32|' "$1/main.cf"
+    cat >>"$1/main.cf" <<EOF
 # The backlog is over the default high-water mark (100,000), which would
 # answer new mail 452 4.3.1: the bench wants to see new mail accepted.
 sluice_queue_high_water = 0
 smtpd_peername_lookup = no
-EOF
-    cat >"$1/master.cf" <<EOF
-127.0.0.1:$2 inet n - n - - smtpd
-lmtp      unix  -       -       n       -       -       lmtp
 EOF
 }
 

@@ -51,16 +51,7 @@ wait_port "$SINK"
 count() {
     local n=$1 d=$WORK/run-$1 port pid
     port=$(free_port)
-    mkdir -p "$d"
-    cat >"$d/main.cf" <<EOF
-myhostname = mx.bench.test
-queue_directory = $d/spool
-mynetworks = 127.0.0.0/8
-relay_domains = dev.test
-transport_maps = inline:{ dev.test=lmtp:[127.0.0.1]:$SINK }
-sluice_admin_socket = $d/admin.sock
-EOF
-    printf '127.0.0.1:%s inet n - n - - smtpd\nlmtp unix - - n - - lmtp\n' "$port" >"$d/master.cf"
+    sluice_private "$d" "$port" "lmtp:[127.0.0.1]:$SINK"
     valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out" \
         "$SLUICE" -c "$d" serve --log-file "$d/maillog" 2>"$d/valgrind.err" &
     pid=$!

@@ -79,15 +79,7 @@ load() {
 }
 
 # The LMTP sinks, outside both cgroups.
-SINK1=$(free_port) SINK2=$(free_port)
-# shellcheck disable=SC2046
-smtp-sink $(sink_user) -L "127.0.0.1:$SINK1" 256 &
-pids+=("$!")
-# shellcheck disable=SC2046
-smtp-sink $(sink_user) -L "127.0.0.1:$SINK2" 256 &
-pids+=("$!")
-wait_port "$SINK1"
-wait_port "$SINK2"
+lmtp_sinks
 
 tls_main_cf() {
     if [ -n "$TLS_CERT" ]; then
@@ -101,23 +93,8 @@ for round in $(seq 1 "$ROUNDS"); do
     CG_S=$(cg_new sluice)
     SPORT=$(free_port)
     D=$WORK/sluice-$round
-    mkdir -p "$D"
-    {
-        cat <<EOF
-myhostname = mx.bench.test
-queue_directory = $D/spool
-mynetworks = 127.0.0.0/8
-relay_domains = dev.test
-transport_maps = inline:{ dev.test=lmtp:[127.0.0.1]:$SINK1 }
-sluice_admin_socket = $D/admin.sock
-EOF
-        tls_main_cf
-    } >"$D/main.cf"
-    cat >"$D/master.cf" <<EOF
-127.0.0.1:$SPORT inet n - n - - smtpd
-lmtp      unix  -       -       n       -       -       lmtp
-smtp      unix  -       -       n       -       -       smtp
-EOF
+    sluice_private "$D" "$SPORT" "lmtp:[127.0.0.1]:$SINK1"
+    tls_main_cf >>"$D/main.cf"
     # Not through cg_run: $! must be sluice itself, for its /proc stat.
     sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG_S" "$SLUICE" -c "$D" serve --log-file "$D/maillog" &
     SPID=$!

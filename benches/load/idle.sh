@@ -87,32 +87,14 @@ run() {
 }
 
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-SINK1=$(free_port) SINK2=$(free_port)
-# shellcheck disable=SC2046
-smtp-sink $(sink_user) -L "127.0.0.1:$SINK1" 256 &
-pids+=("$!")
-# shellcheck disable=SC2046
-smtp-sink $(sink_user) -L "127.0.0.1:$SINK2" 256 &
-pids+=("$!")
-wait_port "$SINK1"
-wait_port "$SINK2"
+lmtp_sinks
 
 SPORT=$(free_port)
-mkdir -p "$WORK/sluice"
-cat >"$WORK/sluice/main.cf" <<EOF
-myhostname = mx.bench.test
-queue_directory = $WORK/sluice/spool
-mynetworks = 127.0.0.1/32
-relay_domains = dev.test
-transport_maps = inline:{ dev.test=lmtp:[127.0.0.1]:$SINK1 }
-sluice_admin_socket = $WORK/sluice/admin.sock
-smtpd_timeout = \${stress?{10}:{60}}s
-smtpd_peername_lookup = no
-EOF
-cat >"$WORK/sluice/master.cf" <<EOF
-127.0.0.1:$SPORT inet n - n - $((SESSIONS + 200)) smtpd
-lmtp      unix  -       -       n       -       -       lmtp
-EOF
+sluice_private "$WORK/sluice" "$SPORT" "lmtp:[127.0.0.1]:$SINK1" $((SESSIONS + 200))
+sed -i 's|^mynetworks = .*|mynetworks = 127.0.0.1/32|' "$WORK/sluice/main.cf"
+# shellcheck disable=SC2016
+echo 'smtpd_timeout = ${stress?{10}:{60}}s' >>"$WORK/sluice/main.cf"
+echo 'smtpd_peername_lookup = no' >>"$WORK/sluice/main.cf"
 "$SLUICE" -c "$WORK/sluice" serve --log-file "$WORK/sluice/maillog" &
 SPID=$!
 pids+=("$SPID")

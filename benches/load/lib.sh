@@ -79,6 +79,29 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 }
 
+# sluice_private DIR SMTPD_PORT TRANSPORT [MAXPROC]: writes a private sluice
+# configuration under DIR (DIR/main.cf, DIR/master.cf; spool DIR/spool,
+# admin socket DIR/admin.sock) listening on 127.0.0.1:SMTPD_PORT with at
+# most MAXPROC sessions (default "-", the master.cf default), relaying
+# dev.test to TRANSPORT (e.g. lmtp:[127.0.0.1]:2424). The twin of
+# postfix_private: a bench appends its own main.cf lines after it.
+sluice_private() {
+    local dir=$1 port=$2 transport=$3 maxproc=${4:--}
+    mkdir -p "$dir"
+    cat >"$dir/main.cf" <<EOF
+myhostname = mx.bench.test
+queue_directory = $dir/spool
+mynetworks = 127.0.0.0/8
+relay_domains = dev.test
+transport_maps = inline:{ dev.test=$transport }
+sluice_admin_socket = $dir/admin.sock
+EOF
+    cat >"$dir/master.cf" <<EOF
+127.0.0.1:$port inet n - n - $maxproc smtpd
+lmtp      unix  -       -       n       -       -       lmtp
+EOF
+}
+
 # postfix_ctl DIR start|stop: runs `postfix -c DIR/conf CMD` (under a
 # pseudo-terminal so its complaints are shown instead of going to syslog).
 postfix_ctl() {
@@ -88,6 +111,22 @@ postfix_ctl() {
 # postfix_queued DIR: messages in the private instance's queue.
 postfix_queued() {
     find "$1/queue/incoming" "$1/queue/active" "$1/queue/deferred" "$1/queue/maildrop" -type f 2>/dev/null | wc -l
+}
+
+# lmtp_sinks: starts two LMTP sinks (`smtp-sink -L`), one per MTA so
+# neither waits on the other's deliveries, on free loopback ports; sets
+# SINK1 and SINK2 and adds their PIDs to the caller's pids array (the
+# caller's cleanup kills them).
+lmtp_sinks() {
+    SINK1=$(free_port) SINK2=$(free_port)
+    # shellcheck disable=SC2046
+    smtp-sink $(sink_user) -L "127.0.0.1:$SINK1" 256 &
+    pids+=("$!")
+    # shellcheck disable=SC2046
+    smtp-sink $(sink_user) -L "127.0.0.1:$SINK2" 256 &
+    pids+=("$!")
+    wait_port "$SINK1"
+    wait_port "$SINK2"
 }
 
 # sink_user: smtp-sink refuses to run as root without -u.

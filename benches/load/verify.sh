@@ -77,33 +77,15 @@ load() {
 # would make a run look faster than the probes it is meant to measure).
 rejects() { grep -c 'reject: RCPT' "$1" 2>/dev/null || true; }
 
-SINK1=$(free_port) SINK2=$(free_port)
-# shellcheck disable=SC2046
-smtp-sink $(sink_user) -L "127.0.0.1:$SINK1" 256 &
-pids+=("$!")
-# shellcheck disable=SC2046
-smtp-sink $(sink_user) -L "127.0.0.1:$SINK2" 256 &
-pids+=("$!")
-wait_port "$SINK1"
-wait_port "$SINK2"
+lmtp_sinks
 
 SPORT=$(free_port)
-mkdir -p "$WORK/sluice"
-cat >"$WORK/sluice/main.cf" <<EOF
-myhostname = mx.bench.test
-queue_directory = $WORK/sluice/spool
-mynetworks = 127.0.0.0/8
-relay_domains = dev.test
-transport_maps = inline:{ dev.test=lmtp:[127.0.0.1]:$SINK1 }
+sluice_private "$WORK/sluice" "$SPORT" "lmtp:[127.0.0.1]:$SINK1"
+cat >>"$WORK/sluice/main.cf" <<EOF
 smtpd_recipient_restrictions = reject_unverified_recipient
 address_verify_poll_delay = 1s
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
-sluice_admin_socket = $WORK/sluice/admin.sock
-EOF
-cat >"$WORK/sluice/master.cf" <<EOF
-127.0.0.1:$SPORT inet n - n - - smtpd
-lmtp      unix  -       -       n       -       -       lmtp
 EOF
 "$SLUICE" -c "$WORK/sluice" serve --log-file "$WORK/sluice/maillog" &
 pids+=("$!")

@@ -39,13 +39,21 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=lib.sh
 . benches/load/lib.sh
 
+# overload_bin: builds the overload bench (release) and prints its binary,
+# the newest of target/release/deps/overload-*. A command substitution
+# does not inherit `set -e`: a failed build returns at once, so the caller
+# stops instead of running an older binary.
+overload_bin() {
+    cargo bench --bench overload --no-run 2>/dev/null || return
+    ls -t target/release/deps/overload-* | grep -v '\.d$' | head -1
+}
+
 run_shapes() {
     local shapes=("$@")
     [ ${#shapes[@]} -gt 0 ] || shapes=(retrograde plateau step outage)
     local out=${OUT:-target/overload-shapes}
-    cargo bench --bench overload --no-run 2>/dev/null
     local bin
-    bin=$(ls -t target/release/deps/overload-* | grep -v '\.d$' | head -1)
+    bin=$(overload_bin)
     if [ "${SKIP_SLUICE:-0}" = 1 ]; then
         # Postfix again beside the sluice runs already in $out.
         grep -v '"run":"postfix"' "$out/results.jsonl" >"$out/results.sluice" || true
@@ -152,9 +160,8 @@ postfix_fleet() {
 # them, fleet mode's cost on one host, then the table and the chart.
 run_fleet() {
     local out=${OUT:-target/overload-fleet}
-    cargo bench --bench overload --no-run 2>/dev/null
     local bin
-    bin=$(ls -t target/release/deps/overload-* | grep -v '\.d$' | head -1)
+    bin=$(overload_bin)
     if [ "${SKIP_SLUICE:-0}" = 1 ]; then
         grep -v '"run":"postfix' "$out/results.jsonl" >"$out/results.sluice" || true
         mv "$out/results.sluice" "$out/results.jsonl"
@@ -194,8 +201,7 @@ RATE=$(python3 -c "print(int(1.5 * $CAPACITY * 1000 / $BASE_MS))")
 OPTS=(--capacity "$CAPACITY" --base-ms "$BASE_MS" --seconds "$SECONDS_" --size "$SIZE" --rate "$RATE")
 DRAIN_LIMIT=${DRAIN_LIMIT:-700}
 
-cargo bench --bench overload --no-run 2>/dev/null
-BIN=$(ls -t target/release/deps/overload-* | grep -v '\.d$' | head -1)
+BIN=$(overload_bin)
 
 if [ "${SKIP_SLUICE:-0}" != 1 ]; then
     echo "== sluice"

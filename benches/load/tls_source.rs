@@ -14,7 +14,9 @@
 //!
 //! The server's certificate is not checked against a trust anchor (the
 //! bench's certificates are self-signed), but its handshake signature is
-//! verified, so the client does the work a real one does. Only ever talks
+//! verified (sluice's own `AnyCertificate`, the verifier of its delivery
+//! client at `smtp_tls_security_level = may`), so the client does the work
+//! a real one does. Only ever talks
 //! to loopback ports the bench script gives it; any reply other than the
 //! expected class ends the run with an error.
 
@@ -22,53 +24,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
+use rustls::ClientConfig;
 use rustls::HandshakeKind;
 use rustls::client::Resumption;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls13_signature};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::ServerName;
+use sluice::config::AnyCertificate;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-
-/// Accepts any certificate but checks the handshake's signature with it.
-#[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// Reads one (possibly multi-line) reply and checks its first digit.
 async fn expect<R: AsyncRead + Unpin>(r: &mut BufReader<R>, class: u8, what: &str) -> anyhow::Result<()> {
@@ -156,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
     // One ticket store for every session, as one MTA's client has.
     config.resumption = if resume { Resumption::in_memory_sessions(1024) } else { Resumption::disabled() };

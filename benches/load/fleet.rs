@@ -32,12 +32,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use sluice::config::Config;
-use sluice::resolver::StaticResolver;
 use sluice::shutdown::Stage;
 use sluice_queue::{Options, Queue};
 
@@ -45,7 +41,7 @@ use crate::common::backend::{Backend, Mode, Proto};
 use crate::common::dovecot::{Dovecot, User};
 use crate::common::redis::Redis;
 use crate::proxy::Proxy;
-use crate::shapes::{self, DRAIN_CAP, MASTER_CF, Run, Shape};
+use crate::shapes::{self, DRAIN_CAP, Run, Shape};
 
 /// One setup of the fleet run.
 struct Setup {
@@ -95,36 +91,13 @@ fn main_cf(i: usize, port: u16, fixed: Option<usize>, redis: Option<(&str, &str)
 async fn host_queue(dir: &Path, shape: &Shape, run: &str, range: std::ops::Range<usize>) -> Queue {
     let queue =
         Queue::open(&dir.join("queue"), &Options::default(), sluice::clock::unix_millis()).expect("queue");
-    let rcpt = format!("{}@dev.test", user(run));
-    let mut pending = Vec::new();
-    for n in range {
-        let q = queue.clone();
-        let (data, env) = (shapes::message(shape.name, run, n), shapes::envelope(&rcpt));
-        pending.push(tokio::spawn(async move { q.enqueue(env, &data, sluice::clock::unix_millis()).await }));
-        if pending.len() >= 64 {
-            for t in pending.drain(..) {
-                t.await.expect("task").expect("enqueue");
-            }
-        }
-    }
-    for t in pending {
-        t.await.expect("task").expect("enqueue");
-    }
+    shapes::fill(&queue, shape, run, &format!("{}@dev.test", user(run)), range).await;
     queue
 }
 
 /// Starts delivery on a host's queue with `main_cf`.
 async fn start_host(dir: tempfile::TempDir, queue: Queue, main_cf: &str) -> Host {
-    let loaded = Config::from_texts(dir.path(), main_cf, MASTER_CF).expect("config");
-    let stage = Stage::new();
-    sluice::delivery::start_with_resolver(
-        queue.clone(),
-        Arc::new(ArcSwap::new(loaded.config)),
-        Arc::new(StaticResolver::new()),
-        stage.clone(),
-    )
-    .await
-    .expect("delivery starts");
+    let (stage, _) = shapes::start_delivery(dir.path(), &queue, main_cf).await;
     Host { queue, stage, _dir: dir }
 }
 
@@ -171,26 +144,10 @@ async fn run_setup(shape: &Shape, setup: &Setup, dc: &Dovecot, redis: &Redis, ou
         h.queue.close().await.ok();
     }
     let window = drained.unwrap_or(DRAIN_CAP.as_secs_f64());
-    let lost = drained.map(|_| {
-        let got = shapes::delivered_ids(dc, &user(setup.run));
-        (0..shape.messages)
-            .filter(|n| !got.contains(&format!("<{}-{}-{n}@remote.test>", shape.name, setup.run)))
-            .count()
-    });
-    let run = Run {
-        shape: shape.name.into(),
-        run: setup.run.into(),
-        messages: shape.messages,
-        delivered: figures.delivered,
-        window,
-        goodput: shapes::goodput(shape, &proxy, window),
-        peak_connections: figures.peak_connections,
-        refused_421: figures.refused_421,
-        drained,
-        lost,
-        flowing_after: shape.recovery.and_then(|r| proxy.first_delivery_after(r).map(|t| t - r)),
-        outage_attempts: shape.recovery.map(|_| figures.outage_attempts),
-    };
+    let lost = shapes::lost(dc, &user(setup.run), shape, setup.run, drained);
+    let goodput = shapes::goodput(shape, &proxy, window);
+    let run =
+        Run { lost, ..Run::measured(shape, setup.run.into(), &proxy, &figures, window, goodput, drained) };
     run.save(out, &proxy);
     run
 }
@@ -198,14 +155,15 @@ async fn run_setup(shape: &Shape, setup: &Setup, dc: &Dovecot, redis: &Redis, ou
 /// `overload fleet [RUN...] [--out DIR]`: the fleet runs (all when none is
 /// named).
 pub async fn main_fleet(args: &[String]) {
-    let out =
-        flag(args, "--out").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/overload-fleet"));
-    let names: Vec<&str> = names(args);
+    let out = shapes::flag(args, "--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/overload-fleet"));
+    let names = shapes::names(args);
     let users: Vec<User> = SETUPS.iter().map(|s| User::new(&user(s.run))).collect();
     let dc = Dovecot::start(&users, false);
     let redis = Redis::start();
     let shape = shapes::fleet();
-    for setup in SETUPS.iter().filter(|s| names.is_empty() || names.contains(&s.run)) {
+    for setup in SETUPS.iter().filter(|s| names.is_empty() || names.iter().any(|n| n == s.run)) {
         println!(
             "== fleet {} ({} host(s){})",
             setup.run,
@@ -261,8 +219,8 @@ async fn drain_one(n: usize, port: u16, redis: Option<(&str, &str)>) -> f64 {
 /// `overload fleet-cost [--messages N] [--rounds R]`: one host with and
 /// without fleet mode, alternating R times (3), N messages each (10000).
 pub async fn main_cost(args: &[String]) {
-    let n: usize = flag(args, "--messages").and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let rounds: usize = flag(args, "--rounds").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let n: usize = shapes::flag(args, "--messages").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let rounds: usize = shapes::flag(args, "--rounds").and_then(|v| v.parse().ok()).unwrap_or(3);
     let b = Backend::start(Proto::Lmtp).await;
     b.set_mode(Mode::Normal).await;
     let redis = Redis::start();
@@ -297,21 +255,4 @@ pub async fn main_cost(args: &[String]) {
     println!("  with fleet mode:    {f:.0} msg/s ({:+.1} %)", 100.0 * (f - l) / l);
     println!("  redis round trips per delivery: {t:.2} (EVALSHA and the client's own commands)");
     println!("  redis commands per delivery: {c:.2} (those run inside the scripts included)");
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
-
-fn names(args: &[String]) -> Vec<&str> {
-    let mut names = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a.starts_with("--") {
-            it.next();
-        } else {
-            names.push(a.as_str());
-        }
-    }
-    names
 }

@@ -35,14 +35,9 @@ mod shapes;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use common::backend::{Backend, Mode, Proto};
-use sluice::config::Config;
-use sluice::resolver::StaticResolver;
-use sluice::shutdown::Stage;
 use sluice_queue::{ClientInfo, Envelope, Options, Queue, Recipient};
 
 #[derive(Debug, Clone)]
@@ -134,8 +129,6 @@ fn envelope() -> Envelope {
     }
 }
 
-const MASTER_CF: &str = "lmtp unix - - n - - lmtp\nsmtp unix - - n - - smtp\n";
-
 async fn run_sluice(o: Opts) {
     let b = Backend::start(Proto::Lmtp).await;
     b.set_mode(o.slow()).await;
@@ -147,16 +140,7 @@ async fn run_sluice(o: Opts) {
          transport_maps = inline:{{ dev.test=lmtp:[127.0.0.1]:{} }}\n",
         b.port()
     );
-    let loaded = Config::from_texts(dir.path(), &main_cf, MASTER_CF).expect("config");
-    let stage = Stage::new();
-    let handle = sluice::delivery::start_with_resolver(
-        queue.clone(),
-        Arc::new(ArcSwap::new(loaded.config)),
-        Arc::new(StaticResolver::new()),
-        stage.clone(),
-    )
-    .await
-    .expect("delivery starts");
+    let (stage, handle) = shapes::start_delivery(dir.path(), &queue, &main_cf).await;
 
     // Offer `rate` messages per second for `seconds`, in 10 ms ticks.
     let total = (o.rate * o.seconds as f64) as usize;

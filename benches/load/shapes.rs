@@ -26,19 +26,21 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sluice::config::Config;
+use sluice::delivery::Handle;
 use sluice::resolver::StaticResolver;
 use sluice::shutdown::Stage;
 use sluice_queue::{ClientInfo, Envelope, Options, Queue, Recipient};
 
 use crate::common::backend::Mode;
 use crate::common::dovecot::{Dovecot, User};
-use crate::proxy::Proxy;
+use crate::proxy::{Figures, Proxy};
 
 /// Connections past which every shape answers `421`; the fixed limits
 /// swept are 1..=CAPACITY.
@@ -203,6 +205,35 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run's figures: `figures` as the proxy counted them when the run
+    /// ended, goodput over `window`, `drained` when every message was
+    /// delivered. `lost` is left to the caller (only it knows where the
+    /// mail went): `Run { lost, ..Run::measured(..) }`.
+    pub fn measured(
+        shape: &Shape,
+        run: String,
+        proxy: &Proxy,
+        figures: &Figures,
+        window: f64,
+        goodput: f64,
+        drained: Option<f64>,
+    ) -> Run {
+        Run {
+            shape: shape.name.into(),
+            run,
+            messages: shape.messages,
+            delivered: figures.delivered,
+            window,
+            goodput,
+            peak_connections: figures.peak_connections,
+            refused_421: figures.refused_421,
+            drained,
+            lost: None,
+            flowing_after: shape.recovery.and_then(|r| proxy.first_delivery_after(r).map(|t| t - r)),
+            outage_attempts: shape.recovery.map(|_| figures.outage_attempts),
+        }
+    }
+
     /// Appends this run to `dir/results.jsonl` and its series to
     /// `dir/<shape>-<run>.csv`.
     pub fn save(&self, dir: &Path, proxy: &Proxy) {
@@ -289,6 +320,53 @@ pub fn users() -> Vec<User> {
 
 pub const MASTER_CF: &str = "lmtp unix - - n - - lmtp\nsmtp unix - - n - - smtp\n";
 
+/// Queues messages `range` of `shape`'s run `run` for `rcpt`, 64 enqueues
+/// at a time (each its own synced batch, as the inbound server makes them).
+pub async fn fill(queue: &Queue, shape: &Shape, run: &str, rcpt: &str, range: Range<usize>) {
+    let mut pending = Vec::new();
+    for n in range {
+        let q = queue.clone();
+        let (data, env) = (message(shape.name, run, n), envelope(rcpt));
+        pending.push(tokio::spawn(async move { q.enqueue(env, &data, sluice::clock::unix_millis()).await }));
+        if pending.len() >= 64 {
+            for t in pending.drain(..) {
+                t.await.expect("task").expect("enqueue");
+            }
+        }
+    }
+    for t in pending {
+        t.await.expect("task").expect("enqueue");
+    }
+}
+
+/// Starts sluice's delivery (the daemon's delivery half, DNS from the
+/// static double) on `queue` with `main_cf` and [`MASTER_CF`]; stopping the
+/// returned stage stops it.
+pub async fn start_delivery(dir: &Path, queue: &Queue, main_cf: &str) -> (Stage, Handle) {
+    let loaded = Config::from_texts(dir, main_cf, MASTER_CF).expect("config");
+    let stage = Stage::new();
+    let handle = sluice::delivery::start_with_resolver(
+        queue.clone(),
+        Arc::new(ArcSwap::new(loaded.config)),
+        Arc::new(StaticResolver::new()),
+        stage.clone(),
+    )
+    .await
+    .expect("delivery starts");
+    (stage, handle)
+}
+
+/// Messages of `shape`'s run `run` missing from `user`'s mailbox, once the
+/// run drained (`None` when it did not: not all could have arrived).
+pub fn lost(dc: &Dovecot, user: &str, shape: &Shape, run: &str, drained: Option<f64>) -> Option<usize> {
+    drained.map(|_| {
+        let got = delivered_ids(dc, user);
+        (0..shape.messages)
+            .filter(|n| !got.contains(&format!("<{}-{run}-{n}@remote.test>", shape.name)))
+            .count()
+    })
+}
+
 /// Runs sluice on `shape`: adaptive when `fixed` is `None`, else with its
 /// limit pinned at `fixed`.
 pub async fn run_sluice(shape: &Shape, fixed: Option<usize>, dc: &Dovecot, out: &Path) -> Run {
@@ -303,20 +381,7 @@ pub async fn run_sluice(shape: &Shape, fixed: Option<usize>, dc: &Dovecot, out: 
     let now = sluice::clock::unix_millis();
     let queue = Queue::open(&dir.path().join("queue"), &Options::default(), now).expect("queue");
     // The backlog, queued before delivery starts.
-    let mut pending = Vec::new();
-    for n in 0..shape.messages {
-        let q = queue.clone();
-        let (data, env) = (message(shape.name, &label, n), envelope(&format!("{user}@dev.test")));
-        pending.push(tokio::spawn(async move { q.enqueue(env, &data, sluice::clock::unix_millis()).await }));
-        if pending.len() >= 64 {
-            for t in pending.drain(..) {
-                t.await.expect("task").expect("enqueue");
-            }
-        }
-    }
-    for t in pending {
-        t.await.expect("task").expect("enqueue");
-    }
+    fill(&queue, shape, &label, &format!("{user}@dev.test"), 0..shape.messages).await;
     let pin = match fixed {
         Some(k) => format!("lmtp_destination_concurrency_limit = {k}\nsluice_adaptive_concurrency = no\n"),
         None => String::new(),
@@ -326,16 +391,7 @@ pub async fn run_sluice(shape: &Shape, fixed: Option<usize>, dc: &Dovecot, out: 
          transport_maps = inline:{{ dev.test=lmtp:[127.0.0.1]:{} }}\n{pin}",
         proxy.addr().port()
     );
-    let loaded = Config::from_texts(dir.path(), &main_cf, MASTER_CF).expect("config");
-    let stage = Stage::new();
-    let _handle = sluice::delivery::start_with_resolver(
-        queue.clone(),
-        Arc::new(ArcSwap::new(loaded.config)),
-        Arc::new(StaticResolver::new()),
-        stage.clone(),
-    )
-    .await
-    .expect("delivery starts");
+    let (stage, _handle) = start_delivery(dir.path(), &queue, &main_cf).await;
     let timeline = play(shape, &proxy);
     let done = async {
         proxy.first_connection().await;
@@ -356,26 +412,9 @@ pub async fn run_sluice(shape: &Shape, fixed: Option<usize>, dc: &Dovecot, out: 
     stage.stop().await;
     queue.close().await.ok();
     let window = if shape.window > 0.0 { shape.window } else { drained.unwrap_or(1.0) };
-    let lost = drained.map(|_| {
-        let got = delivered_ids(dc, &user);
-        (0..shape.messages)
-            .filter(|n| !got.contains(&format!("<{}-{label}-{n}@remote.test>", shape.name)))
-            .count()
-    });
-    let run = Run {
-        shape: shape.name.into(),
-        run: label,
-        messages: shape.messages,
-        delivered: figures.delivered,
-        window,
-        goodput: proxy.delivered_between(0.0, window) as f64 / window,
-        peak_connections: figures.peak_connections,
-        refused_421: figures.refused_421,
-        drained,
-        lost,
-        flowing_after: shape.recovery.and_then(|r| proxy.first_delivery_after(r).map(|t| t - r)),
-        outage_attempts: shape.recovery.map(|_| figures.outage_attempts),
-    };
+    let lost = lost(dc, &user, shape, &label, drained);
+    let goodput = proxy.delivered_between(0.0, window) as f64 / window;
+    let run = Run { lost, ..Run::measured(shape, label, &proxy, &figures, window, goodput, drained) };
     run.save(out, &proxy);
     run
 }
@@ -434,19 +473,11 @@ pub async fn main_proxy(args: &[String]) {
     let got = maildir_count(&dc, "postfix");
     let drained = if got >= shape.messages { proxy.last_delivery() } else { None };
     let window = if shape.window > 0.0 { shape.window } else { drained.unwrap_or(limit) };
+    let label = flag(args, "--run").unwrap_or_else(|| "postfix".into());
+    let goodput = goodput(&shape, &proxy, window);
     let run = Run {
-        shape: shape.name.into(),
-        run: flag(args, "--run").unwrap_or_else(|| "postfix".into()),
-        messages: shape.messages,
-        delivered: figures.delivered,
-        window,
-        goodput: goodput(&shape, &proxy, window),
-        peak_connections: figures.peak_connections,
-        refused_421: figures.refused_421,
-        drained,
         lost: drained.map(|_| shape.messages.saturating_sub(got)),
-        flowing_after: shape.recovery.and_then(|r| proxy.first_delivery_after(r).map(|t| t - r)),
-        outage_attempts: shape.recovery.map(|_| figures.outage_attempts),
+        ..Run::measured(&shape, label, &proxy, &figures, window, goodput, drained)
     };
     run.save(&out, &proxy);
     run.print();
@@ -458,7 +489,8 @@ pub fn main_info(args: &[String]) {
     println!("messages={} window={} size={SIZE}", shape.messages, shape.window);
 }
 
-fn flag(args: &[String], name: &str) -> Option<String> {
+/// The value after `--name` in `args`.
+pub fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
@@ -467,6 +499,15 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 fn parse(args: &[String]) -> (Vec<String>, PathBuf) {
     let out =
         flag(args, "--out").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/overload-shapes"));
+    let mut names = names(args);
+    if names.is_empty() {
+        names = all().iter().map(|s| s.name.to_owned()).collect();
+    }
+    (names, out)
+}
+
+/// The arguments that are not options (every `--name` takes a value).
+pub fn names(args: &[String]) -> Vec<String> {
     let mut names = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -476,8 +517,5 @@ fn parse(args: &[String]) -> (Vec<String>, PathBuf) {
             names.push(a.clone());
         }
     }
-    if names.is_empty() {
-        names = all().iter().map(|s| s.name.to_owned()).collect();
-    }
-    (names, out)
+    names
 }

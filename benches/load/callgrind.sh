@@ -55,6 +55,8 @@ count() {
     valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out" \
         "$SLUICE" -c "$d" serve --log-file "$d/maillog" 2>"$d/valgrind.err" &
     pid=$!
+    # The cleanup stops it too when the run fails half-way.
+    pids+=("$pid")
     wait_port "$port" 120
     smtp-source -s 20 -m "$n" -l 4096 -f load@remote.test -t user@dev.test "127.0.0.1:$port"
     wait_removed "$d/maillog" "$n"

@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::backend::{Backend, Mode, Proto};
-use sluice_queue::{ClientInfo, Envelope, Options, Queue, Recipient};
+use sluice_queue::{Options, Queue};
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -113,22 +113,6 @@ fn body(n: usize, size: usize) -> Vec<u8> {
     b
 }
 
-fn envelope() -> Envelope {
-    Envelope {
-        sender: "load@remote.test".into(),
-        recipients: vec![Recipient::new("user@dev.test")],
-        arrival: sluice::clock::unix_millis(),
-        size: 0,
-        client: ClientInfo {
-            addr: Some([127, 0, 0, 1].into()),
-            name: "localhost".into(),
-            helo: "load".into(),
-            protocol: "ESMTP".into(),
-        },
-        ..Envelope::default()
-    }
-}
-
 async fn run_sluice(o: Opts) {
     let b = Backend::start(Proto::Lmtp).await;
     b.set_mode(o.slow()).await;
@@ -155,7 +139,7 @@ async fn run_sluice(o: Opts) {
             let q = queue.clone();
             let data = body(sent, o.size);
             batch.push(tokio::spawn(async move {
-                q.enqueue(envelope(), &data, sluice::clock::unix_millis()).await
+                q.enqueue(shapes::envelope("user@dev.test"), &data, sluice::clock::unix_millis()).await
             }));
             sent += 1;
         }

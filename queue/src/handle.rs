@@ -193,3 +193,30 @@ impl Queue {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = Queue::open(dir.path(), &Default::default(), 1).expect("open");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let job: crate::writer::Job = Box::new(move |_| {
+            let _answer = tx;
+            panic!("a job's bug");
+        });
+        q.inner.writer().expect("writer").run_job(job).expect("sent");
+        assert!(rx.await.is_err(), "the caller hears nothing and is not left waiting");
+        let id = q
+            .enqueue(
+                Envelope { recipients: vec![Recipient::new("r@x")], ..Envelope::default() },
+                b"still written",
+                2,
+            )
+            .await
+            .expect("commits go on");
+        assert_eq!(q.body(id).await.expect("body"), b"still written");
+    }
+}

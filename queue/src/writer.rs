@@ -644,21 +644,6 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_job_that_panics_fails_alone_and_the_writer_goes_on() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let q = crate::Queue::open(dir.path(), &Default::default(), 1).expect("open");
-        let (tx, rx) = oneshot::channel::<()>();
-        let job: Job = Box::new(move |_| {
-            let _answer = tx;
-            panic!("a job's bug");
-        });
-        q.inner.writer().expect("writer").run_job(job).expect("sent");
-        assert!(rx.await.is_err(), "the caller hears nothing and is not left waiting");
-        let id = q.enqueue(env(0, false, 1), b"still written", 2).await.expect("commits go on");
-        assert_eq!(q.body(id).await.expect("body"), b"still written");
-    }
-
     #[test]
     fn deltas_sum_to_the_difference_of_footprints() {
         let a = env(100, false, 3);

@@ -763,3 +763,48 @@ fn fleet_redis_urls_are_checked_with_file_line_and_parameter() {
     let c = load(d.path(), ok, "").config;
     assert_eq!(c.list("sluice_fleet_redis").len(), 4);
 }
+
+#[test]
+fn fleet_sentinel_settings_are_checked_with_file_line_and_parameter() {
+    let d = tmp();
+    let dir = d.path().display().to_string();
+    for (main, line, param, why) in [
+        (
+            "sluice_fleet_sentinel_master = mymaster\n",
+            2,
+            "sluice_fleet_sentinel_master",
+            "needs sluice_fleet_redis",
+        ),
+        (
+            "sluice_fleet_redis = redis://127.0.0.1:26379\nsluice_fleet_sentinel_master = my master\n",
+            3,
+            "sluice_fleet_sentinel_master",
+            "bad master name \"my master\"",
+        ),
+        (
+            "sluice_fleet_redis = redis://10.0.0.1:26379, redis://s2.example\nsluice_fleet_sentinel_master = m\n",
+            2,
+            "sluice_fleet_redis",
+            "sentinel URL \"redis://s2.example\" has no port",
+        ),
+        (
+            "sluice_fleet_redis = redis://[::1]/0\nsluice_fleet_sentinel_master = m\n",
+            2,
+            "sluice_fleet_redis",
+            "has no port",
+        ),
+    ] {
+        let errors = load_err(d.path(), &format!("myhostname = mx.example\n{main}"), "");
+        let want = format!("{dir}/main.cf:{line}: {param}: ");
+        assert!(
+            errors.iter().any(|e| e.starts_with(&want) && e.contains(why)),
+            "{main}: missing {want}... {why}\nin {errors:#?}"
+        );
+    }
+    // The same URLs without a port are Redis servers' when no master is named.
+    load(d.path(), "sluice_fleet_redis = redis://s2.example\n", "");
+    let ok = "sluice_fleet_redis = redis://10.0.0.1:26379, rediss://[::1]:26380/2 redis://s3.example:26379\n\
+              sluice_fleet_sentinel_master = mail-fleet\n";
+    let c = load(d.path(), ok, "").config;
+    assert_eq!(c.string("sluice_fleet_sentinel_master"), "mail-fleet");
+}

@@ -1609,7 +1609,7 @@ pub static PARAMS: &[Param] = &[
         "",
         RedisUrls,
         Sluice,
-        "Fleet mode: redis:// or rediss:// URLs of the Redis (or Valkey) every MX host of the fleet shares; the first is used, the next after it stops answering (empty: fleet mode off, each host has its own gates). Each backend's concurrency limit (and its adaptive limit), rate, breaker and pause are then the fleet's, kept in Redis. Each URL is checked at load: scheme, host, port 1-65535, database number. A rediss:// server's certificate is checked against the system's trusted roots (the SSL_CERT_FILE or SSL_CERT_DIR environment variable of the daemon names others, such as a private CA). The sluice_fleet_* parameters are read when the daemon starts; a reload warns when one changed.",
+        "Fleet mode: redis:// or rediss:// URLs of the Redis (or Valkey) every MX host of the fleet shares; the first is used, the next after it stops answering (empty: fleet mode off, each host has its own gates). With sluice_fleet_sentinel_master set, these are the URLs of the Redis Sentinels (each with its port, usually 26379) and the fleet uses the master they name. Each backend's concurrency limit (and its adaptive limit), rate, breaker and pause are then the fleet's, kept in Redis. Each URL is checked at load: scheme, host, port 1-65535, database number. A rediss:// server's certificate is checked against the system's trusted roots (the SSL_CERT_FILE or SSL_CERT_DIR environment variable of the daemon names others, such as a private CA). The sluice_fleet_* parameters are read when the daemon starts; a reload warns when one changed.",
     ),
     p(
         "sluice_fleet_name",
@@ -1632,6 +1632,27 @@ pub static PARAMS: &[Param] = &[
         Str,
         Sluice,
         "File holding the Redis password for fleet mode (first line; empty: no password). Kept out of main.cf so the configuration can be world-readable.",
+    ),
+    p(
+        "sluice_fleet_sentinel_master",
+        "",
+        Str,
+        Sluice,
+        "Fleet mode through Redis Sentinel: the master's name in the sentinels' configuration (sentinel monitor NAME ...); sluice_fleet_redis then lists the sentinels (redis://host:26379, ...; rediss:// to speak TLS to them and to the master; a database number in the first URL is the master's). The fleet asks them where the master is at start and again whenever it stops answering, so it follows a failover within a heartbeat or two of the promotion, on its local share meanwhile. A sentinel that knows no master of this name is a warning and the local share, not a refusal to start. The master is reached with sluice_fleet_user and sluice_fleet_password_file (set the same on every server: a replica becomes the master). Empty: sluice_fleet_redis names Redis servers.",
+    ),
+    p(
+        "sluice_fleet_sentinel_user",
+        "",
+        Str,
+        Sluice,
+        "ACL user for the Redis Sentinels themselves (empty: the default user, or the one in the URL); the master's is sluice_fleet_user.",
+    ),
+    p(
+        "sluice_fleet_sentinel_password_file",
+        "",
+        Str,
+        Sluice,
+        "File holding the Redis Sentinels' own password (sentinel requirepass; first line; empty: none, or the one in the URL); the master's is in sluice_fleet_password_file.",
     ),
     p(
         "sluice_fleet_lease_time",

@@ -287,6 +287,17 @@ pub fn parse_redis_urls(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// True when a Redis URL that [`parse_redis_urls`] accepted gives a port.
+pub fn redis_url_has_port(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match hostport.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(_, p)| p.starts_with(':')),
+        None => hostport.contains(':'),
+    }
+}
+
 /// The unspecified addresses for "listen everywhere".
 pub(crate) const ANY_V4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub(crate) const ANY_V6: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);

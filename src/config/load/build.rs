@@ -225,6 +225,7 @@ pub(super) fn build_config(
         warnings.push(scope.diag(&by, what));
     }
     check_tls(&config, scope, errors);
+    check_fleet(&config, scope, errors);
     check_transport_maps(&config, scope, errors);
     check_header_checks(&config, scope, errors, warnings);
     build_milters(&mut config, scope, errors);
@@ -383,6 +384,35 @@ fn check_tls(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
         } else if let Err(e) = std::fs::File::open(path) {
             errors.push(scope.diag(name, format!("cannot read {path}: {e}")));
         }
+    }
+}
+
+/// Fleet mode through Redis Sentinel: the master's name needs the
+/// sentinels' URLs, has no spaces, and each sentinel URL names its port
+/// (a bare host would mean 6379, a Redis server's port, not a sentinel's).
+fn check_fleet(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
+    let master = config.string("sluice_fleet_sentinel_master").trim();
+    if master.is_empty() {
+        return;
+    }
+    if master.contains(char::is_whitespace) || master.contains(',') {
+        errors.push(scope.diag(
+            "sluice_fleet_sentinel_master",
+            format!("bad master name \"{master}\": one name, as in the sentinels' \"sentinel monitor NAME\""),
+        ));
+    }
+    let urls = config.list("sluice_fleet_redis");
+    if urls.is_empty() {
+        errors.push(scope.diag(
+            "sluice_fleet_sentinel_master",
+            "needs sluice_fleet_redis: the URLs of the Redis Sentinels that name the master",
+        ));
+    }
+    for url in urls.iter().filter(|u| !values::redis_url_has_port(u)) {
+        errors.push(scope.diag(
+            "sluice_fleet_redis",
+            format!("sentinel URL \"{url}\" has no port (a sentinel listens on 26379 unless set otherwise)"),
+        ));
     }
 }
 

@@ -5,6 +5,15 @@
 //! counts the live ones, and the renewal of the leases running deliveries
 //! hold.
 //!
+//! With `sluice_fleet_sentinel_master` set, the URLs are Redis Sentinels'
+//! and the master is the one they name ([`sentinel`]): asked when the first
+//! call needs a connection, and again at each heartbeat while the fleet is
+//! unreachable, so a failover is followed within a heartbeat or two of the
+//! sentinels promoting a replica. A demoted master refuses the scripts'
+//! writes (`READONLY`), which counts as unreachable like any other error.
+//! The scripts reach a new master by the crate's `EVALSHA`, then `EVAL` on
+//! `NOSCRIPT`.
+//!
 //! Reachability is one flag for the whole process: a call that errs or
 //! misses `sluice_fleet_call_timeout` clears it (logged once), and only a
 //! heartbeat that gets an answer sets it again. While it is clear, gates do
@@ -24,16 +33,27 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, IntoConnectionInfo, ScriptInvocation};
 use tokio_util::sync::CancellationToken;
 
+use self::sentinel::Sentinels;
 use super::scripts::{Scripts, hosts_key};
 use crate::config::Config;
 use crate::metric;
+
+mod sentinel;
 
 /// Fleet mode's settings (`sluice_fleet_*`), read once at start: a reload
 /// does not move a running host to another Redis or fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetSettings {
-    /// `sluice_fleet_redis`: tried in order.
+    /// `sluice_fleet_redis`: tried in order (the sentinels' with
+    /// `sentinel_master`).
     pub urls: Vec<String>,
+    /// `sluice_fleet_sentinel_master`: the URLs are Redis Sentinels, and
+    /// the master of this name is the fleet's Redis.
+    pub sentinel_master: Option<String>,
+    /// `sluice_fleet_sentinel_user`.
+    pub sentinel_user: Option<String>,
+    /// Read from `sluice_fleet_sentinel_password_file`.
+    pub sentinel_password: Option<String>,
     /// `sluice_fleet_name`: in every key.
     pub name: String,
     /// `sluice_fleet_host`: this host in leases and the registry.
@@ -61,26 +81,33 @@ impl FleetSettings {
             return None;
         }
         let text = |name: &str| Some(config.string(name).trim().to_owned()).filter(|s| !s.is_empty());
-        let password =
-            text("sluice_fleet_password_file").and_then(|path| match std::fs::read_to_string(&path) {
+        let secret = |name: &str| {
+            text(name).and_then(|path| match std::fs::read_to_string(&path) {
                 Ok(s) => s.lines().next().map(str::to_owned).filter(|s| !s.is_empty()),
                 Err(e) => {
-                    tracing::error!("fleet: sluice_fleet_password_file: cannot read {path}: {e}");
+                    tracing::error!("fleet: {name}: cannot read {path}: {e}");
                     None
                 }
-            });
+            })
+        };
         Some(FleetSettings {
             urls,
+            sentinel_master: text("sluice_fleet_sentinel_master"),
+            sentinel_user: text("sluice_fleet_sentinel_user"),
+            sentinel_password: secret("sluice_fleet_sentinel_password_file"),
             name: text("sluice_fleet_name").unwrap_or_else(|| "sluice".into()),
             host: text("sluice_fleet_host").unwrap_or_else(|| "localhost".into()),
             user: text("sluice_fleet_user"),
-            password,
+            password: secret("sluice_fleet_password_file"),
             lease_time: config.time("sluice_fleet_lease_time").max(Duration::from_millis(300)),
             call_timeout: config.time("sluice_fleet_call_timeout").max(Duration::from_millis(10)),
             heartbeat: config.time("sluice_fleet_heartbeat_interval").max(Duration::from_millis(100)),
         })
     }
 }
+
+/// How long a heartbeat waits for the sentinels to name the master.
+const SENTINEL_LOOKUP: Duration = Duration::from_secs(3);
 
 /// Why a Redis call gave no answer we can use.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +124,13 @@ pub enum CallError {
 pub struct Fleet {
     settings: FleetSettings,
     pub(super) scripts: Scripts,
-    /// Which URL, and its connection manager (`None`: the URL is unusable).
+    /// Which URL, and its connection manager (`None`: the URL is unusable,
+    /// or no master found yet).
     conn: Mutex<(usize, Option<ConnectionManager>)>,
+    /// With Sentinel: who names the master, and the master's address the
+    /// connection manager is for.
+    sentinels: Option<Sentinels>,
+    master: Mutex<String>,
     shared: AtomicBool,
     live_hosts: AtomicU32,
     hosts: Mutex<Vec<String>>,
@@ -129,9 +161,20 @@ impl Fleet {
     /// Counts itself shared until a call fails, so the first deliveries
     /// ask Redis rather than assume it gone.
     pub fn new(settings: FleetSettings) -> Arc<Fleet> {
+        let sentinels = settings.sentinel_master.as_deref().and_then(|name| {
+            Sentinels::new(&settings, name)
+                .inspect_err(|e| tracing::error!("fleet: sluice_fleet_redis: cannot use the sentinels: {e}"))
+                .ok()
+        });
+        if let Some(name) = &settings.sentinel_master {
+            tracing::info!("fleet: the Redis URLs are sentinels; the fleet uses the master they name {name}");
+        }
+        let sentinel_mode = settings.sentinel_master.is_some();
         let fleet = Fleet {
             scripts: Scripts::default(),
             conn: Mutex::new((0, None)),
+            sentinels,
+            master: Mutex::new(String::new()),
             shared: AtomicBool::new(true),
             live_hosts: AtomicU32::new(1),
             hosts: Mutex::new(vec![settings.host.clone()]),
@@ -140,7 +183,9 @@ impl Fleet {
             calls: AtomicU64::new(0),
             settings,
         };
-        fleet.connect(0);
+        if !sentinel_mode {
+            fleet.connect(0);
+        }
         metrics::gauge!(metric::FLEET_SHARED).set(1.0);
         Arc::new(fleet)
     }
@@ -163,14 +208,7 @@ impl Fleet {
                 info.set_redis_settings(redis)
             })
             .and_then(redis::Client::open)
-            .and_then(|client| {
-                let t = self.settings.call_timeout;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(t))
-                    .set_response_timeout(Some(t))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_lazy_with_config(client, config)
-            });
+            .and_then(|client| self.manager(client));
         let manager = match manager {
             Ok(m) => Some(m),
             Err(e) => {
@@ -179,6 +217,57 @@ impl Fleet {
             }
         };
         *lock(&self.conn) = (i, manager);
+    }
+
+    /// A lazy connection manager on `client`, with the call deadline for
+    /// connecting and for answers.
+    fn manager(&self, client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+        let t = self.settings.call_timeout;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(t))
+            .set_response_timeout(Some(t))
+            .set_number_of_retries(1);
+        ConnectionManager::new_lazy_with_config(client, config)
+    }
+
+    /// With Sentinel: asks the sentinels where the master is, and moves
+    /// the connection there when it moved (a master that only restarted
+    /// keeps its connection manager, which reconnects by itself). `None`
+    /// when no master was found.
+    async fn follow_master(&self) -> Option<ConnectionManager> {
+        let sentinels = self.sentinels.as_ref()?;
+        let (client, addr) = sentinels.master().await?;
+        let mut master = lock(&self.master);
+        if *master == addr
+            && let Some(c) = lock(&self.conn).1.clone()
+        {
+            return Some(c);
+        }
+        match self.manager(client) {
+            Ok(m) => {
+                if !master.is_empty() {
+                    tracing::warn!("fleet: master {} moved from {master} to {addr}", sentinels.name());
+                }
+                *master = addr;
+                *lock(&self.conn) = (0, Some(m.clone()));
+                Some(m)
+            }
+            Err(e) => {
+                tracing::error!("fleet: sluice_fleet_sentinel_master: cannot use {addr}: {e}");
+                None
+            }
+        }
+    }
+
+    /// The connection for a call: the current one, or with Sentinel and
+    /// none yet, the master's the sentinels name.
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let conn = lock(&self.conn).1.clone();
+        match conn {
+            Some(c) => Some(c),
+            None if self.sentinels.is_some() => self.follow_master().await,
+            None => None,
+        }
     }
 
     pub fn settings(&self) -> &FleetSettings {
@@ -234,16 +323,16 @@ impl Fleet {
         what: &'static str,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, CallError> {
-        let conn = lock(&self.conn).1.clone();
-        let Some(mut conn) = conn else {
-            self.down(&CallError::NoConnection);
-            return Err(CallError::NoConnection);
-        };
-        self.calls.fetch_add(1, Ordering::Relaxed);
         let t = self.settings.call_timeout;
-        let r = match tokio::time::timeout(t, inv.invoke_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(CallError::Redis(e)),
+        // One deadline for finding the master (Sentinel, first call) and
+        // the call itself.
+        let attempt = async {
+            let mut conn = self.connection().await.ok_or(CallError::NoConnection)?;
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            inv.invoke_async::<T>(&mut conn).await.map_err(CallError::Redis)
+        };
+        let r = match tokio::time::timeout(t, attempt).await {
+            Ok(r) => r,
             Err(_) => Err(CallError::Timeout(t)),
         };
         let result = match &r {
@@ -294,6 +383,14 @@ impl Fleet {
         let ttl = self.settings.heartbeat.saturating_mul(3).as_millis() as u64;
         let key = hosts_key(&self.settings.name);
         let was_shared = self.is_shared();
+        if !was_shared && self.sentinels.is_some() {
+            // The master stopped answering: ask the sentinels where it is
+            // now (a failover moves it). Bounded apart from the call
+            // deadline, since a lookup is several round trips to several
+            // servers; the crate's own connect (1 s) and answer (0.5 s)
+            // deadlines bound each step, and no delivery waits on this.
+            let _ = tokio::time::timeout(SENTINEL_LOOKUP, self.follow_master()).await;
+        }
         let r: Result<Vec<String>, _> =
             self.call("heartbeat", self.scripts.heartbeat.key(&key).arg(&self.settings.host).arg(ttl)).await;
         match r {
@@ -306,7 +403,7 @@ impl Fleet {
                     tracing::info!("fleet: redis answers again; shared gates resumed");
                 }
             }
-            Err(_) if !was_shared => {
+            Err(_) if !was_shared && self.sentinels.is_none() => {
                 // Still unreachable: try the next URL (or a fresh connection
                 // to the only one) at the next beat.
                 let next = lock(&self.conn).0 + 1;

@@ -1,0 +1,263 @@
+//! Fleet mode through Redis Sentinel, end to end: two `sluice` daemons
+//! told only where a private `redis-server --sentinel` is and the master's
+//! name, a private primary and its replica (passwords on the servers and
+//! on the sentinel), the switchable test backend. The hosts take their
+//! leases on the master the sentinel names; when that master is killed
+//! (kill -9) mid-run, the sentinel promotes the replica, the hosts follow
+//! it, and every message is delivered, the fleet's state then written to
+//! the new master. A sentinel that knows no master of the configured name
+//! leaves the host running on its local share, with a warning.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::backend::{Backend, Mode, Proto};
+use common::daemon::{Daemon, TestConfig, send};
+use common::redis::{Redis, Sentinel};
+use common::wait_until;
+use sluice::delivery::gate::fleet::scripts::{Keys, hosts_key};
+
+const LIMIT: usize = 3;
+const MASTER: &str = "fleetmaster";
+/// The servers' password (and the sentinel's `auth-pass`), and the
+/// sentinel's own: both come from files, as an operator would keep them.
+const SERVER_PW: &str = "fleet-server-secret";
+const SENTINEL_PW: &str = "fleet-sentinel-secret";
+
+fn message(subject: &str) -> String {
+    format!("From: a@sender.test\r\nTo: alice@relay.test\r\nSubject: {subject}\r\n\r\nbody\r\n")
+}
+
+/// A host of the fleet `sluice` behind `sentinel`, asking for `master`.
+fn host(
+    sentinel: &Sentinel,
+    master: &str,
+    b: &Backend,
+    i: u32,
+    secrets: &std::path::Path,
+) -> Arc<TestConfig> {
+    Arc::new(TestConfig::new(
+        &format!("lmtp:[127.0.0.1]:{}", b.port()),
+        &format!(
+            "lmtp_destination_concurrency_limit = {LIMIT}\n\
+             initial_destination_concurrency = {LIMIT}\n\
+             sluice_fleet_redis = {url}\n\
+             sluice_fleet_sentinel_master = {master}\n\
+             sluice_fleet_password_file = {dir}/server.pw\n\
+             sluice_fleet_sentinel_password_file = {dir}/sentinel.pw\n\
+             sluice_fleet_host = mx{i}\n\
+             sluice_fleet_lease_time = 2s\n\
+             sluice_fleet_heartbeat_interval = 200ms\n\
+             sluice_fleet_call_timeout = 300ms\n",
+            url = sentinel.url(),
+            dir = secrets.display(),
+        ),
+    ))
+}
+
+fn secrets() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("temp dir");
+    std::fs::write(d.path().join("server.pw"), format!("{SERVER_PW}\n")).expect("server.pw");
+    std::fs::write(d.path().join("sentinel.pw"), format!("{SENTINEL_PW}\n")).expect("sentinel.pw");
+    d
+}
+
+/// Sends `n` messages to each host, from blocking threads; their subjects.
+async fn send_to_all(hosts: &[(Arc<TestConfig>, Daemon)], tag: &str, n: usize) -> Vec<String> {
+    let mut senders = Vec::new();
+    for (i, (cfg, _)) in hosts.iter().enumerate() {
+        let addr = cfg.smtp;
+        let tag = format!("{tag}-{i}");
+        senders.push(tokio::task::spawn_blocking(move || {
+            (0..n)
+                .map(|k| {
+                    let s = format!("{tag}-{k}");
+                    send(addr, "a@sender.test", &["alice@relay.test"], &message(&s)).expect("accepted");
+                    s
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut all = Vec::new();
+    for s in senders {
+        all.extend(s.await.expect("sender"));
+    }
+    all
+}
+
+fn subjects(b: &Backend) -> HashSet<String> {
+    b.received()
+        .iter()
+        .filter_map(|r| {
+            String::from_utf8_lossy(&r.data)
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn delivered(b: &Backend, sent: &[String]) -> usize {
+    let got = subjects(b);
+    sent.iter().filter(|s| got.contains(*s)).count()
+}
+
+fn logs(hosts: &[(Arc<TestConfig>, Daemon)]) -> String {
+    hosts.iter().map(|(c, _)| c.log()).collect::<Vec<_>>().join("\n----\n")
+}
+
+/// Leases in `key` on `server` that have not expired by its clock.
+fn live_leases(server: &Redis, key: &str) -> usize {
+    let mut conn = server.connection(Some(SERVER_PW));
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).expect("TIME");
+    let now = secs * 1000 + micros / 1000;
+    redis::cmd("ZCOUNT").arg(key).arg(format!("({now}")).arg("+inf").query(&mut conn).unwrap_or(0)
+}
+
+/// The hosts registered on `server`.
+fn registered(server: &Redis) -> Vec<String> {
+    let mut conn = server.connection(Some(SERVER_PW));
+    redis::cmd("ZRANGE").arg(hosts_key("sluice")).arg(0).arg(-1).query(&mut conn).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fleet_follows_the_master_the_sentinel_names_through_a_failover() {
+    let auth = ["--requirepass", SERVER_PW, "--masterauth", SERVER_PW];
+    let mut primary = Redis::start_with(&auth);
+    let replica_of = primary.port().to_string();
+    let replica = Redis::start_with(&[&auth[..], &["--replicaof", "127.0.0.1", &replica_of]].concat());
+    let sentinel = Sentinel::start(MASTER, primary.addr(), Some((SERVER_PW, SENTINEL_PW)));
+    sentinel.wait_replicas(MASTER, 1);
+
+    let b = Backend::start(Proto::Lmtp).await;
+    b.set_mode(Mode::Slow { base: Duration::from_millis(300), capacity: 100, overload_at: None }).await;
+    let keys = Keys::new("sluice", &format!("lmtp:[127.0.0.1]:{}", b.port()));
+    let secrets = secrets();
+    let hosts: Vec<_> = (1..=2)
+        .map(|i| {
+            let cfg = host(&sentinel, MASTER, &b, i, secrets.path());
+            let d = Daemon::start(&cfg);
+            (cfg, d)
+        })
+        .collect();
+
+    // The hosts find the primary through the sentinel and share one limit
+    // there: their leases are in the primary's keys.
+    let before = send_to_all(&hosts, "before", 4).await;
+    wait_until(
+        "leases on the primary",
+        Duration::from_secs(20),
+        || live_leases(&primary, &keys.leases) > 0,
+        || logs(&hosts),
+    );
+    wait_until(
+        "all delivered",
+        Duration::from_secs(30),
+        || delivered(&b, &before) == before.len(),
+        || logs(&hosts),
+    );
+    assert!(b.peak_connections() <= LIMIT, "peak {} connections (fleet limit {LIMIT})", b.peak_connections());
+    let found = format!("fleet: sentinels name master {MASTER} at 127.0.0.1:{}", primary.port());
+    assert!(hosts.iter().all(|(c, _)| c.log().contains(&found)), "{}", logs(&hosts));
+    let mut on_primary = registered(&primary);
+    on_primary.sort();
+    assert_eq!(on_primary, ["mx1", "mx2"]);
+    let status = String::from_utf8_lossy(&hosts[0].0.sluice(&["status"]).stdout).into_owned();
+    assert!(status.contains("shared through redis"), "{status}");
+
+    // Kill the primary while mail is on its way; the sentinel promotes the
+    // replica and the hosts move there.
+    let during = send_to_all(&hosts, "during", 4).await;
+    wait_until("some delivered", Duration::from_secs(20), || delivered(&b, &during) >= 2, || logs(&hosts));
+    let old = primary.port();
+    primary.stop();
+    wait_until(
+        "the sentinel promotes the replica",
+        Duration::from_secs(30),
+        || sentinel.master_port(MASTER) == Some(replica.port()),
+        || logs(&hosts),
+    );
+    let moved = format!("fleet: master {MASTER} moved from 127.0.0.1:{old} to 127.0.0.1:{}", replica.port());
+    wait_until(
+        "every host follows the new master, shared again",
+        Duration::from_secs(20),
+        || {
+            hosts.iter().all(|(c, _)| {
+                let log = c.log();
+                log.contains(&moved) && log.contains("fleet: redis answers again")
+            })
+        },
+        || logs(&hosts),
+    );
+    wait_until(
+        "mail sent around the failover delivered",
+        Duration::from_secs(60),
+        || delivered(&b, &during) == during.len(),
+        || logs(&hosts),
+    );
+
+    // Leases taken from now on are the new master's: first wait for every
+    // lease copied from the old primary to end (given back or expired),
+    // then new deliveries show up there.
+    wait_until(
+        "no lease left from before",
+        Duration::from_secs(10),
+        || live_leases(&replica, &keys.leases) == 0,
+        || logs(&hosts),
+    );
+    let after = send_to_all(&hosts, "after", 4).await;
+    wait_until(
+        "leases on the new master",
+        Duration::from_secs(20),
+        || live_leases(&replica, &keys.leases) > 0,
+        || logs(&hosts),
+    );
+    wait_until(
+        "all delivered after",
+        Duration::from_secs(60),
+        || delivered(&b, &after) == after.len(),
+        || logs(&hosts),
+    );
+    let mut on_new = registered(&replica);
+    on_new.sort();
+    assert_eq!(on_new, ["mx1", "mx2"]);
+    let all = logs(&hosts);
+    assert!(!all.contains("status=bounced"), "{all}");
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sentinel_without_the_named_master_is_a_warning_and_the_local_share() {
+    let auth = ["--requirepass", SERVER_PW];
+    let primary = Redis::start_with(&auth);
+    let sentinel = Sentinel::start(MASTER, primary.addr(), Some((SERVER_PW, SENTINEL_PW)));
+    let b = Backend::start(Proto::Lmtp).await;
+    let secrets = secrets();
+    let cfg = host(&sentinel, "nosuchmaster", &b, 1, secrets.path());
+    let hosts = vec![(Arc::clone(&cfg), Daemon::start(&cfg))];
+    let sent = send_to_all(&hosts, "local", 3).await;
+    wait_until(
+        "delivered on the local share",
+        Duration::from_secs(30),
+        || delivered(&b, &sent) == sent.len(),
+        || logs(&hosts),
+    );
+    let log = cfg.log();
+    assert!(
+        log.contains(
+            "fleet: sentinels: none names a master nosuchmaster that answers as master; using local share"
+        ),
+        "{log}"
+    );
+    let status = String::from_utf8_lossy(&cfg.sluice(&["status"]).stdout).into_owned();
+    assert!(status.contains("redis unreachable, on the local share"), "{status}");
+    assert!(registered(&primary).is_empty(), "a host registered without a master of its name");
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}

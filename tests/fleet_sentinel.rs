@@ -5,8 +5,11 @@
 //! leases on the master the sentinel names; when that master is killed
 //! (kill -9) mid-run, the sentinel promotes the replica, the hosts follow
 //! it, and every message is delivered, the fleet's state then written to
-//! the new master. A sentinel that knows no master of the configured name
-//! leaves the host running on its local share, with a warning.
+//! the new master. A switchover (`SENTINEL FAILOVER`) leaves the old master
+//! running as a replica that refuses the fleet's writes, and the hosts move
+//! too; there the first sentinel URL is dead and the next one answers. A
+//! sentinel that knows no master of the configured name leaves the host
+//! running on its local share, with a warning.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -32,14 +35,9 @@ fn message(subject: &str) -> String {
     format!("From: a@sender.test\r\nTo: alice@relay.test\r\nSubject: {subject}\r\n\r\nbody\r\n")
 }
 
-/// A host of the fleet `sluice` behind `sentinel`, asking for `master`.
-fn host(
-    sentinel: &Sentinel,
-    master: &str,
-    b: &Backend,
-    i: u32,
-    secrets: &std::path::Path,
-) -> Arc<TestConfig> {
+/// A host of the fleet `sluice` behind the sentinels `urls`, asking for
+/// `master`.
+fn host(urls: &str, master: &str, b: &Backend, i: u32, secrets: &std::path::Path) -> Arc<TestConfig> {
     Arc::new(TestConfig::new(
         &format!("lmtp:[127.0.0.1]:{}", b.port()),
         &format!(
@@ -53,7 +51,7 @@ fn host(
              sluice_fleet_lease_time = 2s\n\
              sluice_fleet_heartbeat_interval = 200ms\n\
              sluice_fleet_call_timeout = 300ms\n",
-            url = sentinel.url(),
+            url = urls,
             dir = secrets.display(),
         ),
     ))
@@ -138,7 +136,7 @@ async fn the_fleet_follows_the_master_the_sentinel_names_through_a_failover() {
     let secrets = secrets();
     let hosts: Vec<_> = (1..=2)
         .map(|i| {
-            let cfg = host(&sentinel, MASTER, &b, i, secrets.path());
+            let cfg = host(&sentinel.url(), MASTER, &b, i, secrets.path());
             let d = Daemon::start(&cfg);
             (cfg, d)
         })
@@ -238,7 +236,7 @@ async fn a_sentinel_without_the_named_master_is_a_warning_and_the_local_share() 
     let sentinel = Sentinel::start(MASTER, primary.addr(), Some((SERVER_PW, SENTINEL_PW)));
     let b = Backend::start(Proto::Lmtp).await;
     let secrets = secrets();
-    let cfg = host(&sentinel, "nosuchmaster", &b, 1, secrets.path());
+    let cfg = host(&sentinel.url(), "nosuchmaster", &b, 1, secrets.path());
     let hosts = vec![(Arc::clone(&cfg), Daemon::start(&cfg))];
     let sent = send_to_all(&hosts, "local", 3).await;
     wait_until(
@@ -257,6 +255,75 @@ async fn a_sentinel_without_the_named_master_is_a_warning_and_the_local_share() 
     let status = String::from_utf8_lossy(&cfg.sluice(&["status"]).stdout).into_owned();
     assert!(status.contains("redis unreachable, on the local share"), "{status}");
     assert!(registered(&primary).is_empty(), "a host registered without a master of its name");
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_switchover_demotes_the_master_and_the_fleet_moves_with_it() {
+    let auth = ["--requirepass", SERVER_PW, "--masterauth", SERVER_PW];
+    let primary = Redis::start_with(&auth);
+    let replica_of = primary.port().to_string();
+    let replica = Redis::start_with(&[&auth[..], &["--replicaof", "127.0.0.1", &replica_of]].concat());
+    let sentinel = Sentinel::start(MASTER, primary.addr(), Some((SERVER_PW, SENTINEL_PW)));
+    sentinel.wait_replicas(MASTER, 1);
+    let b = Backend::start(Proto::Lmtp).await;
+    b.set_mode(Mode::Slow { base: Duration::from_millis(200), capacity: 100, overload_at: None }).await;
+    let keys = Keys::new("sluice", &format!("lmtp:[127.0.0.1]:{}", b.port()));
+    let secrets = secrets();
+    // The first sentinel listed is down: the next one is asked.
+    let urls = format!("redis://127.0.0.1:{}, {}", common::free_port(), sentinel.url());
+    let cfg = host(&urls, MASTER, &b, 1, secrets.path());
+    let hosts = vec![(Arc::clone(&cfg), Daemon::start(&cfg))];
+    let before = send_to_all(&hosts, "before", 3).await;
+    wait_until(
+        "delivered",
+        Duration::from_secs(30),
+        || delivered(&b, &before) == before.len(),
+        || logs(&hosts),
+    );
+    assert_eq!(registered(&primary), ["mx1"]);
+
+    // The old master stays up, demoted: the fleet's writes there fail
+    // (READONLY), and the host asks the sentinel again.
+    let _: String = sentinel.ask(&["failover", MASTER]).expect("SENTINEL FAILOVER");
+    wait_until(
+        "the sentinel names the replica",
+        Duration::from_secs(30),
+        || sentinel.master_port(MASTER) == Some(replica.port()),
+        || logs(&hosts),
+    );
+    let moved = format!(
+        "fleet: master {MASTER} moved from 127.0.0.1:{} to 127.0.0.1:{}",
+        primary.port(),
+        replica.port()
+    );
+    wait_until(
+        "the host follows",
+        Duration::from_secs(20),
+        || cfg.log().contains(&moved) && cfg.log().contains("fleet: redis answers again"),
+        || logs(&hosts),
+    );
+    wait_until(
+        "no lease left from before",
+        Duration::from_secs(10),
+        || live_leases(&replica, &keys.leases) == 0,
+        || logs(&hosts),
+    );
+    let after = send_to_all(&hosts, "after", 3).await;
+    wait_until(
+        "leases on the new master",
+        Duration::from_secs(20),
+        || live_leases(&replica, &keys.leases) > 0,
+        || logs(&hosts),
+    );
+    wait_until(
+        "delivered after",
+        Duration::from_secs(30),
+        || delivered(&b, &after) == after.len(),
+        || logs(&hosts),
+    );
     for (_, d) in hosts {
         assert!(d.stop().success());
     }

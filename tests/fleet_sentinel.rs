@@ -9,7 +9,9 @@
 //! running as a replica that refuses the fleet's writes, and the hosts move
 //! too; there the first sentinel URL is dead and the next one answers. A
 //! sentinel that knows no master of the configured name leaves the host
-//! running on its local share, with a warning.
+//! running on its local share, with a warning. With `rediss://` sentinel
+//! URLs the host speaks TLS to the sentinel and to the master, checking
+//! both certificates.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use common::backend::{Backend, Mode, Proto};
 use common::daemon::{Daemon, TestConfig, send};
-use common::redis::{Redis, Sentinel};
+use common::redis::{Redis, Sentinel, SentinelTls};
 use common::wait_until;
 use sluice::delivery::gate::fleet::scripts::{Keys, hosts_key};
 
@@ -324,6 +326,41 @@ async fn a_switchover_demotes_the_master_and_the_fleet_moves_with_it() {
         || delivered(&b, &after) == after.len(),
         || logs(&hosts),
     );
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinels_and_master_over_tls() {
+    // A TLS-only master and sentinel with certificates from a CA made here.
+    let pki = common::inbound::TestPki::new();
+    let primary = Redis::start_tls(&pki.cert_pem, &pki.key_pem);
+    let tls = SentinelTls { cert_pem: &pki.cert_pem, key_pem: &pki.key_pem, ca_pem: &pki.ca_pem };
+    let sentinel = Sentinel::start_with(MASTER, primary.addr(), None, Some(tls));
+    assert!(sentinel.url().starts_with("rediss://"));
+    let roots = tempfile::tempdir().expect("temp dir");
+    let ca = roots.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("ca");
+    let b = Backend::start(Proto::Lmtp).await;
+    // No passwords here: empty files.
+    let secrets = tempfile::tempdir().expect("temp dir");
+    for f in ["server.pw", "sentinel.pw"] {
+        std::fs::write(secrets.path().join(f), "").expect("pw");
+    }
+    let cfg = host(&sentinel.url(), MASTER, &b, 1, secrets.path());
+    let hosts = vec![(Arc::clone(&cfg), Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", ca.as_path())]))];
+    let sent = send_to_all(&hosts, "tls", 2).await;
+    wait_until("delivered", Duration::from_secs(30), || delivered(&b, &sent) == sent.len(), || logs(&hosts));
+    let found = format!("fleet: sentinels name master {MASTER} at 127.0.0.1:{}", primary.port());
+    wait_until(
+        "the master found over TLS",
+        Duration::from_secs(20),
+        || cfg.log().contains(&found),
+        || logs(&hosts),
+    );
+    let status = String::from_utf8_lossy(&cfg.sluice(&["status"]).stdout).into_owned();
+    assert!(status.contains("shared through redis"), "{status}\n{}", logs(&hosts));
     for (_, d) in hosts {
         assert!(d.stop().success());
     }

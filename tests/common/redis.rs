@@ -125,17 +125,50 @@ pub struct Sentinel {
     _dir: tempfile::TempDir,
     _guard: ChildGuard,
     password: Option<String>,
+    tls: bool,
+}
+
+/// A sentinel's TLS: its certificate and key, and the CA it checks the
+/// servers' certificates against (PEM).
+pub struct SentinelTls<'a> {
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
+    pub ca_pem: &'a str,
 }
 
 impl Sentinel {
     /// Watches `master` as `name`. `auth`: the servers' password (`sentinel
     /// auth-pass`) and the sentinel's own (`requirepass`).
     pub fn start(name: &str, master: SocketAddr, auth: Option<(&str, &str)>) -> Sentinel {
+        Sentinel::start_with(name, master, auth, None)
+    }
+
+    /// As [`Sentinel::start`], speaking TLS only, to its clients and to
+    /// the servers (which must speak TLS: [`Redis::start_tls`]).
+    pub fn start_with(
+        name: &str,
+        master: SocketAddr,
+        auth: Option<(&str, &str)>,
+        tls: Option<SentinelTls<'_>>,
+    ) -> Sentinel {
         let bin = need("redis-server", "redis-server");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let mut conf = format!(
-            "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+        let mut conf = match &tls {
+            None => format!("port {port}\n"),
+            Some(t) => {
+                for (file, pem) in [("cert.pem", t.cert_pem), ("key.pem", t.key_pem), ("ca.pem", t.ca_pem)] {
+                    std::fs::write(dir.path().join(file), pem).expect("sentinel pem");
+                }
+                format!(
+                    "port 0\ntls-port {port}\ntls-cert-file {d}/cert.pem\ntls-key-file {d}/key.pem\n\
+                     tls-ca-cert-file {d}/ca.pem\ntls-auth-clients no\ntls-replication yes\n",
+                    d = dir.path().display()
+                )
+            }
+        };
+        conf += &format!(
+            "bind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
              sentinel monitor {name} {ip} {mport} 1\n\
              sentinel down-after-milliseconds {name} 500\n\
              sentinel failover-timeout {name} 2000\n",
@@ -155,11 +188,18 @@ impl Sentinel {
         );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         assert!(wait_for_port(addr, Duration::from_secs(10)), "redis-server --sentinel did not start");
-        Sentinel { port, _dir: dir, _guard: guard, password: auth.map(|(_, own)| own.to_owned()) }
+        Sentinel {
+            port,
+            _dir: dir,
+            _guard: guard,
+            password: auth.map(|(_, own)| own.to_owned()),
+            tls: tls.is_some(),
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Runs `SENTINEL args...` on it.

@@ -116,7 +116,7 @@ pub enum CallError {
     Timeout(Duration),
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
-    #[error("no usable Redis URL")]
+    #[error("no usable Redis URL, or no master named by the sentinels")]
     NoConnection,
 }
 

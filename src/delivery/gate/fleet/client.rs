@@ -11,6 +11,10 @@
 //! unreachable, so a failover is followed within a heartbeat or two of the
 //! sentinels promoting a replica. A demoted master refuses the scripts'
 //! writes (`READONLY`), which counts as unreachable like any other error.
+//! One that still answers as master although the sentinels replaced it (it
+//! was cut off from them, not from this host) is left at the next check,
+//! made every [`SENTINEL_RECHECK`] heartbeats while the fleet is shared, so
+//! hosts on both sides of such a split come back to one state.
 //! The scripts reach a new master by the crate's `EVALSHA`, then `EVAL` on
 //! `NOSCRIPT`.
 //!
@@ -109,6 +113,11 @@ impl FleetSettings {
 /// How long a heartbeat waits for the sentinels to name the master.
 const SENTINEL_LOOKUP: Duration = Duration::from_secs(3);
 
+/// While the master answers, the sentinels are asked every this many
+/// heartbeats whether it still is the master (10 s by default): rare
+/// enough to cost nothing, short against a split that outlasts it.
+const SENTINEL_RECHECK: u64 = 10;
+
 /// Why a Redis call gave no answer we can use.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -140,6 +149,8 @@ pub struct Fleet {
     nonce: AtomicU64,
     /// Redis calls made (for the bench's calls per delivery).
     calls: AtomicU64,
+    /// Heartbeats so far (for [`SENTINEL_RECHECK`]).
+    beats: AtomicU64,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -181,6 +192,7 @@ impl Fleet {
             held: Mutex::new(HashMap::new()),
             nonce: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            beats: AtomicU64::new(0),
             settings,
         };
         if !sentinel_mode {
@@ -383,9 +395,12 @@ impl Fleet {
         let ttl = self.settings.heartbeat.saturating_mul(3).as_millis() as u64;
         let key = hosts_key(&self.settings.name);
         let was_shared = self.is_shared();
-        if !was_shared && self.sentinels.is_some() {
-            // The master stopped answering: ask the sentinels where it is
-            // now (a failover moves it). Bounded apart from the call
+        let beat = self.beats.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.sentinels.is_some() && (!was_shared || beat.is_multiple_of(SENTINEL_RECHECK)) {
+            // The master stopped answering (or it is time to check it is
+            // still the master): ask the sentinels where it is now (a
+            // failover moves it); a lookup that fails while the master
+            // answers changes nothing. Bounded apart from the call
             // deadline, since a lookup is several round trips to several
             // servers; the crate's own connect (1 s) and answer (0.5 s)
             // deadlines bound each step, and no delivery waits on this.

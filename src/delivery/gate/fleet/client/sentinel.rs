@@ -113,7 +113,10 @@ impl Sentinels {
             if r.is_some() {
                 tracing::info!("fleet: sentinels name {outcome}");
             } else {
-                tracing::warn!("fleet: sentinels: {outcome}; using local share of each backend's limits");
+                // Whether the fleet is on its local share meanwhile is for
+                // the caller to log: a check while the master answers can
+                // fail too.
+                tracing::warn!("fleet: sentinels: {outcome}");
             }
             *last = outcome;
         }

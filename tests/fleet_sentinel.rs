@@ -26,7 +26,7 @@ use common::backend::{Backend, Mode, Proto};
 use common::daemon::{Daemon, TestConfig, send};
 use common::redis::{Redis, Sentinel, SentinelTls};
 use common::wait_until;
-use sluice::delivery::gate::fleet::scripts::{Keys, hosts_key};
+use sluice::delivery::gate::fleet::scripts::{Keys, Scripts, hosts_key};
 
 const LIMIT: usize = 3;
 const MASTER: &str = "fleetmaster";
@@ -119,6 +119,14 @@ fn live_leases(server: &Redis, key: &str) -> usize {
     redis::cmd("ZCOUNT").arg(key).arg(format!("({now}")).arg("+inf").query(&mut conn).unwrap_or(0)
 }
 
+/// Whether `server` has the fleet's admission script cached.
+fn has_admit_script(server: &Redis) -> bool {
+    let mut conn = server.connection(Some(SERVER_PW));
+    let hash = Scripts::default().admit.get_hash().to_owned();
+    let exists: Vec<bool> = redis::cmd("SCRIPT").arg("EXISTS").arg(hash).query(&mut conn).expect("SCRIPT");
+    exists == [true]
+}
+
 /// The hosts registered on `server`.
 fn registered(server: &Redis) -> Vec<String> {
     let mut conn = server.connection(Some(SERVER_PW));
@@ -174,6 +182,9 @@ async fn the_fleet_follows_the_master_the_sentinel_names_through_a_failover() {
     // replica and the hosts move there.
     let during = send_to_all(&hosts, "during", 4).await;
     wait_until("some delivered", Duration::from_secs(20), || delivered(&b, &during) >= 2, || logs(&hosts));
+    // Scripts are not replicated: the new master will get them from the
+    // hosts' EVALSHA, then EVAL on NOSCRIPT.
+    assert!(has_admit_script(&primary) && !has_admit_script(&replica));
     let old = primary.port();
     primary.stop();
     wait_until(
@@ -223,6 +234,7 @@ async fn the_fleet_follows_the_master_the_sentinel_names_through_a_failover() {
         || delivered(&b, &after) == after.len(),
         || logs(&hosts),
     );
+    assert!(has_admit_script(&replica), "the new master never got the admission script");
     let mut on_new = registered(&replica);
     on_new.sort();
     assert_eq!(on_new, ["mx1", "mx2"]);

@@ -9,7 +9,8 @@
 //! host's samples, and another host takes over when it dies. `pause
 //! --local` holds one host alone; a host on `rediss://` (a TLS-only
 //! private `redis-server`, a CA made by the test) is shared only when it
-//! trusts the server's certificate.
+//! trusts the server's certificate. An idle connection carries the
+//! host's next mail and holds its lease until it closes.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -107,8 +108,9 @@ async fn three_hosts_keep_one_limit_and_pause_together() {
     wait_until("all delivered", Duration::from_secs(60), || all_delivered(&b, &sent), || logs(&hosts));
     assert!(
         b.peak_connections() <= LIMIT,
-        "three hosts opened {} connections at once (fleet limit {LIMIT})",
-        b.peak_connections()
+        "three hosts opened {} connections at once (fleet limit {LIMIT})\n{}",
+        b.peak_connections(),
+        logs(&hosts)
     );
 
     // `backend list` on one host shows the fleet's hosts.
@@ -194,6 +196,43 @@ async fn three_hosts_keep_one_limit_and_pause_together() {
                 .contains("sluice_fleet_user changed: fleet mode keeps its running settings until restart")
         },
         || logs(&hosts),
+    );
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_connections_carry_the_next_mail_and_hold_their_leases_until_closed() {
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    let hosts = fleet(&redis, &b, "lmtp_connection_cache_time_limit = 3s\n");
+    let sent = send_to_all(&hosts[..1], "reuse", 20).await;
+    wait_until("all delivered", Duration::from_secs(60), || all_delivered(&b, &sent), || logs(&hosts));
+    // The next mail went over the idle connections, not new ones.
+    assert!(b.accepted_connections() <= 10, "{} connections for 20 messages", b.accepted_connections());
+    assert!(b.peak_connections() <= LIMIT, "peak {} (fleet limit {LIMIT})", b.peak_connections());
+    // While idle, every open connection holds a lease in the fleet (the
+    // backend counts it, so the fleet does); closed after the cache time,
+    // each gives its lease back.
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let key = format!("sluice:{{sluice|lmtp:[127.0.0.1]:{}}}:leases", b.port());
+    let mut counts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let open = b.connections();
+        let leases: usize = redis::cmd("ZCARD").arg(&key).query_async(&mut conn).await.expect("ZCARD");
+        counts.push((open, leases));
+        if open == 0 && leases == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "connections and leases over time: {counts:?}\n{}", logs(&hosts));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        counts.iter().any(|&(open, leases)| open > 0 && leases == open),
+        "idle connections held no leases: {counts:?}"
     );
     for (_, d) in hosts {
         assert!(d.stop().success());
@@ -363,7 +402,6 @@ async fn one_host_steers_the_fleets_adaptive_limit_and_another_takes_over() {
     owner.signal("KILL");
     drop(owner);
     let killed = Instant::now();
-    let more = send_to_all(&hosts, "after", 3).await;
     wait_until(
         "another host steers",
         Duration::from_secs(10),
@@ -371,6 +409,7 @@ async fn one_host_steers_the_fleets_adaptive_limit_and_another_takes_over() {
         || logs(&hosts),
     );
     assert!(killed.elapsed() < Duration::from_secs(5), "took over after {:?}", killed.elapsed());
+    let more = send_to_all(&hosts, "after", 3).await;
     wait_until(
         "delivered after the takeover",
         Duration::from_secs(30),

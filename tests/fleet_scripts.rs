@@ -66,6 +66,19 @@ impl Fixture {
 
     /// Admission with the shared adaptive limit (`initial` > 0).
     async fn admit_adaptive(&mut self, k: &Keys, member: &str, a: Ask, initial: u32) -> Verdict {
+        self.admit_offered(k, member, a, initial, false).await
+    }
+
+    /// Admission offering `member` again (an idle connection's lease);
+    /// `turn_over`: it has had its turn.
+    async fn admit_offered(
+        &mut self,
+        k: &Keys,
+        member: &str,
+        a: Ask,
+        initial: u32,
+        turn_over: bool,
+    ) -> Verdict {
         self.scripts
             .admit
             .key(&k.leases)
@@ -73,12 +86,14 @@ impl Fixture {
             .key(&k.pause)
             .key(&k.rate)
             .key(&k.limit)
+            .key(&k.wanted)
             .arg(member)
             .arg(a.lease_ms)
             .arg(a.limit)
             .arg(a.interval)
             .arg(a.tolerance)
             .arg(initial)
+            .arg(turn_over as u8)
             .invoke_async(&mut self.conn)
             .await
             .unwrap()
@@ -93,6 +108,19 @@ impl Fixture {
         outcome: &str,
         latency_us: i64,
         initial: u32,
+    ) -> String {
+        self.finish_with(k, member, outcome, latency_us, initial, false).await
+    }
+
+    /// Ends a delivery; `keep`: its lease stays with its idle connection.
+    async fn finish_with(
+        &mut self,
+        k: &Keys,
+        member: &str,
+        outcome: &str,
+        latency_us: i64,
+        initial: u32,
+        keep: bool,
     ) -> String {
         self.scripts
             .finish
@@ -109,6 +137,7 @@ impl Fixture {
             .arg(latency_us)
             .arg(50)
             .arg(initial)
+            .arg(keep as u8)
             .invoke_async(&mut self.conn)
             .await
             .unwrap()
@@ -414,4 +443,56 @@ async fn samples_waiting_for_the_owner_are_capped_and_the_newest_kept() {
     f.finish_sampled(&k, "a|1", "ok", 1, 2).await;
     let ttl: i64 = redis::cmd("PTTL").arg(&k.samples).query_async(&mut f.conn).await.unwrap();
     assert!(ttl > 0 && ttl <= SAMPLE_TTL_MS as i64, "ttl {ttl}");
+}
+
+#[tokio::test]
+async fn an_idle_connections_lease_stays_counted_and_is_offered_again() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    assert_eq!(f.admit(&k, "mx1|a", PLAIN).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "mx1|b", PLAIN).await, Verdict::Go);
+    // a's delivery ends; its connection stays open, idle, with the lease.
+    assert_eq!(f.finish_with(&k, "mx1|a", "ok", -1, 0, true).await, "ok");
+    assert_eq!(f.status(&k).await.leases.len(), 2, "the idle connection is still counted");
+    assert_eq!(f.admit(&k, "mx2|c", PLAIN).await, Verdict::Slot);
+    // Offered again, it goes through without being counted twice.
+    assert_eq!(f.admit_offered(&k, "mx1|a", PLAIN, 0, false).await, Verdict::Go);
+    assert_eq!(f.status(&k).await.leases.len(), 2);
+    // Failures reported with the lease kept still open the breaker.
+    assert_eq!(f.finish_with(&k, "mx1|a", "fail", -1, 0, true).await, "failed");
+    assert_eq!(f.finish_with(&k, "mx1|b", "fail", -1, 0, true).await, "opened");
+    assert_eq!(f.status(&k).await.leases.len(), 2, "kept leases stay through failures");
+    // A lease given back (keep 0) leaves the set.
+    f.finish(&k, "mx1|b", "abandon").await;
+    assert_eq!(f.status(&k).await.leases, ["mx1|a"]);
+}
+
+#[tokio::test]
+async fn an_idle_lease_is_taken_back_below_the_limit_or_after_its_turn_when_a_host_waits() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    assert_eq!(f.admit(&k, "mx1|a", PLAIN).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "mx1|b", PLAIN).await, Verdict::Go);
+    // The fleet's limit falls to 1 while both are held: the next one
+    // offered again is taken back, the other goes on.
+    let one = Ask { limit: 1, ..PLAIN };
+    assert_eq!(f.admit_offered(&k, "mx1|a", one, 0, false).await, Verdict::Shed);
+    // Still counted until the host has closed the connection and gives
+    // the lease back.
+    assert_eq!(f.status(&k).await.leases.len(), 2);
+    f.finish(&k, "mx1|a", "abandon").await;
+    assert_eq!(f.status(&k).await.leases, ["mx1|b"]);
+    assert_eq!(f.admit_offered(&k, "mx1|b", one, 0, false).await, Verdict::Go);
+    // Another host waits for the slot: before its turn is over the lease
+    // stays, after it the lease goes (and mx2 gets it).
+    assert_eq!(f.admit(&k, "mx2|c", one).await, Verdict::Slot);
+    assert_eq!(f.admit_offered(&k, "mx1|b", one, 0, false).await, Verdict::Go);
+    assert_eq!(f.admit_offered(&k, "mx1|b", one, 0, true).await, Verdict::Shed);
+    assert_eq!(f.admit(&k, "mx2|c", one).await, Verdict::Slot, "not before mx1 gave it back");
+    f.finish(&k, "mx1|b", "abandon").await;
+    assert_eq!(f.admit(&k, "mx2|c", one).await, Verdict::Go);
+    // Only this host waiting (mx2 now holds and itself waited): mx2's
+    // lease is not taken back for its own wait.
+    assert_eq!(f.admit(&k, "mx2|d", one).await, Verdict::Slot);
+    assert_eq!(f.admit_offered(&k, "mx2|c", one, 0, true).await, Verdict::Go);
 }

@@ -221,7 +221,16 @@ impl Backend {
                     };
                     self.refill(left).await;
                     let Some(job) = job else {
-                        // Nothing after all: the permit goes back unused.
+                        // Nothing after all: the permit goes back unused
+                        // (in fleet mode its lease stays with the idle
+                        // connection it would have used).
+                        let mut permit = permit;
+                        {
+                            let pool = lock(&self.pool);
+                            if !pool.is_empty() {
+                                self.gate.keep_idle(&mut permit);
+                            }
+                        }
                         let fb = self.gate.report(permit, Report::Abandoned, now, clock::instant());
                         self.apply(fb).await;
                         continue;
@@ -234,6 +243,9 @@ impl Backend {
                     self.ctx.tracker.spawn(async move { me.deliver(job, permit, pooled).await });
                 }
                 Admission::WaitSlot | Admission::WaitProbe => {
+                    // The fleet may have taken back an idle connection's
+                    // lease (its limit fell): that connection closes now.
+                    self.close_idle(false).await;
                     tokio::select! {
                         _ = self.gate.changed() => {}
                         _ = token.cancelled() => {}
@@ -424,17 +436,14 @@ impl Backend {
         Ok((s, false))
     }
 
-    /// Keeps a session for the next message if the bound allows; the caller
-    /// still holds its slot.
-    async fn keep(&self, s: Connection) {
-        if !self.gate.keeps_idle() {
-            s.quit().await;
-            return;
-        }
+    /// Keeps a session for the next message if the bound allows and the
+    /// gate agrees (in fleet mode the delivery's lease goes with it); the
+    /// caller still holds its slot.
+    async fn keep(&self, s: Connection, permit: &mut Permit) {
         let snap = self.gate.snapshot();
         let refused = {
             let mut pool = lock(&self.pool);
-            if pool.len() + (snap.in_flight as usize) <= snap.limit as usize {
+            if pool.len() + (snap.in_flight as usize) <= snap.limit as usize && self.gate.keep_idle(permit) {
                 pool.push(s);
                 None
             } else {
@@ -476,7 +485,7 @@ impl Backend {
     }
 
     /// One delivery, start to finish.
-    async fn deliver(self: Arc<Self>, job: Job, permit: Permit, pooled: Option<Connection>) {
+    async fn deliver(self: Arc<Self>, job: Job, mut permit: Permit, pooled: Option<Connection>) {
         let dispatched = clock::instant();
         let settings = self.gate.settings();
         let soft_bounce = self.ctx.settings.current().soft_bounce;
@@ -549,7 +558,7 @@ impl Backend {
         let dsn_passed = session.caps().dsn;
         let backend_trouble = matches!(out.health, Health::Overloaded(_) | Health::Failed(_));
         if out.reusable {
-            self.keep(session).await;
+            self.keep(session, &mut permit).await;
         } else {
             // Broken or closing (421, timeout, lost): no QUIT conversation,
             // close it now, while the slot is still held, so the backend is

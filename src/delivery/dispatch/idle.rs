@@ -79,29 +79,37 @@ impl Backend {
     /// idle ones plus those being closed. A stale connection is closed
     /// holding a spare slot for its `QUIT`, so that sum stays within the
     /// limit; without a spare slot it waits (it fits within the limit as it
-    /// is). Connections beyond the limit are dropped at once.
+    /// is). Connections beyond the limit are dropped at once. In fleet
+    /// mode, idle connections beyond the leases the gate holds for them
+    /// (the fleet wants one back) are closed with `QUIT` before the lease
+    /// goes back: the backend has then counted the connection closed before
+    /// another host may open one in its place.
     pub(super) async fn close_idle(&self, all: bool) {
         let settings = self.gate.settings();
-        let (excess, stale): (Vec<Connection>, Vec<Connection>) = {
+        let (excess, unleased, stale): (Vec<Connection>, Vec<Connection>, Vec<Connection>) = {
             let mut pool = lock(&self.pool);
             if all {
-                (pool.drain(..).collect(), Vec::new())
+                (pool.drain(..).collect(), Vec::new(), Vec::new())
             } else {
                 let snap = self.gate.snapshot();
                 let room = snap.limit.saturating_sub(snap.in_flight) as usize;
                 // Oldest first in the pool; keep the most recently used.
                 let over = pool.len().saturating_sub(room);
                 let excess: Vec<Connection> = pool.drain(..over).collect();
+                let counted = self.gate.idle_counted().unwrap_or(usize::MAX);
+                let beyond = pool.len().saturating_sub(counted);
+                let unleased: Vec<Connection> = pool.drain(..beyond).collect();
                 let now = clock::instant();
                 let (old, fresh): (Vec<Connection>, Vec<Connection>) = pool.drain(..).partition(|s| {
                     now.saturating_duration_since(s.idle_since()) >= settings.idle_time
                         || now.saturating_duration_since(s.opened()) >= settings.reuse_time
                 });
                 *pool = fresh;
-                (excess, old)
+                (excess, unleased, old)
             }
         };
         drop(excess);
+        futures::future::join_all(unleased.into_iter().map(Connection::quit)).await;
         for s in stale {
             match self.gate.spare_slot() {
                 Some(slot) => {
@@ -111,5 +119,9 @@ impl Backend {
                 None => lock(&self.pool).insert(0, s),
             }
         }
+        // Under the pool's lock, as `keep` adds to both: what the gate holds
+        // for idle connections now closed goes back.
+        let pool = lock(&self.pool);
+        self.gate.idle_left(pool.len());
     }
 }

@@ -33,7 +33,7 @@ impl Backend {
     /// most `slot_wait` for a concurrency slot or the rate limit.
     pub async fn probe(&self, sender: &str, rcpt: &str, slot_wait: Duration) -> Result<Probed, Busy> {
         let deadline = clock::instant() + slot_wait;
-        let permit = loop {
+        let mut permit = loop {
             let now = clock::unix_millis();
             match self.gate.admit(now).await {
                 // The half-open breaker's trial is for real mail: a probe
@@ -88,7 +88,7 @@ impl Backend {
                 if reusable {
                     // Kept while this probe still holds its slot, as a
                     // delivery keeps its connection.
-                    self.keep(c).await;
+                    self.keep(c, &mut permit).await;
                 }
                 (report, Probed { answer, relay })
             }

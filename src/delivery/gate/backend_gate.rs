@@ -37,12 +37,22 @@ pub trait BackendGate: Send + Sync + std::fmt::Debug {
     /// May a delivery start at `now`? Async: the fleet gate asks Redis
     /// (within its call deadline).
     fn admit(&self, now: UnixMillis) -> BoxFuture<'_, Admission>;
-    /// Whether a finished delivery's connection may be kept idle for the
-    /// next one. The fleet gate says no: an idle connection holds no lease,
-    /// yet the backend counts it.
-    fn keeps_idle(&self) -> bool {
+    /// A finished delivery's connection is about to go idle in the pool
+    /// (called with the pool locked, before [`Self::report`]): true when it
+    /// may. The fleet gate moves the delivery's lease to the idle
+    /// connection, so the fleet counts it as the backend does, and says no
+    /// for a delivery that holds no lease.
+    fn keep_idle(&self, _permit: &mut Permit) -> bool {
         true
     }
+    /// How many idle connections the gate counts (`None`: it keeps no
+    /// count of its own; the limit alone bounds the pool).
+    fn idle_counted(&self) -> Option<usize> {
+        None
+    }
+    /// The pool now holds `n` idle connections (called with the pool
+    /// locked): what the gate holds for more than `n` goes back.
+    fn idle_left(&self, _n: usize) {}
     /// A slot not used by a delivery (to close an idle connection within
     /// the limit), if one is free.
     fn spare_slot(&self) -> Option<Slot>;

@@ -84,6 +84,10 @@ pub struct Permit {
     /// local gate, and for deliveries started on a fleet host's local
     /// share while Redis is unreachable).
     lease: Option<fleet::Lease>,
+    /// In fleet mode, the member of the lease this delivery handed to its
+    /// idle connection ([`BackendGate::keep_idle`]): its result is still
+    /// reported to the fleet, its slot stays taken.
+    kept: Option<String>,
 }
 
 impl Permit {
@@ -315,7 +319,13 @@ impl Gate {
             self.log_transition(&st, t, now);
         }
         st.last_activity = now;
-        Admission::Go(Permit { _slot: slot, probe, started: crate::clock::instant(), lease: None })
+        Admission::Go(Permit {
+            _slot: slot,
+            probe,
+            started: crate::clock::instant(),
+            lease: None,
+            kept: None,
+        })
     }
 
     /// A free concurrency slot for housekeeping (closing an idle connection

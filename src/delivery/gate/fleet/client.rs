@@ -457,6 +457,8 @@ pub struct Lease {
     key: String,
     member: String,
     probe: bool,
+    /// When Redis granted it.
+    since: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Lease {
@@ -469,7 +471,7 @@ impl Lease {
     /// Records a lease Redis granted, and starts renewing it.
     pub fn held(fleet: &Arc<Fleet>, key: &str, member: String, probe: bool) -> Lease {
         fleet.hold(key, &member);
-        Lease { fleet: Arc::clone(fleet), key: key.to_owned(), member, probe }
+        Lease { fleet: Arc::clone(fleet), key: key.to_owned(), member, probe, since: crate::clock::instant() }
     }
 
     pub fn member(&self) -> &str {
@@ -479,6 +481,18 @@ impl Lease {
     /// True for the fleet breaker's half-open probe.
     pub fn is_probe(&self) -> bool {
         self.probe
+    }
+
+    /// How long it has been held.
+    pub fn held_for(&self) -> Duration {
+        crate::clock::instant().saturating_duration_since(self.since)
+    }
+
+    /// The same lease, held again for a delivery that is (or is not) the
+    /// half-open probe.
+    pub fn probing(mut self, probe: bool) -> Lease {
+        self.probe = probe;
+        self
     }
 }
 

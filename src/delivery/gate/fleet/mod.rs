@@ -56,9 +56,22 @@
 //! back as they finish, so the fleet's count includes them and the backend
 //! sees at most the fleet limit plus the shares in flight at the switch.
 //!
-//! ## Not shared
-//! Connections are not kept idle in fleet mode (an idle connection holds
-//! no lease, and the backend would count it against its capacity).
+//! ## Idle connections hold their lease
+//! The backend counts an open connection whether it is busy or idle, so
+//! the fleet does too: a delivery whose connection goes idle in the pool
+//! hands it its lease ([`BackendGate::keep_idle`]; the finish script then
+//! feeds the breaker and the samples but keeps the slot), the next
+//! admission on this host offers that lease again (the admission script
+//! lets a member that still holds its slot through without counting it
+//! twice, or takes it back when the fleet's limit has fallen below the
+//! slots held, or when the lease has had its turn, one heartbeat
+//! interval, and another host waits for a slot; the dispatcher then
+//! closes that connection), and the
+//! leases of idle connections the dispatcher closes go back
+//! ([`BackendGate::idle_left`]). A delivery on an idle connection thus
+//! costs no connection set-up and no more round trips than before.
+//! Without a lease (Redis unreachable, or the breaker's probe) a
+//! connection is not kept.
 //!
 //! Owns the mapping between the gate contract and the fleet's scripts.
 //! Never blocks on Redis longer than `sluice_fleet_call_timeout`, and never
@@ -137,6 +150,13 @@ pub struct FleetGate {
     /// This host's own pause (`pause --local`): until when (`u64::MAX`:
     /// until `resume --local`).
     held_here: Mutex<Option<UnixMillis>>,
+    /// The leases of this host's idle connections, one each (see the
+    /// module documentation).
+    idle: Mutex<Vec<Lease>>,
+    /// Leases the fleet wants back: given back once the dispatcher has
+    /// closed an idle connection for each (`idle_left`), so the backend
+    /// never sees more connections than the fleet counts.
+    shedding: Mutex<Vec<Lease>>,
 }
 
 impl std::fmt::Debug for FleetGate {
@@ -178,6 +198,8 @@ impl FleetGate {
             released: Arc::new(Notify::new()),
             shared_limit: Mutex::new(None),
             held_here: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            shedding: Mutex::new(Vec::new()),
         });
         tokio::spawn(watch(Arc::downgrade(&gate), apply));
         tokio::spawn(steer::steer(Arc::downgrade(&gate), gate.fleet.new_member()));
@@ -264,7 +286,10 @@ impl FleetGate {
             return Admission::Go(permit);
         }
         let s = self.configured();
-        let member = self.fleet.new_member();
+        // An idle connection's lease, offered again: the dispatcher hands
+        // this delivery an idle connection with the permit.
+        let reuse = lock(&self.idle).pop();
+        let member = reuse.as_ref().map_or_else(|| self.fleet.new_member(), |l| l.member().to_owned());
         let adopt: Vec<String> = if std::mem::take(&mut *lock(&self.adopt_due)) {
             (0..self.unleased.load(Ordering::Acquire)).map(|_| self.fleet.new_member()).collect()
         } else {
@@ -274,8 +299,13 @@ impl FleetGate {
         let lease_ms = self.fleet.settings().lease_time.as_millis() as u64;
         let mut inv = self.fleet.scripts.admit.key(&self.keys.leases);
         inv.key(&self.keys.breaker).key(&self.keys.pause).key(&self.keys.rate).key(&self.keys.limit);
+        inv.key(&self.keys.wanted);
         inv.arg(&member).arg(lease_ms).arg(s.concurrency_limit).arg(interval).arg(tolerance);
-        inv.arg(initial(&s));
+        // An idle connection's lease has had its turn after one heartbeat
+        // interval: it then goes to another host waiting for a slot, so a
+        // host with a backlog does not keep the fleet's slots to itself.
+        let turn_over = reuse.as_ref().is_some_and(|l| l.held_for() >= self.fleet.settings().heartbeat);
+        inv.arg(initial(&s)).arg(turn_over as u8);
         for m in &adopt {
             inv.arg(m);
         }
@@ -289,6 +319,21 @@ impl FleetGate {
         let give_back = |permit: Permit| {
             self.local.report(permit, Report::Abandoned, now, clock::instant());
         };
+        let reuse = match (reuse, &verdict) {
+            (Some(lease), Ok(Verdict::Shed)) => {
+                // The fleet wants it back: the dispatcher closes the idle
+                // connection it stood for (it is no longer in
+                // `idle_counted`), then `idle_left` gives it back.
+                lock(&self.shedding).push(lease);
+                None
+            }
+            (Some(lease), Ok(Verdict::Go | Verdict::Probe)) => Some(lease),
+            (Some(lease), _) => {
+                lock(&self.idle).push(lease);
+                None
+            }
+            (None, _) => None,
+        };
         match verdict {
             Ok(Verdict::Go) | Ok(Verdict::Probe) => {
                 let probe = matches!(verdict, Ok(Verdict::Probe));
@@ -298,10 +343,13 @@ impl FleetGate {
                         self.name
                     );
                 }
-                permit.lease = Some(Lease::held(&self.fleet, &self.keys.leases, member, probe));
+                permit.lease = Some(match reuse {
+                    Some(lease) => lease.probing(probe),
+                    None => Lease::held(&self.fleet, &self.keys.leases, member, probe),
+                });
                 Admission::Go(permit)
             }
-            Ok(Verdict::Slot) => {
+            Ok(Verdict::Slot | Verdict::Shed) => {
                 give_back(permit);
                 Admission::WaitSlot
             }
@@ -348,10 +396,12 @@ impl FleetGate {
     /// caller's path.
     /// `latency_us` is the sample for the fleet's limit (`-1`: none),
     /// `took_ms` the delivery's duration.
-    fn finish(&self, lease: Lease, outcome: &'static str, error: String, latency_us: i64, took_ms: u64) {
-        // Not renewed from here on (a renewal adds a missing lease again),
-        // before the finish call is even queued.
-        self.fleet.forget(&self.keys.leases, lease.member());
+    fn finish(&self, ending: Ending, outcome: &'static str, error: String, latency_us: i64, took_ms: u64) {
+        if let Ending::Release(lease) = &ending {
+            // Not renewed from here on (a renewal adds a missing lease
+            // again), before the finish call is even queued.
+            self.fleet.forget(&self.keys.leases, lease.member());
+        }
         let s = self.configured();
         let fleet = Arc::clone(&self.fleet);
         let keys = self.keys.clone();
@@ -370,13 +420,14 @@ impl FleetGate {
             inv.key(&keys.breaker)
                 .key(&keys.samples)
                 .key(&keys.limit)
-                .arg(lease.member())
+                .arg(ending.member())
                 .arg(outcome)
                 .arg(threshold)
                 .arg(cooldown)
                 .arg(max_cooldown);
             inv.arg(error.chars().take(300).collect::<String>());
             inv.arg(latency_us).arg(took_ms).arg(initial);
+            inv.arg(matches!(ending, Ending::Keep(_)) as u8);
             match fleet.call::<String>("finish", &inv).await.as_deref() {
                 Ok("opened") => tracing::warn!(
                     "backend {name}: fleet circuit breaker open after {threshold} consecutive failures across the fleet ({error}); probe in {:.1}s",
@@ -390,8 +441,10 @@ impl FleetGate {
                 }
                 _ => {}
             }
-            drop(lease);
-            released.notify_waiters();
+            if let Ending::Release(lease) = ending {
+                drop(lease);
+                released.notify_waiters();
+            }
         });
     }
 
@@ -470,8 +523,34 @@ impl BackendGate for FleetGate {
         Box::pin(self.admit_fleet(now))
     }
 
-    fn keeps_idle(&self) -> bool {
-        false
+    fn keep_idle(&self, permit: &mut Permit) -> bool {
+        match permit.lease.take() {
+            Some(lease) if !lease.is_probe() && self.fleet.is_shared() => {
+                permit.kept = Some(lease.member().to_owned());
+                lock(&self.idle).push(lease);
+                true
+            }
+            lease => {
+                permit.lease = lease;
+                false
+            }
+        }
+    }
+
+    fn idle_counted(&self) -> Option<usize> {
+        Some(lock(&self.idle).len())
+    }
+
+    fn idle_left(&self, n: usize) {
+        let mut extra: Vec<Lease> = std::mem::take(&mut *lock(&self.shedding));
+        {
+            let mut idle = lock(&self.idle);
+            let keep = n.min(idle.len());
+            extra.extend(idle.drain(keep..));
+        }
+        for lease in extra {
+            self.finish(Ending::Release(lease), "abandon", String::new(), -1, 0);
+        }
     }
 
     fn spare_slot(&self) -> Option<Slot> {
@@ -491,13 +570,15 @@ impl BackendGate for FleetGate {
             Report::Abandoned => ("abandon", String::new()),
             Report::Failed { error } | Report::Unreachable { error } => ("fail", error.clone()),
         };
+        let kept = permit.kept.take();
         let fb = self.local.report(permit, report, now, mono);
-        match lease {
-            Some(lease) => self.finish(lease, outcome, error, latency_us, took_ms),
-            None => {
+        match (lease, kept) {
+            (Some(lease), _) => self.finish(Ending::Release(lease), outcome, error, latency_us, took_ms),
+            (None, Some(member)) => self.finish(Ending::Keep(member), outcome, error, latency_us, took_ms),
+            (None, None) => {
                 let _ = self.unleased.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
                 if let Some(adopted) = lock(&self.adopted).pop() {
-                    self.finish(adopted, "abandon", String::new(), -1, 0);
+                    self.finish(Ending::Release(adopted), "abandon", String::new(), -1, 0);
                 }
             }
         }
@@ -645,6 +726,22 @@ impl BackendGate for FleetGate {
             in_flight: seen.status.leases.len() as u32,
             hosts: per_host,
         })
+    }
+}
+
+/// How a delivery's lease ends: given back, or kept by its idle
+/// connection (the member of the lease now in the idle list).
+enum Ending {
+    Release(Lease),
+    Keep(String),
+}
+
+impl Ending {
+    fn member(&self) -> &str {
+        match self {
+            Ending::Release(lease) => lease.member(),
+            Ending::Keep(member) => member,
+        }
     }
 }
 

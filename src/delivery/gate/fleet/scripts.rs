@@ -32,6 +32,10 @@ pub struct Keys {
     pub limit: String,
     /// String with expiry: the limit owner's member (a lease).
     pub owner: String,
+    /// Sorted set: host → until when it waits for a slot (Redis ms): an
+    /// idle connection's lease that has had its turn goes to a waiting
+    /// host.
+    pub wanted: String,
     /// List: latency samples from every host, `STARTED LATENCY_US
     /// IN_FLIGHT KIND` (Redis ms, µs, fleet-wide deliveries, `ok` or
     /// `over`), taken by the limit owner.
@@ -48,6 +52,7 @@ impl Keys {
             rate: format!("{tag}:rate"),
             limit: format!("{tag}:limit"),
             owner: format!("{tag}:owner"),
+            wanted: format!("{tag}:wanted"),
             samples: format!("{tag}:samples"),
         }
     }
@@ -77,16 +82,22 @@ pub const SAMPLE_CAP: usize = 2000;
 pub const SAMPLE_TTL_MS: u64 = 60_000;
 
 /// Admission: pause, breaker, free lease, rate; takes the lease when all
-/// say yes. KEYS: leases, breaker, pause, rate, limit. ARGV: member, lease
-/// ms, limit (the ceiling), rate interval ms (0: none), rate tolerance ms,
-/// initial concurrency (`0`: the limit is fixed, the shared adaptive limit
-/// is not read), then members to adopt (leases for deliveries started
-/// while Redis was unreachable, taken whatever the count so the fleet sees
-/// them).
+/// say yes. A member that still holds its lease (an idle connection's,
+/// offered again) keeps it without being counted twice, unless the fleet
+/// holds more leases than its limit now allows, or the lease has had its
+/// turn and another host waits for a slot: then the host is told to give
+/// it back (`shed`), which it does once its connection is closed. A host refused for want of a slot is noted
+/// as waiting for a second. KEYS: leases, breaker, pause, rate, limit,
+/// wanted. ARGV: member (`HOST|nonce`), lease ms, limit (the ceiling),
+/// rate interval ms (0: none), rate tolerance ms, initial concurrency
+/// (`0`: the limit is fixed, the shared adaptive limit is not read), turn
+/// over (`1`: an offered lease has had its turn), then members to adopt
+/// (leases for deliveries started while Redis was unreachable, taken
+/// whatever the count so the fleet sees them).
 const ADMIT: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local lease_ms = tonumber(ARGV[2])
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   redis.call('ZADD', KEYS[1], now + lease_ms, ARGV[i])
 end
 local p = redis.call('GET', KEYS[3])
@@ -109,7 +120,25 @@ if initial > 0 then
   local shared = tonumber(redis.call('GET', KEYS[5]) or initial)
   if shared < limit then limit = math.max(shared, 1) end
 end
-if redis.call('ZCARD', KEYS[1]) >= limit then return {'slot', 0, ''} end
+local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local count = redis.call('ZCARD', KEYS[1])
+local host = string.match(ARGV[1], '^(.*)|') or ARGV[1]
+if held then
+  local other = false
+  if ARGV[7] == '1' and KEYS[6] then
+    for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], now, '+inf', 'LIMIT', 0, 2)) do
+      if h ~= host then other = true end
+    end
+  end
+  if count > limit or other then return {'shed', 0, ''} end
+elseif count >= limit then
+  if KEYS[6] then
+    redis.call('ZADD', KEYS[6], now + 1000, host)
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+    redis.call('PEXPIRE', KEYS[6], 2000)
+  end
+  return {'slot', 0, ''}
+end
 local interval = tonumber(ARGV[4])
 if interval > 0 then
   local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -132,10 +161,11 @@ return {'go', 0, ''}
 /// `fail`, `abandon`), failure threshold, cool-down ms, longest cool-down
 /// ms, error, then latency µs (`-1`: no sample), the delivery's duration
 /// ms, initial concurrency (`0`: fixed limit, no samples; the limit
-/// restarts there when the breaker closes).
+/// restarts there when the breaker closes), keep (`1`: the lease stays
+/// with the delivery's idle connection; absent or `0`: given back).
 const FINISH: &str = r#"
 local in_flight = math.max(redis.call('ZCARD', KEYS[1]), 1)
-redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[10] ~= '1' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 local initial = tonumber(ARGV[9] or '0')
 if initial > 0 then
   local kind = nil
@@ -310,6 +340,10 @@ pub enum Verdict {
     Probe,
     /// Every lease of the fleet is taken.
     Slot,
+    /// The idle connection's lease offered again must go back (after its
+    /// connection closes): the fleet holds more than its limit now allows,
+    /// or another host waits.
+    Shed,
     /// Another host's probe is running.
     ProbeWait,
     /// The rate allows the next start in this many ms.
@@ -328,6 +362,7 @@ impl FromRedisValue for Verdict {
             "go" => Verdict::Go,
             "probe" => Verdict::Probe,
             "slot" => Verdict::Slot,
+            "shed" => Verdict::Shed,
             "probe_wait" => Verdict::ProbeWait,
             "rate" => Verdict::Rate(ms_u),
             "paused" => Verdict::Paused((ms >= 0).then_some(ms_u)),

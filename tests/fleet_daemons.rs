@@ -240,6 +240,42 @@ async fn idle_connections_carry_the_next_mail_and_hold_their_leases_until_closed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_busy_on_its_idle_connection_hands_the_slot_to_a_waiting_host() {
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    b.set_mode(Mode::Slow { base: Duration::from_millis(100), capacity: 100, overload_at: None }).await;
+    // One slot for the fleet: mx1's backlog would keep it on its idle
+    // connection to the end, but its turn is over after a heartbeat
+    // (200 ms) once mx2 waits.
+    let hosts =
+        fleet(&redis, &b, "lmtp_destination_concurrency_limit = 1\ninitial_destination_concurrency = 1\n");
+    // A backlog on mx1: held by its own pause while it is sent (a backend
+    // is known to a host once it had mail for it).
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    let first = send_to_all(&hosts[..1], "first", 1).await;
+    wait_until("first delivered", Duration::from_secs(30), || all_delivered(&b, &first), || logs(&hosts));
+    assert!(hosts[0].0.sluice(&["backend", "pause", "--local", &name]).status.success());
+    let backlog = send_to_all(&hosts[..1], "backlog", 30).await;
+    assert!(hosts[0].0.sluice(&["backend", "resume", "--local", &name]).status.success());
+    wait_until(
+        "mx1 is delivering its backlog",
+        Duration::from_secs(30),
+        || backlog.iter().any(|s| subjects(&b).contains(s)),
+        || logs(&hosts),
+    );
+    let waiting = send_to_all(&hosts[1..2], "waiting", 1).await;
+    wait_until("mx2's message", Duration::from_secs(30), || all_delivered(&b, &waiting), || logs(&hosts));
+    let got = subjects(&b);
+    let left = backlog.iter().filter(|s| !got.contains(*s)).count();
+    assert!(left >= 5, "mx2 waited for mx1's backlog ({left} left)\n{}", logs(&hosts));
+    wait_until("the backlog", Duration::from_secs(60), || all_delivered(&b, &backlog), || logs(&hosts));
+    assert_eq!(b.peak_connections(), 1, "one slot, one connection");
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_breaker_opened_by_the_fleet_stops_every_host_and_recovery_wakes_them() {
     let redis = Redis::start();
     let b = Backend::start(Proto::Lmtp).await;

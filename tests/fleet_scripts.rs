@@ -40,6 +40,9 @@ struct Ask {
 
 const PLAIN: Ask = Ask { limit: 2, interval: 0, tolerance: 0, lease_ms: 10_000 };
 
+/// A kept lease's finish under PLAIN's limit, its turn not over.
+const KEPT: Option<(u32, bool)> = Some((2, false));
+
 impl Fixture {
     /// Admission with a fixed limit (the shared adaptive one not read).
     async fn admit(&mut self, k: &Keys, member: &str, a: Ask) -> Verdict {
@@ -109,10 +112,11 @@ impl Fixture {
         latency_us: i64,
         initial: u32,
     ) -> String {
-        self.finish_with(k, member, outcome, latency_us, initial, false).await
+        self.finish_with(k, member, outcome, latency_us, initial, None).await
     }
 
-    /// Ends a delivery; `keep`: its lease stays with its idle connection.
+    /// Ends a delivery; `kept`: its lease stays with its idle connection
+    /// (the ceiling, and whether the lease has had its turn).
     async fn finish_with(
         &mut self,
         k: &Keys,
@@ -120,14 +124,13 @@ impl Fixture {
         outcome: &str,
         latency_us: i64,
         initial: u32,
-        keep: bool,
+        kept: Option<(u32, bool)>,
     ) -> String {
-        self.scripts
-            .finish
-            .key(&k.leases)
-            .key(&k.breaker)
+        let mut inv = self.scripts.finish.key(&k.leases);
+        inv.key(&k.breaker)
             .key(&k.samples)
             .key(&k.limit)
+            .key(&k.wanted)
             .arg(member)
             .arg(outcome)
             .arg(2)
@@ -136,11 +139,12 @@ impl Fixture {
             .arg("421 4.3.2 too busy")
             .arg(latency_us)
             .arg(50)
-            .arg(initial)
-            .arg(keep as u8)
-            .invoke_async(&mut self.conn)
-            .await
-            .unwrap()
+            .arg(initial);
+        match kept {
+            Some((ceiling, turn_over)) => inv.arg(1).arg(ceiling).arg(turn_over as u8),
+            None => inv.arg(0),
+        };
+        inv.invoke_async(&mut self.conn).await.unwrap()
     }
 
     /// Renews `members`' leases; how many it set.
@@ -452,15 +456,15 @@ async fn an_idle_connections_lease_stays_counted_and_is_offered_again() {
     assert_eq!(f.admit(&k, "mx1|a", PLAIN).await, Verdict::Go);
     assert_eq!(f.admit(&k, "mx1|b", PLAIN).await, Verdict::Go);
     // a's delivery ends; its connection stays open, idle, with the lease.
-    assert_eq!(f.finish_with(&k, "mx1|a", "ok", -1, 0, true).await, "ok");
+    assert_eq!(f.finish_with(&k, "mx1|a", "ok", -1, 0, KEPT).await, "ok");
     assert_eq!(f.status(&k).await.leases.len(), 2, "the idle connection is still counted");
     assert_eq!(f.admit(&k, "mx2|c", PLAIN).await, Verdict::Slot);
     // Offered again, it goes through without being counted twice.
     assert_eq!(f.admit_offered(&k, "mx1|a", PLAIN, 0, false).await, Verdict::Go);
     assert_eq!(f.status(&k).await.leases.len(), 2);
     // Failures reported with the lease kept still open the breaker.
-    assert_eq!(f.finish_with(&k, "mx1|a", "fail", -1, 0, true).await, "failed");
-    assert_eq!(f.finish_with(&k, "mx1|b", "fail", -1, 0, true).await, "opened");
+    assert_eq!(f.finish_with(&k, "mx1|a", "fail", -1, 0, KEPT).await, "failed");
+    assert_eq!(f.finish_with(&k, "mx1|b", "fail", -1, 0, KEPT).await, "opened");
     assert_eq!(f.status(&k).await.leases.len(), 2, "kept leases stay through failures");
     // A lease given back (keep 0) leaves the set.
     f.finish(&k, "mx1|b", "abandon").await;
@@ -495,4 +499,27 @@ async fn an_idle_lease_is_taken_back_below_the_limit_or_after_its_turn_when_a_ho
     // lease is not taken back for its own wait.
     assert_eq!(f.admit(&k, "mx2|d", one).await, Verdict::Slot);
     assert_eq!(f.admit_offered(&k, "mx2|c", one, 0, true).await, Verdict::Go);
+}
+
+#[tokio::test]
+async fn a_kept_leases_finish_says_when_the_fleet_wants_it_back() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    assert_eq!(f.admit(&k, "mx1|a", PLAIN).await, Verdict::Go);
+    assert_eq!(f.admit(&k, "mx1|b", PLAIN).await, Verdict::Go);
+    assert_eq!(f.finish_with(&k, "mx1|a", "ok", -1, 0, KEPT).await, "ok");
+    // The limit fell to 1 with two held: the kept one must go back, and
+    // stays counted until the host gives it back.
+    assert_eq!(f.finish_with(&k, "mx1|a", "ok", -1, 0, Some((1, false))).await, "shed");
+    assert_eq!(f.status(&k).await.leases.len(), 2);
+    f.finish(&k, "mx1|a", "abandon").await;
+    // Another host waits: before the turn is over the lease stays; after
+    // it, it must go back; a wait of this host's own does not count.
+    assert_eq!(f.admit(&k, "mx2|c", Ask { limit: 1, ..PLAIN }).await, Verdict::Slot);
+    assert_eq!(f.finish_with(&k, "mx1|b", "ok", -1, 0, KEPT).await, "ok");
+    assert_eq!(f.finish_with(&k, "mx1|b", "ok", -1, 0, Some((2, true))).await, "shed");
+    let k2 = Keys::new("t", "lmtp:[other]:24");
+    assert_eq!(f.admit(&k2, "mx1|x", Ask { limit: 1, ..PLAIN }).await, Verdict::Go);
+    assert_eq!(f.admit(&k2, "mx1|y", Ask { limit: 1, ..PLAIN }).await, Verdict::Slot);
+    assert_eq!(f.finish_with(&k2, "mx1|x", "ok", -1, 0, Some((1, true))).await, "ok");
 }

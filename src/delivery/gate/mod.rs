@@ -87,7 +87,7 @@ pub struct Permit {
     /// In fleet mode, the member of the lease this delivery handed to its
     /// idle connection ([`BackendGate::keep_idle`]): its result is still
     /// reported to the fleet, its slot stays taken.
-    kept: Option<String>,
+    kept: Option<(String, bool)>,
 }
 
 impl Permit {

@@ -32,8 +32,9 @@
 //!   (telling them apart needs a field in the queue's backend record);
 //!   pause a drained host again with `--local` after restarting it.
 //!
-//! So a delivery costs one round trip to start (admission) and one to end
-//! (finish, sent after the result is recorded locally, never waited for);
+//! So a delivery costs one round trip to start (admission; none on an
+//! idle connection, see below) and one to end (finish, sent after the
+//! result is recorded locally, never waited for);
 //! renewals are one call per backend per third of the lease time. While
 //! every slot of the fleet is taken, a waiting dispatcher asks again when a
 //! slot comes back on this host or after [`POLL`].
@@ -59,25 +60,29 @@
 //! ## Idle connections hold their lease
 //! The backend counts an open connection whether it is busy or idle, so
 //! the fleet does too: a delivery whose connection goes idle in the pool
-//! hands it its lease ([`BackendGate::keep_idle`]; the finish script then
-//! feeds the breaker and the samples but keeps the slot), the next
-//! admission on this host offers that lease again (the admission script
-//! lets a member that still holds its slot through without counting it
-//! twice, or takes it back when the fleet's limit has fallen below the
-//! slots held, or when the lease has had its turn, one heartbeat
-//! interval, and another host waits for a slot; the dispatcher then
-//! closes that connection), and the
-//! leases of idle connections the dispatcher closes go back
-//! ([`BackendGate::idle_left`]). A delivery on an idle connection thus
-//! costs no connection set-up and no more round trips than before.
-//! Without a lease (Redis unreachable, or the breaker's probe) a
-//! connection is not kept.
+//! hands it its lease ([`BackendGate::keep_idle`]); the finish script then
+//! feeds the breaker and the samples but keeps the slot. The next delivery
+//! on this host takes that lease with the idle connection, without asking
+//! Redis when the count is all Redis would check (no fleet rate, no
+//! breaker open or pause seen by the watcher, no adoption due); otherwise
+//! the admission script lets the member through without counting it
+//! twice. Either script answers `shed` when the fleet wants the lease
+//! back: it holds more leases than its (fallen) limit allows, or the lease
+//! has had its turn (one heartbeat interval) and another host waits for a
+//! slot (hosts refused a slot are noted for a second), so a host with a
+//! backlog does not keep the fleet's slots to itself. A lease wanted back
+//! is given back only once the dispatcher has closed its connection with
+//! `QUIT` ([`BackendGate::idle_counted`], [`BackendGate::idle_left`]):
+//! the backend has then counted it closed before another host may open
+//! one in its place. Without a lease (Redis unreachable, or the breaker's
+//! probe) a connection is not kept.
 //!
 //! Owns the mapping between the gate contract and the fleet's scripts.
 //! Never blocks on Redis longer than `sluice_fleet_call_timeout`, and never
 //! loses, bounces or holds mail because Redis is gone: the worst it does is
 //! run on the local share.
 
+mod admission;
 mod client;
 pub mod scripts;
 mod share;
@@ -94,11 +99,10 @@ use sluice_queue::{BackendRecord, BreakerPosition, QueueId, UnixMillis};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use self::scripts::{Keys, Status, Verdict, lease_host};
+use self::admission::Ending;
+use self::scripts::{Keys, Status, lease_host};
 use super::slots::Slot;
-use super::{
-    Admission, BackendGate, ConnectProbe, Feedback, FleetView, Gate, PAUSE_RECHECK, Permit, Report, Snapshot,
-};
+use super::{Admission, BackendGate, ConnectProbe, Feedback, FleetView, Gate, Permit, Report, Snapshot};
 use crate::clock;
 use crate::delivery::settings::BackendSettings;
 
@@ -157,6 +161,9 @@ pub struct FleetGate {
     /// closed an idle connection for each (`idle_left`), so the backend
     /// never sees more connections than the fleet counts.
     shedding: Mutex<Vec<Lease>>,
+    /// How many idle connections' leases the finish script asked back
+    /// (the fleet's limit fell, or another host waits after their turn).
+    shed_due: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for FleetGate {
@@ -200,6 +207,7 @@ impl FleetGate {
             held_here: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
             shedding: Mutex::new(Vec::new()),
+            shed_due: Arc::new(AtomicU32::new(0)),
         });
         tokio::spawn(watch(Arc::downgrade(&gate), apply));
         tokio::spawn(steer::steer(Arc::downgrade(&gate), gate.fleet.new_member()));
@@ -275,177 +283,6 @@ impl FleetGate {
             }
         }
         *mode = want;
-    }
-
-    async fn admit_fleet(&self, now: UnixMillis) -> Admission {
-        self.follow();
-        let local = self.local.admit(now);
-        let Admission::Go(mut permit) = local else { return local };
-        if !self.fleet.is_shared() {
-            self.unleased.fetch_add(1, Ordering::AcqRel);
-            return Admission::Go(permit);
-        }
-        let s = self.configured();
-        // An idle connection's lease, offered again: the dispatcher hands
-        // this delivery an idle connection with the permit.
-        let reuse = lock(&self.idle).pop();
-        let member = reuse.as_ref().map_or_else(|| self.fleet.new_member(), |l| l.member().to_owned());
-        let adopt: Vec<String> = if std::mem::take(&mut *lock(&self.adopt_due)) {
-            (0..self.unleased.load(Ordering::Acquire)).map(|_| self.fleet.new_member()).collect()
-        } else {
-            Vec::new()
-        };
-        let (interval, tolerance) = share::gcra(&s);
-        let lease_ms = self.fleet.settings().lease_time.as_millis() as u64;
-        let mut inv = self.fleet.scripts.admit.key(&self.keys.leases);
-        inv.key(&self.keys.breaker).key(&self.keys.pause).key(&self.keys.rate).key(&self.keys.limit);
-        inv.key(&self.keys.wanted);
-        inv.arg(&member).arg(lease_ms).arg(s.concurrency_limit).arg(interval).arg(tolerance);
-        // An idle connection's lease has had its turn after one heartbeat
-        // interval: it then goes to another host waiting for a slot, so a
-        // host with a backlog does not keep the fleet's slots to itself.
-        let turn_over = reuse.as_ref().is_some_and(|l| l.held_for() >= self.fleet.settings().heartbeat);
-        inv.arg(initial(&s)).arg(turn_over as u8);
-        for m in &adopt {
-            inv.arg(m);
-        }
-        let verdict = self.fleet.call::<Verdict>("admit", &inv).await;
-        if verdict.is_ok() && !adopt.is_empty() {
-            let mut adopted = lock(&self.adopted);
-            adopted.extend(adopt.into_iter().map(|m| Lease::held(&self.fleet, &self.keys.leases, m, false)));
-        } else if !adopt.is_empty() {
-            *lock(&self.adopt_due) = true;
-        }
-        let give_back = |permit: Permit| {
-            self.local.report(permit, Report::Abandoned, now, clock::instant());
-        };
-        let reuse = match (reuse, &verdict) {
-            (Some(lease), Ok(Verdict::Shed)) => {
-                // The fleet wants it back: the dispatcher closes the idle
-                // connection it stood for (it is no longer in
-                // `idle_counted`), then `idle_left` gives it back.
-                lock(&self.shedding).push(lease);
-                None
-            }
-            (Some(lease), Ok(Verdict::Go | Verdict::Probe)) => Some(lease),
-            (Some(lease), _) => {
-                lock(&self.idle).push(lease);
-                None
-            }
-            (None, _) => None,
-        };
-        match verdict {
-            Ok(Verdict::Go) | Ok(Verdict::Probe) => {
-                let probe = matches!(verdict, Ok(Verdict::Probe));
-                if probe {
-                    tracing::info!(
-                        "backend {}: fleet circuit breaker half-open, this host sends the probe",
-                        self.name
-                    );
-                }
-                permit.lease = Some(match reuse {
-                    Some(lease) => lease.probing(probe),
-                    None => Lease::held(&self.fleet, &self.keys.leases, member, probe),
-                });
-                Admission::Go(permit)
-            }
-            Ok(Verdict::Slot | Verdict::Shed) => {
-                give_back(permit);
-                Admission::WaitSlot
-            }
-            Ok(Verdict::ProbeWait) => {
-                give_back(permit);
-                Admission::WaitProbe
-            }
-            Ok(Verdict::Rate(ms)) => {
-                give_back(permit);
-                Admission::WaitRate(Duration::from_millis(ms.max(1)))
-            }
-            Ok(Verdict::Paused(ms)) => {
-                give_back(permit);
-                let until = now + ms.unwrap_or(PAUSE_RECHECK.as_millis() as u64);
-                let mut seen = lock(&self.seen);
-                seen.status.paused = Some(ms);
-                seen.at = now;
-                Admission::Postpone { until, reason: "delivery paused by administrator".into() }
-            }
-            Ok(Verdict::Open(ms, error)) => {
-                give_back(permit);
-                let mut seen = lock(&self.seen);
-                seen.status.open = true;
-                seen.status.probe_in = Some(ms);
-                seen.at = now;
-                let reason = if error.is_empty() {
-                    "delivery temporarily suspended".to_owned()
-                } else {
-                    format!("delivery temporarily suspended: {error}")
-                };
-                Admission::Postpone { until: now + ms, reason }
-            }
-            Err(_) => {
-                // Redis is now marked unreachable: this delivery goes on
-                // the local share, and so do the next ones.
-                self.follow();
-                self.unleased.fetch_add(1, Ordering::AcqRel);
-                Admission::Go(permit)
-            }
-        }
-    }
-
-    /// Gives a lease back in Redis and feeds the fleet breaker, off the
-    /// caller's path.
-    /// `latency_us` is the sample for the fleet's limit (`-1`: none),
-    /// `took_ms` the delivery's duration.
-    fn finish(&self, ending: Ending, outcome: &'static str, error: String, latency_us: i64, took_ms: u64) {
-        if let Ending::Release(lease) = &ending {
-            // Not renewed from here on (a renewal adds a missing lease
-            // again), before the finish call is even queued.
-            self.fleet.forget(&self.keys.leases, lease.member());
-        }
-        let s = self.configured();
-        let fleet = Arc::clone(&self.fleet);
-        let keys = self.keys.clone();
-        let name = self.name.clone();
-        let threshold = s.failure_threshold.max(1).saturating_mul(s.failed_cohort_limit.max(1));
-        let cooldown = s.cooldown.as_millis() as u64;
-        let max_cooldown = s.max_cooldown.as_millis().max(s.cooldown.as_millis()) as u64;
-        let released = Arc::clone(&self.released);
-        let initial = initial(&s);
-        tokio::spawn(async move {
-            if !fleet.is_shared() {
-                // Not sent to a Redis known gone: the lease expires.
-                return;
-            }
-            let mut inv = fleet.scripts.finish.key(&keys.leases);
-            inv.key(&keys.breaker)
-                .key(&keys.samples)
-                .key(&keys.limit)
-                .arg(ending.member())
-                .arg(outcome)
-                .arg(threshold)
-                .arg(cooldown)
-                .arg(max_cooldown);
-            inv.arg(error.chars().take(300).collect::<String>());
-            inv.arg(latency_us).arg(took_ms).arg(initial);
-            inv.arg(matches!(ending, Ending::Keep(_)) as u8);
-            match fleet.call::<String>("finish", &inv).await.as_deref() {
-                Ok("opened") => tracing::warn!(
-                    "backend {name}: fleet circuit breaker open after {threshold} consecutive failures across the fleet ({error}); probe in {:.1}s",
-                    cooldown as f64 / 1000.0
-                ),
-                Ok("reopened") => {
-                    tracing::warn!("backend {name}: fleet circuit breaker probe failed ({error}), open again")
-                }
-                Ok("closed") => {
-                    tracing::info!("backend {name}: fleet circuit breaker closed, probe delivered")
-                }
-                _ => {}
-            }
-            if let Ending::Release(lease) = ending {
-                drop(lease);
-                released.notify_waiters();
-            }
-        });
     }
 
     /// The fleet-wide part of the state, once per heartbeat interval.
@@ -524,33 +361,15 @@ impl BackendGate for FleetGate {
     }
 
     fn keep_idle(&self, permit: &mut Permit) -> bool {
-        match permit.lease.take() {
-            Some(lease) if !lease.is_probe() && self.fleet.is_shared() => {
-                permit.kept = Some(lease.member().to_owned());
-                lock(&self.idle).push(lease);
-                true
-            }
-            lease => {
-                permit.lease = lease;
-                false
-            }
-        }
+        self.keep_idle_lease(permit)
     }
 
     fn idle_counted(&self) -> Option<usize> {
-        Some(lock(&self.idle).len())
+        Some(self.idle_leases())
     }
 
     fn idle_left(&self, n: usize) {
-        let mut extra: Vec<Lease> = std::mem::take(&mut *lock(&self.shedding));
-        {
-            let mut idle = lock(&self.idle);
-            let keep = n.min(idle.len());
-            extra.extend(idle.drain(keep..));
-        }
-        for lease in extra {
-            self.finish(Ending::Release(lease), "abandon", String::new(), -1, 0);
-        }
+        self.idle_leases_left(n)
     }
 
     fn spare_slot(&self) -> Option<Slot> {
@@ -574,7 +393,9 @@ impl BackendGate for FleetGate {
         let fb = self.local.report(permit, report, now, mono);
         match (lease, kept) {
             (Some(lease), _) => self.finish(Ending::Release(lease), outcome, error, latency_us, took_ms),
-            (None, Some(member)) => self.finish(Ending::Keep(member), outcome, error, latency_us, took_ms),
+            (None, Some((member, turn_over))) => {
+                self.finish(Ending::Keep(member, turn_over), outcome, error, latency_us, took_ms)
+            }
             (None, None) => {
                 let _ = self.unleased.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
                 if let Some(adopted) = lock(&self.adopted).pop() {
@@ -726,22 +547,6 @@ impl BackendGate for FleetGate {
             in_flight: seen.status.leases.len() as u32,
             hosts: per_host,
         })
-    }
-}
-
-/// How a delivery's lease ends: given back, or kept by its idle
-/// connection (the member of the lease now in the idle list).
-enum Ending {
-    Release(Lease),
-    Keep(String),
-}
-
-impl Ending {
-    fn member(&self) -> &str {
-        match self {
-            Ending::Release(lease) => lease.member(),
-            Ending::Keep(member) => member,
-        }
     }
 }
 

@@ -66,6 +66,31 @@ pub fn hosts_key(fleet: &str) -> String {
 const NOW: &str =
     "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
+/// Shared by the scripts: the host of a lease member (`HOST|nonce`); the
+/// fleet's limit now (the ceiling, or the shared adaptive limit below it
+/// when `initial` > 0: the limit is adaptive); whether a host other than
+/// the member's waits for a slot (in the `wanted` set).
+const HELPERS: &str = r#"
+local function lease_host(member)
+  return string.match(member, '^(.*)|') or member
+end
+local function fleet_limit(ceiling, initial, limit_key)
+  if initial > 0 then
+    local shared = tonumber(redis.call('GET', limit_key) or initial)
+    if shared < ceiling then return math.max(shared, 1) end
+  end
+  return ceiling
+end
+local function other_waiting(member, wanted_key)
+  if not wanted_key then return false end
+  local host = lease_host(member)
+  for _, h in ipairs(redis.call('ZRANGEBYSCORE', wanted_key, now, '+inf', 'LIMIT', 0, 2)) do
+    if h ~= host then return true end
+  end
+  return false
+end
+"#;
+
 /// The most samples kept waiting for the limit owner (the newest win).
 /// It bounds the owner's reply (about 30 bytes a sample) when the owner is
 /// gone and samples pile up until another takes over. Not a setting: an
@@ -114,26 +139,16 @@ if b[1] == 'open' then
   if b[3] and redis.call('ZSCORE', KEYS[1], b[3]) then return {'probe_wait', 0, ''} end
   probe = true
 end
-local limit = tonumber(ARGV[3])
-local initial = tonumber(ARGV[6] or '0')
-if initial > 0 then
-  local shared = tonumber(redis.call('GET', KEYS[5]) or initial)
-  if shared < limit then limit = math.max(shared, 1) end
-end
+local limit = fleet_limit(tonumber(ARGV[3]), tonumber(ARGV[6] or '0'), KEYS[5])
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local count = redis.call('ZCARD', KEYS[1])
-local host = string.match(ARGV[1], '^(.*)|') or ARGV[1]
 if held then
-  local other = false
-  if ARGV[7] == '1' and KEYS[6] then
-    for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], now, '+inf', 'LIMIT', 0, 2)) do
-      if h ~= host then other = true end
-    end
+  if count > limit or (ARGV[7] == '1' and other_waiting(ARGV[1], KEYS[6])) then
+    return {'shed', 0, ''}
   end
-  if count > limit or other then return {'shed', 0, ''} end
 elseif count >= limit then
   if KEYS[6] then
-    redis.call('ZADD', KEYS[6], now + 1000, host)
+    redis.call('ZADD', KEYS[6], now + 1000, lease_host(ARGV[1]))
     redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
     redis.call('PEXPIRE', KEYS[6], 2000)
   end
@@ -162,11 +177,24 @@ return {'go', 0, ''}
 /// ms, error, then latency µs (`-1`: no sample), the delivery's duration
 /// ms, initial concurrency (`0`: fixed limit, no samples; the limit
 /// restarts there when the breaker closes), keep (`1`: the lease stays
-/// with the delivery's idle connection; absent or `0`: given back).
+/// with the delivery's idle connection; absent or `0`: given back), then,
+/// when kept, the ceiling and turn over (`1`: the lease has had its turn).
+/// KEYS also: wanted. A kept lease's finish answers `shed` instead of `ok`
+/// when the fleet wants it back, as the admission script would: more
+/// leases held than the limit allows, or its turn over and another host
+/// waiting (the host gives it back once its connection is closed).
 const FINISH: &str = r#"
 local in_flight = math.max(redis.call('ZCARD', KEYS[1]), 1)
-if ARGV[10] ~= '1' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 local initial = tonumber(ARGV[9] or '0')
+local ok = 'ok'
+if ARGV[10] ~= '1' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+elseif ARGV[11] then
+  local limit = fleet_limit(tonumber(ARGV[11]), initial, KEYS[4])
+  if redis.call('ZCARD', KEYS[1]) > limit or (ARGV[12] == '1' and other_waiting(ARGV[1], KEYS[5])) then
+    ok = 'shed'
+  end
+end
 if initial > 0 then
   local kind = nil
   if ARGV[2] == 'ok' and tonumber(ARGV[7]) >= 0 then kind = 'ok' end
@@ -190,11 +218,11 @@ if outcome == 'ok' then
     return 'closed'
   end
   if b[1] ~= 'open' then redis.call('HSET', KEYS[2], 'failures', 0) end
-  return 'ok'
+  return ok
 end
 if outcome == 'abandon' then
   if is_probe then redis.call('HDEL', KEYS[2], 'probe') end
-  return 'ok'
+  return ok
 end
 redis.call('HSET', KEYS[2], 'error', ARGV[6])
 if is_probe then
@@ -204,7 +232,7 @@ if is_probe then
   redis.call('HDEL', KEYS[2], 'probe')
   return 'reopened'
 end
-if outcome == 'overload' or b[1] == 'open' then return 'ok' end
+if outcome == 'overload' or b[1] == 'open' then return ok end
 local f = redis.call('HINCRBY', KEYS[2], 'failures', 1)
 if f >= tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[2], 'state', 'open', 'probe_at', now + tonumber(ARGV[4]), 'opens', 1)
@@ -317,7 +345,7 @@ impl Default for Scripts {
             let body = body
                 .replace("SAMPLE_CAP", &SAMPLE_CAP.to_string())
                 .replace("SAMPLE_TTL_MS", &SAMPLE_TTL_MS.to_string());
-            Script::new(&format!("{NOW}{body}"))
+            Script::new(&format!("{NOW}{HELPERS}{body}"))
         };
         Scripts {
             admit: s(ADMIT),

@@ -193,8 +193,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// message from another recipient of the same one.
 fn next_instance() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // The process ID once: `std::process::id()` is a `getpid` system call
+    // each time, and this runs on every MAIL.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{:x}.{:x}.{n:x}", std::process::id(), crate::clock::unix_millis())
+    format!("{:x}.{:x}.{n:x}", PID.get_or_init(std::process::id), crate::clock::unix_millis())
 }
 
 /// Whether a mail domain exists for `reject_unknown_sender_domain` (or a

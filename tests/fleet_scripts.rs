@@ -523,3 +523,48 @@ async fn a_kept_leases_finish_says_when_the_fleet_wants_it_back() {
     assert_eq!(f.admit(&k2, "mx1|y", Ask { limit: 1, ..PLAIN }).await, Verdict::Slot);
     assert_eq!(f.finish_with(&k2, "mx1|x", "ok", -1, 0, Some((1, true))).await, "ok");
 }
+
+#[tokio::test]
+async fn kept_leases_successes_go_in_one_call_that_says_which_to_give_back() {
+    let mut f = fixture().await;
+    let k = Keys::new("t", "lmtp:[mbx]:24");
+    for m in ["mx1|a", "mx1|b", "mx2|c"] {
+        assert_eq!(f.admit_adaptive(&k, m, Ask { limit: 3, ..PLAIN }, 3).await, Verdict::Go);
+    }
+    // A failure counted before: the successes reset the count.
+    assert_eq!(f.finish_with(&k, "mx2|c", "fail", -1, 3, Some((3, false))).await, "failed");
+    // Three successes in one call, their samples for the limit owner; the
+    // fleet's limit (shared, 2) is one below the three held: one lease
+    // goes back, and the others stay.
+    let _: () = redis::cmd("SET").arg(&k.limit).arg(2).query_async(&mut f.conn).await.unwrap();
+    let kept =
+        |member: &'static str, turn: u8| [member.to_owned(), "1500".into(), "20".into(), turn.to_string()];
+    let mut inv = f.scripts.finish_kept.key(&k.leases);
+    inv.key(&k.breaker).key(&k.samples).key(&k.limit).key(&k.wanted).arg(3).arg(3);
+    for m in ["mx1|a", "mx1|b"] {
+        inv.arg(&kept(m, 0));
+    }
+    let shed: Vec<String> = inv.invoke_async(&mut f.conn).await.unwrap();
+    assert_eq!(shed, ["mx1|a"]);
+    assert_eq!(f.status(&k).await.leases.len(), 3, "counted until the host gives them back");
+    let samples: Vec<String> =
+        redis::cmd("LRANGE").arg(&k.samples).arg(0).arg(-1).query_async(&mut f.conn).await.unwrap();
+    // After the failure's own sample (`over`).
+    assert_eq!(samples.len(), 3, "{samples:?}");
+    assert!(
+        samples[0].ends_with(" over") && samples[1..].iter().all(|s| s.ends_with(" 1500 3 ok")),
+        "{samples:?}"
+    );
+    let failures: Option<i64> =
+        redis::cmd("HGET").arg(&k.breaker).arg("failures").query_async(&mut f.conn).await.unwrap();
+    assert_eq!(failures, Some(0));
+    // Within the limit now; another host waits: only a lease whose turn
+    // is over goes back.
+    f.finish(&k, "mx1|a", "abandon").await;
+    assert_eq!(f.admit(&k, "mx3|d", Ask { limit: 2, ..PLAIN }).await, Verdict::Slot);
+    let mut inv = f.scripts.finish_kept.key(&k.leases);
+    inv.key(&k.breaker).key(&k.samples).key(&k.limit).key(&k.wanted).arg(3).arg(3);
+    inv.arg(&kept("mx1|b", 0)).arg(&kept("mx2|c", 1));
+    let shed: Vec<String> = inv.invoke_async(&mut f.conn).await.unwrap();
+    assert_eq!(shed, ["mx2|c"]);
+}

@@ -202,11 +202,11 @@ fn redis_commands(redis: &Redis) -> (u64, u64) {
 
 /// One host delivering `n` queued messages to `port`: seconds from start
 /// to an empty queue.
-async fn drain_one(n: usize, port: u16, redis: Option<(&str, &str)>) -> f64 {
+async fn drain_one(n: usize, port: u16, fixed: Option<usize>, redis: Option<(&str, &str)>) -> f64 {
     let dir = tempfile::Builder::new().prefix("sluice-fleet-cost-").tempdir().expect("temp dir");
     let queue = host_queue(dir.path(), &shapes::fleet(), "cost", 0..n).await;
     let start = sluice::clock::instant();
-    let host = start_host(dir, queue, &main_cf(1, port, None, redis)).await;
+    let host = start_host(dir, queue, &main_cf(1, port, fixed, redis)).await;
     while host.queue.stats().await.messages > 0 && start.elapsed() < DRAIN_CAP {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -216,10 +216,13 @@ async fn drain_one(n: usize, port: u16, redis: Option<(&str, &str)>) -> f64 {
     took
 }
 
-/// `overload fleet-cost [--messages N] [--rounds R]`: one host with and
-/// without fleet mode, alternating R times (3), N messages each (10000).
+/// `overload fleet-cost [--messages N] [--rounds R] [--fixed K]`: one host
+/// with and without fleet mode, alternating R times (3), N messages each
+/// (10000); with `--fixed`, at a fixed concurrency limit K (the default:
+/// the adaptive limit).
 pub async fn main_cost(args: &[String]) {
     let n: usize = shapes::flag(args, "--messages").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let fixed: Option<usize> = shapes::flag(args, "--fixed").and_then(|v| v.parse().ok());
     let rounds: usize = shapes::flag(args, "--rounds").and_then(|v| v.parse().ok()).unwrap_or(3);
     let b = Backend::start(Proto::Lmtp).await;
     b.set_mode(Mode::Normal).await;
@@ -227,10 +230,10 @@ pub async fn main_cost(args: &[String]) {
     let url = redis.url();
     let (mut local, mut fleet, mut trips, mut calls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
-        local.push(n as f64 / drain_one(n, b.port(), None).await);
+        local.push(n as f64 / drain_one(n, b.port(), fixed, None).await);
         let before = redis_commands(&redis);
         let name = format!("cost{r}");
-        fleet.push(n as f64 / drain_one(n, b.port(), Some((url.as_str(), name.as_str()))).await);
+        fleet.push(n as f64 / drain_one(n, b.port(), fixed, Some((url.as_str(), name.as_str()))).await);
         let after = redis_commands(&redis);
         trips.push((after.0 - before.0) as f64 / n as f64);
         calls.push((after.1 - before.1) as f64 / n as f64);
@@ -248,8 +251,9 @@ pub async fn main_cost(args: &[String]) {
         v[v.len() / 2]
     };
     let (l, f, t, c) = (median(&mut local), median(&mut fleet), median(&mut trips), median(&mut calls));
+    let limit = fixed.map_or_else(|| "adaptive limit".to_owned(), |k| format!("fixed limit {k}"));
     println!(
-        "fleet mode's cost on one host ({n} queued messages to a backend that answers at once, median of {rounds})"
+        "fleet mode's cost on one host ({n} queued messages to a backend that answers at once, {limit}, median of {rounds})"
     );
     println!("  without fleet mode: {l:.0} msg/s");
     println!("  with fleet mode:    {f:.0} msg/s ({:+.1} %)", 100.0 * (f - l) / l);

@@ -186,6 +186,7 @@ impl Backend {
                 return;
             }
             if lock(&self.jobs).queue.is_empty() {
+                self.close_quiet().await;
                 self.close_idle(false).await;
                 self.connect_probe();
                 if let Some(id) = self.gate.probe_candidate(clock::unix_millis()) {
@@ -228,7 +229,7 @@ impl Backend {
                         {
                             let pool = lock(&self.pool);
                             if !pool.is_empty() {
-                                self.gate.keep_idle(&mut permit);
+                                self.gate.keep_idle(&mut permit, true);
                             }
                         }
                         let fb = self.gate.report(permit, Report::Abandoned, now, clock::instant());
@@ -441,9 +442,13 @@ impl Backend {
     /// caller still holds its slot.
     async fn keep(&self, s: Connection, permit: &mut Permit) {
         let snap = self.gate.snapshot();
+        let waiting = lock(&self.jobs).queue.len();
         let refused = {
             let mut pool = lock(&self.pool);
-            if pool.len() + (snap.in_flight as usize) <= snap.limit as usize && self.gate.keep_idle(permit) {
+            let wanted = waiting > pool.len();
+            if pool.len() + (snap.in_flight as usize) <= snap.limit as usize
+                && self.gate.keep_idle(permit, wanted)
+            {
                 pool.push(s);
                 None
             } else {

@@ -124,4 +124,22 @@ impl Backend {
         let pool = lock(&self.pool);
         self.gate.idle_left(pool.len());
     }
+
+    /// In fleet mode, with no job waiting: the idle connections close now
+    /// (with `QUIT`, as above), so their leases go back to the fleet rather
+    /// than wait out the cache time while other hosts may need the slots.
+    /// The local gate keeps its idle connections for the cache time, as
+    /// Postfix's connection cache does.
+    pub(super) async fn close_quiet(&self) {
+        if self.gate.fleet().is_none() {
+            return;
+        }
+        let idle: Vec<Connection> = lock(&self.pool).drain(..).collect();
+        if idle.is_empty() {
+            return;
+        }
+        futures::future::join_all(idle.into_iter().map(Connection::quit)).await;
+        let pool = lock(&self.pool);
+        self.gate.idle_left(pool.len());
+    }
 }

@@ -42,11 +42,16 @@ impl FleetGate {
             return Admission::WaitSlot;
         }
         // It carries the next delivery without asking Redis when the
-        // count is all Redis would check: no fleet rate, no adoption due,
-        // and no breaker open or pause seen (the watcher reads those every
+        // count is all Redis would check against a limit that does not
+        // move: a fixed limit, no fleet rate, no adoption due, and no
+        // breaker open or pause seen (the watcher reads those every
         // heartbeat). Whether it must go back comes with the finish
-        // script's answer.
-        if reuse.is_some() && interval == 0 && !*lock(&self.adopt_due) && !self.fleet_holds(now) {
+        // script's answer. An adaptive limit is steered by trying a level
+        // for one round of deliveries; the level must hold from the moment
+        // it is written, which only the admission script enforces exactly
+        // (a try measured at the old level teaches the limiter nothing).
+        let fixed = initial(&s) == 0;
+        if reuse.is_some() && fixed && interval == 0 && !*lock(&self.adopt_due) && !self.fleet_holds(now) {
             permit.lease = reuse;
             return Admission::Go(permit);
         }
@@ -165,6 +170,10 @@ impl FleetGate {
         latency_us: i64,
         took_ms: u64,
     ) {
+        if let (Ending::Keep(member, turn_over), "ok") = (&ending, outcome) {
+            self.finish_kept(Kept { member: member.clone(), latency_us, took_ms, turn_over: *turn_over });
+            return;
+        }
         if let Ending::Release(lease) = &ending {
             // Not renewed from here on (a renewal adds a missing lease
             // again), before the finish call is even queued.
@@ -303,5 +312,62 @@ impl Ending {
             Ending::Release(lease) => lease.member(),
             Ending::Keep(member, _) => member,
         }
+    }
+}
+
+/// A successful delivery whose lease stays with its idle connection,
+/// waiting to be reported with others ([`FleetGate::finish_kept`]).
+#[derive(Debug)]
+pub(super) struct Kept {
+    member: String,
+    latency_us: i64,
+    took_ms: u64,
+    turn_over: bool,
+}
+
+/// How long the successful ends of kept leases wait to be sent together:
+/// a busy host makes a hundred calls a second for them at most, instead
+/// of one per delivery. Not a setting: it delays only the limit owner's
+/// samples (it steers every 100 ms), the reset of the breaker's failure
+/// count, and a lease the fleet wants back by as much.
+pub const KEPT_BATCH: Duration = Duration::from_millis(10);
+
+impl FleetGate {
+    /// Queues a kept lease's successful end; the first one queued sends
+    /// the batch [`KEPT_BATCH`] later in one call ([`super::scripts`]'s
+    /// kept finish), whose answer says which leases to give back.
+    fn finish_kept(&self, kept: Kept) {
+        let first = {
+            let mut batch = lock(&self.kept_batch);
+            batch.push(kept);
+            batch.len() == 1
+        };
+        if !first {
+            return;
+        }
+        let s = self.configured();
+        let (ceiling, initial) = (s.concurrency_limit, initial(&s));
+        let fleet = Arc::clone(&self.fleet);
+        let keys = self.keys.clone();
+        let batch = Arc::clone(&self.kept_batch);
+        let shed_due = Arc::clone(&self.shed_due);
+        tokio::spawn(async move {
+            tokio::time::sleep(KEPT_BATCH).await;
+            let kept = std::mem::take(&mut *lock(&batch));
+            if kept.is_empty() || !fleet.is_shared() {
+                return;
+            }
+            let mut inv = fleet.scripts.finish_kept.key(&keys.leases);
+            inv.key(&keys.breaker).key(&keys.samples).key(&keys.limit).key(&keys.wanted);
+            inv.arg(ceiling).arg(initial);
+            for k in &kept {
+                inv.arg(&k.member).arg(k.latency_us).arg(k.took_ms).arg(k.turn_over as u8);
+            }
+            if let Ok(shed) = fleet.call::<Vec<String>>("finish", &inv).await {
+                // The next admissions or kept connections on this host give
+                // that many back.
+                shed_due.fetch_add(shed.len() as u32, Ordering::AcqRel);
+            }
+        });
     }
 }

@@ -33,8 +33,9 @@
 //!   pause a drained host again with `--local` after restarting it.
 //!
 //! So a delivery costs one round trip to start (admission; none on an
-//! idle connection, see below) and one to end (finish, sent after the
-//! result is recorded locally, never waited for);
+//! idle connection under a fixed limit, see below) and one to end
+//! (finish, sent after the result is recorded locally, never waited for;
+//! shared with others for a kept lease);
 //! renewals are one call per backend per third of the lease time. While
 //! every slot of the fleet is taken, a waiting dispatcher asks again when a
 //! slot comes back on this host or after [`POLL`].
@@ -61,12 +62,15 @@
 //! The backend counts an open connection whether it is busy or idle, so
 //! the fleet does too: a delivery whose connection goes idle in the pool
 //! hands it its lease ([`BackendGate::keep_idle`]); the finish script then
-//! feeds the breaker and the samples but keeps the slot. The next delivery
-//! on this host takes that lease with the idle connection, without asking
-//! Redis when the count is all Redis would check (no fleet rate, no
-//! breaker open or pause seen by the watcher, no adoption due); otherwise
-//! the admission script lets the member through without counting it
-//! twice. Either script answers `shed` when the fleet wants the lease
+//! feeds the breaker and the samples but keeps the slot (a connection is
+//! kept only for a job waiting for it, and closed as soon as none waits,
+//! so an idle connection never sits on a slot another host needs). The
+//! next delivery on this host takes that lease with the idle connection,
+//! without asking Redis when the count is all Redis would check (a fixed
+//! limit, no fleet rate, no breaker open or pause seen by the watcher, no
+//! adoption due); otherwise the admission script lets the member through
+//! without counting it twice. The successful ends of kept leases are sent
+//! together, one call per 10 ms at most (`admission::KEPT_BATCH`). Either script answers `shed` when the fleet wants the lease
 //! back: it holds more leases than its (fallen) limit allows, or the lease
 //! has had its turn (one heartbeat interval) and another host waits for a
 //! slot (hosts refused a slot are noted for a second), so a host with a
@@ -164,6 +168,8 @@ pub struct FleetGate {
     /// How many idle connections' leases the finish script asked back
     /// (the fleet's limit fell, or another host waits after their turn).
     shed_due: Arc<AtomicU32>,
+    /// Kept leases' successful ends waiting to be sent together.
+    kept_batch: Arc<Mutex<Vec<admission::Kept>>>,
 }
 
 impl std::fmt::Debug for FleetGate {
@@ -208,6 +214,7 @@ impl FleetGate {
             idle: Mutex::new(Vec::new()),
             shedding: Mutex::new(Vec::new()),
             shed_due: Arc::new(AtomicU32::new(0)),
+            kept_batch: Arc::new(Mutex::new(Vec::new())),
         });
         tokio::spawn(watch(Arc::downgrade(&gate), apply));
         tokio::spawn(steer::steer(Arc::downgrade(&gate), gate.fleet.new_member()));
@@ -360,8 +367,8 @@ impl BackendGate for FleetGate {
         Box::pin(self.admit_fleet(now))
     }
 
-    fn keep_idle(&self, permit: &mut Permit) -> bool {
-        self.keep_idle_lease(permit)
+    fn keep_idle(&self, permit: &mut Permit, wanted: bool) -> bool {
+        wanted && self.keep_idle_lease(permit)
     }
 
     fn idle_counted(&self) -> Option<usize> {

@@ -241,6 +241,43 @@ end
 return 'failed'
 "#;
 
+/// The successful ends of deliveries whose leases stay with their idle
+/// connections, several in one call: their samples for the limit owner
+/// (when adaptive), the breaker's failure count reset (unless open), and
+/// which of those leases the fleet wants back, by the admission script's
+/// rule (the leases held beyond the limit, one each, and any whose turn is
+/// over while another host waits). KEYS: leases, breaker, samples, limit,
+/// wanted. ARGV: ceiling, initial concurrency (`0`: fixed limit, no
+/// samples), then four per delivery: member, latency µs (`-1`: no
+/// sample), the delivery's duration ms, turn over (`1`/`0`). Returns the
+/// members to give back.
+const FINISH_KEPT: &str = r#"
+local initial = tonumber(ARGV[2])
+local count = redis.call('ZCARD', KEYS[1])
+local over = count - fleet_limit(tonumber(ARGV[1]), initial, KEYS[4])
+local in_flight = math.max(count, 1)
+local shed = {}
+local sampled = false
+for i = 3, #ARGV - 3, 4 do
+  local latency = tonumber(ARGV[i + 1])
+  if initial > 0 and latency >= 0 then
+    local started = now - tonumber(ARGV[i + 2])
+    redis.call('RPUSH', KEYS[3], started .. ' ' .. latency .. ' ' .. in_flight .. ' ok')
+    sampled = true
+  end
+  if over > 0 or (ARGV[i + 3] == '1' and other_waiting(ARGV[i], KEYS[5])) then
+    table.insert(shed, ARGV[i])
+    over = over - 1
+  end
+end
+if sampled then
+  redis.call('LTRIM', KEYS[3], -SAMPLE_CAP, -1)
+  redis.call('PEXPIRE', KEYS[3], SAMPLE_TTL_MS)
+end
+if redis.call('HGET', KEYS[2], 'state') ~= 'open' then redis.call('HSET', KEYS[2], 'failures', 0) end
+return shed
+"#;
+
 /// Renews running deliveries' leases. KEYS: leases. ARGV: lease ms, members.
 /// A member missing from the set is added again: Redis restarted without
 /// persistence, or was out of reach for longer than the lease time, while
@@ -332,6 +369,7 @@ return redis.call('ZRANGE', KEYS[1], 0, 999)
 pub struct Scripts {
     pub admit: Script,
     pub finish: Script,
+    pub finish_kept: Script,
     pub renew: Script,
     pub pause: Script,
     pub status: Script,
@@ -350,6 +388,7 @@ impl Default for Scripts {
         Scripts {
             admit: s(ADMIT),
             finish: s(FINISH),
+            finish_kept: s(FINISH_KEPT),
             renew: s(RENEW),
             pause: s(PAUSE),
             status: s(STATUS),

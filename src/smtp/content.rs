@@ -331,12 +331,24 @@ pub struct Headers {
     buf: Vec<u8>,
     limit: usize,
     complete: bool,
+    /// What `mail-parser` found in `buf`, parsed once when first asked for
+    /// (the hop count, then the Message-ID for the log: a parse is about
+    /// as costly as the rest of the session's commands together) and
+    /// forgotten when `buf` grows.
+    parsed: Option<Parsed>,
+}
+
+/// The fields taken from one parse of the header section.
+#[derive(Debug)]
+struct Parsed {
+    received: usize,
+    message_id: Option<String>,
 }
 
 impl Headers {
     /// A collector keeping at most `limit` bytes.
     pub fn new(limit: usize) -> Headers {
-        Headers { buf: Vec::new(), limit, complete: false }
+        Headers { buf: Vec::new(), limit, complete: false, parsed: None }
     }
 
     /// Feeds decoded message bytes; returns true once the header section is
@@ -346,6 +358,7 @@ impl Headers {
         if self.complete {
             return true;
         }
+        self.parsed = None;
         let start = self.buf.len().saturating_sub(3);
         let room = self.limit.saturating_sub(self.buf.len());
         self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
@@ -380,9 +393,25 @@ impl Headers {
 
     /// The `Message-ID:` header's identifier (without angle brackets), for
     /// the `message-id=<...>` log line.
-    pub fn message_id(&self) -> Option<String> {
-        let parser = mail_parser::MessageParser::new();
-        parser.parse_headers(&self.buf).and_then(|m| m.message_id().map(str::to_owned))
+    pub fn message_id(&mut self) -> Option<String> {
+        self.parsed().message_id.clone()
+    }
+
+    fn parsed(&mut self) -> &Parsed {
+        self.parsed.get_or_insert_with(|| {
+            let parser = mail_parser::MessageParser::new();
+            match parser.parse_headers(&self.buf) {
+                Some(m) => Parsed {
+                    received: m
+                        .headers()
+                        .iter()
+                        .filter(|h| matches!(h.name, mail_parser::HeaderName::Received))
+                        .count(),
+                    message_id: m.message_id().map(str::to_owned),
+                },
+                None => Parsed { received: 0, message_id: None },
+            }
+        })
     }
 
     /// The header section's logical lines as header_checks sees them: a
@@ -406,14 +435,8 @@ impl Headers {
     }
 
     /// How many `Received:` headers the message carries.
-    pub fn received_count(&self) -> usize {
-        let parser = mail_parser::MessageParser::new();
-        parser
-            .parse_headers(&self.buf)
-            .map(|m| {
-                m.headers().iter().filter(|h| matches!(h.name, mail_parser::HeaderName::Received)).count()
-            })
-            .unwrap_or(0)
+    pub fn received_count(&mut self) -> usize {
+        self.parsed().received
     }
 }
 

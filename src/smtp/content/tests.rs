@@ -181,6 +181,20 @@ fn headers_count_received_lines() {
     assert_eq!(h.received_count(), 2);
 }
 
+/// Both answers come from one parse of what was fed so far: asked before
+/// the header section is complete, then again after more of it arrived,
+/// they describe the longer section.
+#[test]
+fn headers_answer_from_what_was_fed_last() {
+    let mut h = Headers::new(1024);
+    h.feed(b"Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\nSubj");
+    assert_eq!(h.received_count(), 1);
+    assert_eq!(h.message_id(), None);
+    h.feed(b"ect: x\r\nMessage-ID: <m.2@client.test>\r\nReceived: from c by d; Mon, 1 Jan 2024 00:00:00 +0000\r\n");
+    assert_eq!(h.message_id().as_deref(), Some("m.2@client.test"));
+    assert_eq!(h.received_count(), 2);
+}
+
 #[test]
 fn headers_give_the_message_id_for_the_log() {
     let mut h = Headers::new(1024);

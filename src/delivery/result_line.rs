@@ -110,19 +110,38 @@ pub struct ResultLine<'a> {
 /// A duration as Postfix logs delays: `0` for nothing, two decimals below a
 /// second, one below ten, whole seconds above, trailing zeros dropped.
 pub fn fmt_delay(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    let text = if s >= 10.0 {
-        format!("{s:.0}")
-    } else if s >= 1.0 {
-        format!("{s:.1}")
+    let mut s = String::new();
+    push_delay(&mut s, d);
+    s
+}
+
+/// [`fmt_delay`] appended to `out`, in integer arithmetic: five delays
+/// per result line went through float formatting and a `String` each,
+/// which showed in the per-message profile. Rounds half up at the last
+/// digit shown.
+fn push_delay(out: &mut String, d: Duration) {
+    use std::fmt::Write as _;
+    let ns = d.as_nanos();
+    // (units of the last digit shown, units per second)
+    let (unit, per_sec) = if ns >= 10_000_000_000 {
+        (1_000_000_000, 1)
+    } else if ns >= 1_000_000_000 {
+        (100_000_000, 10)
     } else {
-        format!("{s:.2}")
+        (10_000_000, 100)
     };
-    if text.contains('.') {
-        let t = text.trim_end_matches('0').trim_end_matches('.');
-        if t.is_empty() { "0".into() } else { t.to_owned() }
-    } else {
-        text
+    let units = (ns + unit / 2) / unit;
+    let _ = write!(out, "{}", units / per_sec);
+    let frac = units % per_sec;
+    if frac != 0 {
+        if per_sec == 100 {
+            let _ = write!(out, ".{:02}", frac);
+            if frac % 10 == 0 {
+                out.pop();
+            }
+        } else {
+            let _ = write!(out, ".{frac}");
+        }
     }
 }
 
@@ -153,21 +172,31 @@ pub fn orcpt_address(orcpt: &str) -> Option<String> {
 impl ResultLine<'_> {
     /// The line, without the program prefix.
     pub fn format(&self) -> String {
-        let mut s = format!("{}: to=<{}>", self.queue_id, self.to);
+        use std::fmt::Write as _;
+        // Written into one buffer: this runs once per delivered recipient.
+        let mut s = String::with_capacity(160 + self.to.len() + self.relay.len() + self.text.len());
+        let _ = write!(s, "{}: to=<{}>", self.queue_id, self.to);
         if let Some(orig) = self.original.map(str::to_owned).or_else(|| self.orcpt.and_then(orcpt_address))
             && !orig.eq_ignore_ascii_case(self.to)
         {
-            s.push_str(&format!(", orig_to=<{orig}>"));
+            let _ = write!(s, ", orig_to=<{orig}>");
         }
-        let [a, b, c, d] = self.delays.map(fmt_delay);
-        s.push_str(&format!(
-            ", relay={}, delay={}, delays={a}/{b}/{c}/{d}, dsn={}, status={} ({})",
-            self.relay,
-            fmt_delay(self.delay),
-            self.dsn,
-            self.status.as_str(),
-            self.text.replace(['\r', '\n'], " ")
-        ));
+        let _ = write!(s, ", relay={}, delay=", self.relay);
+        push_delay(&mut s, self.delay);
+        s.push_str(", delays=");
+        for (i, d) in self.delays.iter().enumerate() {
+            if i > 0 {
+                s.push('/');
+            }
+            push_delay(&mut s, *d);
+        }
+        let _ = write!(s, ", dsn={}, status={} (", self.dsn, self.status.as_str());
+        if self.text.contains(['\r', '\n']) {
+            s.push_str(&self.text.replace(['\r', '\n'], " "));
+        } else {
+            s.push_str(self.text);
+        }
+        s.push(')');
         s
     }
 
@@ -200,6 +229,16 @@ mod tests {
         assert_eq!(fmt_delay(ms(1430)), "1.4");
         assert_eq!(fmt_delay(ms(2000)), "2");
         assert_eq!(fmt_delay(ms(92_300)), "92");
+        // Rounding at the last digit shown, and across the thresholds.
+        assert_eq!(fmt_delay(ms(5)), "0.01");
+        assert_eq!(fmt_delay(ms(50)), "0.05");
+        assert_eq!(fmt_delay(ms(996)), "1");
+        assert_eq!(fmt_delay(ms(1049)), "1");
+        assert_eq!(fmt_delay(ms(1050)), "1.1");
+        assert_eq!(fmt_delay(ms(9_960)), "10");
+        assert_eq!(fmt_delay(ms(10_400)), "10");
+        assert_eq!(fmt_delay(ms(10_500)), "11");
+        assert_eq!(fmt_delay(Duration::from_secs(86_400 * 5)), "432000");
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn push_delay(out: &mut String, d: Duration) {
     if frac != 0 {
         if per_sec == 100 {
             let _ = write!(out, ".{:02}", frac);
-            if frac % 10 == 0 {
+            if frac.is_multiple_of(10) {
                 out.pop();
             }
         } else {

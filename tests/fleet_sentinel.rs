@@ -176,7 +176,8 @@ async fn the_fleet_follows_the_master_the_sentinel_names_through_a_failover() {
     on_primary.sort();
     assert_eq!(on_primary, ["mx1", "mx2"]);
     let status = String::from_utf8_lossy(&hosts[0].0.sluice(&["status"]).stdout).into_owned();
-    assert!(status.contains("shared through redis"), "{status}");
+    let named = format!("shared through redis (master 127.0.0.1:{}, named by the sentinels)", primary.port());
+    assert!(status.contains(&named), "{status}");
 
     // Kill the primary while mail is on its way; the sentinel promotes the
     // replica and the hosts move there.

@@ -234,8 +234,17 @@ impl Handle {
     pub fn fleet(&self) -> Option<String> {
         let f = self.registry.fleet.as_ref()?;
         let s = f.settings();
+        let through = match f.master() {
+            Some(m) => format!("redis (master {m}, named by the sentinels)"),
+            None => "redis".to_owned(),
+        };
         Some(if f.is_shared() {
-            format!("{} as {}: shared through redis, hosts alive: {}", s.name, s.host, f.hosts().join(" "))
+            format!(
+                "{} as {}: shared through {through}, hosts alive: {}",
+                s.name,
+                s.host,
+                f.hosts().join(" ")
+            )
         } else {
             format!(
                 "{} as {}: redis unreachable, on the local share of {} host(s)",

@@ -242,6 +242,13 @@ impl Fleet {
         ConnectionManager::new_lazy_with_config(client, config)
     }
 
+    /// With Sentinel: the master the sentinels named last (`None`: no
+    /// Sentinel, or none named yet).
+    pub fn master(&self) -> Option<String> {
+        self.sentinels.as_ref()?;
+        Some(lock(&self.master).clone()).filter(|m| !m.is_empty())
+    }
+
     /// With Sentinel: asks the sentinels where the master is, and moves
     /// the connection there when it moved (a master that only restarted
     /// keeps its connection manager, which reconnects by itself). `None`

@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod clients;
+pub mod config;
 pub mod daemon;
 pub mod inbound;
 pub mod log;

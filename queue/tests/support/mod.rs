@@ -3,7 +3,9 @@
 //! ID), and wall-clock "now".
 #![allow(dead_code)]
 
-use sluice_queue::{ClientInfo, Envelope, QueueId, Recipient, UnixMillis};
+use std::time::Duration;
+
+use sluice_queue::{ClientInfo, Envelope, Options, Outcome, Queue, QueueId, Recipient, UnixMillis};
 
 /// An envelope from `sender` to `rcpts`, as a session would build it.
 pub fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
@@ -68,4 +70,41 @@ pub fn body_for(id: QueueId, chunk: usize) -> Vec<u8> {
     }
     body.truncate(len);
     body
+}
+
+/// The test epoch, and a queue opened at it with small chunks.
+pub const T0: u64 = 1_700_000_000_000;
+
+pub fn opts() -> Options {
+    Options { recovery_spread: Duration::from_secs(10), body_chunk: 1000 }
+}
+
+pub fn open(dir: &std::path::Path, now: u64) -> Queue {
+    Queue::open(dir, &opts(), now).expect("open queue")
+}
+
+pub async fn reopen(q: Queue, dir: &std::path::Path, now: u64) -> Queue {
+    q.close().await.expect("close");
+    drop(q);
+    open(dir, now)
+}
+
+pub async fn table_lens(q: &Queue) -> Vec<(&'static str, usize)> {
+    let mut out = Vec::new();
+    for t in ["bodies", "envelopes", "schedule", "inflight", "drafts"] {
+        out.push((t, q.debug_table_len(t).await.unwrap()));
+    }
+    out
+}
+
+pub async fn assert_empty(q: &Queue) {
+    let lens = table_lens(q).await;
+    assert!(lens.iter().all(|(_, n)| *n == 0), "tables not empty: {lens:?}");
+    let s = q.stats().await;
+    assert_eq!((s.messages, s.bytes, s.held, s.recipients_pending), (0, 0, 0, 0), "{s:?}");
+    assert_eq!(s.oldest_arrival, None);
+}
+
+pub fn delivered() -> Outcome {
+    Outcome::Delivered { reply: "250 2.0.0 ok".into() }
 }

@@ -16,20 +16,16 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::backend::{Backend, Mode, Proto};
-use common::daemon::{Daemon, TestConfig, send};
+use common::daemon::{Daemon, TestConfig};
+use common::fleet::{all_delivered, logs, send_to_all, subjects};
 use common::redis::Redis;
 use common::wait_until;
 
 const LIMIT: usize = 3;
-
-fn message(subject: &str) -> String {
-    format!("From: a@sender.test\r\nTo: alice@relay.test\r\nSubject: {subject}\r\n\r\nbody\r\n")
-}
 
 /// Three hosts of one fleet in front of `b`.
 fn fleet(redis: &Redis, b: &Backend, extra: &str) -> Vec<(Arc<TestConfig>, Daemon)> {
@@ -54,49 +50,6 @@ fn fleet(redis: &Redis, b: &Backend, extra: &str) -> Vec<(Arc<TestConfig>, Daemo
             (cfg, d)
         })
         .collect()
-}
-
-/// Sends `n` messages to each host, from blocking threads; their subjects.
-async fn send_to_all(hosts: &[(Arc<TestConfig>, Daemon)], tag: &str, n: usize) -> Vec<String> {
-    let mut senders = Vec::new();
-    for (i, (cfg, _)) in hosts.iter().enumerate() {
-        let addr = cfg.smtp;
-        let tag = format!("{tag}-{i}");
-        senders.push(tokio::task::spawn_blocking(move || {
-            (0..n)
-                .map(|k| {
-                    let s = format!("{tag}-{k}");
-                    send(addr, "a@sender.test", &["alice@relay.test"], &message(&s)).expect("accepted");
-                    s
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
-    let mut all = Vec::new();
-    for s in senders {
-        all.extend(s.await.expect("sender"));
-    }
-    all
-}
-
-fn subjects(b: &Backend) -> HashSet<String> {
-    b.received()
-        .iter()
-        .filter_map(|r| {
-            String::from_utf8_lossy(&r.data)
-                .lines()
-                .find_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
-        })
-        .collect()
-}
-
-fn logs(hosts: &[(Arc<TestConfig>, Daemon)]) -> String {
-    hosts.iter().map(|(c, _)| c.log()).collect::<Vec<_>>().join("\n----\n")
-}
-
-fn all_delivered(b: &Backend, sent: &[String]) -> bool {
-    let got = subjects(b);
-    sent.iter().all(|s| got.contains(s))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,12 +18,12 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::backend::{Backend, Mode, Proto};
-use common::daemon::{Daemon, TestConfig, send};
+use common::daemon::{Daemon, TestConfig};
+use common::fleet::{delivered, logs, send_to_all};
 use common::redis::{Redis, Sentinel, SentinelTls};
 use common::wait_until;
 use sluice::delivery::gate::fleet::scripts::{Keys, Scripts, hosts_key};
@@ -34,10 +34,6 @@ const MASTER: &str = "fleetmaster";
 /// sentinel's own: both come from files, as an operator would keep them.
 const SERVER_PW: &str = "fleet-server-secret";
 const SENTINEL_PW: &str = "fleet-sentinel-secret";
-
-fn message(subject: &str) -> String {
-    format!("From: a@sender.test\r\nTo: alice@relay.test\r\nSubject: {subject}\r\n\r\nbody\r\n")
-}
 
 /// A host of the fleet `sluice` behind the sentinels `urls`, asking for
 /// `master`.
@@ -68,47 +64,32 @@ fn secrets() -> tempfile::TempDir {
     d
 }
 
-/// Sends `n` messages to each host, from blocking threads; their subjects.
-async fn send_to_all(hosts: &[(Arc<TestConfig>, Daemon)], tag: &str, n: usize) -> Vec<String> {
-    let mut senders = Vec::new();
-    for (i, (cfg, _)) in hosts.iter().enumerate() {
-        let addr = cfg.smtp;
-        let tag = format!("{tag}-{i}");
-        senders.push(tokio::task::spawn_blocking(move || {
-            (0..n)
-                .map(|k| {
-                    let s = format!("{tag}-{k}");
-                    send(addr, "a@sender.test", &["alice@relay.test"], &message(&s)).expect("accepted");
-                    s
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
-    let mut all = Vec::new();
-    for s in senders {
-        all.extend(s.await.expect("sender"));
-    }
-    all
-}
-
-fn subjects(b: &Backend) -> HashSet<String> {
-    b.received()
-        .iter()
-        .filter_map(|r| {
-            String::from_utf8_lossy(&r.data)
-                .lines()
-                .find_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
-        })
-        .collect()
-}
-
-fn delivered(b: &Backend, sent: &[String]) -> usize {
-    let got = subjects(b);
-    sent.iter().filter(|s| got.contains(*s)).count()
-}
-
-fn logs(hosts: &[(Arc<TestConfig>, Daemon)]) -> String {
-    hosts.iter().map(|(c, _)| c.log()).collect::<Vec<_>>().join("\n----\n")
+/// After a move to `master`: waits for every lease copied from the old
+/// master to end (given back or expired), then sends `n` messages to each
+/// host and sees their leases on `master` and the mail delivered within
+/// `within`.
+async fn deliver_through(
+    master: &Redis,
+    keys: &Keys,
+    hosts: &[(Arc<TestConfig>, Daemon)],
+    b: &Backend,
+    n: usize,
+    within: Duration,
+) {
+    wait_until(
+        "no lease left from before",
+        Duration::from_secs(10),
+        || live_leases(master, &keys.leases) == 0,
+        || logs(hosts),
+    );
+    let after = send_to_all(hosts, "after", n).await;
+    wait_until(
+        "leases on the new master",
+        Duration::from_secs(20),
+        || live_leases(master, &keys.leases) > 0,
+        || logs(hosts),
+    );
+    wait_until("delivered after", within, || delivered(b, &after) == after.len(), || logs(hosts));
 }
 
 /// Leases in `key` on `server` that have not expired by its clock.
@@ -216,25 +197,7 @@ async fn the_fleet_follows_the_master_the_sentinel_names_through_a_failover() {
     // Leases taken from now on are the new master's: first wait for every
     // lease copied from the old primary to end (given back or expired),
     // then new deliveries show up there.
-    wait_until(
-        "no lease left from before",
-        Duration::from_secs(10),
-        || live_leases(&replica, &keys.leases) == 0,
-        || logs(&hosts),
-    );
-    let after = send_to_all(&hosts, "after", 4).await;
-    wait_until(
-        "leases on the new master",
-        Duration::from_secs(20),
-        || live_leases(&replica, &keys.leases) > 0,
-        || logs(&hosts),
-    );
-    wait_until(
-        "all delivered after",
-        Duration::from_secs(60),
-        || delivered(&b, &after) == after.len(),
-        || logs(&hosts),
-    );
+    deliver_through(&replica, &keys, &hosts, &b, 4, Duration::from_secs(60)).await;
     assert!(has_admit_script(&replica), "the new master never got the admission script");
     let mut on_new = registered(&replica);
     on_new.sort();
@@ -316,25 +279,7 @@ async fn a_switchover_demotes_the_master_and_the_fleet_moves_with_it() {
         replica.port()
     );
     wait_until("the host follows", Duration::from_secs(20), || cfg.log().contains(&moved), || logs(&hosts));
-    wait_until(
-        "no lease left from before",
-        Duration::from_secs(10),
-        || live_leases(&replica, &keys.leases) == 0,
-        || logs(&hosts),
-    );
-    let after = send_to_all(&hosts, "after", 3).await;
-    wait_until(
-        "leases on the new master",
-        Duration::from_secs(20),
-        || live_leases(&replica, &keys.leases) > 0,
-        || logs(&hosts),
-    );
-    wait_until(
-        "delivered after",
-        Duration::from_secs(30),
-        || delivered(&b, &after) == after.len(),
-        || logs(&hosts),
-    );
+    deliver_through(&replica, &keys, &hosts, &b, 3, Duration::from_secs(30)).await;
     for (_, d) in hosts {
         assert!(d.stop().success());
     }

@@ -9,6 +9,7 @@
 pub mod clients;
 pub mod config;
 pub mod daemon;
+pub mod fleet;
 pub mod inbound;
 pub mod log;
 pub mod milter;

@@ -147,6 +147,18 @@ impl Fixture {
         inv.invoke_async(&mut self.conn).await.unwrap()
     }
 
+    /// Several kept leases' successful ends in one call (ceiling 3, an
+    /// adaptive limit starting at 3), each `[member, latency µs, took ms,
+    /// turn over]`; the members to give back.
+    async fn finish_kept(&mut self, k: &Keys, kept: &[[String; 4]]) -> Vec<String> {
+        let mut inv = self.scripts.finish_kept.key(&k.leases);
+        inv.key(&k.breaker).key(&k.samples).key(&k.limit).key(&k.wanted).arg(3).arg(3);
+        for entry in kept {
+            inv.arg(entry);
+        }
+        inv.invoke_async(&mut self.conn).await.unwrap()
+    }
+
     /// Renews `members`' leases; how many it set.
     async fn renew(&mut self, k: &Keys, lease_ms: u64, members: &[&str]) -> i64 {
         let mut inv = self.scripts.renew.key(&k.leases);
@@ -539,12 +551,7 @@ async fn kept_leases_successes_go_in_one_call_that_says_which_to_give_back() {
     let _: () = redis::cmd("SET").arg(&k.limit).arg(2).query_async(&mut f.conn).await.unwrap();
     let kept =
         |member: &'static str, turn: u8| [member.to_owned(), "1500".into(), "20".into(), turn.to_string()];
-    let mut inv = f.scripts.finish_kept.key(&k.leases);
-    inv.key(&k.breaker).key(&k.samples).key(&k.limit).key(&k.wanted).arg(3).arg(3);
-    for m in ["mx1|a", "mx1|b"] {
-        inv.arg(&kept(m, 0));
-    }
-    let shed: Vec<String> = inv.invoke_async(&mut f.conn).await.unwrap();
+    let shed = f.finish_kept(&k, &[kept("mx1|a", 0), kept("mx1|b", 0)]).await;
     assert_eq!(shed, ["mx1|a"]);
     assert_eq!(f.status(&k).await.leases.len(), 3, "counted until the host gives them back");
     let samples: Vec<String> =
@@ -562,9 +569,6 @@ async fn kept_leases_successes_go_in_one_call_that_says_which_to_give_back() {
     // is over goes back.
     f.finish(&k, "mx1|a", "abandon").await;
     assert_eq!(f.admit(&k, "mx3|d", Ask { limit: 2, ..PLAIN }).await, Verdict::Slot);
-    let mut inv = f.scripts.finish_kept.key(&k.leases);
-    inv.key(&k.breaker).key(&k.samples).key(&k.limit).key(&k.wanted).arg(3).arg(3);
-    inv.arg(&kept("mx1|b", 0)).arg(&kept("mx2|c", 1));
-    let shed: Vec<String> = inv.invoke_async(&mut f.conn).await.unwrap();
+    let shed = f.finish_kept(&k, &[kept("mx1|b", 0), kept("mx2|c", 1)]).await;
     assert_eq!(shed, ["mx2|c"]);
 }

@@ -106,13 +106,19 @@ pub const SAMPLE_CAP: usize = 2000;
 /// than this describe a server that may have changed since.
 pub const SAMPLE_TTL_MS: u64 = 60_000;
 
+/// How long a host refused a slot counts as waiting for one (ms): an idle
+/// connection's lease that has had its turn goes to it in that time. Not a
+/// setting: a waiting host asks again every `fleet::POLL` (100 ms), so a
+/// second covers ten of its asks and ends soon after it stops waiting.
+pub const WANTED_MS: u64 = 1000;
+
 /// Admission: pause, breaker, free lease, rate; takes the lease when all
 /// say yes. A member that still holds its lease (an idle connection's,
 /// offered again) keeps it without being counted twice, unless the fleet
 /// holds more leases than its limit now allows, or the lease has had its
 /// turn and another host waits for a slot: then the host is told to give
 /// it back (`shed`), which it does once its connection is closed. A host refused for want of a slot is noted
-/// as waiting for a second. KEYS: leases, breaker, pause, rate, limit,
+/// as waiting for [`WANTED_MS`]. KEYS: leases, breaker, pause, rate, limit,
 /// wanted. ARGV: member (`HOST|nonce`), lease ms, limit (the ceiling),
 /// rate interval ms (0: none), rate tolerance ms, initial concurrency
 /// (`0`: the limit is fixed, the shared adaptive limit is not read), turn
@@ -148,9 +154,9 @@ if held then
   end
 elseif count >= limit then
   if KEYS[6] then
-    redis.call('ZADD', KEYS[6], now + 1000, lease_host(ARGV[1]))
+    redis.call('ZADD', KEYS[6], now + WANTED_MS, lease_host(ARGV[1]))
     redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-    redis.call('PEXPIRE', KEYS[6], 2000)
+    redis.call('PEXPIRE', KEYS[6], 2 * WANTED_MS)
   end
   return {'slot', 0, ''}
 end
@@ -382,7 +388,8 @@ impl Default for Scripts {
         let s = |body: &str| {
             let body = body
                 .replace("SAMPLE_CAP", &SAMPLE_CAP.to_string())
-                .replace("SAMPLE_TTL_MS", &SAMPLE_TTL_MS.to_string());
+                .replace("SAMPLE_TTL_MS", &SAMPLE_TTL_MS.to_string())
+                .replace("WANTED_MS", &WANTED_MS.to_string());
             Script::new(&format!("{NOW}{HELPERS}{body}"))
         };
         Scripts {

@@ -31,29 +31,7 @@ done
 cargo build --release ${SLUICE_CARGO_FEATURES:-} --bin sluice 2>/dev/null
 SLUICE=$PWD/target/release/sluice
 
-WORK=$(mktemp -d /tmp/sluice-deliver-bench.XXXXXX)
-# Postfix's daemons run as the postfix user and must reach the private queue.
-chmod 755 "$WORK"
-pids=()
-cleanup() {
-    postfix_ctl "$WORK/pf" stop >/dev/null 2>&1 || true
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-# run_one NAME SMTPD_PORT MAILLOG: sends the load and waits until the MTA
-# has logged "removed" for every message (both log Postfix-style lines).
-run_one() {
-    local name=$1 port=$2 log=$3 start end
-    start=$(now)
-    smtp-source -s "$SESSIONS" -m "$N" -l "$SIZE" -f load@remote.test -t user@dev.test "127.0.0.1:$port"
-    while [ "$(grep -c ': removed$' "$log" 2>/dev/null || true)" -lt "$N" ]; do sleep 0.05; done
-    end=$(now)
-    python3 -c "print('%s: %d messages of %d bytes in %.2f s = %.0f msg/s' % ('$name', $N, $SIZE, $end - $start, $N / ($end - $start)))"
-    python3 -c "print($N / ($end - $start))" >"$WORK/$name.rate"
-}
+bench_work deliver
 
 # The LMTP sinks.
 lmtp_sinks
@@ -64,13 +42,13 @@ sluice_private "$WORK/sluice" "$SPORT" "lmtp:[127.0.0.1]:$SINK1"
 "$SLUICE" -c "$WORK/sluice" serve --log-file "$WORK/sluice/maillog" &
 pids+=("$!")
 wait_port "$SPORT"
-run_one sluice "$SPORT" "$WORK/sluice/maillog"
+source_run sluice "$SPORT" "$WORK/sluice/maillog" "$N" "$SIZE" "$SESSIONS"
 
 # Postfix.
 PPORT=$(free_port)
 postfix_private "$WORK/pf" "$PPORT" "lmtp:[127.0.0.1]:$SINK2"
 postfix_ctl "$WORK/pf" start >/dev/null
 wait_port "$PPORT"
-run_one postfix "$PPORT" "$WORK/pf/maillog"
+source_run postfix "$PPORT" "$WORK/pf/maillog" "$N" "$SIZE" "$SESSIONS"
 
 python3 -c "print('ratio sluice/postfix: %.2f' % ($(cat "$WORK/sluice.rate") / $(cat "$WORK/postfix.rate")))"

@@ -35,16 +35,7 @@ nice cargo build --release --bin sluice --example idle_clients --example backlog
 SLUICE=$PWD/target/release/sluice
 IDLE=$PWD/target/release/examples/idle_clients
 
-WORK=$(mktemp -d /tmp/sluice-idle-bench.XXXXXX)
-chmod 755 "$WORK"
-pids=()
-cleanup() {
-    postfix_ctl "$WORK/pf" stop >/dev/null 2>&1 || true
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_work idle
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # Postfix's memory: the master and all its children.

@@ -28,28 +28,7 @@ LIMIT=30000000
 nice cargo build --release --bin sluice --example idle_clients --example backlog_fill 2>/dev/null
 SLUICE=$PWD/target/release/sluice
 
-WORK=$(mktemp -d /tmp/sluice-large-bench.XXXXXX)
-chmod 755 "$WORK"
-pids=()
-cleanup() {
-    postfix_ctl "$WORK/pf" stop >/dev/null 2>&1 || true
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# run_one NAME PORT MAILLOG: sends the load and waits until every message
-# is logged "removed".
-run_one() {
-    local name=$1 port=$2 log=$3 start end
-    start=$(now)
-    smtp-source -s "$SESSIONS" -m "$MSGS" -l "$SIZE" -f load@remote.test -t user@dev.test "127.0.0.1:$port"
-    while [ "$(grep -c ': removed$' "$log" 2>/dev/null || true)" -lt "$MSGS" ]; do sleep 0.1; done
-    end=$(now)
-    python3 -c "print('%s: %d messages of %d bytes in %.2f s = %.2f msg/s, %.1f MB/s' % ('$name', $MSGS, $SIZE, $end - $start, $MSGS / ($end - $start), $MSGS * $SIZE / 1e6 / ($end - $start)))"
-    python3 -c "print($MSGS / ($end - $start))" >"$WORK/$name.rate"
-}
+bench_work large
 
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 lmtp_sinks
@@ -74,7 +53,7 @@ before=$(awk '/^VmRSS/ {print $2}' "/proc/$SPID/status")
     done
 ) >"$WORK/memtables" &
 pids+=("$!")
-run_one sluice "$SPORT" "$WORK/sluice/maillog"
+source_run sluice "$SPORT" "$WORK/sluice/maillog" "$MSGS" "$SIZE" "$SESSIONS"
 peak=$(awk '/^VmHWM/ {print $2}' "/proc/$SPID/status")
 echo "sluice: RSS $((before / 1024)) MiB before, peak (VmHWM) $((peak / 1024)) MiB with $SESSIONS messages of $SIZE bytes at once"
 awk '$1 > m {m = $1} $2 > b {b = $2} END {printf "sluice: RocksDB memtables peak %d MiB (bodies %d MiB), %d samples\n", m / 1048576, b / 1048576, NR}' "$WORK/memtables"
@@ -85,7 +64,7 @@ echo "message_size_limit = $LIMIT" >>"$WORK/pf/conf/main.cf"
 echo 'smtpd_peername_lookup = no' >>"$WORK/pf/conf/main.cf"
 postfix_ctl "$WORK/pf" start >/dev/null
 wait_port "$PPORT"
-run_one postfix "$PPORT" "$WORK/pf/maillog"
+source_run postfix "$PPORT" "$WORK/pf/maillog" "$MSGS" "$SIZE" "$SESSIONS"
 
 python3 -c "print('ratio sluice/postfix: %.2f' % ($(cat "$WORK/sluice.rate") / $(cat "$WORK/postfix.rate")))"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

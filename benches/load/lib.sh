@@ -133,3 +133,36 @@ lmtp_sinks() {
 sink_user() {
     if [ "$(id -u)" = 0 ]; then echo "-u nobody"; fi
 }
+
+# bench_work NAME: makes the run's work directory WORK (under
+# $SLUICE_BENCH_DIR or /tmp, readable by Postfix's daemons, which run as
+# the postfix user), the list `pids` of what the script starts, and an EXIT
+# trap that stops the private Postfix in $WORK/pf, kills `pids` and
+# removes WORK (kept with KEEP_WORK=1).
+bench_work() {
+    WORK=$(mktemp -d "${SLUICE_BENCH_DIR:-/tmp}/sluice-$1-bench.XXXXXX")
+    chmod 755 "$WORK"
+    pids=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    postfix_ctl "$WORK/pf" stop >/dev/null 2>&1 || true
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+
+# source_run NAME PORT MAILLOG COUNT SIZE SESSIONS: sends COUNT messages of
+# SIZE bytes over SESSIONS sessions with smtp-source, waits until the MTA
+# has logged "removed" for every one (both log Postfix-style lines), prints
+# the rate and writes it to $WORK/NAME.rate.
+source_run() {
+    local name=$1 port=$2 log=$3 count=$4 size=$5 sessions=$6 start end
+    start=$(now)
+    smtp-source -s "$sessions" -m "$count" -l "$size" -f load@remote.test -t user@dev.test "127.0.0.1:$port"
+    while [ "$(grep -c ': removed$' "$log" 2>/dev/null || true)" -lt "$count" ]; do sleep 0.05; done
+    end=$(now)
+    python3 -c "t = $end - $start; print('%s: %d messages of %d bytes in %.2f s = %.1f msg/s, %.1f MB/s' % ('$name', $count, $size, t, $count / t, $count * $size / 1e6 / t))"
+    python3 -c "print($count / ($end - $start))" >"$WORK/$name.rate"
+}

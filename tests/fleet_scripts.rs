@@ -170,15 +170,29 @@ impl Fixture {
     }
 
     async fn steer(&mut self, k: &Keys, member: &str, lease_ms: u64, write: u32) -> Steer {
+        self.steer_settled(k, member, lease_ms, write, 0).await
+    }
+
+    /// A step whose limiter settled at `settled` (`0`: not yet).
+    async fn steer_settled(
+        &mut self,
+        k: &Keys,
+        member: &str,
+        lease_ms: u64,
+        write: u32,
+        settled: u32,
+    ) -> Steer {
         self.scripts
             .steer
             .key(&k.owner)
             .key(&k.samples)
             .key(&k.limit)
+            .key(&k.breaker)
             .arg(member)
             .arg(lease_ms)
             .arg(write)
             .arg(1)
+            .arg(settled)
             .invoke_async(&mut self.conn)
             .await
             .unwrap()
@@ -440,6 +454,27 @@ async fn the_fleet_breaker_closing_restarts_the_shared_limit() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(f.admit_adaptive(&k, "b|1", ask, 2).await, Verdict::Probe);
     assert_eq!(f.finish_sampled(&k, "b|1", "ok", 30_000, 2).await, "closed");
+    assert_eq!(f.status(&k).await.limit, Some(2), "nothing settled: the initial 2");
+    // The owner's limiter settled at 1 before the next outage (and the
+    // failures cut the limit written to 1 too): it restarts at 1.
+    f.steer_settled(&k, "mx1|steer", 10_000, 1, 1).await;
+    for m in ["a|3", "a|4"] {
+        assert_eq!(f.admit_adaptive(&k, m, ask, 2).await, Verdict::Go);
+        f.finish_sampled(&k, m, "fail", -1, 2).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(f.admit_adaptive(&k, "b|2", ask, 2).await, Verdict::Probe);
+    assert_eq!(f.finish_sampled(&k, "b|2", "ok", 30_000, 2).await, "closed");
+    assert_eq!(f.status(&k).await.limit, Some(1));
+    // Settled above the initial level: the initial level.
+    f.steer_settled(&k, "mx1|steer", 10_000, 1, 6).await;
+    for m in ["a|5", "a|6"] {
+        assert_eq!(f.admit_adaptive(&k, m, ask, 2).await, Verdict::Go);
+        f.finish_sampled(&k, m, "fail", -1, 2).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(f.admit_adaptive(&k, "b|3", ask, 2).await, Verdict::Probe);
+    assert_eq!(f.finish_sampled(&k, "b|3", "ok", 30_000, 2).await, "closed");
     assert_eq!(f.status(&k).await.limit, Some(2));
 }
 

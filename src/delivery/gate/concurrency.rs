@@ -110,7 +110,7 @@
 //!
 //! Configuration (per transport, `<transport>_` prefix):
 //! `initial_destination_concurrency` (where it starts, and restarts after
-//! the breaker closes), `destination_concurrency_limit` and master.cf's
+//! the breaker closes, unless the level held before was lower), `destination_concurrency_limit` and master.cf's
 //! `maxproc` (the ceiling), `sluice_latency_target` (the brake, 2 s),
 //! `sluice_concurrency_probe_share` (5 %), `sluice_adaptive_concurrency`
 //! (`yes`). The constants below are the algorithm's own; each says why.
@@ -280,6 +280,10 @@ pub struct AdaptiveLimit {
     round: Option<Round>,
     /// The last round at home, compared with the next try.
     home: Option<Point>,
+    /// The level of the latest round at home: what the server was found
+    /// to take, kept through cuts and restarts (where the limit restarts
+    /// after an outage when it is below the starting level).
+    settled: Option<u32>,
     /// Earliest start of the next try up / down (`None`: at the end of
     /// the next round at home).
     next_up: Option<Instant>,
@@ -318,6 +322,7 @@ impl AdaptiveLimit {
             trying: None,
             round: None,
             home: None,
+            settled: None,
             next_up: None,
             next_down: None,
             reference: None,
@@ -389,8 +394,27 @@ impl AdaptiveLimit {
         self.change(from, Reason::Reset)
     }
 
-    /// Restarts at `to` (the breaker closed: the server may be another one
-    /// now; climb from a modest start).
+    /// Restarts after the breaker closed: at `initial`, or at the level it
+    /// had settled at before the trouble ([`Self::settled`]: the cuts of the
+    /// failures that opened the breaker do not count) when that is lower. A server back
+    /// from an outage may be another one now, so what was measured is
+    /// forgotten and the limit climbs from a modest start; but a server that
+    /// took only one or two deliveries at a time before its outage is not
+    /// sent the administrator's starting level first and made to show
+    /// again that it is too much (on a retrograde server that costs seconds
+    /// at a fraction of its goodput, every outage).
+    pub fn restart(&mut self, initial: u32) -> Option<Change> {
+        self.reset(self.settled.map_or(initial, |s| s.min(initial)))
+    }
+
+    /// The level the latest round at home measured (not a cut's or a
+    /// restart's): what the server was last found to take.
+    pub fn settled(&self) -> Option<u32> {
+        self.settled
+    }
+
+    /// Restarts at `to`, nothing measured kept (a reload that turns the
+    /// limit adaptive, the fleet's restart written in Redis).
     pub fn reset(&mut self, to: u32) -> Option<Change> {
         if !self.policy.adaptive {
             return None;
@@ -533,6 +557,7 @@ impl AdaptiveLimit {
     /// measure of the new home).
     fn moved(&mut self, p: Point, h: u32, down: bool, reason: Reason) -> Change {
         self.home = Some(p);
+        self.settled = Some(p.level);
         self.reference = Some(p);
         if down {
             self.next_down = None;
@@ -571,6 +596,7 @@ impl AdaptiveLimit {
     /// start a try.
     fn at_home(&mut self, p: Point, now: Instant) -> Option<Change> {
         self.home = Some(p);
+        self.settled = Some(p.level);
         match self.reference.filter(|r| r.level == p.level) {
             Some(r) => {
                 let (was, is) = (r.latency.as_secs_f64(), p.latency.as_secs_f64());

@@ -351,7 +351,7 @@ impl Gate {
                 transition = st.breaker.on_success(permit.probe);
                 if transition == Some(Transition::Closed) {
                     let initial = st.settings.initial_concurrency;
-                    change = st.limit.reset(initial).or(change);
+                    change = st.limit.restart(initial).or(change);
                 }
                 if st.troubled || transition == Some(Transition::Closed) {
                     st.troubled = false;
@@ -659,7 +659,7 @@ impl Gate {
             Transition::Closed => tracing::info!(
                 "backend {}: circuit breaker closed, probe delivered; concurrency restarts at {}",
                 self.name,
-                st.settings.initial_concurrency
+                st.limit.current()
             ),
         }
     }

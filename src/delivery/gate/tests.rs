@@ -375,3 +375,24 @@ fn an_unreachable_backend_is_connect_probed_and_an_answer_sends_a_parked_trial()
     assert_eq!(g.snapshot().breaker, BreakerPosition::Closed);
     assert!(g.connect_probe(10_000).is_none());
 }
+
+#[test]
+fn the_breaker_closing_restarts_at_a_lower_level_held_before() {
+    // The backend was found to take one delivery at a time before it went
+    // away: it comes back at 1, not at the starting level of 5.
+    let g = Gate::new("b", settings(5, 10), None, 0);
+    assert_eq!(drive(&g, |n| Duration::from_millis(20 + 60 * u64::from(n - 1)), 400), 1);
+    let mono = crate::clock::instant() + Duration::from_secs(3600);
+    for n in 0..3 {
+        let p = go(g.admit(0));
+        g.report(p, Report::Failed { error: "lost connection".into() }, 0, mono + Duration::from_secs(n));
+    }
+    assert_eq!(g.snapshot().breaker, BreakerPosition::Open);
+    let cp = g.connect_probe(6000).expect("a connect probe is due");
+    g.connect_probe_done(cp, Ok(()), 6000);
+    let probe = go(g.admit(6001));
+    let latency = Some(Duration::from_millis(10));
+    g.report(probe, Report::Completed { latency }, 6002, mono + Duration::from_secs(20));
+    let snap = g.snapshot();
+    assert_eq!((snap.breaker, snap.limit), (BreakerPosition::Closed, 1));
+}

@@ -182,7 +182,8 @@ return {'go', 0, ''}
 /// `fail`, `abandon`), failure threshold, cool-down ms, longest cool-down
 /// ms, error, then latency µs (`-1`: no sample), the delivery's duration
 /// ms, initial concurrency (`0`: fixed limit, no samples; the limit
-/// restarts there when the breaker closes), keep (`1`: the lease stays
+/// restarts there when the breaker closes, or at the level the limit
+/// owner last settled at when that is lower, as the single host's), keep (`1`: the lease stays
 /// with the delivery's idle connection; absent or `0`: given back), then,
 /// when kept, the ceiling and turn over (`1`: the lease has had its turn).
 /// KEYS also: wanted. A kept lease's finish answers `shed` instead of `ok`
@@ -212,7 +213,7 @@ if initial > 0 then
     redis.call('PEXPIRE', KEYS[3], SAMPLE_TTL_MS)
   end
 end
-local b = redis.call('HMGET', KEYS[2], 'state', 'probe', 'opens')
+local b = redis.call('HMGET', KEYS[2], 'state', 'probe', 'opens', 'settled')
 local is_probe = b[2] == ARGV[1]
 local outcome = ARGV[2]
 if outcome == 'ok' then
@@ -220,7 +221,9 @@ if outcome == 'ok' then
     redis.call('HSET', KEYS[2], 'failures', 0, 'opens', 0)
     redis.call('HDEL', KEYS[2], 'state', 'probe', 'probe_at')
     redis.call('HINCRBY', KEYS[2], 'epoch', 1)
-    if initial > 0 then redis.call('SET', KEYS[4], initial) end
+    if initial > 0 then
+      redis.call('SET', KEYS[4], math.min(tonumber(b[4] or '') or initial, initial))
+    end
     return 'closed'
   end
   if b[1] ~= 'open' then redis.call('HSET', KEYS[2], 'failures', 0) end
@@ -343,9 +346,12 @@ return out
 
 /// The limit owner's step: keeps (or takes, when free) the owner lease,
 /// writes the limit it computed, and takes the samples waiting. KEYS:
-/// owner, samples, limit. ARGV: member, lease ms, limit to write (`0`:
-/// none), take samples (`1`/`0`). Returns owner (1/0), Redis now (ms), the
-/// limit now (-1: none written), then the samples (owner only).
+/// owner, samples, limit, breaker. ARGV: member, lease ms, limit to write
+/// (`0`: none), take samples (`1`/`0`), the level the owner's limiter
+/// settled at (`0` or absent: none yet; kept in the breaker's hash, where
+/// the finish script restarts the limit when the breaker closes). Returns
+/// owner (1/0), Redis now (ms), the limit now (-1: none written), then the
+/// samples (owner only).
 const STEER: &str = r#"
 local o = redis.call('GET', KEYS[1])
 if o and o ~= ARGV[1] then
@@ -354,6 +360,8 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
 local w = tonumber(ARGV[3])
 if w > 0 then redis.call('SET', KEYS[3], w) end
+local settled = tonumber(ARGV[5] or '0')
+if settled > 0 and KEYS[4] then redis.call('HSET', KEYS[4], 'settled', settled) end
 local out = {1, now, tonumber(redis.call('GET', KEYS[3]) or '-1')}
 if ARGV[4] == '1' then
   for _, x in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do table.insert(out, x) end

@@ -13,8 +13,10 @@
 //! owner dies or loses Redis, its lease runs out and the next host to ask
 //! takes over within the lease time, starting from the limit last written.
 //! The fleet breaker closing restarts the limit at the initial
-//! concurrency, as the single host's does (the finish script writes it; the
-//! owner follows).
+//! concurrency, or at the level the owner's limiter last settled at when
+//! that is lower, as the single host's does (the owner sends that level
+//! with each step; the finish script writes the restart; the owner
+//! follows).
 //!
 //! Why one owner and not every host steering by the fleet's samples: the
 //! limiter is a perturb-and-observe loop that moves the level and then
@@ -75,8 +77,9 @@ pub(super) async fn steer(gate: Weak<FleetGate>, member: String) {
 async fn call(g: &FleetGate, owner: &Owner, write: u32, take: bool) -> Option<Steer> {
     let lease_ms = g.fleet.settings().lease_time.as_millis() as u64;
     let mut inv = g.fleet.scripts.steer.key(&g.keys.owner);
-    inv.key(&g.keys.samples).key(&g.keys.limit);
+    inv.key(&g.keys.samples).key(&g.keys.limit).key(&g.keys.breaker);
     inv.arg(&owner.member).arg(lease_ms).arg(write).arg(u8::from(take));
+    inv.arg(owner.limiter.as_ref().and_then(AdaptiveLimit::settled).unwrap_or(0));
     let reply: Steer = g.fleet.call("steer", &inv).await.ok()?;
     g.set_shared_limit(reply.limit);
     Some(reply)

@@ -11,7 +11,8 @@
 //! private `redis-server`, a CA made by the test) is shared only when it
 //! trusts the server's certificate. An idle connection carries the
 //! host's backlog holding its lease, gives it back when the backlog is
-//! done, and hands it to a waiting host after its turn.
+//! done, and hands it to a waiting host after its turn. A host with a
+//! backlog asks for its admissions together, not one round trip each.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Backend, Mode, Proto};
 use common::daemon::{Daemon, TestConfig};
-use common::fleet::{all_delivered, logs, send_to_all, subjects};
+use common::fleet::{DelayLine, all_delivered, logs, send_to_all, subjects};
 use common::redis::Redis;
 use common::wait_until;
 
@@ -195,6 +196,53 @@ async fn idle_connections_carry_a_backlog_and_give_their_leases_back_when_it_is_
     for (_, d) in hosts {
         assert!(d.stop().success());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_asks_for_admissions_together_when_redis_is_far() {
+    // Redis 100 ms away: asked one after the other, admissions would start
+    // one delivery per 100 ms, each done (the backend answers at once)
+    // before the next starts, one connection at a time. Asked together,
+    // a backlog starts several deliveries per round trip.
+    let redis = Redis::start();
+    let far = DelayLine::start(redis.addr(), Duration::from_millis(100)).await;
+    let b = Backend::start(Proto::Lmtp).await;
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    let cfg = Arc::new(TestConfig::new(
+        &name,
+        &format!(
+            "lmtp_destination_concurrency_limit = 8
+\
+             initial_destination_concurrency = 8
+\
+             sluice_fleet_redis = {url}
+\
+             sluice_fleet_host = mx1
+\
+             sluice_fleet_call_timeout = 2s
+",
+            url = far.url()
+        ),
+    ));
+    let d = Daemon::start(&cfg);
+    let host = [(cfg, d)];
+    let first = send_to_all(&host, "first", 1).await;
+    wait_until("first delivered", Duration::from_secs(30), || all_delivered(&b, &first), || logs(&host));
+    // A backlog of 16, held by this host's own pause while it is sent.
+    assert!(host[0].0.sluice(&["backend", "pause", "--local", &name]).status.success());
+    let sent = send_to_all(&host, "together", 16).await;
+    b.reset_peaks();
+    assert!(host[0].0.sluice(&["backend", "resume", "--local", &name]).status.success());
+    wait_until("all delivered", Duration::from_secs(60), || all_delivered(&b, &sent), || logs(&host));
+    assert!(
+        b.peak_connections() >= 4,
+        "at most {} deliveries at once: admissions asked one after the other\n{}",
+        b.peak_connections(),
+        logs(&host)
+    );
+    assert!(b.peak_connections() <= 8, "peak {} (limit 8)", b.peak_connections());
+    let [(_, d)] = host;
+    assert!(d.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -22,13 +22,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use sluice_queue::UnixMillis;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::client::{self, Connection, Health, OpenError, Transfer, TransferRcpt, Verdict};
 use super::context::{Context, lock};
-use super::gate::{Admission, BackendGate, Feedback, Permit, Report};
+use super::gate::{BackendGate, Feedback, Permit, Report};
 use super::inflight::{Done, InFlight, RcptDone};
 use super::record;
 use super::result_line::LogStatus;
@@ -53,8 +55,11 @@ const MAX_SPREAD: Duration = Duration::from_secs(5);
 /// bring the backlog back as soon as the backend is.
 const BREAKER_HOLD_MS: UnixMillis = 60_000;
 
+mod admitted;
 mod idle;
 mod probe;
+
+use self::admitted::Wait;
 
 pub use self::probe::{Busy, Probed};
 
@@ -179,13 +184,18 @@ impl Backend {
     async fn dispatch(self: Arc<Self>) {
         let token = self.ctx.token.clone();
         let mut idle_since = clock::instant();
+        let mut asking = FuturesUnordered::new();
         loop {
             if token.is_cancelled() {
                 self.drain_on_shutdown();
+                // Permits already asked for go back unused.
+                while let Some(admission) = asking.next().await {
+                    self.admitted(admission).await;
+                }
                 self.close_idle(true).await;
                 return;
             }
-            if lock(&self.jobs).queue.is_empty() {
+            if asking.is_empty() && lock(&self.jobs).queue.is_empty() {
                 self.close_quiet().await;
                 self.close_idle(false).await;
                 self.connect_probe();
@@ -212,38 +222,25 @@ impl Backend {
                 continue;
             }
             idle_since = clock::instant();
-            let now = clock::unix_millis();
-            match self.gate.admit(now).await {
-                Admission::Go(permit) => {
-                    let (job, left) = {
-                        let mut jobs = lock(&self.jobs);
-                        let job = jobs.queue.pop_front();
-                        (job, jobs.queue.len())
-                    };
-                    self.refill(left).await;
-                    let Some(job) = job else {
-                        // Nothing after all: the permit goes back unused
-                        // (in fleet mode its lease stays with the idle
-                        // connection it would have used).
-                        let mut permit = permit;
-                        {
-                            let pool = lock(&self.pool);
-                            if !pool.is_empty() {
-                                self.gate.keep_idle(&mut permit, true);
-                            }
-                        }
-                        let fb = self.gate.report(permit, Report::Abandoned, now, clock::instant());
-                        self.apply(fb).await;
-                        continue;
-                    };
-                    // The idle connection goes with the slot, in the same
-                    // step: a slot in use and an idle connection are never
-                    // both counted for one delivery, nor neither.
-                    let pooled = lock(&self.pool).pop();
-                    let me = Arc::clone(&self);
-                    self.ctx.tracker.spawn(async move { me.deliver(job, permit, pooled).await });
-                }
-                Admission::WaitSlot | Admission::WaitProbe => {
+            // Ask for as many admissions at once as the gate allows (one
+            // per waiting job): the fleet gate's each wait on a round trip
+            // to Redis, and asked one after the other they would start at
+            // most one delivery per round trip.
+            let queued = lock(&self.jobs).queue.len();
+            let ahead = self.gate.admissions_ahead().max(1).min(queued);
+            while asking.len() < ahead {
+                asking.push(self.gate.admit(clock::unix_millis()));
+            }
+            let Some(admission) = asking.next().await else { continue };
+            let Some(wait) = self.admitted(admission).await else { continue };
+            // No admission is left standing while this one waits: those
+            // already asked for start their deliveries (or give their
+            // permits back), then the dispatcher waits as told.
+            while let Some(other) = asking.next().await {
+                self.admitted(other).await;
+            }
+            match wait {
+                Wait::Slot => {
                     // The fleet may have taken back an idle connection's
                     // lease (its limit fell): that connection closes now.
                     self.close_idle(false).await;
@@ -254,62 +251,12 @@ impl Backend {
                         _ = tokio::time::sleep(REAP_EVERY) => self.close_idle(false).await,
                     }
                 }
-                Admission::WaitRate(wait) => {
+                Wait::Rate(wait) => {
                     metrics::counter!(metric::RATE_LIMITED, "backend" => self.name.clone()).increment(1);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = token.cancelled() => {}
                     }
-                }
-                Admission::Postpone { until, reason } => {
-                    // Held-back mail is parked, whether for a pause or an
-                    // open breaker: the resume, or the breaker closing
-                    // after a good probe, calls it back at once. An open
-                    // breaker's mail also stays on disk for at least
-                    // `BREAKER_HOLD_MS` (the probe time is often sooner):
-                    // otherwise every message of an outage's backlog would
-                    // be claimed, logged and written back at every probe.
-                    let park = true;
-                    let paused = self.gate.is_paused(now);
-                    let until = if paused { until } else { until.max(now + BREAKER_HOLD_MS) };
-                    let jobs: Vec<Job> = lock(&self.jobs).queue.drain(..).collect();
-                    // The status of the failure that opened the breaker when
-                    // its text has one, as Postfix logs mail for a dead
-                    // destination; otherwise 4.4.1 (no answer from host),
-                    // and 4.3.2 for a pause (as Postfix's deferred
-                    // transports). Never 4.4.7: that says the message
-                    // expired, which monitoring reads as lost mail.
-                    let dsn = reason.split_whitespace().find_map(Status::parse).unwrap_or(if paused {
-                        Status(4, 3, 2)
-                    } else {
-                        Status(4, 4, 1)
-                    });
-                    for job in jobs {
-                        // Postfix logs mail it holds back from a suspended
-                        // destination as deferred, with the reason; so does
-                        // sluice (no attempt is counted).
-                        let waited = job.queued_at.elapsed();
-                        for &index in &job.rcpts {
-                            let mut line =
-                                job.msg.result_line(index, "none", dsn, LogStatus::Deferred, &reason);
-                            line.delays[1] = waited;
-                            line.emit(self.id.protocol.into());
-                        }
-                        let why = if paused { "paused" } else { "breaker" };
-                        metrics::counter!(metric::DEFERRALS, "backend" => self.name.clone(), "reason" => why)
-                            .increment(job.rcpts.len() as u64);
-                        let until = spread(now, until);
-                        let done = job
-                            .rcpts
-                            .iter()
-                            .map(|&index| RcptDone {
-                                index,
-                                done: Done::Postponed { until, reason: reason.clone(), park, shown: true },
-                            })
-                            .collect();
-                        record::complete(&self.ctx, &job.msg, Some(Arc::clone(&self.gate)), done);
-                    }
-                    self.close_idle(true).await;
                 }
             }
         }

@@ -37,6 +37,13 @@ pub trait BackendGate: Send + Sync + std::fmt::Debug {
     /// May a delivery start at `now`? Async: the fleet gate asks Redis
     /// (within its call deadline).
     fn admit(&self, now: UnixMillis) -> BoxFuture<'_, Admission>;
+    /// How many admissions the dispatcher may ask for at once (one per
+    /// waiting job at most). One where an admission is decided at once;
+    /// the fleet gate's wait on a round trip to Redis, and overlapping them
+    /// is what lets one host start more than one delivery per round trip.
+    fn admissions_ahead(&self) -> usize {
+        1
+    }
     /// A finished delivery's connection is about to go idle in the pool
     /// (called with the pool locked, before [`Self::report`]): true when it
     /// may. `wanted`: a job of this backend waits for it. The fleet gate

@@ -103,7 +103,7 @@ use sluice_queue::{BackendRecord, BreakerPosition, QueueId, UnixMillis};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use self::admission::Ending;
+use self::admission::{ADMITS_AHEAD, Ending};
 use self::scripts::{Keys, Status, lease_host};
 use super::slots::Slot;
 use super::{Admission, BackendGate, ConnectProbe, Feedback, FleetView, Gate, Permit, Report, Snapshot};
@@ -365,6 +365,10 @@ impl BackendGate for FleetGate {
 
     fn admit(&self, now: UnixMillis) -> BoxFuture<'_, Admission> {
         Box::pin(self.admit_fleet(now))
+    }
+
+    fn admissions_ahead(&self) -> usize {
+        ADMITS_AHEAD
     }
 
     fn keep_idle(&self, permit: &mut Permit, wanted: bool) -> bool {

@@ -61,13 +61,15 @@
 //!   climb: the try's round is a fresh measure of the new home);
 //! - down to `d`: if `G` is at least [`SHRINK_ABOVE`] (by [`MOVE`]
 //!   standard errors) the deliveries above `d` brought (almost) nothing:
-//!   `d` becomes home, and the next try down starts at once (a descent);
+//!   `d` becomes home, and the next try down starts at once (a descent;
+//!   when `G` was above [`RETROGRADE`], fewer deliveries did more work,
+//!   and the next try goes to half the level instead of one step);
 //! - otherwise back home. A result within [`SURE`] standard errors of the
 //!   threshold is unsure and the same try is repeated after the next round
 //!   at home ([`UNSURE_REPEATS`] times at most); a clear one waits its
 //!   spacing (below). A try up that lost goodput outright (`G` above
-//!   [`RETROGRADE`]) makes a try down due at once: on a retrograde server
-//!   the way to more goodput is down.
+//!   [`RETROGRADE`]) makes a try down to half the level due at once: on a
+//!   retrograde server the way to more goodput is down.
 //!
 //! Between the thresholds it holds, and measurement noise does not move
 //! it. A plateau server (flat up to its capacity C, queueing beyond) climbs
@@ -123,8 +125,10 @@ use tokio::time::Instant;
 
 use self::measure::Round;
 pub use self::measure::{Gradient, Point};
+pub use self::reason::Reason;
 
 mod measure;
+mod reason;
 
 /// Least deliveries in a round: at low levels one delivery is too noisy a
 /// measure.
@@ -171,64 +175,6 @@ const MIN_DECREASE_SPACING: Duration = Duration::from_millis(100);
 /// Levels remembered for display, and how long.
 const CURVE_LEVELS: usize = 32;
 const CURVE_MEMORY: Duration = Duration::from_secs(60);
-
-/// Why the limit is what it is (logs, `sluice backend list`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// `initial_destination_concurrency`, nothing measured yet.
-    Start,
-    /// One round one step up, to be compared with home.
-    TryUp,
-    /// One round one step down, to be compared with home.
-    TryDown,
-    /// The try up brought goodput: it is home now.
-    Climb,
-    /// The try up brought no goodput worth its load: back home.
-    NoGain,
-    /// The deliveries above the try down brought no goodput: it is home now.
-    Descend,
-    /// The try down lost goodput: back home.
-    Needed,
-    /// The try's level was not filled (not enough mail): back home.
-    NotUsed,
-    /// Smoothed latency passed `sluice_latency_target`.
-    LatencyTarget,
-    /// `421`, `4xx` at connect/MAIL/DATA, or a timeout.
-    Overload,
-    /// Restart after the breaker closed, or a configuration change.
-    Reset,
-    /// `sluice_adaptive_concurrency = no`.
-    Fixed,
-}
-
-impl Reason {
-    /// Short text for logs and `sluice backend list`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Start => "starting level",
-            Reason::TryUp => "trying one step up",
-            Reason::TryDown => "trying one step down",
-            Reason::Climb => "more concurrency gave more goodput",
-            Reason::NoGain => "more concurrency gave no more goodput",
-            Reason::Descend => "fewer deliveries gave as much goodput",
-            Reason::Needed => "fewer deliveries gave less goodput",
-            Reason::NotUsed => "not enough mail to use more",
-            Reason::LatencyTarget => "latency above target",
-            Reason::Overload => "overload reply or timeout",
-            Reason::Reset => "reset",
-            Reason::Fixed => "adaptive concurrency off",
-        }
-    }
-
-    /// Worth a log line at `info` (the rest are the steady state's
-    /// comings and goings, at `debug`).
-    pub fn is_news(self) -> bool {
-        matches!(
-            self,
-            Reason::Climb | Reason::Descend | Reason::LatencyTarget | Reason::Overload | Reason::Reset
-        )
-    }
-}
 
 /// A change of the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +242,9 @@ pub struct AdaptiveLimit {
     /// A try just moved home: the next one starts at the next sample (the
     /// try's round is a fresh measure of the new home).
     chain: bool,
+    /// Fewer deliveries were just seen to do more work (a retrograde
+    /// gradient): the next try down goes to half the level, not one step.
+    halve: bool,
     /// Unsure tries repeated in a row.
     unsure: u32,
     smoothed: Option<f64>,
@@ -328,6 +277,7 @@ impl AdaptiveLimit {
             reference: None,
             prefer_down: true,
             chain: false,
+            halve: false,
             unsure: 0,
             smoothed: None,
             last_decrease: None,
@@ -429,6 +379,7 @@ impl AdaptiveLimit {
         self.next_down = None;
         self.prefer_down = true;
         self.chain = false;
+        self.halve = false;
         self.change(from, Reason::Reset)
     }
 
@@ -527,6 +478,7 @@ impl AdaptiveLimit {
                         if other.is_some_and(|g| g.value > RETROGRADE) {
                             self.next_down = None;
                             self.prefer_down = true;
+                            self.halve = other.is_some_and(|g| g.value - SURE * g.error > RETROGRADE);
                         }
                         self.change(from, if other.is_some() { Reason::NoGain } else { Reason::NotUsed })
                     }
@@ -537,6 +489,16 @@ impl AdaptiveLimit {
                 self.gradient = verdict.or(self.gradient);
                 match verdict {
                     Some(g) if in_use && g.value - MOVE * g.error >= SHRINK_ABOVE => {
+                        // Surely retrograde (a plateau above its knee reads
+                        // about 1): goodput goes as n^(1 - G) and keeps
+                        // growing the lower the level, so half is tried
+                        // next. Its own round judges it; a halving that
+                        // does not pay goes back to single steps at once.
+                        self.halve = g.value - SURE * g.error > RETROGRADE;
+                        // The level above was just measured worse: no try
+                        // up before its spacing (at 1, the chain would
+                        // otherwise try 2 again at once).
+                        self.next_up = Some(self.spacing(took, 1.0 - DOWN_SHARE, now));
                         Some(self.moved(p, h, true, Reason::Descend))
                     }
                     other => {
@@ -544,6 +506,12 @@ impl AdaptiveLimit {
                         let unsure =
                             in_use && other.is_some_and(|g| g.value + SURE * g.error >= SHRINK_ABOVE);
                         self.after_failed_try(unsure, took, now, true);
+                        if p.level + Self::step(h).min(h - 1) < h {
+                            // A halving that did not pay: single steps down
+                            // from here, at once.
+                            self.next_down = None;
+                            self.prefer_down = true;
+                        }
                         let reason = if other.is_some() && in_use { Reason::Needed } else { Reason::NotUsed };
                         self.change(from, reason)
                     }
@@ -632,10 +600,11 @@ impl AdaptiveLimit {
         let up = h < self.policy.max && due(self.next_up);
         let change = if down && (self.prefer_down || !up) {
             self.trying = Some(Try::Down { from: h });
-            self.limit = h - Self::step(h).min(h - 1);
+            self.limit = if std::mem::take(&mut self.halve) { h / 2 } else { h - Self::step(h).min(h - 1) };
             self.change(h, Reason::TryDown)
         } else if up {
             self.trying = Some(Try::Up { from: h });
+            self.halve = false;
             self.limit = (h + Self::step(h)).min(self.policy.max);
             self.change(h, Reason::TryUp)
         } else {
@@ -670,6 +639,7 @@ impl AdaptiveLimit {
         self.home = None;
         self.reference = None;
         self.chain = false;
+        self.halve = false;
         // No try up for a probe-budget spacing of a round trip or two: the
         // server just said it had too much.
         let rtt = self.smoothed.map(Duration::from_secs_f64).unwrap_or(MIN_DECREASE_SPACING);

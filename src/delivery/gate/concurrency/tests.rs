@@ -342,3 +342,20 @@ fn the_gradient_says_how_latency_grows_with_concurrency() {
     assert_eq!(g(p(1.0, 20 - floor), p(2.0, 80 - floor)), Some(2.0));
     assert_eq!(g(p(10.0, 100), p(10.2, 300)), None, "too close to tell");
 }
+
+#[test]
+fn a_retrograde_server_is_descended_in_halves_once_its_gradient_shows() {
+    // From 5 on the retrograde server, one step at a time takes four
+    // rounds to reach 1; once a step down has shown that fewer deliveries
+    // do more work, the next try goes to half the level.
+    let trace = simulate(AdaptiveLimit::new(policy(5, 20)), &retrograde, 10.0, 0.0, 0.0);
+    let levels: Vec<u32> = trace.limits.iter().map(|&(_, l)| l).collect();
+    let mut seen = levels.clone();
+    seen.dedup();
+    assert!(!seen.contains(&3), "went through 3 on the way to 1: {seen:?}");
+    let at_one = trace.limits.iter().find(|&&(_, l)| l == 1).map(|&(t, _)| t).expect("reached 1");
+    assert!(at_one < 2.0, "1 reached at {at_one:.2} s: {seen:?}");
+    let (best, _) = best_fixed(&retrograde, 8, 10.0, 0.0);
+    let got = trace.goodput(0.0, 10.0);
+    assert!(got >= 0.85 * best, "goodput over the first 10 s {got:.1}/s against {best:.1}/s");
+}

@@ -12,7 +12,8 @@
 //! trusts the server's certificate. An idle connection carries the
 //! host's backlog holding its lease, gives it back when the backlog is
 //! done, and hands it to a waiting host after its turn. A host with a
-//! backlog asks for its admissions together, not one round trip each.
+//! backlog asks for its admissions together, not one round trip each. A
+//! host's own pause outlives its restart and the fleet's resumes.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -193,6 +194,49 @@ async fn idle_connections_carry_a_backlog_and_give_their_leases_back_when_it_is_
         assert!(Instant::now() < deadline, "connections and leases over time: {counts:?}\n{}", logs(&hosts));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    for (_, d) in hosts {
+        assert!(d.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hosts_own_pause_outlives_its_restart_and_the_fleets_resume() {
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    let mut hosts = fleet(&redis, &b, "");
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    // Every host knows the backend once it had mail for it.
+    let first = send_to_all(&hosts, "first", 1).await;
+    wait_until("first delivered", Duration::from_secs(30), || all_delivered(&b, &first), || logs(&hosts));
+    assert!(hosts[0].0.sluice(&["backend", "pause", "--local", &name]).status.success());
+    // mx1 restarts (drained for maintenance, say) while paused on its own.
+    let (cfg, d) = hosts.remove(0);
+    assert!(d.stop().success());
+    let d = Daemon::start(&cfg);
+    hosts.insert(0, (cfg, d));
+    let held = send_to_all(&hosts[..1], "held", 2).await;
+    // A fleet-wide pause and resume from mx2: mx1's own pause stays.
+    assert!(hosts[1].0.sluice(&["backend", "pause", &name]).status.success());
+    assert!(hosts[1].0.sluice(&["backend", "resume", &name]).status.success());
+    let others = send_to_all(&hosts[1..], "others", 1).await;
+    wait_until(
+        "mx2 and mx3 deliver",
+        Duration::from_secs(20),
+        || all_delivered(&b, &others),
+        || logs(&hosts),
+    );
+    // Past a few heartbeats (200 ms): the fleet's wake-up reached mx1.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = subjects(&b);
+    assert!(
+        !held.iter().any(|s| got.contains(s)),
+        "the fleet's resume ended mx1's own pause\n{}",
+        logs(&hosts)
+    );
+    let list = String::from_utf8_lossy(&hosts[0].0.sluice(&["backend", "list"]).stdout).into_owned();
+    assert!(list.contains("paused until resumed"), "mx1 after its restart:\n{list}");
+    assert!(hosts[0].0.sluice(&["backend", "resume", "--local", &name]).status.success());
+    wait_until("mx1's mail", Duration::from_secs(20), || all_delivered(&b, &held), || logs(&hosts));
     for (_, d) in hosts {
         assert!(d.stop().success());
     }

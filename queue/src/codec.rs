@@ -45,6 +45,9 @@ pub(crate) enum DecodeError {
     /// this codec writes v1 for it, so the value was not written by it.
     #[error("v2 envelope without an original recipient")]
     NeedlessV2,
+    /// A v2 backend record without a flag set: this codec writes v1 for it.
+    #[error("v2 backend record without a flag")]
+    NeedlessV2Backend,
 }
 
 /// The first format version: recipients without an original address.
@@ -54,7 +57,11 @@ const V1: u8 = 1;
 /// V1 plus, per recipient after its ORCPT, the original recipient of a
 /// virtual alias expansion (optional string). Written only when some
 /// recipient has one.
+/// For a backend record: V1 plus a flags byte at the end (bit 0: the pause
+/// is this host's own). Written only when a flag is set.
 const V2: u8 = 2;
+/// Backend record flag: the pause is this host's own (`--local`).
+const PAUSED_HERE: u8 = 1;
 
 /// What `envelopes` stores for one message: the envelope plus where it sits
 /// in the queue.
@@ -144,7 +151,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// As [`Reader::new`] for an envelope record, which also has a v2.
+    /// As [`Reader::new`] for a record that also has a v2 (an envelope,
+    /// a backend record).
     fn envelope(buf: &'a [u8]) -> Result<Self, DecodeError> {
         match buf.first() {
             Some(&V2) => Ok(Reader { buf, pos: 1, version: V2 }),
@@ -462,9 +470,10 @@ pub(crate) fn decode_record(buf: &[u8]) -> Result<Record, DecodeError> {
 
 // ---------------------------------------------------------------- backend
 
-/// Encodes a backend record (format v1).
+/// Encodes a backend record (format v1, or v2 when a flag is set).
 pub(crate) fn encode_backend(b: &BackendRecord) -> Vec<u8> {
-    let mut w = Writer::new(V1, 32);
+    let flags = if b.paused_here { PAUSED_HERE } else { 0 };
+    let mut w = Writer::new(if flags == 0 { V1 } else { V2 }, 32);
     w.u8(match b.breaker {
         BreakerPosition::Closed => 0,
         BreakerPosition::Open => 1,
@@ -475,26 +484,40 @@ pub(crate) fn encode_backend(b: &BackendRecord) -> Vec<u8> {
     w.opt_varint(b.probe_at);
     w.opt_varint(b.paused_until);
     w.opt_str(b.last_error.as_deref());
+    if flags != 0 {
+        w.u8(flags);
+    }
     w.0
 }
 
 /// Decodes a backend record; never panics.
 pub(crate) fn decode_backend(buf: &[u8]) -> Result<BackendRecord, DecodeError> {
-    let mut r = Reader::new(buf)?;
+    let mut r = Reader::envelope(buf)?;
     let breaker = match r.u8()? {
         0 => BreakerPosition::Closed,
         1 => BreakerPosition::Open,
         2 => BreakerPosition::HalfOpen,
         tag => return Err(DecodeError::Tag { field: "breaker", tag }),
     };
-    let b = BackendRecord {
+    let mut b = BackendRecord {
         breaker,
         failed_probes: r.u32("failed probes")?,
         opened_at: r.opt_varint("opened at")?,
         probe_at: r.opt_varint("probe at")?,
         paused_until: r.opt_varint("paused until")?,
         last_error: r.opt_str("last error")?,
+        paused_here: false,
     };
+    if r.version == V2 {
+        let flags = r.u8()?;
+        if flags == 0 {
+            return Err(DecodeError::NeedlessV2Backend);
+        }
+        if flags & !PAUSED_HERE != 0 {
+            return Err(DecodeError::Tag { field: "backend flags", tag: flags });
+        }
+        b.paused_here = flags & PAUSED_HERE != 0;
+    }
     r.finish()?;
     Ok(b)
 }

@@ -339,6 +339,9 @@ pub struct BackendRecord {
     pub probe_at: Option<UnixMillis>,
     /// Paused by `sluice backend pause` until then (`u64::MAX`: until resumed).
     pub paused_until: Option<UnixMillis>,
+    /// The pause is this host's own (`--local` in fleet mode), apart from
+    /// the fleet's: the fleet's resumes do not end it.
+    pub paused_here: bool,
     /// Last error seen from the backend, for `sluice backend list`.
     pub last_error: Option<String>,
 }

@@ -482,18 +482,18 @@ async fn backend_records_persist() {
         probe_at: Some(T0 + 30_000),
         paused_until: None,
         last_error: Some("421 4.3.2 busy".into()),
+        paused_here: false,
     };
     q.put_backend("lmtp:mbox1", &BackendRecord::default()).await.unwrap();
     q.put_backend("lmtp:mbox2", &open_rec).await.unwrap();
-    q.put_backend("lmtp:mbox1", &BackendRecord { paused_until: Some(u64::MAX), ..Default::default() })
-        .await
-        .unwrap();
+    let own_pause = BackendRecord { paused_until: Some(u64::MAX), paused_here: true, ..Default::default() };
+    q.put_backend("lmtp:mbox1", &own_pause).await.unwrap();
     let q = reopen(q, dir.path(), T0).await;
     let got = q.backends().await.unwrap();
     assert_eq!(
         got,
         vec![
-            ("lmtp:mbox1".to_owned(), BackendRecord { paused_until: Some(u64::MAX), ..Default::default() }),
+            ("lmtp:mbox1".to_owned(), own_pause),
             ("lmtp:mbox2".to_owned(), open_rec),
         ]
     );

@@ -94,14 +94,19 @@ fn backend() -> impl Strategy<Value = BackendRecord> {
         proptest::option::of(any::<u64>()),
         proptest::option::of(any::<u64>()),
         proptest::option::of(text()),
+        any::<bool>(),
     )
-        .prop_map(|(b, failed_probes, opened_at, probe_at, paused_until, last_error)| BackendRecord {
-            breaker: [BreakerPosition::Closed, BreakerPosition::Open, BreakerPosition::HalfOpen][b as usize],
-            failed_probes,
-            opened_at,
-            probe_at,
-            paused_until,
-            last_error,
+        .prop_map(|(b, failed_probes, opened_at, probe_at, paused_until, last_error, paused_here)| {
+            BackendRecord {
+                breaker: [BreakerPosition::Closed, BreakerPosition::Open, BreakerPosition::HalfOpen]
+                    [b as usize],
+                failed_probes,
+                opened_at,
+                probe_at,
+                paused_until,
+                last_error,
+                paused_here,
+            }
         })
 }
 
@@ -178,7 +183,7 @@ proptest! {
 fn version_byte_is_checked() {
     assert_eq!(decode_record(&[]), Err(DecodeError::Empty));
     assert_eq!(decode_record(&[3, 0]), Err(DecodeError::Version(3)));
-    assert_eq!(decode_backend(&[V2, 0]), Err(DecodeError::Version(V2)));
+    assert_eq!(decode_backend(&[3, 0]), Err(DecodeError::Version(3)));
     assert_eq!(decode_counters(&[0]), Err(DecodeError::Version(0)));
 }
 
@@ -252,4 +257,20 @@ fn original_recipient_round_trips_as_v2() {
     // The same bytes under v2 grow an original field per recipient; a
     // truncation or a needless v2 is refused, never misread.
     assert!(decode_record(&forged).is_err());
+}
+
+#[test]
+fn a_backend_record_is_v1_unless_a_flag_is_set() {
+    let plain = BackendRecord { paused_until: Some(7), ..BackendRecord::default() };
+    let bytes = encode_backend(&plain);
+    assert_eq!(bytes[0], V1, "readable by a release without the flags");
+    let here = BackendRecord { paused_here: true, ..plain.clone() };
+    let mut v2 = encode_backend(&here);
+    assert_eq!((v2[0], *v2.last().unwrap()), (V2, 1));
+    assert_eq!(decode_backend(&v2), Ok(here));
+    // A v2 record with no flag, or an unknown one, was not written here.
+    *v2.last_mut().unwrap() = 0;
+    assert_eq!(decode_backend(&v2), Err(DecodeError::NeedlessV2Backend));
+    *v2.last_mut().unwrap() = 3;
+    assert_eq!(decode_backend(&v2), Err(DecodeError::Tag { field: "backend flags", tag: 3 }));
 }

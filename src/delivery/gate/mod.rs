@@ -163,6 +163,9 @@ struct State {
     limit: AdaptiveLimit,
     limiter: Limiter,
     paused_until: Option<UnixMillis>,
+    /// The pause is this host's own (`--local` in fleet mode): stored so a
+    /// restart brings it back as such.
+    paused_here: bool,
     last_error: Option<String>,
     /// A backend-level failure happened since the last completed delivery.
     troubled: bool,
@@ -230,6 +233,7 @@ impl Gate {
             breaker,
             limit,
             paused_until: record.and_then(|r| r.paused_until).filter(|&u| u > now),
+            paused_here: record.is_some_and(|r| r.paused_here && r.paused_until.is_some_and(|u| u > now)),
             last_error: record.and_then(|r| r.last_error.clone()),
             troubled: false,
             parked: Parked::new(PARK_LIMIT),
@@ -291,6 +295,7 @@ impl Gate {
                 return Admission::Postpone { until, reason: "delivery paused by administrator".into() };
             }
             st.paused_until = None;
+            st.paused_here = false;
         }
         // The breaker is asked before a slot is taken, so a closed door
         // never takes and returns a slot (which would wake the waiters for
@@ -516,8 +521,15 @@ impl Gate {
     /// Pauses deliveries until `until` (`None`: until resumed). Mail due
     /// meanwhile is postponed, not attempted.
     pub fn pause(&self, until: Option<UnixMillis>) -> Feedback {
+        self.pause_as(until, false)
+    }
+
+    /// [`Self::pause`], stored as this host's own pause when `here`
+    /// (`--local` in fleet mode; see [`Self::own_pause`]).
+    pub fn pause_as(&self, until: Option<UnixMillis>, here: bool) -> Feedback {
         let mut st = self.state();
         st.paused_until = Some(until.unwrap_or(u64::MAX));
+        st.paused_here = here;
         tracing::info!(
             "backend {}: delivery paused{}",
             self.name,
@@ -533,6 +545,7 @@ impl Gate {
     pub fn resume(&self) -> Feedback {
         let mut st = self.state();
         let was = st.paused_until.take();
+        st.paused_here = false;
         if was.is_some() {
             tracing::info!("backend {}: delivery resumed", self.name);
         }
@@ -541,6 +554,13 @@ impl Gate {
         drop(st);
         self.changed.notify_waiters();
         Feedback { persist, wake }
+    }
+
+    /// Until when this host's own pause holds (`u64::MAX`: until resumed),
+    /// as stored by [`Self::pause_as`] (and brought back after a restart).
+    pub fn own_pause(&self) -> Option<UnixMillis> {
+        let st = self.state();
+        st.paused_until.filter(|_| st.paused_here)
     }
 
     /// True while paused at `now`.
@@ -567,6 +587,7 @@ impl Gate {
     fn record_of(st: &State) -> BackendRecord {
         let mut r = BackendRecord {
             paused_until: st.paused_until,
+            paused_here: st.paused_here && st.paused_until.is_some(),
             last_error: st.last_error.clone(),
             ..BackendRecord::default()
         };

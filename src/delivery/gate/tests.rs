@@ -245,6 +245,7 @@ fn breaker_state_is_restored_from_the_stored_record() {
         probe_at: Some(50_000),
         paused_until: None,
         last_error: Some("connect to b: Connection refused".into()),
+        paused_here: false,
     };
     let g = Gate::new("b", settings(2, 2), Some(&rec), 10_000);
     // Connect-probed at once after the restart.

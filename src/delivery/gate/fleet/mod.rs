@@ -26,11 +26,9 @@
 //!   own stays paused through the fleet's resumes and wake-ups until
 //!   `resume --local` (an operator draining one host must not see it
 //!   restart because another host resumed the fleet), and a shorter
-//!   fleet-wide pause does not end it early. The stored pause does not say
-//!   whose it was: after a restart a `--local` pause comes back as an
-//!   ordinary one, which the fleet's next resume or breaker recovery ends
-//!   (telling them apart needs a field in the queue's backend record);
-//!   pause a drained host again with `--local` after restarting it.
+//!   fleet-wide pause does not end it early. The queue's backend record
+//!   stores it as this host's own, so it comes back as such after a
+//!   restart.
 //!
 //! So a delivery costs one round trip to start (admission; none on an
 //! idle connection under a fixed limit, see below) and one to end
@@ -197,6 +195,8 @@ impl FleetGate {
         apply: Apply,
     ) -> Arc<FleetGate> {
         let local = Gate::new(name.clone(), Arc::new(share::shared(&settings, None)), record, now);
+        // This host's own pause, stored as such, outlives the restart.
+        let held_here = local.own_pause();
         let gate = Arc::new(FleetGate {
             keys: Keys::new(&fleet.settings().name, &name),
             name,
@@ -210,7 +210,7 @@ impl FleetGate {
             adopt_due: Mutex::new(false),
             released: Arc::new(Notify::new()),
             shared_limit: Mutex::new(None),
-            held_here: Mutex::new(None),
+            held_here: Mutex::new(held_here),
             idle: Mutex::new(Vec::new()),
             shedding: Mutex::new(Vec::new()),
             shed_due: Arc::new(AtomicU32::new(0)),
@@ -465,8 +465,11 @@ impl BackendGate for FleetGate {
 
     fn pause(&self, until: Option<UnixMillis>) -> Feedback {
         // This host's own pause (`--local`) outlives the fleet's: a shorter
-        // fleet-wide pause must not cut it short here.
-        let fb = self.local.pause(self.local_end(until, clock::unix_millis()));
+        // fleet-wide pause must not cut it short here (and it is still
+        // stored as this host's own when it ends later).
+        let now = clock::unix_millis();
+        let here = lock(&self.held_here).is_some_and(|h| h > now && h >= until.unwrap_or(u64::MAX));
+        let fb = self.local.pause_as(self.local_end(until, now), here);
         let ms: i64 = match until {
             Some(u) => u.saturating_sub(clock::unix_millis()).max(1) as i64,
             None => 0,
@@ -486,7 +489,7 @@ impl BackendGate for FleetGate {
     fn pause_here(&self, until: Option<UnixMillis>) -> Feedback {
         *lock(&self.held_here) = Some(until.unwrap_or(u64::MAX));
         tracing::info!("backend {}: fleet: paused on this host only", self.name);
-        self.local.pause(until)
+        self.local.pause_as(until, true)
     }
 
     fn resume_here(&self) -> Feedback {

@@ -18,13 +18,14 @@ use super::{FleetGate, Lease, initial, lock, share};
 use crate::clock;
 use crate::delivery::gate::{Admission, BackendGate, PAUSE_RECHECK, Permit, Report};
 
-/// How many admissions one host's dispatcher asks the script for at once
-/// (when as many deliveries wait): their round trips overlap, so a host
-/// starts up to this many deliveries per round trip instead of one. Not a
-/// setting: the script decides each one on its own and exactly, so more
-/// only means more refusals to ask again after; eight round trips in
-/// flight keep up with a backend that takes a millisecond per delivery
-/// and a Redis a tenth of that away.
+/// The most admissions one host's dispatcher asks the script for at once
+/// (when as many deliveries wait, and as many idle connections' leases are
+/// offered again, see `admissions_ahead`): their round trips overlap, so a
+/// host far from Redis starts several deliveries per round trip instead of
+/// one. Not a setting: the script decides each one on its own and exactly;
+/// eight round trips in flight keep a backlog moving through a Redis in
+/// another site (tens of milliseconds away) at eight deliveries per round
+/// trip.
 pub const ADMITS_AHEAD: usize = 8;
 
 impl FleetGate {

@@ -368,7 +368,12 @@ impl BackendGate for FleetGate {
     }
 
     fn admissions_ahead(&self) -> usize {
-        ADMITS_AHEAD
+        // The idle connections' leases are offered again together (they
+        // take no new slot), plus one new slot at a time: asking for
+        // several new slots at once found the fleet full more often than
+        // not on a busy host (1.8 round trips per delivery instead of 1.1
+        // in `overload fleet-cost`, for no more throughput).
+        (self.idle_leases() + 1).min(ADMITS_AHEAD)
     }
 
     fn keep_idle(&self, permit: &mut Permit, wanted: bool) -> bool {

@@ -490,13 +490,7 @@ async fn backend_records_persist() {
     q.put_backend("lmtp:mbox1", &own_pause).await.unwrap();
     let q = reopen(q, dir.path(), T0).await;
     let got = q.backends().await.unwrap();
-    assert_eq!(
-        got,
-        vec![
-            ("lmtp:mbox1".to_owned(), own_pause),
-            ("lmtp:mbox2".to_owned(), open_rec),
-        ]
-    );
+    assert_eq!(got, vec![("lmtp:mbox1".to_owned(), own_pause), ("lmtp:mbox2".to_owned(), open_rec),]);
 }
 
 #[tokio::test]

@@ -1086,7 +1086,7 @@ pub static PARAMS: &[Param] = &[
         "5",
         INT1,
         Delivery,
-        "Parallel deliveries to a destination to start with (per transport: <transport>_initial_destination_concurrency).",
+        "Parallel deliveries to a destination to start with, and to restart with when its circuit breaker closes, unless the destination was found to take fewer before (per transport: <transport>_initial_destination_concurrency).",
     ),
     p(
         "default_destination_rate_delay",

@@ -563,6 +563,11 @@ impl Gate {
         st.paused_until.filter(|_| st.paused_here)
     }
 
+    /// Slots not taken by a delivery, within the current limit.
+    pub fn free_slots(&self) -> u32 {
+        self.slots.limit().saturating_sub(self.slots.in_use())
+    }
+
     /// True while paused at `now`.
     pub fn is_paused(&self, now: UnixMillis) -> bool {
         self.state().paused_until.is_some_and(|u| u > now)

@@ -30,7 +30,7 @@ impl Redis {
     pub fn start() -> Redis {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut r = Redis { port: free_port(), dir, guard: None, tls: false, args: Vec::new() };
-        r.resume();
+        r.first_start();
         r
     }
 
@@ -40,7 +40,7 @@ impl Redis {
         let dir = tempfile::tempdir().expect("temp dir");
         let args = args.iter().map(|a| a.to_string()).collect();
         let mut r = Redis { port: free_port(), dir, guard: None, tls: false, args };
-        r.resume();
+        r.first_start();
         r
     }
 
@@ -65,7 +65,7 @@ impl Redis {
         std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("cert");
         std::fs::write(dir.path().join("key.pem"), key_pem).expect("key");
         let mut r = Redis { port: free_port(), dir, guard: None, tls: true, args: Vec::new() };
-        r.resume();
+        r.first_start();
         r
     }
 
@@ -84,8 +84,33 @@ impl Redis {
         self.guard.take();
     }
 
+    /// The first start: on another free port when something else took
+    /// this one between `free_port` and the bind (another test binary's
+    /// listener: seen once as a "Redis" that refused connections later).
+    fn first_start(&mut self) {
+        for _ in 0..3 {
+            if self.try_start() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("redis-server did not start (log: {})", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
     /// Starts it (again) on the same port.
     pub fn resume(&mut self) {
+        assert!(self.try_start(), "redis-server did not start (log: {})", self.log());
+    }
+
+    /// Starts it on its port and waits until its own log says it serves
+    /// (not merely until something answers on the port); false when it
+    /// exited first (the port was taken).
+    fn try_start(&mut self) -> bool {
+        let _ = std::fs::remove_file(self.dir.path().join("redis.log"));
         let bin = need("redis-server", "redis-server");
         let dir: &Path = self.dir.path();
         let port = self.port.to_string();
@@ -111,8 +136,20 @@ impl Redis {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.log().contains("Ready to accept connections") {
+                break;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", guard.pid())).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") || std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(wait_for_port(self.addr(), Duration::from_secs(10)), "redis-server did not start");
         self.guard = Some(guard);
+        true
     }
 }
 

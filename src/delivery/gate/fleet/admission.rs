@@ -17,6 +17,7 @@ use super::scripts::Verdict;
 use super::{FleetGate, Lease, initial, lock, share};
 use crate::clock;
 use crate::delivery::gate::{Admission, BackendGate, PAUSE_RECHECK, Permit, Report};
+use crate::delivery::settings::BackendSettings;
 
 /// The most admissions one host's dispatcher asks the script for at once
 /// (when as many deliveries wait, and as many idle connections' leases are
@@ -52,16 +53,27 @@ impl FleetGate {
             return Admission::WaitSlot;
         }
         // It carries the next delivery without asking Redis when the
-        // count is all Redis would check against a limit that does not
-        // move: a fixed limit, no fleet rate, no adoption due, and no
-        // breaker open or pause seen (the watcher reads those every
-        // heartbeat). Whether it must go back comes with the finish
+        // count is all Redis would check against a limit that has not
+        // moved: a fixed limit, or on the host that steers an adaptive
+        // one, a limit it has not changed since the admission script last
+        // let a delivery through on this lease; no fleet rate, no adoption
+        // due, and no breaker open or pause seen (the watcher reads those
+        // every heartbeat). Whether it must go back comes with the finish
         // script's answer. An adaptive limit is steered by trying a level
-        // for one round of deliveries; the level must hold from the moment
-        // it is written, which only the admission script enforces exactly
-        // (a try measured at the old level teaches the limiter nothing).
-        let fixed = initial(&s) == 0;
-        if reuse.is_some() && fixed && interval == 0 && !*lock(&self.adopt_due) && !self.fleet_holds(now) {
+        // for one round of deliveries, and a level must hold from the
+        // moment it is written (a try measured at the old level teaches
+        // the limiter nothing): after a change every idle lease asks once,
+        // and the admission script sheds those beyond the new level. Only
+        // the host that steers hears a change as it writes it; the others
+        // would hear it a delivery later, and the first version that let
+        // them skip the admission too kept six hosts at 3 connections
+        // where 1 was best (their old level spoiled the owner's tries
+        // down), so they ask every time.
+        let heard = lock(&self.heard).changes;
+        let steers = self.steering.load(Ordering::Acquire);
+        let steady =
+            initial(&s) == 0 || (steers && reuse.as_ref().is_some_and(|l| l.checked() == Some(heard)));
+        if reuse.is_some() && steady && interval == 0 && !*lock(&self.adopt_due) && !self.fleet_holds(now) {
             permit.lease = reuse;
             return Admission::Go(permit);
         }
@@ -118,10 +130,13 @@ impl FleetGate {
                         self.name
                     );
                 }
-                permit.lease = Some(match reuse {
+                let lease = match reuse {
                     Some(lease) => lease.probing(probe),
                     None => Lease::held(&self.fleet, &self.keys.leases, member, probe),
-                });
+                };
+                // The changes heard before the call: one heard during it
+                // makes the next delivery on this lease ask again.
+                permit.lease = Some(lease.checked_at(heard));
                 Admission::Go(permit)
             }
             Ok(Verdict::Slot | Verdict::Shed) => {
@@ -380,4 +395,35 @@ impl FleetGate {
             }
         });
     }
+}
+
+/// The fleet's limit as this host last heard it (steering, the watcher),
+/// and how many times it changed: on the host that steers, a lease checked
+/// by the admission script at the current count may carry the next
+/// delivery without asking again.
+#[derive(Debug, Default)]
+pub(super) struct Heard {
+    limit: Option<u32>,
+    pub(super) changes: u64,
+}
+
+impl Heard {
+    pub(super) fn hear(&mut self, limit: u32) {
+        if self.limit != Some(limit) {
+            self.limit = Some(limit);
+            self.changes += 1;
+        }
+    }
+}
+
+/// The fleet's limit in force for a shared adaptive limit `shared` (what
+/// the scripts' `fleet_limit` computes): the ceiling when the limit is
+/// fixed, else the shared one (the initial concurrency while none is
+/// written) within `1..=` the ceiling.
+pub(super) fn in_force(s: &BackendSettings, shared: Option<u32>) -> u32 {
+    let i = initial(s);
+    if i == 0 {
+        return s.concurrency_limit;
+    }
+    shared.unwrap_or(i).clamp(1, s.concurrency_limit.max(1))
 }

@@ -466,6 +466,10 @@ pub struct Lease {
     probe: bool,
     /// When Redis granted it.
     since: tokio::time::Instant,
+    /// How many changes of the fleet's limit this host had heard of when
+    /// the admission script last let a delivery through on it (`None`:
+    /// never asked about).
+    checked: Option<u64>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -478,7 +482,26 @@ impl Lease {
     /// Records a lease Redis granted, and starts renewing it.
     pub fn held(fleet: &Arc<Fleet>, key: &str, member: String, probe: bool) -> Lease {
         fleet.hold(key, &member);
-        Lease { fleet: Arc::clone(fleet), key: key.to_owned(), member, probe, since: crate::clock::instant() }
+        Lease {
+            fleet: Arc::clone(fleet),
+            key: key.to_owned(),
+            member,
+            probe,
+            since: crate::clock::instant(),
+            checked: None,
+        }
+    }
+
+    /// Notes that the admission script let a delivery through on it when
+    /// this host had heard of `changes` changes of the fleet's limit.
+    pub fn checked_at(mut self, changes: u64) -> Lease {
+        self.checked = Some(changes);
+        self
+    }
+
+    /// See [`Self::checked_at`].
+    pub fn checked(&self) -> Option<u64> {
+        self.checked
     }
 
     pub fn member(&self) -> &str {

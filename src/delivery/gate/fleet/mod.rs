@@ -153,6 +153,11 @@ pub struct FleetGate {
     released: Arc<Notify>,
     /// The fleet's adaptive limit as last read from Redis.
     shared_limit: Mutex<Option<u32>>,
+    /// The fleet's limit as this host last heard it (steering, the
+    /// watcher), and how often it changed.
+    heard: Mutex<admission::Heard>,
+    /// This host steers the fleet's adaptive limit (`steer.rs`).
+    steering: std::sync::atomic::AtomicBool,
     /// This host's own pause (`pause --local`): until when (`u64::MAX`:
     /// until `resume --local`).
     held_here: Mutex<Option<UnixMillis>>,
@@ -210,6 +215,8 @@ impl FleetGate {
             adopt_due: Mutex::new(false),
             released: Arc::new(Notify::new()),
             shared_limit: Mutex::new(None),
+            heard: Mutex::new(admission::Heard::default()),
+            steering: std::sync::atomic::AtomicBool::new(false),
             held_here: Mutex::new(held_here),
             idle: Mutex::new(Vec::new()),
             shedding: Mutex::new(Vec::new()),
@@ -250,6 +257,7 @@ impl FleetGate {
         // local share (`follow`) is not overwritten.
         let mode = lock(&self.mode);
         let s = self.configured();
+        lock(&self.heard).hear(admission::in_force(&s, limit));
         if old != limit && *mode == Mode::Shared && s.adaptive {
             self.local.reconfigure(Arc::new(share::shared(&s, limit)));
         }

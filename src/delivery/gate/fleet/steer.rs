@@ -66,7 +66,9 @@ pub(super) async fn steer(gate: Weak<FleetGate>, member: String) {
     loop {
         let nap = {
             let Some(g) = gate.upgrade() else { return };
-            step(&g, &mut owner).await
+            let nap = step(&g, &mut owner).await;
+            g.steering.store(owner.limiter.is_some(), std::sync::atomic::Ordering::Release);
+            nap
         };
         tokio::time::sleep(nap).await;
     }

@@ -12,8 +12,10 @@
 //! trusts the server's certificate. An idle connection carries the
 //! host's backlog holding its lease, gives it back when the backlog is
 //! done, and hands it to a waiting host after its turn. A host with a
-//! backlog asks for its admissions together, not one round trip each. A
-//! host's own pause outlives its restart and the fleet's resumes.
+//! backlog asks for its admissions together, not one round trip each;
+//! the host that steers the adaptive limit carries a backlog on its idle
+//! connections without asking each time. A host's own pause outlives its
+//! restart and the fleet's resumes.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -197,6 +199,59 @@ async fn idle_connections_carry_a_backlog_and_give_their_leases_back_when_it_is_
     for (_, d) in hosts {
         assert!(d.stop().success());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_host_that_steers_carries_a_backlog_on_its_idle_connections_without_asking() {
+    // One host, so it steers the adaptive limit: a backlog on its kept
+    // connections asks the admission script once per lease and limit
+    // change, not once per delivery. Counted by the commands the
+    // admission script runs first (ZREMRANGEBYSCORE; the heartbeat runs
+    // one too, five a second here).
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    let name = format!("lmtp:[127.0.0.1]:{}", b.port());
+    let cfg = Arc::new(TestConfig::new(
+        &name,
+        &format!(
+            "lmtp_destination_concurrency_limit = 3\n\
+             initial_destination_concurrency = 3\n\
+             lmtp_connection_cache_time_limit = 60s\n\
+             sluice_fleet_redis = {url}\n\
+             sluice_fleet_host = mx1\n\
+             sluice_fleet_heartbeat_interval = 200ms\n",
+            url = redis.url()
+        ),
+    ));
+    let d = Daemon::start(&cfg);
+    let host = [(cfg, d)];
+    let first = send_to_all(&host, "first", 1).await;
+    wait_until("first delivered", Duration::from_secs(30), || all_delivered(&b, &first), || logs(&host));
+    assert!(host[0].0.sluice(&["backend", "pause", "--local", &name]).status.success());
+    let sent = send_to_all(&host, "backlog", 60).await;
+    let asked = || -> u64 {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string(), "INFO", "commandstats"])
+            .output()
+            .expect("redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_zremrangebyscore:calls="))
+            .and_then(|l| l.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (before, started) = (asked(), Instant::now());
+    assert!(host[0].0.sluice(&["backend", "resume", "--local", &name]).status.success());
+    wait_until("the backlog", Duration::from_secs(60), || all_delivered(&b, &sent), || logs(&host));
+    let heartbeats = (started.elapsed().as_millis() / 200) as u64 + 2;
+    let admissions = asked() - before - heartbeats.min(asked() - before);
+    assert!(
+        admissions < 30,
+        "{admissions} admissions for 60 deliveries on kept connections\n{}",
+        logs(&host)
+    );
+    let [(_, d)] = host;
+    assert!(d.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -303,19 +303,7 @@ impl Backend {
         let now = clock::unix_millis();
         let jobs: Vec<Job> = lock(&self.jobs).queue.drain(..).collect();
         for job in jobs {
-            let done = job
-                .rcpts
-                .iter()
-                .map(|&index| RcptDone {
-                    index,
-                    done: Done::Postponed {
-                        until: now,
-                        reason: "shutdown".into(),
-                        park: false,
-                        shown: false,
-                    },
-                })
-                .collect();
+            let done = RcptDone::postponed(&job.rcpts, now, "shutdown", false, false);
             record::complete(&self.ctx, &job.msg, Some(Arc::clone(&self.gate)), done);
         }
     }
@@ -420,18 +408,7 @@ impl Backend {
             e => {
                 tracing::error!("{}: cannot read message body: {e}", msg.id());
                 let until = clock::unix_millis() + 60_000;
-                rcpts
-                    .iter()
-                    .map(|&index| RcptDone {
-                        index,
-                        done: Done::Postponed {
-                            until,
-                            reason: "queue file read error".into(),
-                            park: false,
-                            shown: true,
-                        },
-                    })
-                    .collect()
+                RcptDone::postponed(rcpts, until, "queue file read error", false, true)
             }
         }
     }

@@ -79,6 +79,27 @@ pub struct RcptDone {
     pub done: Done,
 }
 
+impl RcptDone {
+    /// The recipients `rcpts` (indexes) postponed alike: due again at
+    /// `until` for `reason`, parked for an early wake-up when `park`, the
+    /// deferral already logged when `shown`.
+    pub fn postponed(
+        rcpts: &[usize],
+        until: UnixMillis,
+        reason: &str,
+        park: bool,
+        shown: bool,
+    ) -> Vec<RcptDone> {
+        rcpts
+            .iter()
+            .map(|&index| RcptDone {
+                index,
+                done: Done::Postponed { until, reason: reason.to_owned(), park, shown },
+            })
+            .collect()
+    }
+}
+
 /// Everything the shares of a message reported, handed over by the last
 /// one to report.
 #[derive(Debug)]

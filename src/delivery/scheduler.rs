@@ -440,14 +440,7 @@ impl Scheduler {
         reason: &str,
         park: bool,
     ) {
-        let done = job
-            .rcpts
-            .iter()
-            .map(|&index| RcptDone {
-                index,
-                done: Done::Postponed { until, reason: reason.to_owned(), park, shown: false },
-            })
-            .collect();
+        let done = RcptDone::postponed(&job.rcpts, until, reason, park, false);
         let gate: Option<Arc<dyn BackendGate>> = backend.map(|b| b.gate_handle());
         record::complete(&self.ctx, &job.msg, gate, done);
     }

@@ -13,7 +13,7 @@ use super::{BREAKER_HOLD_MS, Backend, Job, spread};
 use crate::clock;
 use crate::delivery::context::lock;
 use crate::delivery::gate::{Admission, Report};
-use crate::delivery::inflight::{Done, RcptDone};
+use crate::delivery::inflight::RcptDone;
 use crate::delivery::record;
 use crate::delivery::result_line::LogStatus;
 use crate::metric;
@@ -108,14 +108,7 @@ impl Backend {
             metrics::counter!(metric::DEFERRALS, "backend" => self.name.clone(), "reason" => why)
                 .increment(job.rcpts.len() as u64);
             let until = spread(now, until);
-            let done = job
-                .rcpts
-                .iter()
-                .map(|&index| RcptDone {
-                    index,
-                    done: Done::Postponed { until, reason: reason.clone(), park, shown: true },
-                })
-                .collect();
+            let done = RcptDone::postponed(&job.rcpts, until, &reason, park, true);
             record::complete(&self.ctx, &job.msg, Some(Arc::clone(&self.gate)), done);
         }
         self.close_idle(true).await;

@@ -58,7 +58,9 @@ const V1: u8 = 1;
 /// virtual alias expansion (optional string). Written only when some
 /// recipient has one.
 /// For a backend record: V1 plus a flags byte at the end (bit 0: the pause
-/// is this host's own). Written only when a flag is set.
+/// is this host's own). Written only when a flag is set; a release that
+/// reads only v1 quarantines such a record at start (the pause is lost on
+/// a downgrade, no mail is).
 const V2: u8 = 2;
 /// Backend record flag: the pause is this host's own (`--local`).
 const PAUSED_HERE: u8 = 1;

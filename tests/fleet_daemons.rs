@@ -14,8 +14,9 @@
 //! done, and hands it to a waiting host after its turn. A host with a
 //! backlog asks for its admissions together, not one round trip each;
 //! the host that steers the adaptive limit carries a backlog on its idle
-//! connections without asking each time. A host's own pause outlives its
-//! restart and the fleet's resumes.
+//! connections without asking each time, and mail arriving one message at
+//! a time reuses a connection lingering briefly. A host's own pause
+//! outlives its restart and the fleet's resumes.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::backend::{Backend, Mode, Proto};
+use common::clients::python;
 use common::daemon::{Daemon, TestConfig};
 use common::fleet::{DelayLine, all_delivered, logs, send_to_all, subjects};
 use common::redis::Redis;
@@ -254,6 +256,44 @@ async fn the_host_that_steers_carries_a_backlog_on_its_idle_connections_without_
     let [(_, d)] = host;
     assert!(d.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mail_arriving_one_message_at_a_time_reuses_a_lingering_connection() {
+    // Thirty messages sent one after the other in one SMTP session
+    // (smtplib): the queue empties between them, and a connection closed
+    // as soon as no job waited (its lease given back) made one connection
+    // and one admission per message. It lingers a poll interval instead,
+    // and the next message takes it.
+    let redis = Redis::start();
+    let b = Backend::start(Proto::Lmtp).await;
+    let cfg = host(&redis.url(), &b, 1);
+    let d = Daemon::start(&cfg);
+    let host = [(cfg, d)];
+    let first = send_to_all(&host, "first", 1).await;
+    wait_until("first delivered", Duration::from_secs(30), || all_delivered(&b, &first), || logs(&host));
+    let before = b.accepted_connections();
+    let out = python(host[0].0.smtp, ONE_SESSION, &[]).await;
+    assert!(out.status.success(), "smtplib: {}", String::from_utf8_lossy(&out.stderr));
+    let sent: Vec<String> = (0..30).map(|k| format!("trickle-{k}")).collect();
+    wait_until("all delivered", Duration::from_secs(60), || all_delivered(&b, &sent), || logs(&host));
+    let opened = b.accepted_connections() - before;
+    assert!(opened < 10, "{opened} connections for 30 messages sent one at a time\n{}", logs(&host));
+    // Quiet again: the connection closes soon, not after the cache time.
+    wait_until("the connection closed", Duration::from_secs(5), || b.connections() == 0, || logs(&host));
+    let [(_, d)] = host;
+    assert!(d.stop().success());
+}
+
+/// Thirty messages, one transaction after the other in one SMTP session.
+const ONE_SESSION: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]))
+s.ehlo("client.test")
+for k in range(30):
+    s.sendmail("a@sender.test", ["alice@relay.test"],
+               f"From: a@sender.test\r\nTo: alice@relay.test\r\nSubject: trickle-{k}\r\n\r\nbody\r\n")
+s.quit()
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hosts_own_pause_outlives_its_restart_and_the_fleets_resume() {

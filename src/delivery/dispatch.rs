@@ -196,7 +196,7 @@ impl Backend {
                 return;
             }
             if asking.is_empty() && lock(&self.jobs).queue.is_empty() {
-                self.close_quiet().await;
+                let lingering = self.close_quiet().await;
                 self.close_idle(false).await;
                 self.connect_probe();
                 if let Some(id) = self.gate.probe_candidate(clock::unix_millis()) {
@@ -210,10 +210,12 @@ impl Backend {
                     return;
                 }
                 // Awake for the open breaker's next connect probe.
+                // And, in fleet mode, for the idle connections' linger.
                 let nap = match self.gate.next_connect_probe() {
                     Some(at) => REAP_EVERY.min(clock::until(clock::unix_millis(), at)),
                     None => REAP_EVERY,
                 };
+                let nap = lingering.map_or(nap, |l| nap.min(l));
                 tokio::select! {
                     _ = self.job_ready.notified() => {}
                     _ = token.cancelled() => {}
@@ -377,13 +379,9 @@ impl Backend {
     /// caller still holds its slot.
     async fn keep(&self, s: Connection, permit: &mut Permit) {
         let snap = self.gate.snapshot();
-        let waiting = lock(&self.jobs).queue.len();
         let refused = {
             let mut pool = lock(&self.pool);
-            let wanted = waiting > pool.len();
-            if pool.len() + (snap.in_flight as usize) <= snap.limit as usize
-                && self.gate.keep_idle(permit, wanted)
-            {
+            if pool.len() + (snap.in_flight as usize) <= snap.limit as usize && self.gate.keep_idle(permit) {
                 pool.push(s);
                 None
             } else {

@@ -46,7 +46,7 @@ impl Backend {
                     // fleet mode its lease stays with the idle connection
                     // it would have used).
                     if !lock(&self.pool).is_empty() {
-                        self.gate.keep_idle(&mut permit, true);
+                        self.gate.keep_idle(&mut permit);
                     }
                     let fb = self.gate.report(permit, Report::Abandoned, now, clock::instant());
                     self.apply(fb).await;

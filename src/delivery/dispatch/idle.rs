@@ -12,6 +12,18 @@ use crate::clock;
 use crate::delivery::client::Connection;
 use crate::delivery::context::lock;
 
+/// How long an idle connection stays open in fleet mode once no job
+/// waits for it, holding its lease (up to twice as long, see
+/// `close_quiet`): a message arriving meanwhile takes it (often without a
+/// Redis round trip, see `gate::fleet`), instead of opening a connection
+/// and asking the fleet for a slot, which at a few thousand messages a
+/// second arriving over SMTP happened for most deliveries (the queue
+/// empties between arrivals). One poll interval of a host waiting for a
+/// fleet slot ([`crate::delivery::gate::fleet::POLL`]): a slot another
+/// host needs is held a few of its polls at most. Not a setting, for the
+/// same reason.
+pub const FLEET_LINGER: Duration = crate::delivery::gate::fleet::POLL;
+
 impl Backend {
     /// Retires a backend idle for `idle` (no job waiting since), if it
     /// may go: nothing in flight, not paused, no idle connection left, and
@@ -125,21 +137,33 @@ impl Backend {
         self.gate.idle_left(pool.len());
     }
 
-    /// In fleet mode, with no job waiting: the idle connections close now
-    /// (with `QUIT`, as above), so their leases go back to the fleet rather
-    /// than wait out the cache time while other hosts may need the slots.
-    /// The local gate keeps its idle connections for the cache time, as
-    /// Postfix's connection cache does.
-    pub(super) async fn close_quiet(&self) {
-        if self.gate.fleet().is_none() {
-            return;
+    /// In fleet mode, with no job waiting: the idle connections that have
+    /// lingered [`FLEET_LINGER`] close now (with `QUIT`, as above), so
+    /// their leases go back to the fleet rather than wait out the cache
+    /// time while other hosts may need the slots. The local gate keeps its
+    /// idle connections for the cache time, as Postfix's connection cache
+    /// does. In fleet mode, returns when to look again: when the next
+    /// lingering connection is due, else a linger from now (a connection
+    /// kept meanwhile wakes nobody, so it lingers up to twice as long; a
+    /// wake-up per delivery cost more than the linger saves).
+    pub(super) async fn close_quiet(&self) -> Option<Duration> {
+        // Only idle connections the gate counts hold leases (fleet mode).
+        self.gate.idle_counted()?;
+        let now = clock::instant();
+        let idle_for = |s: &Connection| now.saturating_duration_since(s.idle_since());
+        let (done, next) = {
+            let mut pool = lock(&self.pool);
+            let (done, lingering): (Vec<Connection>, Vec<Connection>) =
+                pool.drain(..).partition(|s| idle_for(s) >= FLEET_LINGER);
+            let next = lingering.iter().map(|s| FLEET_LINGER - idle_for(s)).min().unwrap_or(FLEET_LINGER);
+            *pool = lingering;
+            (done, next)
+        };
+        if !done.is_empty() {
+            futures::future::join_all(done.into_iter().map(Connection::quit)).await;
+            let pool = lock(&self.pool);
+            self.gate.idle_left(pool.len());
         }
-        let idle: Vec<Connection> = lock(&self.pool).drain(..).collect();
-        if idle.is_empty() {
-            return;
-        }
-        futures::future::join_all(idle.into_iter().map(Connection::quit)).await;
-        let pool = lock(&self.pool);
-        self.gate.idle_left(pool.len());
+        Some(next)
     }
 }

@@ -46,12 +46,11 @@ pub trait BackendGate: Send + Sync + std::fmt::Debug {
     }
     /// A finished delivery's connection is about to go idle in the pool
     /// (called with the pool locked, before [`Self::report`]): true when it
-    /// may. `wanted`: a job of this backend waits for it. The fleet gate
-    /// keeps only a wanted connection (an idle one would hold a slot other
-    /// hosts may need), moves the delivery's lease to it, so the fleet
+    /// may. The fleet gate moves the delivery's lease to it, so the fleet
     /// counts it as the backend does, and says no for a delivery that holds
-    /// no lease.
-    fn keep_idle(&self, _permit: &mut Permit, _wanted: bool) -> bool {
+    /// no lease (the dispatcher closes it soon when no job waits, see
+    /// `dispatch::idle::FLEET_LINGER`).
+    fn keep_idle(&self, _permit: &mut Permit) -> bool {
         true
     }
     /// How many idle connections the gate counts (`None`: it keeps no

@@ -60,9 +60,10 @@
 //! The backend counts an open connection whether it is busy or idle, so
 //! the fleet does too: a delivery whose connection goes idle in the pool
 //! hands it its lease ([`BackendGate::keep_idle`]); the finish script then
-//! feeds the breaker and the samples but keeps the slot (a connection is
-//! kept only for a job waiting for it, and closed as soon as none waits,
-//! so an idle connection never sits on a slot another host needs). The
+//! feeds the breaker and the samples but keeps the slot (with no job
+//! waiting, a connection stays open a poll interval at most,
+//! `dispatch::idle::FLEET_LINGER`, so an idle connection sits on a slot
+//! another host needs no longer than that host takes to ask again). The
 //! next delivery on this host takes that lease with the idle connection,
 //! without asking Redis when the count is all Redis would check (a fixed
 //! limit, no fleet rate, no breaker open or pause seen by the watcher, no
@@ -388,8 +389,8 @@ impl BackendGate for FleetGate {
         (idle + free.saturating_sub(idle).max(1)).min(ADMITS_AHEAD)
     }
 
-    fn keep_idle(&self, permit: &mut Permit, wanted: bool) -> bool {
-        wanted && self.keep_idle_lease(permit)
+    fn keep_idle(&self, permit: &mut Permit) -> bool {
+        self.keep_idle_lease(permit)
     }
 
     fn idle_counted(&self) -> Option<usize> {

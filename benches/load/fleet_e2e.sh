@@ -5,7 +5,8 @@
 # mode (a private redis-server on loopback), ROUNDS rounds alternating, each
 # on a fresh spool; prints messages/s per round and the medians, and the
 # Redis round trips and commands per message (INFO commandstats before and
-# after the fleet rounds). The adaptive limit is the default; FIXED=K runs
+# after the fleet rounds), and sluice's own count of its calls by script.
+# The adaptive limit is the default; FIXED=K runs
 # both sides at a fixed limit of K.
 #
 #   benches/load/fleet_e2e.sh [--messages N] [--size BYTES] [--sessions S] [--rounds R]
@@ -67,7 +68,7 @@ print(trips, cmds)'
 
 # run NAME ROUND FLEET: one round on a fresh spool.
 run() {
-    local name=$1 round=$2 fleet=$3 dir port pid
+    local name=$1 round=$2 fleet=$3 dir port pid mport
     dir="$WORK/$name-$round"
     port=$(free_port)
     sluice_private "$dir" "$port" "lmtp:[127.0.0.1]:$SINK1"
@@ -75,14 +76,27 @@ run() {
         printf 'lmtp_destination_concurrency_limit = %s\nsluice_adaptive_concurrency = no\n' "$FIXED" >>"$dir/main.cf"
     fi
     if [ "$fleet" = 1 ]; then
-        printf 'sluice_fleet_redis = redis://127.0.0.1:%s\nsluice_fleet_host = mx1\nsluice_fleet_name = round%s\n' \
-            "$RPORT" "$round" >>"$dir/main.cf"
+        mport=$(free_port)
+        printf 'sluice_fleet_redis = redis://127.0.0.1:%s\nsluice_fleet_host = mx1\nsluice_fleet_name = round%s\nsluice_metrics_listen = 127.0.0.1:%s\n' \
+            "$RPORT" "$round" "$mport" >>"$dir/main.cf"
     fi
     "$SLUICE" -c "$dir" serve --log-file "$dir/maillog" &
     pid=$!
     pids+=("$pid")
     wait_port "$port"
     source_run "$name-$round" "$port" "$dir/maillog" "$N" "$SIZE" "$SESSIONS" | sed 's/^/  /'
+    if [ "$fleet" = 1 ]; then
+        # The Redis calls by script, per message (sluice's own counters).
+        curl -s "127.0.0.1:$mport/metrics" | N=$N python3 -c '
+import os, re, sys
+n = int(os.environ["N"])
+calls = {}
+for line in sys.stdin:
+    m = re.match(r"sluice_fleet_redis_calls_total\{script=\"(\w+)\",result=\"\w+\"\} (\d+)", line)
+    if m:
+        calls[m[1]] = calls.get(m[1], 0) + int(m[2])
+print("    redis calls per message: " + ", ".join(f"{k} {v / n:.3f}" for k, v in sorted(calls.items())))'
+    fi
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 }

@@ -61,9 +61,12 @@
 //!   climb: the try's round is a fresh measure of the new home);
 //! - down to `d`: if `G` is at least [`SHRINK_ABOVE`] (by [`MOVE`]
 //!   standard errors) the deliveries above `d` brought (almost) nothing:
-//!   `d` becomes home, and the next try down starts at once (a descent;
-//!   when `G` was above [`RETROGRADE`], fewer deliveries did more work,
-//!   and the next try goes to half the level instead of one step);
+//!   `d` becomes home, and the next try down starts at once (a descent),
+//!   twice as far as this one (at most to half the level), so a limit far
+//!   above the server's best comes down in a few rounds; when `G` was
+//!   above [`RETROGRADE`], fewer deliveries did more work, and the next
+//!   try goes to half the level. A longer step that does not pay goes
+//!   back to single steps, and steps double again only after a climb;
 //! - otherwise back home. A result within [`SURE`] standard errors of the
 //!   threshold is unsure and the same try is repeated after the next round
 //!   at home ([`UNSURE_REPEATS`] times at most); a clear one waits its
@@ -242,9 +245,14 @@ pub struct AdaptiveLimit {
     /// A try just moved home: the next one starts at the next sample (the
     /// try's round is a fresh measure of the new home).
     chain: bool,
-    /// Fewer deliveries were just seen to do more work (a retrograde
-    /// gradient): the next try down goes to half the level, not one step.
-    halve: bool,
+    /// The next try down's step when a descent set it (`0`: one step):
+    /// twice the step of the descent, or half the level after fewer
+    /// deliveries were seen to do more work (a retrograde gradient).
+    down_step: u32,
+    /// Descents may double their step: no doubled step down has failed
+    /// since the limit last started or climbed (near a plateau's knee a
+    /// doubled step overshoots; after one that did, single steps).
+    doubling: bool,
     /// Unsure tries repeated in a row.
     unsure: u32,
     smoothed: Option<f64>,
@@ -277,7 +285,8 @@ impl AdaptiveLimit {
             reference: None,
             prefer_down: true,
             chain: false,
-            halve: false,
+            down_step: 0,
+            doubling: true,
             unsure: 0,
             smoothed: None,
             last_decrease: None,
@@ -379,7 +388,8 @@ impl AdaptiveLimit {
         self.next_down = None;
         self.prefer_down = true;
         self.chain = false;
-        self.halve = false;
+        self.down_step = 0;
+        self.doubling = true;
         self.change(from, Reason::Reset)
     }
 
@@ -478,7 +488,9 @@ impl AdaptiveLimit {
                         if other.is_some_and(|g| g.value > RETROGRADE) {
                             self.next_down = None;
                             self.prefer_down = true;
-                            self.halve = other.is_some_and(|g| g.value - SURE * g.error > RETROGRADE);
+                            if other.is_some_and(|g| g.value - SURE * g.error > RETROGRADE) {
+                                self.down_step = h - h / 2;
+                            }
                         }
                         self.change(from, if other.is_some() { Reason::NoGain } else { Reason::NotUsed })
                     }
@@ -489,12 +501,23 @@ impl AdaptiveLimit {
                 self.gradient = verdict.or(self.gradient);
                 match verdict {
                     Some(g) if in_use && g.value - MOVE * g.error >= SHRINK_ABOVE => {
+                        // A descent that paid: the next step down is twice
+                        // this one, so a limit far above the server's best
+                        // gets there in a few rounds, not one per level.
                         // Surely retrograde (a plateau above its knee reads
                         // about 1): goodput goes as n^(1 - G) and keeps
                         // growing the lower the level, so half is tried
-                        // next. Its own round judges it; a halving that
-                        // does not pay goes back to single steps at once.
-                        self.halve = g.value - SURE * g.error > RETROGRADE;
+                        // next. Either is judged by its own round; a step
+                        // that does not pay goes back to single steps at
+                        // once. Never more than half the level at once.
+                        let d = p.level;
+                        self.down_step = if g.value - SURE * g.error > RETROGRADE {
+                            d - d / 2
+                        } else if self.doubling {
+                            (2 * (h - d)).min(d - d / 2)
+                        } else {
+                            0
+                        };
                         // The level above was just measured worse: no try
                         // up before its spacing (at 1, the chain would
                         // otherwise try 2 again at once).
@@ -507,10 +530,11 @@ impl AdaptiveLimit {
                             in_use && other.is_some_and(|g| g.value + SURE * g.error >= SHRINK_ABOVE);
                         self.after_failed_try(unsure, took, now, true);
                         if p.level + Self::step(h).min(h - 1) < h {
-                            // A halving that did not pay: single steps down
-                            // from here, at once.
+                            // A halving or doubled step that did not pay:
+                            // single steps down from here, at once.
                             self.next_down = None;
                             self.prefer_down = true;
+                            self.doubling = false;
                         }
                         let reason = if other.is_some() && in_use { Reason::Needed } else { Reason::NotUsed };
                         self.change(from, reason)
@@ -533,6 +557,7 @@ impl AdaptiveLimit {
             self.next_up = None;
         }
         self.prefer_down = down;
+        self.doubling |= !down;
         self.chain = true;
         self.unsure = 0;
         self.reason = reason;
@@ -600,11 +625,15 @@ impl AdaptiveLimit {
         let up = h < self.policy.max && due(self.next_up);
         let change = if down && (self.prefer_down || !up) {
             self.trying = Some(Try::Down { from: h });
-            self.limit = if std::mem::take(&mut self.halve) { h / 2 } else { h - Self::step(h).min(h - 1) };
+            let step = match std::mem::take(&mut self.down_step) {
+                0 => Self::step(h),
+                n => n,
+            };
+            self.limit = h - step.min(h - 1);
             self.change(h, Reason::TryDown)
         } else if up {
             self.trying = Some(Try::Up { from: h });
-            self.halve = false;
+            self.down_step = 0;
             self.limit = (h + Self::step(h)).min(self.policy.max);
             self.change(h, Reason::TryUp)
         } else {
@@ -639,7 +668,7 @@ impl AdaptiveLimit {
         self.home = None;
         self.reference = None;
         self.chain = false;
-        self.halve = false;
+        self.down_step = 0;
         // No try up for a probe-budget spacing of a round trip or two: the
         // server just said it had too much.
         let rtt = self.smoothed.map(Duration::from_secs_f64).unwrap_or(MIN_DECREASE_SPACING);

@@ -359,3 +359,24 @@ fn a_retrograde_server_is_descended_in_halves_once_its_gradient_shows() {
     let got = trace.goodput(0.0, 10.0);
     assert!(got >= 0.85 * best, "goodput over the first 10 s {got:.1}/s against {best:.1}/s");
 }
+
+#[test]
+fn a_limit_far_above_the_servers_capacity_comes_down_in_doubling_steps() {
+    // A plateau of 4 approached from 20 (a high starting level, or a
+    // server that lost most of its capacity): one step a round takes
+    // thirteen rounds (3.8 s here) to get near 4; each descent that pays
+    // doubles the next step (20, 18, 14, 7), and the doubled step that
+    // overshoots the knee (7 to 3) goes back to single steps.
+    let shape = plateau(4, 0.050);
+    let trace = simulate(AdaptiveLimit::new(policy(20, 40)), &shape, 10.0, 0.0, 0.0);
+    let mut seen: Vec<u32> = trace.limits.iter().map(|&(_, l)| l).collect();
+    seen.dedup();
+    let near = trace.limits.iter().find(|&&(_, l)| l <= 5).map(|&(t, _)| t).expect("came down");
+    assert!(near < 2.5, "5 or less reached at {near:.2} s: {seen:?}");
+    assert!(!seen.contains(&13), "single steps through 13: {seen:?}");
+    let below = seen.iter().filter(|&&l| l < 4).count();
+    assert!(below <= 3, "{below} tries below the knee: {seen:?}");
+    let (best, _) = best_fixed(&shape, 20, 10.0, 0.0);
+    let got = trace.goodput(0.0, 10.0);
+    assert!(got >= 0.95 * best, "goodput over the first 10 s {got:.1}/s against {best:.1}/s");
+}

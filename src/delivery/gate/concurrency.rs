@@ -681,16 +681,6 @@ impl AdaptiveLimit {
     pub fn on_overload(&mut self, now: Instant) -> Option<Change> {
         self.cut(OVERLOAD_BACKOFF, now, Reason::Overload)
     }
-
-    /// The latest change took effect at `at` (the fleet's limit owner
-    /// writes it to Redis after feeding a batch of samples timed by their
-    /// own ends): the round under way counts only deliveries started from
-    /// then, as at a change applied at once.
-    pub fn applied(&mut self, at: Instant) {
-        if let Some(r) = self.round.as_mut().filter(|r| r.start < at) {
-            *r = Round::new(at);
-        }
-    }
 }
 
 #[cfg(test)]

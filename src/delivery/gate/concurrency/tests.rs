@@ -380,26 +380,3 @@ fn a_limit_far_above_the_servers_capacity_comes_down_in_doubling_steps() {
     let got = trace.goodput(0.0, 10.0);
     assert!(got >= 0.95 * best, "goodput over the first 10 s {got:.1}/s against {best:.1}/s");
 }
-
-#[test]
-fn a_round_counts_only_deliveries_started_after_its_level_was_applied() {
-    // The fleet's limit owner feeds samples timed by their own ends, then
-    // writes the level: deliveries that started before the write saw the
-    // old one and must not end the round.
-    let t0 = crate::clock::instant();
-    let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let sample = |start: u64| Sample { latency: ms(50), in_flight: 5, started: at(start) };
-    let mut applied = AdaptiveLimit::new(policy(5, 20));
-    let mut not_applied = applied.clone();
-    for l in [&mut applied, &mut not_applied] {
-        assert_eq!(l.on_sample(sample(0), at(50)), None, "the first sample opens the round");
-    }
-    applied.applied(at(200));
-    let (mut moved, mut held) = (None, None);
-    for k in 0..MIN_ROUND as u64 {
-        moved = moved.or(not_applied.on_sample(sample(60 + k), at(150 + k)));
-        held = held.or(applied.on_sample(sample(60 + k), at(150 + k)));
-    }
-    assert_eq!(moved.map(|c| c.reason), Some(Reason::TryDown), "a full round at home starts a try");
-    assert_eq!(held, None, "deliveries started before the level was applied counted");
-}

@@ -57,14 +57,12 @@ struct Owner {
     policy: Option<concurrency::Policy>,
     /// A limit computed but not written (the write failed).
     pending: Option<u32>,
-    /// When the limit last changed in Redis: no sample is timed before.
-    applied: Instant,
 }
 
 /// Runs while the gate lives: asks for (or keeps) the owner lease; while
 /// it holds it, steers the fleet's limit.
 pub(super) async fn steer(gate: Weak<FleetGate>, member: String) {
-    let mut owner = Owner { member, limiter: None, policy: None, pending: None, applied: clock::instant() };
+    let mut owner = Owner { member, limiter: None, policy: None, pending: None };
     loop {
         let nap = {
             let Some(g) = gate.upgrade() else { return };
@@ -139,19 +137,13 @@ async fn step(g: &FleetGate, owner: &mut Owner) -> Duration {
         None => owner.pending = Some(limiter.current()),
         _ => {}
     }
-    // Each sample at about its own end (its start and the server's time),
-    // not at this step: a round that ends on it and the next one at home
-    // start there, as on a single host, instead of up to a step later
-    // (which lost the deliveries started meanwhile to both).
-    let mut at = owner.applied.min(tick);
     for smp in &reply.samples {
         let started = started_at(tick, reply.now, smp.started);
-        at = (started + smp.latency).clamp(at, tick);
         let c = if smp.overload {
-            limiter.on_overload(at)
+            limiter.on_overload(tick)
         } else {
             let sample = concurrency::Sample { latency: smp.latency, in_flight: smp.in_flight, started };
-            limiter.on_sample(sample, at)
+            limiter.on_sample(sample, tick)
         };
         if let Some(c) = c {
             log(g, &c);
@@ -165,12 +157,6 @@ async fn step(g: &FleetGate, owner: &mut Owner) -> Duration {
         owner.pending = None;
         if call(g, owner, current, false).await.is_none() {
             owner.pending = Some(current);
-        }
-        // A try's round started at the sample that ended the last one, but
-        // the level holds only from now.
-        owner.applied = clock::instant();
-        if let Some(l) = owner.limiter.as_mut() {
-            l.applied(owner.applied);
         }
     }
     STEER_EVERY

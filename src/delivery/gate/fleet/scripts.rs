@@ -108,8 +108,8 @@ pub const SAMPLE_TTL_MS: u64 = 60_000;
 
 /// How long a host refused a slot counts as waiting for one (ms): an idle
 /// connection's lease that has had its turn goes to it in that time. Not a
-/// setting: a waiting host asks again every `fleet::POLL` (100 ms), so a
-/// second covers ten of its asks and ends soon after it stops waiting.
+/// setting: a waiting host asks again every `fleet::POLL` (50 ms), so a
+/// second covers twenty of its asks and ends soon after it stops waiting.
 pub const WANTED_MS: u64 = 1000;
 
 /// Admission: pause, breaker, free lease, rate; takes the lease when all

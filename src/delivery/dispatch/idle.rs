@@ -143,12 +143,17 @@ impl Backend {
     /// time while other hosts may need the slots. The local gate keeps its
     /// idle connections for the cache time, as Postfix's connection cache
     /// does. In fleet mode, returns when to look again: when the next
-    /// lingering connection is due, else a linger from now (a connection
-    /// kept meanwhile wakes nobody, so it lingers up to twice as long; a
-    /// wake-up per delivery cost more than the linger saves).
+    /// lingering connection is due, else, while deliveries run, a linger
+    /// from now (a connection kept meanwhile wakes nobody, so it lingers
+    /// up to twice as long; a wake-up per delivery cost more than the
+    /// linger saves); `None` when nothing lingers and nothing runs (a
+    /// quiet backend is not woken twenty times a second).
     pub(super) async fn close_quiet(&self) -> Option<Duration> {
         // Only idle connections the gate counts hold leases (fleet mode).
         self.gate.idle_counted()?;
+        if lock(&self.pool).is_empty() && self.gate.snapshot().in_flight == 0 {
+            return None;
+        }
         let now = clock::instant();
         let idle_for = |s: &Connection| now.saturating_duration_since(s.idle_since());
         let (done, next) = {

@@ -30,15 +30,7 @@ cd "$(dirname "$0")/../.."
 . benches/load/cpu_lib.sh
 
 N=20000 SIZE=4096 SESSIONS=20 ROUNDS=1
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --messages) N=$2; shift 2 ;;
-        --size) SIZE=$2; shift 2 ;;
-        --sessions) SESSIONS=$2; shift 2 ;;
-        --rounds) ROUNDS=$2; shift 2 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+relay_options "messages size sessions rounds" "$@"
 TLS_CERT=${TLS_CERT:-}
 TLS_KEY=${TLS_KEY:-}
 

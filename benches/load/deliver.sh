@@ -18,14 +18,7 @@ cd "$(dirname "$0")/../.."
 . benches/load/lib.sh
 
 N=20000 SIZE=4096 SESSIONS=20
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --messages) N=$2; shift 2 ;;
-        --size) SIZE=$2; shift 2 ;;
-        --sessions) SESSIONS=$2; shift 2 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+relay_options "messages size sessions" "$@"
 
 # shellcheck disable=SC2086
 cargo build --release ${SLUICE_CARGO_FEATURES:-} --bin sluice 2>/dev/null

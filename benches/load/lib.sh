@@ -153,6 +153,33 @@ bench_cleanup() {
     if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 
+# relay_options "OPTIONS" ARGS...: the relay benches' command line. Each
+# of OPTIONS (of messages, size, sessions, rounds) may be given as
+# --NAME VALUE and sets N, SIZE, SESSIONS or ROUNDS (the caller sets the
+# defaults first); anything else stops the script.
+relay_options() {
+    local allowed=" $1 " name
+    shift
+    while [ $# -gt 0 ]; do
+        name=${1#--}
+        if [ "$name" = "$1" ] || [[ $allowed != *" $name "* ]]; then
+            echo "unknown option $1" >&2
+            exit 2
+        fi
+        if [ $# -lt 2 ]; then
+            echo "option $1 needs a value" >&2
+            exit 2
+        fi
+        case "$name" in
+            messages) N=$2 ;;
+            size) SIZE=$2 ;;
+            sessions) SESSIONS=$2 ;;
+            rounds) ROUNDS=$2 ;;
+        esac
+        shift 2
+    done
+}
+
 # source_run NAME PORT MAILLOG COUNT SIZE SESSIONS: sends COUNT messages of
 # SIZE bytes over SESSIONS sessions with smtp-source, waits until the MTA
 # has logged "removed" for every one (both log Postfix-style lines), prints

@@ -44,7 +44,8 @@
 //! The limit has a **home** level, where it stays. It is judged in
 //! **rounds**: a round at a level ends once [`MIN_ROUND`] deliveries (or
 //! as many as the level, if more) that *started* at that level have
-//! reported, so every sample in it saw the level it is counted for. A round
+//! reported, so every sample in it saw the level it is counted for (one
+//! that ends with more in flight than the level starts it again). A round
 //! counts only when the level was in use (mean deliveries in flight at
 //! least [`IN_USE`] of it); an idle backend gives no evidence either way.
 //! Each round keeps the spread of its samples, so every gradient comes with
@@ -175,9 +176,6 @@ const OVERLOAD_BACKOFF: f64 = 0.5;
 /// Shortest spacing between two multiplicative decreases, so one burst of
 /// failures (all the deliveries in flight timing out together) counts once.
 const MIN_DECREASE_SPACING: Duration = Duration::from_millis(100);
-/// Levels remembered for display, and how long.
-const CURVE_LEVELS: usize = 32;
-const CURVE_MEMORY: Duration = Duration::from_secs(60);
 
 /// A change of the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,8 +240,7 @@ pub struct AdaptiveLimit {
     reference: Option<Point>,
     /// Which way the next try goes, where both are possible.
     prefer_down: bool,
-    /// A try just moved home: the next one starts at the next sample (the
-    /// try's round is a fresh measure of the new home).
+    /// A try just moved home: the next one starts at [`Self::chain_now`].
     chain: bool,
     /// The next try down's step when a descent set it (`0`: one step):
     /// twice the step of the descent, or half the level after fewer
@@ -425,13 +422,21 @@ impl AdaptiveLimit {
         if smoothed > self.policy.target.as_secs_f64() {
             return self.cut(LATENCY_BACKOFF, now, Reason::LatencyTarget);
         }
-        if std::mem::take(&mut self.chain)
-            && self.trying.is_none()
-            && let Some(c) = self.start_try(now)
-        {
+        if let Some(c) = self.chain_now(now) {
             return Some(c);
         }
-        let round = self.round.get_or_insert_with(|| Round::new(now));
+        // A round no change started (a new or reset limit) starts when its
+        // first delivery ended, not when it was heard of (the fleet's limit
+        // owner hears a step late; deliveries started since saw this level).
+        let end = (s.started + s.latency).min(now);
+        let round = self.round.get_or_insert_with(|| Round::new(end));
+        // One that ended with more in flight than the level (started before
+        // the level fell, a fleet lease on its way back) ran beside those
+        // started since, which saw more than the level: start again.
+        if s.in_flight > self.limit && end > round.start {
+            *round = Round::new(end);
+            return None;
+        }
         // A delivery started before the round (or with it, before the
         // change was applied) saw another level.
         if s.started <= round.start {
@@ -444,20 +449,18 @@ impl AdaptiveLimit {
         let point = round.point(self.limit, now);
         let took = now.saturating_duration_since(round.start);
         self.round = Some(Round::new(now));
-        self.remember(point);
+        measure::remember(&mut self.curve, point);
         self.judge(point, took, now)
     }
 
-    /// Keeps `p` as its level's latest point, dropping old ones.
-    fn remember(&mut self, p: Point) {
-        self.curve.retain(|c| c.level != p.level && p.at.saturating_duration_since(c.at) < CURVE_MEMORY);
-        let at = self.curve.partition_point(|c| c.level < p.level);
-        self.curve.insert(at, p);
-        if self.curve.len() > CURVE_LEVELS
-            && let Some(oldest) = self.curve.iter().enumerate().min_by_key(|(_, c)| c.at).map(|(i, _)| i)
-        {
-            self.curve.remove(oldest);
+    /// Starts the try a move home chained ([`Self::moved`]), if any: at
+    /// the next sample, or sooner for a caller that hears of samples in
+    /// steps (the fleet's limit owner), a step apart.
+    pub fn chain_now(&mut self, now: Instant) -> Option<Change> {
+        if !std::mem::take(&mut self.chain) || self.trying.is_some() {
+            return None;
         }
+        self.start_try(now)
     }
 
     /// A round ended with `p` (it took `took`).

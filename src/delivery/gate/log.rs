@@ -8,7 +8,7 @@ use std::time::Duration;
 use sluice_queue::{BreakerPosition, UnixMillis};
 
 use super::breaker::Transition;
-use super::concurrency::Change;
+use super::concurrency::{AdaptiveLimit, Change};
 use super::{Gate, State};
 
 impl Gate {
@@ -17,17 +17,7 @@ impl Gate {
             self.slots.set_limit(c.to);
             // A new home level, a cut or a reset is news; the tries around
             // the level held are not worth a line each.
-            let gradient = match st.limit.gradient() {
-                Some(g) => format!(
-                    ", latency {} at {} and {} at {} (gradient {:.2})",
-                    fmt_latency(Some(g.lower.latency)),
-                    g.lower.level,
-                    fmt_latency(Some(g.upper.latency)),
-                    g.upper.level,
-                    g.value
-                ),
-                None => format!(", latency {}", fmt_latency(st.limit.latency())),
-            };
+            let gradient = evidence(&st.limit);
             if c.reason.is_news() {
                 tracing::info!(
                     "backend {}: concurrency {} -> {} ({}){gradient}",
@@ -77,6 +67,22 @@ impl Gate {
                 st.limit.current()
             ),
         }
+    }
+}
+
+/// What a limit's change rests on, for its log line: the last two levels
+/// compared and the gradient between them, or the smoothed latency.
+pub(super) fn evidence(limit: &AdaptiveLimit) -> String {
+    match limit.gradient() {
+        Some(g) => format!(
+            ", latency {} at {} and {} at {} (gradient {:.2})",
+            fmt_latency(Some(g.lower.latency)),
+            g.lower.level,
+            fmt_latency(Some(g.upper.latency)),
+            g.upper.level,
+            g.value
+        ),
+        None => format!(", latency {}", fmt_latency(limit.latency())),
     }
 }
 

@@ -13,6 +13,22 @@ pub const LATENCY_FLOOR: Duration = Duration::from_millis(5);
 /// Two rounds whose mean concurrencies differ by less than this factor say
 /// nothing about the gradient.
 const MIN_SPREAD: f64 = 1.04;
+/// Levels remembered for display, and how long.
+const CURVE_LEVELS: usize = 32;
+const CURVE_MEMORY: Duration = Duration::from_secs(60);
+
+/// Keeps `p` in `curve` (lowest level first) as its level's latest point,
+/// dropping old ones.
+pub fn remember(curve: &mut Vec<Point>, p: Point) {
+    curve.retain(|c| c.level != p.level && p.at.saturating_duration_since(c.at) < CURVE_MEMORY);
+    let at = curve.partition_point(|c| c.level < p.level);
+    curve.insert(at, p);
+    if curve.len() > CURVE_LEVELS
+        && let Some(oldest) = curve.iter().enumerate().min_by_key(|(_, c)| c.at).map(|(i, _)| i)
+    {
+        curve.remove(oldest);
+    }
+}
 
 /// The result of one round: a point of the server's latency curve.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -97,12 +97,27 @@ fn simulate(limit: AdaptiveLimit, shape: &Shape, secs: f64, noise: f64, settle: 
 }
 
 fn simulate_seed(
+    limit: AdaptiveLimit,
+    shape: &Shape,
+    secs: f64,
+    noise: f64,
+    settle: f64,
+    seed: u64,
+) -> Trace {
+    simulate_in_steps(limit, shape, secs, noise, settle, seed, None)
+}
+
+/// As [`simulate_seed`]; with `steer`, the limit hears of deliveries only
+/// every `steer` seconds, all those finished since at once, as the fleet's
+/// limit owner does (`fleet/steer.rs`), and its changes apply from then.
+fn simulate_in_steps(
     mut limit: AdaptiveLimit,
     shape: &Shape,
     secs: f64,
     noise: f64,
     settle: f64,
     seed: u64,
+    steer: Option<f64>,
 ) -> Trace {
     let t0 = crate::clock::instant();
     let at = |t: f64| t0 + Duration::from_secs_f64(t);
@@ -113,6 +128,7 @@ fn simulate_seed(
     let mut flight: Vec<(f64, f64, f64)> = Vec::new();
     let mut trace = Trace::default();
     let mut t = 0.0;
+    let (mut heard, mut next_step) = (Vec::new(), steer.unwrap_or(0.0));
     trace.limits.push((0.0, limit.current()));
     while t < secs {
         while (flight.len() as u32) < limit.current() {
@@ -124,11 +140,27 @@ fn simulate_seed(
             trace.peak = trace.peak.max(flight.len() as u32);
         }
         let i = (0..flight.len()).min_by(|&a, &b| flight[a].0.total_cmp(&flight[b].0)).expect("in flight");
+        if let Some(step) = steer
+            && next_step <= flight[i].0
+        {
+            t = next_step;
+            next_step += step;
+            for s in heard.drain(..) {
+                limit.on_sample(s, at(t));
+            }
+            limit.chain_now(at(t));
+            trace.limits.push((t, limit.current()));
+            continue;
+        }
         let in_flight = flight.len() as u32;
         let (end, start, l) = flight.swap_remove(i);
         t = end;
         trace.done.push(t);
         let s = Sample { latency: Duration::from_secs_f64(l), in_flight, started: at(start) };
+        if steer.is_some() {
+            heard.push(s);
+            continue;
+        }
         let c = limit.on_sample(s, at(t));
         if std::env::var_os("SIM_TRACE").is_some() && c.is_some() {
             eprintln!(
@@ -379,4 +411,78 @@ fn a_limit_far_above_the_servers_capacity_comes_down_in_doubling_steps() {
     let (best, _) = best_fixed(&shape, 20, 10.0, 0.0);
     let got = trace.goodput(0.0, 10.0);
     assert!(got >= 0.95 * best, "goodput over the first 10 s {got:.1}/s against {best:.1}/s");
+}
+
+#[test]
+fn a_limit_that_hears_of_deliveries_in_steps_descends_nearly_as_fast() {
+    // The fleet's limit owner takes every host's samples once a step
+    // (100 ms). Its first round starts when the first delivery ended, not
+    // when the owner heard of it, and a descent that paid starts the next
+    // try at that step, not at the next: so it finds 1 on the retrograde
+    // server at most a step or two after a limit that hears of every
+    // delivery as it ends (each a whole step later lost a second).
+    let first_at_one =
+        |t: &Trace| t.limits.iter().find(|&&(_, l)| l == 1).map(|&(t, _)| t).expect("reached 1");
+    let each = simulate(AdaptiveLimit::new(policy(5, 20)), &retrograde, 5.0, 0.0, 0.0);
+    let steps = simulate_in_steps(
+        AdaptiveLimit::new(policy(5, 20)),
+        &retrograde,
+        5.0,
+        0.0,
+        0.0,
+        0x9e37_79b9_7f4a_7c15,
+        Some(0.1),
+    );
+    let (a, b) = (first_at_one(&each), first_at_one(&steps));
+    assert!(b < a + 0.25, "1 reached at {b:.2} s in steps, at {a:.2} s hearing of each delivery");
+    let (x, y) = (each.goodput(0.0, 3.0), steps.goodput(0.0, 3.0));
+    assert!(y >= 0.93 * x, "goodput over the first 3 s {y:.1}/s in steps, {x:.1}/s hearing of each");
+}
+
+#[test]
+fn a_first_round_counts_the_deliveries_started_after_its_first_ended_though_heard_of_later() {
+    // A fleet's limit owner hears of a delivery up to a step after it
+    // ended. The deliveries the hosts started meanwhile saw the same
+    // level, and the first round counts them.
+    let t0 = crate::clock::instant();
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    let sample = |start: f64| Sample { latency: ms(260), in_flight: 5, started: at(start) };
+    let mut l = AdaptiveLimit::new(policy(5, 20));
+    // The first ended at 0.26 s and was heard of at 0.36 s.
+    assert_eq!(l.on_sample(sample(0.0), at(0.36)), None);
+    // Eight started at 0.27 s end the round: the first try starts.
+    let changes: Vec<Change> = (0..8).filter_map(|_| l.on_sample(sample(0.27), at(0.56))).collect();
+    assert_eq!(changes, [Change { from: 5, to: 4, reason: Reason::TryDown }]);
+}
+
+#[test]
+fn deliveries_beside_one_beyond_the_level_do_not_measure_the_level() {
+    // A try from 5 down to 4: a delivery started at 5 ends after the try's
+    // first deliveries started, so they ran five at a time. They measure
+    // 5, not 4: the round starts again when it ended.
+    let t0 = crate::clock::instant();
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    let sample = |start: f64, latency: u64, in_flight: u32| Sample {
+        latency: ms(latency),
+        in_flight,
+        started: at(start),
+    };
+    let mut l = AdaptiveLimit::new(policy(5, 20));
+    let mut changes: Vec<Change> = Vec::new();
+    let mut feed = |l: &mut AdaptiveLimit, s: Sample, n: usize, now: f64| {
+        changes.extend((0..n).filter_map(|_| l.on_sample(s, at(now))));
+    };
+    feed(&mut l, sample(0.0, 260, 5), 1, 0.26);
+    feed(&mut l, sample(0.27, 260, 5), 8, 0.53);
+    // The try started at 0.53 s; the last delivery at 5 ends at 0.75 s.
+    feed(&mut l, sample(0.40, 350, 5), 1, 0.75);
+    feed(&mut l, sample(0.60, 260, 4), 8, 0.86);
+    feed(&mut l, sample(0.76, 200, 4), 8, 0.96);
+    assert_eq!(
+        changes,
+        [
+            Change { from: 5, to: 4, reason: Reason::TryDown },
+            Change { from: 5, to: 4, reason: Reason::Descend }
+        ]
+    );
 }

@@ -146,9 +146,15 @@ async fn step(g: &FleetGate, owner: &mut Owner) -> Duration {
             limiter.on_sample(sample, tick)
         };
         if let Some(c) = c {
-            log(g, &c);
+            log(g, limiter, &c);
             change = Some(c);
         }
+    }
+    // A try that moved home chains the next try: start it now, not at the
+    // next step's samples, a step of deliveries later.
+    if let Some(c) = limiter.chain_now(tick) {
+        log(g, limiter, &c);
+        change = Some(c);
     }
     let current = limiter.current();
     if change.is_some() || owner.pending.is_some() {
@@ -162,23 +168,13 @@ async fn step(g: &FleetGate, owner: &mut Owner) -> Duration {
     STEER_EVERY
 }
 
-fn log(g: &FleetGate, c: &Change) {
+fn log(g: &FleetGate, limiter: &AdaptiveLimit, c: &Change) {
+    let evidence = crate::delivery::gate::log::evidence(limiter);
+    let (name, from, to, why) = (&g.name, c.from, c.to, c.reason.as_str());
     if c.reason.is_news() {
-        tracing::info!(
-            "backend {}: fleet concurrency {} -> {} ({})",
-            g.name,
-            c.from,
-            c.to,
-            c.reason.as_str()
-        );
+        tracing::info!("backend {name}: fleet concurrency {from} -> {to} ({why}){evidence}");
     } else {
-        tracing::debug!(
-            "backend {}: fleet concurrency {} -> {} ({})",
-            g.name,
-            c.from,
-            c.to,
-            c.reason.as_str()
-        );
+        tracing::debug!("backend {name}: fleet concurrency {from} -> {to} ({why}){evidence}");
     }
 }
 

@@ -26,7 +26,7 @@ relay_options "messages size sessions rounds" "$@"
 
 # shellcheck disable=SC2086
 cargo build --release ${SLUICE_CARGO_FEATURES:-} --bin sluice 2>/dev/null
-SLUICE=$PWD/target/release/sluice
+SLUICE=${SLUICE_BIN:-$PWD/target/release/sluice}
 
 bench_work fleet-e2e
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -7,7 +7,9 @@
 //! backend's sample list. One host per backend holds the **limit owner**
 //! lease (`sluice_fleet_lease_time`) and runs the project's own pure
 //! limiter ([`AdaptiveLimit`], the single host's, unchanged) over those
-//! samples every [`STEER_EVERY`], writing the limit whenever it moves.
+//! samples every [`STEER_EVERY`], writing the limit whenever it moves
+//! (a try that a descent chains starts in the same step, not a step
+//! later: [`AdaptiveLimit::chain_now`]).
 //! Every host's admission script reads it (at most the configured limit;
 //! `initial_destination_concurrency` while none is written). When the
 //! owner dies or loses Redis, its lease runs out and the next host to ask

@@ -7,13 +7,13 @@
 # Redis round trips and commands per message (INFO commandstats before and
 # after the fleet rounds), and sluice's own count of its calls by script.
 # The adaptive limit is the default; FIXED=K runs
-# both sides at a fixed limit of K.
+# both sides at a fixed limit of K. SLUICE_BIN runs another build of
+# sluice (e.g. to compare two builds in one sitting).
 #
 #   benches/load/fleet_e2e.sh [--messages N] [--size BYTES] [--sessions S] [--rounds R]
 #
 # `overload fleet-cost` measures the delivery half alone (a queued backlog
-# drained), the harsher figure; this is the issue's "end-to-end throughput
-# with and without Redis on one host".
+# drained), the harsher figure; this is the end-to-end one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../../scripts/bootstrap

@@ -45,7 +45,8 @@
 //! **rounds**: a round at a level ends once [`MIN_ROUND`] deliveries (or
 //! as many as the level, if more) that *started* at that level have
 //! reported, so every sample in it saw the level it is counted for (one
-//! that ends with more in flight than the level starts it again). A round
+//! that ends with more in flight than the level starts it again, and a new
+//! limit's first wave, which ramps up, does not count). A round
 //! counts only when the level was in use (mean deliveries in flight at
 //! least [`IN_USE`] of it); an idle backend gives no evidence either way.
 //! Each round keeps the spread of its samples, so every gradient comes with
@@ -225,6 +226,9 @@ pub struct AdaptiveLimit {
     reason: Reason,
     trying: Option<Try>,
     round: Option<Round>,
+    /// The first wave at a new or reset limit, still to be heard of: run
+    /// while the level was being reached, it only moves the round's start.
+    warm: u32,
     /// The last round at home, compared with the next try.
     home: Option<Point>,
     /// The level of the latest round at home: what the server was found
@@ -275,6 +279,7 @@ impl AdaptiveLimit {
             reason,
             trying: None,
             round: None,
+            warm: limit,
             home: None,
             settled: None,
             next_up: None,
@@ -379,6 +384,7 @@ impl AdaptiveLimit {
         self.limit = to.clamp(1, self.policy.max);
         self.trying = None;
         self.round = None;
+        self.warm = self.limit;
         self.home = None;
         self.reference = None;
         self.next_up = None;
@@ -425,11 +431,16 @@ impl AdaptiveLimit {
         if let Some(c) = self.chain_now(now) {
             return Some(c);
         }
-        // A round no change started (a new or reset limit) starts when its
-        // first delivery ended, not when it was heard of (the fleet's limit
-        // owner hears a step late; deliveries started since saw this level).
+        // A round no change started (a new or reset limit) starts when the
+        // first wave ended (`warm`), not when heard of: the fleet's owner
+        // hears a step late.
         let end = (s.started + s.latency).min(now);
         let round = self.round.get_or_insert_with(|| Round::new(end));
+        if self.warm > 0 {
+            self.warm -= 1;
+            round.start = round.start.max(end);
+            return None;
+        }
         // One that ended with more in flight than the level (started before
         // the level fell, a fleet lease on its way back) ran beside those
         // started since, which saw more than the level: start again.
@@ -453,9 +464,8 @@ impl AdaptiveLimit {
         self.judge(point, took, now)
     }
 
-    /// Starts the try a move home chained ([`Self::moved`]), if any: at
-    /// the next sample, or sooner for a caller that hears of samples in
-    /// steps (the fleet's limit owner), a step apart.
+    /// Starts the try a move home chained ([`Self::moved`]): at the next
+    /// sample, or sooner for one that hears in steps (the fleet's owner).
     pub fn chain_now(&mut self, now: Instant) -> Option<Change> {
         if !std::mem::take(&mut self.chain) || self.trying.is_some() {
             return None;

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::FleetGate;
-use super::scripts::Steer;
+use super::scripts::{FleetSample, Steer};
 use crate::clock;
 use crate::delivery::gate::concurrency::{self, AdaptiveLimit, Change};
 use crate::delivery::gate::pace;
@@ -139,22 +139,7 @@ async fn step(g: &FleetGate, owner: &mut Owner) -> Duration {
         None => owner.pending = Some(limiter.current()),
         _ => {}
     }
-    for smp in &reply.samples {
-        let started = started_at(tick, reply.now, smp.started);
-        let c = if smp.overload {
-            limiter.on_overload(tick)
-        } else {
-            let sample = concurrency::Sample { latency: smp.latency, in_flight: smp.in_flight, started };
-            limiter.on_sample(sample, tick)
-        };
-        if let Some(c) = c {
-            log(g, limiter, &c);
-            change = Some(c);
-        }
-    }
-    // A try that moved home chains the next try: start it now, not at the
-    // next step's samples, a step of deliveries later.
-    if let Some(c) = limiter.chain_now(tick) {
+    for c in owner_step(limiter, &reply.samples, reply.now, tick) {
         log(g, limiter, &c);
         change = Some(c);
     }
@@ -168,6 +153,34 @@ async fn step(g: &FleetGate, owner: &mut Owner) -> Duration {
         }
     }
     STEER_EVERY
+}
+
+/// One steering step of the limit owner's limiter: the samples the step
+/// took (their starts in Redis ms, Redis's clock reading `now_ms` at
+/// `tick`), then the try a descent chained, started now rather than at
+/// the next step's samples, a step of deliveries later. The changes, in
+/// order. (The limiter's simulation steers through this too.)
+pub fn owner_step(
+    limiter: &mut AdaptiveLimit,
+    samples: &[FleetSample],
+    now_ms: u64,
+    tick: Instant,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for smp in samples {
+        let c = if smp.overload {
+            limiter.on_overload(tick)
+        } else {
+            let started = started_at(tick, now_ms, smp.started);
+            limiter.on_sample(
+                concurrency::Sample { latency: smp.latency, in_flight: smp.in_flight, started },
+                tick,
+            )
+        };
+        changes.extend(c);
+    }
+    changes.extend(limiter.chain_now(tick));
+    changes
 }
 
 fn log(g: &FleetGate, limiter: &AdaptiveLimit, c: &Change) {
@@ -190,6 +203,7 @@ fn started_at(tick: Instant, now_ms: u64, started_ms: u64) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::gate::concurrency::Reason;
 
     #[test]
     fn a_sample_started_in_redis_time_maps_onto_this_hosts_clock() {
@@ -197,5 +211,41 @@ mod tests {
         assert_eq!(started_at(tick, 10_000, 9_750), tick - Duration::from_millis(250));
         // A start "after" Redis's now (clock skew between calls) is now.
         assert_eq!(started_at(tick, 10_000, 10_050), tick);
+    }
+
+    #[test]
+    fn a_descent_that_pays_starts_its_next_try_in_the_same_step() {
+        // The round that moves home to 4 ends with the last sample of a
+        // step: the next try (halving, the gradient being retrograde)
+        // starts in that step, not a step of deliveries later.
+        let policy = concurrency::Policy {
+            initial: 5,
+            max: 20,
+            target: Duration::from_secs(5),
+            probe_share: 0.05,
+            adaptive: true,
+        };
+        let mut l = AdaptiveLimit::new(policy);
+        let t0 = clock::instant();
+        // Redis's clock reads 10,000 ms at `t0`.
+        let step = |l: &mut AdaptiveLimit, samples: &[FleetSample], at: u64| {
+            owner_step(l, samples, 10_000 + at, t0 + Duration::from_millis(at))
+        };
+        let sample = |started: u64, latency: u64, in_flight: u32| FleetSample {
+            started: 10_000 + started,
+            latency: Duration::from_millis(latency),
+            in_flight,
+            overload: false,
+        };
+        let change = |from, to, reason| Change { from, to, reason };
+        // The first wave, then a round at 5 (started after it ended).
+        let mut first = vec![sample(0, 260, 5); 5];
+        first.extend([sample(270, 260, 5); 8]);
+        assert_eq!(step(&mut l, &first, 600), [change(5, 4, Reason::TryDown)]);
+        let at_four = [sample(610, 200, 4); 8];
+        assert_eq!(
+            step(&mut l, &at_four, 900),
+            [change(5, 4, Reason::Descend), change(4, 2, Reason::TryDown)]
+        );
     }
 }

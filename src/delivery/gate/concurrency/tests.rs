@@ -9,7 +9,6 @@
 //! it.
 
 use super::*;
-use crate::delivery::gate::fleet::scripts::FleetSample;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -110,8 +109,8 @@ fn simulate_seed(
 
 /// As [`simulate_seed`]; with `steer`, the limit hears of deliveries only
 /// every `steer` seconds, all those finished since at once, as the fleet's
-/// limit owner does (through its own step, `fleet::owner_step`), and its
-/// changes apply from then.
+/// limit owner does (`owner_step` in `fleet/steer.rs`), and its changes
+/// apply from then.
 fn simulate_in_steps(
     mut limit: AdaptiveLimit,
     shape: &Shape,
@@ -147,10 +146,13 @@ fn simulate_in_steps(
         {
             t = next_step;
             next_step += step;
-            // Through the owner's own step, in Redis milliseconds.
-            let ms = |t: f64| (t * 1000.0).round() as u64;
-            crate::delivery::gate::fleet::owner_step(&mut limit, &heard, ms(t), at(t));
-            heard.clear();
+            // As the fleet's limit owner does (`owner_step` in
+            // `fleet/steer.rs`, which this module may not name: the fleet
+            // depends on it).
+            for s in heard.drain(..) {
+                limit.on_sample(s, at(t));
+            }
+            limit.chain_now(at(t));
             trace.limits.push((t, limit.current()));
             continue;
         }
@@ -160,8 +162,7 @@ fn simulate_in_steps(
         trace.done.push(t);
         let s = Sample { latency: Duration::from_secs_f64(l), in_flight, started: at(start) };
         if steer.is_some() {
-            let started = (start * 1000.0).round() as u64;
-            heard.push(FleetSample { started, latency: s.latency, in_flight, overload: false });
+            heard.push(s);
             continue;
         }
         let c = limit.on_sample(s, at(t));
@@ -420,12 +421,12 @@ fn a_limit_far_above_the_servers_capacity_comes_down_in_doubling_steps() {
 #[test]
 fn a_limit_that_hears_of_deliveries_in_steps_descends_nearly_as_fast() {
     // The fleet's limit owner takes every host's samples once a step
-    // (100 ms), through its own step (`fleet::owner_step`): hearing late
+    // (100 ms), as `owner_step` in `fleet/steer.rs` does: hearing late
     // costs it at most a step or two on the way to 1 on the retrograde
     // server, against a limit that hears of every delivery as it ends. (A
-    // guard of the whole: each rule that makes it so has its own test,
-    // the chained try in `fleet/steer.rs`; in this simulation's ramped
-    // first wave no single one of them decides it.)
+    // guard of the whole: each rule that makes it so has its own test, the
+    // chained try in `fleet/steer.rs`; in this simulation's ramped first
+    // wave no single one of them decides it.)
     let first_at_one =
         |t: &Trace| t.limits.iter().find(|&&(_, l)| l == 1).map(|&(t, _)| t).expect("reached 1");
     let each = simulate(AdaptiveLimit::new(policy(5, 20)), &retrograde, 5.0, 0.0, 0.0);

@@ -92,7 +92,6 @@ mod share;
 mod steer;
 
 pub use self::client::{Fleet, FleetSettings, Lease};
-pub use self::steer::owner_step;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -159,8 +159,8 @@ async fn step(g: &FleetGate, owner: &mut Owner) -> Duration {
 /// took (their starts in Redis ms, Redis's clock reading `now_ms` at
 /// `tick`), then the try a descent chained, started now rather than at
 /// the next step's samples, a step of deliveries later. The changes, in
-/// order. (The limiter's simulation steers through this too.)
-pub fn owner_step(
+/// order. (The limiter's simulation of steps does as this does.)
+fn owner_step(
     limiter: &mut AdaptiveLimit,
     samples: &[FleetSample],
     now_ms: u64,

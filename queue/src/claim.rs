@@ -234,8 +234,14 @@ impl Queue {
     /// Records the outcome of one delivery attempt for some of a claimed
     /// message's recipients (by index into `envelope.recipients`) and, if
     /// any recipient is still not final, schedules it at `next_due`. One
-    /// synced batch. A message whose recipients are all final is removed,
-    /// body included.
+    /// batch, in the WAL before the answer but not fsynced for itself: the
+    /// next synced commit, or the writer's own sync within a second, makes
+    /// it durable. Only a power loss in that window can undo it, and then
+    /// the message is delivered again (a duplicate, never a loss), as
+    /// Postfix's qmgr, which does not fsync a recipient's done mark or the
+    /// queue file's removal, allows too. This spares an fsync per delivered
+    /// message whenever no acceptance shares it. A message whose recipients
+    /// are all final is removed, body included.
     ///
     /// A held message is not scheduled (its release will). A message deleted
     /// meanwhile gives [`Error::NotFound`] and stays deleted. Indexes beyond
@@ -252,7 +258,7 @@ impl Queue {
         // On the writer thread: the envelope was read by the claim moments
         // ago (hot), and this is once per delivered message.
         self.inner
-            .mutate_existing_on_writer(id, move |store, rec, change| {
+            .mutate_existing_on_writer(id, Durability::Buffered, move |store, rec, change| {
                 let inflight = is_inflight(store, id)?;
                 let mut after = rec.clone();
                 for (idx, outcome) in &results {

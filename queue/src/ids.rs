@@ -44,8 +44,8 @@ impl IdGen {
     }
 }
 
-/// The system clock in microseconds. The queue reads the clock here and
-/// nowhere else: a queue ID *is* a timestamp, and it must be taken when the
+/// The system clock in microseconds. The queue reads the wall clock here
+/// and nowhere else (the writer thread's idle sync times its own wait): a queue ID *is* a timestamp, and it must be taken when the
 /// message starts, not passed down through every caller.
 #[allow(clippy::disallowed_methods)]
 fn wall_clock_micros() -> u64 {

@@ -22,6 +22,10 @@
 //! names no exporter, so nothing is recorded unless the program installed
 //! one (the daemon does; tests and the admin fallback need not).
 //!
+//! A group of buffered changes only is written without an fsync; the thread
+//! syncs the WAL by itself when such a write has waited
+//! [`SYNC_BUFFERED_WITHIN`] for a synced one.
+//!
 //! The thread never touches message semantics: it applies what it is given.
 //! It also runs the dead-prefix compaction (see `store.rs`) on a helper
 //! thread after enough deletions.
@@ -42,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
@@ -50,8 +54,10 @@ use tokio::sync::oneshot;
 use crate::codec::{Counters, encode_counters};
 use crate::error::Error;
 use crate::keys::{COUNTERS_KEY, Table};
-use crate::model::Envelope;
 use crate::store::{COMPACT_AFTER_DELETES, Floor, Store};
+
+mod delta;
+pub(crate) use delta::Delta;
 
 /// One write inside a change.
 #[derive(Debug, Clone)]
@@ -68,69 +74,12 @@ pub(crate) enum Durability {
     /// On disk (the WAL fsynced) before the answer.
     Synced,
     /// In the WAL (the OS page cache) before the answer; made durable by the
-    /// next synced write. Survives a process crash, not a power loss — used
-    /// where losing the change is harmless (a claim, a staged chunk).
+    /// next synced write, or by the thread's own sync once it has been idle
+    /// for [`SYNC_BUFFERED_WITHIN`]. Survives a process crash, not a power
+    /// loss in that window — used where losing the change is harmless (a
+    /// claim, a staged chunk) or costs at most a second delivery (a
+    /// delivery's result).
     Buffered,
-}
-
-/// What a change does to the queue-wide counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Delta {
-    pub messages: i64,
-    pub bytes: i64,
-    pub held: i64,
-    pub recipients_pending: i64,
-    pub quarantined: i64,
-    /// A committed queue ID (the counters keep the largest).
-    pub max_id: u64,
-}
-
-impl Delta {
-    /// What one message with this envelope contributes to the counters.
-    pub(crate) fn footprint(e: &Envelope) -> Delta {
-        Delta {
-            messages: 1,
-            bytes: i64::try_from(e.size).unwrap_or(i64::MAX),
-            held: i64::from(e.held),
-            recipients_pending: i64::try_from(e.pending()).unwrap_or(i64::MAX),
-            quarantined: 0,
-            max_id: 0,
-        }
-    }
-
-    /// The change from `before` to `after` (either may be absent).
-    pub(crate) fn between(before: Option<&Envelope>, after: Option<&Envelope>) -> Delta {
-        let b = before.map(Delta::footprint).unwrap_or_default();
-        let a = after.map(Delta::footprint).unwrap_or_default();
-        Delta {
-            messages: a.messages - b.messages,
-            bytes: a.bytes.saturating_sub(b.bytes),
-            held: a.held - b.held,
-            recipients_pending: a.recipients_pending - b.recipients_pending,
-            quarantined: 0,
-            max_id: 0,
-        }
-    }
-
-    pub(crate) fn add(&mut self, o: Delta) {
-        self.messages += o.messages;
-        self.bytes = self.bytes.saturating_add(o.bytes);
-        self.held += o.held;
-        self.recipients_pending += o.recipients_pending;
-        self.quarantined += o.quarantined;
-        self.max_id = self.max_id.max(o.max_id);
-    }
-
-    pub(crate) fn apply(&self, c: &mut Counters) {
-        // Saturating: a quarantined record's size is unknowable, so the
-        // counters may drift by it; they must never wrap.
-        c.messages = c.messages.saturating_add_signed(self.messages);
-        c.bytes = c.bytes.saturating_add_signed(self.bytes);
-        c.held = c.held.saturating_add_signed(self.held);
-        c.recipients_pending = c.recipients_pending.saturating_add_signed(self.recipients_pending);
-        c.quarantined = c.quarantined.saturating_add_signed(self.quarantined);
-        c.max_id = c.max_id.max(self.max_id);
-    }
 }
 
 /// One caller's atomic state change.
@@ -401,6 +350,14 @@ fn room_for(store: &Store, bytes: u64) -> Result<(), Error> {
 /// out that writes work again when nobody else writes.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// The longest a buffered change waits for an fsync. The next synced
+/// write makes it durable anyway (one sequential WAL); when none comes,
+/// the thread syncs the WAL itself once it has had nothing to write for
+/// this long, so the window in which a power loss can undo a buffered
+/// change (a delivery's result: the message is then delivered again) is
+/// bounded, not left to the kernel's writeback.
+const SYNC_BUFFERED_WITHIN: Duration = Duration::from_secs(1);
+
 /// The probe: the counters record rewritten as it is, synced.
 fn probe(store: &Store, books: &Bookkeeping) {
     let run = || -> Result<(), Error> {
@@ -411,6 +368,14 @@ fn probe(store: &Store, books: &Bookkeeping) {
         store.write(batch, true)
     };
     books.note_write(&run());
+}
+
+/// The writer thread's monotonic clock, for its idle sync only: a timeout
+/// of the thread's own wait, which decides nothing about any message (the
+/// queue's policies take their `now` from the caller).
+#[allow(clippy::disallowed_methods)]
+fn monotonic_now() -> Instant {
+    Instant::now()
 }
 
 /// A merged group never grows past these, so one slow giant batch cannot
@@ -506,12 +471,34 @@ fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
     let mut deletes_since_compaction = 0u64;
     let mut group: Vec<(Change, Option<Waiter>)> = Vec::new();
     let mut closing: Option<Answer> = None;
+    // When the oldest buffered change not yet synced was written.
+    let mut unsynced: Option<Instant> = None;
     while closing.is_none() {
         let first = if books.failing().is_some() {
             match rx.recv_timeout(PROBE_EVERY) {
                 Ok(m) => m,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     probe(&store, &books);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else if let Some(since) = unsynced {
+            match rx.recv_timeout(SYNC_BUFFERED_WITHIN.saturating_sub(since.elapsed())) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    match store.sync_wal() {
+                        Ok(()) => {
+                            books.syncs.fetch_add(1, Ordering::Relaxed);
+                            unsynced = None;
+                        }
+                        // Tried again after the same wait; the next write
+                        // reports a failing disk to its caller.
+                        Err(e) => {
+                            tracing::error!("queue: sync of buffered changes failed: {e}");
+                            unsynced = Some(monotonic_now());
+                        }
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -555,7 +542,14 @@ fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
         if !group.is_empty() {
             let result = write_group(&store, &books, group.iter().map(|(c, _)| c));
             match &result {
-                Ok(d) => deletes_since_compaction += d,
+                Ok(d) => {
+                    deletes_since_compaction += d;
+                    if group.iter().any(|(c, _)| c.durability == Durability::Synced) {
+                        unsynced = None;
+                    } else if unsynced.is_none() {
+                        unsynced = Some(monotonic_now());
+                    }
+                }
                 Err(e) => tracing::error!("queue write of {} changes failed: {e}", group.len()),
             }
             for (_, answer) in group.drain(..) {
@@ -633,7 +627,7 @@ fn compact_dead_prefixes(store: &Store, books: &Bookkeeping) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Recipient;
+    use crate::model::{Envelope, Recipient};
 
     fn env(size: u64, held: bool, rcpts: usize) -> Envelope {
         Envelope {

@@ -2,8 +2,8 @@
 //! public API against a real RocksDB in a temporary directory: one writer
 //! at a time and read-only access, IDs and counters across restarts,
 //! commits waking the scheduler and sharing fsyncs, cancelled claims, and
-//! the claim of recent mail beside the backlog, and one synced batch per
-//! recorded result.
+//! the claim of recent mail beside the backlog, and one batch per recorded
+//! result, synced by the writer when it is idle.
 
 mod support;
 
@@ -149,17 +149,22 @@ async fn claim_recent_takes_only_what_became_due_lately() {
 }
 
 /// A delivery's result is written on the writer thread (a job) rather than
-/// through `mutate`: it must still be exactly one synced batch, answered
-/// only once written, whether it reschedules or removes the message.
+/// through `mutate`: it must still be exactly one batch, answered only once
+/// written, whether it reschedules or removes the message. It is not
+/// fsynced for itself (a power loss can only bring a delivered message
+/// back): the writer syncs it once it has nothing else to write.
 #[tokio::test]
-async fn each_recorded_result_is_one_synced_batch() {
+async fn each_recorded_result_is_one_batch_synced_when_the_writer_is_idle() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path(), T0);
     let keep =
         q.enqueue(envelope("a@example.org", &["b@example.net", "c@example.net"]), b"x", T0).await.unwrap();
     // Three chunks of `opts().body_chunk`.
     let gone = q.enqueue(envelope("a@example.org", &["d@example.net"]), &[b'y'; 2500], T0).await.unwrap();
+    let claimed = q.writer_stats();
     assert_eq!(q.claim_due(T0, 10).await.unwrap().len(), 2);
+    // The claim is buffered too: its own idle sync is out of the way first.
+    idle_sync(&q, claimed).await;
     let deferred = Outcome::Deferred { reply: "451 4.3.0 later".into() };
     // Changes, batches and fsyncs since `before`.
     let since = |before: sluice_queue::WriterStats| {
@@ -172,11 +177,17 @@ async fn each_recorded_result_is_one_synced_batch() {
         q.record(keep, &[(0, delivered()), (1, deferred)], T0 + 60_000, T0).await.unwrap(),
         Recorded::Scheduled(T0 + 60_000)
     );
-    assert_eq!(since(before), (1, 1, 1), "a rescheduling result");
+    assert_eq!(since(before), (1, 1, 0), "a rescheduling result, not fsynced for itself");
+    assert_eq!(idle_sync(&q, before).await, 1, "the writer syncs it once idle");
 
     let before = q.writer_stats();
     assert_eq!(q.record(gone, &[(0, delivered())], T0 + 60_000, T0).await.unwrap(), Recorded::Removed);
-    assert_eq!(since(before), (1, 1, 1), "a removing result");
+    assert_eq!(since(before), (1, 1, 0), "a removing result, not fsynced for itself");
+    assert_eq!(idle_sync(&q, before).await, 1, "the writer syncs it once idle");
+    // Once synced, an idle writer syncs no more.
+    let synced = q.writer_stats();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(q.writer_stats(), synced, "nothing written, nothing synced");
 
     // A result for a message deleted meanwhile writes nothing.
     let before = q.writer_stats();
@@ -192,4 +203,18 @@ async fn each_recorded_result_is_one_synced_batch() {
     assert_eq!(q.debug_table_len("inflight").await.unwrap(), 0);
     assert_eq!(q.debug_table_len("schedule").await.unwrap(), 1);
     assert_eq!(q.debug_table_len("bodies").await.unwrap(), 1, "the removed message's chunks went with it");
+}
+
+/// Waits (at most 10 s) until the writer has synced since `before`, and
+/// says how many syncs it did by the time it had.
+async fn idle_sync(q: &Queue, before: sluice_queue::WriterStats) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = q.writer_stats();
+        if now.syncs > before.syncs {
+            return now.syncs - before.syncs;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sync of the buffered result within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

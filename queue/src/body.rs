@@ -2,11 +2,12 @@
 //! streams a body from the queue to a backend, and a bounce reads only the
 //! part of the original it returns, so neither ever holds a whole message
 //! in memory however large it is (`message_size_limit = 0` allows any
-//! size). Each chunk is one read on the blocking pool, at most the
-//! `body_chunk` the message was stored with, except that a small body
-//! (up to [`PREFETCH_LIMIT`] bytes, a typical message) is read whole in the
-//! same blocking call that opens it: every hop to the blocking pool is a
-//! thread wake-up and two context switches, and that hop was one of the
+//! size). Each chunk is one read, at most the `body_chunk` the message was
+//! stored with, except that a small body (up to [`PREFETCH_LIMIT`] bytes, a
+//! typical message) is read whole in the read that opens it. Reads run on
+//! the caller's worker when RocksDB has the data in memory, as it has for
+//! mail accepted moments ago, and on the blocking pool otherwise: every hop
+//! to the pool is a thread wake-up and two context switches, one of the
 //! largest kernel costs of relaying a small message.
 //!
 //! A chunk that is missing while the message's envelope is still there, or
@@ -22,7 +23,7 @@ use crate::Queue;
 use crate::Result;
 use crate::codec::encode_record;
 use crate::error::Error;
-use crate::inner::{Inner, quarantine_change};
+use crate::inner::{Inner, Lookup, quarantine_change};
 use crate::keys::{self, Table};
 use crate::model::*;
 use crate::writer::Delta;
@@ -53,35 +54,61 @@ impl Queue {
     /// [`Error::NotFound`]; a corrupt envelope is quarantined and reported
     /// as [`Error::Corrupt`].
     ///
-    /// A body of at most [`PREFETCH_LIMIT`] bytes is read in the same
-    /// blocking call, under the message's lock like its envelope.
+    /// A body of at most [`PREFETCH_LIMIT`] bytes is read in the same read
+    /// as its envelope, under the message's lock: on this worker when
+    /// RocksDB has both in memory, else on the blocking pool.
     pub async fn body_reader(&self, id: QueueId) -> Result<BodyReader> {
-        let (size, chunks, ready) = self
-            .inner
-            .mutate_existing(id, move |inner, rec, _| {
-                let mut ready = VecDeque::new();
-                if rec.envelope.size <= PREFETCH_LIMIT {
-                    // Bounded by what was read, not by what the envelope
-                    // says: a damaged body may be longer than its size.
-                    let mut held = 0u64;
-                    for n in 0..rec.chunks {
-                        if held > PREFETCH_LIMIT {
-                            break;
-                        }
-                        match inner.store.get(Table::Bodies, &keys::chunk_key(id, n))? {
-                            Some(c) => {
-                                held += c.len() as u64;
-                                ready.push_back(c);
-                            }
-                            None => break,
-                        }
-                    }
-                }
-                Ok(Ok((rec.envelope.size, rec.chunks, ready)))
-            })
-            .await?;
+        // First on this worker, when RocksDB has the envelope and the small
+        // body in memory (a message accepted moments ago): no hop to the
+        // blocking pool. Anything else (on disk, large, missing, corrupt)
+        // takes the path below, which also quarantines.
+        let held = self.inner.locks.lock([id]).await;
+        let near = self.inner.attempt_near(|| match self.inner.lookup(id)? {
+            Lookup::Found(rec) if rec.envelope.size <= PREFETCH_LIMIT => {
+                Ok((rec.envelope.size, rec.chunks, prefetch(&self.inner, id, rec.chunks)?))
+            }
+            // Large, missing or corrupt: read where it may block.
+            _ => Err(crate::in_memory::miss()),
+        });
+        drop(held);
+        let (size, chunks, ready) = match near {
+            Some(Ok(opened)) => opened,
+            _ => {
+                self.inner
+                    .mutate_existing(id, move |inner, rec, _| {
+                        let ready = if rec.envelope.size <= PREFETCH_LIMIT {
+                            prefetch(inner, id, rec.chunks)?
+                        } else {
+                            VecDeque::new()
+                        };
+                        Ok(Ok((rec.envelope.size, rec.chunks, ready)))
+                    })
+                    .await?
+            }
+        };
         Ok(BodyReader { queue: self.clone(), id, size, chunks, next: 0, read: 0, ready })
     }
+}
+
+/// The chunks of a small body, read whole when it is opened: bounded by
+/// what was read, not by what the envelope says (a damaged body may be
+/// longer than its size). A missing chunk ends it; its turn reports it.
+fn prefetch(inner: &Inner, id: QueueId, chunks: u32) -> Result<VecDeque<Vec<u8>>> {
+    let mut ready = VecDeque::new();
+    let mut held = 0u64;
+    for n in 0..chunks {
+        if held > PREFETCH_LIMIT {
+            break;
+        }
+        match inner.store.get(Table::Bodies, &keys::chunk_key(id, n))? {
+            Some(c) => {
+                held += c.len() as u64;
+                ready.push_back(c);
+            }
+            None => break,
+        }
+    }
+    Ok(ready)
 }
 
 impl BodyReader {
@@ -121,7 +148,7 @@ impl BodyReader {
             None => {
                 self.queue
                     .inner
-                    .read(move |inner| inner.store.get(Table::Bodies, &keys::chunk_key(id, n)))
+                    .read_near(move |inner| inner.store.get(Table::Bodies, &keys::chunk_key(id, n)))
                     .await?
             }
         };

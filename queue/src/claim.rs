@@ -49,7 +49,7 @@ impl Inner {
         //    floor (entries below it are known deleted; never the whole
         //    schedule).
         let candidates = self
-            .read(move |inner| {
+            .read_near(move |inner| {
                 let mut out = Vec::with_capacity(limit.min(4096));
                 inner.store.scan(Table::Schedule, &start, upper.as_ref().map(|u| &u[..]), |k, _| {
                     if let Some((due, id)) = keys::parse_schedule_key(k) {
@@ -67,12 +67,14 @@ impl Inner {
         // 2. Lock them, then re-check each against the current state: a
         //    hold, delete, requeue or second claim may have got there first.
         let held = self.locks.lock(candidates.iter().map(|c| c.2)).await;
-        let (change, claimed) = self
-            .read(move |inner| {
+        let (change, claimed, stale) = self
+            .read_near(move |inner| {
                 let mut change = Change::new(Durability::Buffered);
                 let mut claimed = Vec::with_capacity(candidates.len());
-                for (key, due, id) in candidates {
-                    if !inner.store.contains(Table::Schedule, &key)? {
+                let mut stale = Vec::new();
+                for (key, due, id) in &candidates {
+                    let (due, id) = (*due, *id);
+                    if !inner.store.contains(Table::Schedule, key)? {
                         continue; // moved by someone else meanwhile
                     }
                     match inner.lookup(id)? {
@@ -80,23 +82,27 @@ impl Inner {
                             // Claimed: the schedule entry becomes an
                             // in-flight entry. Not synced: if a crash loses
                             // this, the entry is simply still scheduled.
-                            change.delete(Table::Schedule, key);
+                            change.delete(Table::Schedule, key.clone());
                             change.put(Table::Inflight, keys::id_key(id).to_vec(), encode_due(due));
                             claimed.push(QueuedMessage { id, envelope: rec.envelope, due });
                         }
                         Lookup::Found(_) | Lookup::Missing => {
-                            tracing::warn!("{id}: removing stale schedule entry (due {due})");
-                            change.delete(Table::Schedule, key);
+                            stale.push((id, due));
+                            change.delete(Table::Schedule, key.clone());
                         }
                         Lookup::Corrupt(raw, e) => {
-                            change.delete(Table::Schedule, key);
+                            change.delete(Table::Schedule, key.clone());
                             let _ = Inner::quarantine_envelope(id, &raw, &e.to_string(), &mut change);
                         }
                     }
                 }
-                Ok((change, claimed))
+                Ok((change, claimed, stale))
             })
             .await?;
+        // Logged here, once: the read above may run twice.
+        for (id, due) in stale {
+            tracing::warn!("{id}: removing stale schedule entry (due {due})");
+        }
         if !change.is_empty() {
             writer.submit(change).await?;
         }
@@ -217,7 +223,7 @@ impl Queue {
     /// messages are not in the schedule).
     pub async fn next_due(&self) -> Result<Option<UnixMillis>> {
         self.inner
-            .read(|inner| {
+            .read_near(|inner| {
                 let scan = inner.books.schedule_floor.begin();
                 let first = inner.store.first_key(Table::Schedule, &scan.start, None)?;
                 match first {

@@ -13,7 +13,7 @@ use crate::inner::{Inner, Lookup};
 use crate::keys::Table;
 use crate::model::*;
 use crate::writer::{Change, Durability, Writer};
-use crate::{AcceptLimits, Options, Result};
+use crate::{AcceptLimits, Options, ReadStats, Result};
 use std::path::Path;
 
 use crate::disk::DiskWatch;
@@ -130,6 +130,12 @@ impl Queue {
     /// shared each fsync.
     pub fn writer_stats(&self) -> WriterStats {
         self.inner.books.writer_stats()
+    }
+
+    /// Where the hot reads (a claim, a body, the next due time) ran since
+    /// open: on the caller's worker from memory, or on the blocking pool.
+    pub fn read_stats(&self) -> ReadStats {
+        self.inner.books.reads.stats()
     }
 
     /// Resolves when a message is committed or made due (release, requeue)

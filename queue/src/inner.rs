@@ -1,10 +1,10 @@
 //! What every clone of a [`Queue`](crate::Queue) shares ([`Inner`]), and
 //! the primitives every operation is built from: looking a message up
 //! (quarantining it when it cannot be decoded), rewriting or removing its
-//! record and schedule entry within one change, and running a
-//! read-modify-write under the message's lock stripes on the blocking pool
-//! (never on an async worker, and never half-done when its caller is
-//! cancelled).
+//! record and schedule entry within one change, running a read-modify-write
+//! under the message's lock stripes on the blocking pool (never half-done
+//! when its caller is cancelled), and reads on the caller's worker when
+//! RocksDB can answer them from memory.
 //!
 //! Owns no policy: the operations of `handle.rs`, `claim.rs`, `admin.rs`,
 //! `draft.rs` and `backend_records.rs` decide what to change.
@@ -282,6 +282,29 @@ impl Inner {
             answer
         });
         task.await.map_err(join_error)?
+    }
+
+    /// Runs `f` as an in-memory attempt on this worker (`in_memory.rs`):
+    /// `None` when it must run on the blocking pool instead. Counted in
+    /// [`crate::Queue::read_stats`].
+    pub(crate) fn attempt_near<T>(&self, f: impl FnOnce() -> Result<T>) -> Option<Result<T>> {
+        let r = crate::in_memory::attempt(f);
+        self.books.reads.count(r.is_some());
+        r
+    }
+
+    /// Runs a read on this worker when RocksDB has what it reads in memory
+    /// and it reads few keys (see `in_memory.rs`), else on the blocking
+    /// pool. `f` may run twice, so it must only read.
+    pub(crate) async fn read_near<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl Fn(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        if let Some(r) = self.attempt_near(|| f(self)) {
+            return r;
+        }
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(join_error)?
     }
 
     /// Runs a read on the blocking pool.

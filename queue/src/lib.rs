@@ -14,7 +14,9 @@
 //!
 //! The API speaks mail and never returns RocksDB types. Writes that must be
 //! durable go to one writer thread that merges concurrent callers' batches
-//! into one synced write (group commit); reads run on tokio's blocking pool.
+//! into one synced write (group commit); reads run on tokio's blocking pool,
+//! or on the caller's worker when RocksDB holds what they read in memory
+//! (`in_memory.rs`).
 //!
 //! Log lines about a message name the Postfix program that would have
 //! written them as their tracing target (`qmgr` for `removed` and
@@ -24,7 +26,8 @@
 //! The parts, from the bottom up: `model.rs` (what the queue stores, in
 //! mail's words), `keys.rs` and `codec.rs` (the byte layouts), `store.rs`
 //! (RocksDB), `writer.rs` (the one group-commit writer thread), `disk.rs`
-//! (free space), `ids.rs` (queue IDs and lock stripes), `recover.rs`
+//! (free space), `ids.rs` (queue IDs and lock stripes), `in_memory.rs`
+//! (reads served from memory on the caller's worker), `recover.rs`
 //! (opening after a crash), `inner.rs` (what every handle shares and the
 //! primitives of every operation); then the operations by concern:
 //! `handle.rs` ([`Queue`]: open, close, counters, reads), `body.rs`
@@ -46,6 +49,7 @@ mod draft;
 mod error;
 mod handle;
 mod ids;
+mod in_memory;
 mod inner;
 mod keys;
 mod model;
@@ -59,6 +63,7 @@ pub use draft::Draft;
 pub use error::Error;
 pub use handle::Queue;
 pub use ids::IdGen;
+pub use in_memory::ReadStats;
 pub use model::*;
 pub use verify_cache::VerifySweep;
 pub use writer::{FSYNC_BATCH_METRIC, WriterStats};

@@ -36,6 +36,7 @@ use rocksdb::{
 };
 
 use crate::error::Error;
+use crate::in_memory;
 use crate::keys::Table;
 
 /// Deletions after which the writer compacts the dead prefix of the hot
@@ -123,6 +124,37 @@ fn cf_options(t: Table) -> DbOptions {
 /// rust-rocksdb gives RocksDB's status as text only: a full file system is
 /// its `NoSpace` subcode, written "No space left on device" (also when
 /// RocksDB repeats the background error that stopped it).
+/// Options for one read: memory only while an in-memory attempt runs on
+/// this thread (`in_memory.rs`), which this read counts against.
+fn read_options() -> Result<ReadOptions, Error> {
+    let mut ro = ReadOptions::default();
+    if in_memory::read_tier()? && !memory_only(&mut ro, ReadOptions::set_read_tier) {
+        return Err(in_memory::miss());
+    }
+    Ok(ro)
+}
+
+/// Sets RocksDB's `kBlockCacheTier` (memtables and block cache; a read
+/// that needs a file answers `Incomplete`). rust-rocksdb 0.20.1 takes a
+/// `ReadTier` in `set_read_tier` but does not export the type, so the
+/// setter is passed in for its parameter's type, and the value is made by
+/// the type's own `Deserialize` (its `serde1` feature) from the variant's
+/// name. `tests::a_memory_only_read_misses_what_is_only_on_disk` checks
+/// that it takes effect.
+/// False if that failed (a rocksdb release that renamed the variant): the
+/// read then goes to the blocking pool, as every read did before.
+fn memory_only<T: serde::de::DeserializeOwned>(ro: &mut ReadOptions, set: fn(&mut ReadOptions, T)) -> bool {
+    use serde::de::IntoDeserializer;
+    let tier: Result<T, serde::de::value::Error> = T::deserialize("BlockCache".into_deserializer());
+    tier.map(|tier| set(ro, tier)).is_ok()
+}
+
+/// A failed read's error; tells an in-memory attempt it needs the disk.
+fn read_error(e: rocksdb::Error) -> Error {
+    in_memory::note_error(&e);
+    storage(e)
+}
+
 pub(crate) fn storage(e: rocksdb::Error) -> Error {
     let text = e.into_string();
     if text.contains("No space left on device") || text.contains("NoSpace") {
@@ -196,12 +228,12 @@ impl Store {
 
     /// One value.
     pub(crate) fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        self.db.get_cf(self.cf(t)?, key).map_err(storage)
+        self.db.get_cf_opt(self.cf(t)?, key, &read_options()?).map_err(read_error)
     }
 
     /// Whether a key exists (without copying its value).
     pub(crate) fn contains(&self, t: Table, key: &[u8]) -> Result<bool, Error> {
-        Ok(self.db.get_pinned_cf(self.cf(t)?, key).map_err(storage)?.is_some())
+        Ok(self.db.get_pinned_cf_opt(self.cf(t)?, key, &read_options()?).map_err(read_error)?.is_some())
     }
 
     /// Calls `f` for each key/value in `[lower, upper)` in key order until it
@@ -214,7 +246,7 @@ impl Store {
         upper: Option<&[u8]>,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, Error>,
     ) -> Result<(), Error> {
-        let mut ro = ReadOptions::default();
+        let mut ro = read_options()?;
         ro.set_iterate_lower_bound(lower.to_vec());
         if let Some(u) = upper {
             ro.set_iterate_upper_bound(u.to_vec());
@@ -226,9 +258,11 @@ impl Store {
             if !f(k, v)? {
                 return Ok(());
             }
+            // Each further key counts against an in-memory attempt's budget.
+            in_memory::read_tier()?;
             it.next();
         }
-        it.status().map_err(storage)
+        it.status().map_err(read_error)
     }
 
     /// The first key at or after `lower` (and before `upper`).
@@ -248,10 +282,10 @@ impl Store {
 
     /// The last key of a table.
     pub(crate) fn last_key(&self, t: Table) -> Result<Option<Vec<u8>>, Error> {
-        let mut it = self.db.iterator_cf(self.cf(t)?, IteratorMode::End);
+        let mut it = self.db.iterator_cf_opt(self.cf(t)?, read_options()?, IteratorMode::End);
         match it.next() {
             Some(Ok((k, _))) => Ok(Some(k.to_vec())),
-            Some(Err(e)) => Err(storage(e)),
+            Some(Err(e)) => Err(read_error(e)),
             None => Ok(None),
         }
     }
@@ -260,9 +294,13 @@ impl Store {
     /// needed and might be big).
     pub(crate) fn keys_from(&self, t: Table, lower: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, Error> {
         let mut out = Vec::new();
-        let it = self.db.iterator_cf(self.cf(t)?, IteratorMode::From(lower, Direction::Forward));
+        let it = self.db.iterator_cf_opt(
+            self.cf(t)?,
+            read_options()?,
+            IteratorMode::From(lower, Direction::Forward),
+        );
         for item in it.take(limit) {
-            let (k, _) = item.map_err(storage)?;
+            let (k, _) = item.map_err(read_error)?;
             out.push(k.to_vec());
         }
         Ok(out)
@@ -419,6 +457,45 @@ impl Drop for FloorScan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memory-only tier takes effect: what is in a memtable is read on
+    /// the worker, what is only in a file (a table's SST, or a body's blob)
+    /// sends the read to the blocking pool.
+    #[test]
+    fn a_memory_only_read_misses_what_is_only_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        let put = |t: Table, k: &[u8], v: &[u8]| {
+            let mut b = WriteBatch::default();
+            b.put_cf(store.cf(t).expect("cf"), k, v);
+            store.write(b, false).expect("write");
+        };
+        let near = |t: Table, k: &[u8]| in_memory::attempt(|| store.get(t, k));
+        let body = vec![b'x'; 8 << 10];
+        put(Table::Envelopes, b"e1", b"envelope");
+        put(Table::Bodies, b"b1", &body);
+        assert_eq!(
+            near(Table::Envelopes, b"e1").expect("in memory").expect("read"),
+            Some(b"envelope".to_vec())
+        );
+        assert_eq!(near(Table::Bodies, b"b1").expect("in memory").expect("read"), Some(body.clone()));
+
+        store.flush_all().expect("flush");
+        assert!(near(Table::Envelopes, b"e1").is_none(), "only in an SST now");
+        assert!(near(Table::Bodies, b"b1").is_none(), "only in a blob file now");
+        assert!(in_memory::attempt(|| store.contains(Table::Envelopes, b"e1")).is_none());
+        let scan = in_memory::attempt(|| store.first_key(Table::Envelopes, b"", None));
+        assert!(scan.is_none(), "a scan over a file misses too");
+        // A normal read reads the files, and leaves the SST's block cached.
+        assert_eq!(store.get(Table::Bodies, b"b1").expect("read"), Some(body));
+        assert_eq!(store.get(Table::Envelopes, b"e1").expect("read"), Some(b"envelope".to_vec()));
+        assert_eq!(near(Table::Envelopes, b"e1").expect("cached").expect("read"), Some(b"envelope".to_vec()));
+        // A key that is nowhere is known missing without a file read only
+        // when the filters say so; either answer is right, never an error.
+        if let Some(r) = near(Table::Envelopes, b"zz") {
+            assert_eq!(r.expect("read"), None);
+        }
+    }
 
     #[test]
     fn floor_never_passes_a_key_inserted_during_a_scan() {

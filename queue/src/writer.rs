@@ -164,6 +164,8 @@ pub(crate) struct Bookkeeping {
     /// A failure every write reports instead of writing (a test hook:
     /// `Queue::debug_fail_writes`).
     injected: Mutex<Option<String>>,
+    /// Where reads ran (`in_memory.rs`).
+    pub reads: crate::in_memory::ReadCounters,
 }
 
 impl Bookkeeping {

@@ -376,8 +376,7 @@ fn tls_needs_readable_files() {
     let errors = load_err(d.path(), "smtpd_tls_security_level = sometimes\n", "");
     assert!(errors[0].contains("expected empty, none, may, encrypt"), "{errors:?}");
 
-    // One chain file replaces the pair; it must be readable, and sluice
-    // takes one.
+    // Chain files replace the pairs; each must be readable.
     let dir = d.path().display();
     let main = format!("smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}\n", cert.display());
     load(d.path(), &main, "");
@@ -388,12 +387,32 @@ fn tls_needs_readable_files() {
         errors[0]
             .starts_with(&format!("{dir}/main.cf:2: smtpd_tls_chain_files: cannot read /nonexistent.pem"))
     );
-    let main = format!("smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {0}, {0}\n", cert.display());
-    let errors = load_err(d.path(), &main, "");
-    assert!(
-        errors[0].ends_with("smtpd_tls_chain_files: 2 files given; sluice takes one (one key algorithm)"),
-        "{errors:?}"
+    let main = format!(
+        "smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {0}, /nonexistent-rsa.pem\n",
+        cert.display()
     );
+    let errors = load_err(d.path(), &main, "");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("smtpd_tls_chain_files: cannot read /nonexistent-rsa.pem"), "{errors:?}");
+    load(
+        d.path(),
+        &format!("smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {0}, {0}\n", cert.display()),
+        "",
+    );
+
+    // An ECDSA pair beside the RSA one, or alone; its key defaults to its
+    // certificate file.
+    let main = format!("smtpd_tls_security_level = may\nsmtpd_tls_eccert_file = {}\n", cert.display());
+    let c = load(d.path(), &main, "").config;
+    assert_eq!(c.string("smtpd_tls_eckey_file"), cert.display().to_string());
+    let main = format!(
+        "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {}\nsmtpd_tls_eccert_file = {}\nsmtpd_tls_eckey_file = /nonexistent-ec.key\n",
+        cert.display(),
+        cert.display()
+    );
+    let errors = load_err(d.path(), &main, "");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("smtpd_tls_eckey_file: cannot read /nonexistent-ec.key"), "{errors:?}");
 }
 
 #[test]

@@ -912,13 +912,33 @@ pub static PARAMS: &[Param] = &[
         "How long a failing milter is left alone before one session tries it again; doubles after each failed try, to at most 8 times this.",
     ),
     // TLS.
-    p("smtpd_tls_cert_file", "", Str, Tls, "PEM file with the server certificate (and chain) for STARTTLS."),
+    p(
+        "smtpd_tls_cert_file",
+        "",
+        Str,
+        Tls,
+        "PEM file with the server certificate (and chain) for STARTTLS; in Postfix's naming the RSA one, beside smtpd_tls_eccert_file.",
+    ),
     p(
         "smtpd_tls_chain_files",
         "",
         List,
         Tls,
-        "One PEM file holding the private key and then the certificate chain, leaf first (Postfix's preferred form); when set it replaces smtpd_tls_cert_file and smtpd_tls_key_file. sluice takes one file (one key algorithm).",
+        "PEM files, each holding a private key and then its certificate chain, leaf first (Postfix's preferred form), one per key algorithm (e.g. ECDSA and RSA); when set they replace smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_eccert_file and smtpd_tls_eckey_file. Each client gets the ECDSA (or Ed25519) certificate when it can verify it, else the RSA one.",
+    ),
+    p(
+        "smtpd_tls_eccert_file",
+        "",
+        Str,
+        Tls,
+        "PEM file with the server's ECDSA certificate (and chain), offered beside smtpd_tls_cert_file to clients that can verify it.",
+    ),
+    p(
+        "smtpd_tls_eckey_file",
+        "$smtpd_tls_eccert_file",
+        Str,
+        Tls,
+        "PEM file with the private key for smtpd_tls_eccert_file.",
     ),
     p(
         "smtpd_tls_key_file",
@@ -1791,7 +1811,7 @@ static REASONS: &[(&[&str], &str)] = &[
     ),
     (
         &["smtpd_tls_"],
-        "only smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_chain_files, smtpd_tls_security_level, smtpd_tls_protocols and smtpd_tls_mandatory_protocols are supported; cipher choices are rustls defaults",
+        "only smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_eccert_file, smtpd_tls_eckey_file, smtpd_tls_chain_files, smtpd_tls_security_level, smtpd_tls_protocols and smtpd_tls_mandatory_protocols are supported; cipher choices are rustls defaults",
     ),
     (
         &["smtp_use_tls", "smtp_enforce_tls", "lmtp_use_tls", "lmtp_enforce_tls"],

@@ -1,7 +1,9 @@
 //! TLS for the inbound server: the server configuration (rustls with the
-//! ring provider, certificate and key from `smtpd_tls_cert_file` and
-//! `smtpd_tls_key_file`, the protocol versions allowed, session tickets
-//! for resumption), the stream a
+//! ring provider; a certificate and key per key algorithm, from
+//! `smtpd_tls_chain_files` or `smtpd_tls_cert_file`/`smtpd_tls_key_file`
+//! and `smtpd_tls_eccert_file`/`smtpd_tls_eckey_file`, chosen per client;
+//! the protocol versions allowed, session tickets for resumption), the
+//! stream a
 //! session reads and writes ([`Stream`], plain before STARTTLS and
 //! encrypted after it) and what the handshake agreed ([`TlsInfo`]).
 //!
@@ -9,12 +11,15 @@
 //! itself is a stage of its own (`starttls.rs`).
 
 use std::io;
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, SignatureAlgorithm};
 
 use crate::config::TlsProtocols;
 use rustls_pki_types::pem::PemObject;
@@ -25,29 +30,48 @@ use tokio_rustls::server::TlsStream;
 /// A certificate or key that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("smtpd_tls_cert_file {path}: {message}")]
+    #[error("TLS certificate file {path}: {message}")]
     Cert { path: String, message: String },
-    #[error("smtpd_tls_key_file {path}: {message}")]
+    #[error("TLS key file {path}: {message}")]
     Key { path: String, message: String },
     #[error("TLS configuration: {0}")]
     Config(String),
 }
 
-/// Builds the server configuration from PEM files: the certificate chain
-/// (leaf first) and the private key (PKCS#8, PKCS#1 or SEC1), which may be
-/// the same file (`smtpd_tls_chain_files` holds both, key first). Offers
-/// the `protocols` versions.
+/// One certificate chain (leaf first) and its private key (PKCS#8, PKCS#1
+/// or SEC1), as files; both may be the same file (an
+/// `smtpd_tls_chain_files` entry holds the key and then the chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Builds the server configuration from PEM files, one [`KeyFiles`] per key
+/// algorithm (as Postfix takes an RSA and an ECDSA certificate): each
+/// handshake gets the first non-RSA key the client can verify, else an RSA
+/// one (see [`ByAlgorithm`]). Offers the `protocols` versions.
 pub fn server_config_from_files(
-    cert: &Path,
-    key: &Path,
+    keys: &[KeyFiles],
     protocols: TlsProtocols,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert { path: cert.display().to_string(), message: e.to_string() })?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Key { path: key.display().to_string(), message: e.to_string() })?;
-    build(certs, key, &cert.display().to_string(), protocols)
+    if keys.is_empty() {
+        return Err(TlsError::Config(
+            "no certificate: set smtpd_tls_chain_files or smtpd_tls_cert_file".into(),
+        ));
+    }
+    let provider = provider();
+    let mut certified = Vec::with_capacity(keys.len());
+    for k in keys {
+        let path = k.cert.display().to_string();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&k.cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| TlsError::Cert { path: path.clone(), message: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_file(&k.key)
+            .map_err(|e| TlsError::Key { path: k.key.display().to_string(), message: e.to_string() })?;
+        certified.push(certified_key(certs, key, &path, &k.key.display().to_string(), &provider)?);
+    }
+    build(certified, provider, protocols)
 }
 
 /// Builds the server configuration from PEM text (tests, embedded keys),
@@ -58,18 +82,40 @@ pub fn server_config_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<ServerConfi
         .map_err(|e| TlsError::Cert { path: "(inline)".into(), message: e.to_string() })?;
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| TlsError::Key { path: "(inline)".into(), message: e.to_string() })?;
-    build(certs, key, "(inline)", TlsProtocols { tls12: true, tls13: true })
+    let provider = provider();
+    let certified = certified_key(certs, key, "(inline)", "(inline)", &provider)?;
+    build(vec![certified], provider, TlsProtocols { tls12: true, tls13: true })
 }
 
-fn build(
+/// One explicit provider: with two compiled in, rustls would panic at run
+/// time unless a process default were installed.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A chain and its key, checked to belong together.
+fn certified_key(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     path: &str,
-    protocols: TlsProtocols,
-) -> Result<Arc<ServerConfig>, TlsError> {
+    key_path: &str,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     if certs.is_empty() {
         return Err(TlsError::Cert { path: path.to_owned(), message: "no certificate found".into() });
     }
+    let key = CertifiedKey::from_der(certs, key, provider).map_err(|e| TlsError::Cert {
+        path: path.to_owned(),
+        message: format!("does not go with the key in {key_path} ({e})"),
+    })?;
+    Ok(Arc::new(key))
+}
+
+fn build(
+    keys: Vec<Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
+    protocols: TlsProtocols,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if protocols.tls13 {
         versions.push(&rustls::version::TLS13);
@@ -77,15 +123,11 @@ fn build(
     if protocols.tls12 {
         versions.push(&rustls::version::TLS12);
     }
-    // One explicit provider: with two compiled in, rustls would panic at run
-    // time unless a process default were installed.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .with_cert_resolver(Arc::new(ByAlgorithm::new(keys)));
     // Session resumption by stateless tickets, as Postfix does by default
     // (its smtpd_tls_session_cache_timeout, 3600 s, turns on OpenSSL's
     // tickets): a resumed handshake skips the certificate signature, the
@@ -96,6 +138,37 @@ fn build(
     // TLS 1.2 clients that resume by session ID.
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(Arc::new(config))
+}
+
+/// Picks a handshake's certificate by the signature schemes its client
+/// offers: the first ECDSA or Ed25519 key it can verify, else the first
+/// key it can verify at all (RSA), else the first key (the handshake then
+/// fails as with one certificate). As OpenSSL's default preference does
+/// for Postfix with several `smtpd_tls_chain_files`: an ECDSA signature
+/// costs a fraction of an RSA one, and every TLS 1.3 client verifies it,
+/// while RSA stays for the clients that only verify RSA.
+#[derive(Debug)]
+pub struct ByAlgorithm {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl ByAlgorithm {
+    fn new(mut keys: Vec<Arc<CertifiedKey>>) -> ByAlgorithm {
+        // Stable: keys of one kind keep the administrator's order.
+        keys.sort_by_key(|k| k.key.algorithm() == SignatureAlgorithm::RSA);
+        ByAlgorithm { keys }
+    }
+}
+
+impl ResolvesServerCert for ByAlgorithm {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let offered = hello.signature_schemes();
+        self.keys
+            .iter()
+            .find(|k| k.key.choose_scheme(offered).is_some())
+            .or_else(|| self.keys.first())
+            .cloned()
+    }
 }
 
 /// The negotiated protocol and cipher, for logs and `Received:`.

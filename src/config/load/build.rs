@@ -348,41 +348,43 @@ fn info_kind(info: &[TransportInfo], name: &str) -> Option<TransportKind> {
     info.iter().find(|t| t.name == name).map(|t| t.kind)
 }
 
-/// STARTTLS needs a readable certificate and key: one
-/// `smtpd_tls_chain_files` file, or `smtpd_tls_cert_file` and
-/// `smtpd_tls_key_file`.
+/// STARTTLS needs a readable certificate and key: the
+/// `smtpd_tls_chain_files` (one per key algorithm), or else
+/// `smtpd_tls_cert_file` with `smtpd_tls_key_file`, and/or
+/// `smtpd_tls_eccert_file` with `smtpd_tls_eckey_file`.
 fn check_tls(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
     let level = config.string("smtpd_tls_security_level").trim();
     if !matches!(level, "may" | "encrypt") {
         return;
     }
-    let chain = config.list("smtpd_tls_chain_files");
-    match chain.as_slice() {
-        [] => {}
-        [path] => {
-            if let Err(e) = std::fs::File::open(path) {
-                errors.push(scope.diag("smtpd_tls_chain_files", format!("cannot read {path}: {e}")));
-            }
-            return;
-        }
-        _ => {
-            errors.push(scope.diag(
-                "smtpd_tls_chain_files",
-                format!("{} files given; sluice takes one (one key algorithm)", chain.len()),
-            ));
-            return;
-        }
-    }
-    for name in ["smtpd_tls_cert_file", "smtpd_tls_key_file"] {
-        let path = config.string(name).trim();
-        if name == "smtpd_tls_key_file" && path == config.string("smtpd_tls_cert_file").trim() {
-            // The key is in the certificate file: already checked.
-            continue;
-        }
-        if path.is_empty() {
-            errors.push(scope.diag(name, format!("smtpd_tls_security_level = {level} needs {name}")));
-        } else if let Err(e) = std::fs::File::open(path) {
+    let readable = |name: &str, path: &str, errors: &mut Vec<Diagnostic>| {
+        if let Err(e) = std::fs::File::open(path) {
             errors.push(scope.diag(name, format!("cannot read {path}: {e}")));
+        }
+    };
+    let chain = config.list("smtpd_tls_chain_files");
+    if !chain.is_empty() {
+        for path in &chain {
+            readable("smtpd_tls_chain_files", path, errors);
+        }
+        return;
+    }
+    let pairs =
+        [("smtpd_tls_cert_file", "smtpd_tls_key_file"), ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file")];
+    let set: Vec<_> = pairs.iter().filter(|(cert, _)| !config.string(cert).trim().is_empty()).collect();
+    if set.is_empty() {
+        errors.push(scope.diag(
+            "smtpd_tls_cert_file",
+            format!("smtpd_tls_security_level = {level} needs smtpd_tls_cert_file"),
+        ));
+    }
+    for (cert, key) in set {
+        let cert_path = config.string(cert).trim();
+        readable(cert, cert_path, errors);
+        let key_path = config.string(key).trim();
+        // Empty or the certificate's file: the key is in it, already checked.
+        if !key_path.is_empty() && key_path != cert_path {
+            readable(key, key_path, errors);
         }
     }
 }

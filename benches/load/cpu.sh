@@ -10,7 +10,7 @@
 #   benches/load/cpu.sh [--messages N] [--size BYTES] [--sessions S] [--rounds R]
 #
 # The load client is smtp-source (plain SMTP). starttls.sh runs this same
-# script with a TLS certificate (TLS_CERT, TLS_KEY: both servers get
+# script with a TLS certificate (TLS_CERT, TLS_KEY, or TLS_CHAIN_FILES: both servers get
 # `smtpd_tls_security_level = may` with it) and its own client
 # (LOAD_CLIENT: a command given PORT, N, SIZE and SESSIONS as arguments).
 #
@@ -33,6 +33,9 @@ N=20000 SIZE=4096 SESSIONS=20 ROUNDS=1
 relay_options "messages size sessions rounds" "$@"
 TLS_CERT=${TLS_CERT:-}
 TLS_KEY=${TLS_KEY:-}
+# TLS_CHAIN_FILES: instead, smtpd_tls_chain_files for both servers (one
+# file per key algorithm, each the key and then the certificate).
+TLS_CHAIN_FILES=${TLS_CHAIN_FILES:-}
 
 # SLUICE_BIN: a sluice binary to measure instead of this tree's release
 # build (to compare two builds in one sitting).
@@ -74,7 +77,9 @@ load() {
 lmtp_sinks
 
 tls_main_cf() {
-    if [ -n "$TLS_CERT" ]; then
+    if [ -n "$TLS_CHAIN_FILES" ]; then
+        printf 'smtpd_tls_security_level = may\nsmtpd_tls_chain_files = %s\n' "$TLS_CHAIN_FILES"
+    elif [ -n "$TLS_CERT" ]; then
         printf 'smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n' \
             "$TLS_CERT" "$TLS_KEY"
     fi
@@ -110,7 +115,7 @@ for round in $(seq 1 "$ROUNDS"); do
     PPORT=$(free_port)
     PF_DIR=$WORK/pf-$round
     postfix_private "$PF_DIR" "$PPORT" "lmtp:[127.0.0.1]:$SINK2"
-    if [ -n "$TLS_CERT" ]; then
+    if [ -n "$TLS_CERT$TLS_CHAIN_FILES" ]; then
         # Postfix's defaults otherwise: stateless session tickets (its
         # smtpd_tls_session_cache_timeout is 3600 s), keys from tlsmgr.
         tls_main_cf >>"$PF_DIR/conf/main.cf"

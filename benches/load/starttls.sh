@@ -11,7 +11,7 @@
 # tls_source.rs, the same for both.
 #
 #   benches/load/starttls.sh [--messages N] [--size BYTES] [--sessions S] [--rounds R]
-#        env: CERTS="ecdsa rsa", RESUME="yes no", TLS_SOURCE_BIN, SLUICE_BIN
+#        env: CERTS="ecdsa rsa" (or both), RESUME="yes no", TLS_SOURCE_BIN, SLUICE_BIN
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../../scripts/bootstrap
@@ -41,13 +41,29 @@ cert() {
     chmod 644 "$CERTDIR/$kind.key" "$CERTDIR/$kind.pem"
 }
 
+# "both": an ECDSA and an RSA certificate on each server, as
+# smtpd_tls_chain_files (key, then certificate, per file); each picks the
+# one the client verifies (ECDSA for this client).
 for kind in ${CERTS:-ecdsa rsa}; do
-    cert "$kind"
+    if [ "$kind" = both ]; then
+        for k in ecdsa rsa; do
+            [ -f "$CERTDIR/$k.pem" ] || cert "$k"
+            cat "$CERTDIR/$k.key" "$CERTDIR/$k.pem" >"$CERTDIR/$k.chain"
+            chmod 644 "$CERTDIR/$k.chain"
+        done
+    else
+        cert "$kind"
+    fi
     for resume in ${RESUME:-yes no}; do
         flag=
         if [ "$resume" = no ]; then flag=--no-resume; fi
         echo "== STARTTLS, TLS 1.3, $kind certificate, resumption $resume"
-        TLS_CERT=$CERTDIR/$kind.pem TLS_KEY=$CERTDIR/$kind.key LOAD_CLIENT="$CLIENT $flag" \
-            benches/load/cpu.sh "$@"
+        if [ "$kind" = both ]; then
+            TLS_CHAIN_FILES="$CERTDIR/ecdsa.chain, $CERTDIR/rsa.chain" LOAD_CLIENT="$CLIENT $flag" \
+                benches/load/cpu.sh "$@"
+        else
+            TLS_CERT=$CERTDIR/$kind.pem TLS_KEY=$CERTDIR/$kind.key LOAD_CLIENT="$CLIENT $flag" \
+                benches/load/cpu.sh "$@"
+        fi
     done
 done

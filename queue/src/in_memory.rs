@@ -133,7 +133,7 @@ mod tests {
         });
         assert!(r.is_none(), "one key over the budget");
         assert!(!read_tier().unwrap(), "no attempt after it");
-        let r = attempt(|| read_tier());
+        let r = attempt(read_tier);
         assert!(matches!(r, Some(Ok(true))), "a read within the budget answers");
     }
 

@@ -61,17 +61,27 @@ impl Queue {
         // First on this worker, when RocksDB has the envelope and the small
         // body in memory (a message accepted moments ago): no hop to the
         // blocking pool. Anything else (on disk, large, missing, corrupt)
-        // takes the path below, which also quarantines.
-        let held = self.inner.locks.lock([id]).await;
-        let near = self.inner.attempt_near(|| match self.inner.lookup(id)? {
-            Lookup::Found(rec) if rec.envelope.size <= PREFETCH_LIMIT => {
-                Ok((rec.envelope.size, rec.chunks, prefetch(&self.inner, id, rec.chunks)?))
-            }
-            // Large, missing or corrupt: read where it may block.
-            _ => Err(crate::in_memory::miss()),
+        // takes the path below, which also quarantines, and so does mail
+        // that arrived more than moments ago (see `in_memory::FRESH_MS`).
+        // Without the lock:
+        // a body never changes once committed, and a delete that lands
+        // between the two reads leaves a chunk missing, which its turn in
+        // `next_chunk` reports as the message gone (`NotFound`), as for a
+        // delete during the delivery.
+        let fresh = crate::in_memory::fresh_id(id, self.inner.ids.last());
+        if !fresh {
+            self.inner.books.reads.count(false);
+        }
+        let near = fresh.then(|| {
+            self.inner.attempt_near(|| match self.inner.lookup(id)? {
+                Lookup::Found(rec) if rec.envelope.size <= PREFETCH_LIMIT => {
+                    Ok((rec.envelope.size, rec.chunks, prefetch(&self.inner, id, rec.chunks)?))
+                }
+                // Large, missing or corrupt: read where it may block.
+                _ => Err(crate::in_memory::miss()),
+            })
         });
-        drop(held);
-        let (size, chunks, ready) = match near {
+        let (size, chunks, ready) = match near.flatten() {
             Some(Ok(opened)) => opened,
             _ => {
                 self.inner
@@ -148,7 +158,7 @@ impl BodyReader {
             None => {
                 self.queue
                     .inner
-                    .read_near(move |inner| inner.store.get(Table::Bodies, &keys::chunk_key(id, n)))
+                    .read_near(1, move |inner| inner.store.get(Table::Bodies, &keys::chunk_key(id, n)))
                     .await?
             }
         };

@@ -14,6 +14,7 @@ use crate::Queue;
 use crate::codec::encode_due;
 use crate::error::Error;
 use crate::ids::Held;
+use crate::in_memory;
 use crate::inner::{Inner, Lookup, is_inflight};
 use crate::keys::{self, Table};
 use crate::model::*;
@@ -48,8 +49,13 @@ impl Inner {
         // 1. Candidates: the first `limit` entries due by `now`, from the
         //    floor (entries below it are known deleted; never the whole
         //    schedule).
+        // How many are due is not known before the scan; mostly few. A scan
+        // from an old due time (a backlog) reads from files; one from the
+        // start (no floor yet) may well not.
+        let recent = start.get(..8).and_then(|d| d.try_into().ok()).map(u64::from_be_bytes);
+        let scan_keys = if recent.is_none_or(|due| in_memory::fresh_due(due, now)) { 1 } else { usize::MAX };
         let candidates = self
-            .read_near(move |inner| {
+            .read_near(scan_keys, move |inner| {
                 let mut out = Vec::with_capacity(limit.min(4096));
                 inner.store.scan(Table::Schedule, &start, upper.as_ref().map(|u| &u[..]), |k, _| {
                     if let Some((due, id)) = keys::parse_schedule_key(k) {
@@ -67,8 +73,12 @@ impl Inner {
         // 2. Lock them, then re-check each against the current state: a
         //    hold, delete, requeue or second claim may have got there first.
         let held = self.locks.lock(candidates.iter().map(|c| c.2)).await;
+        // Two reads per candidate: its schedule entry and its envelope.
+        let newest = self.ids.last();
+        let fresh = candidates.iter().all(|c| in_memory::fresh_id(c.2, newest));
+        let check_keys = if fresh { 2 * candidates.len() } else { usize::MAX };
         let (change, claimed, stale) = self
-            .read_near(move |inner| {
+            .read_near(check_keys, move |inner| {
                 let mut change = Change::new(Durability::Buffered);
                 let mut claimed = Vec::with_capacity(candidates.len());
                 let mut stale = Vec::new();
@@ -223,7 +233,7 @@ impl Queue {
     /// messages are not in the schedule).
     pub async fn next_due(&self) -> Result<Option<UnixMillis>> {
         self.inner
-            .read_near(|inner| {
+            .read_near(1, |inner| {
                 let scan = inner.books.schedule_floor.begin();
                 let first = inner.store.first_key(Table::Schedule, &scan.start, None)?;
                 match first {
@@ -240,14 +250,11 @@ impl Queue {
     /// Records the outcome of one delivery attempt for some of a claimed
     /// message's recipients (by index into `envelope.recipients`) and, if
     /// any recipient is still not final, schedules it at `next_due`. One
-    /// batch, in the WAL before the answer but not fsynced for itself: the
-    /// next synced commit, or the writer's own sync within a second, makes
-    /// it durable. Only a power loss in that window can undo it, and then
-    /// the message is delivered again (a duplicate, never a loss), as
-    /// Postfix's qmgr, which does not fsync a recipient's done mark or the
-    /// queue file's removal, allows too. This spares an fsync per delivered
-    /// message whenever no acceptance shares it. A message whose recipients
-    /// are all final is removed, body included.
+    /// synced batch. (Written unsynced, it spared an fsync per relayed
+    /// message, but in a drain with no acceptance to share fsyncs with, the
+    /// results were written one small batch each instead of many per
+    /// fsync, and the drain lost 8 % or more: benches/README.md.) A message
+    /// whose recipients are all final is removed, body included.
     ///
     /// A held message is not scheduled (its release will). A message deleted
     /// meanwhile gives [`Error::NotFound`] and stays deleted. Indexes beyond
@@ -264,7 +271,7 @@ impl Queue {
         // On the writer thread: the envelope was read by the claim moments
         // ago (hot), and this is once per delivered message.
         self.inner
-            .mutate_existing_on_writer(id, Durability::Buffered, move |store, rec, change| {
+            .mutate_existing_on_writer(id, Durability::Synced, move |store, rec, change| {
                 let inflight = is_inflight(store, id)?;
                 let mut after = rec.clone();
                 for (idx, outcome) in &results {

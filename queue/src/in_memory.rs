@@ -24,14 +24,16 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
+use crate::model::{QueueId, UnixMillis};
 
 /// Where the queue's hot reads ran since open ([`crate::Queue::read_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadStats {
     /// Answered on the caller's worker from memory.
     pub near: u64,
-    /// Tried there first, but needing the disk or more keys than an
-    /// attempt may read: run on the blocking pool.
+    /// Run on the blocking pool: tried on the worker first but needing the
+    /// disk or more keys than an attempt may read, or known to (data
+    /// written more than moments ago, more keys than the budget).
     pub moved: u64,
 }
 
@@ -43,7 +45,7 @@ pub(crate) struct ReadCounters {
 }
 
 impl ReadCounters {
-    /// Counts an attempt's outcome: answered (`true`) or moved.
+    /// Counts a read: answered on the worker (`true`) or on the pool.
     pub(crate) fn count(&self, answered: bool) {
         let c = if answered { &self.near } else { &self.moved };
         c.fetch_add(1, Ordering::Relaxed);
@@ -57,6 +59,25 @@ impl ReadCounters {
 /// Keys one attempt may read on the worker: a claim of a few messages, or
 /// a small body's envelope and chunks. More moves the read to the pool.
 pub(crate) const KEY_BUDGET: u32 = 48;
+
+/// How recent data must be for an attempt to be worth making: written in
+/// the last two seconds, it is most likely still in a memtable. Older data
+/// (a backlog draining after an outage) mostly is not, and an attempt that
+/// misses costs its lookups twice; such reads go to the pool at once. A
+/// hint only: an attempt is correct however old the data.
+const FRESH_MS: u64 = 2_000;
+
+/// Whether a message with this ID arrived recently enough, by the newest
+/// ID the queue has issued (its IDs are arrival times in microseconds).
+pub(crate) fn fresh_id(id: QueueId, newest: QueueId) -> bool {
+    newest.as_micros().saturating_sub(id.as_micros()) <= FRESH_MS * 1_000
+}
+
+/// Whether a schedule entry due at `due` was written recently enough: due
+/// times of new mail are their commit times.
+pub(crate) fn fresh_due(due: UnixMillis, now: UnixMillis) -> bool {
+    now.saturating_sub(due) <= FRESH_MS
+}
 
 #[derive(Clone, Copy)]
 struct Attempt {
@@ -135,6 +156,17 @@ mod tests {
         assert!(!read_tier().unwrap(), "no attempt after it");
         let r = attempt(read_tier);
         assert!(matches!(r, Some(Ok(true))), "a read within the budget answers");
+    }
+
+    #[test]
+    fn only_data_of_the_last_two_seconds_counts_as_fresh() {
+        let id = |ms: u64| QueueId::from_micros(ms * 1_000);
+        assert!(fresh_id(id(10_000), id(12_000)));
+        assert!(!fresh_id(id(10_000), id(12_001)), "a backlog's message");
+        assert!(fresh_id(id(12_000), id(10_000)), "newer than the newest seen");
+        assert!(fresh_due(10_000, 12_000));
+        assert!(!fresh_due(10_000, 12_001));
+        assert!(fresh_due(13_000, 12_000), "due in the future");
     }
 
     #[test]

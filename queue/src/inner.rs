@@ -295,12 +295,17 @@ impl Inner {
 
     /// Runs a read on this worker when RocksDB has what it reads in memory
     /// and it reads few keys (see `in_memory.rs`), else on the blocking
-    /// pool. `f` may run twice, so it must only read.
+    /// pool. `f` may run twice, so it must only read. A read known to need
+    /// more keys than an attempt may read (`keys`, at least) goes to the
+    /// pool at once rather than spend an attempt's budget for nothing.
     pub(crate) async fn read_near<T: Send + 'static>(
         self: &Arc<Self>,
+        keys: usize,
         f: impl Fn(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        if let Some(r) = self.attempt_near(|| f(self)) {
+        if keys > crate::in_memory::KEY_BUDGET as usize {
+            self.books.reads.count(false);
+        } else if let Some(r) = self.attempt_near(|| f(self)) {
             return r;
         }
         let inner = Arc::clone(self);

@@ -77,8 +77,7 @@ pub(crate) enum Durability {
     /// next synced write, or by the thread's own sync once it has been idle
     /// for [`SYNC_BUFFERED_WITHIN`]. Survives a process crash, not a power
     /// loss in that window — used where losing the change is harmless (a
-    /// claim, a staged chunk) or costs at most a second delivery (a
-    /// delivery's result).
+    /// claim, a staged chunk, a verification answer).
     Buffered,
 }
 
@@ -356,8 +355,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// write makes it durable anyway (one sequential WAL); when none comes,
 /// the thread syncs the WAL itself once it has had nothing to write for
 /// this long, so the window in which a power loss can undo a buffered
-/// change (a delivery's result: the message is then delivered again) is
-/// bounded, not left to the kernel's writeback.
+/// change (a claim: the message is then simply due again) is bounded, not
+/// left to the kernel's writeback.
 const SYNC_BUFFERED_WITHIN: Duration = Duration::from_secs(1);
 
 /// The probe: the counters record rewritten as it is, synced.

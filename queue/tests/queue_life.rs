@@ -2,8 +2,8 @@
 //! public API against a real RocksDB in a temporary directory: one writer
 //! at a time and read-only access, IDs and counters across restarts,
 //! commits waking the scheduler and sharing fsyncs, cancelled claims, and
-//! the claim of recent mail beside the backlog, and one batch per recorded
-//! result, synced by the writer when it is idle.
+//! the claim of recent mail beside the backlog, one synced batch per
+//! recorded result, and the idle writer's sync of buffered changes.
 
 mod support;
 
@@ -149,45 +149,43 @@ async fn claim_recent_takes_only_what_became_due_lately() {
 }
 
 /// A delivery's result is written on the writer thread (a job) rather than
-/// through `mutate`: it must still be exactly one batch, answered only once
-/// written, whether it reschedules or removes the message. It is not
-/// fsynced for itself (a power loss can only bring a delivered message
-/// back): the writer syncs it once it has nothing else to write.
+/// through `mutate`: it must still be exactly one synced batch, answered
+/// only once written, whether it reschedules or removes the message. A
+/// claim is buffered: the writer syncs it by itself once it has had
+/// nothing to write for a second, and then syncs no more.
 #[tokio::test]
-async fn each_recorded_result_is_one_batch_synced_when_the_writer_is_idle() {
+async fn each_recorded_result_is_one_synced_batch_and_an_idle_writer_syncs_a_claim() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path(), T0);
     let keep =
         q.enqueue(envelope("a@example.org", &["b@example.net", "c@example.net"]), b"x", T0).await.unwrap();
     // Three chunks of `opts().body_chunk`.
     let gone = q.enqueue(envelope("a@example.org", &["d@example.net"]), &[b'y'; 2500], T0).await.unwrap();
-    let claimed = q.writer_stats();
-    assert_eq!(q.claim_due(T0, 10).await.unwrap().len(), 2);
-    // The claim is buffered too: its own idle sync is out of the way first.
-    idle_sync(&q, claimed).await;
-    let deferred = Outcome::Deferred { reply: "451 4.3.0 later".into() };
     // Changes, batches and fsyncs since `before`.
     let since = |before: sluice_queue::WriterStats| {
         let now = q.writer_stats();
         (now.changes - before.changes, now.writes - before.writes, now.syncs - before.syncs)
     };
+    let before = q.writer_stats();
+    assert_eq!(q.claim_due(T0, 10).await.unwrap().len(), 2);
+    assert_eq!(since(before), (1, 1, 0), "a claim, not fsynced for itself");
+    assert_eq!(idle_sync(&q, before).await, 1, "the writer syncs it once idle");
+    // Once synced, an idle writer syncs no more.
+    let synced = q.writer_stats();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(q.writer_stats(), synced, "nothing written, nothing synced");
+    let deferred = Outcome::Deferred { reply: "451 4.3.0 later".into() };
 
     let before = q.writer_stats();
     assert_eq!(
         q.record(keep, &[(0, delivered()), (1, deferred)], T0 + 60_000, T0).await.unwrap(),
         Recorded::Scheduled(T0 + 60_000)
     );
-    assert_eq!(since(before), (1, 1, 0), "a rescheduling result, not fsynced for itself");
-    assert_eq!(idle_sync(&q, before).await, 1, "the writer syncs it once idle");
+    assert_eq!(since(before), (1, 1, 1), "a rescheduling result");
 
     let before = q.writer_stats();
     assert_eq!(q.record(gone, &[(0, delivered())], T0 + 60_000, T0).await.unwrap(), Recorded::Removed);
-    assert_eq!(since(before), (1, 1, 0), "a removing result, not fsynced for itself");
-    assert_eq!(idle_sync(&q, before).await, 1, "the writer syncs it once idle");
-    // Once synced, an idle writer syncs no more.
-    let synced = q.writer_stats();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(q.writer_stats(), synced, "nothing written, nothing synced");
+    assert_eq!(since(before), (1, 1, 1), "a removing result");
 
     // A result for a message deleted meanwhile writes nothing.
     let before = q.writer_stats();
@@ -215,5 +213,5 @@ async fn idle_sync(q: &Queue, before: sluice_queue::WriterStats) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("no sync of the buffered result within 10 s");
+    panic!("no sync of the buffered change within 10 s");
 }

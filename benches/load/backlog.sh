@@ -30,7 +30,8 @@ NEW=${NEW:-60}
 CHART=${CHART:-0}
 
 nice cargo build --release --bin sluice --example idle_clients --example backlog_fill 2>/dev/null
-SLUICE=$PWD/target/release/sluice
+# SLUICE_BIN: a sluice binary to measure instead of this tree's build.
+SLUICE=${SLUICE_BIN:-$PWD/target/release/sluice}
 FILL=$PWD/target/release/examples/backlog_fill
 
 WORK=$(mktemp -d "${SLUICE_BENCH_DIR:-/tmp}/sluice-backlog-bench.XXXXXX")

@@ -55,19 +55,20 @@ impl Queue {
     /// as [`Error::Corrupt`].
     ///
     /// A body of at most [`PREFETCH_LIMIT`] bytes is read in the same read
-    /// as its envelope, under the message's lock: on this worker when
-    /// RocksDB has both in memory, else on the blocking pool.
+    /// as its envelope: on this worker when RocksDB has both in memory
+    /// (mail that arrived moments ago), else on the blocking pool under the
+    /// message's lock.
     pub async fn body_reader(&self, id: QueueId) -> Result<BodyReader> {
         // First on this worker, when RocksDB has the envelope and the small
         // body in memory (a message accepted moments ago): no hop to the
         // blocking pool. Anything else (on disk, large, missing, corrupt)
         // takes the path below, which also quarantines, and so does mail
         // that arrived more than moments ago (see `in_memory::FRESH_MS`).
-        // Without the lock:
-        // a body never changes once committed, and a delete that lands
-        // between the two reads leaves a chunk missing, which its turn in
-        // `next_chunk` reports as the message gone (`NotFound`), as for a
-        // delete during the delivery.
+        // Without the lock: a body never changes once committed, and a
+        // delete (envelope and chunks in one batch) that lands between the
+        // reads leaves a chunk missing, which its turn in `next_chunk`
+        // reports as the message gone (`NotFound`), as for a delete during
+        // the delivery.
         let fresh = crate::in_memory::fresh_id(id, self.inner.ids.last());
         if !fresh {
             self.inner.books.reads.count(false);

@@ -2,8 +2,9 @@
 //! them (`smtpd_tls_chain_files`, or the `smtpd_tls_cert_file` and
 //! `smtpd_tls_eccert_file` pairs): the daemon, configured through main.cf,
 //! gives each STARTTLS client the ECDSA certificate when it can verify it
-//! and the RSA one when it can only verify RSA. The client is OpenSSL's
-//! `s_client`, its signature algorithms narrowed with `-sigalgs`; the
+//! and the RSA one when it can only verify RSA (by its signature
+//! algorithms, and in TLS 1.2 by its cipher suites). The client is OpenSSL's
+//! `s_client`, narrowed with `-sigalgs` or `-cipher`; the
 //! certificates are made by `openssl req`.
 
 mod common;
@@ -44,11 +45,16 @@ fn make_cert(dir: &Path, kind: &str) -> (PathBuf, PathBuf, PathBuf) {
 /// The subject of the certificate the server presents to `s_client` over
 /// STARTTLS with TLS 1.3, offering only `sigalgs` when given.
 fn presented(port: u16, sigalgs: Option<&str>) -> String {
-    let mut cmd = Command::new(need("openssl", "openssl"));
-    cmd.args(["s_client", "-starttls", "smtp", "-tls1_3", "-connect"]).arg(format!("127.0.0.1:{port}"));
-    if let Some(s) = sigalgs {
-        cmd.args(["-sigalgs", s]);
+    match sigalgs {
+        Some(s) => presented_with(port, &["-tls1_3", "-sigalgs", s]),
+        None => presented_with(port, &["-tls1_3"]),
     }
+}
+
+/// The same with these `s_client` options.
+fn presented_with(port: u16, options: &[&str]) -> String {
+    let mut cmd = Command::new(need("openssl", "openssl"));
+    cmd.args(["s_client", "-starttls", "smtp", "-connect"]).arg(format!("127.0.0.1:{port}")).args(options);
     let out = cmd.stdin(Stdio::null()).output().expect("openssl s_client");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let subject = text.lines().find_map(|l| l.strip_prefix("subject=")).map(|s| s.trim().to_owned());
@@ -89,6 +95,14 @@ async fn each_client_gets_the_certificate_it_can_verify_ecdsa_first() {
             presented(port, Some("rsa_pss_rsae_sha256:rsa_pss_rsae_sha384")).contains("rsa.mx.test"),
             "{style}: an RSA-only client"
         );
+        // TLS 1.2 suites name the key: a client with only ECDHE-RSA suites
+        // gets RSA though it would verify an ECDSA signature (rustls hands
+        // the resolver only the signature schemes the client's suites
+        // allow; this holds the resolver to it).
+        let rsa_suites = presented_with(port, &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"]);
+        assert!(rsa_suites.contains("rsa.mx.test"), "{style}: a TLS 1.2 client with RSA suites only");
+        let ec_suites = presented_with(port, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
+        assert!(ec_suites.contains("ecdsa.mx.test"), "{style}: a TLS 1.2 client with ECDSA suites only");
         let st = daemon.stop();
         assert!(st.success(), "{style}: {st:?}; log:\n{}", cfg.log());
     }

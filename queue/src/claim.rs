@@ -271,7 +271,7 @@ impl Queue {
         // On the writer thread: the envelope was read by the claim moments
         // ago (hot), and this is once per delivered message.
         self.inner
-            .mutate_existing_on_writer(id, Durability::Synced, move |store, rec, change| {
+            .mutate_existing_on_writer(id, move |store, rec, change| {
                 let inflight = is_inflight(store, id)?;
                 let mut after = rec.clone();
                 for (idx, outcome) in &results {

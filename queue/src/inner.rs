@@ -246,7 +246,6 @@ impl Inner {
     pub(crate) async fn mutate_existing_on_writer<T: Send + 'static>(
         self: &Arc<Self>,
         id: QueueId,
-        durability: Durability,
         f: impl FnOnce(&Store, Record, &mut Change) -> Result<Result<T>> + Send + 'static,
     ) -> Result<T> {
         let inner = Arc::clone(self);
@@ -257,7 +256,7 @@ impl Inner {
             // thread, which must never drop the last handle (and join
             // itself).
             let job: Job = Box::new(move |store| {
-                let mut change = Change::new(durability);
+                let mut change = Change::new(Durability::Synced);
                 let answer = match existing(store, id, &mut change) {
                     Ok(Ok(rec)) => f(store, rec, &mut change),
                     Ok(Err(e)) => Ok(Err(e)),
@@ -267,7 +266,7 @@ impl Inner {
                     Ok(a) => a,
                     // A failed read writes nothing, as in `mutate`.
                     Err(e) => {
-                        change = Change::new(durability);
+                        change = Change::new(Durability::Synced);
                         Err(e)
                     }
                 };

@@ -488,17 +488,14 @@ fn run(store: Arc<Store>, books: Arc<Bookkeeping>, rx: mpsc::Receiver<Msg>) {
             match rx.recv_timeout(SYNC_BUFFERED_WITHIN.saturating_sub(since.elapsed())) {
                 Ok(m) => m,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    match store.sync_wal() {
-                        Ok(()) => {
-                            books.syncs.fetch_add(1, Ordering::Relaxed);
-                            unsynced = None;
-                        }
-                        // Tried again after the same wait; the next write
-                        // reports a failing disk to its caller.
-                        Err(e) => {
-                            tracing::error!("queue: sync of buffered changes failed: {e}");
-                            unsynced = Some(monotonic_now());
-                        }
+                    // A failed sync is a failed write: logged once, no new
+                    // mail until the probe's synced write works again
+                    // (which syncs these changes too).
+                    let synced = books.injected_failure().and_then(|()| store.sync_wal());
+                    books.note_write(&synced);
+                    if synced.is_ok() {
+                        books.syncs.fetch_add(1, Ordering::Relaxed);
+                        unsynced = None;
                     }
                     continue;
                 }

@@ -170,3 +170,32 @@ async fn failing_writes_stop_new_mail_until_a_write_works_again() {
     assert_eq!(q.list(Filter::default()).await.expect("list").len(), 2);
     q.close().await.expect("close");
 }
+
+/// The writer's own sync of buffered changes (a claim) is a write like any
+/// other: when it fails, no new mail is taken until a write works again.
+#[tokio::test]
+async fn a_failing_sync_of_buffered_changes_stops_new_mail_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = wall_millis();
+    let q = Queue::open(dir.path(), &Options::default(), now).expect("open");
+    commit(&q, &body(1)).await.expect("commit");
+    let limits = AcceptLimits::default();
+    // A claim is buffered: the writer syncs it once idle.
+    assert_eq!(q.claim_due(now + 60_000, 10).await.expect("claim").len(), 1);
+    q.debug_fail_writes(Some("Background error: injected"));
+    let mut waited = Duration::ZERO;
+    while q.admit(&limits).is_ok() {
+        assert!(waited < Duration::from_secs(10), "the failed sync went unnoticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert!(matches!(q.admit(&limits), Err(Error::Unwritable(_))), "{:?}", q.admit(&limits));
+    q.debug_fail_writes(None);
+    let mut waited = Duration::ZERO;
+    while q.admit(&limits).is_err() {
+        assert!(waited < Duration::from_secs(20), "never resumed: {:?}", q.admit(&limits));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    q.close().await.expect("close");
+}

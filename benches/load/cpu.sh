@@ -19,7 +19,12 @@
 # delivery settings and the relay lines of deliver.sh. SLUICE_BIN=PATH
 # measures that binary instead of building this tree. PERF_RECORD=FILE
 # records sluice with `perf record --call-graph dwarf` (cpu-clock samples) during its
-# first round, for the flame graph (see benches/README.md).
+# first round, for the flame graph (see benches/README.md). FLOOR=1 adds a
+# row between the two: relay_floor (benches/load/relay_floor.rs), the
+# relay's system calls, thread hand-offs and TCP traffic with nothing else,
+# in its own cgroup against its own sink. FLOOR="- sync log,removal" adds
+# one such row per word, each leaving out the parts it names (its
+# FLOOR_OMIT; "-" leaves out nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../../scripts/bootstrap
@@ -46,6 +51,19 @@ else
     nice cargo build --release ${SLUICE_CARGO_FEATURES:-} --bin sluice 2>/dev/null
     SLUICE=$PWD/target/release/sluice
 fi
+FLOOR=${FLOOR:-}
+if [ -n "$FLOOR" ]; then
+    nice cargo build --release --example relay_floor 2>/dev/null
+fi
+
+# PIN=1: the MTA (every process it starts inherits the affinity) on CPU 1,
+# the load client and the sinks on CPU 0, so that each MTA's throughput is
+# capped by its own CPU per message rather than by the tools it shares two
+# cores with.
+ON_MTA= ON_TOOLS=
+if [ "${PIN:-0}" = 1 ]; then
+    ON_MTA="taskset -c 1" ON_TOOLS="taskset -c 0"
+fi
 
 WORK=$(mktemp -d /tmp/sluice-cpu-bench.XXXXXX)
 chmod 755 "$WORK"
@@ -53,12 +71,14 @@ pids=()
 PF_DIR=
 CG_S=
 CG_P=
+CG_F=
 cleanup() {
     if [ -n "$PF_DIR" ]; then postfix_ctl "$PF_DIR" stop >/dev/null 2>&1 || true; fi
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     if [ -n "$CG_S" ]; then cg_remove "$CG_S"; fi
     if [ -n "$CG_P" ]; then cg_remove "$CG_P"; fi
+    if [ -n "$CG_F" ]; then cg_remove "$CG_F"; fi
     if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -67,14 +87,18 @@ load() {
     local port=$1
     if [ -n "${LOAD_CLIENT:-}" ]; then
         # shellcheck disable=SC2086
-        $LOAD_CLIENT "$port" "$N" "$SIZE" "$SESSIONS"
+        $ON_TOOLS $LOAD_CLIENT "$port" "$N" "$SIZE" "$SESSIONS"
     else
-        smtp-source -s "$SESSIONS" -m "$N" -l "$SIZE" -f load@remote.test -t user@dev.test "127.0.0.1:$port"
+        # shellcheck disable=SC2086
+        $ON_TOOLS smtp-source -s "$SESSIONS" -m "$N" -l "$SIZE" -f load@remote.test -t user@dev.test "127.0.0.1:$port"
     fi
 }
 
 # The LMTP sinks, outside both cgroups.
 lmtp_sinks
+if [ -n "$ON_TOOLS" ]; then
+    for p in "${pids[@]}"; do taskset -pc 0 "$p" >/dev/null; done
+fi
 
 tls_main_cf() {
     if [ -n "$TLS_CHAIN_FILES" ]; then
@@ -93,13 +117,14 @@ for round in $(seq 1 "$ROUNDS"); do
     sluice_private "$D" "$SPORT" "lmtp:[127.0.0.1]:$SINK1"
     tls_main_cf >>"$D/main.cf"
     # Not through cg_run: $! must be sluice itself, for its /proc stat.
-    sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG_S" "$SLUICE" -c "$D" serve --log-file "$D/maillog" &
+    # shellcheck disable=SC2086
+    sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG_S" $ON_MTA "$SLUICE" -c "$D" serve --log-file "$D/maillog" &
     SPID=$!
     pids+=("$SPID")
     wait_port "$SPORT"
     PERF_PID=
     if [ -n "${PERF_RECORD:-}" ] && [ "$round" = 1 ]; then
-        perf record -F 499 --call-graph dwarf,16384 -o "$PERF_RECORD" -p "$SPID" 2>/dev/null &
+        perf record -F ${PERF_FREQ:-499} --call-graph dwarf,16384 -o "$PERF_RECORD" -p "$SPID" 2>/dev/null &
         PERF_PID=$!
         sleep 0.5
     fi
@@ -109,6 +134,33 @@ for round in $(seq 1 "$ROUNDS"); do
     wait "$SPID" || true
     cg_remove "$CG_S"
     CG_S=
+
+    for omit in $FLOOR; do
+        [ -z "$TLS_CERT$TLS_CHAIN_FILES" ] || break
+        [ "$omit" = 1 ] && omit=-
+        # The floor, on a sink of its own, so its kept connections meet a
+        # sink as fresh as sluice's and Postfix's.
+        CG_F=$(cg_new floor)
+        FPORT=$(free_port)
+        FSINK=$(free_port)
+        # shellcheck disable=SC2046,SC2086
+        $ON_TOOLS smtp-sink $(sink_user) -L "127.0.0.1:$FSINK" 256 &
+        FSINK_PID=$!
+        pids+=("$FSINK_PID")
+        wait_port "$FSINK"
+        # shellcheck disable=SC2086
+        FLOOR_OMIT=${omit#-} sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG_F" \
+            $ON_MTA target/release/examples/relay_floor "$FPORT" "$FSINK" "$WORK/floor.log" "$WORK/floor.spool" &
+        FPID=$!
+        pids+=("$FPID")
+        wait_port "$FPORT"
+        measure "floor${omit#-}" "$CG_F" "$WORK/floor.log" "$N" "$FPID" load "$FPORT"
+        kill -TERM "$FPID" "$FSINK_PID"
+        wait "$FPID" "$FSINK_PID" || true
+        cg_remove "$CG_F"
+        CG_F=
+        rm -f "$WORK/floor.log" "$WORK/floor.spool"
+    done
 
     # Postfix.
     CG_P=$(cg_new postfix)
@@ -121,7 +173,8 @@ for round in $(seq 1 "$ROUNDS"); do
         tls_main_cf >>"$PF_DIR/conf/main.cf"
         echo "tlsmgr    unix  -       -       n       1000?   1       tlsmgr" >>"$PF_DIR/conf/master.cf"
     fi
-    cg_run "$CG_P" script -qc "postfix -c $PF_DIR/conf start" /dev/null >/dev/null
+    # shellcheck disable=SC2086
+    cg_run "$CG_P" $ON_MTA script -qc "postfix -c $PF_DIR/conf start" /dev/null >/dev/null
     wait_port "$PPORT"
     measure postfix "$CG_P" "$PF_DIR/maillog" "$N" - load "$PPORT"
     postfix_ctl "$PF_DIR" stop >/dev/null

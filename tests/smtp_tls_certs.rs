@@ -5,7 +5,9 @@
 //! and the RSA one when it can only verify RSA (by its signature
 //! algorithms, and in TLS 1.2 by its cipher suites). The client is OpenSSL's
 //! `s_client`, narrowed with `-sigalgs` or `-cipher`; the
-//! certificates are made by `openssl req`.
+//! certificates are made by `openssl req`. And the cipher suite: the
+//! client's choice by default, the server's (AES-128-GCM first) with
+//! `tls_preempt_cipherlist = yes`.
 
 mod common;
 
@@ -53,13 +55,25 @@ fn presented(port: u16, sigalgs: Option<&str>) -> String {
 
 /// The same with these `s_client` options.
 fn presented_with(port: u16, options: &[&str]) -> String {
+    handshake_line(port, options, |l| l.strip_prefix("subject="))
+}
+
+/// The cipher suite agreed with `s_client` given these options.
+fn suite_with(port: u16, options: &[&str]) -> String {
+    // "New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256"
+    handshake_line(port, options, |l| l.split_once("Cipher is ").map(|(_, c)| c))
+}
+
+/// The first of `s_client`'s report lines that `pick` takes something from,
+/// after a STARTTLS handshake with these options.
+fn handshake_line(port: u16, options: &[&str], pick: impl Fn(&str) -> Option<&str>) -> String {
     let mut cmd = Command::new(need("openssl", "openssl"));
     cmd.args(["s_client", "-starttls", "smtp", "-connect"]).arg(format!("127.0.0.1:{port}")).args(options);
     let out = cmd.stdin(Stdio::null()).output().expect("openssl s_client");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let subject = text.lines().find_map(|l| l.strip_prefix("subject=")).map(|s| s.trim().to_owned());
-    subject.unwrap_or_else(|| {
-        panic!("no certificate from the server:\n{text}\n{}", String::from_utf8_lossy(&out.stderr))
+    let found = text.lines().find_map(&pick).map(|s| s.trim().to_owned());
+    found.unwrap_or_else(|| {
+        panic!("no handshake with the server:\n{text}\n{}", String::from_utf8_lossy(&out.stderr))
     })
 }
 
@@ -124,4 +138,39 @@ async fn a_key_that_does_not_match_its_certificate_stops_the_start_naming_the_fi
     let err = String::from_utf8_lossy(&out.stderr);
     let want = format!("{}: does not go with the key in {}", rsa_cert.display(), ec_key.display());
     assert!(err.contains(&want), "names the certificate and the key: {err}");
+}
+
+#[tokio::test]
+async fn the_client_picks_the_cipher_suite_unless_tls_preempt_cipherlist_says_the_server() {
+    let backend = Backend::start(Proto::Lmtp).await;
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ec_chain, ..) = make_cert(certs.path(), "ecdsa");
+    // A client preferring AES-256-GCM, as OpenSSL's and rustls' clients do
+    // by default.
+    let tls13 = [
+        "-tls1_3",
+        "-ciphersuites",
+        "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+    ];
+    let tls12 = ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"];
+    for (preempt, want13, want12) in [
+        ("", "TLS_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        ("tls_preempt_cipherlist = no", "TLS_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        ("tls_preempt_cipherlist = yes", "TLS_AES_128_GCM_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    ] {
+        let cfg = TestConfig::new(&format!("lmtp:[127.0.0.1]:{}", backend.port()), "");
+        cfg.append_main_cf(&format!(
+            "smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}\n{preempt}",
+            ec_chain.display()
+        ));
+        let daemon = Daemon::start(&cfg);
+        let port = cfg.smtp.port();
+        assert_eq!(suite_with(port, &tls13), want13, "TLS 1.3 with {preempt:?}");
+        assert_eq!(suite_with(port, &tls12), want12, "TLS 1.2 with {preempt:?}");
+        // A client without AES-128-GCM still gets a suite it offered.
+        let chacha = suite_with(port, &["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"]);
+        assert_eq!(chacha, "TLS_CHACHA20_POLY1305_SHA256", "{preempt:?}");
+        let st = daemon.stop();
+        assert!(st.success(), "{preempt:?}: {st:?}; log:\n{}", cfg.log());
+    }
 }

@@ -962,6 +962,13 @@ pub static PARAMS: &[Param] = &[
         "TLS protocols offered with smtpd_tls_security_level = may, in Postfix's syntax (>=TLSv1.2, <=TLSv1.3, !TLSv1.2, ...). sluice speaks TLSv1.2 and TLSv1.3 only; a value that leaves neither is an error.",
     ),
     p(
+        "tls_preempt_cipherlist",
+        "no",
+        Bool,
+        Tls,
+        "yes: the SMTP server picks the TLS cipher suite by its own order, AES-128-GCM first (then AES-256-GCM, then ChaCha20-Poly1305), rather than by the client's. no: the client's order, as Postfix's default.",
+    ),
+    p(
         "smtpd_tls_mandatory_protocols",
         ">=TLSv1",
         TlsProtocols,
@@ -1811,7 +1818,7 @@ static REASONS: &[(&[&str], &str)] = &[
     ),
     (
         &["smtpd_tls_"],
-        "only smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_eccert_file, smtpd_tls_eckey_file, smtpd_tls_chain_files, smtpd_tls_security_level, smtpd_tls_protocols and smtpd_tls_mandatory_protocols are supported; cipher choices are rustls defaults",
+        "only smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_eccert_file, smtpd_tls_eckey_file, smtpd_tls_chain_files, smtpd_tls_security_level, smtpd_tls_protocols and smtpd_tls_mandatory_protocols are supported; cipher choices are rustls' suites (their order: tls_preempt_cipherlist)",
     ),
     (
         &["smtp_use_tls", "smtp_enforce_tls", "lmtp_use_tls", "lmtp_enforce_tls"],

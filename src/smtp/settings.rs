@@ -413,7 +413,11 @@ impl Settings {
                 };
                 let protocols = crate::config::parse_tls_protocols(c.string(param))
                     .map_err(|message| SettingsError::Value { param, message })?;
-                Some(tls::server_config_from_files(&tls_key_files(c), protocols)?)
+                Some(tls::server_config_from_files(
+                    &tls_key_files(c),
+                    protocols,
+                    c.bool("tls_preempt_cipherlist"),
+                )?)
             }
         };
         let networks = |name: &'static str| Networks::Param { config: Arc::clone(config), name };

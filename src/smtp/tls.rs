@@ -50,10 +50,13 @@ pub struct KeyFiles {
 /// Builds the server configuration from PEM files, one [`KeyFiles`] per key
 /// algorithm (as Postfix takes an RSA and an ECDSA certificate): each
 /// handshake gets the first non-RSA key the client can verify, else an RSA
-/// one (see [`ByAlgorithm`]). Offers the `protocols` versions.
+/// one (see [`ByAlgorithm`]). Offers the `protocols` versions; with
+/// `server_order` (`tls_preempt_cipherlist = yes`) picks the cipher suite
+/// by its own order (see [`provider`]) rather than the client's.
 pub fn server_config_from_files(
     keys: &[KeyFiles],
     protocols: TlsProtocols,
+    server_order: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     if keys.is_empty() {
         return Err(TlsError::Config(
@@ -71,7 +74,7 @@ pub fn server_config_from_files(
             .map_err(|e| TlsError::Key { path: k.key.display().to_string(), message: e.to_string() })?;
         certified.push(certified_key(certs, key, &path, &k.key.display().to_string(), &provider)?);
     }
-    build(certified, provider, protocols)
+    build(certified, provider, protocols, server_order)
 }
 
 /// Builds the server configuration from PEM text (tests, embedded keys),
@@ -84,13 +87,35 @@ pub fn server_config_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<ServerConfi
         .map_err(|e| TlsError::Key { path: "(inline)".into(), message: e.to_string() })?;
     let provider = provider();
     let certified = certified_key(certs, key, "(inline)", "(inline)", &provider)?;
-    build(vec![certified], provider, TlsProtocols { tls12: true, tls13: true })
+    build(vec![certified], provider, TlsProtocols { tls12: true, tls13: true }, false)
 }
 
 /// One explicit provider: with two compiled in, rustls would panic at run
 /// time unless a process default were installed.
+///
+/// Its suites are ring's, with the AES-128-GCM ones first (TLS 1.3's
+/// TLS_AES_128_GCM_SHA256, TLS 1.2's ECDHE with AES-128-GCM), then the
+/// rest in rustls' order (AES-256-GCM, ChaCha20-Poly1305). This order only
+/// counts when the server's order rules (`tls_preempt_cipherlist = yes`);
+/// by default the client's does, as in Postfix. AES-128-GCM first, as Go's
+/// TLS server orders its suites: every TLS 1.3 client must offer it, its
+/// 128-bit keys match X25519's strength, and its SHA-256 runs on the SHA
+/// extensions of current CPUs where ring computes SHA-384 with portable
+/// code on AMD CPUs (benches/README.md, STARTTLS).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| !aes_128_gcm(s.suite()));
+    Arc::new(provider)
+}
+
+fn aes_128_gcm(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite,
+        S::TLS13_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    )
 }
 
 /// A chain and its key, checked to belong together.
@@ -115,6 +140,7 @@ fn build(
     keys: Vec<Arc<CertifiedKey>>,
     provider: Arc<CryptoProvider>,
     protocols: TlsProtocols,
+    server_order: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if protocols.tls13 {
@@ -137,6 +163,7 @@ fn build(
     // state (its keys rotate every 6 hours). The in-memory cache stays for
     // TLS 1.2 clients that resume by session ID.
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+    config.ignore_client_order = server_order;
     Ok(Arc::new(config))
 }
 

@@ -101,6 +101,11 @@ if [ -n "$ON_TOOLS" ]; then
 fi
 
 tls_main_cf() {
+    # TLS_PREEMPT=1: each server picks the cipher suite by its own order
+    # (sluice: AES-128-GCM first; Postfix: OpenSSL's, AES-256-GCM first).
+    if [ "${TLS_PREEMPT:-0}" = 1 ] && [ -n "$TLS_CERT$TLS_CHAIN_FILES" ]; then
+        echo "tls_preempt_cipherlist = yes"
+    fi
     if [ -n "$TLS_CHAIN_FILES" ]; then
         printf 'smtpd_tls_security_level = may\nsmtpd_tls_chain_files = %s\n' "$TLS_CHAIN_FILES"
     elif [ -n "$TLS_CERT" ]; then

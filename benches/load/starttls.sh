@@ -11,7 +11,8 @@
 # tls_source.rs, the same for both.
 #
 #   benches/load/starttls.sh [--messages N] [--size BYTES] [--sessions S] [--rounds R]
-#        env: CERTS="ecdsa rsa" (or both), RESUME="yes no", TLS_SOURCE_BIN, SLUICE_BIN
+#        env: CERTS="ecdsa rsa" (or both), RESUME="yes no", TLS_SOURCE_BIN, SLUICE_BIN,
+#             TLS_PREEMPT=1 (tls_preempt_cipherlist = yes for both), PIN=1 (cpu.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../../scripts/bootstrap

@@ -8,8 +8,9 @@
 //! writer thread, as sluice's queue does), relays it over LMTP on kept
 //! connections to the sink (the commands in one write, the body in one
 //! more), appends a removal record (synced, as sluice's delivery result
-//! is), and writes the seven log lines sluice writes, one `write(2)` each. The runtime is
-//! tokio's multi-threaded one with its default worker count, like sluice's.
+//! is), and writes the seven log lines sluice writes, one `write(2)` each.
+//! The runtime is tokio's multi-threaded one with its default worker
+//! count, like sluice's.
 //!
 //! What it leaves out is what separates sluice from this floor: the
 //! queue's RocksDB writes, the SMTP parser, the Received: header, the

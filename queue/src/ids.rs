@@ -45,8 +45,9 @@ impl IdGen {
 }
 
 /// The system clock in microseconds. The queue reads the wall clock here
-/// and nowhere else (the writer thread's idle sync times its own wait): a queue ID *is* a timestamp, and it must be taken when the
-/// message starts, not passed down through every caller.
+/// and nowhere else (the writer thread's idle sync times only its own
+/// wait, on the monotonic clock): a queue ID *is* a timestamp, and it must
+/// be taken when the message starts, not passed down through every caller.
 #[allow(clippy::disallowed_methods)]
 fn wall_clock_micros() -> u64 {
     std::time::SystemTime::now()

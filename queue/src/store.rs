@@ -120,10 +120,6 @@ fn cf_options(t: Table) -> DbOptions {
     o
 }
 
-/// Maps a RocksDB error. Only the queue's own API types leave this crate.
-/// rust-rocksdb gives RocksDB's status as text only: a full file system is
-/// its `NoSpace` subcode, written "No space left on device" (also when
-/// RocksDB repeats the background error that stopped it).
 /// Options for one read: memory only while an in-memory attempt runs on
 /// this thread (`in_memory.rs`), which this read counts against.
 fn read_options() -> Result<ReadOptions, Error> {
@@ -141,6 +137,7 @@ fn read_options() -> Result<ReadOptions, Error> {
 /// the type's own `Deserialize` (its `serde1` feature) from the variant's
 /// name. `tests::a_memory_only_read_misses_what_is_only_on_disk` checks
 /// that it takes effect.
+///
 /// False if that failed (a rocksdb release that renamed the variant): the
 /// read then goes to the blocking pool, as every read did before.
 fn memory_only<T: serde::de::DeserializeOwned>(ro: &mut ReadOptions, set: fn(&mut ReadOptions, T)) -> bool {
@@ -155,6 +152,10 @@ fn read_error(e: rocksdb::Error) -> Error {
     storage(e)
 }
 
+/// Maps a RocksDB error. Only the queue's own API types leave this crate.
+/// rust-rocksdb gives RocksDB's status as text only: a full file system is
+/// its `NoSpace` subcode, written "No space left on device" (also when
+/// RocksDB repeats the background error that stopped it).
 pub(crate) fn storage(e: rocksdb::Error) -> Error {
     let text = e.into_string();
     if text.contains("No space left on device") || text.contains("NoSpace") {
@@ -495,6 +496,47 @@ mod tests {
         if let Some(r) = near(Table::Envelopes, b"zz") {
             assert_eq!(r.expect("read"), None);
         }
+    }
+
+    /// A scan in memory never answers with a memtable's key while an
+    /// earlier key sits in a file it could not read: the claim takes the
+    /// earliest due entries, and `next_due` the earliest time.
+    #[test]
+    fn a_memory_only_scan_never_skips_an_earlier_key_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        let put = |k: &[u8]| {
+            let mut b = WriteBatch::default();
+            b.put_cf(store.cf(Table::Schedule).expect("cf"), k, b"");
+            store.write(b, false).expect("write");
+        };
+        put(b"a-old");
+        store.flush_all().expect("flush");
+        put(b"b-new");
+        let first = || in_memory::attempt(|| store.first_key(Table::Schedule, b"", None));
+        assert!(first().is_none(), "the file's block is not cached: a miss, not the memtable's later key");
+        let mut keys = Vec::new();
+        let all = in_memory::attempt(|| {
+            store.scan(Table::Schedule, b"", None, |k, _| {
+                keys.push(k.to_vec());
+                Ok(true)
+            })
+        });
+        assert!(all.is_none(), "a whole scan misses too");
+        // A normal read caches the file's block; then both sources answer
+        // in memory, in key order.
+        assert_eq!(store.first_key(Table::Schedule, b"", None).expect("read"), Some(b"a-old".to_vec()));
+        assert_eq!(first().expect("cached").expect("read"), Some(b"a-old".to_vec()));
+        keys.clear();
+        in_memory::attempt(|| {
+            store.scan(Table::Schedule, b"", None, |k, _| {
+                keys.push(k.to_vec());
+                Ok(true)
+            })
+        })
+        .expect("cached")
+        .expect("read");
+        assert_eq!(keys, [b"a-old".to_vec(), b"b-new".to_vec()], "every key, in order");
     }
 
     #[test]

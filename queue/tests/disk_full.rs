@@ -122,16 +122,8 @@ async fn a_full_file_system_refuses_new_mail_keeps_the_old_and_recovers_by_itsel
     }
 
     std::fs::remove_file(filler).expect("free the space");
-    let mut waited = Duration::ZERO;
-    while q.admit(&limits).is_err() {
-        assert!(
-            waited < Duration::from_secs(60),
-            "the queue did not recover by itself: {:?}",
-            q.admit(&limits)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        waited += Duration::from_millis(200);
-    }
+    // The queue recovers by itself.
+    wait_for_admit(&q, &limits, true, Duration::from_secs(60)).await;
     kept.push((commit(&q, &body(200)).await.expect("commit after recovery"), body(200)));
 
     q.close().await.expect("close");
@@ -160,12 +152,7 @@ async fn failing_writes_stop_new_mail_until_a_write_works_again() {
 
     // Nobody writes; the queue's own probe finds out that writes work.
     q.debug_fail_writes(None);
-    let mut waited = Duration::ZERO;
-    while q.admit(&limits).is_err() {
-        assert!(waited < Duration::from_secs(20), "never resumed: {:?}", q.admit(&limits));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
+    wait_for_admit(&q, &limits, true, Duration::from_secs(20)).await;
     commit(&q, &body(3)).await.expect("commit after resuming");
     assert_eq!(q.list(Filter::default()).await.expect("list").len(), 2);
     q.close().await.expect("close");
@@ -183,19 +170,21 @@ async fn a_failing_sync_of_buffered_changes_stops_new_mail_too() {
     // A claim is buffered: the writer syncs it once idle.
     assert_eq!(q.claim_due(now + 60_000, 10).await.expect("claim").len(), 1);
     q.debug_fail_writes(Some("Background error: injected"));
-    let mut waited = Duration::ZERO;
-    while q.admit(&limits).is_ok() {
-        assert!(waited < Duration::from_secs(10), "the failed sync went unnoticed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_for_admit(&q, &limits, false, Duration::from_secs(10)).await;
     assert!(matches!(q.admit(&limits), Err(Error::Unwritable(_))), "{:?}", q.admit(&limits));
     q.debug_fail_writes(None);
-    let mut waited = Duration::ZERO;
-    while q.admit(&limits).is_err() {
-        assert!(waited < Duration::from_secs(20), "never resumed: {:?}", q.admit(&limits));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
+    wait_for_admit(&q, &limits, true, Duration::from_secs(20)).await;
     q.close().await.expect("close");
+}
+
+/// Polls until the queue admits new mail (`admits`) or refuses it, failing
+/// after `within`.
+async fn wait_for_admit(q: &Queue, limits: &AcceptLimits, admits: bool, within: Duration) {
+    let step = Duration::from_millis(50);
+    let mut waited = Duration::ZERO;
+    while q.admit(limits).is_ok() != admits {
+        assert!(waited < within, "admit still {:?} after {within:?}", q.admit(limits));
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
 }

@@ -133,6 +133,17 @@ pub struct Maps {
 }
 
 /// An `inet` line of master.cf whose command is `smtpd`.
+/// One of the SMTP server's certificates with its key, as main.cf names
+/// them, and the parameters that name them (for diagnostics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsKeyFile {
+    pub cert_param: &'static str,
+    pub cert: String,
+    pub key_param: &'static str,
+    /// The certificate's own file when the key is in it.
+    pub key: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct SmtpdService {
     /// The service field as written (`smtp`, `2525`, `127.0.0.1:2525`).
@@ -329,6 +340,39 @@ impl Config {
     /// True when the parameter was set in main.cf or by a `-o` override.
     pub fn is_set(&self, name: &str) -> bool {
         self.setting(name).source != Source::Default
+    }
+
+    /// The SMTP server's certificates and keys, one per key algorithm, as
+    /// Postfix reads them: every `smtpd_tls_chain_files` entry (key and
+    /// chain in one file), or else each of the pairs `smtpd_tls_cert_file`
+    /// and `smtpd_tls_key_file`, `smtpd_tls_eccert_file` and
+    /// `smtpd_tls_eckey_file` whose certificate is set (a key left empty is
+    /// in the certificate's file).
+    pub fn smtpd_tls_key_files(&self) -> Vec<TlsKeyFile> {
+        const CHAIN: &str = "smtpd_tls_chain_files";
+        let chain = self.list(CHAIN);
+        if !chain.is_empty() {
+            return chain
+                .into_iter()
+                .map(|f| TlsKeyFile { cert_param: CHAIN, cert: f.clone(), key_param: CHAIN, key: f })
+                .collect();
+        }
+        [("smtpd_tls_cert_file", "smtpd_tls_key_file"), ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file")]
+            .into_iter()
+            .filter_map(|(cert_param, key_param)| {
+                let cert = self.string(cert_param).trim();
+                let key = match self.string(key_param).trim() {
+                    "" => cert,
+                    key => key,
+                };
+                (!cert.is_empty()).then(|| TlsKeyFile {
+                    cert_param,
+                    cert: cert.to_owned(),
+                    key_param,
+                    key: key.to_owned(),
+                })
+            })
+            .collect()
     }
 
     /// Where the parameter was set: file and line, or None for a default.

@@ -413,11 +413,12 @@ impl Settings {
                 };
                 let protocols = crate::config::parse_tls_protocols(c.string(param))
                     .map_err(|message| SettingsError::Value { param, message })?;
-                Some(tls::server_config_from_files(
-                    &tls_key_files(c),
-                    protocols,
-                    c.bool("tls_preempt_cipherlist"),
-                )?)
+                let keys: Vec<_> = c
+                    .smtpd_tls_key_files()
+                    .into_iter()
+                    .map(|f| tls::KeyFiles { cert: f.cert.into(), key: f.key.into() })
+                    .collect();
+                Some(tls::server_config_from_files(&keys, protocols, c.bool("tls_preempt_cipherlist"))?)
             }
         };
         let networks = |name: &'static str| Networks::Param { config: Arc::clone(config), name };
@@ -527,29 +528,6 @@ pub(super) fn client_network(addr: IpAddr, prefix: (u8, u8)) -> IpAddr {
 }
 
 /// A restriction as the configuration parsed it, with its tables.
-/// The server's certificates and keys, one per key algorithm, as Postfix
-/// reads them: every `smtpd_tls_chain_files` entry (key and chain in one
-/// file), or else each of the pairs `smtpd_tls_cert_file` and
-/// `smtpd_tls_key_file`, `smtpd_tls_eccert_file` and `smtpd_tls_eckey_file`
-/// whose certificate is set (a key left empty is in the certificate file).
-fn tls_key_files(c: &Config) -> Vec<tls::KeyFiles> {
-    let chain = c.list("smtpd_tls_chain_files");
-    if !chain.is_empty() {
-        return chain.iter().map(|f| tls::KeyFiles { cert: f.into(), key: f.into() }).collect();
-    }
-    [("smtpd_tls_cert_file", "smtpd_tls_key_file"), ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file")]
-        .into_iter()
-        .filter_map(|(cert, key)| {
-            let cert = c.string(cert).trim();
-            let key = match c.string(key).trim() {
-                "" => cert,
-                key => key,
-            };
-            (!cert.is_empty()).then(|| tls::KeyFiles { cert: cert.into(), key: key.into() })
-        })
-        .collect()
-}
-
 fn restriction(r: &config::Restriction, config: &Arc<Config>) -> Restriction {
     let r = r.map_table(|maps: &Maps| -> Arc<dyn AccessTable> {
         let name = maps.tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");

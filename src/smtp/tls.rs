@@ -2,10 +2,10 @@
 //! ring provider; a certificate and key per key algorithm, from
 //! `smtpd_tls_chain_files` or `smtpd_tls_cert_file`/`smtpd_tls_key_file`
 //! and `smtpd_tls_eccert_file`/`smtpd_tls_eckey_file`, chosen per client;
-//! the protocol versions allowed, session tickets for resumption), the
-//! stream a
-//! session reads and writes ([`Stream`], plain before STARTTLS and
-//! encrypted after it) and what the handshake agreed ([`TlsInfo`]).
+//! the protocol versions allowed, the cipher order, session tickets for
+//! resumption), the stream a session reads and writes ([`Stream`], plain
+//! before STARTTLS and encrypted after it) and what the handshake agreed
+//! ([`TlsInfo`]).
 //!
 //! A leaf below the settings and the session: the `STARTTLS` command
 //! itself is a stage of its own (`starttls.rs`).

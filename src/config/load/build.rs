@@ -362,29 +362,18 @@ fn check_tls(config: &Config, scope: &Scope<'_>, errors: &mut Vec<Diagnostic>) {
             errors.push(scope.diag(name, format!("cannot read {path}: {e}")));
         }
     };
-    let chain = config.list("smtpd_tls_chain_files");
-    if !chain.is_empty() {
-        for path in &chain {
-            readable("smtpd_tls_chain_files", path, errors);
-        }
-        return;
-    }
-    let pairs =
-        [("smtpd_tls_cert_file", "smtpd_tls_key_file"), ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file")];
-    let set: Vec<_> = pairs.iter().filter(|(cert, _)| !config.string(cert).trim().is_empty()).collect();
-    if set.is_empty() {
+    let files = config.smtpd_tls_key_files();
+    if files.is_empty() {
         errors.push(scope.diag(
             "smtpd_tls_cert_file",
             format!("smtpd_tls_security_level = {level} needs smtpd_tls_cert_file"),
         ));
     }
-    for (cert, key) in set {
-        let cert_path = config.string(cert).trim();
-        readable(cert, cert_path, errors);
-        let key_path = config.string(key).trim();
-        // Empty or the certificate's file: the key is in it, already checked.
-        if !key_path.is_empty() && key_path != cert_path {
-            readable(key, key_path, errors);
+    for f in &files {
+        readable(f.cert_param, &f.cert, errors);
+        // The key in the certificate's file: already checked.
+        if f.key != f.cert {
+            readable(f.key_param, &f.key, errors);
         }
     }
 }
